@@ -1,0 +1,162 @@
+# iocd - one non-recursive Makefile.
+#   make          install missing Debian packages, then build build/iocd (release)
+#   make test     sanitizer build (ASan+UBSan), then every unit, fuzz-replay and integration test
+#   make run      build and start the daemon with the demo defaults
+#   make check    clang-format, module dependency edges, a clang build, cppcheck
+#   make bench    the benchmarks under bench/ (not part of test)
+#   make fuzz     libFuzzer targets with clang (FUZZ_SECONDS per target)
+#   make clean
+.DEFAULT_GOAL := all
+.SUFFIXES:
+SHELL := /bin/bash
+
+CC ?= cc
+MODULES := common storage query alerts rules collector api
+PKGS := libevent lmdb rdkafka libmicrohttpd lua5.4 zlib libzstd snappy libprotobuf-c libpcre2-8
+
+# Lazy (=) so pkg-config runs after `make deps` has installed it.
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
+PKG_LIBS = $(shell pkg-config --libs $(PKGS)) -lpthread -lm
+
+# V=1 shows each compiler command.
+Q = $(if $(filter 1,$(V)),,@echo "  CC $<";)
+IS_CLANG := $(findstring clang,$(shell $(CC) --version 2>/dev/null))
+CSTD = -std=c11 -D_POSIX_C_SOURCE=200809L
+WARN = -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wold-style-definition \
+       -Wformat=2 -Wundef -Wwrite-strings -Wpointer-arith -Wvla -Wimplicit-fallthrough \
+       -Wnull-dereference
+ifeq ($(IS_CLANG),)
+WARN += -Wjump-misses-init
+endif
+WERROR ?= 1
+ifeq ($(WERROR),1)
+WARN += -Werror
+endif
+SAN ?= address,undefined
+REVISION := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+DEFS = -DIOCD_REVISION='"$(REVISION)"'
+INC = -I.
+
+REL_CFLAGS = -O2 -g $(CSTD) $(WARN) $(INC) $(DEFS) $(PKG_CFLAGS) -MMD -MP
+TEST_CFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=$(SAN) -fno-sanitize-recover=all \
+              -DIOCD_DEBUG -DIOCD_TEST $(CSTD) $(WARN) $(INC) $(DEFS) $(PKG_CFLAGS) -MMD -MP
+TEST_LDFLAGS = -fsanitize=$(SAN)
+
+LIB_SRC := $(foreach m,$(MODULES),$(wildcard $(m)/*.c))
+CMD_SRC := $(wildcard cmd/*.c)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+BENCH_SRC := $(wildcard bench/*.c)
+
+REL_LIB_OBJ := $(LIB_SRC:%.c=build/rel/%.o)
+REL_CMD_OBJ := $(CMD_SRC:%.c=build/rel/%.o)
+TEST_LIB_OBJ := $(LIB_SRC:%.c=build/asan/%.o)
+TEST_CMD_OBJ := $(CMD_SRC:%.c=build/asan/%.o)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=build/asan/tests/%)
+FUZZ_REPLAY_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/asan/tests/replay_%)
+BENCH_BIN := $(BENCH_SRC:bench/%.c=build/bench/%)
+
+.PHONY: all deps build build-test test unit integration check format run bench fuzz clean
+
+all: deps
+	@$(MAKE) --no-print-directory build
+
+deps:
+	@tools/deps.sh
+
+build: build/iocd
+
+build/iocd: $(REL_LIB_OBJ) $(REL_CMD_OBJ)
+	$(CC) -o $@ $^ $(PKG_LIBS)
+
+build/rel/%.o: %.c
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(REL_CFLAGS) -c -o $@ $<
+
+build/asan/%.o: %.c
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(TEST_CFLAGS) -c -o $@ $<
+
+build/asan/iocd: $(TEST_LIB_OBJ) $(TEST_CMD_OBJ)
+	$(CC) $(TEST_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+build/asan/tests/test_%: build/asan/tests/unit/test_%.o build/asan/tests/unit/harness.o \
+                         $(TEST_LIB_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(TEST_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+build/asan/tests/replay_%: build/asan/tests/fuzz/%.o build/asan/tests/fuzz/replay.o \
+                           $(TEST_LIB_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(TEST_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+
+build-test: build/asan/iocd $(UNIT_BIN) $(FUZZ_REPLAY_BIN)
+
+# The whole suite: its last line is "N passed, N failed"; non-zero exit on any failure.
+test: deps
+	@$(MAKE) --no-print-directory build-test
+	@tests/run.sh
+
+unit: deps
+	@$(MAKE) --no-print-directory build-test
+	@TESTS_ONLY=unit tests/run.sh
+
+integration: deps
+	@$(MAKE) --no-print-directory build-test
+	@TESTS_ONLY=integration tests/run.sh
+
+# ---- Checks ------------------------------------------------------------------------------
+SOURCES = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find . -name '*.[ch]' -not -path './build/*')
+
+check: deps
+	@echo "check: clang-format"; clang-format --dry-run -Werror $(SOURCES)
+	@echo "check: module edges"; tools/check_deps.sh
+	@echo "check: clang build"; $(MAKE) --no-print-directory CC=clang BUILDDIR_SUFFIX=clang \
+	    build/clang/iocd
+	@echo "check: cppcheck"; if command -v cppcheck >/dev/null; then cppcheck --quiet \
+	    --error-exitcode=1 --std=c11 --enable=warning,portability --inline-suppr \
+	    -I. $(MODULES) cmd; fi
+	@echo "check: ok"
+
+CLANG_OBJ := $(LIB_SRC:%.c=build/clang/%.o) $(CMD_SRC:%.c=build/clang/%.o)
+build/clang/%.o: %.c
+	@mkdir -p $(@D)
+	$(Q)clang $(REL_CFLAGS) -c -o $@ $<
+build/clang/iocd: $(CLANG_OBJ)
+	clang -o $@ $^ $(PKG_LIBS)
+
+format:
+	clang-format -i $(SOURCES)
+
+# ---- Run, bench, fuzz --------------------------------------------------------------------
+RUN_ARGS ?= --kafka-brokers mock --rules examples/rules
+run: all
+	@mkdir -p data
+	build/iocd serve $(RUN_ARGS)
+
+build/bench/%: bench/%.c $(REL_LIB_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(REL_CFLAGS) -o $@ $^ $(PKG_LIBS)
+
+bench: all
+	@$(MAKE) --no-print-directory $(BENCH_BIN)
+	@bench/run.sh
+
+FUZZ_SECONDS ?= 60
+FUZZ_CFLAGS = -O1 -g -fsanitize=fuzzer,address,undefined -DIOCD_TEST $(CSTD) $(INC) \
+              $(PKG_CFLAGS)
+build/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) -o $@ $^ $(PKG_LIBS)
+
+fuzz: deps
+	@$(MAKE) --no-print-directory $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
+	@for t in $(FUZZ_SRC:tests/fuzz/%.c=%); do \
+	    mkdir -p build/fuzz/corpus-$$t; \
+	    build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus-$$t \
+	        tests/fuzz/corpus/$${t#fuzz_} || exit 1; done
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

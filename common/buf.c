@@ -1,0 +1,259 @@
+/* common/buf.c - growable, capped byte buffers and the JSON/float encoders built on them.
+ * Invariant: data is NUL-terminated whenever it is non-NULL; len never exceeds max. */
+#include "common/common.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void iocd_buf_init(iocd_buf *b, size_t max)
+{
+    b->data = NULL;
+    b->len = 0;
+    b->cap = 0;
+    b->max = max;
+}
+
+void iocd_buf_fini(iocd_buf *b)
+{
+    iocd_free(b->data);
+    b->data = NULL;
+    b->len = 0;
+    b->cap = 0;
+}
+
+void iocd_buf_reset(iocd_buf *b)
+{
+    b->len = 0;
+    if (b->data != NULL)
+        b->data[0] = '\0';
+}
+
+iocd_err iocd_buf_reserve(iocd_buf *b, size_t extra)
+{
+    size_t need, cap;
+    char *p;
+
+    if (extra > SIZE_MAX - b->len - 1)
+        return IOCD_ETOOBIG;
+    need = b->len + extra;
+    if (b->max != 0 && need > b->max)
+        return IOCD_ETOOBIG;
+    if (need + 1 <= b->cap)
+        return IOCD_OK;
+    cap = b->cap != 0 ? b->cap : 256;
+    while (cap < need + 1)
+        cap = cap > SIZE_MAX / 2 ? need + 1 : cap * 2;
+    p = iocd_realloc(b->data, cap);
+    if (p == NULL)
+        return IOCD_ENOMEM;
+    b->data = p;
+    b->cap = cap;
+    return IOCD_OK;
+}
+
+iocd_err iocd_buf_append(iocd_buf *b, const void *data, size_t len)
+{
+    iocd_err err = iocd_buf_reserve(b, len);
+
+    if (err != IOCD_OK)
+        return err;
+    if (len != 0)
+        memcpy(b->data + b->len, data, len);
+    b->len += len;
+    b->data[b->len] = '\0';
+    return IOCD_OK;
+}
+
+iocd_err iocd_buf_puts(iocd_buf *b, const char *s)
+{
+    return iocd_buf_append(b, s, strlen(s));
+}
+
+iocd_err iocd_buf_putc(iocd_buf *b, char c)
+{
+    return iocd_buf_append(b, &c, 1);
+}
+
+iocd_err iocd_buf_vprintf(iocd_buf *b, const char *fmt, va_list ap)
+{
+    va_list ap2;
+    iocd_err err;
+    int n;
+
+    va_copy(ap2, ap);
+    n = vsnprintf(NULL, 0, fmt, ap2);
+    va_end(ap2);
+    if (n < 0)
+        return IOCD_EINVAL;
+    err = iocd_buf_reserve(b, (size_t)n);
+    if (err != IOCD_OK)
+        return err;
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    b->len += (size_t)n;
+    return IOCD_OK;
+}
+
+iocd_err iocd_buf_printf(iocd_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    iocd_err err;
+
+    va_start(ap, fmt);
+    err = iocd_buf_vprintf(b, fmt, ap);
+    va_end(ap);
+    return err;
+}
+
+/* Length of the valid UTF-8 sequence at s (1-4), or 0 if the bytes are not one. */
+static size_t utf8_len(const unsigned char *s, size_t avail)
+{
+    size_t n, i;
+    uint32_t cp;
+
+    if (s[0] < 0x80)
+        return 1;
+    if (s[0] >= 0xC2 && s[0] <= 0xDF)
+        n = 2, cp = s[0] & 0x1F;
+    else if (s[0] >= 0xE0 && s[0] <= 0xEF)
+        n = 3, cp = s[0] & 0x0F;
+    else if (s[0] >= 0xF0 && s[0] <= 0xF4)
+        n = 4, cp = s[0] & 0x07;
+    else
+        return 0;
+    if (n > avail)
+        return 0;
+    for (i = 1; i < n; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return n;
+}
+
+iocd_err iocd_buf_json_str(iocd_buf *b, const char *str, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    iocd_err err;
+    size_t i = 0, run;
+    char esc[8];
+
+    err = iocd_buf_putc(b, '"');
+    while (err == IOCD_OK && i < len) {
+        run = i;
+        while (run < len && s[run] >= 0x20 && s[run] < 0x80 && s[run] != '"' && s[run] != '\\')
+            run++;
+        if (run > i) {
+            err = iocd_buf_append(b, s + i, run - i);
+            i = run;
+            continue;
+        }
+        if (s[i] >= 0x80) {
+            size_t n = utf8_len(s + i, len - i);
+            if (n == 0) {
+                err = iocd_buf_puts(b, "\xEF\xBF\xBD");
+                i++;
+            } else {
+                err = iocd_buf_append(b, s + i, n);
+                i += n;
+            }
+            continue;
+        }
+        switch (s[i]) {
+        case '"':
+            err = iocd_buf_puts(b, "\\\"");
+            break;
+        case '\\':
+            err = iocd_buf_puts(b, "\\\\");
+            break;
+        case '\n':
+            err = iocd_buf_puts(b, "\\n");
+            break;
+        case '\r':
+            err = iocd_buf_puts(b, "\\r");
+            break;
+        case '\t':
+            err = iocd_buf_puts(b, "\\t");
+            break;
+        default:
+            snprintf(esc, sizeof(esc), "\\u%04x", s[i]);
+            err = iocd_buf_puts(b, esc);
+            break;
+        }
+        i++;
+    }
+    if (err == IOCD_OK)
+        err = iocd_buf_putc(b, '"');
+    return err;
+}
+
+/* Shortest decimal that reads back as v, written without an exponent (as Go's
+ * strconv.FormatFloat(v, 'f', -1, 64), which Prometheus uses). */
+iocd_err iocd_buf_float(iocd_buf *b, double v)
+{
+    char tmp[40], digits[24], out[400];
+    int prec, exp10, nd = 0, pos = 0, i;
+    const char *p;
+    bool neg;
+
+    if (isnan(v))
+        return iocd_buf_puts(b, "NaN");
+    if (isinf(v))
+        return iocd_buf_puts(b, v > 0 ? "+Inf" : "-Inf");
+    if (v == 0)
+        return iocd_buf_puts(b, signbit(v) ? "-0" : "0");
+    for (prec = 1; prec <= 17; prec++) {
+        snprintf(tmp, sizeof(tmp), "%.*e", prec - 1, v);
+        if (strtod(tmp, NULL) == v)
+            break;
+    }
+    /* tmp is [-]d.ddde[+-]xx: gather the digits and the exponent. */
+    p = tmp;
+    neg = *p == '-';
+    if (neg)
+        p++;
+    for (; *p != 'e'; p++)
+        if (*p >= '0' && *p <= '9')
+            digits[nd++] = *p;
+    exp10 = atoi(p + 1);
+    while (nd > 1 && digits[nd - 1] == '0')
+        nd--;
+    if (neg)
+        out[pos++] = '-';
+    if (exp10 < 0) {
+        out[pos++] = '0';
+        out[pos++] = '.';
+        for (i = 0; i < -exp10 - 1; i++)
+            out[pos++] = '0';
+        for (i = 0; i < nd; i++)
+            out[pos++] = digits[i];
+    } else {
+        for (i = 0; i <= exp10 || i < nd; i++) {
+            if (i == exp10 + 1)
+                out[pos++] = '.';
+            out[pos++] = i < nd ? digits[i] : '0';
+        }
+    }
+    return iocd_buf_append(b, out, (size_t)pos);
+}
+
+char *iocd_buf_take(iocd_buf *b, size_t *len_out)
+{
+    char *p = b->data;
+
+    if (p == NULL) {
+        p = iocd_malloc(1);
+        if (p != NULL)
+            p[0] = '\0';
+    }
+    if (len_out != NULL)
+        *len_out = b->len;
+    b->data = NULL;
+    b->len = 0;
+    b->cap = 0;
+    return p;
+}
