@@ -80,10 +80,18 @@ build/asan/%.o: %.c
 build/asan/iocd: $(TEST_LIB_OBJ) $(TEST_CMD_OBJ)
 	$(CC) $(TEST_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-build/asan/tests/test_%: build/asan/tests/unit/test_%.o build/asan/tests/unit/harness.o \
-                         $(TEST_LIB_OBJ)
-	@mkdir -p $(@D)
-	$(CC) $(TEST_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+# A unit test links only its module and the modules to its right (the dependency order), so
+# tests/unit/test_<module>[_topic].c never depends on code its module may not use.
+upto = $(if $(filter $(1),$(firstword $(2))),$(firstword $(2)),$(firstword $(2)) $(call upto,$(1),$(wordlist 2,99,$(2))))
+mod_objs = $(foreach m,$(call upto,$(1),$(MODULES)),$(filter build/asan/$(m)/%,$(TEST_LIB_OBJ)))
+test_module = $(firstword $(subst _, ,$(patsubst test_%,%,$(1))))
+define unit_rule
+build/asan/tests/$(1): build/asan/tests/unit/$(1).o build/asan/tests/unit/harness.o \
+                       $$(call mod_objs,$$(call test_module,$(1)))
+	@mkdir -p $$(@D)
+	$$(CC) $$(TEST_LDFLAGS) -o $$@ $$^ $$(PKG_LIBS)
+endef
+$(foreach t,$(UNIT_SRC:tests/unit/%.c=%),$(eval $(call unit_rule,$(t))))
 
 build/asan/tests/replay_%: build/asan/tests/fuzz/%.o build/asan/tests/fuzz/replay.o \
                            $(TEST_LIB_OBJ)

@@ -81,6 +81,15 @@ typedef struct iocd_sample {
     double v;
 } iocd_sample;
 
+/* One label of a series, borrowed from whatever buffer the caller parsed (not
+ * NUL-terminated). A series is a list of labels whose first is usually __name__. */
+typedef struct iocd_label {
+    const char *name;
+    size_t name_len;
+    const char *value;
+    size_t value_len;
+} iocd_label;
+
 /* ---- Allocation ------------------------------------------------------------------------ */
 
 /* Every allocation goes through these: one seam for the memory gauge and fault injection.

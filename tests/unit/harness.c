@@ -130,6 +130,9 @@ int main(int argc, char **argv)
 {
     int timeout_s = 60, first = 1, passed = 0, failed = 0, i;
 
+    /* Modules log to stderr; keep test output to failures unless asked. */
+    iocd_log_setup(getenv("IOCD_TEST_VERBOSE") != NULL ? IOCD_LOG_DEBUG : IOCD_LOG_WARN,
+                   IOCD_LOG_LOGFMT, 2);
     if (argc > 2 && strcmp(argv[1], "-t") == 0) {
         timeout_s = atoi(argv[2]);
         first = 3;

@@ -1,0 +1,11 @@
+/* cmd/cmd.h - the subcommands of the iocd binary. cmd/ is the composition root: the one
+ * place allowed to include every module's header and wire them together. */
+#ifndef IOCD_CMD_H
+#define IOCD_CMD_H
+
+/* Each takes the arguments after its name and returns the process exit code
+ * (0 ok, 1 runtime failure, 2 usage error). */
+int cmd_serve(int argc, char **argv);
+void cmd_serve_usage(void);
+
+#endif

@@ -1,0 +1,190 @@
+/* cmd/serve.c - `iocd serve`: wires the modules together and runs until told to stop.
+ * Start order: config, logs, listeners (so a port in use fails fast), HTTP (answering
+ * /-/ready with 503), Kafka, then the store, after which /-/ready turns 200.
+ * Stop order is the reverse of data flow: stop accepting, let in-flight requests finish,
+ * flush what was acknowledged, close the store (which releases the data dir's lock). */
+#include "cmd/cmd.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api/api.h"
+#include "collector/collector.h"
+#include "common/common.h"
+#include "storage/storage.h"
+
+typedef struct daemon_state {
+    col_config cfg;
+    char **argv; /* kept for SIGHUP: the config is re-read with the same flags */
+    int argc;
+} daemon_state;
+
+void cmd_serve_usage(void)
+{
+    iocd_buf b;
+
+    iocd_buf_init(&b, 0);
+    if (col_config_help(&b) != IOCD_OK) {
+        iocd_buf_fini(&b);
+        return;
+    }
+    printf("Usage: iocd serve [flags]\n"
+           "\n"
+           "Runs the daemon: line-protocol listeners (TCP, UDP), the HTTP API and console, the\n"
+           "store in --data-dir, alert rules and incident dispatch. SIGTERM or SIGINT stop it\n"
+           "gracefully; SIGHUP reloads what can change live (log level, rules).\n"
+           "\n"
+           "Flags (each also settable in the config file; flags win):\n"
+           "%s",
+           b.data);
+    iocd_buf_fini(&b);
+}
+
+/* SIGHUP: re-read the config file with the same flags and apply what can change live. */
+static void on_reload(void *ud)
+{
+    daemon_state *d = ud;
+    col_config fresh;
+    char errbuf[512];
+    iocd_err err = col_config_init(&fresh);
+
+    if (err == IOCD_OK)
+        err = col_config_parse(&fresh, d->argc, d->argv, errbuf, sizeof(errbuf));
+    if (err != IOCD_OK) {
+        log_error("serve", "reload failed, keeping the running config", "err=%s",
+                  err == IOCD_ENOMEM ? iocd_strerror(err) : errbuf);
+        col_config_fini(&fresh);
+        return;
+    }
+    iocd_log_setup(fresh.log_level, d->cfg.log_format, 2);
+    d->cfg.log_level = fresh.log_level;
+    log_info("serve", "config reloaded", "log_level=%d", (int)fresh.log_level);
+    col_config_fini(&fresh);
+}
+
+static alert_kafka_prop *kafka_props(const col_config *cfg)
+{
+    alert_kafka_prop *p = iocd_calloc(cfg->n_kafka_props + 1, sizeof(*p));
+    size_t i;
+
+    for (i = 0; p != NULL && i < cfg->n_kafka_props; i++) {
+        p[i].key = cfg->kafka_props[i].key;
+        p[i].value = cfg->kafka_props[i].value;
+    }
+    return p;
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    daemon_state d;
+    col_loop *loop = NULL;
+    api_server *api = NULL;
+    alert_kafka *kafka = NULL;
+    alert_kafka_prop *props = NULL;
+    store *st = NULL;
+    store_config scfg;
+    char errbuf[1024] = "";
+    int64_t stop_start_ns, budget_ms;
+    iocd_err err;
+    int i, rc = 1, sig;
+
+    for (i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            cmd_serve_usage();
+            return 0;
+        }
+    }
+    memset(&d, 0, sizeof(d));
+    d.argc = argc;
+    d.argv = argv;
+    err = col_config_init(&d.cfg);
+    if (err != IOCD_OK) {
+        fprintf(stderr, "iocd: %s\n", iocd_strerror(err));
+        return 1;
+    }
+    err = col_config_parse(&d.cfg, argc, argv, errbuf, sizeof(errbuf));
+    if (err != IOCD_OK) {
+        fprintf(stderr, "iocd: %s\n", err == IOCD_ENOMEM ? iocd_strerror(err) : errbuf);
+        col_config_fini(&d.cfg);
+        return 2;
+    }
+    iocd_log_setup(d.cfg.log_level, d.cfg.log_format, 2);
+    log_info("serve", "starting iocd", "version=%s revision=%s pid=%ld data_dir=%s",
+             IOCD_VERSION, IOCD_REVISION, (long)getpid(), d.cfg.data_dir);
+    err = iocd_metrics_process_register(iocd_now_ms());
+    if (err != IOCD_OK) {
+        log_error("serve", "cannot start", "err=%s", iocd_strerror(err));
+        goto out;
+    }
+
+    err = col_loop_new(&d.cfg, &loop, errbuf, sizeof(errbuf));
+    if (err != IOCD_OK) {
+        log_error("serve", "cannot start", "err=%s", errbuf);
+        goto out;
+    }
+    col_loop_on_reload(loop, on_reload, &d);
+    if (d.cfg.http_addr[0] != '\0') {
+        err = api_start(&d.cfg, &api, errbuf, sizeof(errbuf));
+        if (err != IOCD_OK) {
+            log_error("serve", "cannot start", "err=%s", errbuf);
+            goto out;
+        }
+    }
+    if (d.cfg.kafka_brokers[0] != '\0') {
+        props = kafka_props(&d.cfg);
+        err = props == NULL ? IOCD_ENOMEM
+                            : alert_kafka_open(d.cfg.kafka_brokers, props, d.cfg.n_kafka_props,
+                                               &kafka, errbuf, sizeof(errbuf));
+        if (err != IOCD_OK) {
+            log_error("serve", "cannot start", "err=%s",
+                      err == IOCD_ENOMEM ? iocd_strerror(err) : errbuf);
+            goto out;
+        }
+    } else {
+        log_info("serve", "incident dispatch disabled (no --kafka-brokers)", NULL);
+    }
+
+    memset(&scfg, 0, sizeof(scfg));
+    scfg.sync_window_ms = d.cfg.sync_window_ms;
+    err = store_open(d.cfg.data_dir, &scfg, &st, errbuf, sizeof(errbuf));
+    if (err != IOCD_OK) {
+        log_error("serve", "cannot start", "err=%s",
+                  err == IOCD_ENOMEM ? iocd_strerror(err) : errbuf);
+        goto out;
+    }
+    if (api != NULL)
+        api_set_store(api, st);
+    log_info("serve", "ready", "http=%s influx_tcp=%s influx_udp=%s",
+             api != NULL ? api_addr(api) : "", col_loop_tcp_addr(loop), col_loop_udp_addr(loop));
+
+    sig = col_loop_run(loop);
+    stop_start_ns = iocd_mono_ns();
+    /* Last resort: a stop that overruns its budget by far ends the process anyway. */
+    alarm((unsigned)(d.cfg.shutdown_timeout_ms / 1000 + 5));
+    log_info("serve", "shutting down", "signal=%d budget_ms=%lld", sig,
+             (long long)d.cfg.shutdown_timeout_ms);
+    col_loop_close_listeners(loop);
+    if (api != NULL) {
+        budget_ms = d.cfg.shutdown_timeout_ms - (iocd_mono_ns() - stop_start_ns) / 1000000;
+        api_stop(api, budget_ms > 1000 ? budget_ms - 1000 : budget_ms / 2);
+        api = NULL;
+    }
+    rc = 0;
+out:
+    api_stop(api, 0);
+    if (kafka != NULL) {
+        alert_kafka_close(kafka, 2000);
+        kafka = NULL;
+    }
+    store_close(st);
+    col_loop_free(loop);
+    iocd_free(props);
+    if (rc == 0)
+        log_info("serve", "stopped", NULL);
+    col_config_fini(&d.cfg);
+    iocd_metrics_reset();
+    return rc;
+}

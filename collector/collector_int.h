@@ -1,0 +1,8 @@
+/* collector/collector_int.h - declarations shared by the files of collector/ only. */
+#ifndef IOCD_COLLECTOR_INT_H
+#define IOCD_COLLECTOR_INT_H
+
+#include "collector/collector.h"
+#include "collector/parse_int.h"
+
+#endif

@@ -1,0 +1,267 @@
+/* storage/batch.c - ingest batches: samples with their series keys in canonical form,
+ * built by ingest threads without any lock before store_batch_submit hands them over.
+ * The canonical key of a series is its labels sorted by name, each as
+ * varint(len) name varint(len) value; two label sets name the same series iff their keys are
+ * equal bytes. */
+#include "storage/storage_int.h"
+
+#include <string.h>
+
+#define BATCH_SAMPLES_MAX (1u << 20)
+#define BATCH_KEYS_MAX    (64u << 20)
+
+static const char *const reject_names[] = {
+    "none",          "no_name",        "bad_label_name", "duplicate_label",
+    "too_many_labels", "label_too_long", "too_old",        "too_far_in_future",
+    "cardinality_limit", "out_of_order",
+};
+
+const char *store_reject_name(store_reject r)
+{
+    if ((unsigned)r >= IOCD_ARRAY_LEN(reject_names))
+        return "unknown";
+    return reject_names[r];
+}
+
+iocd_err store_batch_new(store *st, store_batch **out)
+{
+    store_batch *b = iocd_calloc(1, sizeof(*b));
+
+    if (b == NULL)
+        return IOCD_ENOMEM;
+    b->st = st;
+    iocd_buf_init(&b->keys, BATCH_KEYS_MAX);
+    b->now_ms = iocd_now_ms();
+    *out = b;
+    return IOCD_OK;
+}
+
+void store_batch_free(store_batch *b)
+{
+    if (b == NULL)
+        return;
+    iocd_buf_fini(&b->keys);
+    iocd_free(b->items);
+    iocd_free(b);
+}
+
+size_t store_batch_len(const store_batch *b)
+{
+    return b->n;
+}
+
+static bool valid_label_name(const char *s, size_t len)
+{
+    size_t i;
+
+    if (len == 0)
+        return false;
+    for (i = 0; i < len; i++) {
+        char c = s[i];
+        bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+        if (!alpha && !(i > 0 && c >= '0' && c <= '9'))
+            return false;
+    }
+    return true;
+}
+
+static int label_cmp(const void *a, const void *b)
+{
+    const iocd_label *x = a, *y = b;
+    size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
+    int c = memcmp(x->name, y->name, n);
+
+    if (c != 0)
+        return c;
+    return x->name_len < y->name_len ? -1 : x->name_len > y->name_len;
+}
+
+static size_t put_varint(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+uint64_t store_hash(const void *data, size_t len)
+{
+    /* FNV-1a over 8-byte words with a final avalanche: fast and good enough for a table
+     * keyed by bytes we produced ourselves. */
+    const uint8_t *p = data;
+    uint64_t h = 0xcbf29ce484222325ULL ^ len;
+    size_t i = 0;
+
+    for (; i + 8 <= len; i += 8) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        h = (h ^ w) * 0x100000001b3ULL;
+        h ^= h >> 29;
+    }
+    for (; i < len; i++)
+        h = (h ^ p[i]) * 0x100000001b3ULL;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+iocd_err store_key_build(const store_limits *lim, const iocd_label *labels, size_t n_labels,
+                         iocd_buf *out, store_reject *why)
+{
+    iocd_label sorted[STORE_LABELS_HARD_MAX];
+    uint8_t lenbuf[10];
+    bool has_name = false;
+    size_t i, start = out->len;
+    iocd_err err = IOCD_OK;
+
+    if (n_labels > lim->labels_max || n_labels > STORE_LABELS_HARD_MAX) {
+        *why = STORE_REJECT_TOO_MANY_LABELS;
+        return IOCD_EINVAL;
+    }
+    for (i = 0; i < n_labels; i++) {
+        if (labels[i].name_len > lim->label_len_max || labels[i].value_len > lim->label_len_max) {
+            *why = STORE_REJECT_LABEL_TOO_LONG;
+            return IOCD_EINVAL;
+        }
+        if (labels[i].name_len == 8 && memcmp(labels[i].name, "__name__", 8) == 0) {
+            if (labels[i].value_len == 0) {
+                *why = STORE_REJECT_NO_NAME;
+                return IOCD_EINVAL;
+            }
+            has_name = true;
+        } else if (!valid_label_name(labels[i].name, labels[i].name_len)) {
+            *why = STORE_REJECT_BAD_LABEL;
+            return IOCD_EINVAL;
+        }
+    }
+    if (!has_name) {
+        *why = STORE_REJECT_NO_NAME;
+        return IOCD_EINVAL;
+    }
+    memcpy(sorted, labels, n_labels * sizeof(*labels));
+    /* Insertion sort: label sets are small and usually nearly sorted. */
+    for (i = 1; i < n_labels; i++) {
+        iocd_label x = sorted[i];
+        size_t j = i;
+        while (j > 0 && label_cmp(&sorted[j - 1], &x) > 0) {
+            sorted[j] = sorted[j - 1];
+            j--;
+        }
+        sorted[j] = x;
+    }
+    for (i = 0; i < n_labels && err == IOCD_OK; i++) {
+        if (i > 0 && label_cmp(&sorted[i - 1], &sorted[i]) == 0) {
+            out->len = start;
+            *why = STORE_REJECT_DUP_LABEL;
+            return IOCD_EINVAL;
+        }
+        if (sorted[i].value_len == 0)
+            continue; /* Prometheus: an empty label value is the same as no label */
+        err = iocd_buf_append(out, lenbuf, put_varint(lenbuf, sorted[i].name_len));
+        if (err == IOCD_OK)
+            err = iocd_buf_append(out, sorted[i].name, sorted[i].name_len);
+        if (err == IOCD_OK)
+            err = iocd_buf_append(out, lenbuf, put_varint(lenbuf, sorted[i].value_len));
+        if (err == IOCD_OK)
+            err = iocd_buf_append(out, sorted[i].value, sorted[i].value_len);
+    }
+    if (err != IOCD_OK)
+        out->len = start;
+    return err;
+}
+
+iocd_err store_batch_add(store_batch *b, const iocd_label *labels, size_t n_labels, int64_t t_ms,
+                         double v, store_reject *why)
+{
+    const store_limits *lim = store_limits_get(b->st);
+    size_t key_start = b->keys.len;
+    batch_item *it;
+    iocd_err err;
+
+    *why = STORE_REJECT_NONE;
+    if (t_ms < b->now_ms - lim->retention_ms) {
+        *why = STORE_REJECT_TOO_OLD;
+        return IOCD_EINVAL;
+    }
+    if (t_ms > b->now_ms + lim->future_ms) {
+        *why = STORE_REJECT_TOO_NEW;
+        return IOCD_EINVAL;
+    }
+    if (b->n == BATCH_SAMPLES_MAX)
+        return IOCD_ETOOBIG;
+    if (b->n == b->cap) {
+        size_t cap = b->cap != 0 ? b->cap * 2 : 1024;
+        batch_item *grown = iocd_realloc(b->items, cap * sizeof(*grown));
+        if (grown == NULL)
+            return IOCD_ENOMEM;
+        b->items = grown;
+        b->cap = cap;
+    }
+    err = store_key_build(lim, labels, n_labels, &b->keys, why);
+    if (err != IOCD_OK)
+        return err;
+    it = &b->items[b->n];
+    it->key_len = (uint32_t)(b->keys.len - key_start);
+    it->key_off = (uint32_t)key_start;
+    /* Consecutive samples of one series (a batch of one device's history) share a key. */
+    if (b->n > 0 && b->items[b->n - 1].key_len == it->key_len &&
+        memcmp(b->keys.data + b->items[b->n - 1].key_off, b->keys.data + key_start,
+               it->key_len) == 0) {
+        b->keys.len = key_start;
+        it->key_off = b->items[b->n - 1].key_off;
+        it->hash = b->items[b->n - 1].hash;
+    } else {
+        it->hash = store_hash(b->keys.data + key_start, it->key_len);
+    }
+    it->s.t_ms = t_ms;
+    it->s.v = v;
+    b->n++;
+    return IOCD_OK;
+}
+
+static bool get_varint(const uint8_t **p, const uint8_t *end, uint64_t *out)
+{
+    uint64_t v = 0;
+    int shift = 0;
+
+    while (*p < end && shift < 64) {
+        uint8_t b = *(*p)++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if ((b & 0x80) == 0) {
+            *out = v;
+            return true;
+        }
+        shift += 7;
+    }
+    return false;
+}
+
+iocd_err store_key_walk(const uint8_t *key, size_t len, store_label_fn fn, void *ud)
+{
+    const uint8_t *p = key, *end = key + len;
+    uint64_t nl, vl;
+    iocd_err err;
+
+    while (p < end) {
+        const char *name, *value;
+        if (!get_varint(&p, end, &nl) || nl > (uint64_t)(end - p))
+            return IOCD_ECORRUPT;
+        name = (const char *)p;
+        p += nl;
+        if (!get_varint(&p, end, &vl) || vl > (uint64_t)(end - p))
+            return IOCD_ECORRUPT;
+        value = (const char *)p;
+        p += vl;
+        err = fn(ud, name, (size_t)nl, value, (size_t)vl);
+        if (err != IOCD_OK)
+            return err;
+    }
+    return IOCD_OK;
+}

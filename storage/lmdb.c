@@ -1,0 +1,479 @@
+/* storage/lmdb.c - the LMDB environment behind the store; the only file that sees <lmdb.h>.
+ * One environment, DIR/iocd.mdb (MDB_NOSUBDIR, so the data is one file plus LMDB's lock
+ * file), opened MDB_NOTLS because HTTP worker threads share read transactions.
+ * The "meta" database holds the format marker: a file without it is not ours, and we refuse
+ * to write into it. */
+#include "storage/storage_int.h"
+
+#include <errno.h>
+#include <lmdb.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#define FORMAT_KEY     "format"
+#define FORMAT_VERSION "iocd-store-1"
+#define DEFAULT_MAP    (256ULL << 30) /* address space only: the file grows as data is written */
+#define MAX_DBS        32
+
+#define POSTING_KEY_MAX 480 /* LMDB keys are at most 511 bytes */
+#define POSTING_VAL_KEEP 400
+
+struct store_db {
+    MDB_env *env;
+    MDB_dbi meta;
+    MDB_dbi series;       /* hash(key) -> id (dupsort: collisions) */
+    MDB_dbi series_by_id; /* id -> canonical key */
+    MDB_dbi postings;     /* "name=value" -> ids (dupsort, dupfixed, big-endian) */
+    MDB_dbi wal;          /* sequence -> record */
+};
+
+static iocd_err err_from_mdb(int rc)
+{
+    switch (rc) {
+    case 0:
+        return IOCD_OK;
+    case MDB_NOTFOUND:
+        return IOCD_ENOTFOUND;
+    case MDB_MAP_FULL:
+        return IOCD_ENOSPC;
+    case MDB_INVALID:
+    case MDB_VERSION_MISMATCH:
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+        return IOCD_ECORRUPT;
+    case ENOMEM:
+        return IOCD_ENOMEM;
+    default:
+        return rc > 0 ? iocd_err_from_errno(rc) : IOCD_EIO;
+    }
+}
+
+/* Checks the marker, writing it into a fresh file. */
+static iocd_err check_format(store_db *db, const char *path, char *errbuf, size_t errlen)
+{
+    MDB_txn *txn = NULL;
+    MDB_val k = { sizeof(FORMAT_KEY) - 1, (void *)FORMAT_KEY }, v;
+    MDB_stat st;
+    iocd_err err = IOCD_OK;
+    int rc;
+
+    rc = mdb_txn_begin(db->env, NULL, 0, &txn);
+    if (rc == 0)
+        rc = mdb_stat(txn, 0, &st); /* the main DB lists named DBs */
+    if (rc != 0) {
+        err = err_from_mdb(rc);
+        snprintf(errbuf, errlen, "%s: %s", path, mdb_strerror(rc));
+        goto out;
+    }
+    rc = mdb_dbi_open(txn, "meta", st.ms_entries == 0 ? MDB_CREATE : 0, &db->meta);
+    if (rc == MDB_NOTFOUND || rc == MDB_INCOMPATIBLE) {
+        err = IOCD_ECORRUPT;
+        snprintf(errbuf, errlen, "%s is not an iocd data file (no format marker)", path);
+        goto out;
+    }
+    if (rc == 0) {
+        rc = mdb_get(txn, db->meta, &k, &v);
+        if (rc == MDB_NOTFOUND && st.ms_entries == 0) {
+            v.mv_size = sizeof(FORMAT_VERSION) - 1;
+            v.mv_data = (void *)FORMAT_VERSION;
+            rc = mdb_put(txn, db->meta, &k, &v, 0);
+            if (rc == 0) {
+                rc = mdb_txn_commit(txn);
+                txn = NULL;
+            }
+        } else if (rc == 0 && (v.mv_size != sizeof(FORMAT_VERSION) - 1 ||
+                               memcmp(v.mv_data, FORMAT_VERSION, v.mv_size) != 0)) {
+            err = IOCD_ECORRUPT;
+            snprintf(errbuf, errlen, "%s has format \"%.*s\"; this iocd reads \"%s\"", path,
+                     (int)(v.mv_size < 64 ? v.mv_size : 64), (const char *)v.mv_data,
+                     FORMAT_VERSION);
+            goto out;
+        }
+    }
+    if (rc != 0) {
+        err = rc == MDB_NOTFOUND ? IOCD_ECORRUPT : err_from_mdb(rc);
+        snprintf(errbuf, errlen, "%s: %s", path,
+                 rc == MDB_NOTFOUND ? "not an iocd data file (no format marker)"
+                                    : mdb_strerror(rc));
+    }
+out:
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    return err;
+}
+
+static void be64(uint8_t *p, uint64_t v)
+{
+    int i;
+
+    for (i = 7; i >= 0; i--) {
+        p[i] = (uint8_t)v;
+        v >>= 8;
+    }
+}
+
+static uint64_t get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    int i;
+
+    for (i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static iocd_err open_dbs(store_db *db, char *errbuf, size_t errlen)
+{
+    static const struct {
+        const char *name;
+        unsigned flags;
+        size_t off;
+    } dbs[] = {
+        { "series", MDB_DUPSORT | MDB_DUPFIXED, offsetof(store_db, series) },
+        { "series_by_id", 0, offsetof(store_db, series_by_id) },
+        { "postings", MDB_DUPSORT | MDB_DUPFIXED, offsetof(store_db, postings) },
+        { "wal", 0, offsetof(store_db, wal) },
+    };
+    MDB_txn *txn = NULL;
+    size_t i;
+    int rc;
+
+    rc = mdb_txn_begin(db->env, NULL, 0, &txn);
+    for (i = 0; rc == 0 && i < IOCD_ARRAY_LEN(dbs); i++)
+        rc = mdb_dbi_open(txn, dbs[i].name, dbs[i].flags | MDB_CREATE,
+                          (MDB_dbi *)(void *)((char *)db + dbs[i].off));
+    if (rc == 0) {
+        rc = mdb_txn_commit(txn);
+        txn = NULL;
+    }
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    if (rc != 0) {
+        snprintf(errbuf, errlen, "opening databases: %s", mdb_strerror(rc));
+        return err_from_mdb(rc);
+    }
+    return IOCD_OK;
+}
+
+/* "name=value", with long values shortened and made unique by a hash of the whole. */
+static size_t posting_key(const char *name, size_t name_len, const char *value, size_t value_len,
+                          char *out)
+{
+    size_t n = name_len;
+
+    memcpy(out, name, name_len);
+    out[n++] = '=';
+    if (name_len + 1 + value_len <= POSTING_KEY_MAX) {
+        memcpy(out + n, value, value_len);
+        return n + value_len;
+    }
+    memcpy(out + n, value, POSTING_VAL_KEEP);
+    n += POSTING_VAL_KEEP;
+    n += (size_t)snprintf(out + n, 20, "#%016llx",
+                          (unsigned long long)store_hash(value, value_len));
+    return n;
+}
+
+typedef struct posting_ctx {
+    MDB_txn *txn;
+    store_db *db;
+    uint8_t id[8];
+    int rc;
+} posting_ctx;
+
+static iocd_err put_posting(void *ud, const char *name, size_t name_len, const char *value,
+                            size_t value_len)
+{
+    posting_ctx *c = ud;
+    char key[POSTING_KEY_MAX + 32];
+    MDB_val k, v = { 8, c->id };
+
+    if (name_len > 200)
+        name_len = 200; /* names are capped well below this by the limits */
+    k.mv_size = posting_key(name, name_len, value, value_len, key);
+    k.mv_data = key;
+    c->rc = mdb_put(c->txn, c->db->postings, &k, &v, MDB_NODUPDATA);
+    if (c->rc == MDB_KEYEXIST)
+        c->rc = 0;
+    return c->rc == 0 ? IOCD_OK : IOCD_EIO;
+}
+
+iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_series,
+                         uint64_t wal_seq, const void *wal, size_t wal_len)
+{
+    MDB_txn *txn = NULL;
+    uint8_t idb[8], hb[8], seqb[8];
+    MDB_val k, v;
+    posting_ctx pc;
+    size_t i;
+    int rc;
+
+    rc = mdb_txn_begin(db->env, NULL, 0, &txn);
+    for (i = 0; rc == 0 && i < n_series; i++) {
+        be64(idb, series[i].id);
+        be64(hb, store_hash(series[i].key, series[i].key_len));
+        k = (MDB_val){ 8, idb };
+        v = (MDB_val){ series[i].key_len, (void *)series[i].key };
+        rc = mdb_put(txn, db->series_by_id, &k, &v, MDB_APPEND);
+        if (rc == MDB_KEYEXIST)
+            rc = mdb_put(txn, db->series_by_id, &k, &v, 0);
+        if (rc == 0) {
+            k = (MDB_val){ 8, hb };
+            v = (MDB_val){ 8, idb };
+            rc = mdb_put(txn, db->series, &k, &v, MDB_NODUPDATA);
+            if (rc == MDB_KEYEXIST)
+                rc = 0;
+        }
+        if (rc == 0) {
+            pc = (posting_ctx){ txn, db, { 0 }, 0 };
+            memcpy(pc.id, idb, 8);
+            if (store_key_walk(series[i].key, series[i].key_len, put_posting, &pc) != IOCD_OK)
+                rc = pc.rc != 0 ? pc.rc : MDB_CORRUPTED;
+        }
+    }
+    if (rc == 0 && wal_len > 0) {
+        be64(seqb, wal_seq);
+        k = (MDB_val){ 8, seqb };
+        v = (MDB_val){ wal_len, (void *)wal };
+        rc = mdb_put(txn, db->wal, &k, &v, MDB_APPEND);
+    }
+    if (rc == 0) {
+        rc = mdb_txn_commit(txn);
+        txn = NULL;
+    }
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    return err_from_mdb(rc);
+}
+
+iocd_err store_db_load(store_db *db, store_db_series_fn series_fn, store_db_wal_fn wal_fn,
+                       void *ud)
+{
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    iocd_err err = IOCD_OK;
+    int rc, pass;
+
+    rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
+    for (pass = 0; rc == 0 && err == IOCD_OK && pass < 2; pass++) {
+        rc = mdb_cursor_open(txn, pass == 0 ? db->series_by_id : db->wal, &cur);
+        if (rc != 0)
+            break;
+        for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && err == IOCD_OK;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            if (k.mv_size != 8) {
+                err = IOCD_ECORRUPT;
+                break;
+            }
+            if (pass == 0)
+                err = series_fn(ud, get_be64(k.mv_data), v.mv_data, v.mv_size);
+            else
+                err = wal_fn(ud, get_be64(k.mv_data), v.mv_data, v.mv_size);
+        }
+        mdb_cursor_close(cur);
+        cur = NULL;
+        if (rc == MDB_NOTFOUND)
+            rc = 0;
+    }
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    return err != IOCD_OK ? err : err_from_mdb(rc);
+}
+
+iocd_err store_db_postings(store_db *db, const char *name, const char *value, uint64_t **ids_out,
+                           size_t *n_out)
+{
+    char key[POSTING_KEY_MAX + 32];
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    uint64_t *ids = NULL;
+    size_t n = 0, cap = 0;
+    iocd_err err = IOCD_OK;
+    int rc;
+
+    k.mv_size = posting_key(name, strlen(name) < 200 ? strlen(name) : 200, value, strlen(value),
+                            key);
+    k.mv_data = key;
+    rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
+    if (rc == 0)
+        rc = mdb_cursor_open(txn, db->postings, &cur);
+    if (rc == 0)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
+    for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP)) {
+        if (n == cap) {
+            uint64_t *grown;
+            cap = cap != 0 ? cap * 2 : 64;
+            grown = iocd_realloc(ids, cap * sizeof(*ids));
+            if (grown == NULL) {
+                err = IOCD_ENOMEM;
+                goto out;
+            }
+            ids = grown;
+        }
+        ids[n++] = get_be64(v.mv_data);
+    }
+    if (rc != MDB_NOTFOUND)
+        err = err_from_mdb(rc);
+out:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    if (err != IOCD_OK) {
+        iocd_free(ids);
+        return err;
+    }
+    *ids_out = ids;
+    *n_out = n;
+    return IOCD_OK;
+}
+
+typedef struct value_ctx {
+    const char *name;
+    size_t name_len;
+    char *found;
+} value_ctx;
+
+static iocd_err find_value(void *ud, const char *name, size_t name_len, const char *value,
+                           size_t value_len)
+{
+    value_ctx *c = ud;
+
+    if (name_len == c->name_len && memcmp(name, c->name, name_len) == 0 && c->found == NULL) {
+        c->found = iocd_strndup(value, value_len);
+        return c->found != NULL ? IOCD_OK : IOCD_ENOMEM;
+    }
+    return IOCD_OK;
+}
+
+iocd_err store_db_label_values(store_db *db, const char *name, char ***values_out,
+                               size_t *n_out)
+{
+    size_t name_len = strlen(name), n = 0, cap = 0;
+    char prefix[256], **vals = NULL;
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v, kk, kv;
+    iocd_err err = IOCD_OK;
+    int rc;
+
+    if (name_len > 200)
+        return IOCD_EINVAL;
+    memcpy(prefix, name, name_len);
+    prefix[name_len] = '=';
+    k = (MDB_val){ name_len + 1, prefix };
+    rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
+    if (rc == 0)
+        rc = mdb_cursor_open(txn, db->postings, &cur);
+    if (rc == 0)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_NODUP)) {
+        const char *kd = k.mv_data, *val = kd + name_len + 1;
+        size_t vlen = k.mv_size - name_len - 1;
+        char *copy;
+        if (k.mv_size < name_len + 1 || memcmp(kd, prefix, name_len + 1) != 0)
+            break;
+        if (vlen == POSTING_VAL_KEEP + 17 && val[POSTING_VAL_KEEP] == '#') {
+            /* A shortened key: read the whole value from one of its series. */
+            value_ctx vc = { name, name_len, NULL };
+            kk = (MDB_val){ 8, v.mv_data };
+            if (mdb_get(txn, db->series_by_id, &kk, &kv) != 0 ||
+                store_key_walk(kv.mv_data, kv.mv_size, find_value, &vc) != IOCD_OK ||
+                vc.found == NULL) {
+                iocd_free(vc.found);
+                err = IOCD_ECORRUPT;
+                goto out;
+            }
+            copy = vc.found;
+        } else {
+            copy = iocd_strndup(val, vlen);
+        }
+        if (copy == NULL || n == cap) {
+            char **grown = NULL;
+            if (copy != NULL) {
+                cap = cap != 0 ? cap * 2 : 64;
+                grown = iocd_realloc(vals, cap * sizeof(*vals));
+            }
+            if (grown == NULL) {
+                iocd_free(copy);
+                err = IOCD_ENOMEM;
+                goto out;
+            }
+            vals = grown;
+        }
+        vals[n++] = copy;
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        err = err_from_mdb(rc);
+out:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    if (err != IOCD_OK) {
+        while (n > 0)
+            iocd_free(vals[--n]);
+        iocd_free(vals);
+        return err;
+    }
+    *values_out = vals;
+    *n_out = n;
+    return IOCD_OK;
+}
+
+iocd_err store_db_open(const char *dir, uint64_t map_size, bool nosync, store_db **out,
+                       char *errbuf, size_t errlen)
+{
+    char path[4200];
+    store_db *db = NULL;
+    iocd_err err = IOCD_OK;
+    int rc;
+
+    snprintf(path, sizeof(path), "%s/iocd.mdb", dir);
+    db = iocd_calloc(1, sizeof(*db));
+    if (db == NULL)
+        return IOCD_ENOMEM;
+    rc = mdb_env_create(&db->env);
+    if (rc == 0)
+        rc = mdb_env_set_maxdbs(db->env, MAX_DBS);
+    if (rc == 0)
+        rc = mdb_env_set_maxreaders(db->env, 256);
+    if (rc == 0)
+        rc = mdb_env_set_mapsize(db->env, map_size != 0 ? map_size : DEFAULT_MAP);
+    if (rc == 0)
+        rc = mdb_env_open(db->env, path,
+                          MDB_NOSUBDIR | MDB_NOTLS | MDB_NORDAHEAD | (nosync ? MDB_NOSYNC : 0),
+                          0640);
+    if (rc != 0) {
+        err = err_from_mdb(rc);
+        snprintf(errbuf, errlen, "%s: %s", path, mdb_strerror(rc));
+        goto out;
+    }
+    err = check_format(db, path, errbuf, errlen);
+    if (err == IOCD_OK)
+        err = open_dbs(db, errbuf, errlen);
+    if (err != IOCD_OK)
+        goto out;
+    *out = db;
+    db = NULL;
+out:
+    store_db_close(db);
+    return err;
+}
+
+iocd_err store_db_sync(store_db *db)
+{
+    return err_from_mdb(mdb_env_sync(db->env, 1));
+}
+
+void store_db_close(store_db *db)
+{
+    if (db == NULL)
+        return;
+    if (db->env != NULL)
+        mdb_env_close(db->env);
+    iocd_free(db);
+}

@@ -1,0 +1,110 @@
+/* storage/storage.h - the time-series store: one LMDB environment in the data directory,
+ * held by one process at a time (a lock file). This is storage's whole interface; it shows
+ * no LMDB type. Threads: open/close from the main thread; readers from any thread. */
+#ifndef IOCD_STORAGE_H
+#define IOCD_STORAGE_H
+
+#include "common/common.h"
+
+typedef struct store store; /* opaque; one per data directory */
+
+typedef struct store_config {
+    uint64_t map_size;      /* LMDB map size in bytes; grows on demand; 0 = default */
+    int64_t sync_window_ms; /* 0: fsync at every group commit; else at most this long unsynced */
+    int64_t retention_ms;   /* samples older than now - retention are refused; 0 = 90 d */
+    int64_t future_ms;      /* samples newer than now + this are refused; 0 = 10 min */
+    size_t labels_max;      /* per series, __name__ included; 0 = 64 */
+    size_t label_len_max;   /* name or value bytes; 0 = 4096 */
+    uint64_t series_max;    /* total series; 0 = 5,000,000 */
+    uint64_t new_series_per_min; /* churn guard; 0 = 1,000,000 */
+    int64_t ooo_window_ms;  /* out-of-order acceptance behind a series' newest; 0 = 1 h */
+} store_config;
+
+/* ---- Writing --------------------------------------------------------------------------- */
+
+/* Ingest callers build a batch (any thread, no lock), then submit it: the samples enter the
+ * in-memory head at once and are acknowledged through done() after the group commit that
+ * makes them durable. */
+typedef struct store_batch store_batch;
+
+/* Why a sample was refused by store_batch_add (counted per reason in /metrics). */
+typedef enum store_reject {
+    STORE_REJECT_NONE = 0,
+    STORE_REJECT_NO_NAME,        /* no __name__ label, or an empty one */
+    STORE_REJECT_BAD_LABEL,      /* a label name that is not [a-zA-Z_][a-zA-Z0-9_]* */
+    STORE_REJECT_DUP_LABEL,      /* the same label name twice */
+    STORE_REJECT_TOO_MANY_LABELS,
+    STORE_REJECT_LABEL_TOO_LONG,
+    STORE_REJECT_TOO_OLD,        /* older than retention */
+    STORE_REJECT_TOO_NEW,        /* too far in the future */
+    STORE_REJECT_CARDINALITY,    /* a new series over the series or churn limit */
+    STORE_REJECT_OUT_OF_ORDER,   /* older than the series' newest sample minus the window */
+    STORE_REJECT_COUNT_,
+} store_reject;
+
+/* Short snake_case name of a reason ("too_old"); for metrics labels and error texts. */
+const char *store_reject_name(store_reject r);
+
+/* A new empty batch; its memory is capped (IOCD_ETOOBIG from add when full).
+ * Errors: IOCD_ENOMEM. */
+iocd_err store_batch_new(store *st, store_batch **out);
+void store_batch_free(store_batch *b); /* NULL is a no-op */
+/* Adds one sample. labels are copied (and sorted) into the batch. A sample the store would
+ * refuse returns IOCD_EINVAL with *why set and is not added; the batch stays usable.
+ * IOCD_ETOOBIG: the batch is full (submit it and start another). */
+iocd_err store_batch_add(store_batch *b, const iocd_label *labels, size_t n_labels, int64_t t_ms,
+                         double v, store_reject *why);
+size_t store_batch_len(const store_batch *b);
+
+/* What happened to a submitted batch. */
+typedef struct store_result {
+    iocd_err err;      /* IOCD_OK: every accepted sample is durable (per the sync policy);
+                        * IOCD_ENOSPC / IOCD_EIO: the commit failed, nothing is acknowledged */
+    size_t accepted;   /* samples that entered the store */
+    size_t rejected[STORE_REJECT_COUNT_]; /* refused at submit (cardinality, out of order) */
+} store_result;
+
+/* Called once per submitted batch, from the writer thread (or from submit itself). */
+typedef void (*store_done_fn)(void *ud, const store_result *res);
+
+/* Takes b (also on failure). Resolves series (creating new ones), appends to the heads and
+ * queues the group commit; done(ud, ...) is called exactly once, possibly before this
+ * returns. Errors returned here mean done will not be called: IOCD_ECLOSED (store closing). */
+iocd_err store_batch_submit(store_batch *b, store_done_fn done, void *ud);
+/* Submits and waits for the commit; fills *res (may be NULL) and returns res->err. */
+iocd_err store_batch_commit(store_batch *b, store_result *res);
+
+/* ---- Reading ---------------------------------------------------------------------------- */
+
+/* Ids of all series, ascending. *ids_out is iocd_malloc'ed (caller frees). */
+iocd_err store_series_all(store *st, uint64_t **ids_out, size_t *n_out);
+/* Ids of the series carrying label name=value, ascending. */
+iocd_err store_postings(store *st, const char *name, const char *value, uint64_t **ids_out,
+                        size_t *n_out);
+/* Distinct values of label name, sorted; each string and the array are iocd_malloc'ed. */
+iocd_err store_label_values(store *st, const char *name, char ***values_out, size_t *n_out);
+
+/* Calls fn for each label of series id, in sorted order (strings borrowed for the call). */
+typedef iocd_err (*store_label_fn)(void *ud, const char *name, size_t name_len,
+                                   const char *value, size_t value_len);
+iocd_err store_series_labels(store *st, uint64_t id, store_label_fn fn, void *ud);
+
+/* The samples of series id with start_ms <= t <= end_ms, ascending by time, one per
+ * timestamp (the last written wins). *out is iocd_malloc'ed. Errors: IOCD_ENOTFOUND. */
+iocd_err store_read(store *st, uint64_t id, int64_t start_ms, int64_t end_ms, iocd_sample **out,
+                    size_t *n_out);
+
+/* ---- Opening ---------------------------------------------------------------------------- */
+
+/* Opens or creates the store in dir (created if missing). On success *out owns it.
+ * Errors: IOCD_ELOCKED (another process holds dir; errbuf names its pid), IOCD_EPERM (dir
+ * not writable), IOCD_ECORRUPT (the data file is not an iocd store; nothing written),
+ * IOCD_EIO, IOCD_ENOMEM. errbuf gets a sentence naming the path. */
+iocd_err store_open(const char *dir, const store_config *cfg, store **out, char *errbuf,
+                    size_t errlen);
+/* Commits and syncs what is pending, releases the lock and frees. NULL is a no-op. */
+void store_close(store *st);
+/* The data directory (borrowed, lives as long as st). */
+const char *store_dir(const store *st);
+
+#endif

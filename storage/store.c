@@ -1,0 +1,771 @@
+/* storage/store.c - the store object: the data dir's lock, the LMDB environment, the
+ * in-memory series table and heads, and the writer thread that makes batches durable.
+ *
+ * Write path: store_batch_submit resolves each sample's series (creating new ones), appends
+ * it to the series' head and encodes it into the batch's write-ahead-log record, all under
+ * st->mu, then queues the batch. The writer thread takes every queued batch at once (group
+ * commit) and, in one LMDB transaction, persists the series created since the last commit
+ * and appends one WAL record; only after that commit (and its fsync, unless a sync window is
+ * configured) are the batches' done() callbacks called. "WAL before 2xx": the reply promises
+ * durability.
+ * Invariants: a series is persisted in the same transaction as (or before) the first WAL
+ * record that names it; series are never freed while the store is open; the lock is taken
+ * before the data file is opened and released after it is closed. */
+#include "storage/storage_int.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#define DEFAULT_RETENTION_MS (90LL * 86400000)
+#define DEFAULT_FUTURE_MS    (10LL * 60000)
+#define DEFAULT_OOO_MS       (3600LL * 1000)
+
+typedef struct series {
+    uint64_t id;
+    uint64_t hash;
+    uint8_t *key;
+    uint32_t key_len;
+    bool persisted;
+    iocd_sample *s; /* sorted by time, one per timestamp */
+    size_t n, cap;
+} series;
+
+typedef struct pending {
+    store_done_fn done;
+    void *ud;
+    iocd_buf wal; /* this batch's WAL entries */
+    store_result res;
+    struct pending *next;
+} pending;
+
+struct store {
+    char *dir;
+    store_lock *lock;
+    store_db *db;
+    store_config cfg;
+    store_limits lim;
+
+    pthread_mutex_t mu; /* guards everything below */
+    pthread_cond_t wake; /* writer: work queued or closing */
+    series **table;      /* open addressing by hash */
+    size_t table_cap, n_series;
+    series **by_id; /* index id - 1 */
+    size_t by_id_cap;
+    uint64_t next_id;
+    uint64_t *unpersisted; /* ids created since the last successful commit, ascending */
+    size_t n_unpersisted, cap_unpersisted;
+    pending *queue, **queue_tail;
+    bool closing;
+    int64_t churn_window_start_ms;
+    uint64_t churn_count;
+
+    pthread_t writer;
+    bool writer_started;
+    uint64_t wal_seq; /* writer thread only */
+    int64_t last_sync_ns;
+
+    iocd_metric *m_series, *m_samples_head, *m_commits, *m_commit_fail, *m_commit_seconds,
+        *m_commit_batches, *m_wal_bytes, *m_rejected[STORE_REJECT_COUNT_];
+};
+
+/* ---- Small encodings ------------------------------------------------------------------- */
+
+static size_t put_varint(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+static bool get_varint(const uint8_t **p, const uint8_t *end, uint64_t *out)
+{
+    uint64_t v = 0;
+    int shift = 0;
+
+    while (*p < end && shift < 64) {
+        uint8_t b = *(*p)++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if ((b & 0x80) == 0) {
+            *out = v;
+            return true;
+        }
+        shift += 7;
+    }
+    return false;
+}
+
+static uint64_t zigzag(int64_t v)
+{
+    return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+}
+
+static int64_t unzigzag(uint64_t v)
+{
+    return (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
+}
+
+/* A WAL entry: varint id, zigzag varint t, 8 raw bytes of v (bit-exact). */
+static iocd_err wal_put(iocd_buf *b, uint64_t id, int64_t t, double v)
+{
+    uint8_t tmp[28];
+    size_t n = put_varint(tmp, id);
+
+    n += put_varint(tmp + n, zigzag(t));
+    memcpy(tmp + n, &v, 8);
+    return iocd_buf_append(b, tmp, n + 8);
+}
+
+/* ---- Series table (callers hold st->mu) ------------------------------------------------ */
+
+static series *table_find(const store *st, uint64_t hash, const uint8_t *key, size_t len)
+{
+    size_t mask = st->table_cap - 1, i = hash & mask;
+    series *s;
+
+    if (st->table_cap == 0)
+        return NULL;
+    while ((s = st->table[i]) != NULL) {
+        if (s->hash == hash && s->key_len == len && memcmp(s->key, key, len) == 0)
+            return s;
+        i = (i + 1) & mask;
+    }
+    return NULL;
+}
+
+static void table_insert(series **table, size_t cap, series *s)
+{
+    size_t mask = cap - 1, i = s->hash & mask;
+
+    while (table[i] != NULL)
+        i = (i + 1) & mask;
+    table[i] = s;
+}
+
+static iocd_err table_reserve(store *st)
+{
+    series **grown;
+    size_t cap, i;
+
+    if ((st->n_series + 1) * 10 < st->table_cap * 7)
+        return IOCD_OK;
+    cap = st->table_cap != 0 ? st->table_cap * 2 : 1024;
+    grown = iocd_calloc(cap, sizeof(*grown));
+    if (grown == NULL)
+        return IOCD_ENOMEM;
+    for (i = 0; i < st->table_cap; i++)
+        if (st->table[i] != NULL)
+            table_insert(grown, cap, st->table[i]);
+    iocd_free(st->table);
+    st->table = grown;
+    st->table_cap = cap;
+    return IOCD_OK;
+}
+
+/* Adds a series with a known id (recovery) or the next id (id == 0). */
+static iocd_err series_add(store *st, uint64_t id, uint64_t hash, const uint8_t *key, size_t len,
+                           bool persisted, series **out)
+{
+    series *s = NULL;
+    iocd_err err = table_reserve(st);
+
+    if (err != IOCD_OK)
+        return err;
+    if (id == 0)
+        id = st->next_id;
+    if (id > st->by_id_cap) {
+        size_t cap = st->by_id_cap != 0 ? st->by_id_cap : 1024;
+        series **grown;
+        while (cap < id)
+            cap *= 2;
+        grown = iocd_realloc(st->by_id, cap * sizeof(*grown));
+        if (grown == NULL)
+            return IOCD_ENOMEM;
+        memset(grown + st->by_id_cap, 0, (cap - st->by_id_cap) * sizeof(*grown));
+        st->by_id = grown;
+        st->by_id_cap = cap;
+    }
+    if (!persisted && st->n_unpersisted == st->cap_unpersisted) {
+        size_t cap = st->cap_unpersisted != 0 ? st->cap_unpersisted * 2 : 256;
+        uint64_t *grown = iocd_realloc(st->unpersisted, cap * sizeof(*grown));
+        if (grown == NULL)
+            return IOCD_ENOMEM;
+        st->unpersisted = grown;
+        st->cap_unpersisted = cap;
+    }
+    s = iocd_calloc(1, sizeof(*s));
+    if (s == NULL)
+        return IOCD_ENOMEM;
+    s->key = iocd_malloc(len != 0 ? len : 1);
+    if (s->key == NULL) {
+        iocd_free(s);
+        return IOCD_ENOMEM;
+    }
+    memcpy(s->key, key, len);
+    s->key_len = (uint32_t)len;
+    s->hash = hash;
+    s->id = id;
+    s->persisted = persisted;
+    table_insert(st->table, st->table_cap, s);
+    st->by_id[id - 1] = s;
+    st->n_series++;
+    if (id >= st->next_id)
+        st->next_id = id + 1;
+    if (!persisted)
+        st->unpersisted[st->n_unpersisted++] = id;
+    iocd_metric_set(st->m_series, (double)st->n_series);
+    *out = s;
+    return IOCD_OK;
+}
+
+static series *series_by_id(const store *st, uint64_t id)
+{
+    if (id == 0 || id > st->by_id_cap)
+        return NULL;
+    return st->by_id[id - 1];
+}
+
+/* Inserts a sample in time order; an equal timestamp replaces (the last write wins). */
+static iocd_err series_put(store *st, series *s, int64_t t, double v)
+{
+    size_t lo, hi;
+
+    if (s->n > 0 && t <= s->s[s->n - 1].t_ms) {
+        if (t == s->s[s->n - 1].t_ms) {
+            s->s[s->n - 1].v = v;
+            return IOCD_OK;
+        }
+        lo = 0;
+        hi = s->n;
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            if (s->s[mid].t_ms < t)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo < s->n && s->s[lo].t_ms == t) {
+            s->s[lo].v = v;
+            return IOCD_OK;
+        }
+    } else {
+        lo = s->n;
+    }
+    if (s->n == s->cap) {
+        size_t cap = s->cap != 0 ? s->cap * 2 : 16;
+        iocd_sample *grown = iocd_realloc(s->s, cap * sizeof(*grown));
+        if (grown == NULL)
+            return IOCD_ENOMEM;
+        s->s = grown;
+        s->cap = cap;
+    }
+    memmove(s->s + lo + 1, s->s + lo, (s->n - lo) * sizeof(*s->s));
+    s->s[lo].t_ms = t;
+    s->s[lo].v = v;
+    s->n++;
+    (void)st;
+    return IOCD_OK;
+}
+
+/* ---- Submitting ------------------------------------------------------------------------ */
+
+static bool churn_allows(store *st, int64_t now_ms)
+{
+    if (now_ms - st->churn_window_start_ms >= 60000) {
+        st->churn_window_start_ms = now_ms;
+        st->churn_count = 0;
+    }
+    return st->n_series < st->lim.series_max && st->churn_count < st->lim.new_series_per_min;
+}
+
+static void reject(store *st, pending *p, store_reject why)
+{
+    p->res.rejected[why]++;
+    iocd_metric_add(st->m_rejected[why], 1);
+}
+
+iocd_err store_batch_submit(store_batch *b, store_done_fn done, void *ud)
+{
+    store *st = b->st;
+    pending *p = NULL;
+    iocd_err err = IOCD_OK;
+    size_t i;
+
+    p = iocd_calloc(1, sizeof(*p));
+    if (p == NULL) {
+        store_batch_free(b);
+        return IOCD_ENOMEM;
+    }
+    p->done = done;
+    p->ud = ud;
+    iocd_buf_init(&p->wal, 0);
+    err = iocd_buf_reserve(&p->wal, b->n * 14);
+    pthread_mutex_lock(&st->mu);
+    if (st->closing) {
+        err = IOCD_ECLOSED;
+        goto unlock;
+    }
+    for (i = 0; err == IOCD_OK && i < b->n; i++) {
+        const batch_item *it = &b->items[i];
+        const uint8_t *key = (const uint8_t *)b->keys.data + it->key_off;
+        series *s = table_find(st, it->hash, key, it->key_len);
+        if (s == NULL) {
+            if (!churn_allows(st, b->now_ms)) {
+                reject(st, p, STORE_REJECT_CARDINALITY);
+                continue;
+            }
+            err = series_add(st, 0, it->hash, key, it->key_len, false, &s);
+            if (err != IOCD_OK)
+                break;
+            st->churn_count++;
+        }
+        if (s->n > 0 && it->s.t_ms < s->s[s->n - 1].t_ms - st->lim.ooo_window_ms) {
+            reject(st, p, STORE_REJECT_OUT_OF_ORDER);
+            continue;
+        }
+        err = series_put(st, s, it->s.t_ms, it->s.v);
+        if (err == IOCD_OK)
+            err = wal_put(&p->wal, s->id, it->s.t_ms, it->s.v);
+        if (err == IOCD_OK)
+            p->res.accepted++;
+    }
+    if (err == IOCD_OK) {
+        iocd_metric_add(st->m_samples_head, (double)p->res.accepted);
+        *st->queue_tail = p;
+        st->queue_tail = &p->next;
+        p = NULL;
+        pthread_cond_signal(&st->wake);
+    }
+unlock:
+    pthread_mutex_unlock(&st->mu);
+    store_batch_free(b);
+    if (p != NULL) {
+        /* Out of memory mid-batch: what entered the heads is not acknowledged; the caller
+         * gets the error through done() so it has one code path. */
+        iocd_buf_fini(&p->wal);
+        if (err != IOCD_ECLOSED) {
+            p->res.err = err;
+            done(ud, &p->res);
+            err = IOCD_OK;
+        }
+        iocd_free(p);
+    }
+    return err;
+}
+
+typedef struct waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    store_result res;
+} waiter;
+
+static void waiter_done(void *ud, const store_result *res)
+{
+    waiter *w = ud;
+
+    pthread_mutex_lock(&w->mu);
+    w->res = *res;
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+iocd_err store_batch_commit(store_batch *b, store_result *res)
+{
+    waiter w;
+    iocd_err err;
+
+    memset(&w, 0, sizeof(w));
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    err = store_batch_submit(b, waiter_done, &w);
+    if (err == IOCD_OK) {
+        pthread_mutex_lock(&w.mu);
+        while (!w.done)
+            pthread_cond_wait(&w.cv, &w.mu);
+        pthread_mutex_unlock(&w.mu);
+        err = w.res.err;
+        if (res != NULL)
+            *res = w.res;
+    }
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    return err;
+}
+
+/* ---- The writer thread ----------------------------------------------------------------- */
+
+static void group_commit(store *st, pending *batch)
+{
+    store_db_series *ser = NULL;
+    uint64_t *ids = NULL;
+    size_t n_ids = 0, i, n_batches = 0;
+    iocd_buf wal;
+    pending *p, *next;
+    int64_t t0 = iocd_mono_ns();
+    iocd_err err = IOCD_OK;
+
+    iocd_buf_init(&wal, 0);
+    for (p = batch; p != NULL && err == IOCD_OK; p = p->next) {
+        err = iocd_buf_append(&wal, p->wal.data, p->wal.len);
+        n_batches++;
+    }
+    /* Take the series created since the last commit; their keys live as long as the store. */
+    pthread_mutex_lock(&st->mu);
+    ids = st->unpersisted;
+    n_ids = st->n_unpersisted;
+    st->unpersisted = NULL;
+    st->n_unpersisted = st->cap_unpersisted = 0;
+    ser = n_ids > 0 ? iocd_calloc(n_ids, sizeof(*ser)) : NULL;
+    for (i = 0; ser != NULL && i < n_ids; i++) {
+        series *s = series_by_id(st, ids[i]);
+        ser[i] = (store_db_series){ s->id, s->key, s->key_len };
+    }
+    pthread_mutex_unlock(&st->mu);
+    if (n_ids > 0 && ser == NULL)
+        err = IOCD_ENOMEM;
+    if (err == IOCD_OK)
+        err = store_db_commit(st->db, ser, n_ids, st->wal_seq + 1, wal.data, wal.len);
+    if (err == IOCD_OK && st->cfg.sync_window_ms > 0 &&
+        iocd_mono_ns() - st->last_sync_ns >= st->cfg.sync_window_ms * 1000000) {
+        err = store_db_sync(st->db);
+        st->last_sync_ns = iocd_mono_ns();
+    }
+    pthread_mutex_lock(&st->mu);
+    if (err == IOCD_OK) {
+        st->wal_seq++;
+        for (i = 0; i < n_ids; i++)
+            series_by_id(st, ids[i])->persisted = true;
+        iocd_free(ids);
+    } else if (ids != NULL) {
+        /* Keep them for the next commit, ahead of any created meanwhile (ids ascend). */
+        uint64_t *merged = iocd_realloc(ids, (n_ids + st->n_unpersisted) * sizeof(*ids));
+        if (merged != NULL) {
+            memcpy(merged + n_ids, st->unpersisted, st->n_unpersisted * sizeof(*ids));
+            iocd_free(st->unpersisted);
+            st->unpersisted = merged;
+            st->n_unpersisted += n_ids;
+            st->cap_unpersisted = st->n_unpersisted;
+        } else {
+            iocd_free(ids);
+            log_error("store", "out of memory keeping unpersisted series", NULL);
+        }
+    }
+    pthread_mutex_unlock(&st->mu);
+    iocd_free(ser);
+    iocd_metric_observe(st->m_commit_seconds, (double)(iocd_mono_ns() - t0) / 1e9);
+    iocd_metric_observe(st->m_commit_batches, (double)n_batches);
+    if (err == IOCD_OK) {
+        iocd_metric_add(st->m_commits, 1);
+        iocd_metric_add(st->m_wal_bytes, (double)wal.len);
+    } else {
+        iocd_metric_add(st->m_commit_fail, 1);
+        log_error("store", "group commit failed", "err=%s batches=%zu", iocd_strerror(err),
+                  n_batches);
+    }
+    iocd_buf_fini(&wal);
+    for (p = batch; p != NULL; p = next) {
+        next = p->next;
+        p->res.err = err;
+        p->done(p->ud, &p->res);
+        iocd_buf_fini(&p->wal);
+        iocd_free(p);
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    store *st = arg;
+    pending *batch;
+
+    pthread_mutex_lock(&st->mu);
+    for (;;) {
+        while (st->queue == NULL && !st->closing)
+            pthread_cond_wait(&st->wake, &st->mu);
+        if (st->queue == NULL && st->closing)
+            break;
+        batch = st->queue;
+        st->queue = NULL;
+        st->queue_tail = &st->queue;
+        pthread_mutex_unlock(&st->mu);
+        group_commit(st, batch);
+        pthread_mutex_lock(&st->mu);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return NULL;
+}
+
+/* ---- Recovery -------------------------------------------------------------------------- */
+
+static iocd_err load_series(void *ud, uint64_t id, const uint8_t *key, size_t len)
+{
+    store *st = ud;
+    series *s;
+
+    if (id == 0)
+        return IOCD_ECORRUPT;
+    return series_add(st, id, store_hash(key, len), key, len, true, &s);
+}
+
+static iocd_err load_wal(void *ud, uint64_t seq, const uint8_t *rec, size_t len)
+{
+    store *st = ud;
+    const uint8_t *p = rec, *end = rec + len;
+    uint64_t id, zt;
+    double v;
+    series *s;
+    iocd_err err;
+
+    while (p < end) {
+        if (!get_varint(&p, end, &id) || !get_varint(&p, end, &zt) || end - p < 8)
+            return IOCD_ECORRUPT;
+        memcpy(&v, p, 8);
+        p += 8;
+        s = series_by_id(st, id);
+        if (s == NULL)
+            return IOCD_ECORRUPT;
+        err = series_put(st, s, unzigzag(zt), v);
+        if (err != IOCD_OK)
+            return err;
+    }
+    st->wal_seq = seq;
+    return IOCD_OK;
+}
+
+/* ---- Reading --------------------------------------------------------------------------- */
+
+iocd_err store_series_all(store *st, uint64_t **ids_out, size_t *n_out)
+{
+    uint64_t *ids;
+    size_t n = 0, i;
+
+    pthread_mutex_lock(&st->mu);
+    ids = iocd_malloc((st->n_series + 1) * sizeof(*ids));
+    for (i = 0; ids != NULL && i < st->by_id_cap; i++)
+        if (st->by_id[i] != NULL && st->by_id[i]->persisted)
+            ids[n++] = st->by_id[i]->id;
+    pthread_mutex_unlock(&st->mu);
+    if (ids == NULL)
+        return IOCD_ENOMEM;
+    *ids_out = ids;
+    *n_out = n;
+    return IOCD_OK;
+}
+
+iocd_err store_postings(store *st, const char *name, const char *value, uint64_t **ids_out,
+                        size_t *n_out)
+{
+    return store_db_postings(st->db, name, value, ids_out, n_out);
+}
+
+iocd_err store_label_values(store *st, const char *name, char ***values_out, size_t *n_out)
+{
+    return store_db_label_values(st->db, name, values_out, n_out);
+}
+
+iocd_err store_series_labels(store *st, uint64_t id, store_label_fn fn, void *ud)
+{
+    uint8_t *key = NULL;
+    size_t len = 0;
+    series *s;
+    iocd_err err;
+
+    pthread_mutex_lock(&st->mu);
+    s = series_by_id(st, id);
+    if (s != NULL) {
+        key = iocd_malloc(s->key_len + 1);
+        len = s->key_len;
+        if (key != NULL)
+            memcpy(key, s->key, len);
+    }
+    pthread_mutex_unlock(&st->mu);
+    if (s == NULL)
+        return IOCD_ENOTFOUND;
+    if (key == NULL)
+        return IOCD_ENOMEM;
+    err = store_key_walk(key, len, fn, ud);
+    iocd_free(key);
+    return err;
+}
+
+iocd_err store_read(store *st, uint64_t id, int64_t start_ms, int64_t end_ms, iocd_sample **out,
+                    size_t *n_out)
+{
+    iocd_sample *res = NULL;
+    size_t lo = 0, hi, n = 0;
+    series *s;
+    iocd_err err = IOCD_OK;
+
+    pthread_mutex_lock(&st->mu);
+    s = series_by_id(st, id);
+    if (s == NULL) {
+        err = IOCD_ENOTFOUND;
+        goto out;
+    }
+    while (lo < s->n && s->s[lo].t_ms < start_ms)
+        lo++;
+    hi = lo;
+    while (hi < s->n && s->s[hi].t_ms <= end_ms)
+        hi++;
+    n = hi - lo;
+    res = iocd_malloc((n != 0 ? n : 1) * sizeof(*res));
+    if (res == NULL) {
+        err = IOCD_ENOMEM;
+        goto out;
+    }
+    memcpy(res, s->s + lo, n * sizeof(*res));
+out:
+    pthread_mutex_unlock(&st->mu);
+    if (err != IOCD_OK)
+        return err;
+    *out = res;
+    *n_out = n;
+    return IOCD_OK;
+}
+
+/* ---- Lifetime -------------------------------------------------------------------------- */
+
+static void limits_from(const store_config *cfg, store_limits *lim)
+{
+    lim->retention_ms = cfg->retention_ms > 0 ? cfg->retention_ms : DEFAULT_RETENTION_MS;
+    lim->future_ms = cfg->future_ms > 0 ? cfg->future_ms : DEFAULT_FUTURE_MS;
+    lim->ooo_window_ms = cfg->ooo_window_ms > 0 ? cfg->ooo_window_ms : DEFAULT_OOO_MS;
+    lim->labels_max = cfg->labels_max > 0 ? cfg->labels_max : 64;
+    lim->label_len_max = cfg->label_len_max > 0 ? cfg->label_len_max : 4096;
+    lim->series_max = cfg->series_max > 0 ? cfg->series_max : 5000000;
+    lim->new_series_per_min = cfg->new_series_per_min > 0 ? cfg->new_series_per_min : 1000000;
+}
+
+static void register_metrics(store *st)
+{
+    static const double commit_buckets[] = { 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                             0.01,   0.025,   0.05,   0.1,   0.25,   1 };
+    static const double batch_buckets[] = { 1, 2, 4, 8, 16, 32, 64, 128 };
+    char labels[64];
+    int r;
+
+    st->m_series = iocd_gauge("iocd_series_active", "Series known to the store.");
+    st->m_samples_head = iocd_counter("iocd_samples_appended_total",
+                                      "Samples accepted into the store.");
+    st->m_commits = iocd_counter("iocd_group_commits_total", "Group commits that succeeded.");
+    st->m_commit_fail = iocd_counter("iocd_group_commit_failures_total",
+                                     "Group commits that failed (disk full, I/O error).");
+    st->m_commit_seconds = iocd_metric_get(
+        "iocd_group_commit_duration_seconds", "Time to commit (and sync) one group.",
+        IOCD_METRIC_HISTOGRAM, NULL, commit_buckets, IOCD_ARRAY_LEN(commit_buckets));
+    st->m_commit_batches = iocd_metric_get(
+        "iocd_group_commit_batches", "Ingest batches made durable by one group commit.",
+        IOCD_METRIC_HISTOGRAM, NULL, batch_buckets, IOCD_ARRAY_LEN(batch_buckets));
+    st->m_wal_bytes = iocd_counter("iocd_wal_bytes_total", "Bytes appended to the WAL.");
+    for (r = 1; r < STORE_REJECT_COUNT_; r++) {
+        snprintf(labels, sizeof(labels), "reason=\"%s\"", store_reject_name((store_reject)r));
+        st->m_rejected[r] = iocd_metric_get("iocd_store_rejected_samples_total",
+                                            "Samples refused by the store, by reason.",
+                                            IOCD_METRIC_COUNTER, labels, NULL, 0);
+    }
+}
+
+iocd_err store_open(const char *dir, const store_config *cfg, store **out, char *errbuf,
+                    size_t errlen)
+{
+    store *st = NULL;
+    int64_t t0 = iocd_mono_ns();
+    iocd_err err;
+
+    st = iocd_calloc(1, sizeof(*st));
+    if (st == NULL)
+        return IOCD_ENOMEM;
+    if (cfg != NULL)
+        st->cfg = *cfg;
+    limits_from(&st->cfg, &st->lim);
+    pthread_mutex_init(&st->mu, NULL);
+    pthread_cond_init(&st->wake, NULL);
+    st->queue_tail = &st->queue;
+    st->next_id = 1;
+    register_metrics(st);
+    st->dir = iocd_strdup(dir);
+    if (st->dir == NULL) {
+        err = IOCD_ENOMEM;
+        goto out;
+    }
+    err = store_lock_take(dir, &st->lock, errbuf, errlen);
+    if (err != IOCD_OK)
+        goto out;
+    err = store_db_open(dir, st->cfg.map_size, st->cfg.sync_window_ms > 0, &st->db, errbuf,
+                        errlen);
+    if (err != IOCD_OK)
+        goto out;
+    err = store_db_load(st->db, load_series, load_wal, st);
+    if (err != IOCD_OK) {
+        snprintf(errbuf, errlen, "%s/iocd.mdb: recovery failed: %s", dir, iocd_strerror(err));
+        goto out;
+    }
+    st->last_sync_ns = iocd_mono_ns();
+    if (pthread_create(&st->writer, NULL, writer_main, st) != 0) {
+        snprintf(errbuf, errlen, "cannot start the writer thread: %s", strerror(errno));
+        err = IOCD_EIO;
+        goto out;
+    }
+    st->writer_started = true;
+    log_info("store", "store open", "dir=%s series=%zu wal_records=%llu ms=%.1f", dir,
+             st->n_series, (unsigned long long)st->wal_seq,
+             (double)(iocd_mono_ns() - t0) / 1e6);
+    *out = st;
+    st = NULL;
+out:
+    store_close(st);
+    return err;
+}
+
+void store_close(store *st)
+{
+    size_t i;
+
+    if (st == NULL)
+        return;
+    if (st->writer_started) {
+        pthread_mutex_lock(&st->mu);
+        st->closing = true;
+        pthread_cond_signal(&st->wake);
+        pthread_mutex_unlock(&st->mu);
+        pthread_join(st->writer, NULL); /* drains the queue first */
+    }
+    if (st->db != NULL) {
+        iocd_err err = store_db_sync(st->db);
+        if (err != IOCD_OK)
+            log_error("store", "final sync failed", "dir=%s err=%s", st->dir, iocd_strerror(err));
+        store_db_close(st->db);
+    }
+    store_lock_release(st->lock);
+    for (i = 0; i < st->by_id_cap; i++) {
+        series *s = st->by_id[i];
+        if (s != NULL) {
+            iocd_free(s->key);
+            iocd_free(s->s);
+            iocd_free(s);
+        }
+    }
+    iocd_free(st->by_id);
+    iocd_free(st->table);
+    iocd_free(st->unpersisted);
+    pthread_mutex_destroy(&st->mu);
+    pthread_cond_destroy(&st->wake);
+    iocd_free(st->dir);
+    iocd_free(st);
+}
+
+const char *store_dir(const store *st)
+{
+    return st->dir;
+}
+
+const store_limits *store_limits_get(const store *st)
+{
+    return &st->lim;
+}

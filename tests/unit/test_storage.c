@@ -1,0 +1,272 @@
+/* tests/unit/test_storage.c - opening the store: the lock, the format marker. */
+#include "tests/unit/harness.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "storage/storage.h"
+
+static const char *sub(const char *name)
+{
+    static char path[512];
+
+    snprintf(path, sizeof(path), "%s/%s", test_tmpdir(), name);
+    return path;
+}
+
+TEST(open_creates_dir_and_reopens)
+{
+    char errbuf[256];
+    store *st = NULL;
+
+    ASSERT_OK(store_open(sub("a/b/data"), NULL, &st, errbuf, sizeof(errbuf)));
+    ASSERT_STR_EQ(store_dir(st), sub("a/b/data"));
+    store_close(st);
+    st = NULL;
+    ASSERT_OK(store_open(sub("a/b/data"), NULL, &st, errbuf, sizeof(errbuf)));
+    store_close(st);
+    ASSERT_EQ(access(sub("a/b/data/iocd.mdb"), F_OK), 0);
+    ASSERT_EQ(access(sub("a/b/data/iocd.lock"), F_OK), 0);
+}
+
+TEST(second_opener_is_refused_with_pid)
+{
+    char errbuf[256], want[64];
+    store *st = NULL, *st2 = NULL;
+    int status;
+    pid_t child;
+
+    ASSERT_OK(store_open(sub("data"), NULL, &st, errbuf, sizeof(errbuf)));
+    child = fork();
+    if (child == 0) {
+        iocd_err err = store_open(sub("data"), NULL, &st2, errbuf, sizeof(errbuf));
+        snprintf(want, sizeof(want), "(pid %ld)", (long)getppid());
+        _exit(err == IOCD_ELOCKED && strstr(errbuf, want) != NULL ? 0 : 1);
+    }
+    ASSERT_EQ(waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    store_close(st);
+    /* Released: another process can take it now. */
+    child = fork();
+    if (child == 0) {
+        iocd_err err = store_open(sub("data"), NULL, &st2, errbuf, sizeof(errbuf));
+        store_close(st2);
+        _exit(err == IOCD_OK ? 0 : 1);
+    }
+    ASSERT_EQ(waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+TEST(foreign_file_is_refused_and_untouched)
+{
+    char errbuf[256], buf[64];
+    store *st = NULL;
+    int fd;
+
+    ASSERT_EQ(mkdir(sub("data"), 0700), 0);
+    fd = open(sub("data/iocd.mdb"), O_CREAT | O_WRONLY, 0600);
+    ASSERT_TRUE(fd >= 0);
+    for (int i = 0; i < 512; i++)
+        ASSERT_EQ(write(fd, "not lmdb, not ours.", 19), 19);
+    close(fd);
+    ASSERT_ERR(store_open(sub("data"), NULL, &st, errbuf, sizeof(errbuf)), IOCD_ECORRUPT);
+    ASSERT_STR_CONTAINS(errbuf, "iocd.mdb");
+    fd = open(sub("data/iocd.mdb"), O_RDONLY);
+    ASSERT_EQ(read(fd, buf, 19), 19);
+    close(fd);
+    ASSERT_TRUE(memcmp(buf, "not lmdb, not ours.", 19) == 0);
+}
+
+TEST(data_dir_under_a_file_is_refused)
+{
+    char errbuf[256];
+    store *st = NULL;
+    int fd = open(sub("file"), O_CREAT | O_WRONLY, 0600);
+
+    close(fd);
+    ASSERT_NE(store_open(sub("file/data"), NULL, &st, errbuf, sizeof(errbuf)), IOCD_OK);
+    ASSERT_STR_CONTAINS(errbuf, "data dir");
+    ASSERT_STR_CONTAINS(errbuf, sub("file/data"));
+}
+
+/* ---- Write path ---------------------------------------------------------------------- */
+
+#define L(n, v) { n, sizeof(n) - 1, v, sizeof(v) - 1 }
+
+static store *open_at(const char *name, const store_config *cfg)
+{
+    char errbuf[256];
+    store *st = NULL;
+
+    if (store_open(sub(name), cfg, &st, errbuf, sizeof(errbuf)) != IOCD_OK)
+        test_fail_at(__FILE__, __LINE__, "store_open: %s", errbuf);
+    return st;
+}
+
+static void add(store_batch *b, const iocd_label *l, size_t n, int64_t t, double v)
+{
+    store_reject why;
+
+    ASSERT_OK(store_batch_add(b, l, n, t, v, &why));
+}
+
+static iocd_sample *read_all(store *st, uint64_t id, size_t *n)
+{
+    iocd_sample *s = NULL;
+
+    ASSERT_OK(store_read(st, id, INT64_MIN, INT64_MAX, &s, n));
+    return s;
+}
+
+typedef struct label_text {
+    char buf[512];
+} label_text;
+
+static iocd_err append_label(void *ud, const char *name, size_t name_len, const char *value,
+                             size_t value_len)
+{
+    label_text *t = ud;
+    size_t len = strlen(t->buf);
+
+    snprintf(t->buf + len, sizeof(t->buf) - len, "%.*s=%.*s;", (int)name_len, name,
+             (int)value_len, value);
+    return IOCD_OK;
+}
+
+TEST(batch_validates_labels_and_times)
+{
+    store *st = open_at("data", NULL);
+    store_batch *b = NULL;
+    int64_t now = iocd_now_ms();
+    store_reject why;
+    iocd_label ok[] = { L("__name__", "water_level_m"), L("ward", "w1") };
+    iocd_label noname[] = { L("ward", "w1") };
+    iocd_label badname[] = { L("__name__", "m"), L("1ward", "w1") };
+    iocd_label dup[] = { L("__name__", "m"), L("ward", "a"), L("ward", "b") };
+
+    ASSERT_OK(store_batch_new(st, &b));
+    ASSERT_ERR(store_batch_add(b, noname, 1, now, 1, &why), IOCD_EINVAL);
+    ASSERT_EQ(why, STORE_REJECT_NO_NAME);
+    ASSERT_ERR(store_batch_add(b, badname, 2, now, 1, &why), IOCD_EINVAL);
+    ASSERT_EQ(why, STORE_REJECT_BAD_LABEL);
+    ASSERT_ERR(store_batch_add(b, dup, 3, now, 1, &why), IOCD_EINVAL);
+    ASSERT_EQ(why, STORE_REJECT_DUP_LABEL);
+    ASSERT_ERR(store_batch_add(b, ok, 2, now - 91LL * 86400000, 1, &why), IOCD_EINVAL);
+    ASSERT_EQ(why, STORE_REJECT_TOO_OLD);
+    ASSERT_ERR(store_batch_add(b, ok, 2, now + 3600000, 1, &why), IOCD_EINVAL);
+    ASSERT_EQ(why, STORE_REJECT_TOO_NEW);
+    ASSERT_OK(store_batch_add(b, ok, 2, now, 1, &why));
+    ASSERT_EQ(store_batch_len(b), 1);
+    ASSERT_STR_EQ(store_reject_name(STORE_REJECT_OUT_OF_ORDER), "out_of_order");
+    store_batch_free(b);
+    store_close(st);
+}
+
+TEST(commit_read_back_and_recover_from_wal)
+{
+    store *st = open_at("data", NULL);
+    store_batch *b = NULL;
+    int64_t t0 = iocd_now_ms() - 3600000;
+    iocd_label a[] = { L("ward", "Phan \xC4\x90\xC3\xACnh Ph\xC3\xB9ng"), L("__name__", "lux") };
+    iocd_label c[] = { L("__name__", "fps"), L("device", "cam-1"), L("empty", "") };
+    uint64_t stale = 0x7ff0000000000002ULL, *ids = NULL;
+    double stale_v, got;
+    store_result res;
+    iocd_sample *s;
+    size_t n, i;
+    label_text lt;
+    char **vals = NULL;
+
+    memcpy(&stale_v, &stale, 8);
+    ASSERT_OK(store_batch_new(st, &b));
+    for (i = 0; i < 100; i++)
+        add(b, a, 2, t0 + (int64_t)i * 10000, 1000.0 + (double)i / 10);
+    add(b, c, 3, t0 + 5000, stale_v);
+    add(b, c, 3, t0, 25);             /* out of order, within the window */
+    add(b, a, 2, t0 + 50000, -1);     /* a duplicate timestamp: the last write wins */
+    ASSERT_OK(store_batch_commit(b, &res));
+    ASSERT_EQ(res.accepted, 103);
+    store_close(st);
+
+    st = open_at("data", NULL); /* recovery replays the WAL */
+    ASSERT_OK(store_series_all(st, &ids, &n));
+    ASSERT_EQ(n, 2);
+    s = read_all(st, ids[0], &n);
+    ASSERT_EQ(n, 100);
+    ASSERT_EQ(s[0].t_ms, t0);
+    ASSERT_DBL_EQ(s[0].v, 1000.0, 0);
+    ASSERT_DBL_EQ(s[5].v, -1, 0);
+    ASSERT_DBL_EQ(s[99].v, 1009.9, 0);
+    iocd_free(s);
+    s = read_all(st, ids[1], &n);
+    ASSERT_EQ(n, 2);
+    ASSERT_EQ(s[0].t_ms, t0);
+    got = s[1].v;
+    ASSERT_TRUE(memcmp(&got, &stale, 8) == 0); /* the staleness marker, bit-exact */
+    iocd_free(s);
+    memset(&lt, 0, sizeof(lt));
+    ASSERT_OK(store_series_labels(st, ids[1], append_label, &lt));
+    ASSERT_STR_EQ(lt.buf, "__name__=fps;device=cam-1;"); /* sorted, empty label dropped */
+    iocd_free(ids);
+    ASSERT_OK(store_postings(st, "__name__", "lux", &ids, &n));
+    ASSERT_EQ(n, 1);
+    iocd_free(ids);
+    ASSERT_OK(store_label_values(st, "ward", &vals, &n));
+    ASSERT_EQ(n, 1);
+    ASSERT_STR_EQ(vals[0], "Phan \xC4\x90\xC3\xACnh Ph\xC3\xB9ng");
+    iocd_free(vals[0]);
+    iocd_free(vals);
+    store_close(st);
+}
+
+TEST(out_of_order_window_and_cardinality_limit)
+{
+    store_config cfg = { .series_max = 2, .ooo_window_ms = 60000 };
+    store *st = open_at("data", &cfg);
+    store_batch *b = NULL;
+    int64_t now = iocd_now_ms();
+    iocd_label s1[] = { L("__name__", "a") }, s2[] = { L("__name__", "b") },
+               s3[] = { L("__name__", "c") };
+    store_result res;
+
+    ASSERT_OK(store_batch_new(st, &b));
+    add(b, s1, 1, now, 1);
+    add(b, s1, 1, now - 30000, 2);  /* within 1 min behind the newest: kept */
+    add(b, s1, 1, now - 120000, 3); /* too far behind: refused */
+    add(b, s2, 1, now, 1);
+    add(b, s3, 1, now, 1); /* a third series over series_max = 2 */
+    ASSERT_OK(store_batch_commit(b, &res));
+    ASSERT_EQ(res.accepted, 3);
+    ASSERT_EQ(res.rejected[STORE_REJECT_OUT_OF_ORDER], 1);
+    ASSERT_EQ(res.rejected[STORE_REJECT_CARDINALITY], 1);
+    store_close(st);
+}
+
+TEST(many_series_survive_reopen)
+{
+    store *st = open_at("data", NULL);
+    store_batch *b = NULL;
+    int64_t now = iocd_now_ms();
+    char dev[32];
+    uint64_t *ids = NULL;
+    size_t n, i;
+
+    ASSERT_OK(store_batch_new(st, &b));
+    for (i = 0; i < 5000; i++) {
+        iocd_label l[] = { L("__name__", "power_w"), { "device", 6, dev, 0 } };
+        l[1].value_len = (size_t)snprintf(dev, sizeof(dev), "lamp-%05zu", i);
+        add(b, l, 2, now, (double)i);
+    }
+    ASSERT_OK(store_batch_commit(b, NULL));
+    store_close(st);
+    st = open_at("data", NULL);
+    ASSERT_OK(store_series_all(st, &ids, &n));
+    ASSERT_EQ(n, 5000);
+    iocd_free(ids);
+    ASSERT_OK(store_postings(st, "device", "lamp-04321", &ids, &n));
+    ASSERT_EQ(n, 1);
+    iocd_free(ids);
+    store_close(st);
+}
