@@ -67,7 +67,7 @@ deps:
 build: build/iocd
 
 build/iocd: $(REL_LIB_OBJ) $(REL_CMD_OBJ)
-	$(CC) -o $@ $^ $(PKG_LIBS)
+	@echo "  LD $@"; $(CC) -o $@ $^ $(PKG_LIBS)
 
 build/rel/%.o: %.c
 	@mkdir -p $(@D)
@@ -78,7 +78,7 @@ build/asan/%.o: %.c
 	$(Q)$(CC) $(TEST_CFLAGS) -c -o $@ $<
 
 build/asan/iocd: $(TEST_LIB_OBJ) $(TEST_CMD_OBJ)
-	$(CC) $(TEST_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+	@echo "  LD $@"; $(CC) $(TEST_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 # A unit test links only its module and the modules to its right (the dependency order), so
 # tests/unit/test_<module>[_topic].c never depends on code its module may not use.
@@ -89,14 +89,14 @@ define unit_rule
 build/asan/tests/$(1): build/asan/tests/unit/$(1).o build/asan/tests/unit/harness.o \
                        $$(call mod_objs,$$(call test_module,$(1)))
 	@mkdir -p $$(@D)
-	$$(CC) $$(TEST_LDFLAGS) -o $$@ $$^ $$(PKG_LIBS)
+	@echo "  LD $$@"; $$(CC) $$(TEST_LDFLAGS) -o $$@ $$^ $$(PKG_LIBS)
 endef
 $(foreach t,$(UNIT_SRC:tests/unit/%.c=%),$(eval $(call unit_rule,$(t))))
 
 build/asan/tests/replay_%: build/asan/tests/fuzz/%.o build/asan/tests/fuzz/replay.o \
                            $(TEST_LIB_OBJ)
 	@mkdir -p $(@D)
-	$(CC) $(TEST_LDFLAGS) -o $@ $^ $(PKG_LIBS)
+	@echo "  LD $@"; $(CC) $(TEST_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
 build-test: build/asan/iocd $(UNIT_BIN) $(FUZZ_REPLAY_BIN)
 

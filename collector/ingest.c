@@ -264,6 +264,10 @@ void col_ingest_write(col_ingest *ing, const char *body, size_t len, const col_w
         err = col_jsonl_parse(body, len, 1, &ing->lim, &sink, &stats);
         break;
     }
+    if (stats.skipped_strings > 0)
+        iocd_metric_add(iocd_counter("iocd_ingest_string_fields_skipped_total",
+                                     "Line-protocol string fields skipped (iocd stores numbers)."),
+                        (double)stats.skipped_strings);
     if (err == IOCD_OK)
         err = op_flush(op);
     store_batch_free(op->batch);

@@ -174,7 +174,7 @@ class Daemon:
             wait_for(lambda: self.get("/-/ready").status == 200, timeout, "/-/ready")
         return self
 
-    def signal(self, sig):
+    def send(self, sig):
         self.proc.send_signal(sig)
 
     def stop(self, sig=signal.SIGTERM, timeout=15):

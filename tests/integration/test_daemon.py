@@ -212,12 +212,12 @@ def test_sighup_reloads_log_level():
         d.start()
         with open(config_path, "w") as f:
             f.write('return { log_level = "debug" }\n')
-        d.signal(signal.SIGHUP)
+        d.send(signal.SIGHUP)
         d.wait_log(r'msg="config reloaded"')
         # A bad file on reload keeps the daemon running with the old settings.
         with open(config_path, "w") as f:
             f.write('return { log_level = "chatty" }\n')
-        d.signal(signal.SIGHUP)
+        d.send(signal.SIGHUP)
         d.wait_log(r'msg="reload failed, keeping the running config"')
         eq(d.get("/-/healthy").status, 200, "still serving")
         eq(d.stop(), 0, "exit code")
@@ -251,7 +251,8 @@ def test_http_basics_and_error_shapes():
         eq(r.status, 404, "404")
         j = r.json()
         eq((j["status"], j["errorType"]), ("error", "not_found"), "404 body")
-        check(r.body.find(b": ") < 0 and r.body.find(b", ") < 0, "compact JSON")
+        eq(r.body.decode(), json.dumps(j, separators=(",", ":"), ensure_ascii=False),
+           "compact JSON")
         r = d.request("DELETE", "/-/healthy")
         eq(r.status, 405, "405")
         eq(r.json()["status"], "error", "405 body")
@@ -348,8 +349,8 @@ def test_tcp_and_udp_bytes_are_received():
         d.tcp_send(b"water,ward=w1 level_m=1.5 1700000000000000000\n" * 100)
         d.udp_send(b"water,ward=w1 level_m=1.5 1700000000000000000\n")
         wait_for(lambda: metric(d.metrics(), "iocd_ingest_bytes_total", proto="influx_tcp")
-                 >= 4700 and metric(d.metrics(), "iocd_ingest_bytes_total",
-                                    proto="influx_udp") >= 47, what="bytes counted")
+                 >= 4600 and metric(d.metrics(), "iocd_ingest_bytes_total",
+                                    proto="influx_udp") >= 46, what="bytes counted")
         eq(d.stop(), 0, "exit code")
 
 

@@ -1,0 +1,310 @@
+"""tests/integration/test_write.py - the write path as gateways and agents use it: line protocol
+over HTTP, TCP and UDP, Prometheus remote write, JSON-lines import and export, partial writes
+with line numbers, caps, and durability across kill -9."""
+
+import gzip
+import json
+import os
+import random
+import struct
+import sys
+import threading
+import time
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import Daemon, Failure, check, eq, metric, run, wait_for  # noqa: E402
+
+NOW_MS = int(time.time() * 1000) // 1000 * 1000
+
+
+def export(d, match, start=None, end=None):
+    """Returns {series-labels-tuple: [(t_ms, v), ...]} from /api/v1/export."""
+    q = [("match[]", m) for m in ([match] if isinstance(match, str) else match)]
+    if start is not None:
+        q.append(("start", str(start)))
+    if end is not None:
+        q.append(("end", str(end)))
+    r = d.get("/api/v1/export?" + urllib.parse.urlencode(q))
+    eq(r.status, 200, "export status (%s)" % r.text[:300])
+    out = {}
+    for line in r.text.split("\n"):
+        if not line:
+            continue
+        j = json.loads(line)
+        eq(len(j["values"]), len(j["timestamps"]), "values/timestamps length")
+        key = tuple(sorted(j["metric"].items()))
+        check(key not in out, "series %r exported twice" % (key,))
+        out[key] = list(zip(j["timestamps"], j["values"]))
+    return out
+
+
+def series_key(name, **labels):
+    return tuple(sorted(dict(labels, __name__=name).items()))
+
+
+# ---- line protocol over HTTP -------------------------------------------------------------
+
+def test_influx_http_write_and_export_roundtrip():
+    with Daemon() as d:
+        d.start()
+        t = NOW_MS * 1000000
+        body = ("water,ward=phan_dinh_phung,device=wp-1 pressure_bar=2.347,pump_on=true,"
+                "flow_m3h=120i,note=\"ok, fine\" %d\n"
+                "camera,ward=gia_sang,device=c1 value=25 %d\n" % (t, t))
+        r = d.post("/write", body.encode())
+        eq(r.status, 204, "write status: " + r.text)
+        got = export(d, '{ward=~".+"}')
+        eq(got[series_key("water_pressure_bar", ward="phan_dinh_phung", device="wp-1")],
+           [(NOW_MS, 2.347)], "float field")
+        eq(got[series_key("water_pump_on", ward="phan_dinh_phung", device="wp-1")],
+           [(NOW_MS, 1)], "boolean becomes 1")
+        eq(got[series_key("water_flow_m3h", ward="phan_dinh_phung", device="wp-1")],
+           [(NOW_MS, 120)], "integer field")
+        eq(got[series_key("camera", ward="gia_sang", device="c1")], [(NOW_MS, 25)],
+           "field 'value' is the bare measurement")
+        check(not any(dict(k)["__name__"] == "water_note" for k in got), "strings are skipped")
+        # precision=s and the v2 endpoint with gzip.
+        body = b"lighting,ward=w2,device=l1 lux=1032.2 %d\n" % (NOW_MS // 1000)
+        r = d.post("/api/v2/write?org=city&bucket=ioc&precision=s", gzip.compress(body),
+                   headers={"Content-Encoding": "gzip"})
+        eq(r.status, 204, "v2 gzip write: " + r.text)
+        got = export(d, 'lighting_lux')
+        eq(list(got.values()), [[(NOW_MS, 1032.2)]], "v2 + gzip + precision=s")
+        eq(d.stop(), 0, "exit code")
+
+
+def test_partial_write_reports_line_numbers_and_keeps_good_lines():
+    with Daemon() as d:
+        d.start()
+        t = NOW_MS * 1000000
+        body = ("# a comment\n"
+                "traffic,ward=w1,device=t1 avg_speed_kmh=31.5 %d\n"
+                "traffic,ward=w1,device=t1 avg_speed_kmh=abc %d\n"
+                "\n"
+                "traffic,ward=w1,device=t2 avg_speed_kmh=12 %d\n"
+                "this line is broken\n" % (t, t, t))
+        r = d.post("/write", body.encode())
+        eq(r.status, 400, "partial write status")
+        j = r.json()
+        eq(j.get("written"), 2, "written count in %r" % j)
+        eq(j.get("rejected"), 2, "rejected count in %r" % j)
+        lines = [e["line"] for e in j["errors"]]
+        eq(lines, [3, 6], "line numbers of the errors")
+        check(all(e["reason"] for e in j["errors"]), "each error has a reason")
+        got = export(d, 'traffic_avg_speed_kmh')
+        eq(len(got), 2, "the good lines were stored")
+        eq(d.stop(), 0, "exit code")
+
+
+def test_bad_bodies_get_clear_errors():
+    with Daemon("--http-body-max", "64KiB") as d:
+        d.start()
+        r = d.post("/write", b"x" * 100000)
+        eq(r.status, 413, "over the cap")
+        r = d.post("/write", b"not gzip at all", headers={"Content-Encoding": "gzip"})
+        eq(r.status, 400, "bad gzip")
+        check("gzip" in r.text, r.text)
+        bomb = gzip.compress(b"a" * (10 << 20))
+        r = d.post("/write", bomb, headers={"Content-Encoding": "gzip"})
+        eq(r.status, 413, "gzip bomb over the cap once inflated")
+        r = d.post("/write?precision=fortnights", b"m v=1\n")
+        eq(r.status, 400, "bad precision")
+        r = d.post("/api/v1/write", b"\xff\xfe garbage",
+                   headers={"Content-Encoding": "snappy",
+                            "Content-Type": "application/x-protobuf"})
+        eq(r.status, 400, "undecodable remote write")
+        check("snappy" in r.text or "protobuf" in r.text, r.text)
+        r = d.post("/api/v1/import", b'{"metric":{"__name__":"m"},"values":[1],'
+                                      b'"timestamps":[%d]}\n{oops\n' % NOW_MS)
+        eq(r.status, 400, "partial import")
+        eq(r.json()["errors"][0]["line"], 2, "import error line")
+        eq(d.get("/-/healthy").status, 200, "still healthy")
+        eq(d.stop(), 0, "exit code")
+
+
+# ---- TCP and UDP --------------------------------------------------------------------------
+
+def test_tcp_and_udp_lines_are_stored_with_auto_precision():
+    with Daemon() as d:
+        d.start()
+        # Milliseconds, seconds and nanoseconds are recognised by magnitude on TCP/UDP.
+        lines = [b"water,device=a level_m=1.5 %d" % NOW_MS,
+                 b"water,device=b level_m=2.5 %d" % (NOW_MS // 1000),
+                 b"water,device=c level_m=3.5 %d" % (NOW_MS * 1000000),
+                 b"garbage line"]
+        # Send in pieces so lines are split across reads.
+        blob = b"\n".join(lines) + b"\n"
+        host, port = d.tcp_addr.rsplit(":", 1)
+        import socket
+        with socket.create_connection((host, int(port))) as s:
+            for i in range(0, len(blob), 7):
+                s.sendall(blob[i:i + 7])
+        d.udp_send(b"water,device=u level_m=4.5 %d\nwater,device=v level_m=5.5 %d"
+                   % (NOW_MS, NOW_MS))
+        got = wait_for(lambda: (lambda e: e if len(e) == 5 else None)(export(d, "water_level_m")),
+                       what="5 series stored")
+        for k, v in got.items():
+            eq(v[0][0], NOW_MS, "timestamp of %r" % (k,))
+        ms = d.metrics()
+        check(metric(ms, "iocd_ingest_samples_total", proto="influx_tcp") >= 3, "tcp counted")
+        check(sum(v for k, v in ms.items() if k[0] == "iocd_ingest_rejected_total") >= 1,
+              "the garbage line was counted as rejected")
+        eq(d.stop(), 0, "exit code")
+
+
+# ---- remote write and import ---------------------------------------------------------------
+
+def pb_varint(v):
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def pb_field(num, wire, payload):
+    if wire == 2:
+        return pb_varint(num << 3 | 2) + pb_varint(len(payload)) + payload
+    if wire == 1:
+        return pb_varint(num << 3 | 1) + payload
+    return pb_varint(num << 3 | 0) + pb_varint(payload)
+
+
+def write_request(series):
+    """series: [(labels dict, [(t_ms, v)])] -> protobuf WriteRequest bytes."""
+    out = b""
+    for labels, samples in series:
+        ts = b""
+        for k, v in labels.items():
+            ts += pb_field(1, 2, pb_field(1, 2, k.encode()) + pb_field(2, 2, v.encode()))
+        for t, v in samples:
+            ts += pb_field(2, 2, pb_field(1, 1, struct.pack("<d", v)) + pb_field(2, 0, t))
+        out += pb_field(1, 2, ts)
+    return out
+
+
+def snappy_literal(data):
+    """A valid snappy block made only of literals (no compression needed to be valid)."""
+    out = bytearray(pb_varint(len(data)))
+    for i in range(0, len(data), 60000):
+        chunk = data[i:i + 60000]
+        n = len(chunk) - 1
+        if n < 60:
+            out.append(n << 2)
+        elif n < 256:
+            out += bytes([60 << 2, n])
+        else:
+            out += bytes([61 << 2, n & 0xFF, n >> 8])
+        out += chunk
+    return bytes(out)
+
+
+def test_remote_write_and_staleness_marker_bit_exact():
+    with Daemon() as d:
+        d.start()
+        stale = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
+        body = write_request([
+            ({"__name__": "drain_level_m", "ward": "cam_gia", "device": "dr-1"},
+             [(NOW_MS - 20000, 0.41), (NOW_MS - 10000, 0.43), (NOW_MS, stale)]),
+        ])
+        r = d.post("/api/v1/write", snappy_literal(body),
+                   headers={"Content-Encoding": "snappy",
+                            "Content-Type": "application/x-protobuf",
+                            "X-Prometheus-Remote-Write-Version": "0.1.0"})
+        eq(r.status, 204, "remote write: " + r.text)
+        got = export(d, "drain_level_m")
+        (vals,) = got.values()
+        eq([t for t, _ in vals], [NOW_MS - 20000, NOW_MS - 10000, NOW_MS], "timestamps")
+        eq(vals[:2], [(NOW_MS - 20000, 0.41), (NOW_MS - 10000, 0.43)], "values")
+        check(vals[2][1] != vals[2][1] or vals[2][1] in ("NaN",), "NaN exported")
+        eq(d.stop(), 0, "exit code")
+
+
+def test_import_export_roundtrip_and_time_range():
+    with Daemon() as d:
+        d.start()
+        ts = [NOW_MS - 30000, NOW_MS - 20000, NOW_MS - 10000, NOW_MS]
+        lines = []
+        for i in range(50):
+            lines.append(json.dumps({"metric": {"__name__": "traffic_vehicles",
+                                                "ward": "w%d" % (i % 5), "device": "t%d" % i},
+                                     "values": [i, i + 1, None, i + 3], "timestamps": ts}))
+        r = d.post("/api/v1/import", ("\n".join(lines) + "\n").encode())
+        eq(r.status, 204, "import: " + r.text)
+        got = export(d, "traffic_vehicles")
+        eq(len(got), 50, "series")
+        eq(got[series_key("traffic_vehicles", ward="w2", device="t7")],
+           [(ts[0], 7), (ts[1], 8), (ts[3], 10)], "null skipped")
+        # start/end as Unix seconds and RFC 3339.
+        got = export(d, 'traffic_vehicles{device="t7"}', start=(ts[1]) / 1000.0,
+                     end=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime((ts[3] - 1) / 1000.0)))
+        eq(list(got.values()), [[(ts[1], 8)]], "time range")
+        # Export output re-imports to the same data in a fresh daemon.
+        r = d.get("/api/v1/export?match[]=traffic_vehicles")
+        with Daemon() as d2:
+            d2.start()
+            eq(d2.post("/api/v1/import", r.body).status, 204, "re-import")
+            eq(export(d2, "traffic_vehicles"), export(d, "traffic_vehicles"), "same data")
+            eq(d2.stop(), 0, "exit code")
+        eq(d.stop(), 0, "exit code")
+
+
+# ---- durability --------------------------------------------------------------------------
+
+def test_acknowledged_writes_survive_kill9_many_times():
+    """Writers post batches concurrently; after some are acknowledged the daemon is killed
+    with SIGKILL. After each restart, every acknowledged sample is there exactly once."""
+    rng = random.Random(7)
+    acked = {}  # device -> set of t
+    with Daemon() as d:
+        base = NOW_MS - 3000000
+        next_t = [0]
+        lock = threading.Lock()
+        for round_no in range(5):
+            d.start()
+            stop = threading.Event()
+            n_acked = [0]
+
+            def writer(wid):
+                while not stop.is_set():
+                    with lock:
+                        i = next_t[0]
+                        next_t[0] += 1
+                    t = base + i * 10
+                    body = "".join("soak,device=d%d v=%d %d\n" % (k, i, t * 1000000)
+                                   for k in range(20))
+                    try:
+                        r = d.post("/write", body.encode())
+                    except Exception:
+                        return  # the daemon died under us: this batch was not acknowledged
+                    if r.status == 204:
+                        with lock:
+                            for k in range(20):
+                                acked.setdefault("d%d" % k, set()).add(t)
+                            n_acked[0] += 1
+
+            threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+            for th in threads:
+                th.start()
+            target = 20 + rng.randrange(60)
+            wait_for(lambda: n_acked[0] >= target, what="%d acknowledged batches" % target)
+            d.kill9()
+            stop.set()
+            for th in threads:
+                th.join(30)
+            d.start()
+            got = export(d, "soak_v")
+            for dev, ts in acked.items():
+                have = [t for t, _ in got.get(series_key("soak_v", device=dev), [])]
+                eq(len(have), len(set(have)), "no duplicates for %s" % dev)
+                missing = ts - set(have)
+                check(not missing, "round %d: %d acknowledged samples of %s lost, e.g. %r"
+                      % (round_no, len(missing), dev, sorted(missing)[:3]))
+            d.kill9()
+        eq(sum(len(v) for v in acked.values()) > 0, True, "something was acknowledged")
+
+
+if __name__ == "__main__":
+    run(globals())
