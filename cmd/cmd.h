@@ -7,5 +7,11 @@
  * (0 ok, 1 runtime failure, 2 usage error). */
 int cmd_serve(int argc, char **argv);
 void cmd_serve_usage(void);
+int cmd_backup(int argc, char **argv);
+void cmd_backup_usage(void);
+int cmd_check(int argc, char **argv);
+void cmd_check_usage(void);
+/* Prints the config file reference (Markdown table rows). */
+int cmd_config_reference(void);
 
 #endif

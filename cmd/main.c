@@ -15,8 +15,10 @@ static void usage(FILE *out)
             "\n"
             "Commands:\n"
             "  serve      run the daemon: ingest, storage, rules, incidents, HTTP API\n"
+            "  backup     copy a store consistently, even while iocd runs\n"
+            "  check      verify a store's indexes and write-ahead log\n"
             "  version    print the version and exit\n"
-            "  help [CMD] show this help, or a command's flags\n"
+            "  help [CMD] show this help, or a command's flags ('help config': config keys)\n"
             "\n"
             "Run 'iocd help serve' (or 'iocd serve --help') for the daemon's flags.\n"
             "Docs: README.md and docs/ in the source tree.\n");
@@ -44,6 +46,16 @@ static int help(int argc, char **argv)
         cmd_serve_usage();
         return 0;
     }
+    if (strcmp(argv[0], "backup") == 0) {
+        cmd_backup_usage();
+        return 0;
+    }
+    if (strcmp(argv[0], "check") == 0) {
+        cmd_check_usage();
+        return 0;
+    }
+    if (strcmp(argv[0], "config") == 0)
+        return cmd_config_reference();
     if (strcmp(argv[0], "version") == 0) {
         printf("Usage: iocd version\n\nPrints the version, git revision and compiler.\n");
         return 0;
@@ -68,6 +80,10 @@ int main(int argc, char **argv)
     cmd = argv[1];
     if (strcmp(cmd, "serve") == 0)
         return cmd_serve(argc - 2, argv + 2);
+    if (strcmp(cmd, "backup") == 0)
+        return cmd_backup(argc - 2, argv + 2);
+    if (strcmp(cmd, "check") == 0)
+        return cmd_check(argc - 2, argv + 2);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0 || strcmp(cmd, "-v") == 0)
         return argc == 2 || strcmp(argv[2], "--help") != 0 ? version() : help(1, argv + 1);
     if (strcmp(cmd, "help") == 0)

@@ -43,6 +43,20 @@ void cmd_serve_usage(void)
     iocd_buf_fini(&b);
 }
 
+int cmd_config_reference(void)
+{
+    iocd_buf b;
+    int rc = 1;
+
+    iocd_buf_init(&b, 0);
+    if (col_config_doc(&b) == IOCD_OK) {
+        fputs(b.data, stdout);
+        rc = 0;
+    }
+    iocd_buf_fini(&b);
+    return rc;
+}
+
 /* SIGHUP: re-read the config file with the same flags and apply what can change live. */
 static void on_reload(void *ud)
 {
@@ -85,6 +99,7 @@ int cmd_serve(int argc, char **argv)
     alert_kafka *kafka = NULL;
     alert_kafka_prop *props = NULL;
     store *st = NULL;
+    col_ingest *ingest = NULL;
     store_config scfg;
     char errbuf[1024] = "";
     int64_t stop_start_ns, budget_ms;
@@ -149,14 +164,21 @@ int cmd_serve(int argc, char **argv)
 
     memset(&scfg, 0, sizeof(scfg));
     scfg.sync_window_ms = d.cfg.sync_window_ms;
+    scfg.retention_ms = d.cfg.retention_ms;
     err = store_open(d.cfg.data_dir, &scfg, &st, errbuf, sizeof(errbuf));
     if (err != IOCD_OK) {
         log_error("serve", "cannot start", "err=%s",
                   err == IOCD_ENOMEM ? iocd_strerror(err) : errbuf);
         goto out;
     }
+    err = col_ingest_new(&d.cfg, st, &ingest);
+    if (err != IOCD_OK) {
+        log_error("serve", "cannot start", "err=%s", iocd_strerror(err));
+        goto out;
+    }
+    col_loop_on_lines(loop, col_ingest_lines, ingest);
     if (api != NULL)
-        api_set_store(api, st);
+        api_set_backend(api, st, ingest);
     log_info("serve", "ready", "http=%s influx_tcp=%s influx_udp=%s",
              api != NULL ? api_addr(api) : "", col_loop_tcp_addr(loop), col_loop_udp_addr(loop));
 
@@ -175,6 +197,7 @@ int cmd_serve(int argc, char **argv)
     rc = 0;
 out:
     api_stop(api, 0);
+    col_ingest_free(ingest); /* waits for writes in flight to be committed */
     if (kafka != NULL) {
         alert_kafka_close(kafka, 2000);
         kafka = NULL;

@@ -265,3 +265,31 @@ iocd_err store_key_walk(const uint8_t *key, size_t len, store_label_fn fn, void 
     }
     return IOCD_OK;
 }
+
+iocd_err store_wal_put(iocd_buf *b, uint64_t id, int64_t t, double v)
+{
+    uint8_t tmp[28];
+    size_t n = put_varint(tmp, id);
+
+    n += put_varint(tmp + n, ((uint64_t)t << 1) ^ (uint64_t)(t >> 63));
+    memcpy(tmp + n, &v, 8);
+    return iocd_buf_append(b, tmp, n + 8);
+}
+
+bool store_wal_next(const uint8_t **p, const uint8_t *end, uint64_t *id, int64_t *t, double *v,
+                    bool *corrupt)
+{
+    uint64_t zt;
+
+    *corrupt = false;
+    if (*p >= end)
+        return false;
+    if (!get_varint(p, end, id) || !get_varint(p, end, &zt) || end - *p < 8) {
+        *corrupt = true;
+        return false;
+    }
+    *t = (int64_t)(zt >> 1) ^ -(int64_t)(zt & 1);
+    memcpy(v, *p, 8);
+    *p += 8;
+    return true;
+}

@@ -6,10 +6,15 @@
 #include "storage/storage_int.h"
 
 #include <errno.h>
-#include <lmdb.h>
+#include <fcntl.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <lmdb.h>
 
 #define FORMAT_KEY     "format"
 #define FORMAT_VERSION "iocd-store-1"
@@ -476,4 +481,266 @@ void store_db_close(store_db *db)
     if (db->env != NULL)
         mdb_env_close(db->env);
     iocd_free(db);
+}
+
+/* ---- Tools: backup and check -------------------------------------------------------------- */
+
+/* Opens an existing data file read-only, alongside a daemon that may be writing it. */
+static iocd_err open_readonly(const char *dir, store_db *db, char *errbuf, size_t errlen)
+{
+    char path[4200];
+    MDB_txn *txn = NULL;
+    struct stat st;
+    int rc;
+
+    snprintf(path, sizeof(path), "%s/iocd.mdb", dir);
+    if (stat(path, &st) != 0) {
+        snprintf(errbuf, errlen, "%s: no iocd data file here", path);
+        return IOCD_ENOTFOUND;
+    }
+    rc = mdb_env_create(&db->env);
+    if (rc == 0)
+        rc = mdb_env_set_maxdbs(db->env, MAX_DBS);
+    if (rc == 0)
+        rc = mdb_env_set_mapsize(db->env, DEFAULT_MAP);
+    if (rc == 0)
+        rc = mdb_env_open(db->env, path, MDB_NOSUBDIR | MDB_NOTLS | MDB_RDONLY, 0640);
+    if (rc == 0)
+        rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "meta", 0, &db->meta);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "series", MDB_DUPSORT | MDB_DUPFIXED, &db->series);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "series_by_id", 0, &db->series_by_id);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "postings", MDB_DUPSORT | MDB_DUPFIXED, &db->postings);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "wal", 0, &db->wal);
+    if (txn != NULL)
+        mdb_txn_commit(txn); /* keeps the dbi handles for later transactions */
+    if (rc != 0) {
+        snprintf(errbuf, errlen, "%s: %s", path,
+                 rc == MDB_NOTFOUND ? "not an iocd data file" : mdb_strerror(rc));
+        if (db->env != NULL)
+            mdb_env_close(db->env);
+        db->env = NULL;
+        return rc == MDB_NOTFOUND ? IOCD_ECORRUPT : err_from_mdb(rc);
+    }
+    return IOCD_OK;
+}
+
+iocd_err store_backup(const char *dir, const char *dest_dir, char *errbuf, size_t errlen)
+{
+    store_db db;
+    char dest[4200];
+    struct stat st;
+    iocd_err err;
+    int rc, fd;
+
+    memset(&db, 0, sizeof(db));
+    snprintf(dest, sizeof(dest), "%s/iocd.mdb", dest_dir);
+    if (stat(dest, &st) == 0) {
+        snprintf(errbuf, errlen, "%s already exists; refusing to overwrite it", dest);
+        return IOCD_EEXIST;
+    }
+    if (mkdir(dest_dir, 0750) != 0 && errno != EEXIST) {
+        snprintf(errbuf, errlen, "%s: %s", dest_dir, strerror(errno));
+        return iocd_err_from_errno(errno);
+    }
+    err = open_readonly(dir, &db, errbuf, errlen);
+    if (err != IOCD_OK)
+        return err;
+    fd = open(dest, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        snprintf(errbuf, errlen, "%s: %s", dest, strerror(errno));
+        mdb_env_close(db.env);
+        return iocd_err_from_errno(errno);
+    }
+    rc = mdb_env_copyfd2(db.env, fd, MDB_CP_COMPACT);
+    if (rc == 0 && fsync(fd) != 0)
+        rc = errno;
+    close(fd);
+    mdb_env_close(db.env);
+    if (rc != 0) {
+        snprintf(errbuf, errlen, "copying to %s: %s", dest, mdb_strerror(rc));
+        unlink(dest);
+        return err_from_mdb(rc);
+    }
+    return IOCD_OK;
+}
+
+typedef struct check_ctx {
+    store_report_fn fn;
+    void *ud;
+    uint64_t problems;
+    MDB_txn *txn;
+    store_db *db;
+    uint64_t id;
+} check_ctx;
+
+static void problem(check_ctx *c, const char *fmt, ...) IOCD_PRINTF(2, 3);
+
+static void problem(check_ctx *c, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    c->problems++;
+    c->fn(c->ud, msg);
+}
+
+static iocd_err check_posting(void *ud, const char *name, size_t name_len, const char *value,
+                              size_t value_len)
+{
+    check_ctx *c = ud;
+    char key[POSTING_KEY_MAX + 32];
+    uint8_t idb[8];
+    MDB_cursor *cur = NULL;
+    MDB_val k, v = { 8, idb };
+
+    be64(idb, c->id);
+    k.mv_size = posting_key(name, name_len < 200 ? name_len : 200, value, value_len, key);
+    k.mv_data = key;
+    if (mdb_cursor_open(c->txn, c->db->postings, &cur) != 0 ||
+        mdb_cursor_get(cur, &k, &v, MDB_GET_BOTH) != 0)
+        problem(c, "series %llu: no posting for %.*s=%.*s", (unsigned long long)c->id,
+                (int)name_len, name, (int)(value_len < 100 ? value_len : 100), value);
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    return IOCD_OK;
+}
+
+static iocd_err count_label(void *ud, const char *name, size_t name_len, const char *value,
+                            size_t value_len)
+{
+    (void)name;
+    (void)name_len;
+    (void)value;
+    (void)value_len;
+    ++*(size_t *)ud;
+    return IOCD_OK;
+}
+
+iocd_err store_check(const char *dir, store_report_fn fn, void *ud, uint64_t *problems_out,
+                     char *errbuf, size_t errlen)
+{
+    store_db db;
+    check_ctx c;
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v, k2, v2;
+    uint64_t max_id = 0, n_series = 0, n_postings = 0, n_wal = 0, n_samples = 0;
+    iocd_err err;
+    int rc;
+
+    memset(&db, 0, sizeof(db));
+    err = open_readonly(dir, &db, errbuf, errlen);
+    if (err != IOCD_OK)
+        return err;
+    memset(&c, 0, sizeof(c));
+    c.fn = fn;
+    c.ud = ud;
+    c.db = &db;
+    rc = mdb_txn_begin(db.env, NULL, MDB_RDONLY, &txn);
+    if (rc != 0)
+        goto out;
+    c.txn = txn;
+    k = (MDB_val){ sizeof(FORMAT_KEY) - 1, (void *)FORMAT_KEY };
+    if (mdb_get(txn, db.meta, &k, &v) != 0 || v.mv_size != sizeof(FORMAT_VERSION) - 1 ||
+        memcmp(v.mv_data, FORMAT_VERSION, v.mv_size) != 0)
+        problem(&c, "format marker missing or unknown");
+    /* Every series: a valid key, found by its hash, with a posting for each label. */
+    rc = mdb_cursor_open(txn, db.series_by_id, &cur);
+    for (rc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_FIRST) : rc; rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        uint8_t hb[8];
+        size_t n_labels = 0;
+        n_series++;
+        if (k.mv_size != 8) {
+            problem(&c, "series_by_id: key of %zu bytes", k.mv_size);
+            continue;
+        }
+        c.id = get_be64(k.mv_data);
+        if (c.id > max_id)
+            max_id = c.id;
+        if (store_key_walk(v.mv_data, v.mv_size, count_label, &n_labels) != IOCD_OK ||
+            n_labels == 0) {
+            problem(&c, "series %llu: malformed series key", (unsigned long long)c.id);
+            continue;
+        }
+        be64(hb, store_hash(v.mv_data, v.mv_size));
+        k2 = (MDB_val){ 8, hb };
+        v2 = (MDB_val){ 8, k.mv_data };
+        {
+            MDB_cursor *hc = NULL;
+            if (mdb_cursor_open(txn, db.series, &hc) != 0 ||
+                mdb_cursor_get(hc, &k2, &v2, MDB_GET_BOTH) != 0)
+                problem(&c, "series %llu: missing from the series index",
+                        (unsigned long long)c.id);
+            if (hc != NULL)
+                mdb_cursor_close(hc);
+        }
+        store_key_walk(v.mv_data, v.mv_size, check_posting, &c);
+    }
+    mdb_cursor_close(cur);
+    cur = NULL;
+    if (rc != MDB_NOTFOUND)
+        goto out;
+    /* Every posting names an existing series. */
+    rc = mdb_cursor_open(txn, db.postings, &cur);
+    for (rc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_FIRST) : rc; rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        n_postings++;
+        k2 = (MDB_val){ 8, v.mv_data };
+        if (v.mv_size != 8 || mdb_get(txn, db.series_by_id, &k2, &v2) != 0)
+            problem(&c, "posting %.*s names a missing series", (int)(k.mv_size < 100 ? k.mv_size : 100),
+                    (const char *)k.mv_data);
+    }
+    mdb_cursor_close(cur);
+    cur = NULL;
+    if (rc != MDB_NOTFOUND)
+        goto out;
+    /* Every WAL record decodes and names known series. */
+    rc = mdb_cursor_open(txn, db.wal, &cur);
+    for (rc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_FIRST) : rc; rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        const uint8_t *p = v.mv_data, *end = p + v.mv_size;
+        uint64_t id;
+        int64_t t;
+        double val;
+        bool corrupt;
+        n_wal++;
+        while (store_wal_next(&p, end, &id, &t, &val, &corrupt)) {
+            n_samples++;
+            if (id == 0 || id > max_id) {
+                problem(&c, "wal record %llu: unknown series %llu",
+                        (unsigned long long)get_be64(k.mv_data), (unsigned long long)id);
+                break;
+            }
+        }
+        if (corrupt)
+            problem(&c, "wal record %llu does not decode", (unsigned long long)get_be64(k.mv_data));
+    }
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+out:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    mdb_env_close(db.env);
+    if (rc != 0) {
+        snprintf(errbuf, errlen, "%s/iocd.mdb: %s", dir, mdb_strerror(rc));
+        return err_from_mdb(rc);
+    }
+    log_info("store", "check finished", "series=%llu postings=%llu wal_records=%llu "
+             "wal_samples=%llu problems=%llu", (unsigned long long)n_series,
+             (unsigned long long)n_postings, (unsigned long long)n_wal,
+             (unsigned long long)n_samples, (unsigned long long)c.problems);
+    *problems_out = c.problems;
+    return IOCD_OK;
 }

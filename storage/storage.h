@@ -94,6 +94,22 @@ iocd_err store_series_labels(store *st, uint64_t id, store_label_fn fn, void *ud
 iocd_err store_read(store *st, uint64_t id, int64_t start_ms, int64_t end_ms, iocd_sample **out,
                     size_t *n_out);
 
+/* ---- Tools (work on a data dir another process may be writing) --------------------------- */
+
+/* Writes a consistent, compacted copy of dir's data file to dest_dir/iocd.mdb (dest_dir is
+ * created; it must not hold a data file already). Safe while a daemon writes to dir: the
+ * copy is one read transaction's snapshot. Errors: IOCD_EEXIST, IOCD_ENOTFOUND, IOCD_EIO,
+ * IOCD_ENOSPC; errbuf says which file. */
+iocd_err store_backup(const char *dir, const char *dest_dir, char *errbuf, size_t errlen);
+
+/* Verifies dir's data file: the format marker, that the series index, the reverse index and
+ * the postings agree, and that every WAL record decodes and names known series. Each problem
+ * is reported through fn (one sentence); *problems_out counts them. Errors (the check could
+ * not run): IOCD_ENOTFOUND, IOCD_ECORRUPT (not an iocd file), IOCD_EIO. */
+typedef void (*store_report_fn)(void *ud, const char *problem);
+iocd_err store_check(const char *dir, store_report_fn fn, void *ud, uint64_t *problems_out,
+                     char *errbuf, size_t errlen);
+
 /* ---- Opening ---------------------------------------------------------------------------- */
 
 /* Opens or creates the store in dir (created if missing). On success *out owns it.

@@ -69,58 +69,6 @@ struct store {
         *m_commit_batches, *m_wal_bytes, *m_rejected[STORE_REJECT_COUNT_];
 };
 
-/* ---- Small encodings ------------------------------------------------------------------- */
-
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
-}
-
-static bool get_varint(const uint8_t **p, const uint8_t *end, uint64_t *out)
-{
-    uint64_t v = 0;
-    int shift = 0;
-
-    while (*p < end && shift < 64) {
-        uint8_t b = *(*p)++;
-        v |= (uint64_t)(b & 0x7f) << shift;
-        if ((b & 0x80) == 0) {
-            *out = v;
-            return true;
-        }
-        shift += 7;
-    }
-    return false;
-}
-
-static uint64_t zigzag(int64_t v)
-{
-    return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
-}
-
-static int64_t unzigzag(uint64_t v)
-{
-    return (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
-}
-
-/* A WAL entry: varint id, zigzag varint t, 8 raw bytes of v (bit-exact). */
-static iocd_err wal_put(iocd_buf *b, uint64_t id, int64_t t, double v)
-{
-    uint8_t tmp[28];
-    size_t n = put_varint(tmp, id);
-
-    n += put_varint(tmp + n, zigzag(t));
-    memcpy(tmp + n, &v, 8);
-    return iocd_buf_append(b, tmp, n + 8);
-}
-
 /* ---- Series table (callers hold st->mu) ------------------------------------------------ */
 
 static series *table_find(const store *st, uint64_t hash, const uint8_t *key, size_t len)
@@ -330,7 +278,7 @@ iocd_err store_batch_submit(store_batch *b, store_done_fn done, void *ud)
         }
         err = series_put(st, s, it->s.t_ms, it->s.v);
         if (err == IOCD_OK)
-            err = wal_put(&p->wal, s->id, it->s.t_ms, it->s.v);
+            err = store_wal_put(&p->wal, s->id, it->s.t_ms, it->s.v);
         if (err == IOCD_OK)
             p->res.accepted++;
     }
@@ -517,23 +465,23 @@ static iocd_err load_wal(void *ud, uint64_t seq, const uint8_t *rec, size_t len)
 {
     store *st = ud;
     const uint8_t *p = rec, *end = rec + len;
-    uint64_t id, zt;
+    uint64_t id;
+    int64_t t;
     double v;
+    bool corrupt;
     series *s;
     iocd_err err;
 
-    while (p < end) {
-        if (!get_varint(&p, end, &id) || !get_varint(&p, end, &zt) || end - p < 8)
-            return IOCD_ECORRUPT;
-        memcpy(&v, p, 8);
-        p += 8;
+    while (store_wal_next(&p, end, &id, &t, &v, &corrupt)) {
         s = series_by_id(st, id);
         if (s == NULL)
             return IOCD_ECORRUPT;
-        err = series_put(st, s, unzigzag(zt), v);
+        err = series_put(st, s, t, v);
         if (err != IOCD_OK)
             return err;
     }
+    if (corrupt)
+        return IOCD_ECORRUPT;
     st->wal_seq = seq;
     return IOCD_OK;
 }
