@@ -119,8 +119,7 @@ SOURCES = $(shell git ls-files '*.c' '*.h' 2>/dev/null || find . -name '*.[ch]' 
 check: deps
 	@echo "check: clang-format"; clang-format --dry-run -Werror $(SOURCES)
 	@echo "check: module edges"; tools/check_deps.sh
-	@echo "check: clang build"; $(MAKE) --no-print-directory CC=clang BUILDDIR_SUFFIX=clang \
-	    build/clang/iocd
+	@echo "check: clang build"; $(MAKE) --no-print-directory build/clang/iocd
 	@echo "check: cppcheck"; if command -v cppcheck >/dev/null; then cppcheck --quiet \
 	    --error-exitcode=1 --std=c11 --enable=warning,portability --inline-suppr \
 	    -I. $(MODULES) cmd; fi
@@ -129,7 +128,7 @@ check: deps
 CLANG_OBJ := $(LIB_SRC:%.c=build/clang/%.o) $(CMD_SRC:%.c=build/clang/%.o)
 build/clang/%.o: %.c
 	@mkdir -p $(@D)
-	$(Q)clang $(REL_CFLAGS) -c -o $@ $<
+	$(Q)clang $(filter-out -Wjump-misses-init,$(REL_CFLAGS)) -c -o $@ $<
 build/clang/iocd: $(CLANG_OBJ)
 	clang -o $@ $^ $(PKG_LIBS)
 
@@ -161,7 +160,8 @@ fuzz: deps
 	@$(MAKE) --no-print-directory $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 	@for t in $(FUZZ_SRC:tests/fuzz/%.c=%); do \
 	    mkdir -p build/fuzz/corpus-$$t; \
-	    build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) build/fuzz/corpus-$$t \
+	    build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -artifact_prefix=build/fuzz/$$t- \
+	        build/fuzz/corpus-$$t \
 	        tests/fuzz/corpus/$${t#fuzz_} || exit 1; done
 
 clean:

@@ -47,8 +47,8 @@ static void on_error(rd_kafka_t *rk, int code, const char *reason, void *opaque)
              rd_kafka_err2name((rd_kafka_resp_err_t)code), reason);
 }
 
-static iocd_err conf_set(rd_kafka_conf_t *conf, const char *key, const char *value,
-                         char *errbuf, size_t errlen)
+static iocd_err conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, char *errbuf,
+                         size_t errlen)
 {
     char why[256];
 
@@ -63,11 +63,8 @@ iocd_err alert_kafka_open(const char *brokers, const alert_kafka_prop *props, si
                           alert_kafka **out, char *errbuf, size_t errlen)
 {
     static const char *const defaults[][2] = {
-        { "enable.idempotence", "true" },
-        { "acks", "all" },
-        { "linger.ms", "1" },
-        { "reconnect.backoff.max.ms", "1000" },
-        { "client.id", "iocd" },
+        { "enable.idempotence", "true" },       { "acks", "all" },       { "linger.ms", "1" },
+        { "reconnect.backoff.max.ms", "1000" }, { "client.id", "iocd" },
     };
     rd_kafka_conf_t *conf = NULL;
     alert_kafka *k = NULL;
@@ -110,8 +107,8 @@ iocd_err alert_kafka_open(const char *brokers, const alert_kafka_prop *props, si
         err = IOCD_ENOMEM;
         goto out;
     }
-    log_info("kafka", mock ? "mock kafka cluster started" : "kafka producer ready",
-             "bootstrap=%s", k->bootstrap);
+    log_info("kafka", mock ? "mock kafka cluster started" : "kafka producer ready", "bootstrap=%s",
+             k->bootstrap);
     *out = k;
     k = NULL;
 out:

@@ -34,8 +34,8 @@ typedef struct api_resp {
     int status;
     const char *content_type;
     iocd_buf body;
-    char retry_after[16];  /* "" or seconds */
-    char allow[64];        /* "" or the Allow header of a 405 */
+    char retry_after[16]; /* "" or seconds */
+    char allow[64];       /* "" or the Allow header of a 405 */
     bool www_authenticate;
     api_stream_fn stream; /* when set, body is produced by stream (chunked) */
     void *stream_ud;
@@ -104,15 +104,13 @@ void api_req_resume(api_req *req);
 /* The first value of a parameter, or NULL. */
 const char *api_param_get(const api_req *req, const char *key);
 /* A Prometheus-shaped error: {"status":"error","errorType":type,"error":msg}. */
-void api_error(api_req *req, int status, const char *type, const char *fmt, ...)
-    IOCD_PRINTF(4, 5);
+void api_error(api_req *req, int status, const char *type, const char *fmt, ...) IOCD_PRINTF(4, 5);
 void api_reply_text(api_req *req, int status, const char *content_type, const char *text);
 /* Request header lookup (api/http.c). NULL when absent. */
 const char *api_req_header(const api_req *req, const char *name);
 /* Appends application/x-www-form-urlencoded pairs of text to the request's parameters. */
 iocd_err api_params_parse_form(api_req *req, const char *text, size_t len);
-iocd_err api_param_add(api_req *req, const char *key, size_t klen, const char *value,
-                       size_t vlen);
+iocd_err api_param_add(api_req *req, const char *key, size_t klen, const char *value, size_t vlen);
 /* Records the request in iocd_http_requests_total and the latency histogram. */
 void api_observe(const api_req *req);
 

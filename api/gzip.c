@@ -37,8 +37,7 @@ iocd_err api_inflate(const void *in, size_t len, bool gzip, size_t max_out, iocd
             break;
         }
         if (out->len + (sizeof(chunk) - zs.avail_out) > max_out) {
-            snprintf(errbuf, errlen, "body is larger than %zu bytes once decompressed",
-                     max_out);
+            snprintf(errbuf, errlen, "body is larger than %zu bytes once decompressed", max_out);
             err = IOCD_ETOOBIG;
             break;
         }

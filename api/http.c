@@ -22,6 +22,9 @@
 
 #define MHD_MEMORY_LIMIT (256 * 1024)
 
+/* MHD passes its own printf format; clang cannot see that through the callback type. */
+static void on_mhd_log(void *cls, const char *fmt, va_list ap) IOCD_PRINTF(2, 0);
+
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char msg[512];
@@ -58,14 +61,12 @@ static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind, const cha
     (void)kind;
     if (value == NULL)
         value = "";
-    return api_param_add(req, key, strlen(key), value, strlen(value)) == IOCD_OK ? MHD_YES
-                                                                              : MHD_NO;
+    return api_param_add(req, key, strlen(key), value, strlen(value)) == IOCD_OK ? MHD_YES : MHD_NO;
 }
 
 const char *api_req_header(const api_req *req, const char *name)
 {
-    return MHD_lookup_connection_value((struct MHD_Connection *)req->conn, MHD_HEADER_KIND,
-                                       name);
+    return MHD_lookup_connection_value((struct MHD_Connection *)req->conn, MHD_HEADER_KIND, name);
 }
 
 static void req_free(api_req *req)
@@ -166,10 +167,9 @@ static enum MHD_Result send_reply(struct MHD_Connection *conn, api_req *req)
         req->resp.stream = NULL;
         req->resp.stream_free = NULL; /* owned by the stream now (or freed) */
     } else {
-        r = MHD_create_response_from_buffer(req->resp.body.len,
-                                            req->resp.body.data != NULL ? req->resp.body.data
-                                                                        : (char *)"",
-                                            MHD_RESPMEM_MUST_COPY);
+        r = MHD_create_response_from_buffer(
+            req->resp.body.len, req->resp.body.data != NULL ? req->resp.body.data : (char *)"",
+            MHD_RESPMEM_MUST_COPY);
     }
     if (r == NULL)
         return MHD_NO;
@@ -188,9 +188,8 @@ static enum MHD_Result send_reply(struct MHD_Connection *conn, api_req *req)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     api_server *srv = cls;
     api_req *req = *con_cls;
@@ -222,8 +221,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             /* Refuse before reading the body (the connection closes after this). */
             iocd_metric_add(iocd_metric_get("iocd_http_request_body_rejected_total",
                                             "Request bodies refused, by reason.",
-                                            IOCD_METRIC_COUNTER, "reason=\"too_large\"", NULL,
-                                            0),
+                                            IOCD_METRIC_COUNTER, "reason=\"too_large\"", NULL, 0),
                             1);
             api_error(req, 413, "bad_data", "request body of %s bytes is larger than %lld", cl,
                       (long long)srv->cfg->http_body_max);
@@ -240,8 +238,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             iocd_buf_fini(&req->body);
             iocd_metric_add(iocd_metric_get("iocd_http_request_body_rejected_total",
                                             "Request bodies refused, by reason.",
-                                            IOCD_METRIC_COUNTER, "reason=\"too_large\"", NULL,
-                                            0),
+                                            IOCD_METRIC_COUNTER, "reason=\"too_large\"", NULL, 0),
                             1);
         }
         *upload_data_size = 0;
@@ -259,8 +256,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     atomic_fetch_add(&srv->handling, 1);
     if (MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, collect_arg, req) < 0)
         return MHD_NO;
-    st = api_dispatch(req, MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                                       MHD_HTTP_HEADER_AUTHORIZATION));
+    st = api_dispatch(
+        req, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION));
     if (st == API_DONE)
         return send_reply(conn, req);
     pthread_mutex_lock(&req->mu);
@@ -392,9 +389,8 @@ iocd_err api_start(const col_config *cfg, api_server **out, char *errbuf, size_t
         MHD_OPTION_LISTEN_SOCKET, srv->listen_fd, MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned)cfg->http_threads, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned)((cfg->http_timeout_ms + 999) / 1000), MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)cfg->http_conn_max, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)MHD_MEMORY_LIMIT, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-        MHD_OPTION_END);
+        (unsigned)cfg->http_conn_max, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)MHD_MEMORY_LIMIT,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_END);
     if (srv->mhd == NULL) {
         snprintf(errbuf, errlen, "http: %s: cannot start the HTTP server", cfg->http_addr);
         err = IOCD_EIO;
@@ -403,8 +399,9 @@ iocd_err api_start(const col_config *cfg, api_server **out, char *errbuf, size_t
     log_info("api", "http listening", "addr=%s threads=%lld", srv->addr,
              (long long)cfg->http_threads);
     if (!is_loopback(srv->addr) && cfg->n_tokens == 0)
-        log_warn("api", "HTTP API is open to the network without tokens: anyone who can reach "
-                        "it can write and administer. Configure tokens (docs/CONFIG.md).",
+        log_warn("api",
+                 "HTTP API is open to the network without tokens: anyone who can reach "
+                 "it can write and administer. Configure tokens (docs/CONFIG.md).",
                  "addr=%s", srv->addr);
     *out = srv;
     return IOCD_OK;

@@ -78,7 +78,7 @@ iocd_err api_ops_register(api_server *srv)
     if (err == IOCD_OK)
         err = api_route_add(srv, API_GET, "/metrics", COL_ROLE_READ, metrics, NULL);
     if (err == IOCD_OK)
-        err = api_route_add(srv, API_GET, "/api/v1/status/buildinfo", COL_ROLE_READ, buildinfo,
-                            NULL);
+        err =
+            api_route_add(srv, API_GET, "/api/v1/status/buildinfo", COL_ROLE_READ, buildinfo, NULL);
     return err;
 }

@@ -74,8 +74,9 @@ bool api_authorize(api_req *req, const char *authorization)
         return true;
     if (authorization == NULL || strncmp(authorization, "Bearer ", 7) != 0) {
         req->resp.www_authenticate = true;
-        api_error(req, 401, "unauthorized", "this endpoint needs a bearer token "
-                                            "(Authorization: Bearer <token>)");
+        api_error(req, 401, "unauthorized",
+                  "this endpoint needs a bearer token "
+                  "(Authorization: Bearer <token>)");
         return false;
     }
     secret = authorization + 7;
@@ -105,8 +106,11 @@ static const char *method_names(unsigned m, char *out, size_t cap)
     static const struct {
         unsigned bit;
         const char *name;
-    } names[] = { { API_GET, "GET" },       { API_HEAD, "HEAD" }, { API_POST, "POST" },
-                  { API_PUT, "PUT" },       { API_DELETE, "DELETE" } };
+    } names[] = { { API_GET, "GET" },
+                  { API_HEAD, "HEAD" },
+                  { API_POST, "POST" },
+                  { API_PUT, "PUT" },
+                  { API_DELETE, "DELETE" } };
     size_t i, len = 0;
 
     out[0] = '\0';
@@ -153,8 +157,7 @@ const char *api_param_get(const api_req *req, const char *key)
     return NULL;
 }
 
-iocd_err api_param_add(api_req *req, const char *key, size_t klen, const char *value,
-                       size_t vlen)
+iocd_err api_param_add(api_req *req, const char *key, size_t klen, const char *value, size_t vlen)
 {
     api_param *grown;
     char *k, *v;
@@ -267,7 +270,7 @@ void api_reply_text(api_req *req, int status, const char *content_type, const ch
 void api_observe(const api_req *req)
 {
     static const double buckets[] = { 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-                                      0.1,    0.25,  0.5,    1,     2.5,  5,    10 };
+                                      0.1,    0.25,  0.5,    1,     2.5,  5,     10 };
     char labels[192], esc[96];
     const char *handler = req->route != NULL ? req->route->path : "other";
 

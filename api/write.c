@@ -47,8 +47,7 @@ static void reply_write(api_req *req, const col_write_result *res)
         err = iocd_buf_json_str(b, msg, strlen(msg));
     if (err == IOCD_OK)
         err = iocd_buf_printf(b, ",\"written\":%llu,\"rejected\":%llu,\"errors\":[",
-                              (unsigned long long)res->written,
-                              (unsigned long long)res->rejected);
+                              (unsigned long long)res->written, (unsigned long long)res->rejected);
     for (i = 0; err == IOCD_OK && i < res->n_errors; i++) {
         err = iocd_buf_printf(b, "%s{\"line\":%llu,\"reason\":", i > 0 ? "," : "",
                               (unsigned long long)res->errors[i].line);
@@ -88,8 +87,8 @@ static const char *body_of(api_req *req, iocd_buf *inflated, size_t *len)
         return NULL;
     }
     err = api_inflate(req->body.data != NULL ? req->body.data : "", req->body.len,
-                      strcmp(enc, "deflate") != 0, (size_t)req->srv->cfg->http_body_max,
-                      inflated, why, sizeof(why));
+                      strcmp(enc, "deflate") != 0, (size_t)req->srv->cfg->http_body_max, inflated,
+                      why, sizeof(why));
     if (err == IOCD_ETOOBIG) {
         api_error(req, 413, "bad_data", "%s", why);
         return NULL;
@@ -216,7 +215,9 @@ static iocd_err export_one(export_state *x, uint64_t id, iocd_buf *out)
         if (isfinite(s[i].v))
             err = iocd_buf_float(out, s[i].v);
         else
-            err = iocd_buf_puts(out, isnan(s[i].v) ? "\"NaN\"" : s[i].v > 0 ? "\"+Inf\"" : "\"-Inf\"");
+            err = iocd_buf_puts(out, isnan(s[i].v) ? "\"NaN\""
+                                     : s[i].v > 0  ? "\"+Inf\""
+                                                   : "\"-Inf\"");
     }
     if (err == IOCD_OK)
         err = iocd_buf_puts(out, "],\"timestamps\":[");
@@ -254,8 +255,10 @@ static bool parse_time_param(api_req *req, const char *key, int64_t *out)
     if (v == NULL || v[0] == '\0')
         return true;
     if (query_time_parse(v, out) != IOCD_OK) {
-        api_error(req, 400, "bad_data", "invalid parameter \"%s\": cannot parse \"%.64s\" as a "
-                                        "Unix time or RFC 3339 time", key, v);
+        api_error(req, 400, "bad_data",
+                  "invalid parameter \"%s\": cannot parse \"%.64s\" as a "
+                  "Unix time or RFC 3339 time",
+                  key, v);
         return false;
     }
     return true;
@@ -323,8 +326,9 @@ static api_status export(api_req *req, void *ud)
         goto fail;
     }
     if (api_param_get(req, "match[]") == NULL) {
-        api_error(req, 400, "bad_data", "missing parameter \"match[]\" (a series selector, e.g. "
-                                        "match[]={__name__=~\".+\"})");
+        api_error(req, 400, "bad_data",
+                  "missing parameter \"match[]\" (a series selector, e.g. "
+                  "match[]={__name__=~\".+\"})");
         goto fail;
     }
     /* Several selectors may pick the same series: sort and drop repeats. */
@@ -355,7 +359,6 @@ iocd_err api_write_register(api_server *srv)
     if (err == IOCD_OK)
         err = api_route_add(srv, API_POST, "/api/v1/import", COL_ROLE_WRITE, import, NULL);
     if (err == IOCD_OK)
-        err = api_route_add(srv, API_GET | API_POST, "/api/v1/export", COL_ROLE_READ, export,
-                            NULL);
+        err = api_route_add(srv, API_GET | API_POST, "/api/v1/export", COL_ROLE_READ, export, NULL);
     return err;
 }

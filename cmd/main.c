@@ -8,20 +8,19 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "iocd - telemetry collector and alerting engine for city operations centers\n"
-            "\n"
-            "Usage: iocd <command> [flags]\n"
-            "\n"
-            "Commands:\n"
-            "  serve      run the daemon: ingest, storage, rules, incidents, HTTP API\n"
-            "  backup     copy a store consistently, even while iocd runs\n"
-            "  check      verify a store's indexes and write-ahead log\n"
-            "  version    print the version and exit\n"
-            "  help [CMD] show this help, or a command's flags ('help config': config keys)\n"
-            "\n"
-            "Run 'iocd help serve' (or 'iocd serve --help') for the daemon's flags.\n"
-            "Docs: README.md and docs/ in the source tree.\n");
+    fprintf(out, "iocd - telemetry collector and alerting engine for city operations centers\n"
+                 "\n"
+                 "Usage: iocd <command> [flags]\n"
+                 "\n"
+                 "Commands:\n"
+                 "  serve      run the daemon: ingest, storage, rules, incidents, HTTP API\n"
+                 "  backup     copy a store consistently, even while iocd runs\n"
+                 "  check      verify a store's indexes and write-ahead log\n"
+                 "  version    print the version and exit\n"
+                 "  help [CMD] show this help, or a command's flags ('help config': config keys)\n"
+                 "\n"
+                 "Run 'iocd help serve' (or 'iocd serve --help') for the daemon's flags.\n"
+                 "Docs: README.md and docs/ in the source tree.\n");
 }
 
 static int version(void)

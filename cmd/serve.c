@@ -127,8 +127,8 @@ int cmd_serve(int argc, char **argv)
         return 2;
     }
     iocd_log_setup(d.cfg.log_level, d.cfg.log_format, 2);
-    log_info("serve", "starting iocd", "version=%s revision=%s pid=%ld data_dir=%s",
-             IOCD_VERSION, IOCD_REVISION, (long)getpid(), d.cfg.data_dir);
+    log_info("serve", "starting iocd", "version=%s revision=%s pid=%ld data_dir=%s", IOCD_VERSION,
+             IOCD_REVISION, (long)getpid(), d.cfg.data_dir);
     err = iocd_metrics_process_register(iocd_now_ms());
     if (err != IOCD_OK) {
         log_error("serve", "cannot start", "err=%s", iocd_strerror(err));

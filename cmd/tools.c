@@ -91,7 +91,6 @@ int cmd_check(int argc, char **argv)
         fprintf(stderr, "iocd check: %s\n", errbuf);
         return 1;
     }
-    printf("%s: %llu problem%s\n", argv[0], (unsigned long long)problems,
-           problems == 1 ? "" : "s");
+    printf("%s: %llu problem%s\n", argv[0], (unsigned long long)problems, problems == 1 ? "" : "s");
     return problems == 0 ? 0 : 1;
 }

@@ -32,24 +32,24 @@ typedef struct col_kv {
 
 /* Every setting of the daemon. Strings are owned by the config (col_config_fini frees). */
 typedef struct col_config {
-    char *config_path;  /* --config; NULL when none */
-    char *data_dir;     /* --data-dir */
-    char *http_addr;    /* --http ADDR:PORT; "" disables */
-    char *influx_tcp;   /* --influx-tcp ADDR:PORT; "" disables */
-    char *influx_udp;   /* --influx-udp ADDR:PORT; "" disables */
+    char *config_path;      /* --config; NULL when none */
+    char *data_dir;         /* --data-dir */
+    char *http_addr;        /* --http ADDR:PORT; "" disables */
+    char *influx_tcp;       /* --influx-tcp ADDR:PORT; "" disables */
+    char *influx_udp;       /* --influx-udp ADDR:PORT; "" disables */
     char *influx_precision; /* --influx-precision for TCP/UDP: auto, ns, us, ms, s */
-    char *rules_path;   /* --rules; "" none */
-    char *kafka_brokers; /* --kafka-brokers: list, "mock" or "" */
+    char *rules_path;       /* --rules; "" none */
+    char *kafka_brokers;    /* --kafka-brokers: list, "mock" or "" */
     iocd_log_level log_level;
     iocd_log_format log_format;
-    int64_t http_timeout_ms;  /* idle connection timeout */
-    int64_t http_body_max;    /* request body cap, bytes */
-    int64_t http_threads;     /* HTTP worker threads */
-    int64_t http_conn_max;    /* concurrent HTTP connections */
+    int64_t http_timeout_ms;     /* idle connection timeout */
+    int64_t http_body_max;       /* request body cap, bytes */
+    int64_t http_threads;        /* HTTP worker threads */
+    int64_t http_conn_max;       /* concurrent HTTP connections */
     int64_t shutdown_timeout_ms; /* graceful stop budget */
-    int64_t sync_window_ms;   /* --sync: 0 = fsync every group commit */
-    int64_t retention_ms;     /* --retention */
-    int64_t line_max;         /* longest accepted line-protocol line, bytes */
+    int64_t sync_window_ms;      /* --sync: 0 = fsync every group commit */
+    int64_t retention_ms;        /* --retention */
+    int64_t line_max;            /* longest accepted line-protocol line, bytes */
     col_token *tokens;
     size_t n_tokens;
     col_kv *kafka_props; /* librdkafka properties from the config file's kafka table */
@@ -127,8 +127,8 @@ void col_ingest_write(col_ingest *ing, const char *body, size_t len, const col_w
 
 /* The event loop's line handler for TCP and UDP (ud is the col_ingest). Errors are counted
  * per reason in /metrics and logged (rate limited); the good lines are stored. */
-void col_ingest_lines(void *ud, col_proto proto, const char *buf, size_t len,
-                      uint64_t first_line, const char *peer);
+void col_ingest_lines(void *ud, col_proto proto, const char *buf, size_t len, uint64_t first_line,
+                      const char *peer);
 
 /* ---- Event loop ------------------------------------------------------------------------ */
 

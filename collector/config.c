@@ -67,8 +67,7 @@ static const opt options[] = {
     { "http-threads", OPT_INT, F(http_threads), "N", "2", "HTTP worker threads." },
     { "http-conn-max", OPT_INT, F(http_conn_max), "N", "1024",
       "Most concurrent HTTP connections." },
-    { "line-max", OPT_SIZE, F(line_max), "SIZE", "256KiB",
-      "Longest accepted line-protocol line." },
+    { "line-max", OPT_SIZE, F(line_max), "SIZE", "256KiB", "Longest accepted line-protocol line." },
     { "shutdown-timeout", OPT_DURATION, F(shutdown_timeout_ms), "DURATION", "10s",
       "Budget for a graceful stop (in-flight requests, final commit)." },
 };
@@ -98,10 +97,10 @@ static iocd_err parse_size(const char *s, int64_t *out)
         const char *suffix;
         double mult;
     } units[] = {
-        { "KiB", 1024.0 },         { "MiB", 1048576.0 }, { "GiB", 1073741824.0 },
-        { "KB", 1e3 },             { "MB", 1e6 },        { "GB", 1e9 },
-        { "k", 1024.0 },           { "K", 1024.0 },      { "M", 1048576.0 },
-        { "G", 1073741824.0 },     { "B", 1.0 },         { "", 1.0 },
+        { "KiB", 1024.0 },     { "MiB", 1048576.0 }, { "GiB", 1073741824.0 },
+        { "KB", 1e3 },         { "MB", 1e6 },        { "GB", 1e9 },
+        { "k", 1024.0 },       { "K", 1024.0 },      { "M", 1048576.0 },
+        { "G", 1073741824.0 }, { "B", 1.0 },         { "", 1.0 },
     };
     char *end;
     double v;
@@ -359,13 +358,14 @@ static iocd_err visit_token(col_config *cfg, const char *const *path, size_t dep
         else if (strcmp(v->str, "admin") == 0)
             t->role = COL_ROLE_ADMIN;
         else {
-            set_err(errbuf, errlen, "key 'tokens.%s.role': expected read, write or admin, got \"%s\"",
-                    path[1], v->str);
+            set_err(errbuf, errlen,
+                    "key 'tokens.%s.role': expected read, write or admin, got \"%s\"", path[1],
+                    v->str);
             return IOCD_EINVAL;
         }
     } else {
-        set_err(errbuf, errlen, "unknown key 'tokens.%s.%s' (expected token, role, name)",
-                path[1], path[2]);
+        set_err(errbuf, errlen, "unknown key 'tokens.%s.%s' (expected token, role, name)", path[1],
+                path[2]);
         return IOCD_EINVAL;
     }
     return IOCD_OK;
@@ -566,9 +566,10 @@ iocd_err col_config_help(iocd_buf *out)
     char left[64];
     size_t i;
 
-    err = iocd_buf_puts(out, "  --config FILE              Lua config file (a table of the settings "
-                             "below, keys with _ for -).\n                             Flags win "
-                             "over the file.\n");
+    err =
+        iocd_buf_puts(out, "  --config FILE              Lua config file (a table of the settings "
+                           "below, keys with _ for -).\n                             Flags win "
+                           "over the file.\n");
     for (i = 0; err == IOCD_OK && i < IOCD_ARRAY_LEN(options); i++) {
         const opt *o = &options[i];
         snprintf(left, sizeof(left), "--%s %s", o->flag, o->arg);
@@ -576,8 +577,8 @@ iocd_err col_config_help(iocd_buf *out)
                               o->def[0] != '\0' ? o->def : "\"\"");
     }
     if (err == IOCD_OK)
-        err = iocd_buf_puts(out, "  Config file only: " CONFIG_ONLY_KEYS
-                                 " (see docs/CONFIG.md).\n");
+        err =
+            iocd_buf_puts(out, "  Config file only: " CONFIG_ONLY_KEYS " (see docs/CONFIG.md).\n");
     return err;
 }
 
@@ -592,7 +593,7 @@ iocd_err col_config_doc(iocd_buf *out)
 
     for (i = 0; err == IOCD_OK && i < IOCD_ARRAY_LEN(options); i++) {
         const opt *o = &options[i];
-        for (j = 0; o->flag[j] != '\0' && j < sizeof(key) - 1; j++)
+        for (j = 0; j < sizeof(key) - 1 && o->flag[j] != '\0'; j++)
             key[j] = o->flag[j] == '-' ? '_' : o->flag[j];
         key[j] = '\0';
         err = iocd_buf_printf(out, "| `%s` | `--%s` | %s | `%s` | %s |\n", key, o->flag,

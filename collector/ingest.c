@@ -257,8 +257,8 @@ void col_ingest_write(col_ingest *ing, const char *body, size_t len, const col_w
         break;
     }
     case COL_FMT_REMOTE_WRITE:
-        err = col_rw_parse(body, len, RW_RAW_MAX_DEFAULT, &ing->lim, &sink, &stats, why,
-                           sizeof(why));
+        err =
+            col_rw_parse(body, len, RW_RAW_MAX_DEFAULT, &ing->lim, &sink, &stats, why, sizeof(why));
         break;
     case COL_FMT_JSONL:
         err = col_jsonl_parse(body, len, 1, &ing->lim, &sink, &stats);
@@ -305,11 +305,12 @@ static void on_lines_done(void *ud, const col_write_result *res)
     iocd_free(c);
 }
 
-void col_ingest_lines(void *ud, col_proto proto, const char *buf, size_t len,
-                      uint64_t first_line, const char *peer)
+void col_ingest_lines(void *ud, col_proto proto, const char *buf, size_t len, uint64_t first_line,
+                      const char *peer)
 {
     col_ingest *ing = ud;
-    col_write_opts o = { COL_FMT_INFLUX, "auto", proto == COL_PROTO_TCP ? "influx_tcp" : "influx_udp" };
+    col_write_opts o = { COL_FMT_INFLUX, "auto",
+                         proto == COL_PROTO_TCP ? "influx_tcp" : "influx_udp" };
     lines_ctx *c = iocd_malloc(sizeof(*c));
 
     (void)first_line; /* line numbers in logs are relative to this chunk */

@@ -11,8 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LABELS_MAX 256
-#define SKIP_DEPTH 32
+#define LABELS_MAX  256
+#define SKIP_DEPTH  32
 #define ABSENT_BITS 0x7ff8dead0000beefULL
 
 typedef struct jp {
@@ -320,8 +320,11 @@ static bool parse_metric(jp *j, record *r, const col_parse_limits *lim)
                 memcmp(r->scratch->data + r->name_off[k], r->scratch->data + r->name_off[i],
                        r->name_len[i]) == 0)
                 return fail(j, "duplicate label");
-        if (r->name_len[i] == 8 && memcmp(r->scratch->data + r->name_off[i], "__name__", 8) == 0)
+        if (r->name_len[i] == 8 && memcmp(r->scratch->data + r->name_off[i], "__name__", 8) == 0) {
+            if (r->val_len[i] == 0)
+                return fail(j, "empty __name__");
             r->has_name = true;
+        }
         r->n_labels++;
         ws(j);
         if (j->p < j->end && *j->p == ',') {
@@ -493,8 +496,7 @@ static bool parse_record(jp *j, record *r, const col_parse_limits *lim)
 }
 
 iocd_err col_jsonl_parse(const char *buf, size_t len, uint64_t first_line,
-                         const col_parse_limits *lim, const col_sink *sink,
-                         col_parse_stats *stats)
+                         const col_parse_limits *lim, const col_sink *sink, col_parse_stats *stats)
 {
     const char *p = buf, *end = buf + len;
     uint64_t line_no = first_line != 0 ? first_line : 1;

@@ -46,7 +46,7 @@ iocd_err col_precision_parse(const char *s, col_precision *out)
         const char *name;
         col_precision p;
     } names[] = {
-        { "ns", COL_PREC_NS }, { "n", COL_PREC_NS },   { "us", COL_PREC_US },
+        { "ns", COL_PREC_NS }, { "n", COL_PREC_NS },         { "us", COL_PREC_US },
         { "u", COL_PREC_US },  { "\xC2\xB5s", COL_PREC_US }, { "ms", COL_PREC_MS },
         { "s", COL_PREC_S },   { "auto", COL_PREC_AUTO },
     };
@@ -260,8 +260,8 @@ static bool to_ms(long long ts, col_precision prec, int64_t *out)
     if (prec == COL_PREC_AUTO) {
         if (ts == LLONG_MIN)
             return false;
-        prec = a < 10000000000LL      ? COL_PREC_S
-               : a < 10000000000000LL ? COL_PREC_MS
+        prec = a < 10000000000LL         ? COL_PREC_S
+               : a < 10000000000000LL    ? COL_PREC_MS
                : a < 10000000000000000LL ? COL_PREC_US
                                          : COL_PREC_NS;
     }
@@ -317,8 +317,7 @@ static iocd_err parse_line(line_ctx *c, const char *p, const char *end, uint64_t
     iocd_err err = IOCD_OK;
 
     if (lim->line_max != 0 && (size_t)(end - p) > lim->line_max) {
-        reject(c, line_no, "line too long (%zu bytes, max %zu)", (size_t)(end - p),
-               lim->line_max);
+        reject(c, line_no, "line too long (%zu bytes, max %zu)", (size_t)(end - p), lim->line_max);
         return IOCD_OK;
     }
     if (memchr(p, '\0', (size_t)(end - p)) != NULL) {
@@ -498,11 +497,11 @@ static iocd_err parse_line(line_ctx *c, const char *p, const char *end, uint64_t
                                     memcmp(c->fields[i].key, "value", 5) == 0)) {
                 err = iocd_buf_putc(&c->scratch, '_');
                 if (err == IOCD_OK)
-                    err = c->fields[i].key_escaped
-                              ? unescape(&c->scratch, c->fields[i].key,
-                                         c->fields[i].key + c->fields[i].key_len)
-                              : iocd_buf_append(&c->scratch, c->fields[i].key,
-                                                c->fields[i].key_len);
+                    err =
+                        c->fields[i].key_escaped
+                            ? unescape(&c->scratch, c->fields[i].key,
+                                       c->fields[i].key + c->fields[i].key_len)
+                            : iocd_buf_append(&c->scratch, c->fields[i].key, c->fields[i].key_len);
             }
             if (err != IOCD_OK)
                 break;

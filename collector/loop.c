@@ -33,7 +33,7 @@ struct tcp_conn {
     struct event *ev;
     char *buf;
     size_t len, cap;
-    bool discarding; /* inside a line that went over line_max: drop to the next newline */
+    bool discarding;  /* inside a line that went over line_max: drop to the next newline */
     uint64_t line_no; /* lines consumed so far on this connection */
     char peer[64];
     tcp_conn *prev, *next;
@@ -103,8 +103,8 @@ static void sockaddr_text(const struct sockaddr_storage *ss, char *out, size_t c
 }
 
 /* Binds a socket of type to addr; writes the bound address text. */
-static iocd_err bind_socket(const char *what, const char *addr, int type, int *fd_out,
-                            char *bound, size_t bound_cap, char *errbuf, size_t errlen)
+static iocd_err bind_socket(const char *what, const char *addr, int type, int *fd_out, char *bound,
+                            size_t bound_cap, char *errbuf, size_t errlen)
 {
     struct sockaddr_storage ss;
     socklen_t len = 0;
@@ -386,17 +386,17 @@ iocd_err col_loop_new(const col_config *cfg, col_loop **out, char *errbuf, size_
     }
     l->wake_rd = pipefd[0];
     l->wake_wr = pipefd[1];
-    l->m_tcp_conns = iocd_gauge("iocd_influx_tcp_connections", "Open line-protocol TCP connections.");
+    l->m_tcp_conns =
+        iocd_gauge("iocd_influx_tcp_connections", "Open line-protocol TCP connections.");
     l->m_tcp_refused = iocd_counter("iocd_influx_tcp_refused_total",
                                     "TCP connections refused because too many were open.");
     l->m_bytes_tcp = iocd_metric_get("iocd_ingest_bytes_total", "Bytes received by protocol.",
                                      IOCD_METRIC_COUNTER, "proto=\"influx_tcp\"", NULL, 0);
     l->m_bytes_udp = iocd_metric_get("iocd_ingest_bytes_total", "Bytes received by protocol.",
                                      IOCD_METRIC_COUNTER, "proto=\"influx_udp\"", NULL, 0);
-    l->m_too_long = iocd_metric_get("iocd_ingest_rejected_total",
-                                    "Lines or samples rejected, by protocol and reason.",
-                                    IOCD_METRIC_COUNTER,
-                                    "proto=\"influx_tcp\",reason=\"line_too_long\"", NULL, 0);
+    l->m_too_long = iocd_metric_get(
+        "iocd_ingest_rejected_total", "Lines or samples rejected, by protocol and reason.",
+        IOCD_METRIC_COUNTER, "proto=\"influx_tcp\",reason=\"line_too_long\"", NULL, 0);
     signal(SIGPIPE, SIG_IGN);
     err = add_event(l, &l->wake_ev, l->wake_rd, EV_READ | EV_PERSIST, on_wake);
     if (err == IOCD_OK) {
@@ -426,9 +426,9 @@ iocd_err col_loop_new(const col_config *cfg, col_loop **out, char *errbuf, size_
                           sizeof(l->udp_addr), errbuf, errlen);
         if (err == IOCD_OK) {
             l->udp_buf = iocd_malloc(UDP_DGRAM_MAX);
-            err = l->udp_buf == NULL ? IOCD_ENOMEM
-                                     : add_event(l, &l->udp_ev, l->udp_fd, EV_READ | EV_PERSIST,
-                                                 on_udp);
+            err = l->udp_buf == NULL
+                      ? IOCD_ENOMEM
+                      : add_event(l, &l->udp_ev, l->udp_fd, EV_READ | EV_PERSIST, on_udp);
         }
         if (err != IOCD_OK)
             goto out;

@@ -14,8 +14,7 @@ typedef struct col_sink {
      * input order, not sorted, possibly with duplicate names (the store canonicalises and
      * rejects duplicates). Returning non-OK stops the parse with that error (e.g. a full
      * batch is IOCD_ETOOBIG, handled by the caller). */
-    iocd_err (*sample)(void *ud, const iocd_label *labels, size_t n_labels, int64_t t_ms,
-                       double v);
+    iocd_err (*sample)(void *ud, const iocd_label *labels, size_t n_labels, int64_t t_ms, double v);
     /* A rejected line (1-based line_no within this call's input plus first_line - 1) with a
      * short human reason ("invalid field value: expected number, got 'abc'"). */
     void (*reject)(void *ud, uint64_t line_no, const char *reason);
@@ -23,9 +22,9 @@ typedef struct col_sink {
 } col_sink;
 
 typedef struct col_parse_stats {
-    uint64_t lines;         /* non-blank, non-comment lines (or records) seen */
-    uint64_t rejected;      /* lines/records rejected */
-    uint64_t samples;       /* samples handed to the sink */
+    uint64_t lines;           /* non-blank, non-comment lines (or records) seen */
+    uint64_t rejected;        /* lines/records rejected */
+    uint64_t samples;         /* samples handed to the sink */
     uint64_t skipped_strings; /* string fields skipped (line protocol) */
 } col_parse_stats;
 
@@ -51,7 +50,7 @@ iocd_err col_precision_parse(const char *s, col_precision *out);
 
 typedef struct col_lp_opts {
     col_precision precision;
-    int64_t now_ms;     /* timestamp for lines without one */
+    int64_t now_ms;      /* timestamp for lines without one */
     uint64_t first_line; /* line number of the first line of buf (for error reports) */
     col_parse_limits lim;
 } col_lp_opts;
@@ -80,7 +79,6 @@ iocd_err col_rw_parse(const char *body, size_t len, size_t max_raw, const col_pa
  * timestamps are integer milliseconds. A malformed line is rejected with its number and
  * reason; the others go on. */
 iocd_err col_jsonl_parse(const char *buf, size_t len, uint64_t first_line,
-                         const col_parse_limits *lim, const col_sink *sink,
-                         col_parse_stats *stats);
+                         const col_parse_limits *lim, const col_sink *sink, col_parse_stats *stats);
 
 #endif

@@ -169,6 +169,8 @@ static iocd_err one_series(rw_ctx *c, pb ts)
                 (c->lim->label_value_max != 0 && vlen > c->lim->label_value_max))
                 return bad(c, "label name or value longer than the limit");
             if (nlen == 8 && memcmp(name, "__name__", 8) == 0) {
+                if (vlen == 0)
+                    return bad(c, "series with an empty __name__ label");
                 have_name = true;
                 c->labels[0] = (iocd_label){ (const char *)name, nlen, (const char *)value, vlen };
                 continue;
@@ -240,8 +242,9 @@ iocd_err col_rw_parse(const char *body, size_t len, size_t max_raw, const col_pa
 
     if (snappy_uncompressed_length(body, len, &raw_len) != SNAPPY_OK ||
         snappy_validate_compressed_buffer(body, len) != SNAPPY_OK) {
-        snprintf(errbuf, errlen, "snappy: corrupt input (remote write bodies are snappy "
-                                 "block-compressed protobuf)");
+        snprintf(errbuf, errlen,
+                 "snappy: corrupt input (remote write bodies are snappy "
+                 "block-compressed protobuf)");
         return IOCD_EPARSE;
     }
     if (raw_len > max_raw) {

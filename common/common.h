@@ -28,24 +28,24 @@
 /* ---- Errors ---------------------------------------------------------------------------- */
 
 /* Codes are only ever appended: their numbers appear in logs and tests. */
-#define IOCD_ERRORS(X)                                                                         \
-    X(IOCD_OK, "ok")                                                                           \
-    X(IOCD_ENOMEM, "out of memory")                                                            \
-    X(IOCD_EINVAL, "invalid argument")                                                         \
-    X(IOCD_EIO, "input/output error")                                                          \
-    X(IOCD_ENOSPC, "no space left on device")                                                  \
-    X(IOCD_ECORRUPT, "data is corrupt")                                                        \
-    X(IOCD_ENOTFOUND, "not found")                                                             \
-    X(IOCD_ETOOBIG, "too big")                                                                 \
-    X(IOCD_EEXIST, "already exists")                                                           \
-    X(IOCD_ELOCKED, "held by another process")                                                 \
-    X(IOCD_EPARSE, "parse error")                                                              \
-    X(IOCD_ELIMIT, "limit reached")                                                            \
-    X(IOCD_ETIMEDOUT, "timed out")                                                             \
-    X(IOCD_EAGAIN, "try again")                                                                \
-    X(IOCD_EPERM, "permission denied")                                                         \
-    X(IOCD_ECLOSED, "closed")                                                                  \
-    X(IOCD_EADDRINUSE, "address already in use")                                               \
+#define IOCD_ERRORS(X)                                                                             \
+    X(IOCD_OK, "ok")                                                                               \
+    X(IOCD_ENOMEM, "out of memory")                                                                \
+    X(IOCD_EINVAL, "invalid argument")                                                             \
+    X(IOCD_EIO, "input/output error")                                                              \
+    X(IOCD_ENOSPC, "no space left on device")                                                      \
+    X(IOCD_ECORRUPT, "data is corrupt")                                                            \
+    X(IOCD_ENOTFOUND, "not found")                                                                 \
+    X(IOCD_ETOOBIG, "too big")                                                                     \
+    X(IOCD_EEXIST, "already exists")                                                               \
+    X(IOCD_ELOCKED, "held by another process")                                                     \
+    X(IOCD_EPARSE, "parse error")                                                                  \
+    X(IOCD_ELIMIT, "limit reached")                                                                \
+    X(IOCD_ETIMEDOUT, "timed out")                                                                 \
+    X(IOCD_EAGAIN, "try again")                                                                    \
+    X(IOCD_EPERM, "permission denied")                                                             \
+    X(IOCD_ECLOSED, "closed")                                                                      \
+    X(IOCD_EADDRINUSE, "address already in use")                                                   \
     X(IOCD_EUNSUPPORTED, "unsupported")
 
 typedef enum iocd_err {
@@ -63,8 +63,7 @@ iocd_err iocd_err_from_errno(int errnum);
 
 /* Guards our own invariants in debug and test builds; never used on input. */
 #ifdef IOCD_DEBUG
-#define IOCD_ASSERT(cond)                                                                      \
-    ((cond) ? (void)0 : iocd_assert_fail(#cond, __FILE__, __LINE__))
+#define IOCD_ASSERT(cond) ((cond) ? (void)0 : iocd_assert_fail(#cond, __FILE__, __LINE__))
 #else
 #define IOCD_ASSERT(cond) ((void)0)
 #endif
@@ -208,8 +207,8 @@ typedef enum iocd_metric_type {
  * Returns NULL only when out of memory; updates on NULL are no-ops. */
 iocd_metric *iocd_metric_get(const char *name, const char *help, iocd_metric_type type,
                              const char *labels, const double *buckets, size_t n_buckets);
-void iocd_metric_add(iocd_metric *m, double delta); /* counter or gauge */
-void iocd_metric_set(iocd_metric *m, double value); /* gauge */
+void iocd_metric_add(iocd_metric *m, double delta);     /* counter or gauge */
+void iocd_metric_set(iocd_metric *m, double value);     /* gauge */
 void iocd_metric_observe(iocd_metric *m, double value); /* histogram */
 double iocd_metric_value(const iocd_metric *m); /* counter or gauge value; count for histograms */
 

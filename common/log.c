@@ -8,11 +8,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#define LINE_MAX_LEN   4096
-#define VALUE_MAX_LEN  1024
-#define RL_SLOTS       64
-#define RL_BURST       10      /* lines per key per window before suppression */
-#define RL_WINDOW_NS   10000000000LL
+#define LINE_MAX_LEN  4096
+#define VALUE_MAX_LEN 1024
+#define RL_SLOTS      64
+#define RL_BURST      10 /* lines per key per window before suppression */
+#define RL_WINDOW_NS  10000000000LL
 
 static iocd_log_level log_level = IOCD_LOG_INFO;
 static iocd_log_format log_format = IOCD_LOG_LOGFMT;

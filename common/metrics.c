@@ -20,8 +20,8 @@ typedef struct metric_family metric_family;
 
 struct iocd_metric {
     metric_family *family;
-    char *labels; /* exposition form without braces; "" for none */
-    _Atomic uint64_t bits; /* counter/gauge value as double bits; histogram: sum */
+    char *labels;           /* exposition form without braces; "" for none */
+    _Atomic uint64_t bits;  /* counter/gauge value as double bits; histogram: sum */
     _Atomic uint64_t count; /* histogram observations */
     _Atomic uint64_t buckets[HIST_MAX_BUCKETS];
     iocd_metric *next;
@@ -240,8 +240,8 @@ static iocd_err put_value(iocd_buf *out, double v)
 }
 
 /* name{labels[,extra]} value\n */
-static iocd_err put_sample(iocd_buf *out, const char *name, const char *suffix,
-                           const char *labels, const char *extra, double v)
+static iocd_err put_sample(iocd_buf *out, const char *name, const char *suffix, const char *labels,
+                           const char *extra, double v)
 {
     iocd_err err = iocd_buf_printf(out, "%s%s", name, suffix);
     bool has = labels[0] != '\0', has_extra = extra != NULL && extra[0] != '\0';
@@ -297,8 +297,7 @@ static iocd_err render_histogram(iocd_buf *out, const metric_family *f, const io
         err = put_sample(out, f->name, "_sum", m->labels, NULL,
                          bits_to_double(atomic_load(&m->bits)));
     if (err == IOCD_OK)
-        err = put_sample(out, f->name, "_count", m->labels, NULL,
-                         (double)atomic_load(&m->count));
+        err = put_sample(out, f->name, "_count", m->labels, NULL, (double)atomic_load(&m->count));
     return err;
 }
 
@@ -495,8 +494,7 @@ iocd_err iocd_metrics_process_register(int64_t start_ms)
         if (err != IOCD_OK)
             return err;
     }
-    snprintf(labels, sizeof(labels), "version=\"%s\",revision=\"%s\"", IOCD_VERSION,
-             IOCD_REVISION);
+    snprintf(labels, sizeof(labels), "version=\"%s\",revision=\"%s\"", IOCD_VERSION, IOCD_REVISION);
     m = iocd_metric_get("iocd_build_info", "Build information: version and revision.",
                         IOCD_METRIC_GAUGE, labels, NULL, 0);
     if (m == NULL)

@@ -44,8 +44,7 @@ typedef struct query_selector {
 /* Parses a PromQL series selector. Errors: IOCD_EPARSE with a message naming the position
  * ("1:12: unexpected character ...") in errbuf, including Prometheus' rule that a selector
  * needs at least one matcher that does not match the empty string. */
-iocd_err query_selector_parse(const char *text, query_selector *out, char *errbuf,
-                              size_t errlen);
+iocd_err query_selector_parse(const char *text, query_selector *out, char *errbuf, size_t errlen);
 void query_selector_fini(query_selector *sel);
 /* Whether the value of one label (empty when the series lacks it) satisfies m. */
 bool query_matcher_matches(const query_matcher *m, const char *value, size_t len);

@@ -35,8 +35,7 @@ iocd_err query_regex_new(const char *pattern, query_regex **out, char *errbuf, s
     memcpy(wrapped, "^(?s:", 5);
     memcpy(wrapped + 5, pattern, plen);
     memcpy(wrapped + 5 + plen, ")$", 3);
-    re->code = pcre2_compile((PCRE2_SPTR)wrapped, plen + 7, PCRE2_UTF,
-                             &errcode, &erroff, NULL);
+    re->code = pcre2_compile((PCRE2_SPTR)wrapped, plen + 7, PCRE2_UTF, &errcode, &erroff, NULL);
     if (re->code == NULL) {
         PCRE2_UCHAR msg[160];
         pcre2_get_error_message(errcode, msg, sizeof(msg));

@@ -214,8 +214,7 @@ static iocd_err add_matcher(query_selector *sel, char *name, char *value, query_
     return err;
 }
 
-iocd_err query_selector_parse(const char *text, query_selector *out, char *errbuf,
-                              size_t errlen)
+iocd_err query_selector_parse(const char *text, query_selector *out, char *errbuf, size_t errlen)
 {
     lexer lx = { text, text, errbuf, errlen };
     query_selector sel = { NULL, 0 };
@@ -260,8 +259,9 @@ iocd_err query_selector_parse(const char *text, query_selector *out, char *errbu
                 name = iocd_strndup(start, (size_t)(lx.p - start));
                 err = name == NULL ? IOCD_ENOMEM : IOCD_OK;
             } else {
-                err = lex_error(&lx, *lx.p == '\0' ? "unexpected end of input inside braces"
-                                                   : "unexpected character inside braces: '%c'",
+                err = lex_error(&lx,
+                                *lx.p == '\0' ? "unexpected end of input inside braces"
+                                              : "unexpected character inside braces: '%c'",
                                 *lx.p);
             }
             if (err != IOCD_OK)
@@ -277,8 +277,9 @@ iocd_err query_selector_parse(const char *text, query_selector *out, char *errbu
                 op = QUERY_MATCH_EQ;
             } else {
                 iocd_free(name);
-                err = lex_error(&lx, "unexpected %s in label matching, expected label "
-                                     "matching operator",
+                err = lex_error(&lx,
+                                "unexpected %s in label matching, expected label "
+                                "matching operator",
                                 *lx.p == '\0' ? "end of input" : "character");
                 goto out;
             }
@@ -304,8 +305,9 @@ iocd_err query_selector_parse(const char *text, query_selector *out, char *errbu
                 continue;
             }
             if (*lx.p != '}') {
-                err = lex_error(&lx, *lx.p == '\0' ? "unexpected end of input inside braces"
-                                                   : "unexpected character inside braces: '%c'",
+                err = lex_error(&lx,
+                                *lx.p == '\0' ? "unexpected end of input inside braces"
+                                              : "unexpected character inside braces: '%c'",
                                 *lx.p);
                 goto out;
             }

@@ -13,7 +13,7 @@ static const struct {
     int64_t ms;
 } duration_units[] = {
     /* "ms" must be tried before "m". */
-    { "ms", 1 },       { "s", 1000 },       { "m", 60000 },          { "h", 3600000 },
+    { "ms", 1 },       { "s", 1000 },      { "m", 60000 },         { "h", 3600000 },
     { "d", 86400000 }, { "w", 604800000 }, { "y", 31536000000LL },
 };
 
@@ -86,8 +86,8 @@ void query_duration_format(int64_t ms, char *out, size_t cap)
     }
     for (i = 0; i < IOCD_ARRAY_LEN(parts) && len < cap; i++) {
         if (ms >= parts[i].ms) {
-            len += (size_t)snprintf(out + len, cap - len, "%lld%s",
-                                    (long long)(ms / parts[i].ms), parts[i].unit);
+            len += (size_t)snprintf(out + len, cap - len, "%lld%s", (long long)(ms / parts[i].ms),
+                                    parts[i].unit);
             ms %= parts[i].ms;
         }
     }

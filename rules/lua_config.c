@@ -46,9 +46,9 @@ static int find_key_line(const char *src, size_t len, const char *name)
             char before = i > 0 ? src[i - 1] : ' ';
             bool bracket = before == '"' && i >= 2 && src[i - 2] == '[' && j < len &&
                            src[j] == '"' && j + 1 < len && src[j + 1] == ']';
-            bool ident_start = !(before == '_' || (before >= 'a' && before <= 'z') ||
-                                 (before >= 'A' && before <= 'Z') ||
-                                 (before >= '0' && before <= '9'));
+            bool ident_start =
+                !(before == '_' || (before >= 'a' && before <= 'z') ||
+                  (before >= 'A' && before <= 'Z') || (before >= '0' && before <= '9'));
             if (bracket)
                 j += 2;
             if (bracket || ident_start) {
@@ -123,12 +123,12 @@ static iocd_err walk_table(walk *w, size_t depth)
     lua_pushnil(L);
     while (lua_next(L, t) != 0) {
         lua_pop(L, 1);
-        if (lua_type(L, -1) == LUA_TNUMBER && lua_isinteger(L, -1) &&
-            lua_tointeger(L, -1) >= 1 && lua_tointeger(L, -1) <= n)
+        if (lua_type(L, -1) == LUA_TNUMBER && lua_isinteger(L, -1) && lua_tointeger(L, -1) >= 1 &&
+            lua_tointeger(L, -1) <= n)
             continue;
         if (lua_type(L, -1) != LUA_TSTRING) {
-            snprintf(w->errbuf, w->errlen, "key of type %s in table '%s'",
-                     luaL_typename(L, -1), depth > 0 ? w->segs[depth - 1] : "(top)");
+            snprintf(w->errbuf, w->errlen, "key of type %s in table '%s'", luaL_typename(L, -1),
+                     depth > 0 ? w->segs[depth - 1] : "(top)");
             lua_pop(L, 1);
             err = visit_error(w, depth, IOCD_EINVAL);
             goto out;
@@ -183,16 +183,16 @@ static iocd_err walk_value(walk *w, size_t depth)
         v.b = lua_toboolean(L, -1);
         break;
     default:
-        snprintf(w->errbuf, w->errlen, "key '%s': unsupported value type %s",
-                 w->segs[depth - 1], luaL_typename(L, -1));
+        snprintf(w->errbuf, w->errlen, "key '%s': unsupported value type %s", w->segs[depth - 1],
+                 luaL_typename(L, -1));
         return visit_error(w, depth, IOCD_EINVAL);
     }
     err = w->fn(w->ud, w->segs, depth, &v, w->errbuf, w->errlen);
     return err == IOCD_OK ? IOCD_OK : visit_error(w, depth, err);
 }
 
-iocd_err rule_config_load(const char *path, const rule_limits *lim, rule_cfg_visit_fn fn,
-                          void *ud, char *errbuf, size_t errlen)
+iocd_err rule_config_load(const char *path, const rule_limits *lim, rule_cfg_visit_fn fn, void *ud,
+                          char *errbuf, size_t errlen)
 {
     rule_sandbox *sb = NULL;
     char *src = NULL, chunkname[1024];
@@ -203,8 +203,7 @@ iocd_err rule_config_load(const char *path, const rule_limits *lim, rule_cfg_vis
     err = iocd_file_read(path, CONFIG_FILE_MAX, &src, &len);
     if (err != IOCD_OK) {
         if (err == IOCD_ETOOBIG)
-            snprintf(errbuf, errlen, "%s: config file larger than %u bytes", path,
-                     CONFIG_FILE_MAX);
+            snprintf(errbuf, errlen, "%s: config file larger than %u bytes", path, CONFIG_FILE_MAX);
         else
             snprintf(errbuf, errlen, "%s: %s", path, iocd_strerror(err));
         return err;

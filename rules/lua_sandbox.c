@@ -13,11 +13,11 @@
 
 #include <lualib.h>
 
-#define DEFAULT_MEM_MAX   (16u << 20)
-#define DEFAULT_INSTR_MAX 10000000ULL
-#define HOOK_EVERY        1000
+#define DEFAULT_MEM_MAX     (16u << 20)
+#define DEFAULT_INSTR_MAX   10000000ULL
+#define HOOK_EVERY          1000
 #define PATTERN_SUBJECT_MAX (64 * 1024)
-#define PATTERN_MAX       256
+#define PATTERN_MAX         256
 
 struct rule_sandbox {
     lua_State *L;
@@ -53,8 +53,7 @@ static void count_hook(lua_State *L, lua_Debug *ar)
     lua_getallocf(L, (void **)&sb);
     if (sb->instr_left <= HOOK_EVERY) {
         sb->instr_left = 0;
-        luaL_error(L, "instruction budget exceeded (%I instructions)",
-                   (lua_Integer)sb->instr_max);
+        luaL_error(L, "instruction budget exceeded (%I instructions)", (lua_Integer)sb->instr_max);
     }
     sb->instr_left -= HOOK_EVERY;
 }
@@ -109,10 +108,9 @@ static void wrap_pattern(lua_State *L, int string_tbl, const char *name)
 /* Builds the whitelist table and leaves its read-only proxy in the registry. */
 static void build_whitelist(rule_sandbox *sb)
 {
-    static const char *const globals[] = { "assert",   "error",    "ipairs",   "next",
-                                           "pairs",    "pcall",    "select",   "tonumber",
-                                           "tostring", "type",     "rawequal", "rawlen",
-                                           "rawget" };
+    static const char *const globals[] = { "assert",   "error",  "ipairs",   "next",     "pairs",
+                                           "pcall",    "select", "tonumber", "tostring", "type",
+                                           "rawequal", "rawlen", "rawget" };
     static const char *const libs[] = { "math", "table", "utf8" };
     lua_State *L = sb->L;
     size_t i;
@@ -235,8 +233,7 @@ iocd_err rule_sandbox_load(rule_sandbox *sb, const char *src, size_t len, const 
     return IOCD_OK;
 }
 
-iocd_err rule_sandbox_call(rule_sandbox *sb, int nargs, int nresults, char *errbuf,
-                           size_t errlen)
+iocd_err rule_sandbox_call(rule_sandbox *sb, int nargs, int nresults, char *errbuf, size_t errlen)
 {
     lua_State *L = sb->L;
     int rc;

@@ -10,8 +10,8 @@
 /* ---- Sandbox limits -------------------------------------------------------------------- */
 
 typedef struct rule_limits {
-    size_t mem_max;         /* bytes a sandbox may hold; 0 = default (16 MiB) */
-    uint64_t instr_max;     /* VM instructions per call; 0 = default (10 M) */
+    size_t mem_max;     /* bytes a sandbox may hold; 0 = default (16 MiB) */
+    uint64_t instr_max; /* VM instructions per call; 0 = default (10 M) */
 } rule_limits;
 
 /* ---- Reading the config file ----------------------------------------------------------- */
@@ -48,7 +48,7 @@ typedef iocd_err (*rule_cfg_visit_fn)(void *ud, const char *const *path, size_t 
  * chunk did not return a table; errbuf names file and line), or the visitor's code.
  * The line reported for a visitor error is the line of the key's first definition in the
  * source when it can be found (a key = ... or ["key"] = ... assignment), else none. */
-iocd_err rule_config_load(const char *path, const rule_limits *lim, rule_cfg_visit_fn fn,
-                          void *ud, char *errbuf, size_t errlen);
+iocd_err rule_config_load(const char *path, const rule_limits *lim, rule_cfg_visit_fn fn, void *ud,
+                          char *errbuf, size_t errlen);
 
 #endif

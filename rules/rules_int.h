@@ -24,7 +24,6 @@ iocd_err rule_sandbox_load(rule_sandbox *sb, const char *src, size_t len, const 
 /* Calls the function below nargs arguments on the stack with a fresh instruction budget,
  * leaving nresults results. Errors: IOCD_EPARSE (a runtime error, budget or memory overrun;
  * errbuf has the message). */
-iocd_err rule_sandbox_call(rule_sandbox *sb, int nargs, int nresults, char *errbuf,
-                           size_t errlen);
+iocd_err rule_sandbox_call(rule_sandbox *sb, int nargs, int nresults, char *errbuf, size_t errlen);
 
 #endif

@@ -11,9 +11,8 @@
 #define BATCH_KEYS_MAX    (64u << 20)
 
 static const char *const reject_names[] = {
-    "none",          "no_name",        "bad_label_name", "duplicate_label",
-    "too_many_labels", "label_too_long", "too_old",        "too_far_in_future",
-    "cardinality_limit", "out_of_order",
+    "none",           "no_name", "bad_label_name",    "duplicate_label",   "too_many_labels",
+    "label_too_long", "too_old", "too_far_in_future", "cardinality_limit", "out_of_order",
 };
 
 const char *store_reject_name(store_reject r)
@@ -212,8 +211,8 @@ iocd_err store_batch_add(store_batch *b, const iocd_label *labels, size_t n_labe
     it->key_off = (uint32_t)key_start;
     /* Consecutive samples of one series (a batch of one device's history) share a key. */
     if (b->n > 0 && b->items[b->n - 1].key_len == it->key_len &&
-        memcmp(b->keys.data + b->items[b->n - 1].key_off, b->keys.data + key_start,
-               it->key_len) == 0) {
+        memcmp(b->keys.data + b->items[b->n - 1].key_off, b->keys.data + key_start, it->key_len) ==
+            0) {
         b->keys.len = key_start;
         it->key_off = b->items[b->n - 1].key_off;
         it->hash = b->items[b->n - 1].hash;
@@ -271,7 +270,7 @@ iocd_err store_wal_put(iocd_buf *b, uint64_t id, int64_t t, double v)
     uint8_t tmp[28];
     size_t n = put_varint(tmp, id);
 
-    n += put_varint(tmp + n, ((uint64_t)t << 1) ^ (uint64_t)(t >> 63));
+    n += put_varint(tmp + n, ((uint64_t)t << 1) ^ ((uint64_t)0 - ((uint64_t)t >> 63)));
     memcpy(tmp + n, &v, 8);
     return iocd_buf_append(b, tmp, n + 8);
 }

@@ -21,7 +21,7 @@
 #define DEFAULT_MAP    (256ULL << 30) /* address space only: the file grows as data is written */
 #define MAX_DBS        32
 
-#define POSTING_KEY_MAX 480 /* LMDB keys are at most 511 bytes */
+#define POSTING_KEY_MAX  480 /* LMDB keys are at most 511 bytes */
 #define POSTING_VAL_KEEP 400
 
 struct store_db {
@@ -175,8 +175,8 @@ static size_t posting_key(const char *name, size_t name_len, const char *value, 
     }
     memcpy(out + n, value, POSTING_VAL_KEEP);
     n += POSTING_VAL_KEEP;
-    n += (size_t)snprintf(out + n, 20, "#%016llx",
-                          (unsigned long long)store_hash(value, value_len));
+    n +=
+        (size_t)snprintf(out + n, 20, "#%016llx", (unsigned long long)store_hash(value, value_len));
     return n;
 }
 
@@ -252,8 +252,7 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
     return err_from_mdb(rc);
 }
 
-iocd_err store_db_load(store_db *db, store_db_series_fn series_fn, store_db_wal_fn wal_fn,
-                       void *ud)
+iocd_err store_db_load(store_db *db, store_db_series_fn series_fn, store_db_wal_fn wal_fn, void *ud)
 {
     MDB_txn *txn = NULL;
     MDB_cursor *cur = NULL;
@@ -299,8 +298,8 @@ iocd_err store_db_postings(store_db *db, const char *name, const char *value, ui
     iocd_err err = IOCD_OK;
     int rc;
 
-    k.mv_size = posting_key(name, strlen(name) < 200 ? strlen(name) : 200, value, strlen(value),
-                            key);
+    k.mv_size =
+        posting_key(name, strlen(name) < 200 ? strlen(name) : 200, value, strlen(value), key);
     k.mv_data = key;
     rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
     if (rc == 0)
@@ -354,8 +353,7 @@ static iocd_err find_value(void *ud, const char *name, size_t name_len, const ch
     return IOCD_OK;
 }
 
-iocd_err store_db_label_values(store_db *db, const char *name, char ***values_out,
-                               size_t *n_out)
+iocd_err store_db_label_values(store_db *db, const char *name, char ***values_out, size_t *n_out)
 {
     size_t name_len = strlen(name), n = 0, cap = 0;
     char prefix[256], **vals = NULL;
@@ -679,8 +677,7 @@ iocd_err store_check(const char *dir, store_report_fn fn, void *ud, uint64_t *pr
             MDB_cursor *hc = NULL;
             if (mdb_cursor_open(txn, db.series, &hc) != 0 ||
                 mdb_cursor_get(hc, &k2, &v2, MDB_GET_BOTH) != 0)
-                problem(&c, "series %llu: missing from the series index",
-                        (unsigned long long)c.id);
+                problem(&c, "series %llu: missing from the series index", (unsigned long long)c.id);
             if (hc != NULL)
                 mdb_cursor_close(hc);
         }
@@ -697,8 +694,8 @@ iocd_err store_check(const char *dir, store_report_fn fn, void *ud, uint64_t *pr
         n_postings++;
         k2 = (MDB_val){ 8, v.mv_data };
         if (v.mv_size != 8 || mdb_get(txn, db.series_by_id, &k2, &v2) != 0)
-            problem(&c, "posting %.*s names a missing series", (int)(k.mv_size < 100 ? k.mv_size : 100),
-                    (const char *)k.mv_data);
+            problem(&c, "posting %.*s names a missing series",
+                    (int)(k.mv_size < 100 ? k.mv_size : 100), (const char *)k.mv_data);
     }
     mdb_cursor_close(cur);
     cur = NULL;
@@ -737,10 +734,12 @@ out:
         snprintf(errbuf, errlen, "%s/iocd.mdb: %s", dir, mdb_strerror(rc));
         return err_from_mdb(rc);
     }
-    log_info("store", "check finished", "series=%llu postings=%llu wal_records=%llu "
-             "wal_samples=%llu problems=%llu", (unsigned long long)n_series,
-             (unsigned long long)n_postings, (unsigned long long)n_wal,
-             (unsigned long long)n_samples, (unsigned long long)c.problems);
+    log_info("store", "check finished",
+             "series=%llu postings=%llu wal_records=%llu "
+             "wal_samples=%llu problems=%llu",
+             (unsigned long long)n_series, (unsigned long long)n_postings,
+             (unsigned long long)n_wal, (unsigned long long)n_samples,
+             (unsigned long long)c.problems);
     *problems_out = c.problems;
     return IOCD_OK;
 }

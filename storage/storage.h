@@ -17,7 +17,7 @@ typedef struct store_config {
     size_t label_len_max;   /* name or value bytes; 0 = 4096 */
     uint64_t series_max;    /* total series; 0 = 5,000,000 */
     uint64_t new_series_per_min; /* churn guard; 0 = 1,000,000 */
-    int64_t ooo_window_ms;  /* out-of-order acceptance behind a series' newest; 0 = 1 h */
+    int64_t ooo_window_ms;       /* out-of-order acceptance behind a series' newest; 0 = 1 h */
 } store_config;
 
 /* ---- Writing --------------------------------------------------------------------------- */
@@ -30,15 +30,15 @@ typedef struct store_batch store_batch;
 /* Why a sample was refused by store_batch_add (counted per reason in /metrics). */
 typedef enum store_reject {
     STORE_REJECT_NONE = 0,
-    STORE_REJECT_NO_NAME,        /* no __name__ label, or an empty one */
-    STORE_REJECT_BAD_LABEL,      /* a label name that is not [a-zA-Z_][a-zA-Z0-9_]* */
-    STORE_REJECT_DUP_LABEL,      /* the same label name twice */
+    STORE_REJECT_NO_NAME,   /* no __name__ label, or an empty one */
+    STORE_REJECT_BAD_LABEL, /* a label name that is not [a-zA-Z_][a-zA-Z0-9_]* */
+    STORE_REJECT_DUP_LABEL, /* the same label name twice */
     STORE_REJECT_TOO_MANY_LABELS,
     STORE_REJECT_LABEL_TOO_LONG,
-    STORE_REJECT_TOO_OLD,        /* older than retention */
-    STORE_REJECT_TOO_NEW,        /* too far in the future */
-    STORE_REJECT_CARDINALITY,    /* a new series over the series or churn limit */
-    STORE_REJECT_OUT_OF_ORDER,   /* older than the series' newest sample minus the window */
+    STORE_REJECT_TOO_OLD,      /* older than retention */
+    STORE_REJECT_TOO_NEW,      /* too far in the future */
+    STORE_REJECT_CARDINALITY,  /* a new series over the series or churn limit */
+    STORE_REJECT_OUT_OF_ORDER, /* older than the series' newest sample minus the window */
     STORE_REJECT_COUNT_,
 } store_reject;
 
@@ -58,9 +58,9 @@ size_t store_batch_len(const store_batch *b);
 
 /* What happened to a submitted batch. */
 typedef struct store_result {
-    iocd_err err;      /* IOCD_OK: every accepted sample is durable (per the sync policy);
-                        * IOCD_ENOSPC / IOCD_EIO: the commit failed, nothing is acknowledged */
-    size_t accepted;   /* samples that entered the store */
+    iocd_err err;    /* IOCD_OK: every accepted sample is durable (per the sync policy);
+                      * IOCD_ENOSPC / IOCD_EIO: the commit failed, nothing is acknowledged */
+    size_t accepted; /* samples that entered the store */
     size_t rejected[STORE_REJECT_COUNT_]; /* refused at submit (cardinality, out of order) */
 } store_result;
 
@@ -85,8 +85,8 @@ iocd_err store_postings(store *st, const char *name, const char *value, uint64_t
 iocd_err store_label_values(store *st, const char *name, char ***values_out, size_t *n_out);
 
 /* Calls fn for each label of series id, in sorted order (strings borrowed for the call). */
-typedef iocd_err (*store_label_fn)(void *ud, const char *name, size_t name_len,
-                                   const char *value, size_t value_len);
+typedef iocd_err (*store_label_fn)(void *ud, const char *name, size_t name_len, const char *value,
+                                   size_t value_len);
 iocd_err store_series_labels(store *st, uint64_t id, store_label_fn fn, void *ud);
 
 /* The samples of series id with start_ms <= t <= end_ms, ascending by time, one per

@@ -95,7 +95,6 @@ iocd_err store_db_load(store_db *db, store_db_series_fn series_fn, store_db_wal_
 /* Reads (their own read transaction each). */
 iocd_err store_db_postings(store_db *db, const char *name, const char *value, uint64_t **ids_out,
                            size_t *n_out);
-iocd_err store_db_label_values(store_db *db, const char *name, char ***values_out,
-                               size_t *n_out);
+iocd_err store_db_label_values(store_db *db, const char *name, char ***values_out, size_t *n_out);
 
 #endif

@@ -46,7 +46,7 @@ struct store {
     store_config cfg;
     store_limits lim;
 
-    pthread_mutex_t mu; /* guards everything below */
+    pthread_mutex_t mu;  /* guards everything below */
     pthread_cond_t wake; /* writer: work queued or closing */
     series **table;      /* open addressing by hash */
     size_t table_cap, n_series;
@@ -599,8 +599,8 @@ static void register_metrics(store *st)
     int r;
 
     st->m_series = iocd_gauge("iocd_series_active", "Series known to the store.");
-    st->m_samples_head = iocd_counter("iocd_samples_appended_total",
-                                      "Samples accepted into the store.");
+    st->m_samples_head =
+        iocd_counter("iocd_samples_appended_total", "Samples accepted into the store.");
     st->m_commits = iocd_counter("iocd_group_commits_total", "Group commits that succeeded.");
     st->m_commit_fail = iocd_counter("iocd_group_commit_failures_total",
                                      "Group commits that failed (disk full, I/O error).");
@@ -645,8 +645,7 @@ iocd_err store_open(const char *dir, const store_config *cfg, store **out, char 
     err = store_lock_take(dir, &st->lock, errbuf, errlen);
     if (err != IOCD_OK)
         goto out;
-    err = store_db_open(dir, st->cfg.map_size, st->cfg.sync_window_ms > 0, &st->db, errbuf,
-                        errlen);
+    err = store_db_open(dir, st->cfg.map_size, st->cfg.sync_window_ms > 0, &st->db, errbuf, errlen);
     if (err != IOCD_OK)
         goto out;
     err = store_db_load(st->db, load_series, load_wal, st);
@@ -661,9 +660,8 @@ iocd_err store_open(const char *dir, const store_config *cfg, store **out, char 
         goto out;
     }
     st->writer_started = true;
-    log_info("store", "store open", "dir=%s series=%zu wal_records=%llu ms=%.1f", dir,
-             st->n_series, (unsigned long long)st->wal_seq,
-             (double)(iocd_mono_ns() - t0) / 1e6);
+    log_info("store", "store open", "dir=%s series=%zu wal_records=%llu ms=%.1f", dir, st->n_series,
+             (unsigned long long)st->wal_seq, (double)(iocd_mono_ns() - t0) / 1e6);
     *out = st;
     st = NULL;
 out:

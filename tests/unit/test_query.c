@@ -54,8 +54,8 @@ TEST(duration_bare_seconds_for_api)
 
 TEST(duration_format_round_trips)
 {
-    static const char *const cases[] = { "0s", "100ms", "1m30s", "1h30m", "12w6d", "2w", "1y",
-                                         "1y2w3d4h5m6s7ms" };
+    static const char *const cases[] = { "0s",    "100ms", "1m30s", "1h30m",
+                                         "12w6d", "2w",    "1y",    "1y2w3d4h5m6s7ms" };
     char out[64];
     size_t i;
 
@@ -179,7 +179,10 @@ TEST(regex_backtracking_is_bounded)
     query_selector_fini(&sel);
 }
 
-#define L(n, v) { n, sizeof(n) - 1, v, sizeof(v) - 1 }
+#define L(n, v)                                                                                    \
+    {                                                                                              \
+        n, sizeof(n) - 1, v, sizeof(v) - 1                                                         \
+    }
 
 TEST(select_uses_postings_and_filters)
 {

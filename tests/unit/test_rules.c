@@ -29,15 +29,15 @@ static iocd_err record(void *ud, const char *const *path, size_t depth, const ru
     size_t i, len = strlen(s->text);
 
     for (i = 0; i < depth; i++)
-        len += (size_t)snprintf(s->text + len, sizeof(s->text) - len, "%s%s", i ? "." : "",
-                                path[i]);
+        len +=
+            (size_t)snprintf(s->text + len, sizeof(s->text) - len, "%s%s", i ? "." : "", path[i]);
     if (v == NULL)
         len += (size_t)snprintf(s->text + len, sizeof(s->text) - len, "={}");
     else if (v->kind == RULE_CFG_STRING)
         len += (size_t)snprintf(s->text + len, sizeof(s->text) - len, "=\"%s\"", v->str);
     else if (v->kind == RULE_CFG_BOOL)
-        len += (size_t)snprintf(s->text + len, sizeof(s->text) - len, "=%s",
-                                v->b ? "true" : "false");
+        len +=
+            (size_t)snprintf(s->text + len, sizeof(s->text) - len, "=%s", v->b ? "true" : "false");
     else
         len += (size_t)snprintf(s->text + len, sizeof(s->text) - len, "=%g%s", v->num,
                                 v->is_int ? "i" : "");

@@ -93,7 +93,10 @@ TEST(data_dir_under_a_file_is_refused)
 
 /* ---- Write path ---------------------------------------------------------------------- */
 
-#define L(n, v) { n, sizeof(n) - 1, v, sizeof(v) - 1 }
+#define L(n, v)                                                                                    \
+    {                                                                                              \
+        n, sizeof(n) - 1, v, sizeof(v) - 1                                                         \
+    }
 
 static store *open_at(const char *name, const store_config *cfg)
 {
@@ -130,8 +133,8 @@ static iocd_err append_label(void *ud, const char *name, size_t name_len, const 
     label_text *t = ud;
     size_t len = strlen(t->buf);
 
-    snprintf(t->buf + len, sizeof(t->buf) - len, "%.*s=%.*s;", (int)name_len, name,
-             (int)value_len, value);
+    snprintf(t->buf + len, sizeof(t->buf) - len, "%.*s=%.*s;", (int)name_len, name, (int)value_len,
+             value);
     return IOCD_OK;
 }
 
@@ -184,8 +187,8 @@ TEST(commit_read_back_and_recover_from_wal)
     for (i = 0; i < 100; i++)
         add(b, a, 2, t0 + (int64_t)i * 10000, 1000.0 + (double)i / 10);
     add(b, c, 3, t0 + 5000, stale_v);
-    add(b, c, 3, t0, 25);             /* out of order, within the window */
-    add(b, a, 2, t0 + 50000, -1);     /* a duplicate timestamp: the last write wins */
+    add(b, c, 3, t0, 25);         /* out of order, within the window */
+    add(b, a, 2, t0 + 50000, -1); /* a duplicate timestamp: the last write wins */
     ASSERT_OK(store_batch_commit(b, &res));
     ASSERT_EQ(res.accepted, 103);
     store_close(st);
