@@ -102,7 +102,7 @@ build-test: build/asan/iocd $(UNIT_BIN) $(FUZZ_REPLAY_BIN)
 
 # The whole suite: its last line is "N passed, N failed"; non-zero exit on any failure.
 test: deps
-	@$(MAKE) --no-print-directory build-test
+	@$(MAKE) --no-print-directory build build-test
 	@tests/run.sh
 
 unit: deps
@@ -136,7 +136,7 @@ format:
 	clang-format -i $(SOURCES)
 
 # ---- Run, bench, fuzz --------------------------------------------------------------------
-RUN_ARGS ?= --kafka-brokers mock --rules examples/rules
+RUN_ARGS ?= --kafka-brokers mock
 run: all
 	@mkdir -p data
 	build/iocd serve $(RUN_ARGS)

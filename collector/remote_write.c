@@ -199,7 +199,7 @@ static iocd_err one_series(rw_ctx *c, pb ts)
                 if (num == 1 && wire == 1)
                     memcpy(&val, v.p, 8); /* bit-exact: staleness markers survive */
                 else if (num == 2 && wire == 0) {
-                    uint64_t u;
+                    uint64_t u = 0;
                     pb vv = v;
                     varint(&vv, &u);
                     t = (int64_t)u;

@@ -373,7 +373,9 @@ static void group_commit(store *st, pending *batch)
     ser = n_ids > 0 ? iocd_calloc(n_ids, sizeof(*ser)) : NULL;
     for (i = 0; ser != NULL && i < n_ids; i++) {
         series *s = series_by_id(st, ids[i]);
-        ser[i] = (store_db_series){ s->id, s->key, s->key_len };
+        IOCD_ASSERT(s != NULL); /* series are never freed while the store is open */
+        if (s != NULL)
+            ser[i] = (store_db_series){ s->id, s->key, s->key_len };
     }
     pthread_mutex_unlock(&st->mu);
     if (n_ids > 0 && ser == NULL)
@@ -388,8 +390,11 @@ static void group_commit(store *st, pending *batch)
     pthread_mutex_lock(&st->mu);
     if (err == IOCD_OK) {
         st->wal_seq++;
-        for (i = 0; i < n_ids; i++)
-            series_by_id(st, ids[i])->persisted = true;
+        for (i = 0; i < n_ids; i++) {
+            series *s = series_by_id(st, ids[i]);
+            if (s != NULL)
+                s->persisted = true;
+        }
         iocd_free(ids);
     } else if (ids != NULL) {
         /* Keep them for the next commit, ahead of any created meanwhile (ids ascend). */

@@ -354,5 +354,61 @@ def test_tcp_and_udp_bytes_are_received():
         eq(d.stop(), 0, "exit code")
 
 
+# ---- shipped config and docs ----------------------------------------------------------------
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+
+
+def test_example_config_is_valid():
+    example = os.path.join(ROOT, "iocd.example.lua")
+    with Daemon("--config", example, "--kafka-brokers", "", "--rules", "") as d:
+        d.start()
+        # The example's tokens are in force: /metrics needs one.
+        eq(d.get("/metrics").status, 401, "tokens from the example apply")
+        eq(d.get("/metrics", headers=bearer("change-me-read-0123456789")).status, 200,
+           "read token from the example")
+        eq(d.stop(), 0, "exit code")
+
+
+def test_config_doc_lists_every_key():
+    rc, out, _ = run_iocd("help", "config")
+    eq(rc, 0, "help config")
+    with open(os.path.join(ROOT, "docs", "CONFIG.md")) as f:
+        doc = f.read()
+    rows = [line for line in out.splitlines() if line.startswith("| `")]
+    check(len(rows) >= 15, "config reference has rows: %r" % out[:200])
+    for row in rows:
+        check(row in doc, "docs/CONFIG.md lacks or differs from: %s" % row)
+
+
+def test_backup_and_check_while_running():
+    with Daemon() as d:
+        d.start()
+        now = int(time.time()) * 1000
+        body = "".join("lighting,ward=w%d,device=l%d power_w=%d %d\n" % (i % 7, i, i, now)
+                       for i in range(500))
+        eq(d.post("/write?precision=ms", body.encode()).status, 204, "write")
+        dest = os.path.join(d.tmp, "backup")
+        rc, out, err = run_iocd("backup", "--data-dir", d.data_dir, dest)
+        eq(rc, 0, "backup exit code: " + err)
+        rc, out, err = run_iocd("backup", "--data-dir", d.data_dir, dest)
+        eq(rc, 1, "refuses to overwrite a backup")
+        rc, out, err = run_iocd("check", d.data_dir)
+        eq(rc, 0, "check of the live store: " + out + err)
+        check("0 problems" in out, out)
+        eq(d.stop(), 0, "exit code")
+        rc, out, err = run_iocd("check", dest)
+        eq(rc, 0, "check of the backup: " + out + err)
+        with Daemon(data_dir=dest) as d2:
+            d2.start()
+            r = d2.get("/api/v1/export?match[]=lighting_power_w")
+            eq(r.status, 200, "export from the backup")
+            eq(len([l for l in r.text.split("\n") if l]), 500, "all series in the backup")
+            eq(d2.stop(), 0, "exit code")
+        rc, out, err = run_iocd("check", os.path.join(d.tmp, "nowhere"))
+        eq(rc, 1, "check of a missing store")
+        check("no iocd data file" in err, err)
+
+
 if __name__ == "__main__":
     run(globals())
