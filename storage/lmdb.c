@@ -30,7 +30,8 @@ struct store_db {
     MDB_dbi series;       /* hash(key) -> id (dupsort: collisions) */
     MDB_dbi series_by_id; /* id -> canonical key */
     MDB_dbi postings;     /* "name=value" -> ids (dupsort, dupfixed, big-endian) */
-    MDB_dbi wal;          /* sequence -> record */
+    MDB_dbi wal;          /* period, sequence -> record */
+    MDB_dbi chunks;       /* period, id group, sequence -> compressed block */
 };
 
 static iocd_err err_from_mdb(int rc)
@@ -128,6 +129,17 @@ static uint64_t get_be64(const uint8_t *p)
     return v;
 }
 
+/* Signed times as big-endian keys that sort in numeric order. */
+static void be_time(uint8_t *p, int64_t t)
+{
+    be64(p, (uint64_t)t ^ (1ULL << 63));
+}
+
+static int64_t get_be_time(const uint8_t *p)
+{
+    return (int64_t)(get_be64(p) ^ (1ULL << 63));
+}
+
 static iocd_err open_dbs(store_db *db, char *errbuf, size_t errlen)
 {
     static const struct {
@@ -139,6 +151,7 @@ static iocd_err open_dbs(store_db *db, char *errbuf, size_t errlen)
         { "series_by_id", 0, offsetof(store_db, series_by_id) },
         { "postings", MDB_DUPSORT | MDB_DUPFIXED, offsetof(store_db, postings) },
         { "wal", 0, offsetof(store_db, wal) },
+        { "chunks", 0, offsetof(store_db, chunks) },
     };
     MDB_txn *txn = NULL;
     size_t i;
@@ -205,10 +218,13 @@ static iocd_err put_posting(void *ud, const char *name, size_t name_len, const c
 }
 
 iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_series,
-                         uint64_t wal_seq, const void *wal, size_t wal_len)
+                         uint64_t seq, const store_db_wal *wal, size_t n_wal,
+                         const store_db_block *blocks, size_t n_blocks, int64_t wal_before,
+                         int64_t drop_before)
 {
     MDB_txn *txn = NULL;
-    uint8_t idb[8], hb[8], seqb[8];
+    MDB_cursor *cur = NULL;
+    uint8_t idb[8], hb[8], key[20];
     MDB_val k, v;
     posting_ctx pc;
     size_t i;
@@ -237,11 +253,64 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
                 rc = pc.rc != 0 ? pc.rc : MDB_CORRUPTED;
         }
     }
-    if (rc == 0 && wal_len > 0) {
-        be64(seqb, wal_seq);
-        k = (MDB_val){ 8, seqb };
-        v = (MDB_val){ wal_len, (void *)wal };
-        rc = mdb_put(txn, db->wal, &k, &v, MDB_APPEND);
+    for (i = 0; rc == 0 && i < n_wal; i++) {
+        if (wal[i].len == 0)
+            continue;
+        be_time(key, wal[i].period);
+        be64(key + 8, seq);
+        k = (MDB_val){ 16, key };
+        v = (MDB_val){ wal[i].len, (void *)wal[i].data };
+        rc = mdb_put(txn, db->wal, &k, &v, 0);
+    }
+    for (i = 0; rc == 0 && i < n_blocks; i++) {
+        uint32_t next = 0;
+        MDB_val fk, fv;
+        be_time(key, blocks[i].period);
+        be64(key + 8, blocks[i].group);
+        memset(key + 16, 0xff, 4);
+        /* The next sequence under (period, group): one past the last one stored. */
+        if (cur == NULL)
+            rc = mdb_cursor_open(txn, db->chunks, &cur);
+        if (rc == 0) {
+            fk = (MDB_val){ 20, key };
+            int r2 = mdb_cursor_get(cur, &fk, &fv, MDB_SET_RANGE);
+            if (r2 == 0)
+                r2 = mdb_cursor_get(cur, &fk, &fv, MDB_PREV);
+            else if (r2 == MDB_NOTFOUND)
+                r2 = mdb_cursor_get(cur, &fk, &fv, MDB_LAST);
+            if (r2 == 0 && fk.mv_size == 20 && memcmp(fk.mv_data, key, 16) == 0) {
+                const uint8_t *q = fk.mv_data;
+                next = ((uint32_t)q[16] << 24 | (uint32_t)q[17] << 16 | (uint32_t)q[18] << 8 |
+                        q[19]) + 1;
+            }
+        }
+        key[16] = (uint8_t)(next >> 24);
+        key[17] = (uint8_t)(next >> 16);
+        key[18] = (uint8_t)(next >> 8);
+        key[19] = (uint8_t)next;
+        k = (MDB_val){ 20, key };
+        v = (MDB_val){ blocks[i].len, (void *)blocks[i].data };
+        if (rc == 0)
+            rc = mdb_put(txn, db->chunks, &k, &v, 0);
+    }
+    if (cur != NULL) {
+        mdb_cursor_close(cur);
+        cur = NULL;
+    }
+    /* Sealed periods leave the WAL; expired periods leave the data file. */
+    for (i = 0; rc == 0 && i < 2; i++) {
+        MDB_dbi dbi = i == 0 ? db->wal : db->chunks;
+        int64_t before = i == 0 ? wal_before : drop_before;
+        if (before == INT64_MIN)
+            continue;
+        rc = mdb_cursor_open(txn, dbi, &cur);
+        while (rc == 0 && (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0 &&
+               k.mv_size >= 8 && get_be_time(k.mv_data) < before)
+            rc = mdb_cursor_del(cur, 0);
+        if (rc == MDB_NOTFOUND)
+            rc = 0;
+        mdb_cursor_close(cur);
+        cur = NULL;
     }
     if (rc == 0) {
         rc = mdb_txn_commit(txn);
@@ -250,6 +319,98 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
     if (txn != NULL)
         mdb_txn_abort(txn);
     return err_from_mdb(rc);
+}
+
+iocd_err store_db_blocks(store_db *db, uint64_t group, int64_t from, int64_t to,
+                         store_db_block_fn fn, void *ud)
+{
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    uint8_t key[20];
+    MDB_val k, v;
+    int64_t p = from;
+    iocd_err err = IOCD_OK;
+    int rc;
+
+    rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
+    if (rc == 0)
+        rc = mdb_cursor_open(txn, db->chunks, &cur);
+    while (rc == 0 && err == IOCD_OK) {
+        int64_t kp;
+        uint64_t kg;
+        be_time(key, p);
+        be64(key + 8, group);
+        memset(key + 16, 0, 4);
+        k = (MDB_val){ 20, key };
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        if (rc != 0 || k.mv_size != 20)
+            break;
+        kp = get_be_time(k.mv_data);
+        kg = get_be64((const uint8_t *)k.mv_data + 8);
+        if (kp > to)
+            break;
+        if (kg != group) {
+            /* Another group: this period has none of ours left; try the next key's period
+             * (or the one after, if we are past our group in this one). */
+            if (kg > group) {
+                if (kp == INT64_MAX)
+                    break;
+                /* Skip to the first key of a later period. */
+                be_time(key, kp);
+                memset(key + 8, 0xff, 12);
+                k = (MDB_val){ 20, key };
+                rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+                if (rc != 0)
+                    break;
+                p = get_be_time(k.mv_data);
+            } else {
+                p = kp;
+            }
+            continue;
+        }
+        while (rc == 0 && k.mv_size == 20 && get_be_time(k.mv_data) == kp &&
+               get_be64((const uint8_t *)k.mv_data + 8) == group && err == IOCD_OK) {
+            err = fn(ud, kp, v.mv_data, v.mv_size);
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+        }
+        if (rc != 0 || kp == INT64_MAX)
+            break;
+        p = kp + 1;
+    }
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    return err != IOCD_OK ? err : err_from_mdb(rc);
+}
+
+iocd_err store_db_stats(store_db *db, uint64_t *bytes_used, uint64_t *n_blocks,
+                        uint64_t *wal_records)
+{
+    MDB_txn *txn = NULL;
+    MDB_envinfo info;
+    MDB_stat st, cs, ws;
+    int rc;
+
+    rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
+    if (rc == 0)
+        rc = mdb_env_info(db->env, &info);
+    if (rc == 0)
+        rc = mdb_env_stat(db->env, &st);
+    if (rc == 0)
+        rc = mdb_stat(txn, db->chunks, &cs);
+    if (rc == 0)
+        rc = mdb_stat(txn, db->wal, &ws);
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    if (rc != 0)
+        return err_from_mdb(rc);
+    *bytes_used = (uint64_t)(info.me_last_pgno + 1) * st.ms_psize;
+    *n_blocks = cs.ms_entries;
+    *wal_records = ws.ms_entries;
+    return IOCD_OK;
 }
 
 iocd_err store_db_load(store_db *db, store_db_series_fn series_fn, store_db_wal_fn wal_fn, void *ud)
@@ -267,14 +428,15 @@ iocd_err store_db_load(store_db *db, store_db_series_fn series_fn, store_db_wal_
             break;
         for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && err == IOCD_OK;
              rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-            if (k.mv_size != 8) {
+            if (k.mv_size != (pass == 0 ? 8u : 16u)) {
                 err = IOCD_ECORRUPT;
                 break;
             }
             if (pass == 0)
                 err = series_fn(ud, get_be64(k.mv_data), v.mv_data, v.mv_size);
             else
-                err = wal_fn(ud, get_be64(k.mv_data), v.mv_data, v.mv_size);
+                err = wal_fn(ud, get_be_time(k.mv_data), get_be64((const uint8_t *)k.mv_data + 8),
+                             v.mv_data, v.mv_size);
         }
         mdb_cursor_close(cur);
         cur = NULL;
@@ -515,6 +677,8 @@ static iocd_err open_readonly(const char *dir, store_db *db, char *errbuf, size_
         rc = mdb_dbi_open(txn, "postings", MDB_DUPSORT | MDB_DUPFIXED, &db->postings);
     if (rc == 0)
         rc = mdb_dbi_open(txn, "wal", 0, &db->wal);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "chunks", 0, &db->chunks);
     if (txn != NULL)
         mdb_txn_commit(txn); /* keeps the dbi handles for later transactions */
     if (rc != 0) {
@@ -715,12 +879,14 @@ iocd_err store_check(const char *dir, store_report_fn fn, void *ud, uint64_t *pr
             n_samples++;
             if (id == 0 || id > max_id) {
                 problem(&c, "wal record %llu: unknown series %llu",
-                        (unsigned long long)get_be64(k.mv_data), (unsigned long long)id);
+                        (unsigned long long)get_be64((const uint8_t *)k.mv_data + 8),
+                        (unsigned long long)id);
                 break;
             }
         }
         if (corrupt)
-            problem(&c, "wal record %llu does not decode", (unsigned long long)get_be64(k.mv_data));
+            problem(&c, "wal record %llu does not decode",
+                    (unsigned long long)get_be64((const uint8_t *)k.mv_data + 8));
     }
     if (rc == MDB_NOTFOUND)
         rc = 0;

@@ -18,6 +18,9 @@ typedef struct store_config {
     uint64_t series_max;    /* total series; 0 = 5,000,000 */
     uint64_t new_series_per_min; /* churn guard; 0 = 1,000,000 */
     int64_t ooo_window_ms;       /* out-of-order acceptance behind a series' newest; 0 = 1 h */
+    int64_t chunk_ms;            /* period of one sealed block; 0 = 15 min */
+    int64_t seal_grace_ms;       /* a period is sealed once the newest sample is this far past
+                                  * its end; 0 = 2 min */
 } store_config;
 
 /* ---- Writing --------------------------------------------------------------------------- */
@@ -93,6 +96,17 @@ iocd_err store_series_labels(store *st, uint64_t id, store_label_fn fn, void *ud
  * timestamp (the last written wins). *out is iocd_malloc'ed. Errors: IOCD_ENOTFOUND. */
 iocd_err store_read(store *st, uint64_t id, int64_t start_ms, int64_t end_ms, iocd_sample **out,
                     size_t *n_out);
+
+/* Counters of the store, for /metrics and tests. */
+typedef struct store_stats {
+    uint64_t series;
+    uint64_t head_samples;   /* samples in memory, not yet sealed */
+    int64_t sealed_before;   /* every period before this is sealed (INT64_MIN: none) */
+    uint64_t blocks;         /* sealed blocks on disk */
+    uint64_t wal_records;
+    uint64_t file_bytes;     /* pages of the data file in use */
+} store_stats;
+iocd_err store_stats_get(store *st, store_stats *out);
 
 /* ---- Tools (work on a data dir another process may be writing) --------------------------- */
 

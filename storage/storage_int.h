@@ -51,6 +51,26 @@ iocd_err store_wal_put(iocd_buf *b, uint64_t id, int64_t t, double v);
 bool store_wal_next(const uint8_t **p, const uint8_t *end, uint64_t *id, int64_t *t, double *v,
                     bool *corrupt);
 
+/* ---- The on-disk sample codec (storage/codec.c, the only file that sees zstd) ----------- */
+
+/* Appends the stream encoding of n samples (any order; stored as given). */
+iocd_err codec_stream_encode(const iocd_sample *s, size_t n, iocd_buf *out);
+/* Decodes a stream; *out is iocd_malloc'ed. Errors: IOCD_ECORRUPT, IOCD_ENOMEM. */
+iocd_err codec_stream_decode(const uint8_t *p, size_t len, iocd_sample **out, size_t *n_out);
+
+typedef struct codec_series {
+    uint64_t id; /* ascending within a block */
+    const iocd_sample *s;
+    size_t n;
+} codec_series;
+
+/* Appends one zstd-compressed block holding the series. Errors: IOCD_ENOMEM, IOCD_EIO. */
+iocd_err codec_block_encode(const codec_series *series, size_t n, int level, iocd_buf *out);
+/* Finds series id in a block and decodes its samples. Errors: IOCD_ENOTFOUND,
+ * IOCD_ECORRUPT (including a block claiming more than max_raw bytes), IOCD_ENOMEM. */
+iocd_err codec_block_find(const void *data, size_t len, uint64_t id, size_t max_raw,
+                          iocd_sample **out, size_t *n_out);
+
 /* ---- The lock file (storage/lock.c) ------------------------------------------------------ */
 
 typedef struct store_lock store_lock;
@@ -80,15 +100,46 @@ typedef struct store_db_series {
     size_t key_len;
 } store_db_series;
 
+/* A write-ahead-log record: the entries of one period (WAL keys are period, sequence, so a
+ * sealed period's records are deleted as one range). */
+typedef struct store_db_wal {
+    int64_t period;
+    const void *data;
+    size_t len;
+} store_db_wal;
+
+/* A sealed block: key (period, id group, sequence), value the compressed block. */
+typedef struct store_db_block {
+    int64_t period;
+    uint64_t group;
+    const void *data;
+    size_t len;
+} store_db_block;
+
 /* One group commit, in one write transaction: the new series (index, reverse index,
- * postings) and one write-ahead-log record. Errors: IOCD_ENOSPC, IOCD_EIO. */
+ * postings) and the WAL records (sequence seq). When blocks are given (a seal), they are
+ * stored (each after any block already under its period and group) and every WAL record of
+ * a period before wal_before is deleted; blocks of periods before drop_before are deleted
+ * (retention). Errors: IOCD_ENOSPC, IOCD_EIO. */
 iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_series,
-                         uint64_t wal_seq, const void *wal, size_t wal_len);
+                         uint64_t seq, const store_db_wal *wal, size_t n_wal,
+                         const store_db_block *blocks, size_t n_blocks, int64_t wal_before,
+                         int64_t drop_before);
+
+/* Calls fn for every block of id group `group` with a period in [from, to], ascending by
+ * period then sequence. */
+typedef iocd_err (*store_db_block_fn)(void *ud, int64_t period, const void *data, size_t len);
+iocd_err store_db_blocks(store_db *db, uint64_t group, int64_t from, int64_t to,
+                         store_db_block_fn fn, void *ud);
+/* Bytes the data file occupies (pages in use) and the number of blocks. */
+iocd_err store_db_stats(store_db *db, uint64_t *bytes_used, uint64_t *n_blocks,
+                        uint64_t *wal_records);
 
 /* Recovery: calls series_fn for every series (ascending id), then wal_fn for every WAL record
- * (ascending sequence). */
+ * (ascending period, then sequence). */
 typedef iocd_err (*store_db_series_fn)(void *ud, uint64_t id, const uint8_t *key, size_t len);
-typedef iocd_err (*store_db_wal_fn)(void *ud, uint64_t seq, const uint8_t *rec, size_t len);
+typedef iocd_err (*store_db_wal_fn)(void *ud, int64_t period, uint64_t seq, const uint8_t *rec,
+                                    size_t len);
 iocd_err store_db_load(store_db *db, store_db_series_fn series_fn, store_db_wal_fn wal_fn,
                        void *ud);
 

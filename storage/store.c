@@ -15,11 +15,18 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define DEFAULT_RETENTION_MS (90LL * 86400000)
 #define DEFAULT_FUTURE_MS    (10LL * 60000)
 #define DEFAULT_OOO_MS       (3600LL * 1000)
+#define DEFAULT_CHUNK_MS     (15LL * 60000)
+#define DEFAULT_GRACE_MS     (2LL * 60000)
+#define LATE_SEAL_NS         (30LL * 1000000000)
+#define ZSTD_LEVEL           3
+#define BLOCK_RAW_MAX        (64u << 20)
 
 typedef struct series {
     uint64_t id;
@@ -64,9 +71,14 @@ struct store {
     bool writer_started;
     uint64_t wal_seq; /* writer thread only */
     int64_t last_sync_ns;
+    int64_t watermark;     /* newest sample time accepted (st->mu) */
+    int64_t sealed_before; /* periods before this are sealed (st->mu) */
+    uint64_t n_late;       /* head samples in sealed periods, awaiting a patch block (st->mu) */
+    int64_t last_late_seal_ns;
 
     iocd_metric *m_series, *m_samples_head, *m_commits, *m_commit_fail, *m_commit_seconds,
-        *m_commit_batches, *m_wal_bytes, *m_rejected[STORE_REJECT_COUNT_];
+        *m_commit_batches, *m_wal_bytes, *m_rejected[STORE_REJECT_COUNT_], *m_sealed_blocks,
+        *m_sealed_samples, *m_sealed_bytes;
 };
 
 /* ---- Series table (callers hold st->mu) ------------------------------------------------ */
@@ -279,6 +291,10 @@ iocd_err store_batch_submit(store_batch *b, store_done_fn done, void *ud)
         err = series_put(st, s, it->s.t_ms, it->s.v);
         if (err == IOCD_OK)
             err = store_wal_put(&p->wal, s->id, it->s.t_ms, it->s.v);
+        if (it->s.t_ms > st->watermark)
+            st->watermark = it->s.t_ms;
+        if (it->s.t_ms < st->sealed_before)
+            st->n_late++;
         if (err == IOCD_OK)
             p->res.accepted++;
     }
@@ -349,22 +365,232 @@ iocd_err store_batch_commit(store_batch *b, store_result *res)
 
 /* ---- The writer thread ----------------------------------------------------------------- */
 
-static void group_commit(store *st, pending *batch)
+static int64_t period_of(const store *st, int64_t t)
 {
-    store_db_series *ser = NULL;
-    uint64_t *ids = NULL;
-    size_t n_ids = 0, i, n_batches = 0;
-    iocd_buf wal;
-    pending *p, *next;
-    int64_t t0 = iocd_mono_ns();
+    int64_t p = st->cfg.chunk_ms;
+
+    return (t >= 0 ? t / p : (t - p + 1) / p) * p;
+}
+
+/* Splits WAL entries by period (usually one). */
+typedef struct wal_split {
+    store_db_wal *recs;
+    iocd_buf *bufs;
+    size_t n, cap;
+} wal_split;
+
+static void wal_split_fini(wal_split *w)
+{
+    size_t i;
+
+    for (i = 0; i < w->n; i++)
+        iocd_buf_fini(&w->bufs[i]);
+    iocd_free(w->bufs);
+    iocd_free(w->recs);
+    memset(w, 0, sizeof(*w));
+}
+
+static iocd_err wal_split_add(const store *st, wal_split *w, const iocd_buf *entries)
+{
+    const uint8_t *p = (const uint8_t *)entries->data, *end = p + entries->len;
+    uint64_t id;
+    int64_t t, period;
+    double v;
+    bool corrupt;
+    size_t i;
     iocd_err err = IOCD_OK;
 
-    iocd_buf_init(&wal, 0);
+    while (err == IOCD_OK && store_wal_next(&p, end, &id, &t, &v, &corrupt)) {
+        period = period_of(st, t);
+        for (i = 0; i < w->n && w->recs[i].period != period; i++)
+            ;
+        if (i == w->n) {
+            if (w->n == w->cap) {
+                size_t cap = w->cap != 0 ? w->cap * 2 : 4;
+                store_db_wal *r = iocd_realloc(w->recs, cap * sizeof(*r));
+                iocd_buf *b = r != NULL ? iocd_realloc(w->bufs, cap * sizeof(*b)) : NULL;
+                if (r != NULL)
+                    w->recs = r;
+                if (b == NULL)
+                    return IOCD_ENOMEM;
+                w->bufs = b;
+                w->cap = cap;
+            }
+            iocd_buf_init(&w->bufs[w->n], 0);
+            w->recs[w->n].period = period;
+            w->n++;
+        }
+        err = store_wal_put(&w->bufs[i], id, t, v);
+    }
+    for (i = 0; i < w->n; i++) {
+        w->recs[i].data = w->bufs[i].data;
+        w->recs[i].len = w->bufs[i].len;
+    }
+    return corrupt ? IOCD_ECORRUPT : err;
+}
+
+/* Samples taken out of the heads for sealing: per series, a run of its samples. */
+typedef struct seal_run {
+    uint64_t id;
+    int64_t period;
+    size_t off, n; /* into seal_set.s */
+} seal_run;
+
+typedef struct seal_set {
+    iocd_sample *s;
+    size_t n, cap;
+    seal_run *runs;
+    size_t n_runs, cap_runs;
+} seal_set;
+
+static void seal_set_fini(seal_set *ss)
+{
+    iocd_free(ss->s);
+    iocd_free(ss->runs);
+    memset(ss, 0, sizeof(*ss));
+}
+
+/* Moves every head sample before `before` into ss, as runs of one series and one period.
+ * Called with st->mu held. */
+static iocd_err take_sealable(store *st, int64_t before, seal_set *ss)
+{
+    size_t i, k, j;
+
+    for (i = 0; i < st->by_id_cap; i++) {
+        series *s = st->by_id[i];
+        if (s == NULL || s->n == 0 || s->s[0].t_ms >= before)
+            continue;
+        for (k = 0; k < s->n && s->s[k].t_ms < before; k++)
+            ;
+        if (ss->n + k > ss->cap) {
+            size_t cap = ss->cap != 0 ? ss->cap : 4096;
+            iocd_sample *g;
+            while (cap < ss->n + k)
+                cap *= 2;
+            g = iocd_realloc(ss->s, cap * sizeof(*g));
+            if (g == NULL)
+                return IOCD_ENOMEM;
+            ss->s = g;
+            ss->cap = cap;
+        }
+        memcpy(ss->s + ss->n, s->s, k * sizeof(*s->s));
+        for (j = 0; j < k;) {
+            int64_t period = period_of(st, s->s[j].t_ms);
+            size_t start = j;
+            seal_run *r;
+            while (j < k && period_of(st, s->s[j].t_ms) == period)
+                j++;
+            if (ss->n_runs == ss->cap_runs) {
+                size_t cap = ss->cap_runs != 0 ? ss->cap_runs * 2 : 1024;
+                seal_run *g = iocd_realloc(ss->runs, cap * sizeof(*g));
+                if (g == NULL)
+                    return IOCD_ENOMEM;
+                ss->runs = g;
+                ss->cap_runs = cap;
+            }
+            r = &ss->runs[ss->n_runs++];
+            r->id = s->id;
+            r->period = period;
+            r->off = ss->n + start;
+            r->n = j - start;
+        }
+        ss->n += k;
+        memmove(s->s, s->s + k, (s->n - k) * sizeof(*s->s));
+        s->n -= k;
+    }
+    return IOCD_OK;
+}
+
+/* Puts a failed seal's samples back into the heads. Called with st->mu held. */
+static void restore_sealable(store *st, const seal_set *ss)
+{
+    size_t i, j;
+
+    for (i = 0; i < ss->n_runs; i++) {
+        series *s = series_by_id(st, ss->runs[i].id);
+        for (j = 0; s != NULL && j < ss->runs[i].n; j++)
+            if (series_put(st, s, ss->s[ss->runs[i].off + j].t_ms,
+                           ss->s[ss->runs[i].off + j].v) != IOCD_OK)
+                log_error("store", "out of memory restoring samples after a failed seal", NULL);
+    }
+}
+
+static int run_cmp(const void *a, const void *b)
+{
+    const seal_run *x = a, *y = b;
+
+    if (x->period != y->period)
+        return x->period < y->period ? -1 : 1;
+    if (x->id != y->id)
+        return x->id < y->id ? -1 : 1;
+    return 0;
+}
+
+/* Encodes the runs as blocks of one period and one id group each. */
+static iocd_err build_blocks(const seal_set *ss, store_db_block **out, size_t *n_out,
+                             iocd_buf *space)
+{
+    store_db_block *blocks = NULL;
+    codec_series cs[64];
+    size_t i = 0, n = 0, *offs = NULL;
+    iocd_err err = IOCD_OK;
+
+    qsort(ss->runs, ss->n_runs, sizeof(*ss->runs), run_cmp);
+    blocks = iocd_calloc(ss->n_runs + 1, sizeof(*blocks));
+    offs = iocd_calloc(ss->n_runs + 1, sizeof(*offs));
+    if (blocks == NULL || offs == NULL)
+        err = IOCD_ENOMEM;
+    while (err == IOCD_OK && i < ss->n_runs) {
+        int64_t period = ss->runs[i].period;
+        uint64_t group = ss->runs[i].id >> 6;
+        size_t k = 0, before = space->len;
+        while (i < ss->n_runs && ss->runs[i].period == period && ss->runs[i].id >> 6 == group) {
+            cs[k++] = (codec_series){ ss->runs[i].id, ss->s + ss->runs[i].off, ss->runs[i].n };
+            i++;
+        }
+        err = codec_block_encode(cs, k, ZSTD_LEVEL, space);
+        blocks[n].period = period;
+        blocks[n].group = group;
+        blocks[n].len = space->len - before;
+        offs[n] = before;
+        n++;
+    }
+    /* Pointers only once the buffer has stopped growing. */
+    for (i = 0; err == IOCD_OK && i < n; i++)
+        blocks[i].data = space->data + offs[i];
+    iocd_free(offs);
+    if (err != IOCD_OK) {
+        iocd_free(blocks);
+        return err;
+    }
+    *out = blocks;
+    *n_out = n;
+    return IOCD_OK;
+}
+
+/* One group commit. seal_before != INT64_MIN also seals every head sample before it. */
+static void group_commit(store *st, pending *batch, int64_t seal_before)
+{
+    store_db_series *ser = NULL;
+    store_db_block *blocks = NULL;
+    uint64_t *ids = NULL;
+    size_t n_ids = 0, i, n_batches = 0, n_blocks = 0;
+    wal_split ws;
+    seal_set ss;
+    iocd_buf space;
+    pending *p, *next;
+    int64_t t0 = iocd_mono_ns(), drop_before = INT64_MIN;
+    iocd_err err = IOCD_OK;
+
+    memset(&ws, 0, sizeof(ws));
+    memset(&ss, 0, sizeof(ss));
+    iocd_buf_init(&space, 0);
     for (p = batch; p != NULL && err == IOCD_OK; p = p->next) {
-        err = iocd_buf_append(&wal, p->wal.data, p->wal.len);
+        err = wal_split_add(st, &ws, &p->wal);
         n_batches++;
     }
-    /* Take the series created since the last commit; their keys live as long as the store. */
+    /* Take the series created since the last commit (their keys live as long as the store)
+     * and, for a seal, the samples to seal. */
     pthread_mutex_lock(&st->mu);
     ids = st->unpersisted;
     n_ids = st->n_unpersisted;
@@ -377,11 +603,18 @@ static void group_commit(store *st, pending *batch)
         if (s != NULL)
             ser[i] = (store_db_series){ s->id, s->key, s->key_len };
     }
+    if (err == IOCD_OK && seal_before != INT64_MIN)
+        err = take_sealable(st, seal_before, &ss);
     pthread_mutex_unlock(&st->mu);
     if (n_ids > 0 && ser == NULL)
         err = IOCD_ENOMEM;
+    if (err == IOCD_OK && ss.n_runs > 0)
+        err = build_blocks(&ss, &blocks, &n_blocks, &space);
+    if (seal_before != INT64_MIN)
+        drop_before = period_of(st, iocd_now_ms() - st->lim.retention_ms);
     if (err == IOCD_OK)
-        err = store_db_commit(st->db, ser, n_ids, st->wal_seq + 1, wal.data, wal.len);
+        err = store_db_commit(st->db, ser, n_ids, st->wal_seq + 1, ws.recs, ws.n, blocks,
+                              n_blocks, seal_before, drop_before);
     if (err == IOCD_OK && st->cfg.sync_window_ms > 0 &&
         iocd_mono_ns() - st->last_sync_ns >= st->cfg.sync_window_ms * 1000000) {
         err = store_db_sync(st->db);
@@ -396,33 +629,54 @@ static void group_commit(store *st, pending *batch)
                 s->persisted = true;
         }
         iocd_free(ids);
-    } else if (ids != NULL) {
-        /* Keep them for the next commit, ahead of any created meanwhile (ids ascend). */
-        uint64_t *merged = iocd_realloc(ids, (n_ids + st->n_unpersisted) * sizeof(*ids));
-        if (merged != NULL) {
-            memcpy(merged + n_ids, st->unpersisted, st->n_unpersisted * sizeof(*ids));
-            iocd_free(st->unpersisted);
-            st->unpersisted = merged;
-            st->n_unpersisted += n_ids;
-            st->cap_unpersisted = st->n_unpersisted;
-        } else {
-            iocd_free(ids);
-            log_error("store", "out of memory keeping unpersisted series", NULL);
+        if (seal_before != INT64_MIN) {
+            if (seal_before > st->sealed_before)
+                st->sealed_before = seal_before;
+            st->n_late = 0;
+        }
+    } else {
+        restore_sealable(st, &ss);
+        if (ids != NULL) {
+            /* Keep them for the next commit, ahead of any created meanwhile (ids ascend). */
+            uint64_t *merged = iocd_realloc(ids, (n_ids + st->n_unpersisted) * sizeof(*ids));
+            if (merged != NULL) {
+                if (st->n_unpersisted > 0)
+                    memcpy(merged + n_ids, st->unpersisted, st->n_unpersisted * sizeof(*ids));
+                iocd_free(st->unpersisted);
+                st->unpersisted = merged;
+                st->n_unpersisted += n_ids;
+                st->cap_unpersisted = st->n_unpersisted;
+            } else {
+                iocd_free(ids);
+                log_error("store", "out of memory keeping unpersisted series", NULL);
+            }
         }
     }
     pthread_mutex_unlock(&st->mu);
     iocd_free(ser);
+    iocd_free(blocks);
     iocd_metric_observe(st->m_commit_seconds, (double)(iocd_mono_ns() - t0) / 1e9);
-    iocd_metric_observe(st->m_commit_batches, (double)n_batches);
+    if (n_batches > 0)
+        iocd_metric_observe(st->m_commit_batches, (double)n_batches);
     if (err == IOCD_OK) {
         iocd_metric_add(st->m_commits, 1);
-        iocd_metric_add(st->m_wal_bytes, (double)wal.len);
+        for (i = 0; i < ws.n; i++)
+            iocd_metric_add(st->m_wal_bytes, (double)ws.recs[i].len);
+        if (n_blocks > 0) {
+            iocd_metric_add(st->m_sealed_blocks, (double)n_blocks);
+            iocd_metric_add(st->m_sealed_samples, (double)ss.n);
+            iocd_metric_add(st->m_sealed_bytes, (double)space.len);
+            log_debug("store", "sealed", "before=%lld blocks=%zu samples=%zu bytes=%zu",
+                      (long long)seal_before, n_blocks, ss.n, space.len);
+        }
     } else {
         iocd_metric_add(st->m_commit_fail, 1);
         log_error("store", "group commit failed", "err=%s batches=%zu", iocd_strerror(err),
                   n_batches);
     }
-    iocd_buf_fini(&wal);
+    wal_split_fini(&ws);
+    seal_set_fini(&ss);
+    iocd_buf_fini(&space);
     for (p = batch; p != NULL; p = next) {
         next = p->next;
         p->res.err = err;
@@ -432,22 +686,47 @@ static void group_commit(store *st, pending *batch)
     }
 }
 
+/* What to seal now, or INT64_MIN: every period that ended a grace before the newest sample,
+ * and, every LATE_SEAL_NS, samples that arrived late for already sealed periods. */
+static int64_t seal_boundary(store *st)
+{
+    int64_t b;
+
+    if (st->watermark == INT64_MIN)
+        return INT64_MIN;
+    b = period_of(st, st->watermark - st->cfg.seal_grace_ms);
+    if (b > st->sealed_before)
+        return b;
+    if (st->n_late > 0 && iocd_mono_ns() - st->last_late_seal_ns >= LATE_SEAL_NS) {
+        st->last_late_seal_ns = iocd_mono_ns();
+        return st->sealed_before;
+    }
+    return INT64_MIN;
+}
+
 static void *writer_main(void *arg)
 {
     store *st = arg;
     pending *batch;
+    int64_t seal;
 
     pthread_mutex_lock(&st->mu);
     for (;;) {
-        while (st->queue == NULL && !st->closing)
-            pthread_cond_wait(&st->wake, &st->mu);
-        if (st->queue == NULL && st->closing)
-            break;
+        seal = seal_boundary(st);
+        if (st->queue == NULL && seal == INT64_MIN) {
+            struct timespec ts;
+            if (st->closing)
+                break;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1; /* late data is sealed even when nothing new arrives */
+            pthread_cond_timedwait(&st->wake, &st->mu, &ts);
+            continue;
+        }
         batch = st->queue;
         st->queue = NULL;
         st->queue_tail = &st->queue;
         pthread_mutex_unlock(&st->mu);
-        group_commit(st, batch);
+        group_commit(st, batch, seal);
         pthread_mutex_lock(&st->mu);
     }
     pthread_mutex_unlock(&st->mu);
@@ -466,7 +745,8 @@ static iocd_err load_series(void *ud, uint64_t id, const uint8_t *key, size_t le
     return series_add(st, id, store_hash(key, len), key, len, true, &s);
 }
 
-static iocd_err load_wal(void *ud, uint64_t seq, const uint8_t *rec, size_t len)
+static iocd_err load_wal(void *ud, int64_t period, uint64_t seq, const uint8_t *rec,
+                         size_t len)
 {
     store *st = ud;
     const uint8_t *p = rec, *end = rec + len;
@@ -484,10 +764,14 @@ static iocd_err load_wal(void *ud, uint64_t seq, const uint8_t *rec, size_t len)
         err = series_put(st, s, t, v);
         if (err != IOCD_OK)
             return err;
+        if (t > st->watermark)
+            st->watermark = t;
     }
     if (corrupt)
         return IOCD_ECORRUPT;
-    st->wal_seq = seq;
+    (void)period;
+    if (seq > st->wal_seq)
+        st->wal_seq = seq;
     return IOCD_OK;
 }
 
@@ -547,38 +831,135 @@ iocd_err store_series_labels(store *st, uint64_t id, store_label_fn fn, void *ud
     return err;
 }
 
+typedef struct read_ctx {
+    uint64_t id;
+    int64_t start_ms, end_ms;
+    iocd_sample *s;
+    size_t n, cap;
+    iocd_err err;
+} read_ctx;
+
+static iocd_err read_append(read_ctx *r, const iocd_sample *s, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        if (s[i].t_ms < r->start_ms || s[i].t_ms > r->end_ms)
+            continue;
+        if (r->n == r->cap) {
+            size_t cap = r->cap != 0 ? r->cap * 2 : 256;
+            iocd_sample *g = iocd_realloc(r->s, cap * sizeof(*g));
+            if (g == NULL)
+                return IOCD_ENOMEM;
+            r->s = g;
+            r->cap = cap;
+        }
+        r->s[r->n++] = s[i];
+    }
+    return IOCD_OK;
+}
+
+static iocd_err read_block(void *ud, int64_t period, const void *data, size_t len)
+{
+    read_ctx *r = ud;
+    iocd_sample *s = NULL;
+    size_t n = 0;
+    iocd_err err = codec_block_find(data, len, r->id, BLOCK_RAW_MAX, &s, &n);
+
+    (void)period;
+    if (err == IOCD_ENOTFOUND)
+        return IOCD_OK;
+    if (err == IOCD_OK)
+        err = read_append(r, s, n);
+    iocd_free(s);
+    return err;
+}
+
+/* Sorts by time keeping, for equal times, the sample written last (later in the list):
+ * blocks come in the order they were sealed, then the head. */
+static size_t sort_dedupe(iocd_sample *s, size_t n)
+{
+    size_t i, k = 0, w, lo, hi, mid;
+    iocd_sample *tmp;
+
+    for (i = 1; i < n && s[i - 1].t_ms < s[i].t_ms; i++)
+        ;
+    if (i >= n)
+        return n; /* already strictly ascending: the common case */
+    /* Insertion into the sorted prefix with binary search: stable, last write wins. */
+    tmp = s;
+    for (w = 1; w < n; w++) {
+        iocd_sample x = tmp[w];
+        lo = 0;
+        hi = w;
+        while (lo < hi) {
+            mid = (lo + hi) / 2;
+            if (tmp[mid].t_ms <= x.t_ms)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        memmove(tmp + lo + 1, tmp + lo, (w - lo) * sizeof(*tmp));
+        tmp[lo] = x;
+    }
+    for (i = 0; i < n; i++) {
+        if (k > 0 && s[k - 1].t_ms == s[i].t_ms)
+            s[k - 1] = s[i];
+        else
+            s[k++] = s[i];
+    }
+    return k;
+}
+
 iocd_err store_read(store *st, uint64_t id, int64_t start_ms, int64_t end_ms, iocd_sample **out,
                     size_t *n_out)
 {
-    iocd_sample *res = NULL;
-    size_t lo = 0, hi, n = 0;
+    read_ctx r;
+    iocd_sample *head = NULL;
+    size_t n_head = 0, lo = 0, hi;
     series *s;
     iocd_err err = IOCD_OK;
 
+    memset(&r, 0, sizeof(r));
+    r.id = id;
+    r.start_ms = start_ms;
+    r.end_ms = end_ms;
+    /* The head first, then the blocks: a seal in between can only show a sample twice
+     * (removed below), never lose it. */
     pthread_mutex_lock(&st->mu);
     s = series_by_id(st, id);
-    if (s == NULL) {
-        err = IOCD_ENOTFOUND;
-        goto out;
+    if (s != NULL) {
+        while (lo < s->n && s->s[lo].t_ms < start_ms)
+            lo++;
+        hi = lo;
+        while (hi < s->n && s->s[hi].t_ms <= end_ms)
+            hi++;
+        n_head = hi - lo;
+        head = iocd_malloc((n_head != 0 ? n_head : 1) * sizeof(*head));
+        if (head != NULL && n_head > 0)
+            memcpy(head, s->s + lo, n_head * sizeof(*head));
     }
-    while (lo < s->n && s->s[lo].t_ms < start_ms)
-        lo++;
-    hi = lo;
-    while (hi < s->n && s->s[hi].t_ms <= end_ms)
-        hi++;
-    n = hi - lo;
-    res = iocd_malloc((n != 0 ? n : 1) * sizeof(*res));
-    if (res == NULL) {
-        err = IOCD_ENOMEM;
-        goto out;
-    }
-    memcpy(res, s->s + lo, n * sizeof(*res));
-out:
     pthread_mutex_unlock(&st->mu);
-    if (err != IOCD_OK)
+    if (s == NULL)
+        return IOCD_ENOTFOUND;
+    if (head == NULL)
+        return IOCD_ENOMEM;
+    err = store_db_blocks(st->db, id >> 6, start_ms == INT64_MIN ? INT64_MIN : period_of(st, start_ms),
+                          end_ms, read_block, &r);
+    if (err == IOCD_OK)
+        err = read_append(&r, head, n_head);
+    iocd_free(head);
+    if (err != IOCD_OK) {
+        iocd_free(r.s);
         return err;
-    *out = res;
-    *n_out = n;
+    }
+    if (r.s == NULL) {
+        r.s = iocd_malloc(sizeof(*r.s));
+        if (r.s == NULL)
+            return IOCD_ENOMEM;
+    }
+    *out = r.s;
+    *n_out = sort_dedupe(r.s, r.n);
     return IOCD_OK;
 }
 
@@ -616,6 +997,12 @@ static void register_metrics(store *st)
         "iocd_group_commit_batches", "Ingest batches made durable by one group commit.",
         IOCD_METRIC_HISTOGRAM, NULL, batch_buckets, IOCD_ARRAY_LEN(batch_buckets));
     st->m_wal_bytes = iocd_counter("iocd_wal_bytes_total", "Bytes appended to the WAL.");
+    st->m_sealed_blocks = iocd_counter("iocd_sealed_blocks_total",
+                                       "Compressed blocks written (64 series, one period).");
+    st->m_sealed_samples = iocd_counter("iocd_sealed_samples_total",
+                                        "Samples moved from the heads into sealed blocks.");
+    st->m_sealed_bytes = iocd_counter("iocd_sealed_bytes_total",
+                                      "Compressed bytes of sealed blocks.");
     for (r = 1; r < STORE_REJECT_COUNT_; r++) {
         snprintf(labels, sizeof(labels), "reason=\"%s\"", store_reject_name((store_reject)r));
         st->m_rejected[r] = iocd_metric_get("iocd_store_rejected_samples_total",
@@ -637,6 +1024,12 @@ iocd_err store_open(const char *dir, const store_config *cfg, store **out, char 
     if (cfg != NULL)
         st->cfg = *cfg;
     limits_from(&st->cfg, &st->lim);
+    if (st->cfg.chunk_ms <= 0)
+        st->cfg.chunk_ms = DEFAULT_CHUNK_MS;
+    if (st->cfg.seal_grace_ms <= 0)
+        st->cfg.seal_grace_ms = DEFAULT_GRACE_MS;
+    st->watermark = INT64_MIN;
+    st->sealed_before = INT64_MIN;
     pthread_mutex_init(&st->mu, NULL);
     pthread_cond_init(&st->wake, NULL);
     st->queue_tail = &st->queue;
@@ -709,6 +1102,25 @@ void store_close(store *st)
     pthread_cond_destroy(&st->wake);
     iocd_free(st->dir);
     iocd_free(st);
+}
+
+iocd_err store_stats_get(store *st, store_stats *out)
+{
+    store_stats s;
+    size_t i;
+
+    memset(&s, 0, sizeof(s));
+    pthread_mutex_lock(&st->mu);
+    s.series = st->n_series;
+    for (i = 0; i < st->by_id_cap; i++)
+        if (st->by_id[i] != NULL)
+            s.head_samples += st->by_id[i]->n;
+    s.sealed_before = st->sealed_before;
+    pthread_mutex_unlock(&st->mu);
+    if (store_db_stats(st->db, &s.file_bytes, &s.blocks, &s.wal_records) != IOCD_OK)
+        return IOCD_EIO;
+    *out = s;
+    return IOCD_OK;
 }
 
 const char *store_dir(const store *st)

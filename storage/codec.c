@@ -1,0 +1,284 @@
+/* storage/codec.c - how sealed samples are laid out on disk; the only file that sees zstd.
+ * Following the measurements in the project's compression notes: sensor values are decimals
+ * rounded to a resolution, so each series' chunk picks the smallest exponent e (0..15) that
+ * makes its values integers m = v * 10^e, stores m as zigzag varint deltas, and timestamps as
+ * zigzag varint delta-of-deltas. Values that are not such decimals (NaN payloads, infinities,
+ * -0, 0.1+0.2) are escaped and stored as their 8 raw bytes, so every value round-trips
+ * bit-exact. The streams of up to 64 series (one id group) for one period form a block,
+ * compressed with zstd: similar series next to each other compress far better together.
+ *
+ * Stream: varint n, byte e, then per sample:
+ *   t: first zigzag(t), then zigzag(dt), then zigzag(dt - previous dt)
+ *   v: zigzag(delta m) << 1 for a decimal, or 1 followed by 8 raw bytes
+ * Block (before zstd): byte version, varint count, per series varint id-delta, varint bytes;
+ * then the streams. */
+#include "storage/storage_int.h"
+
+#include <math.h>
+#include <string.h>
+
+#include <zstd.h>
+
+#define BLOCK_VERSION 1
+#define E_MAX         15
+
+static const double pow10_tab[E_MAX + 1] = { 1e0, 1e1, 1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                             1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15 };
+
+static size_t put_varint(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+static bool get_varint(const uint8_t **p, const uint8_t *end, uint64_t *out)
+{
+    uint64_t v = 0;
+    int shift = 0;
+
+    while (*p < end && shift < 64) {
+        uint8_t b = *(*p)++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if ((b & 0x80) == 0) {
+            *out = v;
+            return true;
+        }
+        shift += 7;
+    }
+    return false;
+}
+
+static uint64_t zz(int64_t v)
+{
+    return ((uint64_t)v << 1) ^ ((uint64_t)0 - ((uint64_t)v >> 63));
+}
+
+static int64_t unzz(uint64_t v)
+{
+    return (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
+}
+
+/* Whether v is exactly m / 10^e with |m| < 2^53; writes m. */
+static bool decimal_at(double v, int e, int64_t *m)
+{
+    double scaled, back;
+    int64_t r;
+
+    if (!isfinite(v) || (v == 0 && signbit(v)))
+        return false;
+    scaled = v * pow10_tab[e];
+    if (!(fabs(scaled) < 9007199254740992.0))
+        return false;
+    r = (int64_t)llround(scaled);
+    back = (double)r / pow10_tab[e];
+    if (memcmp(&back, &v, sizeof(v)) != 0)
+        return false;
+    *m = r;
+    return true;
+}
+
+/* The exponent for a chunk: the largest of its values' smallest exponents, so every value
+ * that is a decimal at all is an integer at e; the others are escaped. */
+static int choose_e(const iocd_sample *s, size_t n)
+{
+    int e = 0, k;
+    size_t i;
+    int64_t m;
+
+    for (i = 0; i < n; i++) {
+        if (decimal_at(s[i].v, e, &m))
+            continue;
+        for (k = e + 1; k <= E_MAX; k++) {
+            if (decimal_at(s[i].v, k, &m)) {
+                e = k;
+                break;
+            }
+        }
+    }
+    return e;
+}
+
+iocd_err codec_stream_encode(const iocd_sample *s, size_t n, iocd_buf *out)
+{
+    uint8_t tmp[32];
+    int64_t prev_t = 0, prev_dt = 0, prev_m = 0, m;
+    size_t i, k;
+    int e = choose_e(s, n);
+    iocd_err err;
+
+    k = put_varint(tmp, n);
+    tmp[k++] = (uint8_t)e;
+    err = iocd_buf_append(out, tmp, k);
+    for (i = 0; i < n && err == IOCD_OK; i++) {
+        int64_t t = s[i].t_ms;
+        if (i == 0) {
+            k = put_varint(tmp, zz(t));
+        } else {
+            int64_t dt = (int64_t)((uint64_t)t - (uint64_t)prev_t);
+            k = put_varint(tmp, i == 1 ? zz(dt) : zz((int64_t)((uint64_t)dt - (uint64_t)prev_dt)));
+            prev_dt = dt;
+        }
+        prev_t = t;
+        if (decimal_at(s[i].v, e, &m)) {
+            k += put_varint(tmp + k, zz((int64_t)((uint64_t)m - (uint64_t)prev_m)) << 1);
+            prev_m = m;
+        } else {
+            tmp[k++] = 1;
+            memcpy(tmp + k, &s[i].v, 8);
+            k += 8;
+        }
+        err = iocd_buf_append(out, tmp, k);
+    }
+    return err;
+}
+
+iocd_err codec_stream_decode(const uint8_t *p, size_t len, iocd_sample **out, size_t *n_out)
+{
+    const uint8_t *end = p + len;
+    uint64_t n, u;
+    int64_t prev_t = 0, prev_dt = 0, m = 0;
+    iocd_sample *s;
+    size_t i;
+    int e;
+
+    if (!get_varint(&p, end, &n) || p >= end || n > len)
+        return IOCD_ECORRUPT; /* every sample takes at least one byte */
+    e = *p++;
+    if (e > E_MAX)
+        return IOCD_ECORRUPT;
+    s = iocd_malloc((n != 0 ? n : 1) * sizeof(*s));
+    if (s == NULL)
+        return IOCD_ENOMEM;
+    for (i = 0; i < n; i++) {
+        if (!get_varint(&p, end, &u))
+            goto corrupt;
+        if (i == 0) {
+            prev_t = unzz(u);
+        } else {
+            int64_t d = unzz(u);
+            prev_dt = i == 1 ? d : (int64_t)((uint64_t)prev_dt + (uint64_t)d);
+            prev_t = (int64_t)((uint64_t)prev_t + (uint64_t)prev_dt);
+        }
+        s[i].t_ms = prev_t;
+        if (!get_varint(&p, end, &u))
+            goto corrupt;
+        if (u & 1) {
+            if (u != 1 || end - p < 8)
+                goto corrupt;
+            memcpy(&s[i].v, p, 8);
+            p += 8;
+        } else {
+            m = (int64_t)((uint64_t)m + (uint64_t)unzz(u >> 1));
+            s[i].v = (double)m / pow10_tab[e];
+        }
+    }
+    *out = s;
+    *n_out = (size_t)n;
+    return IOCD_OK;
+corrupt:
+    iocd_free(s);
+    return IOCD_ECORRUPT;
+}
+
+/* ---- Blocks ---------------------------------------------------------------------------- */
+
+iocd_err codec_block_encode(const codec_series *series, size_t n, int level, iocd_buf *out)
+{
+    iocd_buf raw, streams;
+    uint8_t tmp[24];
+    uint64_t prev_id = 0;
+    size_t i, bound, zn;
+    iocd_err err = IOCD_OK;
+
+    iocd_buf_init(&raw, 0);
+    iocd_buf_init(&streams, 0);
+    tmp[0] = BLOCK_VERSION;
+    err = iocd_buf_append(&raw, tmp, 1 + put_varint(tmp + 1, n));
+    for (i = 0; i < n && err == IOCD_OK; i++) {
+        size_t before = streams.len, k;
+        err = codec_stream_encode(series[i].s, series[i].n, &streams);
+        if (err != IOCD_OK)
+            break;
+        k = put_varint(tmp, series[i].id - prev_id);
+        k += put_varint(tmp + k, streams.len - before);
+        prev_id = series[i].id;
+        err = iocd_buf_append(&raw, tmp, k);
+    }
+    if (err == IOCD_OK)
+        err = iocd_buf_append(&raw, streams.data, streams.len);
+    if (err == IOCD_OK) {
+        bound = ZSTD_compressBound(raw.len);
+        err = iocd_buf_reserve(out, bound);
+    }
+    if (err == IOCD_OK) {
+        zn = ZSTD_compress(out->data + out->len, bound, raw.data, raw.len, level);
+        if (ZSTD_isError(zn))
+            err = IOCD_EIO;
+        else
+            out->len += zn;
+    }
+    iocd_buf_fini(&raw);
+    iocd_buf_fini(&streams);
+    return err;
+}
+
+iocd_err codec_block_find(const void *data, size_t len, uint64_t id, size_t max_raw,
+                          iocd_sample **out, size_t *n_out)
+{
+    unsigned long long raw_len = ZSTD_getFrameContentSize(data, len);
+    const uint8_t *p, *end, *streams;
+    uint64_t count, prev_id = 0, off = 0, d, bytes;
+    uint8_t *raw;
+    size_t got, i;
+    iocd_err err = IOCD_ENOTFOUND;
+
+    if (raw_len == ZSTD_CONTENTSIZE_ERROR || raw_len == ZSTD_CONTENTSIZE_UNKNOWN ||
+        raw_len > max_raw || raw_len == 0)
+        return IOCD_ECORRUPT;
+    raw = iocd_malloc((size_t)raw_len);
+    if (raw == NULL)
+        return IOCD_ENOMEM;
+    got = ZSTD_decompress(raw, (size_t)raw_len, data, len);
+    if (ZSTD_isError(got) || got != raw_len || raw[0] != BLOCK_VERSION) {
+        iocd_free(raw);
+        return IOCD_ECORRUPT;
+    }
+    p = raw + 1;
+    end = raw + got;
+    if (!get_varint(&p, end, &count) || count > got) {
+        iocd_free(raw);
+        return IOCD_ECORRUPT;
+    }
+    /* The header ends where the streams begin: walk it once to find that point. */
+    {
+        const uint8_t *h = p;
+        for (i = 0; i < count; i++)
+            if (!get_varint(&h, end, &d) || !get_varint(&h, end, &bytes)) {
+                iocd_free(raw);
+                return IOCD_ECORRUPT;
+            }
+        streams = h;
+    }
+    for (i = 0; i < count; i++) {
+        get_varint(&p, end, &d);
+        get_varint(&p, end, &bytes);
+        prev_id += d;
+        if (bytes > (uint64_t)(end - streams) || off > (uint64_t)(end - streams) - bytes) {
+            err = IOCD_ECORRUPT;
+            break;
+        }
+        if (prev_id == id) {
+            err = codec_stream_decode(streams + off, (size_t)bytes, out, n_out);
+            break;
+        }
+        off += bytes;
+    }
+    iocd_free(raw);
+    return err;
+}
