@@ -217,10 +217,9 @@ static iocd_err put_posting(void *ud, const char *name, size_t name_len, const c
     return c->rc == 0 ? IOCD_OK : IOCD_EIO;
 }
 
-iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_series,
-                         uint64_t seq, const store_db_wal *wal, size_t n_wal,
-                         const store_db_block *blocks, size_t n_blocks, int64_t wal_before,
-                         int64_t drop_before)
+iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_series, uint64_t seq,
+                         const store_db_wal *wal, size_t n_wal, const store_db_block *blocks,
+                         size_t n_blocks, int64_t wal_before, int64_t drop_before)
 {
     MDB_txn *txn = NULL;
     MDB_cursor *cur = NULL;
@@ -280,8 +279,9 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
                 r2 = mdb_cursor_get(cur, &fk, &fv, MDB_LAST);
             if (r2 == 0 && fk.mv_size == 20 && memcmp(fk.mv_data, key, 16) == 0) {
                 const uint8_t *q = fk.mv_data;
-                next = ((uint32_t)q[16] << 24 | (uint32_t)q[17] << 16 | (uint32_t)q[18] << 8 |
-                        q[19]) + 1;
+                next =
+                    ((uint32_t)q[16] << 24 | (uint32_t)q[17] << 16 | (uint32_t)q[18] << 8 | q[19]) +
+                    1;
             }
         }
         key[16] = (uint8_t)(next >> 24);
@@ -304,8 +304,8 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
         if (before == INT64_MIN)
             continue;
         rc = mdb_cursor_open(txn, dbi, &cur);
-        while (rc == 0 && (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0 &&
-               k.mv_size >= 8 && get_be_time(k.mv_data) < before)
+        while (rc == 0 && (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0 && k.mv_size >= 8 &&
+               get_be_time(k.mv_data) < before)
             rc = mdb_cursor_del(cur, 0);
         if (rc == MDB_NOTFOUND)
             rc = 0;

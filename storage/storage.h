@@ -100,11 +100,11 @@ iocd_err store_read(store *st, uint64_t id, int64_t start_ms, int64_t end_ms, io
 /* Counters of the store, for /metrics and tests. */
 typedef struct store_stats {
     uint64_t series;
-    uint64_t head_samples;   /* samples in memory, not yet sealed */
-    int64_t sealed_before;   /* every period before this is sealed (INT64_MIN: none) */
-    uint64_t blocks;         /* sealed blocks on disk */
+    uint64_t head_samples; /* samples in memory, not yet sealed */
+    int64_t sealed_before; /* every period before this is sealed (INT64_MIN: none) */
+    uint64_t blocks;       /* sealed blocks on disk */
     uint64_t wal_records;
-    uint64_t file_bytes;     /* pages of the data file in use */
+    uint64_t file_bytes; /* pages of the data file in use */
 } store_stats;
 iocd_err store_stats_get(store *st, store_stats *out);
 

@@ -121,10 +121,9 @@ typedef struct store_db_block {
  * stored (each after any block already under its period and group) and every WAL record of
  * a period before wal_before is deleted; blocks of periods before drop_before are deleted
  * (retention). Errors: IOCD_ENOSPC, IOCD_EIO. */
-iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_series,
-                         uint64_t seq, const store_db_wal *wal, size_t n_wal,
-                         const store_db_block *blocks, size_t n_blocks, int64_t wal_before,
-                         int64_t drop_before);
+iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_series, uint64_t seq,
+                         const store_db_wal *wal, size_t n_wal, const store_db_block *blocks,
+                         size_t n_blocks, int64_t wal_before, int64_t drop_before);
 
 /* Calls fn for every block of id group `group` with a period in [from, to], ascending by
  * period then sequence. */

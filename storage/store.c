@@ -14,6 +14,9 @@
 #include "storage/storage_int.h"
 
 #include <errno.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -509,8 +512,8 @@ static void restore_sealable(store *st, const seal_set *ss)
     for (i = 0; i < ss->n_runs; i++) {
         series *s = series_by_id(st, ss->runs[i].id);
         for (j = 0; s != NULL && j < ss->runs[i].n; j++)
-            if (series_put(st, s, ss->s[ss->runs[i].off + j].t_ms,
-                           ss->s[ss->runs[i].off + j].v) != IOCD_OK)
+            if (series_put(st, s, ss->s[ss->runs[i].off + j].t_ms, ss->s[ss->runs[i].off + j].v) !=
+                IOCD_OK)
                 log_error("store", "out of memory restoring samples after a failed seal", NULL);
     }
 }
@@ -613,8 +616,8 @@ static void group_commit(store *st, pending *batch, int64_t seal_before)
     if (seal_before != INT64_MIN)
         drop_before = period_of(st, iocd_now_ms() - st->lim.retention_ms);
     if (err == IOCD_OK)
-        err = store_db_commit(st->db, ser, n_ids, st->wal_seq + 1, ws.recs, ws.n, blocks,
-                              n_blocks, seal_before, drop_before);
+        err = store_db_commit(st->db, ser, n_ids, st->wal_seq + 1, ws.recs, ws.n, blocks, n_blocks,
+                              seal_before, drop_before);
     if (err == IOCD_OK && st->cfg.sync_window_ms > 0 &&
         iocd_mono_ns() - st->last_sync_ns >= st->cfg.sync_window_ms * 1000000) {
         err = store_db_sync(st->db);
@@ -709,10 +712,17 @@ static void *writer_main(void *arg)
     store *st = arg;
     pending *batch;
     int64_t seal;
+    bool final_seal_done = false;
 
     pthread_mutex_lock(&st->mu);
     for (;;) {
         seal = seal_boundary(st);
+        if (st->closing && st->queue == NULL && !final_seal_done) {
+            /* A graceful stop seals every head sample, so the data dir is compact at rest;
+             * a later sample for the same period lands in a patch block. */
+            final_seal_done = true;
+            seal = INT64_MAX;
+        }
         if (st->queue == NULL && seal == INT64_MIN) {
             struct timespec ts;
             if (st->closing)
@@ -745,8 +755,7 @@ static iocd_err load_series(void *ud, uint64_t id, const uint8_t *key, size_t le
     return series_add(st, id, store_hash(key, len), key, len, true, &s);
 }
 
-static iocd_err load_wal(void *ud, int64_t period, uint64_t seq, const uint8_t *rec,
-                         size_t len)
+static iocd_err load_wal(void *ud, int64_t period, uint64_t seq, const uint8_t *rec, size_t len)
 {
     store *st = ud;
     const uint8_t *p = rec, *end = rec + len;
@@ -944,8 +953,9 @@ iocd_err store_read(store *st, uint64_t id, int64_t start_ms, int64_t end_ms, io
         return IOCD_ENOTFOUND;
     if (head == NULL)
         return IOCD_ENOMEM;
-    err = store_db_blocks(st->db, id >> 6, start_ms == INT64_MIN ? INT64_MIN : period_of(st, start_ms),
-                          end_ms, read_block, &r);
+    err = store_db_blocks(st->db, id >> 6,
+                          start_ms == INT64_MIN ? INT64_MIN : period_of(st, start_ms), end_ms,
+                          read_block, &r);
     if (err == IOCD_OK)
         err = read_append(&r, head, n_head);
     iocd_free(head);
@@ -976,14 +986,47 @@ static void limits_from(const store_config *cfg, store_limits *lim)
     lim->new_series_per_min = cfg->new_series_per_min > 0 ? cfg->new_series_per_min : 1000000;
 }
 
+/* Scrape-time gauges read the store through this pointer; store_close clears it. */
+static store *_Atomic metrics_store;
+
+static double stat_value(void *ud)
+{
+    store *st = atomic_load(&metrics_store);
+    store_stats s;
+
+    if (st == NULL || store_stats_get(st, &s) != IOCD_OK)
+        return NAN;
+    switch ((int)(intptr_t)ud) {
+    case 0:
+        return (double)s.head_samples;
+    case 1:
+        return (double)s.blocks;
+    case 2:
+        return (double)s.wal_records;
+    default:
+        return (double)s.file_bytes;
+    }
+}
+
 static void register_metrics(store *st)
 {
+    static const char *const gauges[][2] = {
+        { "iocd_head_samples", "Samples in memory, not yet sealed into blocks." },
+        { "iocd_blocks", "Sealed blocks in the data file." },
+        { "iocd_wal_records", "Write-ahead-log records not yet sealed." },
+        { "iocd_data_file_bytes", "Bytes of the data file in use (LMDB pages)." },
+    };
+    size_t g;
+
     static const double commit_buckets[] = { 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
                                              0.01,   0.025,   0.05,   0.1,   0.25,   1 };
     static const double batch_buckets[] = { 1, 2, 4, 8, 16, 32, 64, 128 };
     char labels[64];
     int r;
 
+    for (g = 0; g < IOCD_ARRAY_LEN(gauges); g++)
+        iocd_metric_gauge_fn(gauges[g][0], gauges[g][1], IOCD_METRIC_GAUGE, stat_value,
+                             (void *)(intptr_t)g);
     st->m_series = iocd_gauge("iocd_series_active", "Series known to the store.");
     st->m_samples_head =
         iocd_counter("iocd_samples_appended_total", "Samples accepted into the store.");
@@ -1001,8 +1044,8 @@ static void register_metrics(store *st)
                                        "Compressed blocks written (64 series, one period).");
     st->m_sealed_samples = iocd_counter("iocd_sealed_samples_total",
                                         "Samples moved from the heads into sealed blocks.");
-    st->m_sealed_bytes = iocd_counter("iocd_sealed_bytes_total",
-                                      "Compressed bytes of sealed blocks.");
+    st->m_sealed_bytes =
+        iocd_counter("iocd_sealed_bytes_total", "Compressed bytes of sealed blocks.");
     for (r = 1; r < STORE_REJECT_COUNT_; r++) {
         snprintf(labels, sizeof(labels), "reason=\"%s\"", store_reject_name((store_reject)r));
         st->m_rejected[r] = iocd_metric_get("iocd_store_rejected_samples_total",
@@ -1058,6 +1101,7 @@ iocd_err store_open(const char *dir, const store_config *cfg, store **out, char 
         goto out;
     }
     st->writer_started = true;
+    atomic_store(&metrics_store, st);
     log_info("store", "store open", "dir=%s series=%zu wal_records=%llu ms=%.1f", dir, st->n_series,
              (unsigned long long)st->wal_seq, (double)(iocd_mono_ns() - t0) / 1e6);
     *out = st;
@@ -1073,6 +1117,8 @@ void store_close(store *st)
 
     if (st == NULL)
         return;
+    if (atomic_load(&metrics_store) == st)
+        atomic_store(&metrics_store, NULL);
     if (st->writer_started) {
         pthread_mutex_lock(&st->mu);
         st->closing = true;

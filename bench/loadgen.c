@@ -1,0 +1,444 @@
+/* bench/loadgen.c - replays realistic IOC telemetry at full speed (or a set rate) into iocd,
+ * or any InfluxDB-line-protocol server, and prints what it measured.
+ * The whole workload is generated first (time-major: every device at t0, then t1, ...), so
+ * the replay measures the server, not the generator. A city's devices: cameras (fps,
+ * bitrate_kbps, online), street lights (on, power_w, lux), traffic counters (vehicles,
+ * avg_speed_kmh, occupancy_pct), water stations (pressure_bar, flow_m3h, level_m, pump_on);
+ * values follow a daily shape in Asia/Ho_Chi_Minh time, with noise, rounded to what the
+ * sensors send. One line per device and interval; a series is one field of one device.
+ *
+ *   loadgen [--url http://127.0.0.1:9470] [--mode http|tcp] [--series 10000] [--points 360]
+ *           [--interval-ms 10000] [--conns 4] [--batch 5000] [--rate SAMPLES_PER_S]
+ *           [--start-ms T] [--seed 1] [--token T] [--dry-run] */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define WARDS 32
+
+static const char *const ward_slugs[WARDS] = {
+    "phan_dinh_phung", "hoang_van_thu", "trung_vuong", "quang_trung", "gia_sang",   "tuc_duyen",
+    "dong_quang",      "quang_vinh",    "tan_thinh",   "thinh_dan",   "tan_lap",    "phu_xa",
+    "trung_thanh",     "tan_thanh",     "cam_gia",     "huong_son",   "tich_luong", "tan_long",
+    "quan_trieu",      "dong_bam",      "chua_hang",   "phuc_ha",     "phuc_xuan",  "phuc_triu",
+    "thinh_duc",       "tan_cuong",     "quyet_thang", "phuc_tri",    "son_cam",    "cao_ngan",
+    "linh_son",        "huong_thuong",
+};
+
+typedef enum kind { CAMERA, LIGHT, TRAFFIC, WATER } kind;
+
+static const struct {
+    const char *measurement, *domain, *prefix;
+    int fields;
+} kinds[] = {
+    { "camera", "cameras", "cam", 3 },
+    { "lighting", "lighting", "lamp", 3 },
+    { "traffic", "traffic", "tc", 3 },
+    { "water", "water", "ws", 4 },
+};
+
+static uint64_t hash64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
+
+/* Uniform noise in [-1, 1), deterministic per (seed, device, t, field). */
+static double noise(uint64_t seed, uint64_t dev, int64_t t, int field)
+{
+    uint64_t h = hash64(seed * 0x9E3779B97F4A7C15ULL ^ dev * 0x632BE59BD9B4E019ULL ^
+                        (uint64_t)t * 0x94D049BB133111EBULL ^ (uint64_t)field);
+    return (double)(h >> 11) / (double)(1ULL << 52) - 1.0;
+}
+
+/* Local hour of day in Asia/Ho_Chi_Minh (UTC+7, no DST). */
+static double local_hour(int64_t t_ms)
+{
+    int64_t s = t_ms / 1000 + 7 * 3600;
+
+    return (double)(((s % 86400) + 86400) % 86400) / 3600.0;
+}
+
+static int line_for(char *out, size_t cap, kind k, uint64_t dev, int ward, int64_t t, uint64_t seed)
+{
+    double h = local_hour(t), n0 = noise(seed, dev, t, 0), n1 = noise(seed, dev, t, 1),
+           n2 = noise(seed, dev, t, 2);
+    bool night = h >= 17.9 || h < 5.75;
+    double rush = exp(-pow((h - 8.0) / 1.0, 2)) + exp(-pow((h - 17.5) / 1.2, 2));
+    int len = snprintf(out, cap, "%s,ward=%s,domain=%s,device=%s-%05llu ", kinds[k].measurement,
+                       ward_slugs[ward], kinds[k].domain, kinds[k].prefix, (unsigned long long)dev);
+
+    switch (k) {
+    case CAMERA: {
+        bool online = (hash64(dev ^ (uint64_t)(t / 600000)) % 500) != 0;
+        len += snprintf(out + len, cap - (size_t)len, "fps=%di,bitrate_kbps=%di,online=%di",
+                        online ? 25 : 0, online ? 2048 + (int)(n0 * 300) : 0, online ? 1 : 0);
+        break;
+    }
+    case LIGHT: {
+        double power = night ? 120.0 + n0 * 6.0 : 0.0;
+        double lux = night ? 15.0 + n1 * 2.0 : 8000.0 * sin(M_PI * (h - 6.0) / 12.0) + n1 * 40.0;
+        if (lux < 0)
+            lux = 0;
+        len += snprintf(out + len, cap - (size_t)len, "on=%di,power_w=%.1f,lux=%.1f", night ? 1 : 0,
+                        power, lux);
+        break;
+    }
+    case TRAFFIC: {
+        double vehicles = 12.0 + 60.0 * rush + 6.0 * n0;
+        double speed = 45.0 - 25.0 * rush + 3.0 * n1;
+        len += snprintf(out + len, cap - (size_t)len,
+                        "vehicles=%di,avg_speed_kmh=%.1f,occupancy_pct=%.1f",
+                        vehicles < 0 ? 0 : (int)vehicles, speed, 8.0 + 55.0 * rush + 2.0 * n2);
+        break;
+    }
+    case WATER: {
+        double demand =
+            0.5 + 0.3 * exp(-pow((h - 6.5) / 1.5, 2)) + 0.35 * exp(-pow((h - 19.0) / 2.0, 2));
+        len += snprintf(out + len, cap - (size_t)len,
+                        "pressure_bar=%.3f,flow_m3h=%.1f,level_m=%.2f,pump_on=%di",
+                        2.6 - 0.6 * demand + 0.01 * n0, 80.0 + 120.0 * demand + 2.0 * n1,
+                        4.0 - 1.5 * demand + 0.01 * n2, demand > 0.6 ? 1 : 0);
+        break;
+    }
+    }
+    len += snprintf(out + len, cap - (size_t)len, " %lld\n", (long long)t);
+    return len;
+}
+
+/* ---- The workload ------------------------------------------------------------------------ */
+
+typedef struct batch {
+    char *data;
+    size_t len;
+    uint64_t samples, lines;
+} batch;
+
+typedef struct work {
+    batch *batches;
+    size_t n;
+    uint64_t samples, lines, bytes;
+} work;
+
+static kind kind_of(uint64_t dev)
+{
+    uint64_t r = hash64(dev * 7919) % 100;
+
+    return r < 40 ? LIGHT : r < 65 ? CAMERA : r < 85 ? TRAFFIC : WATER;
+}
+
+static void generate(work *w, uint64_t series, int points, int64_t interval, int64_t start,
+                     size_t per_batch, uint64_t seed)
+{
+    uint64_t devices = 0, fields = 0, d;
+    size_t cap = 0, in_batch = 0;
+    batch *cur = NULL;
+    char line[512];
+    int p;
+
+    while (fields < series)
+        fields += (uint64_t)kinds[kind_of(devices++)].fields;
+    memset(w, 0, sizeof(*w));
+    for (p = 0; p < points; p++) {
+        int64_t t = start + (int64_t)p * interval;
+        for (d = 0; d < devices; d++) {
+            kind k = kind_of(d);
+            int len = line_for(line, sizeof(line), k, d, (int)(hash64(d) % WARDS), t, seed);
+            if (cur == NULL || in_batch == per_batch) {
+                if (w->n == cap) {
+                    cap = cap != 0 ? cap * 2 : 1024;
+                    w->batches = realloc(w->batches, cap * sizeof(*w->batches));
+                }
+                cur = &w->batches[w->n++];
+                memset(cur, 0, sizeof(*cur));
+                cur->data = malloc(per_batch * 160 + 512);
+                in_batch = 0;
+            }
+            memcpy(cur->data + cur->len, line, (size_t)len);
+            cur->len += (size_t)len;
+            cur->samples += (uint64_t)kinds[k].fields;
+            cur->lines++;
+            in_batch++;
+            w->samples += (uint64_t)kinds[k].fields;
+            w->lines++;
+            w->bytes += (uint64_t)len;
+        }
+    }
+}
+
+/* ---- Replay ------------------------------------------------------------------------------ */
+
+typedef struct shared {
+    work *w;
+    const char *host;
+    int port;
+    bool tcp;
+    const char *token;
+    double rate; /* samples/s in total; 0 = as fast as possible */
+    int conns;
+    atomic_size_t next;
+    atomic_uint_fast64_t errors, requests;
+    double *lat_ms; /* per batch */
+    char first_error[512];
+    pthread_mutex_t mu;
+} shared;
+
+static double now_s(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int connect_to(const char *host, int port)
+{
+    struct sockaddr_in sa;
+    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    inet_pton(AF_INET, host, &sa.sin_addr);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        perror("loadgen: connect");
+        exit(1);
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    return fd;
+}
+
+static bool send_all(int fd, const char *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n <= 0)
+            return false;
+        p += n;
+        len -= (size_t)n;
+    }
+    return true;
+}
+
+/* Reads one HTTP response; returns its status (0 on a broken connection). */
+static int read_response(int fd, char *buf, size_t cap, char *body_out, size_t body_cap)
+{
+    size_t have = 0, need;
+    char *hdr_end, *cl;
+    long clen = 0;
+    int status;
+
+    for (;;) {
+        ssize_t n = recv(fd, buf + have, cap - 1 - have, 0);
+        if (n <= 0)
+            return 0;
+        have += (size_t)n;
+        buf[have] = '\0';
+        hdr_end = strstr(buf, "\r\n\r\n");
+        if (hdr_end != NULL)
+            break;
+        if (have == cap - 1)
+            return 0;
+    }
+    status = atoi(buf + 9);
+    cl = strcasestr(buf, "Content-Length:");
+    if (cl != NULL && cl < hdr_end)
+        clen = atol(cl + 15);
+    need = (size_t)(hdr_end + 4 - buf) + (size_t)clen;
+    while (have < need && have < cap - 1) {
+        ssize_t n = recv(fd, buf + have, cap - 1 - have, 0);
+        if (n <= 0)
+            return 0;
+        have += (size_t)n;
+    }
+    buf[have] = '\0';
+    snprintf(body_out, body_cap, "%s", hdr_end + 4);
+    return status;
+}
+
+static void *replay(void *arg)
+{
+    shared *sh = arg;
+    char head[512], resp[65536], body[512];
+    int fd = connect_to(sh->host, sh->port);
+    double t_next = now_s();
+    size_t i;
+
+    while ((i = atomic_fetch_add(&sh->next, 1)) < sh->w->n) {
+        batch *b = &sh->w->batches[i];
+        double t0;
+        int status = 204;
+        if (sh->rate > 0) {
+            double wait = t_next - now_s();
+            if (wait > 0)
+                nanosleep(&(struct timespec){ (time_t)wait, (long)((wait - floor(wait)) * 1e9) },
+                          NULL);
+            t_next += (double)b->samples / (sh->rate / sh->conns);
+        }
+        t0 = now_s();
+        if (sh->tcp) {
+            if (!send_all(fd, b->data, b->len))
+                status = 0;
+        } else {
+            int hl = snprintf(head, sizeof(head),
+                              "POST /write?precision=ms HTTP/1.1\r\nHost: %s\r\n"
+                              "Content-Type: text/plain\r\nContent-Length: %zu\r\n%s%s%s\r\n",
+                              sh->host, b->len, sh->token ? "Authorization: Bearer " : "",
+                              sh->token ? sh->token : "", sh->token ? "\r\n" : "");
+            if (!send_all(fd, head, (size_t)hl) || !send_all(fd, b->data, b->len))
+                status = 0;
+            else
+                status = read_response(fd, resp, sizeof(resp), body, sizeof(body));
+        }
+        sh->lat_ms[i] = (now_s() - t0) * 1000.0;
+        atomic_fetch_add(&sh->requests, 1);
+        if (status != 204) {
+            atomic_fetch_add(&sh->errors, 1);
+            pthread_mutex_lock(&sh->mu);
+            if (sh->first_error[0] == '\0')
+                snprintf(sh->first_error, sizeof(sh->first_error), "status %d: %.400s", status,
+                         body);
+            pthread_mutex_unlock(&sh->mu);
+            if (status == 0) {
+                close(fd);
+                fd = connect_to(sh->host, sh->port);
+            }
+        }
+    }
+    close(fd);
+    return NULL;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+static double pct(const double *sorted, size_t n, double p)
+{
+    size_t i = (size_t)ceil(p / 100.0 * (double)n);
+
+    return n == 0 ? 0 : sorted[i == 0 ? 0 : i - 1];
+}
+
+int main(int argc, char **argv)
+{
+    const char *url = "http://127.0.0.1:9470", *mode = "http", *token = NULL;
+    uint64_t series = 10000, seed = 1;
+    int points = 360, conns = 4, i;
+    int64_t interval = 10000, start = 0;
+    size_t per_batch = 5000;
+    double rate = 0, t0, t1, gen_s, elapsed;
+    bool dry = false;
+    char host[64] = "127.0.0.1";
+    int port = 9470;
+    pthread_t *th;
+    shared sh;
+    work w;
+
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
+        if (strcmp(a, "--dry-run") == 0) {
+            dry = true;
+            continue;
+        }
+        if (strcmp(a, "--url") == 0)
+            url = v;
+        else if (strcmp(a, "--mode") == 0)
+            mode = v;
+        else if (strcmp(a, "--series") == 0)
+            series = strtoull(v, NULL, 10);
+        else if (strcmp(a, "--points") == 0)
+            points = atoi(v);
+        else if (strcmp(a, "--interval-ms") == 0)
+            interval = atoll(v);
+        else if (strcmp(a, "--conns") == 0)
+            conns = atoi(v);
+        else if (strcmp(a, "--batch") == 0)
+            per_batch = (size_t)atol(v);
+        else if (strcmp(a, "--rate") == 0)
+            rate = atof(v);
+        else if (strcmp(a, "--start-ms") == 0)
+            start = atoll(v);
+        else if (strcmp(a, "--seed") == 0)
+            seed = strtoull(v, NULL, 10);
+        else if (strcmp(a, "--token") == 0)
+            token = v;
+        else {
+            fprintf(stderr,
+                    "loadgen: unknown flag %s (see the comment at the top of "
+                    "bench/loadgen.c)\n",
+                    a);
+            return 2;
+        }
+        i++;
+    }
+    if (sscanf(url, "http://%63[^:]:%d", host, &port) < 1) {
+        fprintf(stderr, "loadgen: --url must be http://HOST:PORT\n");
+        return 2;
+    }
+    if (strcmp(mode, "tcp") == 0 && strstr(url, ":9470") != NULL)
+        port = 8094;
+    if (start == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        start = ((int64_t)ts.tv_sec * 1000 - (int64_t)points * interval) / interval * interval;
+    }
+    t0 = now_s();
+    generate(&w, series, points, interval, start, per_batch, seed);
+    gen_s = now_s() - t0;
+    printf("generated_samples %llu\ngenerated_lines %llu\ngenerated_bytes %llu\n"
+           "generate_seconds %.3f\ngenerate_samples_per_s %.0f\nbatches %zu\n",
+           (unsigned long long)w.samples, (unsigned long long)w.lines, (unsigned long long)w.bytes,
+           gen_s, (double)w.samples / gen_s, w.n);
+    if (dry)
+        return 0;
+    memset(&sh, 0, sizeof(sh));
+    sh.w = &w;
+    sh.host = host;
+    sh.port = port;
+    sh.tcp = strcmp(mode, "tcp") == 0;
+    sh.token = token;
+    sh.rate = rate;
+    sh.conns = conns;
+    sh.lat_ms = calloc(w.n, sizeof(double));
+    pthread_mutex_init(&sh.mu, NULL);
+    th = calloc((size_t)conns, sizeof(*th));
+    t0 = now_s();
+    for (i = 0; i < conns; i++)
+        pthread_create(&th[i], NULL, replay, &sh);
+    for (i = 0; i < conns; i++)
+        pthread_join(th[i], NULL);
+    t1 = now_s();
+    elapsed = t1 - t0;
+    qsort(sh.lat_ms, w.n, sizeof(double), cmp_double);
+    printf("mode %s\nconns %d\nbatch_lines %zu\nelapsed_seconds %.3f\nsamples_per_s %.0f\n"
+           "requests %llu\nerrors %llu\nlatency_p50_ms %.2f\nlatency_p90_ms %.2f\n"
+           "latency_p99_ms %.2f\nlatency_max_ms %.2f\n",
+           mode, conns, per_batch, elapsed, (double)w.samples / elapsed,
+           (unsigned long long)atomic_load(&sh.requests),
+           (unsigned long long)atomic_load(&sh.errors), pct(sh.lat_ms, w.n, 50),
+           pct(sh.lat_ms, w.n, 90), pct(sh.lat_ms, w.n, 99), pct(sh.lat_ms, w.n, 100));
+    if (sh.first_error[0] != '\0')
+        printf("first_error %s\n", sh.first_error);
+    return atomic_load(&sh.errors) == 0 ? 0 : 1;
+}
