@@ -410,5 +410,23 @@ def test_backup_and_check_while_running():
         check("no iocd data file" in err, err)
 
 
+def test_kafka_mock_cluster_speaks_the_real_protocol():
+    import shutil
+    import subprocess
+    with Daemon("--kafka-brokers", "mock") as d:
+        d.start()
+        line = d.find_log(r'msg="mock kafka cluster started" bootstrap=')
+        check(line is not None, d.log_text())
+        bootstrap = parse_logfmt(line)["bootstrap"]
+        check(bootstrap.startswith("127.0.0.1:"), bootstrap)
+        kcat = shutil.which("kcat") or shutil.which("kafkacat")
+        check(kcat is not None, "kcat is installed by make deps")
+        out = subprocess.run([kcat, "-L", "-b", bootstrap, "-m", "10"], capture_output=True,
+                             timeout=30)
+        eq(out.returncode, 0, "kcat -L against the mock: " + out.stderr.decode())
+        check(b"3 brokers" in out.stdout, out.stdout.decode())
+        eq(d.stop(), 0, "exit code")
+
+
 if __name__ == "__main__":
     run(globals())
