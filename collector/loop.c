@@ -398,6 +398,9 @@ iocd_err col_loop_new(const col_config *cfg, col_loop **out, char *errbuf, size_
         "iocd_ingest_rejected_total", "Lines or samples rejected, by protocol and reason.",
         IOCD_METRIC_COUNTER, "proto=\"influx_tcp\",reason=\"line_too_long\"", NULL, 0);
     signal(SIGPIPE, SIG_IGN);
+    /* A file-size limit (RLIMIT_FSIZE) must fail the write with EFBIG, which the store
+     * reports as "no space" and survives, not kill the daemon. */
+    signal(SIGXFSZ, SIG_IGN);
     err = add_event(l, &l->wake_ev, l->wake_rd, EV_READ | EV_PERSIST, on_wake);
     if (err == IOCD_OK) {
         l->sig_term = evsignal_new(l->base, SIGTERM, on_signal, l);

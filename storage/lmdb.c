@@ -11,7 +11,9 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <lmdb.h>
@@ -217,6 +219,23 @@ static iocd_err put_posting(void *ud, const char *name, size_t name_len, const c
     return c->rc == 0 ? IOCD_OK : IOCD_EIO;
 }
 
+/* LMDB reports a short write as EIO; tell a full disk (or a file-size limit) from a failing
+ * one, since only the first is expected to heal by itself. */
+static bool out_of_space(store_db *db)
+{
+    const char *path = NULL;
+    struct statvfs vfs;
+    struct rlimit rl;
+    struct stat st;
+
+    if (mdb_env_get_path(db->env, &path) != 0 || path == NULL)
+        return false;
+    if (statvfs(path, &vfs) == 0 && (uint64_t)vfs.f_bavail * vfs.f_frsize < (64u << 20))
+        return true;
+    return getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+           stat(path, &st) == 0 && (uint64_t)st.st_size + (16u << 20) >= (uint64_t)rl.rlim_cur;
+}
+
 iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_series, uint64_t seq,
                          const store_db_wal *wal, size_t n_wal, const store_db_block *blocks,
                          size_t n_blocks, int64_t wal_before, int64_t drop_before)
@@ -318,6 +337,10 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
     }
     if (txn != NULL)
         mdb_txn_abort(txn);
+    if (rc != 0)
+        log_warn("store", "commit failed", "lmdb=%s", mdb_strerror(rc));
+    if (rc == EIO && out_of_space(db))
+        return IOCD_ENOSPC;
     return err_from_mdb(rc);
 }
 

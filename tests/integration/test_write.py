@@ -306,5 +306,44 @@ def test_acknowledged_writes_survive_kill9_many_times():
         eq(sum(len(v) for v in acked.values()) > 0, True, "something was acknowledged")
 
 
+def test_disk_full_answers_503_keeps_data_and_recovers():
+    """A file-size limit on the daemon stands in for a full disk (mounting a small tmpfs may
+    be refused here). Writes past it get 503 with Retry-After; what was acknowledged stays;
+    once the limit is lifted, ingest resumes by itself."""
+    import resource
+    with Daemon() as d:
+        d.start()
+        acked = []
+        big = resource.RLIM_INFINITY
+        resource.prlimit(d.proc.pid, resource.RLIMIT_FSIZE, (4 << 20, big))
+        got_503 = None
+        for i in range(400):
+            body = "".join("disk,device=d%d,batch=b%d v=%d %d\n" % (k, i, k, NOW_MS)
+                           for k in range(200))
+            r = d.post("/write?precision=ms", body.encode())
+            if r.status == 204:
+                acked.append(i)
+            elif r.status == 503:
+                got_503 = r
+                break
+            else:
+                raise Failure("unexpected status %d: %s" % (r.status, r.text))
+        check(got_503 is not None, "the limit was reached")
+        check(got_503.header("Retry-After") is not None, "503 carries Retry-After")
+        check("space" in got_503.text, got_503.text)
+        eq(d.get("/-/healthy").status, 200, "still serving")
+        resource.prlimit(d.proc.pid, resource.RLIMIT_FSIZE, (big, big))
+        r = d.post("/write?precision=ms", b"disk,device=after v=1 %d\n" % NOW_MS)
+        eq(r.status, 204, "ingest resumes once space returns: " + r.text)
+        d.kill9()
+        d.start()
+        got = export(d, "disk_v")
+        for i in acked:
+            check(series_key("disk_v", device="d0", batch="b%d" % i) in got,
+                  "acknowledged batch %d survived" % i)
+        check(series_key("disk_v", device="after") in got, "the write after recovery")
+        eq(d.stop(), 0, "exit code")
+
+
 if __name__ == "__main__":
     run(globals())
