@@ -264,25 +264,84 @@ static bool parse_time_param(api_req *req, const char *key, int64_t *out)
     return true;
 }
 
-static api_status export(api_req *req, void *ud)
+/* Reads match[] (query string or form body) and selects the union of their series, sorted
+ * and without repeats. On failure the reply is already written and false is returned. */
+static bool select_matches(api_req *req, store *st, uint64_t **ids_out, size_t *n_out)
 {
-    store *st = atomic_load(&req->srv->st);
-    export_state *x = NULL;
     const char *ct = api_req_header(req, "Content-Type");
-    size_t i, k;
+    uint64_t *all = NULL;
+    size_t n_all = 0, i, k;
     iocd_err err = IOCD_OK;
     char why[256];
 
-    (void)ud;
-    if (st == NULL) {
-        api_error(req, 503, "unavailable", "the store is opening; try again");
-        return API_DONE;
-    }
-    if (req->method == API_POST && ct != NULL &&
+    if ((req->method == API_POST || req->method == API_PUT) && ct != NULL &&
         strncmp(ct, "application/x-www-form-urlencoded", 33) == 0 &&
         api_params_parse_form(req, req->body.data != NULL ? req->body.data : "", req->body.len) !=
             IOCD_OK) {
         api_error(req, 400, "bad_data", "cannot parse the form body");
+        return false;
+    }
+    if (api_param_get(req, "match[]") == NULL) {
+        api_error(req, 400, "bad_data",
+                  "missing parameter \"match[]\" (a series selector, e.g. "
+                  "match[]={__name__=~\".+\"})");
+        return false;
+    }
+    for (i = 0; i < req->n_params && err == IOCD_OK; i++) {
+        query_selector sel;
+        uint64_t *ids = NULL, *grown;
+        size_t n = 0;
+        if (strcmp(req->params[i].key, "match[]") != 0)
+            continue;
+        if (query_selector_parse(req->params[i].value, &sel, why, sizeof(why)) != IOCD_OK) {
+            api_error(req, 400, "bad_data", "invalid parameter \"match[]\": %s", why);
+            iocd_free(all);
+            return false;
+        }
+        err = query_select(st, &sel, &ids, &n);
+        query_selector_fini(&sel);
+        if (err != IOCD_OK)
+            break;
+        grown = iocd_realloc(all, (n_all + n + 1) * sizeof(*grown));
+        if (grown == NULL) {
+            iocd_free(ids);
+            err = IOCD_ENOMEM;
+            break;
+        }
+        all = grown;
+        if (n > 0)
+            memcpy(all + n_all, ids, n * sizeof(*ids));
+        n_all += n;
+        iocd_free(ids);
+    }
+    if (err != IOCD_OK) {
+        iocd_free(all);
+        api_error(req, 503, "unavailable", "selecting series: %s", iocd_strerror(err));
+        return false;
+    }
+    if (all == NULL)
+        all = iocd_malloc(sizeof(*all));
+    if (all == NULL) {
+        api_error(req, 503, "unavailable", "out of memory");
+        return false;
+    }
+    qsort(all, n_all, sizeof(*all), cmp_u64);
+    for (i = 0, k = 0; i < n_all; i++)
+        if (k == 0 || all[k - 1] != all[i])
+            all[k++] = all[i];
+    *ids_out = all;
+    *n_out = k;
+    return true;
+}
+
+static api_status export(api_req *req, void *ud)
+{
+    store *st = atomic_load(&req->srv->st);
+    export_state *x = NULL;
+
+    (void)ud;
+    if (st == NULL) {
+        api_error(req, 503, "unavailable", "the store is opening; try again");
         return API_DONE;
     }
     x = iocd_calloc(1, sizeof(*x));
@@ -293,58 +352,51 @@ static api_status export(api_req *req, void *ud)
     x->st = st;
     x->start_ms = INT64_MIN;
     x->end_ms = INT64_MAX;
-    if (!parse_time_param(req, "start", &x->start_ms) || !parse_time_param(req, "end", &x->end_ms))
-        goto fail;
-    for (i = 0; i < req->n_params; i++) {
-        query_selector sel;
-        uint64_t *ids = NULL, *grown;
-        size_t n = 0;
-        if (strcmp(req->params[i].key, "match[]") != 0)
-            continue;
-        if (query_selector_parse(req->params[i].value, &sel, why, sizeof(why)) != IOCD_OK) {
-            api_error(req, 400, "bad_data", "invalid parameter \"match[]\": %s", why);
-            goto fail;
-        }
-        err = query_select(st, &sel, &ids, &n);
-        query_selector_fini(&sel);
-        if (err != IOCD_OK)
-            break;
-        grown = iocd_realloc(x->ids, (x->n + n + 1) * sizeof(*grown));
-        if (grown == NULL) {
-            iocd_free(ids);
-            err = IOCD_ENOMEM;
-            break;
-        }
-        x->ids = grown;
-        if (n > 0)
-            memcpy(x->ids + x->n, ids, n * sizeof(*ids));
-        x->n += n;
-        iocd_free(ids);
+    if (!parse_time_param(req, "start", &x->start_ms) ||
+        !parse_time_param(req, "end", &x->end_ms) || !select_matches(req, st, &x->ids, &x->n)) {
+        export_free(x);
+        return API_DONE;
     }
-    if (err != IOCD_OK) {
-        api_error(req, 503, "unavailable", "selecting series: %s", iocd_strerror(err));
-        goto fail;
-    }
-    if (api_param_get(req, "match[]") == NULL) {
-        api_error(req, 400, "bad_data",
-                  "missing parameter \"match[]\" (a series selector, e.g. "
-                  "match[]={__name__=~\".+\"})");
-        goto fail;
-    }
-    /* Several selectors may pick the same series: sort and drop repeats. */
-    qsort(x->ids, x->n, sizeof(*x->ids), cmp_u64);
-    for (i = 0, k = 0; i < x->n; i++)
-        if (k == 0 || x->ids[k - 1] != x->ids[i])
-            x->ids[k++] = x->ids[i];
-    x->n = k;
     req->resp.status = 200;
     req->resp.content_type = "application/stream+json";
     req->resp.stream = export_next;
     req->resp.stream_ud = x;
     req->resp.stream_free = export_free;
     return API_DONE;
-fail:
-    export_free(x);
+}
+
+/* Prometheus' admin API: deletes whole series (start/end are not supported: iocd deletes a
+ * series entirely, and says so). */
+static api_status delete_series(api_req *req, void *ud)
+{
+    store *st = atomic_load(&req->srv->st);
+    uint64_t *ids = NULL;
+    size_t n = 0;
+    iocd_err err;
+
+    (void)ud;
+    if (st == NULL) {
+        api_error(req, 503, "unavailable", "the store is opening; try again");
+        return API_DONE;
+    }
+    if (api_param_get(req, "start") != NULL || api_param_get(req, "end") != NULL) {
+        api_error(req, 400, "bad_data",
+                  "start and end are not supported: delete_series removes "
+                  "whole series");
+        return API_DONE;
+    }
+    if (!select_matches(req, st, &ids, &n))
+        return API_DONE;
+    err = store_delete_series(st, ids, n);
+    iocd_free(ids);
+    if (err != IOCD_OK) {
+        api_error(req, 503, "unavailable", "deleting series: %s", iocd_strerror(err));
+        return API_DONE;
+    }
+    log_info("api", "delete_series", "series=%zu", n);
+    iocd_buf_reset(&req->resp.body);
+    req->resp.status = 204;
+    req->resp.content_type = NULL;
     return API_DONE;
 }
 
@@ -360,5 +412,8 @@ iocd_err api_write_register(api_server *srv)
         err = api_route_add(srv, API_POST, "/api/v1/import", COL_ROLE_WRITE, import, NULL);
     if (err == IOCD_OK)
         err = api_route_add(srv, API_GET | API_POST, "/api/v1/export", COL_ROLE_READ, export, NULL);
+    if (err == IOCD_OK)
+        err = api_route_add(srv, API_POST | API_PUT, "/api/v1/admin/tsdb/delete_series",
+                            COL_ROLE_ADMIN, delete_series, NULL);
     return err;
 }

@@ -344,6 +344,58 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
     return err_from_mdb(rc);
 }
 
+static iocd_err del_posting(void *ud, const char *name, size_t name_len, const char *value,
+                            size_t value_len)
+{
+    posting_ctx *c = ud;
+    char key[POSTING_KEY_MAX + 32];
+    MDB_val k, v = { 8, c->id };
+
+    k.mv_size = posting_key(name, name_len < 200 ? name_len : 200, value, value_len, key);
+    k.mv_data = key;
+    c->rc = mdb_del(c->txn, c->db->postings, &k, &v);
+    if (c->rc == MDB_NOTFOUND)
+        c->rc = 0;
+    return c->rc == 0 ? IOCD_OK : IOCD_EIO;
+}
+
+iocd_err store_db_delete_series(store_db *db, const store_db_series *series, size_t n)
+{
+    MDB_txn *txn = NULL;
+    uint8_t idb[8], hb[8];
+    MDB_val k, v;
+    posting_ctx pc;
+    size_t i;
+    int rc;
+
+    rc = mdb_txn_begin(db->env, NULL, 0, &txn);
+    for (i = 0; rc == 0 && i < n; i++) {
+        be64(idb, series[i].id);
+        be64(hb, store_hash(series[i].key, series[i].key_len));
+        k = (MDB_val){ 8, idb };
+        rc = mdb_del(txn, db->series_by_id, &k, NULL);
+        if (rc == 0 || rc == MDB_NOTFOUND) {
+            k = (MDB_val){ 8, hb };
+            v = (MDB_val){ 8, idb };
+            rc = mdb_del(txn, db->series, &k, &v);
+        }
+        if (rc == 0 || rc == MDB_NOTFOUND) {
+            pc = (posting_ctx){ txn, db, { 0 }, 0 };
+            memcpy(pc.id, idb, 8);
+            rc = store_key_walk(series[i].key, series[i].key_len, del_posting, &pc) == IOCD_OK
+                     ? 0
+                     : (pc.rc != 0 ? pc.rc : MDB_CORRUPTED);
+        }
+    }
+    if (rc == 0) {
+        rc = mdb_txn_commit(txn);
+        txn = NULL;
+    }
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    return err_from_mdb(rc);
+}
+
 iocd_err store_db_blocks(store_db *db, uint64_t group, int64_t from, int64_t to,
                          store_db_block_fn fn, void *ud)
 {

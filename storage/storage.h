@@ -97,6 +97,11 @@ iocd_err store_series_labels(store *st, uint64_t id, store_label_fn fn, void *ud
 iocd_err store_read(store *st, uint64_t id, int64_t start_ms, int64_t end_ms, iocd_sample **out,
                     size_t *n_out);
 
+/* Deletes the series (ids from store_series_all or a selection): they vanish from the index,
+ * postings and reads at once; their sealed samples are reclaimed by retention. A later
+ * sample with the same labels starts a new series. Errors: IOCD_EIO, IOCD_ENOSPC. */
+iocd_err store_delete_series(store *st, const uint64_t *ids, size_t n);
+
 /* Counters of the store, for /metrics and tests. */
 typedef struct store_stats {
     uint64_t series;

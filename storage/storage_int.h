@@ -125,6 +125,10 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
                          const store_db_wal *wal, size_t n_wal, const store_db_block *blocks,
                          size_t n_blocks, int64_t wal_before, int64_t drop_before);
 
+/* Deletes series from the index, the reverse index and the postings, in one transaction.
+ * Their samples in blocks become unreachable and leave the file with retention. */
+iocd_err store_db_delete_series(store_db *db, const store_db_series *series, size_t n);
+
 /* Calls fn for every block of id group `group` with a period in [from, to], ascending by
  * period then sequence. */
 typedef iocd_err (*store_db_block_fn)(void *ud, int64_t period, const void *data, size_t len);

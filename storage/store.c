@@ -37,6 +37,7 @@ typedef struct series {
     uint8_t *key;
     uint32_t key_len;
     bool persisted;
+    bool deleted;   /* out of the table and the index; kept until close (see the invariant) */
     iocd_sample *s; /* sorted by time, one per timestamp */
     size_t n, cap;
 } series;
@@ -56,9 +57,10 @@ struct store {
     store_config cfg;
     store_limits lim;
 
-    pthread_mutex_t mu;  /* guards everything below */
-    pthread_cond_t wake; /* writer: work queued or closing */
-    series **table;      /* open addressing by hash */
+    pthread_mutex_t commit_mu; /* one database change at a time: commits, deletions; before mu */
+    pthread_mutex_t mu;        /* guards everything below */
+    pthread_cond_t wake;       /* writer: work queued or closing */
+    series **table;            /* open addressing by hash */
     size_t table_cap, n_series;
     series **by_id; /* index id - 1 */
     size_t by_id_cap;
@@ -78,6 +80,7 @@ struct store {
     int64_t sealed_before; /* periods before this are sealed (st->mu) */
     uint64_t n_late;       /* head samples in sealed periods, awaiting a patch block (st->mu) */
     int64_t last_late_seal_ns;
+    uint64_t wal_unknown; /* recovery: WAL entries of series no longer in the index */
 
     iocd_metric *m_series, *m_samples_head, *m_commits, *m_commit_fail, *m_commit_seconds,
         *m_commit_batches, *m_wal_bytes, *m_rejected[STORE_REJECT_COUNT_], *m_sealed_blocks,
@@ -186,9 +189,10 @@ static iocd_err series_add(store *st, uint64_t id, uint64_t hash, const uint8_t 
     return IOCD_OK;
 }
 
+/* Deleted series stay allocated (group commits may hold their keys) but are invisible. */
 static series *series_by_id(const store *st, uint64_t id)
 {
-    if (id == 0 || id > st->by_id_cap)
+    if (id == 0 || id > st->by_id_cap || st->by_id[id - 1] == NULL || st->by_id[id - 1]->deleted)
         return NULL;
     return st->by_id[id - 1];
 }
@@ -577,7 +581,7 @@ static void group_commit(store *st, pending *batch, int64_t seal_before)
     store_db_series *ser = NULL;
     store_db_block *blocks = NULL;
     uint64_t *ids = NULL;
-    size_t n_ids = 0, i, n_batches = 0, n_blocks = 0;
+    size_t n_ids = 0, n_ser = 0, i, n_batches = 0, n_blocks = 0;
     wal_split ws;
     seal_set ss;
     iocd_buf space;
@@ -588,6 +592,7 @@ static void group_commit(store *st, pending *batch, int64_t seal_before)
     memset(&ws, 0, sizeof(ws));
     memset(&ss, 0, sizeof(ss));
     iocd_buf_init(&space, 0);
+    pthread_mutex_lock(&st->commit_mu);
     for (p = batch; p != NULL && err == IOCD_OK; p = p->next) {
         err = wal_split_add(st, &ws, &p->wal);
         n_batches++;
@@ -600,11 +605,11 @@ static void group_commit(store *st, pending *batch, int64_t seal_before)
     st->unpersisted = NULL;
     st->n_unpersisted = st->cap_unpersisted = 0;
     ser = n_ids > 0 ? iocd_calloc(n_ids, sizeof(*ser)) : NULL;
+    n_ser = 0;
     for (i = 0; ser != NULL && i < n_ids; i++) {
-        series *s = series_by_id(st, ids[i]);
-        IOCD_ASSERT(s != NULL); /* series are never freed while the store is open */
+        series *s = series_by_id(st, ids[i]); /* NULL: deleted before it was persisted */
         if (s != NULL)
-            ser[i] = (store_db_series){ s->id, s->key, s->key_len };
+            ser[n_ser++] = (store_db_series){ s->id, s->key, s->key_len };
     }
     if (err == IOCD_OK && seal_before != INT64_MIN)
         err = take_sealable(st, seal_before, &ss);
@@ -616,7 +621,7 @@ static void group_commit(store *st, pending *batch, int64_t seal_before)
     if (seal_before != INT64_MIN)
         drop_before = period_of(st, iocd_now_ms() - st->lim.retention_ms);
     if (err == IOCD_OK)
-        err = store_db_commit(st->db, ser, n_ids, st->wal_seq + 1, ws.recs, ws.n, blocks, n_blocks,
+        err = store_db_commit(st->db, ser, n_ser, st->wal_seq + 1, ws.recs, ws.n, blocks, n_blocks,
                               seal_before, drop_before);
     if (err == IOCD_OK && st->cfg.sync_window_ms > 0 &&
         iocd_mono_ns() - st->last_sync_ns >= st->cfg.sync_window_ms * 1000000) {
@@ -656,6 +661,7 @@ static void group_commit(store *st, pending *batch, int64_t seal_before)
         }
     }
     pthread_mutex_unlock(&st->mu);
+    pthread_mutex_unlock(&st->commit_mu);
     iocd_free(ser);
     iocd_free(blocks);
     iocd_metric_observe(st->m_commit_seconds, (double)(iocd_mono_ns() - t0) / 1e9);
@@ -768,8 +774,10 @@ static iocd_err load_wal(void *ud, int64_t period, uint64_t seq, const uint8_t *
 
     while (store_wal_next(&p, end, &id, &t, &v, &corrupt)) {
         s = series_by_id(st, id);
-        if (s == NULL)
-            return IOCD_ECORRUPT;
+        if (s == NULL) {
+            st->wal_unknown++; /* a deleted series: its samples go with it */
+            continue;
+        }
         err = series_put(st, s, t, v);
         if (err != IOCD_OK)
             return err;
@@ -794,7 +802,7 @@ iocd_err store_series_all(store *st, uint64_t **ids_out, size_t *n_out)
     pthread_mutex_lock(&st->mu);
     ids = iocd_malloc((st->n_series + 1) * sizeof(*ids));
     for (i = 0; ids != NULL && i < st->by_id_cap; i++)
-        if (st->by_id[i] != NULL && st->by_id[i]->persisted)
+        if (st->by_id[i] != NULL && st->by_id[i]->persisted && !st->by_id[i]->deleted)
             ids[n++] = st->by_id[i]->id;
     pthread_mutex_unlock(&st->mu);
     if (ids == NULL)
@@ -1074,6 +1082,7 @@ iocd_err store_open(const char *dir, const store_config *cfg, store **out, char 
     st->watermark = INT64_MIN;
     st->sealed_before = INT64_MIN;
     pthread_mutex_init(&st->mu, NULL);
+    pthread_mutex_init(&st->commit_mu, NULL);
     pthread_cond_init(&st->wake, NULL);
     st->queue_tail = &st->queue;
     st->next_id = 1;
@@ -1145,9 +1154,53 @@ void store_close(store *st)
     iocd_free(st->table);
     iocd_free(st->unpersisted);
     pthread_mutex_destroy(&st->mu);
+    pthread_mutex_destroy(&st->commit_mu);
     pthread_cond_destroy(&st->wake);
     iocd_free(st->dir);
     iocd_free(st);
+}
+
+iocd_err store_delete_series(store *st, const uint64_t *ids, size_t n)
+{
+    store_db_series *ser = iocd_calloc(n + 1, sizeof(*ser));
+    series **fresh = NULL;
+    size_t i, k = 0;
+    iocd_err err;
+
+    if (ser == NULL)
+        return IOCD_ENOMEM;
+    pthread_mutex_lock(&st->commit_mu);
+    pthread_mutex_lock(&st->mu);
+    fresh = iocd_calloc(st->table_cap != 0 ? st->table_cap : 1, sizeof(*fresh));
+    if (fresh == NULL) {
+        pthread_mutex_unlock(&st->mu);
+        pthread_mutex_unlock(&st->commit_mu);
+        iocd_free(ser);
+        return IOCD_ENOMEM;
+    }
+    for (i = 0; i < n; i++) {
+        series *s = series_by_id(st, ids[i]);
+        if (s == NULL)
+            continue;
+        s->deleted = true;
+        s->n = 0;
+        st->n_series--;
+        ser[k++] = (store_db_series){ s->id, s->key, s->key_len };
+    }
+    /* Rebuild the open-addressing table without the deleted series. */
+    for (i = 0; i < st->table_cap; i++)
+        if (st->table[i] != NULL && !st->table[i]->deleted)
+            table_insert(fresh, st->table_cap, st->table[i]);
+    iocd_free(st->table);
+    st->table = fresh;
+    iocd_metric_set(st->m_series, (double)st->n_series);
+    pthread_mutex_unlock(&st->mu);
+    err = k > 0 ? store_db_delete_series(st->db, ser, k) : IOCD_OK;
+    pthread_mutex_unlock(&st->commit_mu);
+    if (err == IOCD_OK && k > 0)
+        log_info("store", "series deleted", "count=%zu", k);
+    iocd_free(ser);
+    return err;
 }
 
 iocd_err store_stats_get(store *st, store_stats *out)

@@ -345,5 +345,38 @@ def test_disk_full_answers_503_keeps_data_and_recovers():
         eq(d.stop(), 0, "exit code")
 
 
+def test_delete_series_needs_admin_and_survives_restart():
+    config = """return { tokens = {
+      { name = "gw", token = "write-0123456789abcdef", role = "write" },
+      { name = "ops", token = "admin-0123456789abcdef", role = "admin" } } }
+"""
+    with Daemon(config=config) as d:
+        d.start()
+        w = {"Authorization": "Bearer write-0123456789abcdef"}
+        a = {"Authorization": "Bearer admin-0123456789abcdef"}
+        body = "".join("camera,ward=w%d,device=c%d fps=25 %d\n" % (i % 3, i, NOW_MS)
+                       for i in range(30))
+        eq(d.post("/write?precision=ms", body.encode(), headers=w).status, 204, "write")
+        q = "/api/v1/admin/tsdb/delete_series?" + urllib.parse.urlencode(
+            [("match[]", 'camera_fps{ward="w1"}')])
+        eq(d.post(q, headers=w).status, 403, "a write token cannot delete")
+        eq(d.post(q, headers=a).status, 204, "admin deletes")
+        def exp():
+            r = d.get("/api/v1/export?match[]=camera_fps", headers=a)
+            eq(r.status, 200, "export")
+            return [json.loads(l)["metric"]["ward"] for l in r.text.split("\n") if l]
+        wards = exp()
+        eq(len(wards), 20, "10 of 30 series deleted")
+        check("w1" not in wards, "no w1 series left")
+        # Same labels again: a new series that starts empty.
+        eq(d.post("/write?precision=ms", b"camera,ward=w1,device=c1 fps=5 %d\n" % (NOW_MS + 1000),
+                  headers=w).status, 204, "rewrite")
+        d.kill9()
+        d.start()
+        wards = exp()
+        eq(len(wards), 21, "deletion survived kill -9; the new series is there")
+        eq(d.stop(), 0, "exit code")
+
+
 if __name__ == "__main__":
     run(globals())
