@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,19 +64,43 @@ iocd_err col_precision_parse(const char *s, col_precision *out)
 
 /* ---- Tokens ---------------------------------------------------------------------------- */
 
+/* Stop-character sets for scan(), as lookup tables (strchr per byte was a tenth of the
+ * ingest profile). */
+typedef struct stopset {
+    bool stop[256];
+} stopset;
+
+static stopset stops_measurement, stops_tag_key, stops_tag_value;
+
+static void stopset_init(stopset *s, const char *chars)
+{
+    memset(s, 0, sizeof(*s));
+    for (; *chars != '\0'; chars++)
+        s->stop[(unsigned char)*chars] = true;
+}
+
+static pthread_once_t stops_once = PTHREAD_ONCE_INIT;
+
+static void stops_build(void)
+{
+    stopset_init(&stops_measurement, ", ");
+    stopset_init(&stops_tag_key, ",= ");
+    stopset_init(&stops_tag_value, ", ");
+}
+
 /* Scans an escaped token up to one of the stop characters (outside escapes). Returns its
  * end; *escaped tells whether a backslash escape occurred. */
-static const char *scan(const char *p, const char *end, const char *stops, bool *escaped)
+static const char *scan(const char *p, const char *end, const stopset *stops, bool *escaped)
 {
     *escaped = false;
     while (p < end) {
-        char c = *p;
+        unsigned char c = (unsigned char)*p;
         if (c == '\\' && p + 1 < end) {
             *escaped = true;
             p += 2;
             continue;
         }
-        if (strchr(stops, c) != NULL)
+        if (stops->stop[c])
             break;
         p++;
     }
@@ -324,7 +349,7 @@ static iocd_err parse_line(line_ctx *c, const char *p, const char *end, uint64_t
         reject(c, line_no, "NUL byte in line");
         return IOCD_OK;
     }
-    m_end = scan(p, end, ", ", &m_escaped);
+    m_end = scan(p, end, &stops_measurement, &m_escaped);
     if (m_end == m_start) {
         reject(c, line_no, "missing measurement");
         return IOCD_OK;
@@ -335,13 +360,13 @@ static iocd_err parse_line(line_ctx *c, const char *p, const char *end, uint64_t
         tag *t;
         const char *k = q + 1, *ke, *v, *ve;
         bool ek, ev;
-        ke = scan(k, end, ",= ", &ek);
+        ke = scan(k, end, &stops_tag_key, &ek);
         if (ke == end || *ke != '=' || ke == k) {
             reject(c, line_no, ke == k ? "missing tag key" : "missing tag value");
             return IOCD_OK;
         }
         v = ke + 1;
-        ve = scan(v, end, ", ", &ev);
+        ve = scan(v, end, &stops_tag_value, &ev);
         if (ve == v) {
             reject(c, line_no, "missing tag value for '%.*s'", (int)(ke - k), k);
             return IOCD_OK;
@@ -382,7 +407,7 @@ static iocd_err parse_line(line_ctx *c, const char *p, const char *end, uint64_t
     for (;;) {
         field *f;
         const char *k = q, *ke, *v, *ve;
-        ke = scan(k, end, ",= ", &esc);
+        ke = scan(k, end, &stops_tag_key, &esc);
         if (ke == end || *ke != '=' || ke == k) {
             reject(c, line_no, ke == k ? "missing field key" : "missing field value");
             return IOCD_OK;
@@ -538,6 +563,7 @@ iocd_err col_lp_parse(const char *buf, size_t len, const col_lp_opts *opts, cons
     line_ctx c;
     iocd_err err = IOCD_OK;
 
+    pthread_once(&stops_once, stops_build);
     memset(&c, 0, sizeof(c));
     c.opts = opts;
     c.sink = sink;

@@ -282,3 +282,62 @@ iocd_err codec_block_find(const void *data, size_t len, uint64_t id, size_t max_
     iocd_free(raw);
     return err;
 }
+
+/* ---- WAL records ----------------------------------------------------------------------- */
+
+#define WAL_RAW      0
+#define WAL_ZSTD     1
+#define WAL_ZSTD_LVL 1 /* the writer's hot path: the fastest level halves the WAL already */
+#define WAL_RAW_MAX  (256u << 20)
+
+iocd_err codec_wal_pack(const void *entries, size_t len, iocd_buf *out)
+{
+    size_t bound = ZSTD_compressBound(len), zn;
+    uint8_t tag = WAL_ZSTD;
+    iocd_err err = iocd_buf_reserve(out, bound + 1);
+
+    if (err != IOCD_OK)
+        return err;
+    zn = ZSTD_compress(out->data + out->len + 1, bound, entries, len, WAL_ZSTD_LVL);
+    if (ZSTD_isError(zn) || zn >= len) {
+        tag = WAL_RAW; /* incompressible: store as is */
+        err = iocd_buf_append(out, &tag, 1);
+        return err == IOCD_OK ? iocd_buf_append(out, entries, len) : err;
+    }
+    out->data[out->len] = (char)tag;
+    out->len += zn + 1;
+    return IOCD_OK;
+}
+
+iocd_err codec_wal_unpack(const void *rec, size_t len, iocd_buf *scratch, const uint8_t **entries,
+                          size_t *entries_len)
+{
+    const uint8_t *p = rec;
+    unsigned long long raw;
+    size_t got;
+    iocd_err err;
+
+    if (len == 0)
+        return IOCD_ECORRUPT;
+    if (p[0] == WAL_RAW) {
+        *entries = p + 1;
+        *entries_len = len - 1;
+        return IOCD_OK;
+    }
+    if (p[0] != WAL_ZSTD)
+        return IOCD_ECORRUPT;
+    raw = ZSTD_getFrameContentSize(p + 1, len - 1);
+    if (raw == ZSTD_CONTENTSIZE_ERROR || raw == ZSTD_CONTENTSIZE_UNKNOWN || raw > WAL_RAW_MAX)
+        return IOCD_ECORRUPT;
+    iocd_buf_reset(scratch);
+    err = iocd_buf_reserve(scratch, (size_t)raw);
+    if (err != IOCD_OK)
+        return err;
+    got = ZSTD_decompress(scratch->data, (size_t)raw + 1, p + 1, len - 1);
+    if (ZSTD_isError(got) || got != raw)
+        return IOCD_ECORRUPT;
+    scratch->len = got;
+    *entries = (const uint8_t *)scratch->data;
+    *entries_len = got;
+    return IOCD_OK;
+}

@@ -871,6 +871,7 @@ iocd_err store_check(const char *dir, store_report_fn fn, void *ud, uint64_t *pr
     MDB_cursor *cur = NULL;
     MDB_val k, v, k2, v2;
     uint64_t max_id = 0, n_series = 0, n_postings = 0, n_wal = 0, n_samples = 0;
+    iocd_buf scratch;
     iocd_err err;
     int rc;
 
@@ -879,6 +880,7 @@ iocd_err store_check(const char *dir, store_report_fn fn, void *ud, uint64_t *pr
     if (err != IOCD_OK)
         return err;
     memset(&c, 0, sizeof(c));
+    iocd_buf_init(&scratch, 0);
     c.fn = fn;
     c.ud = ud;
     c.db = &db;
@@ -944,12 +946,19 @@ iocd_err store_check(const char *dir, store_report_fn fn, void *ud, uint64_t *pr
     rc = mdb_cursor_open(txn, db.wal, &cur);
     for (rc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_FIRST) : rc; rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        const uint8_t *p = v.mv_data, *end = p + v.mv_size;
+        const uint8_t *p = NULL, *end;
+        size_t elen = 0;
         uint64_t id;
         int64_t t;
         double val;
-        bool corrupt;
+        bool corrupt = false;
         n_wal++;
+        if (codec_wal_unpack(v.mv_data, v.mv_size, &scratch, &p, &elen) != IOCD_OK) {
+            problem(&c, "wal record %llu does not decode",
+                    (unsigned long long)get_be64((const uint8_t *)k.mv_data + 8));
+            continue;
+        }
+        end = p + elen;
         while (store_wal_next(&p, end, &id, &t, &val, &corrupt)) {
             n_samples++;
             if (id == 0 || id > max_id) {
@@ -971,6 +980,7 @@ out:
     if (txn != NULL)
         mdb_txn_abort(txn);
     mdb_env_close(db.env);
+    iocd_buf_fini(&scratch);
     if (rc != 0) {
         snprintf(errbuf, errlen, "%s/iocd.mdb: %s", dir, mdb_strerror(rc));
         return err_from_mdb(rc);

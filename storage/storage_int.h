@@ -71,6 +71,13 @@ iocd_err codec_block_encode(const codec_series *series, size_t n, int level, ioc
 iocd_err codec_block_find(const void *data, size_t len, uint64_t id, size_t max_raw,
                           iocd_sample **out, size_t *n_out);
 
+/* WAL records on disk: a format byte (0 raw entries, 1 zstd-compressed entries) and the
+ * payload. pack appends to out; unpack sets *entries to the raw entries, which point into
+ * rec or into scratch. Errors: IOCD_ECORRUPT, IOCD_ENOMEM, IOCD_EIO. */
+iocd_err codec_wal_pack(const void *entries, size_t len, iocd_buf *out);
+iocd_err codec_wal_unpack(const void *rec, size_t len, iocd_buf *scratch, const uint8_t **entries,
+                          size_t *entries_len);
+
 /* ---- The lock file (storage/lock.c) ------------------------------------------------------ */
 
 typedef struct store_lock store_lock;

@@ -81,6 +81,7 @@ struct store {
     uint64_t n_late;       /* head samples in sealed periods, awaiting a patch block (st->mu) */
     int64_t last_late_seal_ns;
     uint64_t wal_unknown; /* recovery: WAL entries of series no longer in the index */
+    iocd_buf wal_scratch; /* recovery: one decompressed WAL record */
 
     iocd_metric *m_series, *m_samples_head, *m_commits, *m_commit_fail, *m_commit_seconds,
         *m_commit_batches, *m_wal_bytes, *m_rejected[STORE_REJECT_COUNT_], *m_sealed_blocks,
@@ -429,10 +430,6 @@ static iocd_err wal_split_add(const store *st, wal_split *w, const iocd_buf *ent
         }
         err = store_wal_put(&w->bufs[i], id, t, v);
     }
-    for (i = 0; i < w->n; i++) {
-        w->recs[i].data = w->bufs[i].data;
-        w->recs[i].len = w->bufs[i].len;
-    }
     return corrupt ? IOCD_ECORRUPT : err;
 }
 
@@ -584,7 +581,7 @@ static void group_commit(store *st, pending *batch, int64_t seal_before)
     size_t n_ids = 0, n_ser = 0, i, n_batches = 0, n_blocks = 0;
     wal_split ws;
     seal_set ss;
-    iocd_buf space;
+    iocd_buf space, wal_packed;
     pending *p, *next;
     int64_t t0 = iocd_mono_ns(), drop_before = INT64_MIN;
     iocd_err err = IOCD_OK;
@@ -592,10 +589,28 @@ static void group_commit(store *st, pending *batch, int64_t seal_before)
     memset(&ws, 0, sizeof(ws));
     memset(&ss, 0, sizeof(ss));
     iocd_buf_init(&space, 0);
+    iocd_buf_init(&wal_packed, 0);
     pthread_mutex_lock(&st->commit_mu);
     for (p = batch; p != NULL && err == IOCD_OK; p = p->next) {
         err = wal_split_add(st, &ws, &p->wal);
         n_batches++;
+    }
+    /* Compress each period's record; the packed records share one buffer, so pointers are
+     * taken only once it has stopped growing. */
+    {
+        size_t *offs = ws.n > 0 ? iocd_calloc(ws.n, sizeof(*offs)) : NULL;
+        for (i = 0; err == IOCD_OK && i < ws.n; i++) {
+            if (offs == NULL) {
+                err = IOCD_ENOMEM;
+                break;
+            }
+            offs[i] = wal_packed.len;
+            err = codec_wal_pack(ws.bufs[i].data, ws.bufs[i].len, &wal_packed);
+            ws.recs[i].len = wal_packed.len - offs[i];
+        }
+        for (i = 0; err == IOCD_OK && i < ws.n; i++)
+            ws.recs[i].data = wal_packed.data + offs[i];
+        iocd_free(offs);
     }
     /* Take the series created since the last commit (their keys live as long as the store)
      * and, for a seal, the samples to seal. */
@@ -686,6 +701,7 @@ static void group_commit(store *st, pending *batch, int64_t seal_before)
     wal_split_fini(&ws);
     seal_set_fini(&ss);
     iocd_buf_fini(&space);
+    iocd_buf_fini(&wal_packed);
     for (p = batch; p != NULL; p = next) {
         next = p->next;
         p->res.err = err;
@@ -764,13 +780,18 @@ static iocd_err load_series(void *ud, uint64_t id, const uint8_t *key, size_t le
 static iocd_err load_wal(void *ud, int64_t period, uint64_t seq, const uint8_t *rec, size_t len)
 {
     store *st = ud;
-    const uint8_t *p = rec, *end = rec + len;
+    const uint8_t *p = NULL, *end;
+    size_t n = 0;
     uint64_t id;
     int64_t t;
     double v;
     bool corrupt;
     series *s;
-    iocd_err err;
+    iocd_err err = codec_wal_unpack(rec, len, &st->wal_scratch, &p, &n);
+
+    if (err != IOCD_OK)
+        return err;
+    end = p + n;
 
     while (store_wal_next(&p, end, &id, &t, &v, &corrupt)) {
         s = series_by_id(st, id);
@@ -1103,6 +1124,7 @@ iocd_err store_open(const char *dir, const store_config *cfg, store **out, char 
         snprintf(errbuf, errlen, "%s/iocd.mdb: recovery failed: %s", dir, iocd_strerror(err));
         goto out;
     }
+    iocd_buf_fini(&st->wal_scratch);
     st->last_sync_ns = iocd_mono_ns();
     if (pthread_create(&st->writer, NULL, writer_main, st) != 0) {
         snprintf(errbuf, errlen, "cannot start the writer thread: %s", strerror(errno));
