@@ -181,17 +181,6 @@ iocd_err api_param_add(api_req *req, const char *key, size_t klen, const char *v
     return IOCD_OK;
 }
 
-static int hexv(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Decodes %XX and '+' in place; returns the new length. */
 static size_t url_decode(char *s, size_t len)
 {
@@ -200,8 +189,9 @@ static size_t url_decode(char *s, size_t len)
     for (i = 0; i < len; i++) {
         if (s[i] == '+') {
             s[o++] = ' ';
-        } else if (s[i] == '%' && i + 2 < len && hexv(s[i + 1]) >= 0 && hexv(s[i + 2]) >= 0) {
-            s[o++] = (char)(hexv(s[i + 1]) * 16 + hexv(s[i + 2]));
+        } else if (s[i] == '%' && i + 2 < len && iocd_hexval(s[i + 1]) >= 0 &&
+                   iocd_hexval(s[i + 2]) >= 0) {
+            s[o++] = (char)(iocd_hexval(s[i + 1]) * 16 + iocd_hexval(s[i + 2]));
             i += 2;
         } else {
             s[o++] = s[i];

@@ -49,33 +49,6 @@ static bool expect(jp *j, char c)
     return fail(j, msg);
 }
 
-static bool put_utf8(iocd_buf *b, uint32_t cp)
-{
-    char u[4];
-    size_t n;
-
-    if (cp < 0x80) {
-        u[0] = (char)cp;
-        n = 1;
-    } else if (cp < 0x800) {
-        u[0] = (char)(0xC0 | (cp >> 6));
-        u[1] = (char)(0x80 | (cp & 0x3F));
-        n = 2;
-    } else if (cp < 0x10000) {
-        u[0] = (char)(0xE0 | (cp >> 12));
-        u[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        u[2] = (char)(0x80 | (cp & 0x3F));
-        n = 3;
-    } else {
-        u[0] = (char)(0xF0 | (cp >> 18));
-        u[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-        u[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        u[3] = (char)(0x80 | (cp & 0x3F));
-        n = 4;
-    }
-    return iocd_buf_append(b, u, n) == IOCD_OK;
-}
-
 static bool hex4(jp *j, uint32_t *out)
 {
     uint32_t v = 0;
@@ -157,7 +130,7 @@ static bool str(jp *j, iocd_buf *b, size_t *off, size_t *len)
             } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
                 return fail(j, "lone surrogate in \\u escape");
             }
-            if (b != NULL && !put_utf8(b, cp))
+            if (b != NULL && iocd_buf_utf8(b, cp) != IOCD_OK)
                 return fail(j, "string too long");
             continue;
         }

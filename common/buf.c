@@ -191,6 +191,33 @@ iocd_err iocd_buf_json_str(iocd_buf *b, const char *str, size_t len)
     return err;
 }
 
+iocd_err iocd_buf_utf8(iocd_buf *b, uint32_t cp)
+{
+    char u[4];
+    size_t n;
+
+    if (cp < 0x80) {
+        u[0] = (char)cp;
+        n = 1;
+    } else if (cp < 0x800) {
+        u[0] = (char)(0xC0 | (cp >> 6));
+        u[1] = (char)(0x80 | (cp & 0x3F));
+        n = 2;
+    } else if (cp < 0x10000) {
+        u[0] = (char)(0xE0 | (cp >> 12));
+        u[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        u[2] = (char)(0x80 | (cp & 0x3F));
+        n = 3;
+    } else {
+        u[0] = (char)(0xF0 | (cp >> 18));
+        u[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+        u[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        u[3] = (char)(0x80 | (cp & 0x3F));
+        n = 4;
+    }
+    return iocd_buf_append(b, u, n);
+}
+
 /* Shortest decimal that reads back as v, written without an exponent (as Go's
  * strconv.FormatFloat(v, 'f', -1, 64), which Prometheus uses). */
 iocd_err iocd_buf_float(iocd_buf *b, double v)

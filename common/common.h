@@ -129,6 +129,8 @@ iocd_err iocd_buf_vprintf(iocd_buf *b, const char *fmt, va_list ap) IOCD_PRINTF(
 /* Appends s as a JSON string literal (quotes included), escaping as RFC 8259 requires.
  * Invalid UTF-8 bytes become U+FFFD so the output is always valid JSON. */
 iocd_err iocd_buf_json_str(iocd_buf *b, const char *s, size_t len);
+/* Appends code point cp (at most U+10FFFF) as UTF-8. */
+iocd_err iocd_buf_utf8(iocd_buf *b, uint32_t cp);
 /* Appends a float the way Prometheus' JSON does ("NaN", "+Inf", shortest round-trip). */
 iocd_err iocd_buf_float(iocd_buf *b, double v);
 /* Hands the bytes to the caller (who frees them with iocd_free) and empties b. */
@@ -235,6 +237,8 @@ void iocd_metric_label_escape(const char *in, char *out, size_t cap);
 
 /* Splits "host:port" / "[v6]:port" into host and port; IOCD_EINVAL if malformed. */
 iocd_err iocd_addr_split(const char *addr, char *host, size_t host_cap, int *port_out);
+/* The value of a hexadecimal digit, or -1. */
+int iocd_hexval(char c);
 /* Reads up to max bytes of a file into a fresh NUL-terminated buffer (iocd_free it). */
 iocd_err iocd_file_read(const char *path, size_t max, char **data_out, size_t *len_out);
 

@@ -85,3 +85,14 @@ iocd_err iocd_file_read(const char *path, size_t max, char **data_out, size_t *l
     }
     return IOCD_OK;
 }
+
+int iocd_hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}

@@ -51,44 +51,6 @@ static bool is_ident(char c, bool metric)
     return is_ident_start(c, metric) || isdigit((unsigned char)c);
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-static iocd_err put_utf8(iocd_buf *b, uint32_t cp)
-{
-    char u[4];
-    size_t n;
-
-    if (cp < 0x80) {
-        u[0] = (char)cp;
-        n = 1;
-    } else if (cp < 0x800) {
-        u[0] = (char)(0xC0 | (cp >> 6));
-        u[1] = (char)(0x80 | (cp & 0x3F));
-        n = 2;
-    } else if (cp < 0x10000) {
-        u[0] = (char)(0xE0 | (cp >> 12));
-        u[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        u[2] = (char)(0x80 | (cp & 0x3F));
-        n = 3;
-    } else {
-        u[0] = (char)(0xF0 | (cp >> 18));
-        u[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-        u[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        u[3] = (char)(0x80 | (cp & 0x3F));
-        n = 4;
-    }
-    return iocd_buf_append(b, u, n);
-}
-
 /* A PromQL string: "..." or '...' with Go escapes, or `...` raw. */
 static iocd_err lex_string(lexer *lx, char **out)
 {
@@ -145,7 +107,7 @@ static iocd_err lex_string(lexer *lx, char **out)
             int digits = c == 'x' ? 2 : c == 'u' ? 4 : 8, i, h;
             uint32_t cp = 0;
             for (i = 0; i < digits; i++) {
-                h = hexval(lx->p[i]);
+                h = iocd_hexval(lx->p[i]);
                 if (h < 0) {
                     iocd_buf_fini(&b);
                     return lex_error(lx, "invalid escape sequence in string");
@@ -159,7 +121,7 @@ static iocd_err lex_string(lexer *lx, char **out)
                 iocd_buf_fini(&b);
                 return lex_error(lx, "escape sequence is an invalid Unicode code point");
             } else
-                err = put_utf8(&b, cp);
+                err = iocd_buf_utf8(&b, cp);
             break;
         }
         default:

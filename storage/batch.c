@@ -75,7 +75,7 @@ static int label_cmp(const void *a, const void *b)
     return x->name_len < y->name_len ? -1 : x->name_len > y->name_len;
 }
 
-static size_t put_varint(uint8_t *p, uint64_t v)
+size_t store_varint_put(uint8_t *p, uint64_t v)
 {
     size_t n = 0;
 
@@ -169,10 +169,10 @@ iocd_err store_key_build(const store_limits *lim, const iocd_label *labels, size
         if (sorted[i].value_len == 0)
             continue; /* Prometheus: an empty label value is the same as no label */
         w = (uint8_t *)out->data + out->len;
-        w += put_varint(w, sorted[i].name_len);
+        w += store_varint_put(w, sorted[i].name_len);
         memcpy(w, sorted[i].name, sorted[i].name_len);
         w += sorted[i].name_len;
-        w += put_varint(w, sorted[i].value_len);
+        w += store_varint_put(w, sorted[i].value_len);
         memcpy(w, sorted[i].value, sorted[i].value_len);
         w += sorted[i].value_len;
         out->len = (size_t)((char *)w - out->data);
@@ -233,7 +233,7 @@ iocd_err store_batch_add(store_batch *b, const iocd_label *labels, size_t n_labe
     return IOCD_OK;
 }
 
-static bool get_varint(const uint8_t **p, const uint8_t *end, uint64_t *out)
+bool store_varint_get(const uint8_t **p, const uint8_t *end, uint64_t *out)
 {
     uint64_t v = 0;
     int shift = 0;
@@ -258,11 +258,11 @@ iocd_err store_key_walk(const uint8_t *key, size_t len, store_label_fn fn, void 
 
     while (p < end) {
         const char *name, *value;
-        if (!get_varint(&p, end, &nl) || nl > (uint64_t)(end - p))
+        if (!store_varint_get(&p, end, &nl) || nl > (uint64_t)(end - p))
             return IOCD_ECORRUPT;
         name = (const char *)p;
         p += nl;
-        if (!get_varint(&p, end, &vl) || vl > (uint64_t)(end - p))
+        if (!store_varint_get(&p, end, &vl) || vl > (uint64_t)(end - p))
             return IOCD_ECORRUPT;
         value = (const char *)p;
         p += vl;
@@ -276,9 +276,9 @@ iocd_err store_key_walk(const uint8_t *key, size_t len, store_label_fn fn, void 
 iocd_err store_wal_put(iocd_buf *b, uint64_t id, int64_t t, double v)
 {
     uint8_t tmp[28];
-    size_t n = put_varint(tmp, id);
+    size_t n = store_varint_put(tmp, id);
 
-    n += put_varint(tmp + n, ((uint64_t)t << 1) ^ ((uint64_t)0 - ((uint64_t)t >> 63)));
+    n += store_varint_put(tmp + n, ((uint64_t)t << 1) ^ ((uint64_t)0 - ((uint64_t)t >> 63)));
     memcpy(tmp + n, &v, 8);
     return iocd_buf_append(b, tmp, n + 8);
 }
@@ -291,7 +291,7 @@ bool store_wal_next(const uint8_t **p, const uint8_t *end, uint64_t *id, int64_t
     *corrupt = false;
     if (*p >= end)
         return false;
-    if (!get_varint(p, end, id) || !get_varint(p, end, &zt) || end - *p < 8) {
+    if (!store_varint_get(p, end, id) || !store_varint_get(p, end, &zt) || end - *p < 8) {
         *corrupt = true;
         return false;
     }

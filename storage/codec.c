@@ -25,35 +25,6 @@
 static const double pow10_tab[E_MAX + 1] = { 1e0, 1e1, 1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
                                              1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15 };
 
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-    size_t n = 0;
-
-    while (v >= 0x80) {
-        p[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    p[n++] = (uint8_t)v;
-    return n;
-}
-
-static bool get_varint(const uint8_t **p, const uint8_t *end, uint64_t *out)
-{
-    uint64_t v = 0;
-    int shift = 0;
-
-    while (*p < end && shift < 64) {
-        uint8_t b = *(*p)++;
-        v |= (uint64_t)(b & 0x7f) << shift;
-        if ((b & 0x80) == 0) {
-            *out = v;
-            return true;
-        }
-        shift += 7;
-    }
-    return false;
-}
-
 static uint64_t zz(int64_t v)
 {
     return ((uint64_t)v << 1) ^ ((uint64_t)0 - ((uint64_t)v >> 63));
@@ -112,21 +83,22 @@ iocd_err codec_stream_encode(const iocd_sample *s, size_t n, iocd_buf *out)
     int e = choose_e(s, n);
     iocd_err err;
 
-    k = put_varint(tmp, n);
+    k = store_varint_put(tmp, n);
     tmp[k++] = (uint8_t)e;
     err = iocd_buf_append(out, tmp, k);
     for (i = 0; i < n && err == IOCD_OK; i++) {
         int64_t t = s[i].t_ms;
         if (i == 0) {
-            k = put_varint(tmp, zz(t));
+            k = store_varint_put(tmp, zz(t));
         } else {
             int64_t dt = (int64_t)((uint64_t)t - (uint64_t)prev_t);
-            k = put_varint(tmp, i == 1 ? zz(dt) : zz((int64_t)((uint64_t)dt - (uint64_t)prev_dt)));
+            k = store_varint_put(tmp,
+                                 i == 1 ? zz(dt) : zz((int64_t)((uint64_t)dt - (uint64_t)prev_dt)));
             prev_dt = dt;
         }
         prev_t = t;
         if (decimal_at(s[i].v, e, &m)) {
-            k += put_varint(tmp + k, zz((int64_t)((uint64_t)m - (uint64_t)prev_m)) << 1);
+            k += store_varint_put(tmp + k, zz((int64_t)((uint64_t)m - (uint64_t)prev_m)) << 1);
             prev_m = m;
         } else {
             tmp[k++] = 1;
@@ -147,7 +119,7 @@ iocd_err codec_stream_decode(const uint8_t *p, size_t len, iocd_sample **out, si
     size_t i;
     int e;
 
-    if (!get_varint(&p, end, &n) || p >= end || n > len)
+    if (!store_varint_get(&p, end, &n) || p >= end || n > len)
         return IOCD_ECORRUPT; /* every sample takes at least one byte */
     e = *p++;
     if (e > E_MAX)
@@ -156,7 +128,7 @@ iocd_err codec_stream_decode(const uint8_t *p, size_t len, iocd_sample **out, si
     if (s == NULL)
         return IOCD_ENOMEM;
     for (i = 0; i < n; i++) {
-        if (!get_varint(&p, end, &u))
+        if (!store_varint_get(&p, end, &u))
             goto corrupt;
         if (i == 0) {
             prev_t = unzz(u);
@@ -166,7 +138,7 @@ iocd_err codec_stream_decode(const uint8_t *p, size_t len, iocd_sample **out, si
             prev_t = (int64_t)((uint64_t)prev_t + (uint64_t)prev_dt);
         }
         s[i].t_ms = prev_t;
-        if (!get_varint(&p, end, &u))
+        if (!store_varint_get(&p, end, &u))
             goto corrupt;
         if (u & 1) {
             if (u != 1 || end - p < 8)
@@ -199,14 +171,14 @@ iocd_err codec_block_encode(const codec_series *series, size_t n, int level, ioc
     iocd_buf_init(&raw, 0);
     iocd_buf_init(&streams, 0);
     tmp[0] = BLOCK_VERSION;
-    err = iocd_buf_append(&raw, tmp, 1 + put_varint(tmp + 1, n));
+    err = iocd_buf_append(&raw, tmp, 1 + store_varint_put(tmp + 1, n));
     for (i = 0; i < n && err == IOCD_OK; i++) {
         size_t before = streams.len, k;
         err = codec_stream_encode(series[i].s, series[i].n, &streams);
         if (err != IOCD_OK)
             break;
-        k = put_varint(tmp, series[i].id - prev_id);
-        k += put_varint(tmp + k, streams.len - before);
+        k = store_varint_put(tmp, series[i].id - prev_id);
+        k += store_varint_put(tmp + k, streams.len - before);
         prev_id = series[i].id;
         err = iocd_buf_append(&raw, tmp, k);
     }
@@ -251,7 +223,7 @@ iocd_err codec_block_find(const void *data, size_t len, uint64_t id, size_t max_
     }
     p = raw + 1;
     end = raw + got;
-    if (!get_varint(&p, end, &count) || count > got) {
+    if (!store_varint_get(&p, end, &count) || count > got) {
         iocd_free(raw);
         return IOCD_ECORRUPT;
     }
@@ -259,15 +231,15 @@ iocd_err codec_block_find(const void *data, size_t len, uint64_t id, size_t max_
     {
         const uint8_t *h = p;
         for (i = 0; i < count; i++)
-            if (!get_varint(&h, end, &d) || !get_varint(&h, end, &bytes)) {
+            if (!store_varint_get(&h, end, &d) || !store_varint_get(&h, end, &bytes)) {
                 iocd_free(raw);
                 return IOCD_ECORRUPT;
             }
         streams = h;
     }
     for (i = 0; i < count; i++) {
-        get_varint(&p, end, &d);
-        get_varint(&p, end, &bytes);
+        store_varint_get(&p, end, &d);
+        store_varint_get(&p, end, &bytes);
         prev_id += d;
         if (bytes > (uint64_t)(end - streams) || off > (uint64_t)(end - streams) - bytes) {
             err = IOCD_ECORRUPT;

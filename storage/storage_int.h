@@ -45,6 +45,10 @@ uint64_t store_hash(const void *data, size_t len);
 /* Walks a canonical key: calls fn per label. IOCD_ECORRUPT if malformed. */
 iocd_err store_key_walk(const uint8_t *key, size_t len, store_label_fn fn, void *ud);
 
+/* Unsigned LEB128 varints and zigzag, shared by the key, WAL and block encodings. */
+size_t store_varint_put(uint8_t *p, uint64_t v); /* writes at most 10 bytes */
+bool store_varint_get(const uint8_t **p, const uint8_t *end, uint64_t *out);
+
 /* Write-ahead-log entries: varint id, zigzag varint t, 8 raw bytes of v (bit-exact).
  * store_wal_next returns false at the end of rec; *corrupt is set if it stopped early. */
 iocd_err store_wal_put(iocd_buf *b, uint64_t id, int64_t t, double v);
