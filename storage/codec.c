@@ -200,15 +200,18 @@ iocd_err codec_block_encode(const codec_series *series, size_t n, int level, ioc
     return err;
 }
 
-iocd_err codec_block_find(const void *data, size_t len, uint64_t id, size_t max_raw,
-                          iocd_sample **out, size_t *n_out)
+/* Walks a block: for each series, fn gets its id and its stream, or the walk stops early
+ * when fn returns non-OK (IOCD_EEXIST is used below to mean "found, stop"). */
+typedef iocd_err (*stream_fn)(void *ud, uint64_t id, const uint8_t *p, size_t len);
+
+static iocd_err block_walk(const void *data, size_t len, size_t max_raw, stream_fn fn, void *ud)
 {
     unsigned long long raw_len = ZSTD_getFrameContentSize(data, len);
-    const uint8_t *p, *end, *streams;
+    const uint8_t *p, *end, *streams, *h;
     uint64_t count, prev_id = 0, off = 0, d, bytes;
     uint8_t *raw;
     size_t got, i;
-    iocd_err err = IOCD_ENOTFOUND;
+    iocd_err err = IOCD_OK;
 
     if (raw_len == ZSTD_CONTENTSIZE_ERROR || raw_len == ZSTD_CONTENTSIZE_UNKNOWN ||
         raw_len > max_raw || raw_len == 0)
@@ -228,16 +231,14 @@ iocd_err codec_block_find(const void *data, size_t len, uint64_t id, size_t max_
         return IOCD_ECORRUPT;
     }
     /* The header ends where the streams begin: walk it once to find that point. */
-    {
-        const uint8_t *h = p;
-        for (i = 0; i < count; i++)
-            if (!store_varint_get(&h, end, &d) || !store_varint_get(&h, end, &bytes)) {
-                iocd_free(raw);
-                return IOCD_ECORRUPT;
-            }
-        streams = h;
+    for (h = p, i = 0; i < count; i++) {
+        if (!store_varint_get(&h, end, &d) || !store_varint_get(&h, end, &bytes)) {
+            iocd_free(raw);
+            return IOCD_ECORRUPT;
+        }
     }
-    for (i = 0; i < count; i++) {
+    streams = h;
+    for (i = 0; i < count && err == IOCD_OK; i++) {
         store_varint_get(&p, end, &d);
         store_varint_get(&p, end, &bytes);
         prev_id += d;
@@ -245,14 +246,65 @@ iocd_err codec_block_find(const void *data, size_t len, uint64_t id, size_t max_
             err = IOCD_ECORRUPT;
             break;
         }
-        if (prev_id == id) {
-            err = codec_stream_decode(streams + off, (size_t)bytes, out, n_out);
-            break;
-        }
+        err = fn(ud, prev_id, streams + off, (size_t)bytes);
         off += bytes;
     }
     iocd_free(raw);
     return err;
+}
+
+typedef struct find_ctx {
+    uint64_t id;
+    iocd_sample **out;
+    size_t *n_out;
+} find_ctx;
+
+static iocd_err find_one(void *ud, uint64_t id, const uint8_t *p, size_t len)
+{
+    find_ctx *f = ud;
+    iocd_err err;
+
+    if (id != f->id)
+        return IOCD_OK;
+    err = codec_stream_decode(p, len, f->out, f->n_out);
+    return err == IOCD_OK ? IOCD_EEXIST : err;
+}
+
+iocd_err codec_block_find(const void *data, size_t len, uint64_t id, size_t max_raw,
+                          iocd_sample **out, size_t *n_out)
+{
+    find_ctx f = { id, out, n_out };
+    iocd_err err = block_walk(data, len, max_raw, find_one, &f);
+
+    if (err == IOCD_EEXIST)
+        return IOCD_OK;
+    return err == IOCD_OK ? IOCD_ENOTFOUND : err;
+}
+
+typedef struct each_ctx {
+    codec_series_fn fn;
+    void *ud;
+} each_ctx;
+
+static iocd_err each_one(void *ud, uint64_t id, const uint8_t *p, size_t len)
+{
+    each_ctx *e = ud;
+    iocd_sample *s = NULL;
+    size_t n = 0;
+    iocd_err err = codec_stream_decode(p, len, &s, &n);
+
+    if (err == IOCD_OK)
+        err = e->fn(e->ud, id, s, n);
+    iocd_free(s);
+    return err;
+}
+
+iocd_err codec_block_each(const void *data, size_t len, size_t max_raw, codec_series_fn fn,
+                          void *ud)
+{
+    each_ctx e = { fn, ud };
+
+    return block_walk(data, len, max_raw, each_one, &e);
 }
 
 /* ---- WAL records ----------------------------------------------------------------------- */

@@ -75,6 +75,11 @@ iocd_err codec_block_encode(const codec_series *series, size_t n, int level, ioc
 iocd_err codec_block_find(const void *data, size_t len, uint64_t id, size_t max_raw,
                           iocd_sample **out, size_t *n_out);
 
+/* Calls fn for every series of a block with its decoded samples. */
+typedef iocd_err (*codec_series_fn)(void *ud, uint64_t id, const iocd_sample *s, size_t n);
+iocd_err codec_block_each(const void *data, size_t len, size_t max_raw, codec_series_fn fn,
+                          void *ud);
+
 /* WAL records on disk: a format byte (0 raw entries, 1 zstd-compressed entries) and the
  * payload. pack appends to out; unpack sets *entries to the raw entries, which point into
  * rec or into scratch. Errors: IOCD_ECORRUPT, IOCD_ENOMEM, IOCD_EIO. */

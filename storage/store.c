@@ -454,13 +454,13 @@ static void seal_set_fini(seal_set *ss)
     memset(ss, 0, sizeof(*ss));
 }
 
-/* Moves every head sample before `before` into ss, as runs of one series and one period.
- * Called with st->mu held. */
-static iocd_err take_sealable(store *st, int64_t before, seal_set *ss)
+/* Moves every head sample before `before` of the series in by_id[from, to) into ss, as runs
+ * of one series and one period. Called with st->mu held. */
+static iocd_err take_sealable(store *st, int64_t before, size_t from, size_t to, seal_set *ss)
 {
     size_t i, k, j;
 
-    for (i = 0; i < st->by_id_cap; i++) {
+    for (i = from; i < to && i < st->by_id_cap; i++) {
         series *s = st->by_id[i];
         if (s == NULL || s->n == 0 || s->s[0].t_ms >= before)
             continue;
@@ -505,18 +505,32 @@ static iocd_err take_sealable(store *st, int64_t before, seal_set *ss)
     return IOCD_OK;
 }
 
-/* Puts a failed seal's samples back into the heads. Called with st->mu held. */
-static void restore_sealable(store *st, const seal_set *ss)
+/* Puts a failed seal's samples back into the heads, from the blocks built for it (the
+ * sealed samples themselves are not kept: slicing bounds the seal's memory). The WAL still
+ * holds them, so this only matters until the next restart. Called with st->mu held. */
+static iocd_err restore_one(void *ud, uint64_t id, const iocd_sample *smp, size_t n)
 {
-    size_t i, j;
+    store *st = ud;
+    series *s = series_by_id(st, id);
+    size_t j;
 
-    for (i = 0; i < ss->n_runs; i++) {
-        series *s = series_by_id(st, ss->runs[i].id);
-        for (j = 0; s != NULL && j < ss->runs[i].n; j++)
-            if (series_put(st, s, ss->s[ss->runs[i].off + j].t_ms, ss->s[ss->runs[i].off + j].v) !=
-                IOCD_OK)
-                log_error("store", "out of memory restoring samples after a failed seal", NULL);
-    }
+    for (j = 0; s != NULL && j < n; j++)
+        if (series_put(st, s, smp[j].t_ms, smp[j].v) != IOCD_OK)
+            return IOCD_ENOMEM;
+    return IOCD_OK;
+}
+
+static void restore_sealable(store *st, const store_db_block *blocks, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        if (codec_block_each(blocks[i].data, blocks[i].len, BLOCK_RAW_MAX, restore_one, st) !=
+            IOCD_OK)
+            log_error("store",
+                      "cannot restore samples after a failed seal; they are in the "
+                      "WAL and return on restart",
+                      NULL);
 }
 
 static int run_cmp(const void *a, const void *b)
@@ -530,20 +544,26 @@ static int run_cmp(const void *a, const void *b)
     return 0;
 }
 
-/* Encodes the runs as blocks of one period and one id group each. */
-static iocd_err build_blocks(const seal_set *ss, store_db_block **out, size_t *n_out,
-                             iocd_buf *space)
+/* Encodes the runs as blocks of one period and one id group each, appended to *blocks (with
+ * their bytes in space; .data is set by the caller once space stops growing, from the
+ * offset kept in .data meanwhile). */
+static iocd_err build_blocks(const seal_set *ss, store_db_block **blocks_io, size_t *n_io,
+                             size_t *cap_io, iocd_buf *space)
 {
-    store_db_block *blocks = NULL;
+    store_db_block *blocks = *blocks_io;
     codec_series cs[64];
-    size_t i = 0, n = 0, *offs = NULL;
+    size_t i = 0, n = *n_io;
     iocd_err err = IOCD_OK;
 
     qsort(ss->runs, ss->n_runs, sizeof(*ss->runs), run_cmp);
-    blocks = iocd_calloc(ss->n_runs + 1, sizeof(*blocks));
-    offs = iocd_calloc(ss->n_runs + 1, sizeof(*offs));
-    if (blocks == NULL || offs == NULL)
-        err = IOCD_ENOMEM;
+    if (n + ss->n_runs > *cap_io) {
+        size_t cap = (n + ss->n_runs) * 2;
+        store_db_block *g = iocd_realloc(blocks, cap * sizeof(*g));
+        if (g == NULL)
+            return IOCD_ENOMEM;
+        *blocks_io = blocks = g;
+        *cap_io = cap;
+    }
     while (err == IOCD_OK && i < ss->n_runs) {
         int64_t period = ss->runs[i].period;
         uint64_t group = ss->runs[i].id >> 6;
@@ -556,20 +576,45 @@ static iocd_err build_blocks(const seal_set *ss, store_db_block **out, size_t *n
         blocks[n].period = period;
         blocks[n].group = group;
         blocks[n].len = space->len - before;
-        offs[n] = before;
+        blocks[n].data = (const void *)(uintptr_t)before; /* an offset until the end */
         n++;
     }
-    /* Pointers only once the buffer has stopped growing. */
-    for (i = 0; err == IOCD_OK && i < n; i++)
-        blocks[i].data = space->data + offs[i];
-    iocd_free(offs);
-    if (err != IOCD_OK) {
-        iocd_free(blocks);
-        return err;
+    *n_io = n;
+    return err;
+}
+
+#define SEAL_SLICE 4096 /* series per slice: bounds the seal's memory */
+
+/* Takes and encodes, slice by slice, every head sample before `before`. */
+static iocd_err seal_slices(store *st, int64_t before, store_db_block **blocks, size_t *n_blocks,
+                            iocd_buf *space, size_t *n_samples)
+{
+    size_t from = 0, cap_blocks = 0, end, i;
+    seal_set ss;
+    iocd_err err = IOCD_OK;
+
+    memset(&ss, 0, sizeof(ss));
+    for (;;) {
+        pthread_mutex_lock(&st->mu);
+        end = st->by_id_cap;
+        if (from < end)
+            err = take_sealable(st, before, from, from + SEAL_SLICE, &ss);
+        pthread_mutex_unlock(&st->mu);
+        if (from >= end || err != IOCD_OK)
+            break;
+        *n_samples += ss.n;
+        if (ss.n_runs > 0)
+            err = build_blocks(&ss, blocks, n_blocks, &cap_blocks, space);
+        if (err != IOCD_OK)
+            break;
+        ss.n = 0;
+        ss.n_runs = 0;
+        from += SEAL_SLICE;
     }
-    *out = blocks;
-    *n_out = n;
-    return IOCD_OK;
+    seal_set_fini(&ss);
+    for (i = 0; i < *n_blocks; i++)
+        (*blocks)[i].data = space->data + (uintptr_t)(*blocks)[i].data;
+    return err;
 }
 
 /* One group commit. seal_before != INT64_MIN also seals every head sample before it. */
@@ -578,16 +623,14 @@ static void group_commit(store *st, pending *batch, int64_t seal_before)
     store_db_series *ser = NULL;
     store_db_block *blocks = NULL;
     uint64_t *ids = NULL;
-    size_t n_ids = 0, n_ser = 0, i, n_batches = 0, n_blocks = 0;
+    size_t n_ids = 0, n_ser = 0, i, n_batches = 0, n_blocks = 0, n_sealed = 0;
     wal_split ws;
-    seal_set ss;
     iocd_buf space, wal_packed;
     pending *p, *next;
     int64_t t0 = iocd_mono_ns(), drop_before = INT64_MIN;
     iocd_err err = IOCD_OK;
 
     memset(&ws, 0, sizeof(ws));
-    memset(&ss, 0, sizeof(ss));
     iocd_buf_init(&space, 0);
     iocd_buf_init(&wal_packed, 0);
     pthread_mutex_lock(&st->commit_mu);
@@ -626,13 +669,11 @@ static void group_commit(store *st, pending *batch, int64_t seal_before)
         if (s != NULL)
             ser[n_ser++] = (store_db_series){ s->id, s->key, s->key_len };
     }
-    if (err == IOCD_OK && seal_before != INT64_MIN)
-        err = take_sealable(st, seal_before, &ss);
     pthread_mutex_unlock(&st->mu);
     if (n_ids > 0 && ser == NULL)
         err = IOCD_ENOMEM;
-    if (err == IOCD_OK && ss.n_runs > 0)
-        err = build_blocks(&ss, &blocks, &n_blocks, &space);
+    if (err == IOCD_OK && seal_before != INT64_MIN)
+        err = seal_slices(st, seal_before, &blocks, &n_blocks, &space, &n_sealed);
     if (seal_before != INT64_MIN)
         drop_before = period_of(st, iocd_now_ms() - st->lim.retention_ms);
     if (err == IOCD_OK)
@@ -658,7 +699,7 @@ static void group_commit(store *st, pending *batch, int64_t seal_before)
             st->n_late = 0;
         }
     } else {
-        restore_sealable(st, &ss);
+        restore_sealable(st, blocks, n_blocks);
         if (ids != NULL) {
             /* Keep them for the next commit, ahead of any created meanwhile (ids ascend). */
             uint64_t *merged = iocd_realloc(ids, (n_ids + st->n_unpersisted) * sizeof(*ids));
@@ -688,10 +729,10 @@ static void group_commit(store *st, pending *batch, int64_t seal_before)
             iocd_metric_add(st->m_wal_bytes, (double)ws.recs[i].len);
         if (n_blocks > 0) {
             iocd_metric_add(st->m_sealed_blocks, (double)n_blocks);
-            iocd_metric_add(st->m_sealed_samples, (double)ss.n);
+            iocd_metric_add(st->m_sealed_samples, (double)n_sealed);
             iocd_metric_add(st->m_sealed_bytes, (double)space.len);
             log_debug("store", "sealed", "before=%lld blocks=%zu samples=%zu bytes=%zu",
-                      (long long)seal_before, n_blocks, ss.n, space.len);
+                      (long long)seal_before, n_blocks, n_sealed, space.len);
         }
     } else {
         iocd_metric_add(st->m_commit_fail, 1);
@@ -699,7 +740,6 @@ static void group_commit(store *st, pending *batch, int64_t seal_before)
                   n_batches);
     }
     wal_split_fini(&ws);
-    seal_set_fini(&ss);
     iocd_buf_fini(&space);
     iocd_buf_fini(&wal_packed);
     for (p = batch; p != NULL; p = next) {
