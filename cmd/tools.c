@@ -85,7 +85,7 @@ int cmd_check(int argc, char **argv)
         fprintf(stderr, "iocd check: expected one data directory (see iocd check --help)\n");
         return 2;
     }
-    iocd_log_setup(IOCD_LOG_WARN, IOCD_LOG_LOGFMT, 2);
+    iocd_log_setup(IOCD_LOG_INFO, IOCD_LOG_LOGFMT, 2); /* the summary line */
     err = store_check(argv[0], print_problem, NULL, &problems, errbuf, sizeof(errbuf));
     if (err != IOCD_OK) {
         fprintf(stderr, "iocd check: %s\n", errbuf);

@@ -862,6 +862,23 @@ static iocd_err count_label(void *ud, const char *name, size_t name_len, const c
     return IOCD_OK;
 }
 
+typedef struct check_block {
+    check_ctx *c;
+    uint64_t max_id, group, samples;
+} check_block;
+
+static iocd_err check_series_in_block(void *ud, uint64_t id, const iocd_sample *s, size_t n)
+{
+    check_block *cb = ud;
+
+    (void)s;
+    cb->samples += n;
+    if (id >> 6 != cb->group || id == 0 || id > cb->max_id)
+        problem(cb->c, "block of group %llu holds series %llu", (unsigned long long)cb->group,
+                (unsigned long long)id);
+    return IOCD_OK;
+}
+
 iocd_err store_check(const char *dir, store_report_fn fn, void *ud, uint64_t *problems_out,
                      char *errbuf, size_t errlen)
 {
@@ -870,7 +887,8 @@ iocd_err store_check(const char *dir, store_report_fn fn, void *ud, uint64_t *pr
     MDB_txn *txn = NULL;
     MDB_cursor *cur = NULL;
     MDB_val k, v, k2, v2;
-    uint64_t max_id = 0, n_series = 0, n_postings = 0, n_wal = 0, n_samples = 0;
+    uint64_t max_id = 0, n_series = 0, n_postings = 0, n_wal = 0, n_samples = 0, n_blocks = 0,
+             n_block_samples = 0;
     iocd_buf scratch;
     iocd_err err;
     int rc;
@@ -972,6 +990,29 @@ iocd_err store_check(const char *dir, store_report_fn fn, void *ud, uint64_t *pr
             problem(&c, "wal record %llu does not decode",
                     (unsigned long long)get_be64((const uint8_t *)k.mv_data + 8));
     }
+    if (rc != MDB_NOTFOUND)
+        goto out;
+    mdb_cursor_close(cur);
+    cur = NULL;
+    /* Every block decodes, and every series in it is known. */
+    rc = mdb_cursor_open(txn, db.chunks, &cur);
+    for (rc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_FIRST) : rc; rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        check_block cb = { &c, max_id,
+                           k.mv_size == 20 ? get_be64((const uint8_t *)k.mv_data + 8) : 0, 0 };
+        iocd_err be;
+        n_blocks++;
+        if (k.mv_size != 20) {
+            problem(&c, "block key of %zu bytes", k.mv_size);
+            continue;
+        }
+        be = codec_block_each(v.mv_data, v.mv_size, 64u << 20, check_series_in_block, &cb);
+        if (be != IOCD_OK)
+            problem(&c, "block (period %lld, group %llu) does not decode: %s",
+                    (long long)get_be_time(k.mv_data), (unsigned long long)cb.group,
+                    iocd_strerror(be));
+        n_block_samples += cb.samples;
+    }
     if (rc == MDB_NOTFOUND)
         rc = 0;
 out:
@@ -986,11 +1027,11 @@ out:
         return err_from_mdb(rc);
     }
     log_info("store", "check finished",
-             "series=%llu postings=%llu wal_records=%llu "
-             "wal_samples=%llu problems=%llu",
+             "series=%llu postings=%llu wal_records=%llu wal_samples=%llu blocks=%llu "
+             "block_samples=%llu problems=%llu",
              (unsigned long long)n_series, (unsigned long long)n_postings,
-             (unsigned long long)n_wal, (unsigned long long)n_samples,
-             (unsigned long long)c.problems);
+             (unsigned long long)n_wal, (unsigned long long)n_samples, (unsigned long long)n_blocks,
+             (unsigned long long)n_block_samples, (unsigned long long)c.problems);
     *problems_out = c.problems;
     return IOCD_OK;
 }
