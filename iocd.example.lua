@@ -20,6 +20,7 @@ return {
 
   sync = "always",                 -- fsync before acknowledging, or a window like "100ms"
   retention = "90d",               -- raw samples are kept this long
+  rollup_retention = "2y",         -- 5-minute and 1-hour rollups are kept this long
 
   http_timeout = "60s",            -- idle HTTP connections are closed after this
   http_body_max = "64MiB",         -- largest request body

@@ -49,6 +49,7 @@ typedef struct col_config {
     int64_t shutdown_timeout_ms; /* graceful stop budget */
     int64_t sync_window_ms;      /* --sync: 0 = fsync every group commit */
     int64_t retention_ms;        /* --retention */
+    int64_t rollup_retention_ms; /* --rollup-retention */
     int64_t line_max;            /* longest accepted line-protocol line, bytes */
     col_token *tokens;
     size_t n_tokens;

@@ -60,6 +60,8 @@ static const opt options[] = {
       "100ms): fsync at most that long after a commit; a power loss may lose that window." },
     { "retention", OPT_DURATION, F(retention_ms), "DURATION", "90d",
       "How long raw samples are kept." },
+    { "rollup-retention", OPT_DURATION, F(rollup_retention_ms), "DURATION", "2y",
+      "How long the 5-minute and 1-hour rollups (min, max, sum, count, last) are kept." },
     { "http-timeout", OPT_DURATION, F(http_timeout_ms), "DURATION", "60s",
       "Idle HTTP connections are closed after this long." },
     { "http-body-max", OPT_SIZE, F(http_body_max), "SIZE", "64MiB",

@@ -34,7 +34,16 @@ struct store_db {
     MDB_dbi postings;     /* "name=value" -> ids (dupsort, dupfixed, big-endian) */
     MDB_dbi wal;          /* period, sequence -> record */
     MDB_dbi chunks;       /* period, id group, sequence -> compressed block */
+    MDB_dbi rollup_5m;    /* the same keys -> 5-minute min, max, sum, count, last */
+    MDB_dbi rollup_1h;    /* the same keys -> 1-hour aggregates */
 };
+
+static MDB_dbi kind_dbi(const store_db *db, store_db_kind kind)
+{
+    return kind == STORE_DB_ROLLUP_5M   ? db->rollup_5m
+           : kind == STORE_DB_ROLLUP_1H ? db->rollup_1h
+                                        : db->chunks;
+}
 
 static iocd_err err_from_mdb(int rc)
 {
@@ -154,6 +163,8 @@ static iocd_err open_dbs(store_db *db, char *errbuf, size_t errlen)
         { "postings", MDB_DUPSORT | MDB_DUPFIXED, offsetof(store_db, postings) },
         { "wal", 0, offsetof(store_db, wal) },
         { "chunks", 0, offsetof(store_db, chunks) },
+        { "rollup_5m", 0, offsetof(store_db, rollup_5m) },
+        { "rollup_1h", 0, offsetof(store_db, rollup_1h) },
     };
     MDB_txn *txn = NULL;
     size_t i;
@@ -238,7 +249,8 @@ static bool out_of_space(store_db *db)
 
 iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_series, uint64_t seq,
                          const store_db_wal *wal, size_t n_wal, const store_db_block *blocks,
-                         size_t n_blocks, int64_t wal_before, int64_t drop_before)
+                         size_t n_blocks, int64_t wal_before, int64_t drop_before,
+                         int64_t drop_rollups_before)
 {
     MDB_txn *txn = NULL;
     MDB_cursor *cur = NULL;
@@ -287,8 +299,12 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
         be64(key + 8, blocks[i].group);
         memset(key + 16, 0xff, 4);
         /* The next sequence under (period, group): one past the last one stored. */
+        if (cur != NULL && (i == 0 || blocks[i].kind != blocks[i - 1].kind)) {
+            mdb_cursor_close(cur);
+            cur = NULL;
+        }
         if (cur == NULL)
-            rc = mdb_cursor_open(txn, db->chunks, &cur);
+            rc = mdb_cursor_open(txn, kind_dbi(db, blocks[i].kind), &cur);
         if (rc == 0) {
             fk = (MDB_val){ 20, key };
             int r2 = mdb_cursor_get(cur, &fk, &fv, MDB_SET_RANGE);
@@ -310,16 +326,19 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
         k = (MDB_val){ 20, key };
         v = (MDB_val){ blocks[i].len, (void *)blocks[i].data };
         if (rc == 0)
-            rc = mdb_put(txn, db->chunks, &k, &v, 0);
+            rc = mdb_put(txn, kind_dbi(db, blocks[i].kind), &k, &v, 0);
     }
     if (cur != NULL) {
         mdb_cursor_close(cur);
         cur = NULL;
     }
     /* Sealed periods leave the WAL; expired periods leave the data file. */
-    for (i = 0; rc == 0 && i < 2; i++) {
-        MDB_dbi dbi = i == 0 ? db->wal : db->chunks;
-        int64_t before = i == 0 ? wal_before : drop_before;
+    for (i = 0; rc == 0 && i < 4; i++) {
+        MDB_dbi dbi = i == 0   ? db->wal
+                      : i == 1 ? db->chunks
+                      : i == 2 ? db->rollup_5m
+                               : db->rollup_1h;
+        int64_t before = i == 0 ? wal_before : i == 1 ? drop_before : drop_rollups_before;
         if (before == INT64_MIN)
             continue;
         rc = mdb_cursor_open(txn, dbi, &cur);
@@ -396,7 +415,7 @@ iocd_err store_db_delete_series(store_db *db, const store_db_series *series, siz
     return err_from_mdb(rc);
 }
 
-iocd_err store_db_blocks(store_db *db, uint64_t group, int64_t from, int64_t to,
+iocd_err store_db_blocks(store_db *db, store_db_kind kind, uint64_t group, int64_t from, int64_t to,
                          store_db_block_fn fn, void *ud)
 {
     MDB_txn *txn = NULL;
@@ -409,7 +428,7 @@ iocd_err store_db_blocks(store_db *db, uint64_t group, int64_t from, int64_t to,
 
     rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
     if (rc == 0)
-        rc = mdb_cursor_open(txn, db->chunks, &cur);
+        rc = mdb_cursor_open(txn, kind_dbi(db, kind), &cur);
     while (rc == 0 && err == IOCD_OK) {
         int64_t kp;
         uint64_t kg;
@@ -754,6 +773,10 @@ static iocd_err open_readonly(const char *dir, store_db *db, char *errbuf, size_
         rc = mdb_dbi_open(txn, "wal", 0, &db->wal);
     if (rc == 0)
         rc = mdb_dbi_open(txn, "chunks", 0, &db->chunks);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "rollup_5m", 0, &db->rollup_5m);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "rollup_1h", 0, &db->rollup_1h);
     if (txn != NULL)
         mdb_txn_commit(txn); /* keeps the dbi handles for later transactions */
     if (rc != 0) {

@@ -19,6 +19,7 @@ typedef struct store_config {
     uint64_t new_series_per_min; /* churn guard; 0 = 1,000,000 */
     int64_t ooo_window_ms;       /* out-of-order acceptance behind a series' newest; 0 = 1 h */
     int64_t chunk_ms;            /* period of one sealed block; 0 = 15 min */
+    int64_t rollup_retention_ms; /* 5 m and 1 h rollups are kept this long; 0 = 2 years */
     int64_t seal_grace_ms;       /* a period is sealed once the newest sample is this far past
                                   * its end; 0 = 2 min */
 } store_config;
@@ -96,6 +97,24 @@ iocd_err store_series_labels(store *st, uint64_t id, store_label_fn fn, void *ud
  * timestamp (the last written wins). *out is iocd_malloc'ed. Errors: IOCD_ENOTFOUND. */
 iocd_err store_read(store *st, uint64_t id, int64_t start_ms, int64_t end_ms, iocd_sample **out,
                     size_t *n_out);
+
+/* Rollups, built as samples are sealed: per bucket of 5 minutes or 1 hour, the min, max,
+ * sum, count and last value of a series (staleness markers left out). They cover sealed
+ * samples only: for a range that reaches the head, read raw samples for the rest. */
+typedef struct store_rollup {
+    int64_t t_ms; /* bucket start */
+    double min, max, sum, count, last;
+    int64_t last_t_ms; /* time of `last` */
+} store_rollup;
+
+#define STORE_ROLLUP_5M 300000
+#define STORE_ROLLUP_1H 3600000
+
+/* The buckets of series id at resolution res_ms (STORE_ROLLUP_5M or _1H) starting within
+ * [start_ms, end_ms], ascending. *out is iocd_malloc'ed. Errors: IOCD_EINVAL (resolution),
+ * IOCD_ENOTFOUND, IOCD_ENOMEM, IOCD_ECORRUPT. */
+iocd_err store_read_rollup(store *st, uint64_t id, int64_t res_ms, int64_t start_ms, int64_t end_ms,
+                           store_rollup **out, size_t *n_out);
 
 /* Deletes the series (ids from store_series_all or a selection): they vanish from the index,
  * postings and reads at once; their sealed samples are reclaimed by retention. A later

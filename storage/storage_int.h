@@ -124,8 +124,17 @@ typedef struct store_db_wal {
     size_t len;
 } store_db_wal;
 
+/* Where a block goes: raw samples, or one of the rollup resolutions. */
+typedef enum store_db_kind {
+    STORE_DB_CHUNKS,
+    STORE_DB_ROLLUP_5M,
+    STORE_DB_ROLLUP_1H,
+    STORE_DB_KINDS_,
+} store_db_kind;
+
 /* A sealed block: key (period, id group, sequence), value the compressed block. */
 typedef struct store_db_block {
+    store_db_kind kind;
     int64_t period;
     uint64_t group;
     const void *data;
@@ -136,10 +145,12 @@ typedef struct store_db_block {
  * postings) and the WAL records (sequence seq). When blocks are given (a seal), they are
  * stored (each after any block already under its period and group) and every WAL record of
  * a period before wal_before is deleted; blocks of periods before drop_before are deleted
- * (retention). Errors: IOCD_ENOSPC, IOCD_EIO. */
+ * (retention), and rollups of periods before drop_rollups_before. Errors: IOCD_ENOSPC,
+ * IOCD_EIO. */
 iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_series, uint64_t seq,
                          const store_db_wal *wal, size_t n_wal, const store_db_block *blocks,
-                         size_t n_blocks, int64_t wal_before, int64_t drop_before);
+                         size_t n_blocks, int64_t wal_before, int64_t drop_before,
+                         int64_t drop_rollups_before);
 
 /* Deletes series from the index, the reverse index and the postings, in one transaction.
  * Their samples in blocks become unreachable and leave the file with retention. */
@@ -148,7 +159,7 @@ iocd_err store_db_delete_series(store_db *db, const store_db_series *series, siz
 /* Calls fn for every block of id group `group` with a period in [from, to], ascending by
  * period then sequence. */
 typedef iocd_err (*store_db_block_fn)(void *ud, int64_t period, const void *data, size_t len);
-iocd_err store_db_blocks(store_db *db, uint64_t group, int64_t from, int64_t to,
+iocd_err store_db_blocks(store_db *db, store_db_kind kind, uint64_t group, int64_t from, int64_t to,
                          store_db_block_fn fn, void *ud);
 /* Bytes the data file occupies (pages in use) and the number of blocks. */
 iocd_err store_db_stats(store_db *db, uint64_t *bytes_used, uint64_t *n_blocks,

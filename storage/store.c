@@ -22,14 +22,16 @@
 #include <string.h>
 #include <time.h>
 
-#define DEFAULT_RETENTION_MS (90LL * 86400000)
-#define DEFAULT_FUTURE_MS    (10LL * 60000)
-#define DEFAULT_OOO_MS       (3600LL * 1000)
-#define DEFAULT_CHUNK_MS     (15LL * 60000)
-#define DEFAULT_GRACE_MS     (2LL * 60000)
-#define LATE_SEAL_NS         (30LL * 1000000000)
-#define ZSTD_LEVEL           3
-#define BLOCK_RAW_MAX        (64u << 20)
+#define DEFAULT_RETENTION_MS  (90LL * 86400000)
+#define DEFAULT_FUTURE_MS     (10LL * 60000)
+#define DEFAULT_OOO_MS        (3600LL * 1000)
+#define DEFAULT_CHUNK_MS      (15LL * 60000)
+#define DEFAULT_GRACE_MS      (2LL * 60000)
+#define DEFAULT_ROLLUP_RET_MS (2LL * 365 * 86400000)
+#define ROLLUP_AGGS           6 /* min, max, sum, count, last, last_t: streams per series */
+#define LATE_SEAL_NS          (30LL * 1000000000)
+#define ZSTD_LEVEL            3
+#define BLOCK_RAW_MAX         (64u << 20)
 
 typedef struct series {
     uint64_t id;
@@ -544,6 +546,65 @@ static int run_cmp(const void *a, const void *b)
     return 0;
 }
 
+static bool is_stale(double v)
+{
+    uint64_t bits;
+
+    memcpy(&bits, &v, 8);
+    return bits == 0x7ff0000000000002ULL;
+}
+
+/* Appends a block of rollup streams for the series in cs: per series, streams with the
+ * virtual ids id * 8 + 0..5 (min, max, sum, count, last, last time) of (bucket start, value). */
+static iocd_err encode_rollups(const codec_series *cs, size_t k, int64_t res, iocd_buf *space)
+{
+    codec_series rs[64 * ROLLUP_AGGS];
+    iocd_sample *buf = NULL;
+    size_t total = 0, i, j, used = 0;
+    iocd_err err;
+
+    for (i = 0; i < k; i++)
+        total += cs[i].n;
+    buf = iocd_malloc((total + k + 1) * ROLLUP_AGGS * sizeof(*buf)); /* n + 1 per series */
+    if (buf == NULL)
+        return IOCD_ENOMEM;
+    for (i = 0; i < k; i++) {
+        iocd_sample *agg[ROLLUP_AGGS];
+        size_t nb = 0, a;
+        for (a = 0; a < ROLLUP_AGGS; a++)
+            agg[a] = buf + used + a * (cs[i].n + 1);
+        for (j = 0; j < cs[i].n; j++) {
+            int64_t t = cs[i].s[j].t_ms, b = (t >= 0 ? t / res : (t - res + 1) / res) * res;
+            double v = cs[i].s[j].v;
+            if (is_stale(v))
+                continue;
+            if (nb == 0 || agg[0][nb - 1].t_ms != b) {
+                for (a = 0; a < ROLLUP_AGGS; a++)
+                    agg[a][nb].t_ms = b;
+                agg[0][nb].v = v;
+                agg[1][nb].v = v;
+                agg[2][nb].v = 0;
+                agg[3][nb].v = 0;
+                nb++;
+            }
+            if (v < agg[0][nb - 1].v || isnan(agg[0][nb - 1].v))
+                agg[0][nb - 1].v = v;
+            if (v > agg[1][nb - 1].v || isnan(agg[1][nb - 1].v))
+                agg[1][nb - 1].v = v;
+            agg[2][nb - 1].v += v;
+            agg[3][nb - 1].v += 1;
+            agg[4][nb - 1].v = v; /* the run is time-ordered: the latest so far */
+            agg[5][nb - 1].v = (double)t;
+        }
+        for (a = 0; a < ROLLUP_AGGS; a++)
+            rs[i * ROLLUP_AGGS + a] = (codec_series){ cs[i].id * 8 + a, agg[a], nb };
+        used += ROLLUP_AGGS * (cs[i].n + 1);
+    }
+    err = codec_block_encode(rs, k * ROLLUP_AGGS, ZSTD_LEVEL, space);
+    iocd_free(buf);
+    return err;
+}
+
 /* Encodes the runs as blocks of one period and one id group each, appended to *blocks (with
  * their bytes in space; .data is set by the caller once space stops growing, from the
  * offset kept in .data meanwhile). */
@@ -553,11 +614,12 @@ static iocd_err build_blocks(const seal_set *ss, store_db_block **blocks_io, siz
     store_db_block *blocks = *blocks_io;
     codec_series cs[64];
     size_t i = 0, n = *n_io;
+    int r;
     iocd_err err = IOCD_OK;
 
     qsort(ss->runs, ss->n_runs, sizeof(*ss->runs), run_cmp);
-    if (n + ss->n_runs > *cap_io) {
-        size_t cap = (n + ss->n_runs) * 2;
+    if (n + 3 * ss->n_runs > *cap_io) {
+        size_t cap = (n + 3 * ss->n_runs) * 2;
         store_db_block *g = iocd_realloc(blocks, cap * sizeof(*g));
         if (g == NULL)
             return IOCD_ENOMEM;
@@ -573,11 +635,22 @@ static iocd_err build_blocks(const seal_set *ss, store_db_block **blocks_io, siz
             i++;
         }
         err = codec_block_encode(cs, k, ZSTD_LEVEL, space);
+        blocks[n].kind = STORE_DB_CHUNKS;
         blocks[n].period = period;
         blocks[n].group = group;
         blocks[n].len = space->len - before;
         blocks[n].data = (const void *)(uintptr_t)before; /* an offset until the end */
         n++;
+        for (r = 0; err == IOCD_OK && r < 2; r++) {
+            before = space->len;
+            err = encode_rollups(cs, k, r == 0 ? STORE_ROLLUP_5M : STORE_ROLLUP_1H, space);
+            blocks[n].kind = r == 0 ? STORE_DB_ROLLUP_5M : STORE_DB_ROLLUP_1H;
+            blocks[n].period = period;
+            blocks[n].group = group;
+            blocks[n].len = space->len - before;
+            blocks[n].data = (const void *)(uintptr_t)before;
+            n++;
+        }
     }
     *n_io = n;
     return err;
@@ -627,7 +700,7 @@ static void group_commit(store *st, pending *batch, int64_t seal_before)
     wal_split ws;
     iocd_buf space, wal_packed;
     pending *p, *next;
-    int64_t t0 = iocd_mono_ns(), drop_before = INT64_MIN;
+    int64_t t0 = iocd_mono_ns(), drop_before = INT64_MIN, drop_rollups_before = INT64_MIN;
     iocd_err err = IOCD_OK;
 
     memset(&ws, 0, sizeof(ws));
@@ -674,11 +747,13 @@ static void group_commit(store *st, pending *batch, int64_t seal_before)
         err = IOCD_ENOMEM;
     if (err == IOCD_OK && seal_before != INT64_MIN)
         err = seal_slices(st, seal_before, &blocks, &n_blocks, &space, &n_sealed);
-    if (seal_before != INT64_MIN)
+    if (seal_before != INT64_MIN) {
         drop_before = period_of(st, iocd_now_ms() - st->lim.retention_ms);
+        drop_rollups_before = period_of(st, iocd_now_ms() - st->cfg.rollup_retention_ms);
+    }
     if (err == IOCD_OK)
         err = store_db_commit(st->db, ser, n_ser, st->wal_seq + 1, ws.recs, ws.n, blocks, n_blocks,
-                              seal_before, drop_before);
+                              seal_before, drop_before, drop_rollups_before);
     if (err == IOCD_OK && st->cfg.sync_window_ms > 0 &&
         iocd_mono_ns() - st->last_sync_ns >= st->cfg.sync_window_ms * 1000000) {
         err = store_db_sync(st->db);
@@ -1022,7 +1097,7 @@ iocd_err store_read(store *st, uint64_t id, int64_t start_ms, int64_t end_ms, io
         return IOCD_ENOTFOUND;
     if (head == NULL)
         return IOCD_ENOMEM;
-    err = store_db_blocks(st->db, id >> 6,
+    err = store_db_blocks(st->db, STORE_DB_CHUNKS, id >> 6,
                           start_ms == INT64_MIN ? INT64_MIN : period_of(st, start_ms), end_ms,
                           read_block, &r);
     if (err == IOCD_OK)
@@ -1039,6 +1114,140 @@ iocd_err store_read(store *st, uint64_t id, int64_t start_ms, int64_t end_ms, io
     }
     *out = r.s;
     *n_out = sort_dedupe(r.s, r.n);
+    return IOCD_OK;
+}
+
+typedef struct rollup_ctx {
+    uint64_t id;
+    int64_t start_ms, end_ms;
+    store_rollup *r;
+    size_t n, cap;
+    iocd_sample *agg[ROLLUP_AGGS];
+    size_t agg_n[ROLLUP_AGGS];
+} rollup_ctx;
+
+static iocd_err collect_agg(void *ud, uint64_t vid, const iocd_sample *s, size_t n)
+{
+    rollup_ctx *c = ud;
+    size_t a = (size_t)(vid & 7);
+
+    if (vid >> 3 != c->id || a >= ROLLUP_AGGS)
+        return IOCD_OK;
+    c->agg[a] = iocd_malloc((n + 1) * sizeof(*s));
+    if (c->agg[a] == NULL)
+        return IOCD_ENOMEM;
+    memcpy(c->agg[a], s, n * sizeof(*s));
+    c->agg_n[a] = n;
+    return IOCD_OK;
+}
+
+/* Collects one block's buckets for the series; partial buckets (a 1 h bucket spans several
+ * periods; late data adds patch blocks) are combined after sorting. */
+static iocd_err merge_rollup_block(void *ud, int64_t period, const void *data, size_t len)
+{
+    rollup_ctx *c = ud;
+    size_t a, i;
+    iocd_err err;
+
+    (void)period;
+    memset(c->agg, 0, sizeof(c->agg));
+    memset(c->agg_n, 0, sizeof(c->agg_n));
+    err = codec_block_each(data, len, BLOCK_RAW_MAX, collect_agg, c);
+    for (i = 0; err == IOCD_OK && c->agg[0] != NULL && i < c->agg_n[0]; i++) {
+        store_rollup b;
+        if (c->agg_n[1] != c->agg_n[0] || c->agg_n[2] != c->agg_n[0] ||
+            c->agg_n[3] != c->agg_n[0] || c->agg_n[4] != c->agg_n[0] ||
+            c->agg_n[5] != c->agg_n[0]) {
+            err = IOCD_ECORRUPT;
+            break;
+        }
+        b.t_ms = c->agg[0][i].t_ms;
+        if (b.t_ms < c->start_ms || b.t_ms > c->end_ms)
+            continue;
+        b.min = c->agg[0][i].v;
+        b.max = c->agg[1][i].v;
+        b.sum = c->agg[2][i].v;
+        b.count = c->agg[3][i].v;
+        b.last = c->agg[4][i].v;
+        b.last_t_ms = (int64_t)c->agg[5][i].v;
+        if (c->n == c->cap) {
+            size_t cap = c->cap != 0 ? c->cap * 2 : 64;
+            store_rollup *g = iocd_realloc(c->r, cap * sizeof(*g));
+            if (g == NULL) {
+                err = IOCD_ENOMEM;
+                break;
+            }
+            c->r = g;
+            c->cap = cap;
+        }
+        c->r[c->n++] = b;
+    }
+    for (a = 0; a < ROLLUP_AGGS; a++)
+        iocd_free(c->agg[a]);
+    return err;
+}
+
+static int rollup_cmp(const void *a, const void *b)
+{
+    const store_rollup *x = a, *y = b;
+
+    return x->t_ms < y->t_ms ? -1 : x->t_ms > y->t_ms;
+}
+
+iocd_err store_read_rollup(store *st, uint64_t id, int64_t res_ms, int64_t start_ms, int64_t end_ms,
+                           store_rollup **out, size_t *n_out)
+{
+    rollup_ctx c;
+    bool exists;
+    iocd_err err;
+
+    if (res_ms != STORE_ROLLUP_5M && res_ms != STORE_ROLLUP_1H)
+        return IOCD_EINVAL;
+    pthread_mutex_lock(&st->mu);
+    exists = series_by_id(st, id) != NULL;
+    pthread_mutex_unlock(&st->mu);
+    if (!exists)
+        return IOCD_ENOTFOUND;
+    memset(&c, 0, sizeof(c));
+    c.id = id;
+    c.start_ms = start_ms;
+    c.end_ms = end_ms;
+    /* A bucket starting in range has parts in every period it overlaps, up to end + res. */
+    err = store_db_blocks(
+        st->db, res_ms == STORE_ROLLUP_5M ? STORE_DB_ROLLUP_5M : STORE_DB_ROLLUP_1H, id >> 6,
+        start_ms == INT64_MIN ? INT64_MIN : period_of(st, start_ms),
+        end_ms > INT64_MAX - res_ms ? INT64_MAX : end_ms + res_ms, merge_rollup_block, &c);
+    if (err == IOCD_OK && c.r == NULL) {
+        c.r = iocd_malloc(sizeof(*c.r));
+        if (c.r == NULL)
+            err = IOCD_ENOMEM;
+    }
+    if (err != IOCD_OK) {
+        iocd_free(c.r);
+        return err;
+    }
+    qsort(c.r, c.n, sizeof(*c.r), rollup_cmp);
+    {
+        size_t i, k = 0;
+        for (i = 0; i < c.n; i++) {
+            store_rollup *m = k > 0 ? &c.r[k - 1] : NULL, *b = &c.r[i];
+            if (m == NULL || m->t_ms != b->t_ms) {
+                c.r[k++] = *b;
+                continue;
+            }
+            m->min = b->min < m->min ? b->min : m->min;
+            m->max = b->max > m->max ? b->max : m->max;
+            m->sum += b->sum;
+            m->count += b->count;
+            if (b->last_t_ms >= m->last_t_ms) {
+                m->last = b->last;
+                m->last_t_ms = b->last_t_ms;
+            }
+        }
+        c.n = k;
+    }
+    *out = c.r;
+    *n_out = c.n;
     return IOCD_OK;
 }
 
@@ -1140,6 +1349,8 @@ iocd_err store_open(const char *dir, const store_config *cfg, store **out, char 
         st->cfg.chunk_ms = DEFAULT_CHUNK_MS;
     if (st->cfg.seal_grace_ms <= 0)
         st->cfg.seal_grace_ms = DEFAULT_GRACE_MS;
+    if (st->cfg.rollup_retention_ms <= 0)
+        st->cfg.rollup_retention_ms = DEFAULT_ROLLUP_RET_MS;
     st->watermark = INT64_MIN;
     st->sealed_before = INT64_MIN;
     pthread_mutex_init(&st->mu, NULL);

@@ -346,3 +346,54 @@ TEST(sealing_moves_heads_to_blocks_and_reads_merge)
     iocd_free(ids);
     store_close(st);
 }
+
+TEST(rollups_match_the_raw_samples)
+{
+    store_config cfg = { .chunk_ms = 600000, .seal_grace_ms = 1000 };
+    store *st = open_at("data", &cfg);
+    store_batch *b = NULL;
+    int64_t t0 = (iocd_now_ms() - 7200000) / 3600000 * 3600000, t;
+    iocd_label l[] = { L("__name__", "traffic_avg_speed_kmh"), L("device", "tc-1") };
+    uint64_t stale = 0x7ff0000000000002ULL;
+    double sv;
+    store_rollup *r = NULL;
+    uint64_t *ids = NULL;
+    size_t n, i, j;
+
+    memcpy(&sv, &stale, 8);
+    ASSERT_OK(store_batch_new(st, &b));
+    for (t = t0; t < t0 + 3600000 + 600000; t += 10000) /* 70 min at 10 s */
+        add(b, l, 2, t, (double)((t - t0) / 10000 % 37));
+    add(b, l, 2, t0 + 5000, sv); /* a staleness marker: not counted */
+    ASSERT_OK(store_batch_commit(b, NULL));
+    wait_sealed(st, t0 + 3600000);
+    ASSERT_OK(store_series_all(st, &ids, &n));
+    ASSERT_OK(store_read_rollup(st, ids[0], STORE_ROLLUP_5M, t0, t0 + 3600000 - 1, &r, &n));
+    ASSERT_EQ(n, 12);
+    for (i = 0; i < n; i++) {
+        double mn = 1e300, mx = -1e300, sum = 0, last = 0;
+        for (j = 0; j < 30; j++) {
+            double v = (double)((i * 300000 + j * 10000) / 10000 % 37);
+            mn = v < mn ? v : mn;
+            mx = v > mx ? v : mx;
+            sum += v;
+            last = v;
+        }
+        ASSERT_EQ(r[i].t_ms, t0 + (int64_t)i * 300000);
+        ASSERT_DBL_EQ(r[i].count, 30, 0);
+        ASSERT_DBL_EQ(r[i].min, mn, 0);
+        ASSERT_DBL_EQ(r[i].max, mx, 0);
+        ASSERT_DBL_EQ(r[i].sum, sum, 1e-9);
+        ASSERT_DBL_EQ(r[i].last, last, 0);
+    }
+    iocd_free(r);
+    /* The hour bucket combines six 10-minute periods. */
+    ASSERT_OK(store_read_rollup(st, ids[0], STORE_ROLLUP_1H, t0, t0, &r, &n));
+    ASSERT_EQ(n, 1);
+    ASSERT_DBL_EQ(r[0].count, 360, 0);
+    ASSERT_EQ(r[0].last_t_ms, t0 + 3600000 - 10000);
+    iocd_free(r);
+    ASSERT_ERR(store_read_rollup(st, ids[0], 60000, t0, t0, &r, &n), IOCD_EINVAL);
+    iocd_free(ids);
+    store_close(st);
+}
