@@ -7,7 +7,8 @@
  * values follow a daily shape in Asia/Ho_Chi_Minh time, with noise, rounded to what the
  * sensors send. One line per device and interval; a series is one field of one device.
  *
- *   loadgen [--url http://127.0.0.1:9470] [--mode http|tcp] [--series 10000] [--points 360]
+ *   loadgen [--url http://127.0.0.1:9470] [--mode http|tcp|remote-write] [--series 10000] [--points
+ * 360]
  *           [--interval-ms 10000] [--conns 4] [--batch 5000] [--rate SAMPLES_PER_S]
  *           [--start-ms T] [--seed 1] [--token T] [--dry-run] */
 #define _GNU_SOURCE
@@ -26,6 +27,8 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <snappy-c.h>
 
 #define WARDS 32
 
@@ -183,13 +186,104 @@ static void generate(work *w, uint64_t series, int points, int64_t interval, int
     }
 }
 
+/* ---- Remote write ------------------------------------------------------------------------ */
+
+static size_t pb_varint(uint8_t *p, uint64_t v)
+{
+    size_t n = 0;
+
+    while (v >= 0x80) {
+        p[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    p[n++] = (uint8_t)v;
+    return n;
+}
+
+static size_t pb_bytes(uint8_t *p, int field, const void *data, size_t len)
+{
+    size_t n = pb_varint(p, (uint64_t)field << 3 | 2);
+
+    n += pb_varint(p + n, len);
+    memcpy(p + n, data, len);
+    return n + len;
+}
+
+static size_t pb_label(uint8_t *p, const char *k, size_t kl, const char *v, size_t vl)
+{
+    uint8_t tmp[512];
+    size_t n = pb_bytes(tmp, 1, k, kl);
+
+    n += pb_bytes(tmp + n, 2, v, vl);
+    return pb_bytes(p, 1, tmp, n);
+}
+
+/* Re-encodes a batch of the generator's own lines ("m,ward=..,domain=..,device=.. f=v,... t")
+ * as a snappy-compressed WriteRequest: one TimeSeries per field, as a Prometheus agent sends
+ * a scrape. */
+static void to_remote_write(batch *b)
+{
+    size_t cap = b->len * 6 + 1024, n = 0, zlen;
+    uint8_t *pb = malloc(cap), ts[2048];
+    char *line = b->data, *end = b->data + b->len, *z;
+
+    while (line < end) {
+        char *nl = memchr(line, '\n', (size_t)(end - line)), *sp1, *sp2, *f, *comma;
+        int64_t t;
+        size_t meas_len;
+        sp1 = memchr(line, ' ', (size_t)(nl - line));
+        sp2 = memchr(sp1 + 1, ' ', (size_t)(nl - sp1 - 1));
+        t = atoll(sp2 + 1);
+        comma = memchr(line, ',', (size_t)(sp1 - line));
+        meas_len = (size_t)(comma - line);
+        for (f = sp1 + 1; f < sp2;) {
+            char *eq = memchr(f, '=', (size_t)(sp2 - f)), *fe = memchr(f, ',', (size_t)(sp2 - f));
+            char name[128], *tag;
+            double v;
+            size_t tn = 0, nl2;
+            uint8_t smp[32];
+            size_t sn = 0;
+            if (fe == NULL)
+                fe = sp2;
+            nl2 = (size_t)snprintf(name, sizeof(name), "%.*s_%.*s", (int)meas_len, line,
+                                   (int)(eq - f), f);
+            v = strtod(eq + 1, NULL); /* "12i" parses as 12 */
+            tn += pb_label(ts + tn, "__name__", 8, name, nl2);
+            for (tag = comma + 1; tag < sp1;) {
+                char *te = memchr(tag, ',', (size_t)(sp1 - tag)), *teq;
+                if (te == NULL)
+                    te = sp1;
+                teq = memchr(tag, '=', (size_t)(te - tag));
+                tn += pb_label(ts + tn, tag, (size_t)(teq - tag), teq + 1, (size_t)(te - teq - 1));
+                tag = te + 1;
+            }
+            sn += pb_varint(smp + sn, 1 << 3 | 1);
+            memcpy(smp + sn, &v, 8);
+            sn += 8;
+            sn += pb_varint(smp + sn, 2 << 3);
+            sn += pb_varint(smp + sn, (uint64_t)t);
+            tn += pb_bytes(ts + tn, 2, smp, sn);
+            n += pb_bytes(pb + n, 1, ts, tn);
+            f = fe + 1;
+        }
+        line = nl + 1;
+    }
+    zlen = snappy_max_compressed_length(n);
+    z = malloc(zlen);
+    snappy_compress((const char *)pb, n, z, &zlen);
+    free(pb);
+    free(b->data);
+    b->data = z;
+    b->len = zlen;
+}
+
 /* ---- Replay ------------------------------------------------------------------------------ */
 
 typedef struct shared {
     work *w;
     const char *host;
     int port;
-    bool tcp;
+    bool tcp, remote_write;
     const char *token;
     double rate; /* samples/s in total; 0 = as fast as possible */
     int conns;
@@ -298,8 +392,13 @@ static void *replay(void *arg)
                 status = 0;
         } else {
             int hl = snprintf(head, sizeof(head),
-                              "POST /write?precision=ms HTTP/1.1\r\nHost: %s\r\n"
-                              "Content-Type: text/plain\r\nContent-Length: %zu\r\n%s%s%s\r\n",
+                              sh->remote_write
+                                  ? "POST /api/v1/write HTTP/1.1\r\nHost: %s\r\nContent-Type: "
+                                    "application/x-protobuf\r\nContent-Encoding: snappy\r\n"
+                                    "X-Prometheus-Remote-Write-Version: 0.1.0\r\nContent-Length: "
+                                    "%zu\r\n%s%s%s\r\n"
+                                  : "POST /write?precision=ms HTTP/1.1\r\nHost: %s\r\n"
+                                    "Content-Type: text/plain\r\nContent-Length: %zu\r\n%s%s%s\r\n",
                               sh->host, b->len, sh->token ? "Authorization: Bearer " : "",
                               sh->token ? sh->token : "", sh->token ? "\r\n" : "");
             if (!send_all(fd, head, (size_t)hl) || !send_all(fd, b->data, b->len))
@@ -405,6 +504,17 @@ int main(int argc, char **argv)
     }
     t0 = now_s();
     generate(&w, series, points, interval, start, per_batch, seed);
+    if (strcmp(mode, "remote-write") == 0) {
+        size_t k;
+        w.bytes = 0;
+        for (k = 0; k < w.n; k++) {
+            to_remote_write(&w.batches[k]);
+            w.bytes += w.batches[k].len;
+        }
+    } else if (strcmp(mode, "http") != 0 && strcmp(mode, "tcp") != 0) {
+        fprintf(stderr, "loadgen: --mode must be http, tcp or remote-write\n");
+        return 2;
+    }
     gen_s = now_s() - t0;
     printf("generated_samples %llu\ngenerated_lines %llu\ngenerated_bytes %llu\n"
            "generate_seconds %.3f\ngenerate_samples_per_s %.0f\nbatches %zu\n",
@@ -417,6 +527,7 @@ int main(int argc, char **argv)
     sh.host = host;
     sh.port = port;
     sh.tcp = strcmp(mode, "tcp") == 0;
+    sh.remote_write = strcmp(mode, "remote-write") == 0;
     sh.token = token;
     sh.rate = rate;
     sh.conns = conns;

@@ -84,3 +84,27 @@ echo
 echo "paced at $RATE samples/s: achieved $(awk '$1=="samples_per_s"{print $2}' "$tmp/lg.out") samples/s," \
     "write latency p50 $(awk '$1=="latency_p50_ms"{print $2}' "$tmp/lg.out") ms," \
     "p99 $(awk '$1=="latency_p99_ms"{print $2}' "$tmp/lg.out") ms"
+
+# The same workload through Prometheus remote write (snappy + protobuf), and raw TCP lines.
+for mode in remote-write tcp; do
+    rm -rf "$tmp/data"
+    if [ "$mode" = tcp ]; then
+        "$IOCD" serve --data-dir "$tmp/data" --http 127.0.0.1:0 --influx-tcp 127.0.0.1:0 \
+            --influx-udp "" --log-level info 2>"$tmp/iocd.log" &
+        pid=$!
+        for _ in $(seq 1 200); do
+            grep -q "msg=ready" "$tmp/iocd.log" && break
+            sleep 0.05
+        done
+        tcp=$(sed -n 's/.*msg=ready .*influx_tcp=\([0-9.:]*\).*/\1/p' "$tmp/iocd.log")
+        "$LOADGEN" --url "http://$tcp" --mode tcp --series "${first%%:*}" \
+            --points "${first##*:}" >"$tmp/lg.out"
+    else
+        start_iocd "$tmp/data"
+        "$LOADGEN" --url "http://$addr" --mode "$mode" --series "${first%%:*}" \
+            --points "${first##*:}" >"$tmp/lg.out"
+    fi
+    kill -TERM "$pid"; wait "$pid" || true; pid=""
+    echo "$mode: $(awk '$1=="samples_per_s"{print $2}' "$tmp/lg.out") samples/s sent," \
+        "errors $(awk '$1=="errors"{print $2}' "$tmp/lg.out")"
+done
