@@ -5,7 +5,8 @@
 # samples per daemon CPU-second, bytes per sample on disk (allocated size of the whole data
 # dir after the stop), peak anonymous memory (RssAnon) and p50/p99 write latency; then a run
 # paced at BENCH_RATE samples/s for the latency under load.
-# BENCH_SIZES="series:points ..." (default "10000:360 100000:360"), BENCH_RATE (1000000).
+# BENCH_SIZES="series:points ..." (default "10000:360 100000:360"), BENCH_RATE (1000000),
+# IOCD_ARGS (extra flags for iocd serve, e.g. "--chunk 5m").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 IOCD=build/iocd
@@ -18,8 +19,9 @@ cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
 
 start_iocd() { # data-dir
+    # shellcheck disable=SC2086
     "$IOCD" serve --data-dir "$1" --http 127.0.0.1:0 --influx-tcp "" --influx-udp "" \
-        --log-level info 2>"$tmp/iocd.log" &
+        --log-level info ${IOCD_ARGS:-} 2>"$tmp/iocd.log" &
     pid=$!
     for _ in $(seq 1 200); do
         addr=$(sed -n 's/.*msg=ready http=\([0-9.:]*\).*/\1/p' "$tmp/iocd.log")

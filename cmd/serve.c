@@ -166,6 +166,7 @@ int cmd_serve(int argc, char **argv)
     scfg.sync_window_ms = d.cfg.sync_window_ms;
     scfg.retention_ms = d.cfg.retention_ms;
     scfg.rollup_retention_ms = d.cfg.rollup_retention_ms;
+    scfg.chunk_ms = d.cfg.chunk_ms;
     err = store_open(d.cfg.data_dir, &scfg, &st, errbuf, sizeof(errbuf));
     if (err != IOCD_OK) {
         log_error("serve", "cannot start", "err=%s",

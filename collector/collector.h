@@ -50,6 +50,7 @@ typedef struct col_config {
     int64_t sync_window_ms;      /* --sync: 0 = fsync every group commit */
     int64_t retention_ms;        /* --retention */
     int64_t rollup_retention_ms; /* --rollup-retention */
+    int64_t chunk_ms;            /* --chunk: period of a sealed block */
     int64_t line_max;            /* longest accepted line-protocol line, bytes */
     col_token *tokens;
     size_t n_tokens;

@@ -62,6 +62,9 @@ static const opt options[] = {
       "How long raw samples are kept." },
     { "rollup-retention", OPT_DURATION, F(rollup_retention_ms), "DURATION", "2y",
       "How long the 5-minute and 1-hour rollups (min, max, sum, count, last) are kept." },
+    { "chunk", OPT_DURATION, F(chunk_ms), "DURATION", "15m",
+      "Time span of a sealed block. Longer compresses better; shorter keeps less in memory "
+      "(samples wait in memory until their span is sealed)." },
     { "http-timeout", OPT_DURATION, F(http_timeout_ms), "DURATION", "60s",
       "Idle HTTP connections are closed after this long." },
     { "http-body-max", OPT_SIZE, F(http_body_max), "SIZE", "64MiB",
