@@ -83,7 +83,7 @@ static const char *body_of(api_req *req, iocd_buf *inflated, size_t *len)
         return req->body.data != NULL ? req->body.data : "";
     }
     if (strcmp(enc, "gzip") != 0 && strcmp(enc, "x-gzip") != 0 && strcmp(enc, "deflate") != 0) {
-        api_error(req, 415, "bad_data", "unsupported Content-Encoding \"%.40s\"", enc);
+        api_error(req, 400, "bad_data", "unsupported Content-Encoding \"%.40s\"", enc);
         return NULL;
     }
     err = api_inflate(req->body.data != NULL ? req->body.data : "", req->body.len,
@@ -138,7 +138,7 @@ static api_status remote_write(api_req *req, void *ud)
 
     (void)ud;
     if (ct != NULL && strncmp(ct, "application/x-protobuf", 22) != 0) {
-        api_error(req, 415, "bad_data",
+        api_error(req, 400, "bad_data",
                   "remote write needs Content-Type application/x-protobuf, got \"%.60s\"", ct);
         return API_DONE;
     }

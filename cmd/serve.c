@@ -167,6 +167,11 @@ int cmd_serve(int argc, char **argv)
     scfg.retention_ms = d.cfg.retention_ms;
     scfg.rollup_retention_ms = d.cfg.rollup_retention_ms;
     scfg.chunk_ms = d.cfg.chunk_ms;
+    scfg.ooo_window_ms = d.cfg.ooo_window_ms;
+    scfg.labels_max = (size_t)d.cfg.labels_max;
+    scfg.label_len_max = (size_t)d.cfg.label_len_max;
+    scfg.series_max = (uint64_t)d.cfg.series_max;
+    scfg.new_series_per_min = (uint64_t)d.cfg.new_series_per_min;
     err = store_open(d.cfg.data_dir, &scfg, &st, errbuf, sizeof(errbuf));
     if (err != IOCD_OK) {
         log_error("serve", "cannot start", "err=%s",

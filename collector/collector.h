@@ -51,6 +51,11 @@ typedef struct col_config {
     int64_t retention_ms;        /* --retention */
     int64_t rollup_retention_ms; /* --rollup-retention */
     int64_t chunk_ms;            /* --chunk: period of a sealed block */
+    int64_t ooo_window_ms;       /* --ooo-window */
+    int64_t labels_max;          /* --max-labels, per series, name included */
+    int64_t label_len_max;       /* --max-label-length */
+    int64_t series_max;          /* --max-series */
+    int64_t new_series_per_min;  /* --max-new-series-per-minute */
     int64_t line_max;            /* longest accepted line-protocol line, bytes */
     col_token *tokens;
     size_t n_tokens;

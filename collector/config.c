@@ -65,6 +65,17 @@ static const opt options[] = {
     { "chunk", OPT_DURATION, F(chunk_ms), "DURATION", "15m",
       "Time span of a sealed block. Longer compresses better; shorter keeps less in memory "
       "(samples wait in memory until their span is sealed)." },
+    { "ooo-window", OPT_DURATION, F(ooo_window_ms), "DURATION", "1h",
+      "Samples up to this far behind their series' newest sample are accepted and merged; "
+      "older ones are refused as out of order." },
+    { "max-labels", OPT_INT, F(labels_max), "N", "64",
+      "Most labels per series, the metric name included." },
+    { "max-label-length", OPT_SIZE, F(label_len_max), "SIZE", "4096",
+      "Longest label name or value, in bytes." },
+    { "max-series", OPT_INT, F(series_max), "N", "5000000",
+      "Most series in the store; new series over it are refused (existing ones keep flowing)." },
+    { "max-new-series-per-minute", OPT_INT, F(new_series_per_min), "N", "1000000",
+      "Cardinality guard: most new series per minute; more are refused with a clear error." },
     { "http-timeout", OPT_DURATION, F(http_timeout_ms), "DURATION", "60s",
       "Idle HTTP connections are closed after this long." },
     { "http-body-max", OPT_SIZE, F(http_body_max), "SIZE", "64MiB",

@@ -336,9 +336,9 @@ iocd_err col_ingest_new(const col_config *cfg, store *st, col_ingest **out)
     ing->cfg = cfg;
     ing->st = st;
     ing->lim.line_max = (size_t)cfg->line_max;
-    ing->lim.labels_max = 64;
-    ing->lim.label_name_max = 256;
-    ing->lim.label_value_max = 4096;
+    ing->lim.labels_max = (size_t)cfg->labels_max;
+    ing->lim.label_name_max = (size_t)cfg->label_len_max;
+    ing->lim.label_value_max = (size_t)cfg->label_len_max;
     pthread_mutex_init(&ing->mu, NULL);
     pthread_cond_init(&ing->idle, NULL);
     *out = ing;

@@ -87,7 +87,7 @@ struct store {
 
     iocd_metric *m_series, *m_samples_head, *m_commits, *m_commit_fail, *m_commit_seconds,
         *m_commit_batches, *m_wal_bytes, *m_rejected[STORE_REJECT_COUNT_], *m_sealed_blocks,
-        *m_sealed_samples, *m_sealed_bytes;
+        *m_sealed_samples, *m_sealed_bytes, *m_series_created;
 };
 
 /* ---- Series table (callers hold st->mu) ------------------------------------------------ */
@@ -293,6 +293,7 @@ iocd_err store_batch_submit(store_batch *b, store_done_fn done, void *ud)
             if (err != IOCD_OK)
                 break;
             st->churn_count++;
+            iocd_metric_add(st->m_series_created, 1);
         }
         if (s->n > 0 && it->s.t_ms < s->s[s->n - 1].t_ms - st->lim.ooo_window_ms) {
             reject(st, p, STORE_REJECT_OUT_OF_ORDER);
@@ -794,7 +795,6 @@ static void group_commit(store *st, pending *batch, int64_t seal_before)
     pthread_mutex_unlock(&st->mu);
     pthread_mutex_unlock(&st->commit_mu);
     iocd_free(ser);
-    iocd_free(blocks);
     iocd_metric_observe(st->m_commit_seconds, (double)(iocd_mono_ns() - t0) / 1e9);
     if (n_batches > 0)
         iocd_metric_observe(st->m_commit_batches, (double)n_batches);
@@ -803,9 +803,13 @@ static void group_commit(store *st, pending *batch, int64_t seal_before)
         for (i = 0; i < ws.n; i++)
             iocd_metric_add(st->m_wal_bytes, (double)ws.recs[i].len);
         if (n_blocks > 0) {
+            size_t chunk_bytes = 0;
             iocd_metric_add(st->m_sealed_blocks, (double)n_blocks);
             iocd_metric_add(st->m_sealed_samples, (double)n_sealed);
-            iocd_metric_add(st->m_sealed_bytes, (double)space.len);
+            for (i = 0; i < n_blocks; i++)
+                if (blocks[i].kind == STORE_DB_CHUNKS)
+                    chunk_bytes += blocks[i].len;
+            iocd_metric_add(st->m_sealed_bytes, (double)chunk_bytes);
             log_debug("store", "sealed", "before=%lld blocks=%zu samples=%zu bytes=%zu",
                       (long long)seal_before, n_blocks, n_sealed, space.len);
         }
@@ -814,6 +818,7 @@ static void group_commit(store *st, pending *batch, int64_t seal_before)
         log_error("store", "group commit failed", "err=%s batches=%zu", iocd_strerror(err),
                   n_batches);
     }
+    iocd_free(blocks);
     wal_split_fini(&ws);
     iocd_buf_fini(&space);
     iocd_buf_fini(&wal_packed);
@@ -1281,8 +1286,12 @@ static double stat_value(void *ud)
         return (double)s.blocks;
     case 2:
         return (double)s.wal_records;
-    default:
+    case 3:
         return (double)s.file_bytes;
+    default: /* compressed bytes per sealed sample, since start */
+        return iocd_metric_value(st->m_sealed_samples) > 0
+                   ? iocd_metric_value(st->m_sealed_bytes) / iocd_metric_value(st->m_sealed_samples)
+                   : NAN;
     }
 }
 
@@ -1293,6 +1302,8 @@ static void register_metrics(store *st)
         { "iocd_blocks", "Sealed blocks in the data file." },
         { "iocd_wal_records", "Write-ahead-log records not yet sealed." },
         { "iocd_data_file_bytes", "Bytes of the data file in use (LMDB pages)." },
+        { "iocd_sealed_bytes_per_sample",
+          "Compressed bytes per sample of the blocks sealed since start (rollups excluded)." },
     };
     size_t g;
 
@@ -1306,6 +1317,7 @@ static void register_metrics(store *st)
         iocd_metric_gauge_fn(gauges[g][0], gauges[g][1], IOCD_METRIC_GAUGE, stat_value,
                              (void *)(intptr_t)g);
     st->m_series = iocd_gauge("iocd_series_active", "Series known to the store.");
+    st->m_series_created = iocd_counter("iocd_series_created_total", "Series created since start.");
     st->m_samples_head =
         iocd_counter("iocd_samples_appended_total", "Samples accepted into the store.");
     st->m_commits = iocd_counter("iocd_group_commits_total", "Group commits that succeeded.");

@@ -378,5 +378,28 @@ def test_delete_series_needs_admin_and_survives_restart():
         eq(d.stop(), 0, "exit code")
 
 
+def test_cardinality_and_label_limits_refuse_clearly():
+    with Daemon("--max-series", "3", "--max-labels", "3", "--max-label-length", "16") as d:
+        d.start()
+        body = "".join("pump,device=p%d on=1i %d\n" % (i, NOW_MS) for i in range(5))
+        r = d.post("/write?precision=ms", body.encode())
+        eq(r.status, 400, "partial write over the series limit")
+        j = r.json()
+        eq((j["written"], j["rejected"]), (3, 2), "3 series kept, 2 refused: %r" % j)
+        check(any("cardinality_limit" in e["reason"] for e in j["errors"]), r.text)
+        # Existing series keep flowing.
+        eq(d.post("/write?precision=ms", b"pump,device=p0 on=0i %d\n" % (NOW_MS + 1)).status, 204,
+           "an existing series still accepts samples")
+        r = d.post("/write?precision=ms", b"m,a=1,b=2,c=3 v=1 %d\n" % NOW_MS)
+        eq(r.status, 400, "too many labels")
+        check("too many tags" in r.text, r.text)
+        r = d.post("/write?precision=ms", b"m,a=%s v=1 %d\n" % (b"x" * 40, NOW_MS))
+        eq(r.status, 400, "label too long")
+        ms = d.metrics()
+        check(metric(ms, "iocd_store_rejected_samples_total", reason="cardinality_limit") >= 2,
+              "refusals counted per reason")
+        eq(d.stop(), 0, "exit code")
+
+
 if __name__ == "__main__":
     run(globals())
