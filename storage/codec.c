@@ -160,7 +160,7 @@ corrupt:
 
 /* ---- Blocks ---------------------------------------------------------------------------- */
 
-iocd_err codec_block_encode(const codec_series *series, size_t n, int level, iocd_buf *out)
+iocd_err codec_block_encode(const codec_series *list, size_t n, int level, iocd_buf *out)
 {
     iocd_buf raw, streams;
     uint8_t tmp[24];
@@ -174,12 +174,12 @@ iocd_err codec_block_encode(const codec_series *series, size_t n, int level, ioc
     err = iocd_buf_append(&raw, tmp, 1 + store_varint_put(tmp + 1, n));
     for (i = 0; i < n && err == IOCD_OK; i++) {
         size_t before = streams.len, k;
-        err = codec_stream_encode(series[i].s, series[i].n, &streams);
+        err = codec_stream_encode(list[i].s, list[i].n, &streams);
         if (err != IOCD_OK)
             break;
-        k = store_varint_put(tmp, series[i].id - prev_id);
+        k = store_varint_put(tmp, list[i].id - prev_id);
         k += store_varint_put(tmp + k, streams.len - before);
-        prev_id = series[i].id;
+        prev_id = list[i].id;
         err = iocd_buf_append(&raw, tmp, k);
     }
     if (err == IOCD_OK)

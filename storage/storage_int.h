@@ -3,6 +3,7 @@
 #define IOCD_STORAGE_INT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "storage/storage.h"
 
@@ -69,7 +70,7 @@ typedef struct codec_series {
 } codec_series;
 
 /* Appends one zstd-compressed block holding the series. Errors: IOCD_ENOMEM, IOCD_EIO. */
-iocd_err codec_block_encode(const codec_series *series, size_t n, int level, iocd_buf *out);
+iocd_err codec_block_encode(const codec_series *list, size_t n, int level, iocd_buf *out);
 /* Finds series id in a block and decodes its samples. Errors: IOCD_ENOTFOUND,
  * IOCD_ECORRUPT (including a block claiming more than max_raw bytes), IOCD_ENOMEM. */
 iocd_err codec_block_find(const void *data, size_t len, uint64_t id, size_t max_raw,
@@ -177,5 +178,78 @@ iocd_err store_db_load(store_db *db, store_db_series_fn series_fn, store_db_wal_
 iocd_err store_db_postings(store_db *db, const char *name, const char *value, uint64_t **ids_out,
                            size_t *n_out);
 iocd_err store_db_label_values(store_db *db, const char *name, char ***values_out, size_t *n_out);
+
+/* ---- The store's internals (storage/store.c, writer.c, read.c) ------------------------- */
+
+#define ROLLUP_AGGS   6 /* min, max, sum, count, last, last_t: streams per store_series */
+#define LATE_SEAL_NS  (30LL * 1000000000)
+#define ZSTD_LEVEL    3
+#define BLOCK_RAW_MAX (64u << 20)
+
+typedef struct store_series {
+    uint64_t id;
+    uint64_t hash;
+    uint8_t *key;
+    uint32_t key_len;
+    bool persisted;
+    bool deleted;   /* out of the table and the index; kept until close (see the invariant) */
+    iocd_sample *s; /* sorted by time, one per timestamp */
+    size_t n, cap;
+} store_series;
+
+typedef struct pending {
+    store_done_fn done;
+    void *ud;
+    iocd_buf wal; /* this batch's WAL entries */
+    store_result res;
+    struct pending *next;
+} pending;
+
+struct store {
+    char *dir;
+    store_lock *lock;
+    store_db *db;
+    store_config cfg;
+    store_limits lim;
+
+    pthread_mutex_t commit_mu; /* one database change at a time: commits, deletions; before mu */
+    pthread_mutex_t mu;        /* guards everything below */
+    pthread_cond_t wake;       /* writer: work queued or closing */
+    store_series **table;      /* open addressing by hash */
+    size_t table_cap, n_series;
+    store_series **by_id; /* index id - 1 */
+    size_t by_id_cap;
+    uint64_t next_id;
+    uint64_t *unpersisted; /* ids created since the last successful commit, ascending */
+    size_t n_unpersisted, cap_unpersisted;
+    pending *queue, **queue_tail;
+    bool closing;
+    int64_t churn_window_start_ms;
+    uint64_t churn_count;
+
+    pthread_t writer;
+    bool writer_started;
+    uint64_t wal_seq; /* writer thread only */
+    int64_t last_sync_ns;
+    int64_t watermark;     /* newest sample time accepted (st->mu) */
+    int64_t sealed_before; /* periods before this are sealed (st->mu) */
+    uint64_t n_late;       /* head samples in sealed periods, awaiting a patch block (st->mu) */
+    int64_t last_late_seal_ns;
+    uint64_t wal_unknown; /* recovery: WAL entries of series no longer in the index */
+    iocd_buf wal_scratch; /* recovery: one decompressed WAL record */
+
+    iocd_metric *m_series, *m_samples_head, *m_commits, *m_commit_fail, *m_commit_seconds,
+        *m_commit_batches, *m_wal_bytes, *m_rejected[STORE_REJECT_COUNT_], *m_sealed_blocks,
+        *m_sealed_samples, *m_sealed_bytes, *m_series_created;
+};
+
+/* The series with this id, or NULL (unknown or deleted). Caller holds st->mu. */
+store_series *store_series_get(const store *st, uint64_t id);
+/* Inserts a sample in time order; an equal timestamp replaces. Caller holds st->mu. */
+iocd_err store_series_put(store *st, store_series *s, int64_t t, double v);
+/* The start of the period (block span) holding t. */
+int64_t store_period_of(const store *st, int64_t t);
+/* The writer thread (storage/writer.c); arg is the store. */
+void *store_writer_main(void *arg);
 
 #endif

@@ -1,0 +1,330 @@
+/* storage/read.c - reading series: ids, postings, labels, samples (blocks merged with the
+ * head, the last write of a timestamp winning) and rollups (partial buckets combined).
+ * Readers never block the writer: blocks are read in LMDB read transactions, and the head
+ * is copied under st->mu before them, so a seal in between can only show a sample twice
+ * (removed), never lose it. */
+#include "storage/storage_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+iocd_err store_series_all(store *st, uint64_t **ids_out, size_t *n_out)
+{
+    uint64_t *ids;
+    size_t n = 0, i;
+
+    pthread_mutex_lock(&st->mu);
+    ids = iocd_malloc((st->n_series + 1) * sizeof(*ids));
+    for (i = 0; ids != NULL && i < st->by_id_cap; i++)
+        if (st->by_id[i] != NULL && st->by_id[i]->persisted && !st->by_id[i]->deleted)
+            ids[n++] = st->by_id[i]->id;
+    pthread_mutex_unlock(&st->mu);
+    if (ids == NULL)
+        return IOCD_ENOMEM;
+    *ids_out = ids;
+    *n_out = n;
+    return IOCD_OK;
+}
+
+iocd_err store_postings(store *st, const char *name, const char *value, uint64_t **ids_out,
+                        size_t *n_out)
+{
+    return store_db_postings(st->db, name, value, ids_out, n_out);
+}
+
+iocd_err store_label_values(store *st, const char *name, char ***values_out, size_t *n_out)
+{
+    return store_db_label_values(st->db, name, values_out, n_out);
+}
+
+iocd_err store_series_labels(store *st, uint64_t id, store_label_fn fn, void *ud)
+{
+    uint8_t *key = NULL;
+    size_t len = 0;
+    store_series *s;
+    iocd_err err;
+
+    pthread_mutex_lock(&st->mu);
+    s = store_series_get(st, id);
+    if (s != NULL) {
+        key = iocd_malloc(s->key_len + 1);
+        len = s->key_len;
+        if (key != NULL)
+            memcpy(key, s->key, len);
+    }
+    pthread_mutex_unlock(&st->mu);
+    if (s == NULL)
+        return IOCD_ENOTFOUND;
+    if (key == NULL)
+        return IOCD_ENOMEM;
+    err = store_key_walk(key, len, fn, ud);
+    iocd_free(key);
+    return err;
+}
+
+typedef struct read_ctx {
+    uint64_t id;
+    int64_t start_ms, end_ms;
+    iocd_sample *s;
+    size_t n, cap;
+    iocd_err err;
+} read_ctx;
+
+static iocd_err read_append(read_ctx *r, const iocd_sample *s, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        if (s[i].t_ms < r->start_ms || s[i].t_ms > r->end_ms)
+            continue;
+        if (r->n == r->cap) {
+            size_t cap = r->cap != 0 ? r->cap * 2 : 256;
+            iocd_sample *g = iocd_realloc(r->s, cap * sizeof(*g));
+            if (g == NULL)
+                return IOCD_ENOMEM;
+            r->s = g;
+            r->cap = cap;
+        }
+        r->s[r->n++] = s[i];
+    }
+    return IOCD_OK;
+}
+
+static iocd_err read_block(void *ud, int64_t period, const void *data, size_t len)
+{
+    read_ctx *r = ud;
+    iocd_sample *s = NULL;
+    size_t n = 0;
+    iocd_err err = codec_block_find(data, len, r->id, BLOCK_RAW_MAX, &s, &n);
+
+    (void)period;
+    if (err == IOCD_ENOTFOUND)
+        return IOCD_OK;
+    if (err == IOCD_OK)
+        err = read_append(r, s, n);
+    iocd_free(s);
+    return err;
+}
+
+/* Sorts by time keeping, for equal times, the sample written last (later in the list):
+ * blocks come in the order they were sealed, then the head. */
+static size_t sort_dedupe(iocd_sample *s, size_t n)
+{
+    size_t i, k = 0, w, lo, hi, mid;
+    iocd_sample *tmp;
+
+    for (i = 1; i < n && s[i - 1].t_ms < s[i].t_ms; i++)
+        ;
+    if (i >= n)
+        return n; /* already strictly ascending: the common case */
+    /* Insertion into the sorted prefix with binary search: stable, last write wins. */
+    tmp = s;
+    for (w = 1; w < n; w++) {
+        iocd_sample x = tmp[w];
+        lo = 0;
+        hi = w;
+        while (lo < hi) {
+            mid = (lo + hi) / 2;
+            if (tmp[mid].t_ms <= x.t_ms)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        memmove(tmp + lo + 1, tmp + lo, (w - lo) * sizeof(*tmp));
+        tmp[lo] = x;
+    }
+    for (i = 0; i < n; i++) {
+        if (k > 0 && s[k - 1].t_ms == s[i].t_ms)
+            s[k - 1] = s[i];
+        else
+            s[k++] = s[i];
+    }
+    return k;
+}
+
+iocd_err store_read(store *st, uint64_t id, int64_t start_ms, int64_t end_ms, iocd_sample **out,
+                    size_t *n_out)
+{
+    read_ctx r;
+    iocd_sample *head = NULL;
+    size_t n_head = 0, lo = 0, hi;
+    store_series *s;
+    iocd_err err = IOCD_OK;
+
+    memset(&r, 0, sizeof(r));
+    r.id = id;
+    r.start_ms = start_ms;
+    r.end_ms = end_ms;
+    /* The head first, then the blocks: a seal in between can only show a sample twice
+     * (removed below), never lose it. */
+    pthread_mutex_lock(&st->mu);
+    s = store_series_get(st, id);
+    if (s != NULL) {
+        while (lo < s->n && s->s[lo].t_ms < start_ms)
+            lo++;
+        hi = lo;
+        while (hi < s->n && s->s[hi].t_ms <= end_ms)
+            hi++;
+        n_head = hi - lo;
+        head = iocd_malloc((n_head != 0 ? n_head : 1) * sizeof(*head));
+        if (head != NULL && n_head > 0)
+            memcpy(head, s->s + lo, n_head * sizeof(*head));
+    }
+    pthread_mutex_unlock(&st->mu);
+    if (s == NULL)
+        return IOCD_ENOTFOUND;
+    if (head == NULL)
+        return IOCD_ENOMEM;
+    err = store_db_blocks(st->db, STORE_DB_CHUNKS, id >> 6,
+                          start_ms == INT64_MIN ? INT64_MIN : store_period_of(st, start_ms), end_ms,
+                          read_block, &r);
+    if (err == IOCD_OK)
+        err = read_append(&r, head, n_head);
+    iocd_free(head);
+    if (err != IOCD_OK) {
+        iocd_free(r.s);
+        return err;
+    }
+    if (r.s == NULL) {
+        r.s = iocd_malloc(sizeof(*r.s));
+        if (r.s == NULL)
+            return IOCD_ENOMEM;
+    }
+    *out = r.s;
+    *n_out = sort_dedupe(r.s, r.n);
+    return IOCD_OK;
+}
+
+typedef struct rollup_ctx {
+    uint64_t id;
+    int64_t start_ms, end_ms;
+    store_rollup *r;
+    size_t n, cap;
+    iocd_sample *agg[ROLLUP_AGGS];
+    size_t agg_n[ROLLUP_AGGS];
+} rollup_ctx;
+
+static iocd_err collect_agg(void *ud, uint64_t vid, const iocd_sample *s, size_t n)
+{
+    rollup_ctx *c = ud;
+    size_t a = (size_t)(vid & 7);
+
+    if (vid >> 3 != c->id || a >= ROLLUP_AGGS)
+        return IOCD_OK;
+    c->agg[a] = iocd_malloc((n + 1) * sizeof(*s));
+    if (c->agg[a] == NULL)
+        return IOCD_ENOMEM;
+    memcpy(c->agg[a], s, n * sizeof(*s));
+    c->agg_n[a] = n;
+    return IOCD_OK;
+}
+
+/* Collects one block's buckets for the series; partial buckets (a 1 h bucket spans several
+ * periods; late data adds patch blocks) are combined after sorting. */
+static iocd_err merge_rollup_block(void *ud, int64_t period, const void *data, size_t len)
+{
+    rollup_ctx *c = ud;
+    size_t a, i;
+    iocd_err err;
+
+    (void)period;
+    memset(c->agg, 0, sizeof(c->agg));
+    memset(c->agg_n, 0, sizeof(c->agg_n));
+    err = codec_block_each(data, len, BLOCK_RAW_MAX, collect_agg, c);
+    for (i = 0; err == IOCD_OK && c->agg[0] != NULL && i < c->agg_n[0]; i++) {
+        store_rollup b;
+        if (c->agg_n[1] != c->agg_n[0] || c->agg_n[2] != c->agg_n[0] ||
+            c->agg_n[3] != c->agg_n[0] || c->agg_n[4] != c->agg_n[0] ||
+            c->agg_n[5] != c->agg_n[0]) {
+            err = IOCD_ECORRUPT;
+            break;
+        }
+        b.t_ms = c->agg[0][i].t_ms;
+        if (b.t_ms < c->start_ms || b.t_ms > c->end_ms)
+            continue;
+        b.min = c->agg[0][i].v;
+        b.max = c->agg[1][i].v;
+        b.sum = c->agg[2][i].v;
+        b.count = c->agg[3][i].v;
+        b.last = c->agg[4][i].v;
+        b.last_t_ms = (int64_t)c->agg[5][i].v;
+        if (c->n == c->cap) {
+            size_t cap = c->cap != 0 ? c->cap * 2 : 64;
+            store_rollup *g = iocd_realloc(c->r, cap * sizeof(*g));
+            if (g == NULL) {
+                err = IOCD_ENOMEM;
+                break;
+            }
+            c->r = g;
+            c->cap = cap;
+        }
+        c->r[c->n++] = b;
+    }
+    for (a = 0; a < ROLLUP_AGGS; a++)
+        iocd_free(c->agg[a]);
+    return err;
+}
+
+static int rollup_cmp(const void *a, const void *b)
+{
+    const store_rollup *x = a, *y = b;
+
+    return x->t_ms < y->t_ms ? -1 : x->t_ms > y->t_ms;
+}
+
+iocd_err store_read_rollup(store *st, uint64_t id, int64_t res_ms, int64_t start_ms, int64_t end_ms,
+                           store_rollup **out, size_t *n_out)
+{
+    rollup_ctx c;
+    bool exists;
+    iocd_err err;
+
+    if (res_ms != STORE_ROLLUP_5M && res_ms != STORE_ROLLUP_1H)
+        return IOCD_EINVAL;
+    pthread_mutex_lock(&st->mu);
+    exists = store_series_get(st, id) != NULL;
+    pthread_mutex_unlock(&st->mu);
+    if (!exists)
+        return IOCD_ENOTFOUND;
+    memset(&c, 0, sizeof(c));
+    c.id = id;
+    c.start_ms = start_ms;
+    c.end_ms = end_ms;
+    /* A bucket starting in range has parts in every period it overlaps, up to end + res. */
+    err = store_db_blocks(
+        st->db, res_ms == STORE_ROLLUP_5M ? STORE_DB_ROLLUP_5M : STORE_DB_ROLLUP_1H, id >> 6,
+        start_ms == INT64_MIN ? INT64_MIN : store_period_of(st, start_ms),
+        end_ms > INT64_MAX - res_ms ? INT64_MAX : end_ms + res_ms, merge_rollup_block, &c);
+    if (err == IOCD_OK && c.r == NULL) {
+        c.r = iocd_malloc(sizeof(*c.r));
+        if (c.r == NULL)
+            err = IOCD_ENOMEM;
+    }
+    if (err != IOCD_OK) {
+        iocd_free(c.r);
+        return err;
+    }
+    qsort(c.r, c.n, sizeof(*c.r), rollup_cmp);
+    {
+        size_t i, k = 0;
+        for (i = 0; i < c.n; i++) {
+            store_rollup *m = k > 0 ? &c.r[k - 1] : NULL, *b = &c.r[i];
+            if (m == NULL || m->t_ms != b->t_ms) {
+                c.r[k++] = *b;
+                continue;
+            }
+            m->min = b->min < m->min ? b->min : m->min;
+            m->max = b->max > m->max ? b->max : m->max;
+            m->sum += b->sum;
+            m->count += b->count;
+            if (b->last_t_ms >= m->last_t_ms) {
+                m->last = b->last;
+                m->last_t_ms = b->last_t_ms;
+            }
+        }
+        c.n = k;
+    }
+    *out = c.r;
+    *n_out = c.n;
+    return IOCD_OK;
+}

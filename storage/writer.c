@@ -1,0 +1,524 @@
+/* storage/writer.c - the writer thread: group commits and sealing. It takes every queued
+ * batch at once, splits their WAL entries by period, and commits new series, WAL records and
+ * (when a period is due) its sealed blocks and rollups in one LMDB transaction; only then are
+ * the batches acknowledged. Sealing takes head samples slice by slice so its memory stays
+ * small; a failed seal puts them back from its blocks (the WAL still has them).
+ * Invariant: st->commit_mu is held from the capture of new series to the commit, so a
+ * deletion never races a commit that would persist the series it deletes. */
+#include "storage/storage_int.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int64_t store_period_of(const store *st, int64_t t)
+{
+    int64_t p = st->cfg.chunk_ms;
+
+    return (t >= 0 ? t / p : (t - p + 1) / p) * p;
+}
+
+/* Splits WAL entries by period (usually one). */
+typedef struct wal_split {
+    store_db_wal *recs;
+    iocd_buf *bufs;
+    size_t n, cap;
+} wal_split;
+
+static void wal_split_fini(wal_split *w)
+{
+    size_t i;
+
+    for (i = 0; i < w->n; i++)
+        iocd_buf_fini(&w->bufs[i]);
+    iocd_free(w->bufs);
+    iocd_free(w->recs);
+    memset(w, 0, sizeof(*w));
+}
+
+static iocd_err wal_split_add(const store *st, wal_split *w, const iocd_buf *entries)
+{
+    const uint8_t *p = (const uint8_t *)entries->data, *end = p + entries->len;
+    uint64_t id;
+    int64_t t, period;
+    double v;
+    bool corrupt;
+    size_t i;
+    iocd_err err = IOCD_OK;
+
+    while (err == IOCD_OK && store_wal_next(&p, end, &id, &t, &v, &corrupt)) {
+        period = store_period_of(st, t);
+        for (i = 0; i < w->n && w->recs[i].period != period; i++)
+            ;
+        if (i == w->n) {
+            if (w->n == w->cap) {
+                size_t cap = w->cap != 0 ? w->cap * 2 : 4;
+                store_db_wal *r = iocd_realloc(w->recs, cap * sizeof(*r));
+                iocd_buf *b = r != NULL ? iocd_realloc(w->bufs, cap * sizeof(*b)) : NULL;
+                if (r != NULL)
+                    w->recs = r;
+                if (b == NULL)
+                    return IOCD_ENOMEM;
+                w->bufs = b;
+                w->cap = cap;
+            }
+            iocd_buf_init(&w->bufs[w->n], 0);
+            w->recs[w->n].period = period;
+            w->n++;
+        }
+        err = store_wal_put(&w->bufs[i], id, t, v);
+    }
+    return corrupt ? IOCD_ECORRUPT : err;
+}
+
+/* Samples taken out of the heads for sealing: per series, a run of its samples. */
+typedef struct seal_run {
+    uint64_t id;
+    int64_t period;
+    size_t off, n; /* into seal_set.s */
+} seal_run;
+
+typedef struct seal_set {
+    iocd_sample *s;
+    size_t n, cap;
+    seal_run *runs;
+    size_t n_runs, cap_runs;
+} seal_set;
+
+static void seal_set_fini(seal_set *ss)
+{
+    iocd_free(ss->s);
+    iocd_free(ss->runs);
+    memset(ss, 0, sizeof(*ss));
+}
+
+/* Moves every head sample before `before` of the series in by_id[from, to) into ss, as runs
+ * of one series and one period. Called with st->mu held. */
+static iocd_err take_sealable(store *st, int64_t before, size_t from, size_t to, seal_set *ss)
+{
+    size_t i, k, j;
+
+    for (i = from; i < to && i < st->by_id_cap; i++) {
+        store_series *s = st->by_id[i];
+        if (s == NULL || s->n == 0 || s->s[0].t_ms >= before)
+            continue;
+        for (k = 0; k < s->n && s->s[k].t_ms < before; k++)
+            ;
+        if (ss->n + k > ss->cap) {
+            size_t cap = ss->cap != 0 ? ss->cap : 4096;
+            iocd_sample *g;
+            while (cap < ss->n + k)
+                cap *= 2;
+            g = iocd_realloc(ss->s, cap * sizeof(*g));
+            if (g == NULL)
+                return IOCD_ENOMEM;
+            ss->s = g;
+            ss->cap = cap;
+        }
+        memcpy(ss->s + ss->n, s->s, k * sizeof(*s->s));
+        for (j = 0; j < k;) {
+            int64_t period = store_period_of(st, s->s[j].t_ms);
+            size_t start = j;
+            seal_run *r;
+            while (j < k && store_period_of(st, s->s[j].t_ms) == period)
+                j++;
+            if (ss->n_runs == ss->cap_runs) {
+                size_t cap = ss->cap_runs != 0 ? ss->cap_runs * 2 : 1024;
+                seal_run *g = iocd_realloc(ss->runs, cap * sizeof(*g));
+                if (g == NULL)
+                    return IOCD_ENOMEM;
+                ss->runs = g;
+                ss->cap_runs = cap;
+            }
+            r = &ss->runs[ss->n_runs++];
+            r->id = s->id;
+            r->period = period;
+            r->off = ss->n + start;
+            r->n = j - start;
+        }
+        ss->n += k;
+        memmove(s->s, s->s + k, (s->n - k) * sizeof(*s->s));
+        s->n -= k;
+    }
+    return IOCD_OK;
+}
+
+/* Puts a failed seal's samples back into the heads, from the blocks built for it (the
+ * sealed samples themselves are not kept: slicing bounds the seal's memory). The WAL still
+ * holds them, so this only matters until the next restart. Called with st->mu held. */
+static iocd_err restore_one(void *ud, uint64_t id, const iocd_sample *smp, size_t n)
+{
+    store *st = ud;
+    store_series *s = store_series_get(st, id);
+    size_t j;
+
+    for (j = 0; s != NULL && j < n; j++)
+        if (store_series_put(st, s, smp[j].t_ms, smp[j].v) != IOCD_OK)
+            return IOCD_ENOMEM;
+    return IOCD_OK;
+}
+
+static void restore_sealable(store *st, const store_db_block *blocks, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        if (codec_block_each(blocks[i].data, blocks[i].len, BLOCK_RAW_MAX, restore_one, st) !=
+            IOCD_OK)
+            log_error("store",
+                      "cannot restore samples after a failed seal; they are in the "
+                      "WAL and return on restart",
+                      NULL);
+}
+
+static int run_cmp(const void *a, const void *b)
+{
+    const seal_run *x = a, *y = b;
+
+    if (x->period != y->period)
+        return x->period < y->period ? -1 : 1;
+    if (x->id != y->id)
+        return x->id < y->id ? -1 : 1;
+    return 0;
+}
+
+static bool is_stale(double v)
+{
+    uint64_t bits;
+
+    memcpy(&bits, &v, 8);
+    return bits == 0x7ff0000000000002ULL;
+}
+
+/* Appends a block of rollup streams for the series in cs: per series, streams with the
+ * virtual ids id * 8 + 0..5 (min, max, sum, count, last, last time) of (bucket start, value). */
+static iocd_err encode_rollups(const codec_series *cs, size_t k, int64_t res, iocd_buf *space)
+{
+    codec_series rs[64 * ROLLUP_AGGS];
+    iocd_sample *buf = NULL;
+    size_t total = 0, i, j, used = 0;
+    iocd_err err;
+
+    for (i = 0; i < k; i++)
+        total += cs[i].n;
+    buf = iocd_malloc((total + k + 1) * ROLLUP_AGGS * sizeof(*buf)); /* n + 1 per store_series */
+    if (buf == NULL)
+        return IOCD_ENOMEM;
+    for (i = 0; i < k; i++) {
+        iocd_sample *agg[ROLLUP_AGGS];
+        size_t nb = 0, a;
+        for (a = 0; a < ROLLUP_AGGS; a++)
+            agg[a] = buf + used + a * (cs[i].n + 1);
+        for (j = 0; j < cs[i].n; j++) {
+            int64_t t = cs[i].s[j].t_ms, b = (t >= 0 ? t / res : (t - res + 1) / res) * res;
+            double v = cs[i].s[j].v;
+            if (is_stale(v))
+                continue;
+            if (nb == 0 || agg[0][nb - 1].t_ms != b) {
+                for (a = 0; a < ROLLUP_AGGS; a++)
+                    agg[a][nb].t_ms = b;
+                agg[0][nb].v = v;
+                agg[1][nb].v = v;
+                agg[2][nb].v = 0;
+                agg[3][nb].v = 0;
+                nb++;
+            }
+            if (v < agg[0][nb - 1].v || isnan(agg[0][nb - 1].v))
+                agg[0][nb - 1].v = v;
+            if (v > agg[1][nb - 1].v || isnan(agg[1][nb - 1].v))
+                agg[1][nb - 1].v = v;
+            agg[2][nb - 1].v += v;
+            agg[3][nb - 1].v += 1;
+            agg[4][nb - 1].v = v; /* the run is time-ordered: the latest so far */
+            agg[5][nb - 1].v = (double)t;
+        }
+        for (a = 0; a < ROLLUP_AGGS; a++)
+            rs[i * ROLLUP_AGGS + a] = (codec_series){ cs[i].id * 8 + a, agg[a], nb };
+        used += ROLLUP_AGGS * (cs[i].n + 1);
+    }
+    err = codec_block_encode(rs, k * ROLLUP_AGGS, ZSTD_LEVEL, space);
+    iocd_free(buf);
+    return err;
+}
+
+/* Encodes the runs as blocks of one period and one id group each, appended to *blocks (with
+ * their bytes in space; .data is set by the caller once space stops growing, from the
+ * offset kept in .data meanwhile). */
+static iocd_err build_blocks(const seal_set *ss, store_db_block **blocks_io, size_t *n_io,
+                             size_t *cap_io, iocd_buf *space)
+{
+    store_db_block *blocks = *blocks_io;
+    codec_series cs[64];
+    size_t i = 0, n = *n_io;
+    int r;
+    iocd_err err = IOCD_OK;
+
+    qsort(ss->runs, ss->n_runs, sizeof(*ss->runs), run_cmp);
+    if (n + 3 * ss->n_runs > *cap_io) {
+        size_t cap = (n + 3 * ss->n_runs) * 2;
+        store_db_block *g = iocd_realloc(blocks, cap * sizeof(*g));
+        if (g == NULL)
+            return IOCD_ENOMEM;
+        *blocks_io = blocks = g;
+        *cap_io = cap;
+    }
+    while (err == IOCD_OK && i < ss->n_runs) {
+        int64_t period = ss->runs[i].period;
+        uint64_t group = ss->runs[i].id >> 6;
+        size_t k = 0, before = space->len;
+        while (i < ss->n_runs && ss->runs[i].period == period && ss->runs[i].id >> 6 == group) {
+            cs[k++] = (codec_series){ ss->runs[i].id, ss->s + ss->runs[i].off, ss->runs[i].n };
+            i++;
+        }
+        err = codec_block_encode(cs, k, ZSTD_LEVEL, space);
+        blocks[n].kind = STORE_DB_CHUNKS;
+        blocks[n].period = period;
+        blocks[n].group = group;
+        blocks[n].len = space->len - before;
+        blocks[n].data = (const void *)(uintptr_t)before; /* an offset until the end */
+        n++;
+        for (r = 0; err == IOCD_OK && r < 2; r++) {
+            before = space->len;
+            err = encode_rollups(cs, k, r == 0 ? STORE_ROLLUP_5M : STORE_ROLLUP_1H, space);
+            blocks[n].kind = r == 0 ? STORE_DB_ROLLUP_5M : STORE_DB_ROLLUP_1H;
+            blocks[n].period = period;
+            blocks[n].group = group;
+            blocks[n].len = space->len - before;
+            blocks[n].data = (const void *)(uintptr_t)before;
+            n++;
+        }
+    }
+    *n_io = n;
+    return err;
+}
+
+#define SEAL_SLICE 4096 /* series per slice: bounds the seal's memory */
+
+/* Takes and encodes, slice by slice, every head sample before `before`. */
+static iocd_err seal_slices(store *st, int64_t before, store_db_block **blocks, size_t *n_blocks,
+                            iocd_buf *space, size_t *n_samples)
+{
+    size_t from = 0, cap_blocks = 0, end, i;
+    seal_set ss;
+    iocd_err err = IOCD_OK;
+
+    memset(&ss, 0, sizeof(ss));
+    for (;;) {
+        pthread_mutex_lock(&st->mu);
+        end = st->by_id_cap;
+        if (from < end)
+            err = take_sealable(st, before, from, from + SEAL_SLICE, &ss);
+        pthread_mutex_unlock(&st->mu);
+        if (from >= end || err != IOCD_OK)
+            break;
+        *n_samples += ss.n;
+        if (ss.n_runs > 0)
+            err = build_blocks(&ss, blocks, n_blocks, &cap_blocks, space);
+        if (err != IOCD_OK)
+            break;
+        ss.n = 0;
+        ss.n_runs = 0;
+        from += SEAL_SLICE;
+    }
+    seal_set_fini(&ss);
+    for (i = 0; i < *n_blocks; i++)
+        (*blocks)[i].data = space->data + (uintptr_t)(*blocks)[i].data;
+    return err;
+}
+
+/* One group commit. seal_before != INT64_MIN also seals every head sample before it. */
+static void group_commit(store *st, pending *batch, int64_t seal_before)
+{
+    store_db_series *ser = NULL;
+    store_db_block *blocks = NULL;
+    uint64_t *ids = NULL;
+    size_t n_ids = 0, n_ser = 0, i, n_batches = 0, n_blocks = 0, n_sealed = 0;
+    wal_split ws;
+    iocd_buf space, wal_packed;
+    pending *p, *next;
+    int64_t t0 = iocd_mono_ns(), drop_before = INT64_MIN, drop_rollups_before = INT64_MIN;
+    iocd_err err = IOCD_OK;
+
+    memset(&ws, 0, sizeof(ws));
+    iocd_buf_init(&space, 0);
+    iocd_buf_init(&wal_packed, 0);
+    pthread_mutex_lock(&st->commit_mu);
+    for (p = batch; p != NULL && err == IOCD_OK; p = p->next) {
+        err = wal_split_add(st, &ws, &p->wal);
+        n_batches++;
+    }
+    /* Compress each period's record; the packed records share one buffer, so pointers are
+     * taken only once it has stopped growing. */
+    {
+        size_t *offs = ws.n > 0 ? iocd_calloc(ws.n, sizeof(*offs)) : NULL;
+        for (i = 0; err == IOCD_OK && i < ws.n; i++) {
+            if (offs == NULL) {
+                err = IOCD_ENOMEM;
+                break;
+            }
+            offs[i] = wal_packed.len;
+            err = codec_wal_pack(ws.bufs[i].data, ws.bufs[i].len, &wal_packed);
+            ws.recs[i].len = wal_packed.len - offs[i];
+        }
+        for (i = 0; err == IOCD_OK && i < ws.n; i++)
+            ws.recs[i].data = wal_packed.data + offs[i];
+        iocd_free(offs);
+    }
+    /* Take the series created since the last commit (their keys live as long as the store)
+     * and, for a seal, the samples to seal. */
+    pthread_mutex_lock(&st->mu);
+    ids = st->unpersisted;
+    n_ids = st->n_unpersisted;
+    st->unpersisted = NULL;
+    st->n_unpersisted = st->cap_unpersisted = 0;
+    ser = n_ids > 0 ? iocd_calloc(n_ids, sizeof(*ser)) : NULL;
+    n_ser = 0;
+    for (i = 0; ser != NULL && i < n_ids; i++) {
+        store_series *s = store_series_get(st, ids[i]); /* NULL: deleted before it was persisted */
+        if (s != NULL)
+            ser[n_ser++] = (store_db_series){ s->id, s->key, s->key_len };
+    }
+    pthread_mutex_unlock(&st->mu);
+    if (n_ids > 0 && ser == NULL)
+        err = IOCD_ENOMEM;
+    if (err == IOCD_OK && seal_before != INT64_MIN)
+        err = seal_slices(st, seal_before, &blocks, &n_blocks, &space, &n_sealed);
+    if (seal_before != INT64_MIN) {
+        drop_before = store_period_of(st, iocd_now_ms() - st->lim.retention_ms);
+        drop_rollups_before = store_period_of(st, iocd_now_ms() - st->cfg.rollup_retention_ms);
+    }
+    if (err == IOCD_OK)
+        err = store_db_commit(st->db, ser, n_ser, st->wal_seq + 1, ws.recs, ws.n, blocks, n_blocks,
+                              seal_before, drop_before, drop_rollups_before);
+    if (err == IOCD_OK && st->cfg.sync_window_ms > 0 &&
+        iocd_mono_ns() - st->last_sync_ns >= st->cfg.sync_window_ms * 1000000) {
+        err = store_db_sync(st->db);
+        st->last_sync_ns = iocd_mono_ns();
+    }
+    pthread_mutex_lock(&st->mu);
+    if (err == IOCD_OK) {
+        st->wal_seq++;
+        for (i = 0; i < n_ids; i++) {
+            store_series *s = store_series_get(st, ids[i]);
+            if (s != NULL)
+                s->persisted = true;
+        }
+        iocd_free(ids);
+        if (seal_before != INT64_MIN) {
+            if (seal_before > st->sealed_before)
+                st->sealed_before = seal_before;
+            st->n_late = 0;
+        }
+    } else {
+        restore_sealable(st, blocks, n_blocks);
+        if (ids != NULL) {
+            /* Keep them for the next commit, ahead of any created meanwhile (ids ascend). */
+            uint64_t *merged = iocd_realloc(ids, (n_ids + st->n_unpersisted) * sizeof(*ids));
+            if (merged != NULL) {
+                if (st->n_unpersisted > 0)
+                    memcpy(merged + n_ids, st->unpersisted, st->n_unpersisted * sizeof(*ids));
+                iocd_free(st->unpersisted);
+                st->unpersisted = merged;
+                st->n_unpersisted += n_ids;
+                st->cap_unpersisted = st->n_unpersisted;
+            } else {
+                iocd_free(ids);
+                log_error("store", "out of memory keeping unpersisted series", NULL);
+            }
+        }
+    }
+    pthread_mutex_unlock(&st->mu);
+    pthread_mutex_unlock(&st->commit_mu);
+    iocd_free(ser);
+    iocd_metric_observe(st->m_commit_seconds, (double)(iocd_mono_ns() - t0) / 1e9);
+    if (n_batches > 0)
+        iocd_metric_observe(st->m_commit_batches, (double)n_batches);
+    if (err == IOCD_OK) {
+        iocd_metric_add(st->m_commits, 1);
+        for (i = 0; i < ws.n; i++)
+            iocd_metric_add(st->m_wal_bytes, (double)ws.recs[i].len);
+        if (n_blocks > 0) {
+            size_t chunk_bytes = 0;
+            iocd_metric_add(st->m_sealed_blocks, (double)n_blocks);
+            iocd_metric_add(st->m_sealed_samples, (double)n_sealed);
+            for (i = 0; i < n_blocks; i++)
+                if (blocks[i].kind == STORE_DB_CHUNKS)
+                    chunk_bytes += blocks[i].len;
+            iocd_metric_add(st->m_sealed_bytes, (double)chunk_bytes);
+            log_debug("store", "sealed", "before=%lld blocks=%zu samples=%zu bytes=%zu",
+                      (long long)seal_before, n_blocks, n_sealed, space.len);
+        }
+    } else {
+        iocd_metric_add(st->m_commit_fail, 1);
+        log_error("store", "group commit failed", "err=%s batches=%zu", iocd_strerror(err),
+                  n_batches);
+    }
+    iocd_free(blocks);
+    wal_split_fini(&ws);
+    iocd_buf_fini(&space);
+    iocd_buf_fini(&wal_packed);
+    for (p = batch; p != NULL; p = next) {
+        next = p->next;
+        p->res.err = err;
+        p->done(p->ud, &p->res);
+        iocd_buf_fini(&p->wal);
+        iocd_free(p);
+    }
+}
+
+/* What to seal now, or INT64_MIN: every period that ended a grace before the newest sample,
+ * and, every LATE_SEAL_NS, samples that arrived late for already sealed periods. */
+static int64_t seal_boundary(store *st)
+{
+    int64_t b;
+
+    if (st->watermark == INT64_MIN)
+        return INT64_MIN;
+    b = store_period_of(st, st->watermark - st->cfg.seal_grace_ms);
+    if (b > st->sealed_before)
+        return b;
+    if (st->n_late > 0 && iocd_mono_ns() - st->last_late_seal_ns >= LATE_SEAL_NS) {
+        st->last_late_seal_ns = iocd_mono_ns();
+        return st->sealed_before;
+    }
+    return INT64_MIN;
+}
+
+void *store_writer_main(void *arg)
+{
+    store *st = arg;
+    pending *batch;
+    int64_t seal;
+    bool final_seal_done = false;
+
+    pthread_mutex_lock(&st->mu);
+    for (;;) {
+        seal = seal_boundary(st);
+        if (st->closing && st->queue == NULL && !final_seal_done) {
+            /* A graceful stop seals every head sample, so the data dir is compact at rest;
+             * a later sample for the same period lands in a patch block. */
+            final_seal_done = true;
+            seal = INT64_MAX;
+        }
+        if (st->queue == NULL && seal == INT64_MIN) {
+            struct timespec ts;
+            if (st->closing)
+                break;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1; /* late data is sealed even when nothing new arrives */
+            pthread_cond_timedwait(&st->wake, &st->mu, &ts);
+            continue;
+        }
+        batch = st->queue;
+        st->queue = NULL;
+        st->queue_tail = &st->queue;
+        pthread_mutex_unlock(&st->mu);
+        group_commit(st, batch, seal);
+        pthread_mutex_lock(&st->mu);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return NULL;
+}
