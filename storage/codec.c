@@ -20,34 +20,34 @@
 #include <zstd.h>
 
 #define BLOCK_VERSION 1
-#define E_MAX         15
+#define E_MAX         CODEC_E_MAX
 
-static const double pow10_tab[E_MAX + 1] = { 1e0, 1e1, 1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                             1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15 };
+const double codec_pow10[E_MAX + 1] = { 1e0, 1e1, 1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                        1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15 };
 
-static uint64_t zz(int64_t v)
+uint64_t codec_zigzag(int64_t v)
 {
     return ((uint64_t)v << 1) ^ ((uint64_t)0 - ((uint64_t)v >> 63));
 }
 
-static int64_t unzz(uint64_t v)
+int64_t codec_unzigzag(uint64_t v)
 {
     return (int64_t)(v >> 1) ^ -(int64_t)(v & 1);
 }
 
 /* Whether v is exactly m / 10^e with |m| < 2^53; writes m. */
-static bool decimal_at(double v, int e, int64_t *m)
+bool codec_decimal_at(double v, int e, int64_t *m)
 {
     double scaled, back;
     int64_t r;
 
     if (!isfinite(v) || (v == 0 && signbit(v)))
         return false;
-    scaled = v * pow10_tab[e];
+    scaled = v * codec_pow10[e];
     if (!(fabs(scaled) < 9007199254740992.0))
         return false;
     r = (int64_t)llround(scaled);
-    back = (double)r / pow10_tab[e];
+    back = (double)r / codec_pow10[e];
     if (memcmp(&back, &v, sizeof(v)) != 0)
         return false;
     *m = r;
@@ -63,10 +63,10 @@ static int choose_e(const iocd_sample *s, size_t n)
     int64_t m;
 
     for (i = 0; i < n; i++) {
-        if (decimal_at(s[i].v, e, &m))
+        if (codec_decimal_at(s[i].v, e, &m))
             continue;
         for (k = e + 1; k <= E_MAX; k++) {
-            if (decimal_at(s[i].v, k, &m)) {
+            if (codec_decimal_at(s[i].v, k, &m)) {
                 e = k;
                 break;
             }
@@ -89,16 +89,18 @@ iocd_err codec_stream_encode(const iocd_sample *s, size_t n, iocd_buf *out)
     for (i = 0; i < n && err == IOCD_OK; i++) {
         int64_t t = s[i].t_ms;
         if (i == 0) {
-            k = store_varint_put(tmp, zz(t));
+            k = store_varint_put(tmp, codec_zigzag(t));
         } else {
             int64_t dt = (int64_t)((uint64_t)t - (uint64_t)prev_t);
-            k = store_varint_put(tmp,
-                                 i == 1 ? zz(dt) : zz((int64_t)((uint64_t)dt - (uint64_t)prev_dt)));
+            k = store_varint_put(
+                tmp, i == 1 ? codec_zigzag(dt)
+                            : codec_zigzag((int64_t)((uint64_t)dt - (uint64_t)prev_dt)));
             prev_dt = dt;
         }
         prev_t = t;
-        if (decimal_at(s[i].v, e, &m)) {
-            k += store_varint_put(tmp + k, zz((int64_t)((uint64_t)m - (uint64_t)prev_m)) << 1);
+        if (codec_decimal_at(s[i].v, e, &m)) {
+            k += store_varint_put(tmp + k, codec_zigzag((int64_t)((uint64_t)m - (uint64_t)prev_m))
+                                               << 1);
             prev_m = m;
         } else {
             tmp[k++] = 1;
@@ -131,9 +133,9 @@ iocd_err codec_stream_decode(const uint8_t *p, size_t len, iocd_sample **out, si
         if (!store_varint_get(&p, end, &u))
             goto corrupt;
         if (i == 0) {
-            prev_t = unzz(u);
+            prev_t = codec_unzigzag(u);
         } else {
-            int64_t d = unzz(u);
+            int64_t d = codec_unzigzag(u);
             prev_dt = i == 1 ? d : (int64_t)((uint64_t)prev_dt + (uint64_t)d);
             prev_t = (int64_t)((uint64_t)prev_t + (uint64_t)prev_dt);
         }
@@ -146,8 +148,8 @@ iocd_err codec_stream_decode(const uint8_t *p, size_t len, iocd_sample **out, si
             memcpy(&s[i].v, p, 8);
             p += 8;
         } else {
-            m = (int64_t)((uint64_t)m + (uint64_t)unzz(u >> 1));
-            s[i].v = (double)m / pow10_tab[e];
+            m = (int64_t)((uint64_t)m + (uint64_t)codec_unzigzag(u >> 1));
+            s[i].v = (double)m / codec_pow10[e];
         }
     }
     *out = s;

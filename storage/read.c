@@ -160,15 +160,18 @@ iocd_err store_read(store *st, uint64_t id, int64_t start_ms, int64_t end_ms, io
     pthread_mutex_lock(&st->mu);
     s = store_series_get(st, id);
     if (s != NULL) {
-        while (lo < s->n && s->s[lo].t_ms < start_ms)
-            lo++;
-        hi = lo;
-        while (hi < s->n && s->s[hi].t_ms <= end_ms)
-            hi++;
-        n_head = hi - lo;
-        head = iocd_malloc((n_head != 0 ? n_head : 1) * sizeof(*head));
-        if (head != NULL && n_head > 0)
-            memcpy(head, s->s + lo, n_head * sizeof(*head));
+        iocd_sample *all = NULL;
+        size_t n_all = 0;
+        if (store_head_decode(&s->head, &all, &n_all) == IOCD_OK) {
+            while (lo < n_all && all[lo].t_ms < start_ms)
+                lo++;
+            hi = lo;
+            while (hi < n_all && all[hi].t_ms <= end_ms)
+                hi++;
+            n_head = hi - lo;
+            memmove(all, all + lo, n_head * sizeof(*all));
+            head = all;
+        }
     }
     pthread_mutex_unlock(&st->mu);
     if (s == NULL)

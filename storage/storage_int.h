@@ -58,6 +58,14 @@ bool store_wal_next(const uint8_t **p, const uint8_t *end, uint64_t *id, int64_t
 
 /* ---- The on-disk sample codec (storage/codec.c, the only file that sees zstd) ----------- */
 
+/* The pieces of the value and time encodings the head shares with blocks. */
+#define CODEC_E_MAX 15
+extern const double codec_pow10[CODEC_E_MAX + 1];
+uint64_t codec_zigzag(int64_t v);
+int64_t codec_unzigzag(uint64_t v);
+/* Whether v is exactly m / 10^e with |m| < 2^53 (bitwise round trip); writes m. */
+bool codec_decimal_at(double v, int e, int64_t *m);
+
 /* Appends the stream encoding of n samples (any order; stored as given). */
 iocd_err codec_stream_encode(const iocd_sample *s, size_t n, iocd_buf *out);
 /* Decodes a stream; *out is iocd_malloc'ed. Errors: IOCD_ECORRUPT, IOCD_ENOMEM. */
@@ -186,15 +194,39 @@ iocd_err store_db_label_values(store_db *db, const char *name, char ***values_ou
 #define ZSTD_LEVEL    3
 #define BLOCK_RAW_MAX (64u << 20)
 
+/* A series' unsealed samples (storage/head.c): in-order samples as a compact stream
+ * (delta-of-delta times, decimal-scaled value deltas: ~2-4 bytes a sample), and the few that
+ * arrive out of order or rewrite a timestamp in a small sorted side list, which wins over
+ * the stream for equal times. */
+typedef struct store_head {
+    uint8_t *buf;
+    uint32_t len, cap;
+    uint32_t n;                      /* samples in the stream */
+    int64_t last_t, last_dt, last_m; /* stream encoder state */
+    int32_t e;                       /* current decimal exponent */
+    iocd_sample *ooo;                /* sorted, one per timestamp */
+    uint32_t n_ooo, cap_ooo;
+    int64_t newest; /* newest time ever put (kept across seals) */
+    bool has_newest;
+} store_head;
+
+iocd_err store_head_put(store_head *h, int64_t t, double v);
+/* All samples, sorted, one per timestamp; *out is iocd_malloc'ed (never NULL on success). */
+iocd_err store_head_decode(const store_head *h, iocd_sample **out, size_t *n_out);
+/* Removes the samples before `before` and returns them (sorted) in *out (NULL when none). */
+iocd_err store_head_take_before(store_head *h, int64_t before, iocd_sample **out, size_t *n_out);
+size_t store_head_count(const store_head *h); /* samples held (stream + side list) */
+size_t store_head_bytes(const store_head *h); /* memory held */
+void store_head_free(store_head *h);
+
 typedef struct store_series {
     uint64_t id;
     uint64_t hash;
     uint8_t *key;
     uint32_t key_len;
     bool persisted;
-    bool deleted;   /* out of the table and the index; kept until close (see the invariant) */
-    iocd_sample *s; /* sorted by time, one per timestamp */
-    size_t n, cap;
+    bool deleted; /* out of the table and the index; kept until close (see the invariant) */
+    store_head head;
 } store_series;
 
 typedef struct pending {

@@ -142,43 +142,8 @@ store_series *store_series_get(const store *st, uint64_t id)
 /* Inserts a sample in time order; an equal timestamp replaces (the last write wins). */
 iocd_err store_series_put(store *st, store_series *s, int64_t t, double v)
 {
-    size_t lo, hi;
-
-    if (s->n > 0 && t <= s->s[s->n - 1].t_ms) {
-        if (t == s->s[s->n - 1].t_ms) {
-            s->s[s->n - 1].v = v;
-            return IOCD_OK;
-        }
-        lo = 0;
-        hi = s->n;
-        while (lo < hi) {
-            size_t mid = (lo + hi) / 2;
-            if (s->s[mid].t_ms < t)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-        if (lo < s->n && s->s[lo].t_ms == t) {
-            s->s[lo].v = v;
-            return IOCD_OK;
-        }
-    } else {
-        lo = s->n;
-    }
-    if (s->n == s->cap) {
-        size_t cap = s->cap != 0 ? s->cap * 2 : 16;
-        iocd_sample *grown = iocd_realloc(s->s, cap * sizeof(*grown));
-        if (grown == NULL)
-            return IOCD_ENOMEM;
-        s->s = grown;
-        s->cap = cap;
-    }
-    memmove(s->s + lo + 1, s->s + lo, (s->n - lo) * sizeof(*s->s));
-    s->s[lo].t_ms = t;
-    s->s[lo].v = v;
-    s->n++;
     (void)st;
-    return IOCD_OK;
+    return store_head_put(&s->head, t, v);
 }
 
 /* ---- Submitting ------------------------------------------------------------------------ */
@@ -234,7 +199,7 @@ iocd_err store_batch_submit(store_batch *b, store_done_fn done, void *ud)
             st->churn_count++;
             iocd_metric_add(st->m_series_created, 1);
         }
-        if (s->n > 0 && it->s.t_ms < s->s[s->n - 1].t_ms - st->lim.ooo_window_ms) {
+        if (s->head.has_newest && it->s.t_ms < s->head.newest - st->lim.ooo_window_ms) {
             reject(st, p, STORE_REJECT_OUT_OF_ORDER);
             continue;
         }
@@ -536,7 +501,7 @@ void store_close(store *st)
         store_series *s = st->by_id[i];
         if (s != NULL) {
             iocd_free(s->key);
-            iocd_free(s->s);
+            store_head_free(&s->head);
             iocd_free(s);
         }
     }
@@ -573,7 +538,7 @@ iocd_err store_delete_series(store *st, const uint64_t *ids, size_t n)
         if (s == NULL)
             continue;
         s->deleted = true;
-        s->n = 0;
+        store_head_free(&s->head);
         st->n_series--;
         ser[k++] = (store_db_series){ s->id, s->key, s->key_len };
     }
@@ -603,7 +568,7 @@ iocd_err store_stats_get(store *st, store_stats *out)
     s.series = st->n_series;
     for (i = 0; i < st->by_id_cap; i++)
         if (st->by_id[i] != NULL)
-            s.head_samples += st->by_id[i]->n;
+            s.head_samples += store_head_count(&st->by_id[i]->head);
     s.sealed_before = st->sealed_before;
     pthread_mutex_unlock(&st->mu);
     if (store_db_stats(st->db, &s.file_bytes, &s.blocks, &s.wal_records) != IOCD_OK)

@@ -100,36 +100,48 @@ static void seal_set_fini(seal_set *ss)
 static iocd_err take_sealable(store *st, int64_t before, size_t from, size_t to, seal_set *ss)
 {
     size_t i, k, j;
+    iocd_err err = IOCD_OK;
 
-    for (i = from; i < to && i < st->by_id_cap; i++) {
+    for (i = from; i < to && i < st->by_id_cap && err == IOCD_OK; i++) {
         store_series *s = st->by_id[i];
-        if (s == NULL || s->n == 0 || s->s[0].t_ms >= before)
+        iocd_sample *taken = NULL;
+        if (s == NULL || store_head_count(&s->head) == 0)
             continue;
-        for (k = 0; k < s->n && s->s[k].t_ms < before; k++)
-            ;
+        err = store_head_take_before(&s->head, before, &taken, &k);
+        if (err != IOCD_OK || k == 0) {
+            iocd_free(taken);
+            continue;
+        }
         if (ss->n + k > ss->cap) {
             size_t cap = ss->cap != 0 ? ss->cap : 4096;
             iocd_sample *g;
             while (cap < ss->n + k)
                 cap *= 2;
             g = iocd_realloc(ss->s, cap * sizeof(*g));
-            if (g == NULL)
+            if (g == NULL) {
+                /* Put them back: nothing is lost, the seal just fails. */
+                for (j = 0; j < k; j++)
+                    store_head_put(&s->head, taken[j].t_ms, taken[j].v);
+                iocd_free(taken);
                 return IOCD_ENOMEM;
+            }
             ss->s = g;
             ss->cap = cap;
         }
-        memcpy(ss->s + ss->n, s->s, k * sizeof(*s->s));
+        memcpy(ss->s + ss->n, taken, k * sizeof(*taken));
         for (j = 0; j < k;) {
-            int64_t period = store_period_of(st, s->s[j].t_ms);
+            int64_t period = store_period_of(st, taken[j].t_ms);
             size_t start = j;
             seal_run *r;
-            while (j < k && store_period_of(st, s->s[j].t_ms) == period)
+            while (j < k && store_period_of(st, taken[j].t_ms) == period)
                 j++;
             if (ss->n_runs == ss->cap_runs) {
                 size_t cap = ss->cap_runs != 0 ? ss->cap_runs * 2 : 1024;
                 seal_run *g = iocd_realloc(ss->runs, cap * sizeof(*g));
-                if (g == NULL)
-                    return IOCD_ENOMEM;
+                if (g == NULL) {
+                    err = IOCD_ENOMEM;
+                    break;
+                }
                 ss->runs = g;
                 ss->cap_runs = cap;
             }
@@ -140,10 +152,9 @@ static iocd_err take_sealable(store *st, int64_t before, size_t from, size_t to,
             r->n = j - start;
         }
         ss->n += k;
-        memmove(s->s, s->s + k, (s->n - k) * sizeof(*s->s));
-        s->n -= k;
+        iocd_free(taken);
     }
-    return IOCD_OK;
+    return err;
 }
 
 /* Puts a failed seal's samples back into the heads, from the blocks built for it (the

@@ -156,3 +156,72 @@ TEST(block_size_on_ioc_like_data)
     ASSERT_TRUE(bps < 1.0);
     iocd_buf_fini(&b);
 }
+
+/* ---- Heads ----------------------------------------------------------------------------- */
+
+/* Random puts, mostly in order, some late and some rewriting a timestamp: the head must
+ * decode to exactly the reference (sorted, last write wins), and take_before must split it. */
+TEST(head_matches_a_reference_model)
+{
+    static iocd_sample ref[4000];
+    size_t n_ref = 0, i, n, k, round;
+
+    for (round = 0; round < 20; round++) {
+        store_head h;
+        iocd_sample *got = NULL;
+        int64_t t = 1700000000000LL;
+        memset(&h, 0, sizeof(h));
+        n_ref = 0;
+        for (i = 0; i < 3000; i++) {
+            uint64_t r = next_rand();
+            int64_t ts;
+            double v;
+            if (r % 10 < 8) {
+                t += 10000;
+                ts = t;
+            } else {
+                ts = t - (int64_t)(next_rand() % 600) * 1000; /* late or a rewrite */
+            }
+            if (r % 97 == 0) {
+                uint64_t bits = next_rand();
+                memcpy(&v, &bits, 8);
+            } else {
+                v = (double)(int64_t)(next_rand() % 100000) / (r % 3 == 0 ? 1000.0 : 10.0);
+            }
+            ASSERT_OK(store_head_put(&h, ts, v));
+            for (k = 0; k < n_ref && ref[k].t_ms != ts; k++)
+                ;
+            if (k == n_ref)
+                ref[n_ref++] = (iocd_sample){ ts, v };
+            else
+                ref[k].v = v;
+        }
+        /* sort the reference */
+        for (i = 1; i < n_ref; i++) {
+            iocd_sample x = ref[i];
+            k = i;
+            while (k > 0 && ref[k - 1].t_ms > x.t_ms) {
+                ref[k] = ref[k - 1];
+                k--;
+            }
+            ref[k] = x;
+        }
+        ASSERT_OK(store_head_decode(&h, &got, &n));
+        ASSERT_EQ(n, n_ref);
+        for (i = 0; i < n; i++) {
+            ASSERT_EQ(got[i].t_ms, ref[i].t_ms);
+            ASSERT_TRUE(memcmp(&got[i].v, &ref[i].v, 8) == 0);
+        }
+        iocd_free(got);
+        ASSERT_OK(store_head_take_before(&h, ref[n_ref / 2].t_ms, &got, &n));
+        ASSERT_EQ(n, n_ref / 2);
+        ASSERT_EQ(got[n - 1].t_ms, ref[n_ref / 2 - 1].t_ms);
+        iocd_free(got);
+        ASSERT_OK(store_head_decode(&h, &got, &n));
+        ASSERT_EQ(n, n_ref - n_ref / 2);
+        ASSERT_EQ(got[0].t_ms, ref[n_ref / 2].t_ms);
+        iocd_free(got);
+        ASSERT_LT(store_head_bytes(&h), n_ref * 16); /* smaller than raw samples */
+        store_head_free(&h);
+    }
+}
