@@ -5,8 +5,10 @@
  * small; a failed seal puts them back from its blocks (the WAL still has them).
  * Invariant: st->commit_mu is held from the capture of new series to the commit, so a
  * deletion never races a commit that would persist the series it deletes. */
+#define _GNU_SOURCE /* malloc_trim */
 #include "storage/storage_int.h"
 
+#include <malloc.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -528,6 +530,10 @@ void *store_writer_main(void *arg)
         st->queue_tail = &st->queue;
         pthread_mutex_unlock(&st->mu);
         group_commit(st, batch, seal);
+#ifdef __GLIBC__
+        if (seal != INT64_MIN)
+            malloc_trim(0); /* a seal frees its slices' buffers: give the pages back */
+#endif
         pthread_mutex_lock(&st->mu);
     }
     pthread_mutex_unlock(&st->mu);
