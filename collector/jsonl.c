@@ -1,440 +1,542 @@
-/* collector/jsonl.c - VictoriaMetrics JSON lines (/api/v1/import), one series per line:
+/* collector/jsonl.c - VictoriaMetrics JSON lines (/api/v1/import):
  *   {"metric":{"__name__":"m","k":"v"},"values":[1,null,"NaN"],"timestamps":[1700000000000,...]}
- * Each line is read twice with the JSON reader of json.c: a validating pass (syntax, labels,
- * limits, every value and timestamp) and, only if it passes, a feeding pass that walks the
- * values and timestamps arrays in lockstep. So a rejected line feeds nothing, and no memory
- * grows with the number of samples: the per-call scratch holds labels only. */
+ * A small strict JSON reader specialised for this shape: keys in any order, unknown keys
+ * skipped (nesting capped), strings unescaped into a per-call scratch buffer. A line is
+ * validated whole before any of its samples reaches the sink. */
 #include "collector/collector_int.h"
-#include "collector/json_int.h"
 
+#include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define DUP_SCAN_MAX 32 /* up to this many labels, duplicates are found pairwise, else sorted */
+#define LABELS_MAX  256
+#define SKIP_DEPTH  32
+#define ABSENT_BITS 0x7ff8dead0000beefULL
 
-typedef struct jl_ctx {
-    const col_parse_limits *lim;
-    iocd_label *labels; /* labels[0] is __name__, then input order */
-    iocd_label *sorted; /* duplicate check of many labels */
-    size_t labels_cap;
-    size_t n_labels;
-    char *scratch; /* unescaped label text of the current line; never moves within a line */
-    size_t scratch_cap, scratch_used;
-    size_t values_off, ts_off; /* where the arrays start in the line (their '[') */
-    size_t n_values, n_ts;
-    bool oom;
-    char why[192];
-} jl_ctx;
+typedef struct jp {
+    const char *start, *p, *end;
+    const char *err;
+    char errbuf[128];
+} jp;
 
-static bool reason(jl_ctx *c, const char *fmt, ...) IOCD_PRINTF(2, 3);
-
-/* Sets the line's reject reason; returns false for the callers' convenience. */
-static bool reason(jl_ctx *c, const char *fmt, ...)
+static void ws(jp *j)
 {
-    va_list ap;
+    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\r' || *j->p == '\n'))
+        j->p++;
+}
 
-    va_start(ap, fmt);
-    vsnprintf(c->why, sizeof(c->why), fmt, ap);
-    va_end(ap);
+static bool fail(jp *j, const char *what)
+{
+    if (j->err == NULL) {
+        snprintf(j->errbuf, sizeof(j->errbuf), "col %d: %s", (int)(j->p - j->start) + 1, what);
+        j->err = j->errbuf;
+    }
     return false;
 }
 
-/* The reader's error, with its 1-based byte column in the line. */
-static bool syntax(jl_ctx *c, const col_json *j)
+static bool expect(jp *j, char c)
 {
-    return reason(c, "col %zu: %s", j->err_off + 1, j->err != NULL ? j->err : "malformed JSON");
-}
+    char msg[32];
 
-/* Reads the next token and requires tok; msg is the error when another token comes. */
-static bool want(jl_ctx *c, col_json *j, col_json_tok tok, const char *msg)
-{
-    col_json_tok got = col_json_next(j);
-
-    if (got == tok)
-        return true;
-    if (got != COL_JSON_ERROR)
-        col_json_fail(j, msg);
-    return syntax(c, j);
-}
-
-/* ---- Labels ---------------------------------------------------------------------------- */
-
-static bool labels_reserve(jl_ctx *c, size_t n)
-{
-    iocd_label *l, *s;
-    size_t cap;
-
-    if (n <= c->labels_cap)
-        return true;
-    cap = c->labels_cap != 0 ? c->labels_cap * 2 : 16;
-    while (cap < n)
-        cap *= 2;
-    l = iocd_realloc(c->labels, cap * sizeof(*l));
-    if (l == NULL)
-        goto oom;
-    c->labels = l;
-    s = iocd_realloc(c->sorted, cap * sizeof(*s));
-    if (s == NULL)
-        goto oom;
-    c->sorted = s;
-    c->labels_cap = cap;
-    return true;
-oom:
-    c->oom = true;
-    return reason(c, "out of memory");
-}
-
-/* The current string token, unescaped if needed into the line's scratch (whose capacity,
- * once set for a line, covers every string of it: unescaping never lengthens text). */
-static bool take_str(jl_ctx *c, const col_json *j, size_t line_len, const char **s, size_t *len)
-{
-    char *p;
-    size_t n;
-
-    if (!j->escaped) {
-        *s = j->ptr;
-        *len = j->tok_len;
+    ws(j);
+    if (j->p < j->end && *j->p == c) {
+        j->p++;
         return true;
     }
-    if (c->scratch_used == 0 && c->scratch_cap < line_len) {
-        p = iocd_realloc(c->scratch, line_len);
-        if (p == NULL) {
-            c->oom = true;
-            return reason(c, "out of memory");
-        }
-        c->scratch = p;
-        c->scratch_cap = line_len;
-    }
-    if (col_json_str(j, c->scratch + c->scratch_used, c->scratch_cap - c->scratch_used, &n) !=
-        IOCD_OK)
-        return reason(c, "internal error: label scratch too small"); /* not reached */
-    *s = c->scratch + c->scratch_used;
-    *len = n;
-    c->scratch_used += n;
-    return true;
+    snprintf(msg, sizeof(msg), "expected '%c'", c);
+    return fail(j, msg);
 }
 
-static int label_cmp(const void *a, const void *b)
+static bool hex4(jp *j, uint32_t *out)
 {
-    const iocd_label *x = a, *y = b;
-    size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
-    int d = memcmp(x->name, y->name, n);
+    uint32_t v = 0;
+    int i;
 
-    if (d != 0)
-        return d;
-    return x->name_len < y->name_len ? -1 : x->name_len > y->name_len;
-}
-
-static bool no_duplicates(jl_ctx *c)
-{
-    const iocd_label *l = c->labels, *dup = NULL;
-    size_t n = c->n_labels, i, k;
-
-    if (n <= DUP_SCAN_MAX) {
-        for (i = 1; i < n && dup == NULL; i++)
-            for (k = 0; k < i; k++)
-                if (l[k].name_len == l[i].name_len &&
-                    memcmp(l[k].name, l[i].name, l[i].name_len) == 0) {
-                    dup = &l[i];
-                    break;
-                }
-    } else {
-        memcpy(c->sorted, l, n * sizeof(*l));
-        qsort(c->sorted, n, sizeof(*l), label_cmp);
-        for (i = 1; i < n && dup == NULL; i++)
-            if (label_cmp(&c->sorted[i - 1], &c->sorted[i]) == 0)
-                dup = &c->sorted[i];
-    }
-    if (dup != NULL)
-        return reason(c, "duplicate label \"%.*s\"", (int)(dup->name_len < 64 ? dup->name_len : 64),
-                      dup->name);
-    return true;
-}
-
-/* "metric": {"name": "value", ...}; the OBJ_BEGIN is next. */
-static bool read_metric(jl_ctx *c, col_json *j, size_t line_len)
-{
-    const col_parse_limits *lim = c->lim;
-    bool have_name = false;
-    iocd_label l;
-    col_json_tok tok;
-
-    if (!want(c, j, COL_JSON_OBJ_BEGIN, "\"metric\" must be an object"))
-        return false;
-    c->n_labels = 1; /* [0] is kept for __name__ */
-    for (;;) {
-        tok = col_json_next(j);
-        if (tok == COL_JSON_OBJ_END)
-            break;
-        if (tok == COL_JSON_ERROR)
-            return syntax(c, j);
-        if (!take_str(c, j, line_len, &l.name, &l.name_len))
-            return false;
-        if (l.name_len == 0) {
-            col_json_fail(j, "empty label name");
-            return syntax(c, j);
-        }
-        if (!want(c, j, COL_JSON_STRING, "label values must be strings") ||
-            !take_str(c, j, line_len, &l.value, &l.value_len))
-            return false;
-        if (lim->label_name_max != 0 && l.name_len > lim->label_name_max)
-            return reason(c, "label too long: name of %zu bytes, max %zu", l.name_len,
-                          lim->label_name_max);
-        if (lim->label_value_max != 0 && l.value_len > lim->label_value_max)
-            return reason(c, "label too long: value of %.*s is %zu bytes, max %zu",
-                          (int)(l.name_len < 64 ? l.name_len : 64), l.name, l.value_len,
-                          lim->label_value_max);
-        if (!have_name && l.name_len == 8 && memcmp(l.name, "__name__", 8) == 0) {
-            if (l.value_len == 0)
-                return reason(c, "metric has an empty __name__");
-            have_name = true;
-            if (!labels_reserve(c, 1))
-                return false;
-            c->labels[0] = l;
-            continue;
-        }
-        if (lim->labels_max != 0 && c->n_labels >= lim->labels_max)
-            return reason(c, "too many labels (max %zu)", lim->labels_max);
-        if (!labels_reserve(c, c->n_labels + 1))
-            return false;
-        c->labels[c->n_labels++] = l;
-    }
-    if (!have_name)
-        return reason(c, "metric has no __name__");
-    return no_duplicates(c);
-}
-
-/* ---- Values and timestamps ------------------------------------------------------------- */
-
-/* The current token as a sample value. *present is false for null. Returns false with
- * j in the error state when the token is no valid value. */
-static bool value_of(col_json *j, double *v, bool *present)
-{
-    *present = true;
-    switch (j->tok) {
-    case COL_JSON_NULL:
-        *present = false;
-        return true;
-    case COL_JSON_NUMBER:
-        if (col_json_double(j, v) == IOCD_OK)
-            return true;
-        col_json_fail(j, "number out of range");
-        return false;
-    case COL_JSON_STRING:
-        if (col_json_str_eq(j, "NaN", 3))
-            *v = NAN;
-        else if (col_json_str_eq(j, "Inf", 3) || col_json_str_eq(j, "+Inf", 4))
-            *v = INFINITY;
-        else if (col_json_str_eq(j, "-Inf", 4))
-            *v = -INFINITY;
+    if (j->end - j->p < 4)
+        return fail(j, "truncated \\u escape");
+    for (i = 0; i < 4; i++) {
+        char c = j->p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9')
+            v |= (uint32_t)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v |= (uint32_t)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            v |= (uint32_t)(c - 'A' + 10);
         else
-            break;
-        return true;
-    default:
-        break;
+            return fail(j, "invalid \\u escape");
     }
-    col_json_fail(j, "values must be numbers, null, \"NaN\", \"Inf\", \"+Inf\" or \"-Inf\"");
-    return false;
-}
-
-static bool ts_of(col_json *j, int64_t *t)
-{
-    iocd_err err = j->tok == COL_JSON_NUMBER ? col_json_int64(j, t) : IOCD_EPARSE;
-
-    if (err == IOCD_OK)
-        return true;
-    col_json_fail(j, err == IOCD_ELIMIT ? "timestamp out of range"
-                                        : "timestamps must be integer milliseconds");
-    return false;
-}
-
-/* An array of values (is_ts false) or timestamps, validated and counted. */
-static bool read_array(jl_ctx *c, col_json *j, bool is_ts, size_t *n_out)
-{
-    size_t n = 0;
-    col_json_tok tok;
-    bool present;
-    double v;
-    int64_t t;
-
-    if (!want(c, j, COL_JSON_ARR_BEGIN,
-              is_ts ? "\"timestamps\" must be an array" : "\"values\" must be an array"))
-        return false;
-    for (;;) {
-        tok = col_json_next(j);
-        if (tok == COL_JSON_ARR_END)
-            break;
-        if (tok == COL_JSON_ERROR)
-            return syntax(c, j);
-        if (is_ts ? !ts_of(j, &t) : !value_of(j, &v, &present))
-            return syntax(c, j);
-        n++;
-    }
-    *n_out = n;
+    j->p += 4;
+    *out = v;
     return true;
 }
 
-/* ---- Lines ----------------------------------------------------------------------------- */
-
-/* The validating pass over one line: on success the labels are gathered and the arrays
- * located; otherwise c->why says why. */
-static bool line_check(jl_ctx *c, const char *line, size_t len)
+/* Reads a string into b (if non-NULL) as offset/len; the opening quote is next. */
+static bool str(jp *j, iocd_buf *b, size_t *off, size_t *len)
 {
-    bool seen_metric = false, seen_values = false, seen_ts = false, *seen;
-    col_json j;
-    col_json_tok tok;
-    const char *key;
-
-    col_json_init(&j, line, len);
-    if (!want(c, &j, COL_JSON_OBJ_BEGIN, "expected '{'"))
-        return false;
-    for (;;) {
-        tok = col_json_next(&j);
-        if (tok == COL_JSON_OBJ_END)
-            break;
-        if (tok == COL_JSON_ERROR)
-            return syntax(c, &j);
-        if (col_json_str_eq(&j, "metric", 6)) {
-            seen = &seen_metric;
-            key = "metric";
-        } else if (col_json_str_eq(&j, "values", 6)) {
-            seen = &seen_values;
-            key = "values";
-        } else if (col_json_str_eq(&j, "timestamps", 10)) {
-            seen = &seen_ts;
-            key = "timestamps";
-        } else {
-            col_json_next(&j); /* unknown key: its value is skipped */
-            if (col_json_skip(&j) != IOCD_OK)
-                return syntax(c, &j);
+    ws(j);
+    if (j->p >= j->end || *j->p != '"')
+        return fail(j, "expected a string");
+    j->p++;
+    if (b != NULL)
+        *off = b->len;
+    while (j->p < j->end && *j->p != '"') {
+        unsigned char c = (unsigned char)*j->p;
+        if (c < 0x20)
+            return fail(j, "control character in string");
+        if (c != '\\') {
+            if (b != NULL && iocd_buf_putc(b, (char)c) != IOCD_OK)
+                return fail(j, "string too long");
+            j->p++;
             continue;
         }
-        if (*seen)
-            return reason(c, "col %zu: duplicate key \"%s\"", j.off + 1, key);
-        *seen = true;
-        if (seen == &seen_metric) {
-            if (!read_metric(c, &j, len))
+        j->p++;
+        if (j->p >= j->end)
+            break;
+        c = (unsigned char)*j->p++;
+        switch (c) {
+        case '"':
+        case '\\':
+        case '/':
+            break;
+        case 'b':
+            c = '\b';
+            break;
+        case 'f':
+            c = '\f';
+            break;
+        case 'n':
+            c = '\n';
+            break;
+        case 'r':
+            c = '\r';
+            break;
+        case 't':
+            c = '\t';
+            break;
+        case 'u': {
+            uint32_t cp, lo;
+            if (!hex4(j, &cp))
                 return false;
-        } else if (seen == &seen_values) {
-            c->values_off = j.pos; /* the value follows after optional space and ':' */
-            if (!read_array(c, &j, false, &c->n_values))
-                return false;
-        } else {
-            c->ts_off = j.pos;
-            if (!read_array(c, &j, true, &c->n_ts))
-                return false;
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                if (j->end - j->p < 6 || j->p[0] != '\\' || j->p[1] != 'u')
+                    return fail(j, "lone surrogate in \\u escape");
+                j->p += 2;
+                if (!hex4(j, &lo) || lo < 0xDC00 || lo > 0xDFFF)
+                    return fail(j, "invalid surrogate pair");
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                return fail(j, "lone surrogate in \\u escape");
+            }
+            if (b != NULL && iocd_buf_utf8(b, cp) != IOCD_OK)
+                return fail(j, "string too long");
+            continue;
         }
+        default:
+            return fail(j, "invalid escape in string");
+        }
+        if (b != NULL && iocd_buf_putc(b, (char)c) != IOCD_OK)
+            return fail(j, "string too long");
     }
-    if (col_json_next(&j) != COL_JSON_END)
-        return syntax(c, &j);
-    if (!seen_metric || !seen_values || !seen_ts)
-        return reason(c, "missing \"%s\"",
-                      !seen_metric   ? "metric"
-                      : !seen_values ? "values"
-                                     : "timestamps");
-    if (c->n_values != c->n_ts)
-        return reason(c, "values and timestamps differ in length");
+    if (j->p >= j->end)
+        return fail(j, "unterminated string");
+    j->p++;
+    if (b != NULL)
+        *len = b->len - *off;
     return true;
 }
 
-/* Positions a reader inside a validated line just past the '[' of an array that starts
- * after the key ending at off (": [" follows, with optional whitespace). */
-static void array_open(col_json *j, const char *line, size_t len, size_t off)
+/* A JSON number token; sets [s, e). */
+static bool number(jp *j, const char **s, const char **e)
 {
-    size_t p = off;
+    const char *p = j->p;
 
-    while (p < len && line[p] != '[')
+    *s = p;
+    if (p < j->end && *p == '-')
         p++;
-    col_json_init(j, line + p, len - p);
-    col_json_next(j); /* ARR_BEGIN */
-}
-
-/* The feeding pass: values and timestamps in lockstep. */
-static iocd_err line_feed(jl_ctx *c, const char *line, size_t len, const col_sink *sink,
-                          col_parse_stats *stats)
-{
-    col_json jv, jt;
-    bool present;
-    double v = 0;
-    int64_t t = 0;
-    iocd_err err;
-
-    array_open(&jv, line, len, c->values_off);
-    array_open(&jt, line, len, c->ts_off);
-    for (;;) {
-        if (col_json_next(&jv) != COL_JSON_ARR_END)
-            value_of(&jv, &v, &present);
-        else
-            break;
-        col_json_next(&jt);
-        ts_of(&jt, &t);
-        IOCD_ASSERT(jv.tok != COL_JSON_ERROR && jt.tok != COL_JSON_ERROR); /* validated */
-        if (!present)
-            continue;
-        stats->samples++;
-        err = sink->sample(sink->ud, c->labels, c->n_labels, t, v);
-        if (err != IOCD_OK)
-            return err;
+    if (p >= j->end || *p < '0' || *p > '9')
+        return fail(j, "expected a number");
+    if (*p == '0' && p + 1 < j->end && p[1] >= '0' && p[1] <= '9')
+        return fail(j, "leading zero in number");
+    while (p < j->end && *p >= '0' && *p <= '9')
+        p++;
+    if (p < j->end && *p == '.') {
+        p++;
+        if (p >= j->end || *p < '0' || *p > '9')
+            return fail(j, "digit expected after '.'");
+        while (p < j->end && *p >= '0' && *p <= '9')
+            p++;
     }
-    return IOCD_OK;
-}
-
-static bool is_blank(const char *s, size_t len)
-{
-    size_t i;
-
-    for (i = 0; i < len; i++)
-        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\r')
-            return false;
+    if (p < j->end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < j->end && (*p == '+' || *p == '-'))
+            p++;
+        if (p >= j->end || *p < '0' || *p > '9')
+            return fail(j, "digit expected in exponent");
+        while (p < j->end && *p >= '0' && *p <= '9')
+            p++;
+    }
+    j->p = p;
+    *e = p;
     return true;
 }
 
-/* first_line 0 counts like 1: line numbers reported are never 0. */
+static bool literal(jp *j, const char *word)
+{
+    size_t n = strlen(word);
+
+    if ((size_t)(j->end - j->p) >= n && memcmp(j->p, word, n) == 0) {
+        j->p += n;
+        return true;
+    }
+    return fail(j, "unexpected token");
+}
+
+/* Skips any value (iteratively bounded by SKIP_DEPTH). */
+static bool skip_value(jp *j, int depth)
+{
+    const char *s, *e;
+
+    ws(j);
+    if (depth > SKIP_DEPTH)
+        return fail(j, "nesting too deep");
+    if (j->p >= j->end)
+        return fail(j, "unexpected end of line");
+    switch (*j->p) {
+    case '"':
+        return str(j, NULL, NULL, NULL);
+    case 't':
+        return literal(j, "true");
+    case 'f':
+        return literal(j, "false");
+    case 'n':
+        return literal(j, "null");
+    case '{':
+    case '[': {
+        char close = *j->p == '{' ? '}' : ']';
+        bool obj = close == '}';
+        j->p++;
+        ws(j);
+        if (j->p < j->end && *j->p == close) {
+            j->p++;
+            return true;
+        }
+        for (;;) {
+            if (obj && (!str(j, NULL, NULL, NULL) || !expect(j, ':')))
+                return false;
+            if (!skip_value(j, depth + 1))
+                return false;
+            ws(j);
+            if (j->p < j->end && *j->p == ',') {
+                j->p++;
+                continue;
+            }
+            return expect(j, close);
+        }
+    }
+    default:
+        return number(j, &s, &e);
+    }
+}
+
+typedef struct record {
+    iocd_buf *scratch;
+    size_t name_off[LABELS_MAX], name_len[LABELS_MAX], val_off[LABELS_MAX], val_len[LABELS_MAX];
+    size_t n_labels;
+    bool has_name, has_metric, has_values, has_ts;
+    double *values;
+    int64_t *ts;
+    size_t n_values, n_ts, cap_values, cap_ts;
+} record;
+
+static bool grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    void *np;
+    size_t cap2;
+
+    if (need <= *cap)
+        return true;
+    cap2 = *cap != 0 ? *cap * 2 : 256;
+    while (cap2 < need)
+        cap2 *= 2;
+    np = iocd_realloc(*p, cap2 * elem);
+    if (np == NULL)
+        return false;
+    *p = np;
+    *cap = cap2;
+    return true;
+}
+
+static bool parse_metric(jp *j, record *r, const col_parse_limits *lim)
+{
+    if (!expect(j, '{'))
+        return false;
+    ws(j);
+    if (j->p < j->end && *j->p == '}') {
+        j->p++;
+        return true;
+    }
+    for (;;) {
+        size_t i = r->n_labels, k;
+        if (i == LABELS_MAX || (lim->labels_max != 0 && i >= lim->labels_max))
+            return fail(j, "too many labels");
+        if (!str(j, r->scratch, &r->name_off[i], &r->name_len[i]) || !expect(j, ':') ||
+            !str(j, r->scratch, &r->val_off[i], &r->val_len[i]))
+            return false;
+        if ((lim->label_name_max != 0 && r->name_len[i] > lim->label_name_max) ||
+            (lim->label_value_max != 0 && r->val_len[i] > lim->label_value_max))
+            return fail(j, "label too long");
+        for (k = 0; k < i; k++)
+            if (r->name_len[k] == r->name_len[i] &&
+                memcmp(r->scratch->data + r->name_off[k], r->scratch->data + r->name_off[i],
+                       r->name_len[i]) == 0)
+                return fail(j, "duplicate label");
+        if (r->name_len[i] == 8 && memcmp(r->scratch->data + r->name_off[i], "__name__", 8) == 0) {
+            if (r->val_len[i] == 0)
+                return fail(j, "empty __name__");
+            r->has_name = true;
+        }
+        r->n_labels++;
+        ws(j);
+        if (j->p < j->end && *j->p == ',') {
+            j->p++;
+            continue;
+        }
+        return expect(j, '}');
+    }
+}
+
+static bool parse_values(jp *j, record *r)
+{
+    if (!expect(j, '['))
+        return false;
+    ws(j);
+    if (j->p < j->end && *j->p == ']') {
+        j->p++;
+        return true;
+    }
+    for (;;) {
+        const char *s, *e;
+        double v = 0;
+        bool present = true;
+        char tmp[400];
+        ws(j);
+        if (!grow((void **)&r->values, &r->cap_values, r->n_values + 1, sizeof(double)))
+            return fail(j, "out of memory");
+        if (j->p < j->end && *j->p == 'n') {
+            if (!literal(j, "null"))
+                return false;
+            present = false;
+        } else if (j->p < j->end && *j->p == '"') {
+            size_t off = 0, len = 0;
+            iocd_buf b;
+            iocd_buf_init(&b, 16);
+            if (!str(j, &b, &off, &len)) {
+                iocd_buf_fini(&b);
+                return fail(j, "special values must be \"NaN\", \"+Inf\", \"-Inf\" or \"Inf\"");
+            }
+            if (len == 3 && memcmp(b.data, "NaN", 3) == 0)
+                v = NAN;
+            else if ((len == 4 && memcmp(b.data, "+Inf", 4) == 0) ||
+                     (len == 3 && memcmp(b.data, "Inf", 3) == 0))
+                v = INFINITY;
+            else if (len == 4 && memcmp(b.data, "-Inf", 4) == 0)
+                v = -INFINITY;
+            else {
+                iocd_buf_fini(&b);
+                return fail(j, "special values must be \"NaN\", \"+Inf\", \"-Inf\" or \"Inf\"");
+            }
+            iocd_buf_fini(&b);
+        } else {
+            if (!number(j, &s, &e))
+                return false;
+            if ((size_t)(e - s) >= sizeof(tmp))
+                return fail(j, "number too long");
+            memcpy(tmp, s, (size_t)(e - s));
+            tmp[e - s] = '\0';
+            v = strtod(tmp, NULL);
+            if (!isfinite(v))
+                return fail(j, "number out of range");
+        }
+        if (!present) {
+            /* null: marked with a NaN payload no JSON input can produce (numbers are finite
+             * and "NaN" parses to the canonical NaN), dropped before the sink. */
+            uint64_t bits = ABSENT_BITS;
+            memcpy(&v, &bits, 8);
+        }
+        r->values[r->n_values] = v;
+        r->n_values++;
+        ws(j);
+        if (j->p < j->end && *j->p == ',') {
+            j->p++;
+            continue;
+        }
+        return expect(j, ']');
+    }
+}
+
+static bool parse_timestamps(jp *j, record *r)
+{
+    if (!expect(j, '['))
+        return false;
+    ws(j);
+    if (j->p < j->end && *j->p == ']') {
+        j->p++;
+        return true;
+    }
+    for (;;) {
+        const char *s, *e;
+        char tmp[32], *end;
+        long long v;
+        ws(j);
+        if (!grow((void **)&r->ts, &r->cap_ts, r->n_ts + 1, sizeof(int64_t)))
+            return fail(j, "out of memory");
+        if (!number(j, &s, &e))
+            return false;
+        if ((size_t)(e - s) >= sizeof(tmp))
+            return fail(j, "timestamp out of range");
+        memcpy(tmp, s, (size_t)(e - s));
+        tmp[e - s] = '\0';
+        errno = 0;
+        v = strtoll(tmp, &end, 10);
+        if (*end != '\0')
+            return fail(j, "timestamps must be integer milliseconds");
+        if (errno != 0)
+            return fail(j, "timestamp out of range");
+        r->ts[r->n_ts++] = v;
+        ws(j);
+        if (j->p < j->end && *j->p == ',') {
+            j->p++;
+            continue;
+        }
+        return expect(j, ']');
+    }
+}
+
+static bool is_absent(double v)
+{
+    uint64_t bits;
+
+    memcpy(&bits, &v, 8);
+    return bits == ABSENT_BITS;
+}
+
+static bool parse_record(jp *j, record *r, const col_parse_limits *lim)
+{
+    if (!expect(j, '{'))
+        return false;
+    for (;;) {
+        size_t off = 0, len = 0;
+        const char *key;
+        if (!str(j, r->scratch, &off, &len) || !expect(j, ':'))
+            return false;
+        key = r->scratch->data + off;
+        if (len == 6 && memcmp(key, "metric", 6) == 0) {
+            if (r->has_metric)
+                return fail(j, "duplicate key \"metric\"");
+            r->has_metric = true;
+            if (!parse_metric(j, r, lim))
+                return false;
+        } else if (len == 6 && memcmp(key, "values", 6) == 0) {
+            if (r->has_values)
+                return fail(j, "duplicate key \"values\"");
+            r->has_values = true;
+            if (!parse_values(j, r))
+                return false;
+        } else if (len == 10 && memcmp(key, "timestamps", 10) == 0) {
+            if (r->has_ts)
+                return fail(j, "duplicate key \"timestamps\"");
+            r->has_ts = true;
+            if (!parse_timestamps(j, r))
+                return false;
+        } else if (!skip_value(j, 0)) {
+            return false;
+        }
+        ws(j);
+        if (j->p < j->end && *j->p == ',') {
+            j->p++;
+            continue;
+        }
+        if (!expect(j, '}'))
+            return false;
+        ws(j);
+        if (j->p != j->end)
+            return fail(j, "unexpected text after the object");
+        return true;
+    }
+}
+
 iocd_err col_jsonl_parse(const char *buf, size_t len, uint64_t first_line,
                          const col_parse_limits *lim, const col_sink *sink, col_parse_stats *stats)
 {
-    static const col_parse_limits no_limits = { 0, 0, 0, 0 };
-    const char *p = buf, *end = buf + len, *nl;
+    const char *p = buf, *end = buf + len;
     uint64_t line_no = first_line != 0 ? first_line : 1;
-    col_parse_stats local;
-    size_t line_len;
-    jl_ctx c;
+    iocd_label labels[LABELS_MAX];
+    iocd_buf scratch;
+    record r;
     iocd_err err = IOCD_OK;
 
-    memset(&c, 0, sizeof(c));
-    c.lim = lim != NULL ? lim : &no_limits;
-    if (stats == NULL) {
-        memset(&local, 0, sizeof(local));
-        stats = &local;
-    }
-    for (; p < end && err == IOCD_OK; p = nl != NULL ? nl + 1 : end, line_no++) {
-        nl = memchr(p, '\n', (size_t)(end - p));
-        line_len = (size_t)((nl != NULL ? nl : end) - p);
-        if (line_len > 0 && p[line_len - 1] == '\r')
-            line_len--;
-        if (is_blank(p, line_len))
-            continue;
+    memset(&r, 0, sizeof(r));
+    iocd_buf_init(&scratch, lim->line_max != 0 ? lim->line_max : 0);
+    while (p < end && err == IOCD_OK) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p)), *le = nl != NULL ? nl : end;
+        jp j;
+        size_t i;
+        if (le > p && le[-1] == '\r')
+            le--;
+        memset(&j, 0, sizeof(j));
+        j.start = j.p = p;
+        j.end = le;
+        ws(&j);
+        if (j.p == j.end)
+            goto next;
         stats->lines++;
-        c.scratch_used = 0;
-        c.n_labels = 0;
-        if (c.lim->line_max != 0 && line_len > c.lim->line_max) {
-            reason(&c, "line too long (%zu bytes, max %zu)", line_len, c.lim->line_max);
-        } else if (line_check(&c, p, line_len)) {
-            err = line_feed(&c, p, line_len, sink, stats);
-            continue;
-        } else if (c.oom) {
-            err = IOCD_ENOMEM;
-            continue;
+        iocd_buf_reset(&scratch);
+        r.scratch = &scratch;
+        r.n_labels = r.n_values = r.n_ts = 0;
+        r.has_name = r.has_metric = r.has_values = r.has_ts = false;
+        if (lim->line_max != 0 && (size_t)(le - p) > lim->line_max)
+            fail(&j, "line too long");
+        else if (parse_record(&j, &r, lim)) {
+            if (!r.has_metric || !r.has_values || !r.has_ts)
+                j.err = "missing one of \"metric\", \"values\", \"timestamps\"";
+            else if (!r.has_name)
+                j.err = "metric has no __name__";
+            else if (r.n_values != r.n_ts)
+                j.err = "values and timestamps differ in length";
         }
-        stats->rejected++;
-        if (sink->reject != NULL)
-            sink->reject(sink->ud, line_no, c.why);
+        if (j.err != NULL) {
+            stats->rejected++;
+            if (sink->reject != NULL)
+                sink->reject(sink->ud, line_no, j.err);
+            goto next;
+        }
+        /* __name__ first, the rest in order. */
+        {
+            size_t n = 1;
+            for (i = 0; i < r.n_labels; i++) {
+                iocd_label l = { scratch.data + r.name_off[i], r.name_len[i],
+                                 scratch.data + r.val_off[i], r.val_len[i] };
+                if (l.name_len == 8 && memcmp(l.name, "__name__", 8) == 0)
+                    labels[0] = l;
+                else
+                    labels[n++] = l;
+            }
+            for (i = 0; i < r.n_values && err == IOCD_OK; i++) {
+                if (is_absent(r.values[i]))
+                    continue;
+                stats->samples++;
+                err = sink->sample(sink->ud, labels, n, r.ts[i], r.values[i]);
+            }
+        }
+    next:
+        line_no++;
+        p = nl != NULL ? nl + 1 : end;
     }
-    iocd_free(c.labels);
-    iocd_free(c.sorted);
-    iocd_free(c.scratch);
+    iocd_free(r.values);
+    iocd_free(r.ts);
+    iocd_buf_fini(&scratch);
     return err;
 }
