@@ -50,6 +50,12 @@ static void reason_key(const char *reason, char *out, size_t cap)
 {
     size_t o = 0;
 
+    /* "col 17: expected ':'" (JSON lines): the column is not part of the reason. */
+    if (strncmp(reason, "col ", 4) == 0 && strchr(reason, ':') != NULL)
+        reason = strchr(reason, ':') + 1;
+    while (*reason == ' ')
+        reason++;
+
     for (; *reason != '\0' && *reason != ':' && *reason != '\'' && *reason != '"' &&
            *reason != '(' && o + 1 < cap && o < 40;
          reason++) {

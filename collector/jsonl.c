@@ -86,6 +86,20 @@ static bool str(jp *j, iocd_buf *b, size_t *off, size_t *len)
         unsigned char c = (unsigned char)*j->p;
         if (c < 0x20)
             return fail(j, "control character in string");
+        if (c >= 0x80) {
+            /* Raw UTF-8: copy a whole valid sequence, or refuse the line. */
+            size_t n = 1;
+            while (n < 4 && j->p + n < j->end && ((unsigned char)j->p[n] & 0xC0) == 0x80)
+                n++;
+            while (n > 0 && !iocd_utf8_valid(j->p, n))
+                n--;
+            if (n == 0)
+                return fail(j, "invalid UTF-8 in string");
+            if (b != NULL && iocd_buf_append(b, j->p, n) != IOCD_OK)
+                return fail(j, "string too long");
+            j->p += n;
+            continue;
+        }
         if (c != '\\') {
             if (b != NULL && iocd_buf_putc(b, (char)c) != IOCD_OK)
                 return fail(j, "string too long");
@@ -331,12 +345,11 @@ static bool parse_values(jp *j, record *r)
             present = false;
         } else if (j->p < j->end && *j->p == '"') {
             size_t off = 0, len = 0;
-            iocd_buf b;
-            iocd_buf_init(&b, 16);
-            if (!str(j, &b, &off, &len)) {
-                iocd_buf_fini(&b);
+            char small[16];
+            iocd_buf b = { small, 0, sizeof(small), 8 }; /* on the stack: capped, never grown */
+            small[0] = '\0';
+            if (!str(j, &b, &off, &len))
                 return fail(j, "special values must be \"NaN\", \"+Inf\", \"-Inf\" or \"Inf\"");
-            }
             if (len == 3 && memcmp(b.data, "NaN", 3) == 0)
                 v = NAN;
             else if ((len == 4 && memcmp(b.data, "+Inf", 4) == 0) ||
@@ -344,11 +357,8 @@ static bool parse_values(jp *j, record *r)
                 v = INFINITY;
             else if (len == 4 && memcmp(b.data, "-Inf", 4) == 0)
                 v = -INFINITY;
-            else {
-                iocd_buf_fini(&b);
+            else
                 return fail(j, "special values must be \"NaN\", \"+Inf\", \"-Inf\" or \"Inf\"");
-            }
-            iocd_buf_fini(&b);
         } else {
             if (!number(j, &s, &e))
                 return false;

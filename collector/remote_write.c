@@ -28,6 +28,8 @@ static bool varint(pb *b, uint64_t *out)
 
     while (b->p < b->end && shift < 64) {
         uint8_t c = *b->p++;
+        if (shift == 63 && c > 1)
+            return false; /* more than 64 bits */
         v |= (uint64_t)(c & 0x7f) << shift;
         if ((c & 0x80) == 0) {
             *out = v;
@@ -90,28 +92,6 @@ static bool next_field(pb *b, uint32_t *num, int *wire, pb *sub, const char **wh
     }
 }
 
-static bool valid_utf8(const uint8_t *s, size_t len)
-{
-    size_t i = 0;
-
-    while (i < len) {
-        uint8_t c = s[i];
-        size_t n;
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        n = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c <= 0xDF ? 2 : 0;
-        if (n == 0 || (c >= 0xE0 && c < 0xF0 && n != 3) || i + n > len)
-            return false;
-        for (size_t k = 1; k < n; k++)
-            if ((s[i + k] & 0xC0) != 0x80)
-                return false;
-        i += n;
-    }
-    return true;
-}
-
 typedef struct rw_ctx {
     const col_parse_limits *lim;
     const col_sink *sink; /* NULL in the validating pass */
@@ -163,7 +143,8 @@ static iocd_err one_series(rw_ctx *c, pb ts)
             }
             if (name == NULL || nlen == 0)
                 return bad(c, "label without a name");
-            if (!valid_utf8(name, nlen) || !valid_utf8(value, vlen))
+            if (!iocd_utf8_valid((const char *)name, nlen) ||
+                !iocd_utf8_valid((const char *)value, vlen))
                 return bad(c, "label is not valid UTF-8");
             if ((c->lim->label_name_max != 0 && nlen > c->lim->label_name_max) ||
                 (c->lim->label_value_max != 0 && vlen > c->lim->label_value_max))
@@ -196,9 +177,11 @@ static iocd_err one_series(rw_ctx *c, pb ts)
             while (sf.p < sf.end) {
                 if (!next_field(&sf, &num, &wire, &v, &why))
                     return bad(c, why);
-                if (num == 1 && wire == 1)
+                if ((num == 1 && wire != 1) || (num == 2 && wire != 0))
+                    return bad(c, "protobuf: Sample field with the wrong wire type");
+                if (num == 1)
                     memcpy(&val, v.p, 8); /* bit-exact: staleness markers survive */
-                else if (num == 2 && wire == 0) {
+                else if (num == 2) {
                     uint64_t u = 0;
                     pb vv = v;
                     varint(&vv, &u);

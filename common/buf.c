@@ -135,6 +135,24 @@ static size_t utf8_len(const unsigned char *s, size_t avail)
     return n;
 }
 
+bool iocd_utf8_valid(const char *str, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0, n;
+
+    while (i < len) {
+        if (s[i] < 0x80) {
+            i++;
+            continue;
+        }
+        n = utf8_len(s + i, len - i);
+        if (n == 0)
+            return false;
+        i += n;
+    }
+    return true;
+}
+
 iocd_err iocd_buf_json_str(iocd_buf *b, const char *str, size_t len)
 {
     const unsigned char *s = (const unsigned char *)str;

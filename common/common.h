@@ -129,6 +129,8 @@ iocd_err iocd_buf_vprintf(iocd_buf *b, const char *fmt, va_list ap) IOCD_PRINTF(
 /* Appends s as a JSON string literal (quotes included), escaping as RFC 8259 requires.
  * Invalid UTF-8 bytes become U+FFFD so the output is always valid JSON. */
 iocd_err iocd_buf_json_str(iocd_buf *b, const char *s, size_t len);
+/* Whether s is valid UTF-8 (no overlong forms, surrogates or code points over U+10FFFF). */
+bool iocd_utf8_valid(const char *s, size_t len);
 /* Appends code point cp (at most U+10FFFF) as UTF-8. */
 iocd_err iocd_buf_utf8(iocd_buf *b, uint32_t cp);
 /* Appends a float the way Prometheus' JSON does ("NaN", "+Inf", shortest round-trip). */

@@ -288,3 +288,54 @@ TEST(remote_write_decodes_and_validates_whole_body)
                IOCD_EPARSE);
     ASSERT_STR_CONTAINS(err, "without __name__");
 }
+
+TEST(remote_write_refuses_wrong_wire_types_bad_utf8_and_long_varints)
+{
+    uint8_t ts[256], req[512], body[600], smp[32];
+    size_t n, rn, bn, sn = 0;
+    rec r;
+    col_sink sink = { rec_sample, rec_reject, &r };
+    col_parse_limits lim = { 0, 8, 64, 256 };
+    col_parse_stats st;
+    char err[256];
+
+    /* Sample.value sent as a varint instead of a double. */
+    n = label(ts, "__name__", "m");
+    sn = put_varint(smp, 1 << 3 | 0);
+    sn += put_varint(smp + sn, 5);
+    n += put_bytes(ts + n, 2, smp, sn);
+    rn = put_bytes(req, 1, ts, n);
+    bn = snappy_wrap(body, req, rn);
+    memset(&r, 0, sizeof(r));
+    memset(&st, 0, sizeof(st));
+    ASSERT_ERR(col_rw_parse((char *)body, bn, 1 << 20, &lim, &sink, &st, err, sizeof(err)),
+               IOCD_EPARSE);
+    ASSERT_STR_CONTAINS(err, "wrong wire type");
+    ASSERT_EQ(r.n, 0);
+    /* A label value that encodes a UTF-16 surrogate (ED A0 80). */
+    n = label(ts, "__name__", "m");
+    n += label(ts + n, "ward", "\xed\xa0\x80");
+    rn = put_bytes(req, 1, ts, n);
+    bn = snappy_wrap(body, req, rn);
+    ASSERT_ERR(col_rw_parse((char *)body, bn, 1 << 20, &lim, &sink, &st, err, sizeof(err)),
+               IOCD_EPARSE);
+    ASSERT_STR_CONTAINS(err, "UTF-8");
+    /* A varint of eleven bytes, or ten with more than 64 bits. */
+    req[0] = 1 << 3 | 2;
+    memcpy(req + 1, "\xff\xff\xff\xff\xff\xff\xff\xff\xff\x7f", 10);
+    bn = snappy_wrap(body, req, 11);
+    ASSERT_ERR(col_rw_parse((char *)body, bn, 1 << 20, &lim, &sink, &st, err, sizeof(err)),
+               IOCD_EPARSE);
+}
+
+TEST(jsonl_refuses_invalid_utf8)
+{
+    rec *r = jl(
+        "{\"metric\":{\"__name__\":\"m\",\"w\":\"\xff\"},\"values\":[1],\"timestamps\":[1]}\n"
+        "{\"metric\":{\"__name__\":\"m\",\"w\":\"\xc0\xaf\"},\"values\":[1],\"timestamps\":[1]}\n"
+        "{\"metric\":{\"__name__\":\"m\",\"w\":\"\xc4\x90\"},\"values\":[1],\"timestamps\":[1]}\n");
+
+    ASSERT_EQ(r->n, 1);
+    ASSERT_EQ(r->n_rej, 2);
+    ASSERT_STR_CONTAINS(r->rejects, "1:col 32: invalid UTF-8 in string\n");
+}
