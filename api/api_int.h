@@ -44,6 +44,7 @@ typedef struct api_resp {
 
 typedef struct api_route api_route;
 typedef struct api_req api_req;
+typedef struct api_queries api_queries; /* the query worker pool (api/query.c) */
 
 struct api_req {
     api_server *srv;
@@ -85,6 +86,7 @@ struct api_server {
     atomic_int in_flight; /* requests whose headers arrived */
     atomic_int handling;  /* requests dispatched and not yet answered: a stop waits for these */
     iocd_metric *m_in_flight;
+    api_queries *queries;
 };
 
 /* ---- Routing and replies (api/router.c) ------------------------------------------------ */
@@ -125,5 +127,9 @@ iocd_err api_inflate(const void *in, size_t len, bool gzip, size_t max_out, iocd
 
 iocd_err api_ops_register(api_server *srv);   /* api/ops.c */
 iocd_err api_write_register(api_server *srv); /* api/write.c */
+/* api/query.c: the query API and its worker pool; stop joins the workers (after the
+ * requests in flight are answered). */
+iocd_err api_query_register(api_server *srv);
+void api_query_stop(api_server *srv);
 
 #endif

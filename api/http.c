@@ -375,6 +375,8 @@ iocd_err api_start(const col_config *cfg, api_server **out, char *errbuf, size_t
     err = api_ops_register(srv);
     if (err == IOCD_OK)
         err = api_write_register(srv);
+    if (err == IOCD_OK)
+        err = api_query_register(srv);
     if (err != IOCD_OK) {
         snprintf(errbuf, errlen, "http: %s", iocd_strerror(err));
         goto fail;
@@ -406,6 +408,7 @@ iocd_err api_start(const col_config *cfg, api_server **out, char *errbuf, size_t
     *out = srv;
     return IOCD_OK;
 fail:
+    api_query_stop(srv);
     if (srv->listen_fd >= 0)
         close(srv->listen_fd);
     while (srv->routes != NULL) {
@@ -447,6 +450,7 @@ void api_stop(api_server *srv, int64_t grace_ms)
     if (atomic_load(&srv->handling) > 0)
         log_warn("api", "stopping with requests still in flight", "count=%d",
                  atomic_load(&srv->handling));
+    api_query_stop(srv); /* drains queued queries: their requests are resumed first */
     MHD_stop_daemon(srv->mhd);
     while (srv->routes != NULL) {
         api_route *next = srv->routes->next;

@@ -42,21 +42,28 @@ typedef struct col_config {
     char *kafka_brokers;    /* --kafka-brokers: list, "mock" or "" */
     iocd_log_level log_level;
     iocd_log_format log_format;
-    int64_t http_timeout_ms;     /* idle connection timeout */
-    int64_t http_body_max;       /* request body cap, bytes */
-    int64_t http_threads;        /* HTTP worker threads */
-    int64_t http_conn_max;       /* concurrent HTTP connections */
-    int64_t shutdown_timeout_ms; /* graceful stop budget */
-    int64_t sync_window_ms;      /* --sync: 0 = fsync every group commit */
-    int64_t retention_ms;        /* --retention */
-    int64_t rollup_retention_ms; /* --rollup-retention */
-    int64_t chunk_ms;            /* --chunk: period of a sealed block */
-    int64_t ooo_window_ms;       /* --ooo-window */
-    int64_t labels_max;          /* --max-labels, per series, name included */
-    int64_t label_len_max;       /* --max-label-length */
-    int64_t series_max;          /* --max-series */
-    int64_t new_series_per_min;  /* --max-new-series-per-minute */
-    int64_t line_max;            /* longest accepted line-protocol line, bytes */
+    int64_t http_timeout_ms;       /* idle connection timeout */
+    int64_t http_body_max;         /* request body cap, bytes */
+    int64_t http_threads;          /* HTTP worker threads */
+    int64_t http_conn_max;         /* concurrent HTTP connections */
+    int64_t shutdown_timeout_ms;   /* graceful stop budget */
+    int64_t sync_window_ms;        /* --sync: 0 = fsync every group commit */
+    int64_t retention_ms;          /* --retention */
+    int64_t rollup_retention_ms;   /* --rollup-retention */
+    int64_t chunk_ms;              /* --chunk: period of a sealed block */
+    int64_t ooo_window_ms;         /* --ooo-window */
+    int64_t labels_max;            /* --max-labels, per series, name included */
+    int64_t label_len_max;         /* --max-label-length */
+    int64_t series_max;            /* --max-series */
+    int64_t new_series_per_min;    /* --max-new-series-per-minute */
+    int64_t line_max;              /* longest accepted line-protocol line, bytes */
+    int64_t query_timeout_ms;      /* --query-timeout */
+    int64_t query_max_series;      /* --query-max-series: per selector */
+    int64_t query_max_samples;     /* --query-max-samples: held at once by one query */
+    int64_t query_max_points;      /* --query-max-points: steps of a range query */
+    int64_t query_max_concurrency; /* --query-max-concurrency: evaluated at once */
+    int64_t query_max_queue;       /* --query-max-queue: waiting beyond those, then 503 */
+    int64_t query_lookback_ms;     /* --query-lookback-delta */
     col_token *tokens;
     size_t n_tokens;
     col_kv *kafka_props; /* librdkafka properties from the config file's kafka table */

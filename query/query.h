@@ -52,4 +52,68 @@ bool query_matcher_matches(const query_matcher *m, const char *value, size_t len
 /* Ids of the series the selector picks, ascending. Errors: IOCD_ENOMEM, storage errors. */
 iocd_err query_select(store *st, const query_selector *sel, uint64_t **ids_out, size_t *n_out);
 
+/* ---- PromQL ---------------------------------------------------------------------------- */
+
+/* The engine is a library: parse once (rules keep the parsed form), evaluate many times.
+ * Semantics are Prometheus 2.42's (docs/PROMQL.md lists the deliberate differences). */
+
+typedef struct query_expr query_expr; /* a parsed PromQL expression; immutable */
+
+typedef enum query_type {
+    QUERY_SCALAR,
+    QUERY_VECTOR, /* instant vector */
+    QUERY_MATRIX, /* range vector, and every range query's result */
+    QUERY_STRING,
+} query_type;
+
+/* Parses text. Errors: IOCD_EPARSE with Prometheus' message and position ("1:7: parse
+ * error: unexpected ...") in errbuf, IOCD_ENOMEM. */
+iocd_err query_parse(const char *text, query_expr **out, char *errbuf, size_t errlen);
+void query_expr_free(query_expr *e); /* NULL is a no-op */
+query_type query_expr_type(const query_expr *e);
+
+typedef struct query_limits {
+    int64_t timeout_ms;       /* 0: no deadline */
+    size_t max_series;        /* series one selector may select; 0 = unlimited */
+    size_t max_samples;       /* samples loaded or held at once by a query; 0 = unlimited */
+    size_t max_points;        /* steps of a range query; 0 = 11000 */
+    int64_t lookback_ms;      /* 0 = 5 minutes */
+    int64_t subquery_step_ms; /* a subquery's step when it gives none; 0 = 1 minute */
+} query_limits;
+
+/* One series of a result: its labels ("name\0value\0" pairs sorted by name) and points
+ * ascending by time. */
+typedef struct query_series {
+    char *labels;
+    size_t labels_len;
+    iocd_sample *points;
+    size_t n;
+} query_series;
+
+/* A result. For QUERY_SCALAR and QUERY_STRING, t_ms is the evaluation time; for a vector,
+ * every series has one point (the sample's value at t_ms); a matrix holds ranges. */
+typedef struct query_result {
+    query_type type;
+    int64_t t_ms;
+    double scalar;
+    char *str;
+    query_series *series;
+    size_t n;
+    uint64_t samples_loaded; /* samples read from the store, for stats and /metrics */
+} query_result;
+
+/* Evaluates e at start_ms (an instant query when step_ms == 0; end_ms is then ignored) or
+ * at each of start_ms, start_ms + step_ms, ... <= end_ms (a range query, whose result is
+ * always a matrix). Errors, with a sentence in errbuf: IOCD_EINVAL (an execution error such
+ * as a many-to-many match, or a range vector given to a range query), IOCD_ELIMIT (a limit
+ * reached), IOCD_ETIMEDOUT, IOCD_ENOMEM, storage errors. */
+iocd_err query_eval(store *st, const query_limits *lim, const query_expr *e, int64_t start_ms,
+                    int64_t end_ms, int64_t step_ms, query_result *out, char *errbuf,
+                    size_t errlen);
+void query_result_fini(query_result *r);
+
+/* Walks the labels of a result series: calls fn(ud, name, value) per label. */
+typedef void (*query_label_fn)(void *ud, const char *name, const char *value);
+void query_labels_each(const char *labels, size_t len, query_label_fn fn, void *ud);
+
 #endif

@@ -84,3 +84,96 @@ void query_regex_free(query_regex *re)
     pcre2_code_free(re->code);
     iocd_free(re);
 }
+
+/* Appends group g of the match (nothing when it did not take part). */
+static iocd_err put_group(iocd_buf *out, const char *s, const PCRE2_SIZE *ov, int rc, long g)
+{
+    if (g < 0 || g >= rc || ov[2 * g] == PCRE2_UNSET)
+        return IOCD_OK;
+    return iocd_buf_append(out, s + ov[2 * g], ov[2 * g + 1] - ov[2 * g]);
+}
+
+static bool is_name_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+/* The group number a $reference names: digits are a number, anything else a group name
+ * (-1: no such group, which expands to nothing, as Go does). */
+static long group_of(const query_regex *re, const char *name, size_t len)
+{
+    char tmp[128];
+    size_t i;
+    long g = 0;
+    int rc;
+
+    for (i = 0; i < len && name[i] >= '0' && name[i] <= '9'; i++)
+        g = g < 100000 ? g * 10 + (name[i] - '0') : g;
+    if (i == len)
+        return g;
+    if (len >= sizeof(tmp))
+        return -1;
+    memcpy(tmp, name, len);
+    tmp[len] = '\0';
+    rc = pcre2_substring_number_from_name(re->code, (PCRE2_SPTR)tmp);
+    return rc > 0 ? rc : -1;
+}
+
+bool query_regex_expand(const query_regex *re, const char *s, size_t len, const char *tmpl,
+                        iocd_buf *out, iocd_err *err_out)
+{
+    pcre2_match_data *md = pcre2_match_data_create_from_pattern(re->code, NULL);
+    const PCRE2_SIZE *ov;
+    const char *p = tmpl;
+    iocd_err err = IOCD_OK;
+    int rc;
+
+    *err_out = IOCD_OK;
+    if (md == NULL) {
+        *err_out = IOCD_ENOMEM;
+        return false;
+    }
+    rc = pcre2_match(re->code, (PCRE2_SPTR)s, len, 0, 0, md, re->mctx);
+    if (rc <= 0) {
+        pcre2_match_data_free(md);
+        return false;
+    }
+    ov = pcre2_get_ovector_pointer(md);
+    while (*p != '\0' && err == IOCD_OK) {
+        const char *name;
+        size_t n;
+        if (*p != '$') {
+            err = iocd_buf_putc(out, *p++);
+            continue;
+        }
+        p++;
+        if (*p == '$') {
+            err = iocd_buf_putc(out, *p++);
+            continue;
+        }
+        if (*p == '{') {
+            const char *close = strchr(p + 1, '}');
+            for (n = 0; close != NULL && p + 1 + n < close && is_name_char(p[1 + n]); n++)
+                ;
+            if (close == NULL || n == 0 || p + 1 + n != close) {
+                err = iocd_buf_putc(out, '$'); /* not a reference: kept as written */
+                continue;
+            }
+            name = p + 1;
+            p = close + 1;
+        } else {
+            for (n = 0; is_name_char(p[n]); n++)
+                ;
+            if (n == 0) {
+                err = iocd_buf_putc(out, '$');
+                continue;
+            }
+            name = p;
+            p += n;
+        }
+        err = put_group(out, s, ov, rc, group_of(re, name, n));
+    }
+    pcre2_match_data_free(md);
+    *err_out = err;
+    return err == IOCD_OK;
+}

@@ -13,15 +13,12 @@
 
 /* ---- Parsing --------------------------------------------------------------------------- */
 
-typedef struct lexer {
-    const char *src, *p;
-    char *errbuf;
-    size_t errlen;
-} lexer;
+typedef pq_lexer lexer;
 
-static iocd_err lex_error(lexer *lx, const char *fmt, ...) IOCD_PRINTF(2, 3);
+#define lex_error  pq_lex_error
+#define lex_string pq_lex_string
 
-static iocd_err lex_error(lexer *lx, const char *fmt, ...)
+iocd_err pq_lex_error(lexer *lx, const char *fmt, ...)
 {
     va_list ap;
     int n;
@@ -52,7 +49,7 @@ static bool is_ident(char c, bool metric)
 }
 
 /* A PromQL string: "..." or '...' with Go escapes, or `...` raw. */
-static iocd_err lex_string(lexer *lx, char **out)
+iocd_err pq_lex_string(lexer *lx, char **out)
 {
     char quote = *lx->p;
     iocd_buf b;
@@ -176,6 +173,87 @@ static iocd_err add_matcher(query_selector *sel, char *name, char *value, query_
     return err;
 }
 
+/* Parses the {...} of a selector at lx->p into sel (matchers appended); lx->p ends after
+ * the closing brace. */
+iocd_err pq_parse_braces(lexer *lx, query_selector *sel)
+{
+    iocd_err err = IOCD_OK;
+
+    lx->p++;
+    for (;;) {
+        const char *start;
+        char *name = NULL, *value = NULL;
+        query_match_op op;
+        skip_space(lx);
+        if (*lx->p == '}')
+            break;
+        if (*lx->p == '"' || *lx->p == '\'' || *lx->p == '`') {
+            err = lex_string(lx, &name); /* a quoted label name (Prometheus 3) */
+        } else if (is_ident_start(*lx->p, false)) {
+            start = lx->p;
+            while (is_ident(*lx->p, false))
+                lx->p++;
+            name = iocd_strndup(start, (size_t)(lx->p - start));
+            err = name == NULL ? IOCD_ENOMEM : IOCD_OK;
+        } else {
+            err = lex_error(lx,
+                            *lx->p == '\0' ? "unexpected end of input inside braces"
+                                           : "unexpected character inside braces: '%c'",
+                            *lx->p);
+        }
+        if (err != IOCD_OK)
+            return err;
+        skip_space(lx);
+        if (lx->p[0] == '=' && lx->p[1] == '~') {
+            op = QUERY_MATCH_RE;
+        } else if (lx->p[0] == '!' && lx->p[1] == '~') {
+            op = QUERY_MATCH_NRE;
+        } else if (lx->p[0] == '!' && lx->p[1] == '=') {
+            op = QUERY_MATCH_NEQ;
+        } else if (lx->p[0] == '=') {
+            op = QUERY_MATCH_EQ;
+        } else {
+            iocd_free(name);
+            err = lex_error(lx,
+                            "unexpected %s in label matching, expected label "
+                            "matching operator",
+                            *lx->p == '\0' ? "end of input" : "character");
+            return err;
+        }
+        lx->p += op == QUERY_MATCH_EQ ? 1 : 2;
+        skip_space(lx);
+        if (*lx->p != '"' && *lx->p != '\'' && *lx->p != '`') {
+            iocd_free(name);
+            err = lex_error(lx, "unexpected %s in label matching, expected string",
+                            *lx->p == '\0' ? "end of input" : "character");
+            return err;
+        }
+        err = lex_string(lx, &value);
+        if (err != IOCD_OK) {
+            iocd_free(name);
+            return err;
+        }
+        err = add_matcher(sel, name, value, op, lx);
+        if (err != IOCD_OK)
+            return err;
+        skip_space(lx);
+        if (*lx->p == ',') {
+            lx->p++;
+            continue;
+        }
+        if (*lx->p != '}') {
+            err = lex_error(lx,
+                            *lx->p == '\0' ? "unexpected end of input inside braces"
+                                           : "unexpected character inside braces: '%c'",
+                            *lx->p);
+            return err;
+        }
+        break;
+    }
+    lx->p++;
+    return IOCD_OK;
+}
+
 iocd_err query_selector_parse(const char *text, query_selector *out, char *errbuf, size_t errlen)
 {
     lexer lx = { text, text, errbuf, errlen };
@@ -204,78 +282,9 @@ iocd_err query_selector_parse(const char *text, query_selector *out, char *errbu
         skip_space(&lx);
     }
     if (*lx.p == '{') {
-        lx.p++;
-        for (;;) {
-            const char *start;
-            char *name = NULL, *value = NULL;
-            query_match_op op;
-            skip_space(&lx);
-            if (*lx.p == '}')
-                break;
-            if (*lx.p == '"' || *lx.p == '\'' || *lx.p == '`') {
-                err = lex_string(&lx, &name); /* a quoted label name (Prometheus 3) */
-            } else if (is_ident_start(*lx.p, false)) {
-                start = lx.p;
-                while (is_ident(*lx.p, false))
-                    lx.p++;
-                name = iocd_strndup(start, (size_t)(lx.p - start));
-                err = name == NULL ? IOCD_ENOMEM : IOCD_OK;
-            } else {
-                err = lex_error(&lx,
-                                *lx.p == '\0' ? "unexpected end of input inside braces"
-                                              : "unexpected character inside braces: '%c'",
-                                *lx.p);
-            }
-            if (err != IOCD_OK)
-                goto out;
-            skip_space(&lx);
-            if (lx.p[0] == '=' && lx.p[1] == '~') {
-                op = QUERY_MATCH_RE;
-            } else if (lx.p[0] == '!' && lx.p[1] == '~') {
-                op = QUERY_MATCH_NRE;
-            } else if (lx.p[0] == '!' && lx.p[1] == '=') {
-                op = QUERY_MATCH_NEQ;
-            } else if (lx.p[0] == '=') {
-                op = QUERY_MATCH_EQ;
-            } else {
-                iocd_free(name);
-                err = lex_error(&lx,
-                                "unexpected %s in label matching, expected label "
-                                "matching operator",
-                                *lx.p == '\0' ? "end of input" : "character");
-                goto out;
-            }
-            lx.p += op == QUERY_MATCH_EQ ? 1 : 2;
-            skip_space(&lx);
-            if (*lx.p != '"' && *lx.p != '\'' && *lx.p != '`') {
-                iocd_free(name);
-                err = lex_error(&lx, "unexpected %s in label matching, expected string",
-                                *lx.p == '\0' ? "end of input" : "character");
-                goto out;
-            }
-            err = lex_string(&lx, &value);
-            if (err != IOCD_OK) {
-                iocd_free(name);
-                goto out;
-            }
-            err = add_matcher(&sel, name, value, op, &lx);
-            if (err != IOCD_OK)
-                goto out;
-            skip_space(&lx);
-            if (*lx.p == ',') {
-                lx.p++;
-                continue;
-            }
-            if (*lx.p != '}') {
-                err = lex_error(&lx,
-                                *lx.p == '\0' ? "unexpected end of input inside braces"
-                                              : "unexpected character inside braces: '%c'",
-                                *lx.p);
-                goto out;
-            }
-            break;
-        }
-        lx.p++;
+        err = pq_parse_braces(&lx, &sel);
+        if (err != IOCD_OK)
+            goto out;
         skip_space(&lx);
     }
     if (*lx.p != '\0') {

@@ -683,6 +683,70 @@ out:
     return IOCD_OK;
 }
 
+iocd_err store_db_label_names(store_db *db, char ***names_out, size_t *n_out)
+{
+    size_t n = 0, cap = 0;
+    char **names = NULL, seek[260];
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    iocd_err err = IOCD_OK;
+    int rc;
+
+    rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
+    if (rc == 0)
+        rc = mdb_cursor_open(txn, db->postings, &cur);
+    if (rc == 0)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    /* Keys are "name=value": after each name, seek past all its values ("name>"). */
+    while (rc == 0) {
+        const char *kd = k.mv_data, *eq = memchr(kd, '=', k.mv_size);
+        size_t len = eq != NULL ? (size_t)(eq - kd) : k.mv_size;
+        char *copy;
+        if (len + 2 > sizeof(seek)) {
+            err = IOCD_ECORRUPT;
+            goto out;
+        }
+        copy = iocd_strndup(kd, len);
+        if (copy != NULL && n == cap) {
+            char **grown;
+            cap = cap != 0 ? cap * 2 : 32;
+            grown = iocd_realloc(names, cap * sizeof(*grown));
+            if (grown == NULL) {
+                iocd_free(copy);
+                copy = NULL;
+            } else {
+                names = grown;
+            }
+        }
+        if (copy == NULL) {
+            err = IOCD_ENOMEM;
+            goto out;
+        }
+        names[n++] = copy;
+        memcpy(seek, kd, len);
+        seek[len] = '=' + 1;
+        k = (MDB_val){ len + 1, seek };
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        err = err_from_mdb(rc);
+out:
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    if (err != IOCD_OK) {
+        while (n > 0)
+            iocd_free(names[--n]);
+        iocd_free(names);
+        return err;
+    }
+    *names_out = names;
+    *n_out = n;
+    return IOCD_OK;
+}
+
 iocd_err store_db_open(const char *dir, uint64_t map_size, bool nosync, store_db **out,
                        char *errbuf, size_t errlen)
 {

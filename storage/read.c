@@ -37,6 +37,11 @@ iocd_err store_label_values(store *st, const char *name, char ***values_out, siz
     return store_db_label_values(st->db, name, values_out, n_out);
 }
 
+iocd_err store_label_names(store *st, char ***names_out, size_t *n_out)
+{
+    return store_db_label_names(st->db, names_out, n_out);
+}
+
 iocd_err store_series_labels(store *st, uint64_t id, store_label_fn fn, void *ud)
 {
     uint8_t *key = NULL;
@@ -196,6 +201,101 @@ iocd_err store_read(store *st, uint64_t id, int64_t start_ms, int64_t end_ms, io
     *out = r.s;
     *n_out = sort_dedupe(r.s, r.n);
     return IOCD_OK;
+}
+
+/* ---- Many series ----------------------------------------------------------------------- */
+
+#define GROUP_SHIFT 6 /* a block holds the series of one id group: id >> 6 */
+
+typedef struct many_ctx {
+    const uint64_t *ids; /* the wanted ids of the current group */
+    size_t n;
+    read_ctx *r; /* one per wanted id */
+} many_ctx;
+
+static iocd_err many_series(void *ud, uint64_t id, const iocd_sample *s, size_t n)
+{
+    many_ctx *m = ud;
+    size_t lo = 0, hi = m->n, mid;
+
+    while (lo < hi) { /* the wanted ids are ascending */
+        mid = (lo + hi) / 2;
+        if (m->ids[mid] < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == m->n || m->ids[lo] != id)
+        return IOCD_OK;
+    return read_append(&m->r[lo], s, n);
+}
+
+static iocd_err many_block(void *ud, int64_t period, const void *data, size_t len)
+{
+    (void)period;
+    return codec_block_each(data, len, BLOCK_RAW_MAX, many_series, ud);
+}
+
+iocd_err store_read_many(store *st, const uint64_t *ids, size_t n, int64_t start_ms, int64_t end_ms,
+                         store_series_fn fn, void *ud)
+{
+    read_ctx r[1 << GROUP_SHIFT];
+    iocd_sample *head[1 << GROUP_SHIFT];
+    size_t n_head[1 << GROUP_SHIFT];
+    size_t i = 0, j, k, g;
+    iocd_err err = IOCD_OK;
+    int64_t from = start_ms == INT64_MIN ? INT64_MIN : store_period_of(st, start_ms);
+
+    while (err == IOCD_OK && i < n) {
+        uint64_t group = ids[i] >> GROUP_SHIFT;
+        many_ctx m;
+        for (g = i; g < n && ids[g] >> GROUP_SHIFT == group; g++)
+            ;
+        g -= i; /* ids[i .. i+g) share a block */
+        memset(r, 0, g * sizeof(*r));
+        /* The heads first, then the blocks (see store_read). */
+        pthread_mutex_lock(&st->mu);
+        for (j = 0; j < g; j++) {
+            store_series *s = store_series_get(st, ids[i + j]);
+            iocd_sample *all = NULL;
+            size_t n_all = 0, lo = 0, hi;
+            r[j].id = ids[i + j];
+            r[j].start_ms = start_ms;
+            r[j].end_ms = end_ms;
+            head[j] = NULL;
+            n_head[j] = 0;
+            if (s == NULL || (s->head.n == 0 && s->head.n_ooo == 0))
+                continue;
+            if (store_head_decode(&s->head, &all, &n_all) != IOCD_OK) {
+                err = IOCD_ENOMEM;
+                continue;
+            }
+            while (lo < n_all && all[lo].t_ms < start_ms)
+                lo++;
+            for (hi = lo; hi < n_all && all[hi].t_ms <= end_ms; hi++)
+                ;
+            n_head[j] = hi - lo;
+            memmove(all, all + lo, n_head[j] * sizeof(*all));
+            head[j] = all;
+        }
+        pthread_mutex_unlock(&st->mu);
+        m.ids = ids + i;
+        m.n = g;
+        m.r = r;
+        if (err == IOCD_OK)
+            err = store_db_blocks(st->db, STORE_DB_CHUNKS, group, from, end_ms, many_block, &m);
+        for (j = 0; err == IOCD_OK && j < g; j++) {
+            err = read_append(&r[j], head[j], n_head[j]);
+            if (err == IOCD_OK)
+                err = fn(ud, i + j, r[j].s, sort_dedupe(r[j].s, r[j].n));
+        }
+        for (k = 0; k < g; k++) {
+            iocd_free(head[k]);
+            iocd_free(r[k].s);
+        }
+        i += g;
+    }
+    return err;
 }
 
 typedef struct rollup_ctx {

@@ -88,6 +88,10 @@ iocd_err store_postings(store *st, const char *name, const char *value, uint64_t
 /* Distinct values of label name, sorted; each string and the array are iocd_malloc'ed. */
 iocd_err store_label_values(store *st, const char *name, char ***values_out, size_t *n_out);
 
+/* Distinct label names of all series (__name__ included), sorted; each string and the array
+ * are iocd_malloc'ed. */
+iocd_err store_label_names(store *st, char ***names_out, size_t *n_out);
+
 /* Calls fn for each label of series id, in sorted order (strings borrowed for the call). */
 typedef iocd_err (*store_label_fn)(void *ud, const char *name, size_t name_len, const char *value,
                                    size_t value_len);
@@ -97,6 +101,16 @@ iocd_err store_series_labels(store *st, uint64_t id, store_label_fn fn, void *ud
  * timestamp (the last written wins). *out is iocd_malloc'ed. Errors: IOCD_ENOTFOUND. */
 iocd_err store_read(store *st, uint64_t id, int64_t start_ms, int64_t end_ms, iocd_sample **out,
                     size_t *n_out);
+
+/* Reads many series at once: fn(ud, i, samples, n) is called once for each ids[i] (ids
+ * ascending, no duplicates), in order, with its samples in [start_ms, end_ms] as store_read
+ * gives them (the array is borrowed for the call). Each sealed block is decompressed once for
+ * all the wanted series it holds, so this is what queries over many series use. A series
+ * deleted meanwhile is reported with no samples. fn returning an error stops the walk and is
+ * returned. Errors: IOCD_ENOMEM, IOCD_ECORRUPT, IOCD_EIO. */
+typedef iocd_err (*store_series_fn)(void *ud, size_t i, const iocd_sample *s, size_t n);
+iocd_err store_read_many(store *st, const uint64_t *ids, size_t n, int64_t start_ms, int64_t end_ms,
+                         store_series_fn fn, void *ud);
 
 /* Rollups, built as samples are sealed: per bucket of 5 minutes or 1 hour, the min, max,
  * sum, count and last value of a series (staleness markers left out). They cover sealed

@@ -186,6 +186,7 @@ iocd_err store_db_load(store_db *db, store_db_series_fn series_fn, store_db_wal_
 iocd_err store_db_postings(store_db *db, const char *name, const char *value, uint64_t **ids_out,
                            size_t *n_out);
 iocd_err store_db_label_values(store_db *db, const char *name, char ***values_out, size_t *n_out);
+iocd_err store_db_label_names(store_db *db, char ***names_out, size_t *n_out);
 
 /* ---- The store's internals (storage/store.c, writer.c, read.c) ------------------------- */
 
