@@ -363,7 +363,7 @@ static iocd_err vsel_series(void *ud, size_t i, const iocd_sample *s, size_t n)
     iocd_err err;
 
     ev->samples_loaded += n;
-    err = hold(ev, n);
+    err = hold(ev, n + ev->n_steps);
     if (err == IOCD_OK)
         err = series_alloc(ev, ps);
     if (err == IOCD_OK && c->want_ts) {
@@ -1416,7 +1416,7 @@ static iocd_err eval_call(pq_eval *ev, const pq_node *n, pq_value *out)
     return err;
 }
 
-iocd_err pq_eval_node(pq_eval *ev, const pq_node *n, pq_value *out)
+static iocd_err eval_dispatch(pq_eval *ev, const pq_node *n, pq_value *out)
 {
     iocd_err err = pq_check_deadline(ev);
     size_t j;
@@ -1452,6 +1452,15 @@ iocd_err pq_eval_node(pq_eval *ev, const pq_node *n, pq_value *out)
         return eval_call(ev, n, out);
     }
     return IOCD_EINVAL;
+}
+
+iocd_err pq_eval_node(pq_eval *ev, const pq_node *n, pq_value *out)
+{
+    iocd_err err = eval_dispatch(ev, n, out);
+
+    if (err != IOCD_OK) /* on failure nothing is handed back: callers need not clean up */
+        pq_value_fini(out);
+    return err;
 }
 
 /* ---- Entry point --------------------------------------------------------------------------- */

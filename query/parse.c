@@ -811,10 +811,10 @@ static iocd_err parse_primary(parser *ps, pq_node **out)
             err = parse_duration(ps, false, &range);
             if (err != IOCD_OK)
                 break;
-            t = peek(ps);
-            if (t.kind == T_COLON) {
+            skip_ws(ps);
+            if (*ps->lx.p == ':') { /* not peek(): ":2m" would lex as a metric name */
                 subquery = true;
-                advance(ps, &t);
+                ps->lx.p++;
                 t = peek(ps);
                 if (t.kind != T_RBRACKET) {
                     err = parse_duration(ps, false, &step);
