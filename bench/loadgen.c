@@ -2,7 +2,7 @@
  * or any InfluxDB-line-protocol server, and prints what it measured.
  * The whole workload is generated first (time-major: every device at t0, then t1, ...), so
  * the replay measures the server, not the generator. A city's devices: cameras (fps,
- * bitrate_kbps, online), street lights (on, power_w, lux), traffic counters (vehicles,
+ * bitrate_kbps, online), street lights (on, power_w, lux), traffic counters (vehicles_total,
  * avg_speed_kmh, occupancy_pct), water stations (pressure_bar, flow_m3h, level_m, pump_on);
  * values follow a daily shape in Asia/Ho_Chi_Minh time, with noise, rounded to what the
  * sensors send. One line per device and interval; a series is one field of one device.
@@ -105,11 +105,17 @@ static int line_for(char *out, size_t cap, kind k, uint64_t dev, int ward, int64
         break;
     }
     case TRAFFIC: {
-        double vehicles = 12.0 + 60.0 * rush + 6.0 * n0;
+        /* vehicles_total counts since the counter started: 1.2 vehicles/s plus the rush
+         * hours' integral (erf of the two peaks), so rate() gives the daily shape. */
+        double local_s = (double)(t / 1000 + 7 * 3600), days = floor(local_s / 86400.0);
+        double peaks =
+            0.5 * sqrt(M_PI) * ((1.0 + erf(h - 8.0)) + 1.2 * (1.0 + erf((h - 17.5) / 1.2)));
+        double total = (double)(hash64(dev) % 100000) + 1.2 * local_s +
+                       21600.0 * (days * sqrt(M_PI) * 2.2 + peaks);
         double speed = 45.0 - 25.0 * rush + 3.0 * n1;
         len += snprintf(out + len, cap - (size_t)len,
-                        "vehicles=%di,avg_speed_kmh=%.1f,occupancy_pct=%.1f",
-                        vehicles < 0 ? 0 : (int)vehicles, speed, 8.0 + 55.0 * rush + 2.0 * n2);
+                        "vehicles_total=%.0fi,avg_speed_kmh=%.1f,occupancy_pct=%.1f", floor(total),
+                        speed, 8.0 + 55.0 * rush + 2.0 * n2);
         break;
     }
     case WATER: {

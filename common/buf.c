@@ -251,7 +251,9 @@ iocd_err iocd_buf_float(iocd_buf *b, double v)
         return iocd_buf_puts(b, v > 0 ? "+Inf" : "-Inf");
     if (v == 0)
         return iocd_buf_puts(b, signbit(v) ? "-0" : "0");
-    for (prec = 1; prec <= 17; prec++) {
+    /* %.15e rounds exactly: when it round-trips, trimming its zeros gives the shortest form
+     * (a shorter round-tripping decimal would be its prefix); else 16 or 17 digits do. */
+    for (prec = 15; prec <= 17; prec++) {
         snprintf(tmp, sizeof(tmp), "%.*e", prec - 1, v);
         if (strtod(tmp, NULL) == v)
             break;

@@ -292,12 +292,19 @@ static iocd_err f_absent(pq_eval *ev, const pq_node *call, pq_value *args, pq_va
 typedef bool (*range_fn)(pq_eval *ev, const pq_node *call, pq_value *args, size_t step,
                          const iocd_sample *s, size_t n, int64_t lo, int64_t hi, double *v_out);
 
+static bool r_rate(pq_eval *ev, const pq_node *call, pq_value *args, size_t step,
+                   const iocd_sample *s, size_t n, int64_t lo, int64_t hi, double *v_out);
+static bool r_increase(pq_eval *ev, const pq_node *call, pq_value *args, size_t step,
+                       const iocd_sample *s, size_t n, int64_t lo, int64_t hi, double *v_out);
+
 /* Applies fn to every window of the range argument args[ai]. */
 static iocd_err range_apply(pq_eval *ev, const pq_node *call, pq_value *args, size_t ai,
                             range_fn fn, bool keep_name, pq_value *out)
 {
     pq_value *m = &args[ai];
     size_t i, j;
+    bool counter = fn == r_rate || fn == r_increase;
+    uint32_t *resets = NULL;
     iocd_err err = IOCD_OK;
 
     memset(out, 0, sizeof(*out));
@@ -315,6 +322,21 @@ static iocd_err range_apply(pq_eval *ev, const pq_node *call, pq_value *args, si
         s->ls.s = NULL;
         s->ls.len = 0;
         o->drop_name = !keep_name;
+        if (counter && s->n_pts > 0) {
+            uint32_t *rc = iocd_malloc(s->n_pts * sizeof(*rc));
+            size_t k;
+            if (rc == NULL) {
+                err = IOCD_ENOMEM;
+                break;
+            }
+            rc[0] = 0;
+            for (k = 1; k < s->n_pts; k++)
+                rc[k] = rc[k - 1] + (s->pts[k].v < s->pts[k - 1].v);
+            iocd_free(resets);
+            resets = rc;
+            ev->win_base = s->pts;
+            ev->win_resets = rc;
+        }
         for (j = 0; j < ev->n_steps; j++) {
             int64_t lo, hi;
             pq_window(ev, m, pq_step_t(ev, j), &lo, &hi);
@@ -335,30 +357,39 @@ static iocd_err range_apply(pq_eval *ev, const pq_node *call, pq_value *args, si
         if (o->ls.s == NULL)
             err = empty_lset(&o->ls);
     }
+    ev->win_base = NULL;
+    ev->win_resets = NULL;
+    iocd_free(resets);
     if (err != IOCD_OK)
         return err;
     return pq_vector_finish(ev, out);
 }
 
-static bool r_extrapolated(const pq_node *call, const iocd_sample *s, size_t n, int64_t lo,
+static bool r_extrapolated(const pq_eval *ev, const iocd_sample *s, size_t n, int64_t lo,
                            int64_t hi, bool counter, bool rate, double *v_out)
 {
     double result, to_start, to_end, sampled, avg, threshold, extrap, factor;
+    bool is_counter = counter;
     size_t i;
 
-    (void)call;
     if (n < 2)
         return false;
     result = s[n - 1].v - s[0].v;
-    if (counter)
+    if (counter && ev->win_resets != NULL && s >= ev->win_base) {
+        size_t a = (size_t)(s - ev->win_base);
+        if (ev->win_resets[a + n - 1] == ev->win_resets[a])
+            counter = false; /* no reset in this window: nothing to add */
+    }
+    if (counter) {
+        /* Branch-free (adding 0.0 changes nothing): gauges fed to rate() "reset" often. */
         for (i = 1; i < n; i++)
-            if (s[i].v < s[i - 1].v)
-                result += s[i - 1].v;
+            result += s[i].v < s[i - 1].v ? s[i - 1].v : 0.0;
+    }
     to_start = (double)(s[0].t_ms - lo) / 1000.0;
     to_end = (double)(hi - s[n - 1].t_ms) / 1000.0;
     sampled = (double)(s[n - 1].t_ms - s[0].t_ms) / 1000.0;
     avg = sampled / (double)(n - 1);
-    if (counter && result > 0 && s[0].v >= 0) {
+    if (is_counter && result > 0 && s[0].v >= 0) {
         double to_zero = sampled * (s[0].v / result);
         if (to_zero < to_start)
             to_start = to_zero;
@@ -377,28 +408,28 @@ static bool r_extrapolated(const pq_node *call, const iocd_sample *s, size_t n, 
 static bool r_rate(pq_eval *ev, const pq_node *call, pq_value *args, size_t step,
                    const iocd_sample *s, size_t n, int64_t lo, int64_t hi, double *v_out)
 {
-    (void)ev;
     (void)args;
     (void)step;
-    return r_extrapolated(call, s, n, lo, hi, true, true, v_out);
+    (void)call;
+    return r_extrapolated(ev, s, n, lo, hi, true, true, v_out);
 }
 
 static bool r_increase(pq_eval *ev, const pq_node *call, pq_value *args, size_t step,
                        const iocd_sample *s, size_t n, int64_t lo, int64_t hi, double *v_out)
 {
-    (void)ev;
     (void)args;
     (void)step;
-    return r_extrapolated(call, s, n, lo, hi, true, false, v_out);
+    (void)call;
+    return r_extrapolated(ev, s, n, lo, hi, true, false, v_out);
 }
 
 static bool r_delta(pq_eval *ev, const pq_node *call, pq_value *args, size_t step,
                     const iocd_sample *s, size_t n, int64_t lo, int64_t hi, double *v_out)
 {
-    (void)ev;
     (void)args;
     (void)step;
-    return r_extrapolated(call, s, n, lo, hi, false, false, v_out);
+    (void)call;
+    return r_extrapolated(ev, s, n, lo, hi, false, false, v_out);
 }
 
 static bool instant_value(const iocd_sample *s, size_t n, bool rate, double *v_out)

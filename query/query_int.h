@@ -226,6 +226,11 @@ struct pq_eval {
     uint64_t samples_held;
     char *errbuf;
     size_t errlen;
+    /* While a counter function runs over one series (func.c): the series' samples and, per
+     * sample, how many counter resets happened up to it, so windows without one skip the
+     * scan. NULL otherwise. */
+    const iocd_sample *win_base;
+    const uint32_t *win_resets;
 };
 
 /* Time of step i. */

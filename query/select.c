@@ -461,6 +461,15 @@ iocd_err query_select(store *st, const query_selector *sel, uint64_t **ids_out, 
     }
     if (err == IOCD_OK && !have)
         err = store_series_all(st, &ids, &n); /* unreachable for parsed selectors */
+    /* When every matcher was an equality used for the postings, the intersection is exact. */
+    for (i = 0; err == IOCD_OK && have && i < sel->n; i++)
+        if (sel->m[i].op != QUERY_MATCH_EQ || sel->m[i].value[0] == '\0')
+            break;
+    if (err == IOCD_OK && have && i == sel->n) {
+        *ids_out = ids;
+        *n_out = n;
+        return IOCD_OK;
+    }
     seen = err == IOCD_OK ? iocd_calloc(sel->n + 1, sizeof(*seen)) : NULL;
     if (err == IOCD_OK && seen == NULL)
         err = IOCD_ENOMEM;

@@ -233,23 +233,6 @@ iocd_err store_batch_add(store_batch *b, const iocd_label *labels, size_t n_labe
     return IOCD_OK;
 }
 
-bool store_varint_get(const uint8_t **p, const uint8_t *end, uint64_t *out)
-{
-    uint64_t v = 0;
-    int shift = 0;
-
-    while (*p < end && shift < 64) {
-        uint8_t b = *(*p)++;
-        v |= (uint64_t)(b & 0x7f) << shift;
-        if ((b & 0x80) == 0) {
-            *out = v;
-            return true;
-        }
-        shift += 7;
-    }
-    return false;
-}
-
 iocd_err store_key_walk(const uint8_t *key, size_t len, store_label_fn fn, void *ud)
 {
     const uint8_t *p = key, *end = key + len;

@@ -301,6 +301,45 @@ static iocd_err each_one(void *ud, uint64_t id, const uint8_t *p, size_t len)
     return err;
 }
 
+typedef struct select_ctx {
+    const uint64_t *ids;
+    size_t n;
+    codec_series_fn fn;
+    void *ud;
+} select_ctx;
+
+static iocd_err select_one(void *ud, uint64_t id, const uint8_t *p, size_t len)
+{
+    select_ctx *c = ud;
+    size_t lo = 0, hi = c->n;
+    iocd_sample *s = NULL;
+    size_t n = 0;
+    iocd_err err;
+
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (c->ids[mid] < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == c->n || c->ids[lo] != id)
+        return IOCD_OK; /* not wanted: left encoded */
+    err = codec_stream_decode(p, len, &s, &n);
+    if (err == IOCD_OK)
+        err = c->fn(c->ud, id, s, n);
+    iocd_free(s);
+    return err;
+}
+
+iocd_err codec_block_select(const void *data, size_t len, size_t max_raw, const uint64_t *ids,
+                            size_t n, codec_series_fn fn, void *ud)
+{
+    select_ctx c = { ids, n, fn, ud };
+
+    return block_walk(data, len, max_raw, select_one, &c);
+}
+
 iocd_err codec_block_each(const void *data, size_t len, size_t max_raw, codec_series_fn fn,
                           void *ud)
 {

@@ -232,8 +232,10 @@ static iocd_err many_series(void *ud, uint64_t id, const iocd_sample *s, size_t 
 
 static iocd_err many_block(void *ud, int64_t period, const void *data, size_t len)
 {
+    many_ctx *m = ud;
+
     (void)period;
-    return codec_block_each(data, len, BLOCK_RAW_MAX, many_series, ud);
+    return codec_block_select(data, len, BLOCK_RAW_MAX, m->ids, m->n, many_series, ud);
 }
 
 iocd_err store_read_many(store *st, const uint64_t *ids, size_t n, int64_t start_ms, int64_t end_ms,

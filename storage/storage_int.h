@@ -48,7 +48,32 @@ iocd_err store_key_walk(const uint8_t *key, size_t len, store_label_fn fn, void 
 
 /* Unsigned LEB128 varints and zigzag, shared by the key, WAL and block encodings. */
 size_t store_varint_put(uint8_t *p, uint64_t v); /* writes at most 10 bytes */
-bool store_varint_get(const uint8_t **p, const uint8_t *end, uint64_t *out);
+/* Inline: block decoding spends most of its time here. */
+static inline bool store_varint_get(const uint8_t **p, const uint8_t *end, uint64_t *out)
+{
+    const uint8_t *q = *p;
+    uint64_t v = 0;
+    int shift = 0;
+
+    if (q < end && *q < 0x80) { /* one byte: the common case */
+        *out = *q;
+        *p = q + 1;
+        return true;
+    }
+    while (q < end && shift < 64) {
+        uint8_t b = *q++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if ((b & 0x80) == 0) {
+            *out = v;
+            *p = q;
+            return true;
+        }
+        shift += 7;
+    }
+    *p = q;
+    *out = 0;
+    return false;
+}
 
 /* Write-ahead-log entries: varint id, zigzag varint t, 8 raw bytes of v (bit-exact).
  * store_wal_next returns false at the end of rec; *corrupt is set if it stopped early. */
@@ -88,6 +113,10 @@ iocd_err codec_block_find(const void *data, size_t len, uint64_t id, size_t max_
 typedef iocd_err (*codec_series_fn)(void *ud, uint64_t id, const iocd_sample *s, size_t n);
 iocd_err codec_block_each(const void *data, size_t len, size_t max_raw, codec_series_fn fn,
                           void *ud);
+
+/* Like codec_block_each, for the series of ids (ascending) only; the others stay encoded. */
+iocd_err codec_block_select(const void *data, size_t len, size_t max_raw, const uint64_t *ids,
+                            size_t n, codec_series_fn fn, void *ud);
 
 /* WAL records on disk: a format byte (0 raw entries, 1 zstd-compressed entries) and the
  * payload. pack appends to out; unpack sets *entries to the raw entries, which point into
@@ -252,7 +281,14 @@ struct store {
     size_t table_cap, n_series;
     store_series **by_id; /* index id - 1 */
     size_t by_id_cap;
-    uint64_t next_id;
+    uint64_t next_id; /* above every id in use: a new id group starts here */
+    /* Id allocation clusters series by metric name, so that a sealed block (one id group of
+     * 64) holds one metric and a query reads only blocks of the metrics it wants. Per metric
+     * (by hash): the next free id of its current group, 0 when it has none. */
+    struct metric_slot {
+        uint64_t hash, next;
+    } * metric_slots;
+    size_t metric_cap, n_metric_slots;
     uint64_t *unpersisted; /* ids created since the last successful commit, ascending */
     size_t n_unpersisted, cap_unpersisted;
     pending *queue, **queue_tail;

@@ -75,7 +75,73 @@ static iocd_err table_reserve(store *st)
     return IOCD_OK;
 }
 
-/* Adds a series with a known id (recovery) or the next id (id == 0). */
+/* The hash of a canonical key's metric name (0 when it has none). */
+static uint64_t metric_hash(const uint8_t *key, size_t len)
+{
+    const uint8_t *p = key, *end = key + len;
+    uint64_t nl, vl;
+
+    while (p < end) {
+        const uint8_t *name;
+        if (!store_varint_get(&p, end, &nl) || nl > (uint64_t)(end - p))
+            return 0;
+        name = p;
+        p += nl;
+        if (!store_varint_get(&p, end, &vl) || vl > (uint64_t)(end - p))
+            return 0;
+        if (nl == 8 && memcmp(name, "__name__", 8) == 0)
+            return store_hash(p, (size_t)vl) | 1;
+        p += vl;
+    }
+    return 0;
+}
+
+/* A new id for a series of the metric whose key is given: the next in that metric's id
+ * group, or the first of a fresh group. When the holes this leaves would grow past the
+ * series themselves (a flood of one-series metrics), metrics share groups instead. */
+static uint64_t new_id(store *st, const uint8_t *key, size_t len)
+{
+    uint64_t h = metric_hash(key, len), id;
+    size_t i, cap;
+
+    if (st->next_id - 1 > 2 * (uint64_t)st->n_series + 65536)
+        h = 1; /* the shared slot */
+    if ((st->n_metric_slots + 1) * 2 > st->metric_cap) {
+        cap = st->metric_cap != 0 ? st->metric_cap * 2 : 256;
+        struct metric_slot *g = iocd_calloc(cap, sizeof(*g));
+        if (g == NULL)
+            return 0;
+        for (i = 0; i < st->metric_cap; i++) {
+            size_t j;
+            if (st->metric_slots[i].hash == 0)
+                continue;
+            for (j = st->metric_slots[i].hash & (cap - 1); g[j].hash != 0; j = (j + 1) & (cap - 1))
+                ;
+            g[j] = st->metric_slots[i];
+        }
+        iocd_free(st->metric_slots);
+        st->metric_slots = g;
+        st->metric_cap = cap;
+    }
+    cap = st->metric_cap;
+    for (i = h & (cap - 1); st->metric_slots[i].hash != 0 && st->metric_slots[i].hash != h;
+         i = (i + 1) & (cap - 1))
+        ;
+    if (st->metric_slots[i].hash == 0) {
+        st->metric_slots[i].hash = h;
+        st->n_metric_slots++;
+    }
+    id = st->metric_slots[i].next;
+    if (id == 0 || (id & 63) == 0) { /* no group yet, or it is full: start one */
+        id = (st->next_id + 63) & ~(uint64_t)63;
+        if (id == 0)
+            id = 1; /* id 0 does not exist: group 0 starts at 1 */
+    }
+    st->metric_slots[i].next = id + 1;
+    return id;
+}
+
+/* Adds a series with a known id (recovery) or a new one (id == 0). */
 static iocd_err series_add(store *st, uint64_t id, uint64_t hash, const uint8_t *key, size_t len,
                            bool persisted, store_series **out)
 {
@@ -85,7 +151,9 @@ static iocd_err series_add(store *st, uint64_t id, uint64_t hash, const uint8_t 
     if (err != IOCD_OK)
         return err;
     if (id == 0)
-        id = st->next_id;
+        id = new_id(st, key, len);
+    if (id == 0)
+        return IOCD_ENOMEM;
     if (id > st->by_id_cap) {
         size_t cap = st->by_id_cap != 0 ? st->by_id_cap : 1024;
         store_series **grown;
@@ -506,6 +574,7 @@ void store_close(store *st)
         }
     }
     iocd_free(st->by_id);
+    iocd_free(st->metric_slots);
     iocd_free(st->table);
     iocd_free(st->unpersisted);
     pthread_mutex_destroy(&st->mu);
