@@ -1106,6 +1106,24 @@ static iocd_err group_series(const pq_node *n, const pq_value *v, pq_index *ix, 
     return IOCD_OK;
 }
 
+int pq_by_value_asc(const void *a, const void *b)
+{
+    double x = ((const pq_series *)a)->v[0], y = ((const pq_series *)b)->v[0];
+
+    if (isnan(x) || isnan(y))
+        return isnan(x) - isnan(y); /* NaN last */
+    return x < y ? -1 : x > y;
+}
+
+int pq_by_value_desc(const void *a, const void *b)
+{
+    double x = ((const pq_series *)a)->v[0], y = ((const pq_series *)b)->v[0];
+
+    if (isnan(x) || isnan(y))
+        return isnan(x) - isnan(y);
+    return x > y ? -1 : x < y;
+}
+
 /* Whether a is "better" than b for topk (bottomk when !top): NaN loses to any number. */
 static bool k_better(double a, double b, bool top)
 {
@@ -1203,9 +1221,11 @@ static iocd_err agg_topk(pq_eval *ev, const pq_node *n, const double *param, pq_
     iocd_free(fill);
     iocd_free(sel);
     free_index_keys(&ix);
-    if (err != IOCD_OK)
-        return err;
-    return pq_vector_finish(ev, out);
+    if (err == IOCD_OK)
+        err = pq_vector_finish(ev, out);
+    if (err == IOCD_OK && ev->n_steps == 1) /* an instant answer lists the winners in order */
+        qsort(out->s, out->n, sizeof(*out->s), top ? pq_by_value_desc : pq_by_value_asc);
+    return err;
 }
 
 static iocd_err agg_count_values(pq_eval *ev, const pq_node *n, const char *label, pq_value *in,
@@ -1570,7 +1590,7 @@ static bool ordered(const pq_node *n)
     if (n->kind == PQ_CALL &&
         (strcmp(n->fn->name, "sort") == 0 || strcmp(n->fn->name, "sort_desc") == 0))
         return true;
-    return false;
+    return n->kind == PQ_AGG && (n->agg == PQ_AGG_TOPK || n->agg == PQ_AGG_BOTTOMK);
 }
 
 iocd_err query_eval(store *st, const query_limits *lim, const query_expr *e, int64_t start_ms,

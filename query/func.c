@@ -871,24 +871,6 @@ static iocd_err f_label_join(pq_eval *ev, const pq_node *call, pq_value *args, p
 
 /* ---- Sorting ------------------------------------------------------------------------------- */
 
-static int by_value_asc(const void *a, const void *b)
-{
-    double x = ((const pq_series *)a)->v[0], y = ((const pq_series *)b)->v[0];
-
-    if (isnan(x) || isnan(y))
-        return isnan(x) - isnan(y); /* NaN last */
-    return x < y ? -1 : x > y;
-}
-
-static int by_value_desc(const void *a, const void *b)
-{
-    double x = ((const pq_series *)a)->v[0], y = ((const pq_series *)b)->v[0];
-
-    if (isnan(x) || isnan(y))
-        return isnan(x) - isnan(y);
-    return x > y ? -1 : x < y;
-}
-
 static iocd_err sort_common(pq_eval *ev, pq_value *args, bool desc, pq_value *out)
 {
     iocd_err err;
@@ -897,7 +879,7 @@ static iocd_err sort_common(pq_eval *ev, pq_value *args, bool desc, pq_value *ou
     memset(&args[0], 0, sizeof(args[0]));
     err = pq_vector_finish(ev, out);
     if (err == IOCD_OK && ev->n_steps == 1) /* the order only means something for one step */
-        qsort(out->s, out->n, sizeof(*out->s), desc ? by_value_desc : by_value_asc);
+        qsort(out->s, out->n, sizeof(*out->s), desc ? pq_by_value_desc : pq_by_value_asc);
     return err;
 }
 

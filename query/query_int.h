@@ -260,6 +260,9 @@ void pq_index_fini(pq_index *ix); /* frees the table, not the keys' strings */
 /* Index of ls, or, when absent and add, the new entry's index (ls's string is then owned by
  * the index's keys array, as given); SIZE_MAX when absent and !add. */
 iocd_err pq_index_find(pq_index *ix, const lset *ls, bool add, size_t *idx_out);
+/* qsort orders of series by their first step's value, NaN last. */
+int pq_by_value_asc(const void *a, const void *b);
+int pq_by_value_desc(const void *a, const void *b);
 /* Prometheus' quantile of v (sorted in place): linear interpolation between ranks. */
 double pq_quantile(double q, double *v, size_t n);
 /* Checks the deadline; IOCD_ETIMEDOUT with the message once it has passed. */

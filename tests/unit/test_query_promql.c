@@ -455,7 +455,7 @@ TEST(aggregations_by_and_without)
     EXPECT_AT(3, "stdvar(pressure)", "{} 0.8888888888888887");
     EXPECT_AT(3, "quantile(0.5, pressure)", "{} 4");
     EXPECT_AT(3, "topk(2, pressure)",
-              "{__name__=\"pressure\",ward=\"a\"} 4 | {__name__=\"pressure\",ward=\"c\"} 6");
+              "{__name__=\"pressure\",ward=\"c\"} 6 | {__name__=\"pressure\",ward=\"a\"} 4");
     EXPECT_AT(3, "bottomk(1, pressure)", "{__name__=\"pressure\",ward=\"a\"} 4");
     EXPECT_AT(3, "topk(0, pressure)", "");
     EXPECT_AT(3, "count_values(\"v\", pressure)", "{v=\"4\"} 2 | {v=\"6\"} 1");
@@ -559,5 +559,43 @@ TEST(limits_refuse_clearly)
     lim.max_points = 5;
     ASSERT_ERR(query_eval(st, &lim, e, T0, T0 + 10 * MIN, 60000, &r, eb, sizeof(eb)), IOCD_ELIMIT);
     ASSERT_STR_CONTAINS(eb, "exceeded maximum resolution");
+    query_expr_free(e);
+}
+
+/* A clock whose monotonic time jumps a second at every reading. */
+static int64_t fake_mono;
+
+static int64_t jump_mono(void *ud)
+{
+    (void)ud;
+    fake_mono += 1000000000LL;
+    return fake_mono;
+}
+
+static int64_t real_now(void *ud)
+{
+    (void)ud;
+    return T0 + 10 * MIN;
+}
+
+TEST(timeout_stops_evaluation)
+{
+    iocd_clock clk = { real_now, jump_mono, NULL };
+    query_limits lim = { 0 };
+    query_expr *e = NULL;
+    query_result r;
+    char eb[512];
+
+    load_all();
+    ASSERT_OK(
+        query_parse("sum(rate(req_total[5m])) + sum(pressure) * count(info)", &e, eb, sizeof(eb)));
+    iocd_clock_set(&clk);
+    lim.timeout_ms = 3000; /* three readings of the clock */
+    ASSERT_ERR(query_eval(st, &lim, e, T0 + 5 * MIN, 0, 0, &r, eb, sizeof(eb)), IOCD_ETIMEDOUT);
+    ASSERT_STR_CONTAINS(eb, "query timed out");
+    lim.timeout_ms = 0; /* no deadline: the same query answers */
+    ASSERT_OK(query_eval(st, &lim, e, T0 + 5 * MIN, 0, 0, &r, eb, sizeof(eb)));
+    query_result_fini(&r);
+    iocd_clock_set(NULL);
     query_expr_free(e);
 }
