@@ -87,6 +87,7 @@ struct api_server {
     atomic_int handling;  /* requests dispatched and not yet answered: a stop waits for these */
     iocd_metric *m_in_flight;
     api_queries *queries;
+    _Atomic(rule_engine *) rules;
 };
 
 /* ---- Routing and replies (api/router.c) ------------------------------------------------ */
@@ -131,5 +132,6 @@ iocd_err api_write_register(api_server *srv); /* api/write.c */
  * requests in flight are answered). */
 iocd_err api_query_register(api_server *srv);
 void api_query_stop(api_server *srv);
+iocd_err api_rules_register(api_server *srv); /* api/rules.c */
 
 #endif

@@ -377,6 +377,8 @@ iocd_err api_start(const col_config *cfg, api_server **out, char *errbuf, size_t
         err = api_write_register(srv);
     if (err == IOCD_OK)
         err = api_query_register(srv);
+    if (err == IOCD_OK)
+        err = api_rules_register(srv);
     if (err != IOCD_OK) {
         snprintf(errbuf, errlen, "http: %s", iocd_strerror(err));
         goto fail;
@@ -429,6 +431,11 @@ void api_set_backend(api_server *srv, store *st, col_ingest *ing)
 {
     atomic_store(&srv->ing, ing);
     atomic_store(&srv->st, st);
+}
+
+void api_set_rules(api_server *srv, rule_engine *rules)
+{
+    atomic_store(&srv->rules, rules);
 }
 
 void api_stop(api_server *srv, int64_t grace_ms)

@@ -11,6 +11,8 @@ int cmd_backup(int argc, char **argv);
 void cmd_backup_usage(void);
 int cmd_check(int argc, char **argv);
 void cmd_check_usage(void);
+int cmd_rules(int argc, char **argv);
+void cmd_rules_usage(void);
 /* Prints the config file reference (Markdown table rows). */
 int cmd_config_reference(void);
 

@@ -16,6 +16,7 @@ static void usage(FILE *out)
                  "  serve      run the daemon: ingest, storage, rules, incidents, HTTP API\n"
                  "  backup     copy a store consistently, even while iocd runs\n"
                  "  check      verify a store's indexes and write-ahead log\n"
+                 "  rules      check and test alert rule files (rules check|test FILE...)\n"
                  "  version    print the version and exit\n"
                  "  help [CMD] show this help, or a command's flags ('help config': config keys)\n"
                  "\n"
@@ -53,6 +54,10 @@ static int help(int argc, char **argv)
         cmd_check_usage();
         return 0;
     }
+    if (strcmp(argv[0], "rules") == 0) {
+        cmd_rules_usage();
+        return 0;
+    }
     if (strcmp(argv[0], "config") == 0)
         return cmd_config_reference();
     if (strcmp(argv[0], "version") == 0) {
@@ -83,6 +88,8 @@ int main(int argc, char **argv)
         return cmd_backup(argc - 2, argv + 2);
     if (strcmp(cmd, "check") == 0)
         return cmd_check(argc - 2, argv + 2);
+    if (strcmp(cmd, "rules") == 0)
+        return cmd_rules(argc - 2, argv + 2);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0 || strcmp(cmd, "-v") == 0)
         return argc == 2 || strcmp(argv[2], "--help") != 0 ? version() : help(1, argv + 1);
     if (strcmp(cmd, "help") == 0)

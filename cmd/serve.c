@@ -18,7 +18,8 @@
 
 typedef struct daemon_state {
     col_config cfg;
-    char **argv; /* kept for SIGHUP: the config is re-read with the same flags */
+    rule_engine *rules; /* NULL without --rules */
+    char **argv;        /* kept for SIGHUP: the config is re-read with the same flags */
     int argc;
 } daemon_state;
 
@@ -77,6 +78,13 @@ static void on_reload(void *ud)
     d->cfg.log_level = fresh.log_level;
     log_info("serve", "config reloaded", "log_level=%d", (int)fresh.log_level);
     col_config_fini(&fresh);
+    if (d->rules != NULL) {
+        if (rule_engine_load(d->rules, d->cfg.rules_path, errbuf, sizeof(errbuf)) != IOCD_OK)
+            log_error("serve", "rule reload refused, the running rules stay", "err=%s", errbuf);
+        else
+            log_info("serve", "rules reloaded", "path=%s rules=%zu", d->cfg.rules_path,
+                     rule_engine_count(d->rules));
+    }
 }
 
 static alert_kafka_prop *kafka_props(const col_config *cfg)
@@ -183,9 +191,36 @@ int cmd_serve(int argc, char **argv)
         log_error("serve", "cannot start", "err=%s", iocd_strerror(err));
         goto out;
     }
+    if (d.cfg.rules_path[0] != '\0') {
+        rule_engine_config rcfg;
+        memset(&rcfg, 0, sizeof(rcfg));
+        rcfg.st = st;
+        rcfg.qlim.timeout_ms = d.cfg.query_timeout_ms;
+        rcfg.qlim.max_series = (size_t)d.cfg.query_max_series;
+        rcfg.qlim.max_samples = (size_t)d.cfg.query_max_samples;
+        rcfg.qlim.lookback_ms = d.cfg.query_lookback_ms;
+        rcfg.latitude = d.cfg.latitude;
+        rcfg.longitude = d.cfg.longitude;
+        rcfg.tz_offset_s = (int)d.cfg.tz_offset_s;
+        err = rule_engine_new(&rcfg, &d.rules);
+        if (err == IOCD_OK)
+            err = rule_engine_load(d.rules, d.cfg.rules_path, errbuf, sizeof(errbuf));
+        if (err == IOCD_OK)
+            err = rule_engine_start(d.rules);
+        if (err != IOCD_OK) {
+            log_error("serve", "cannot start: rules", "err=%s",
+                      err == IOCD_ENOMEM || err == IOCD_EIO ? iocd_strerror(err) : errbuf);
+            goto out;
+        }
+        store_set_listener(st, rule_engine_feed, d.rules);
+        log_info("serve", "rules loaded", "path=%s rules=%zu", d.cfg.rules_path,
+                 rule_engine_count(d.rules));
+    }
     col_loop_on_lines(loop, col_ingest_lines, ingest);
-    if (api != NULL)
+    if (api != NULL) {
+        api_set_rules(api, d.rules);
         api_set_backend(api, st, ingest);
+    }
     log_info("serve", "ready", "http=%s influx_tcp=%s influx_udp=%s",
              api != NULL ? api_addr(api) : "", col_loop_tcp_addr(loop), col_loop_udp_addr(loop));
 
@@ -205,6 +240,9 @@ int cmd_serve(int argc, char **argv)
 out:
     api_stop(api, 0);
     col_ingest_free(ingest); /* waits for writes in flight to be committed */
+    if (st != NULL)
+        store_set_listener(st, NULL, NULL);
+    rule_engine_free(d.rules);
     if (kafka != NULL) {
         alert_kafka_close(kafka, 2000);
         kafka = NULL;

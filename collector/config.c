@@ -23,6 +23,8 @@ typedef enum opt_kind {
     OPT_INT,      /* a positive integer */
     OPT_LEVEL,    /* log level */
     OPT_FORMAT,   /* log format */
+    OPT_FLOAT,    /* a decimal number (degrees) */
+    OPT_TZ,       /* a time zone: Asia/Ho_Chi_Minh, UTC, +07:00 */
 } opt_kind;
 
 typedef struct opt {
@@ -98,6 +100,13 @@ static const opt options[] = {
       "Queries that may wait for a turn; beyond that a query is refused with 503." },
     { "query-lookback-delta", OPT_DURATION, F(query_lookback_ms), "DURATION", "5m",
       "How far back an instant selector looks for a sample (Prometheus' lookback delta)." },
+    { "latitude", OPT_FLOAT, F(latitude), "DEGREES", "21.59",
+      "The city's latitude (north positive), for sunrise and sunset in lighting rules." },
+    { "longitude", OPT_FLOAT, F(longitude), "DEGREES", "105.85",
+      "The city's longitude (east positive)." },
+    { "timezone", OPT_TZ, F(tz_offset_s), "ZONE", "Asia/Ho_Chi_Minh",
+      "Local time of rules (ctx:local_time, sunrise): Asia/Ho_Chi_Minh, UTC, or an offset "
+      "such as +07:00." },
     { "shutdown-timeout", OPT_DURATION, F(shutdown_timeout_ms), "DURATION", "10s",
       "Budget for a graceful stop (in-flight requests, final commit)." },
 };
@@ -165,6 +174,38 @@ static iocd_err parse_int(const char *s, int64_t *out)
     return IOCD_OK;
 }
 
+/* Fixed-offset zones: the IOC cities' zone has had no daylight saving since 1975. */
+static iocd_err parse_tz(const char *s, int64_t *out)
+{
+    static const struct {
+        const char *name;
+        int offset_s;
+    } zones[] = { { "Asia/Ho_Chi_Minh", 7 * 3600 },
+                  { "Asia/Saigon", 7 * 3600 },
+                  { "Asia/Bangkok", 7 * 3600 },
+                  { "Asia/Jakarta", 7 * 3600 },
+                  { "UTC", 0 },
+                  { "Etc/UTC", 0 } };
+    size_t i;
+    int h = 0, m = 0;
+    char sign = 0, extra;
+
+    for (i = 0; i < IOCD_ARRAY_LEN(zones); i++)
+        if (strcmp(s, zones[i].name) == 0) {
+            *out = zones[i].offset_s;
+            return IOCD_OK;
+        }
+    if (strncmp(s, "UTC", 3) == 0)
+        s += 3;
+    if (sscanf(s, "%c%d:%d%c", &sign, &h, &m, &extra) != 3 &&
+        sscanf(s, "%c%d%c", &sign, &h, &extra) != 2)
+        return IOCD_EINVAL;
+    if ((sign != '+' && sign != '-') || h < 0 || h > 14 || m < 0 || m > 59)
+        return IOCD_EINVAL;
+    *out = (sign == '-' ? -1 : 1) * (h * 3600 + m * 60);
+    return IOCD_OK;
+}
+
 static iocd_err check_addr(const char *s)
 {
     char host[256];
@@ -192,6 +233,10 @@ static const char *kind_expect(opt_kind kind)
         return "debug, info, warn or error";
     case OPT_FORMAT:
         return "logfmt or json";
+    case OPT_FLOAT:
+        return "a decimal number such as 21.59";
+    case OPT_TZ:
+        return "Asia/Ho_Chi_Minh, UTC or an offset such as +07:00";
     case OPT_STRING:
         break;
     }
@@ -250,6 +295,22 @@ static iocd_err opt_apply(col_config *cfg, const opt *o, const char *value, char
         break;
     case OPT_FORMAT:
         err = iocd_log_format_parse(value, (iocd_log_format *)(void *)(base + o->off));
+        break;
+    case OPT_FLOAT: {
+        char *end;
+        double d;
+        errno = 0;
+        d = strtod(value, &end);
+        if (end == value || *end != '\0' || errno != 0 || !isfinite(d) || fabs(d) > 180)
+            err = IOCD_EINVAL;
+        else
+            *(double *)(void *)(base + o->off) = d;
+        break;
+    }
+    case OPT_TZ:
+        err = parse_tz(value, &n);
+        if (err == IOCD_OK)
+            *(int64_t *)(void *)(base + o->off) = n;
         break;
     }
     if (err != IOCD_OK) {
@@ -463,6 +524,13 @@ static iocd_err visit(void *ud, const char *const *path, size_t depth, const rul
             set_err(errbuf, errlen, "key '%s': %s", path[0], text);
         return err;
     }
+    if (v->kind == RULE_CFG_NUMBER && o->kind == OPT_FLOAT) {
+        snprintf(text, sizeof(text), "%.17g", v->num);
+        if (opt_apply(cfg, o, text, text, sizeof(text)) == IOCD_OK)
+            return IOCD_OK;
+        set_err(errbuf, errlen, "key '%s': expected %s", path[0], kind_expect(o->kind));
+        return IOCD_EINVAL;
+    }
     if (v->kind == RULE_CFG_NUMBER && (o->kind == OPT_INT || o->kind == OPT_SIZE) && v->is_int) {
         snprintf(text, sizeof(text), "%.0f", v->num);
         if (opt_apply(cfg, o, text, text, sizeof(text)) == IOCD_OK)
@@ -614,8 +682,8 @@ iocd_err col_config_help(iocd_buf *out)
 
 iocd_err col_config_doc(iocd_buf *out)
 {
-    static const char *const type_names[] = { "string", "address", "duration", "sync",
-                                              "size",   "integer", "level",    "format" };
+    static const char *const type_names[] = { "string",  "address", "duration", "sync",   "size",
+                                              "integer", "level",   "format",   "number", "zone" };
     iocd_err err = iocd_buf_puts(out, "| key | flag | type | default | meaning |\n"
                                       "|---|---|---|---|---|\n");
     char key[64];

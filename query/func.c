@@ -350,7 +350,7 @@ static iocd_err range_apply(pq_eval *ev, const pq_node *call, pq_value *args, si
                 b = a;
             while (b < s->n_pts && s->pts[b].t_ms <= hi)
                 b++;
-            if (b == a && fn != NULL)
+            if (b == a) /* an empty window has no value */
                 continue;
             o->ok[j] = fn(ev, call, args, j, s->pts + a, b - a, lo, hi, &o->v[j]);
         }

@@ -208,6 +208,11 @@ lua_State *rule_sandbox_state(rule_sandbox *sb)
     return sb->L;
 }
 
+int rule_sandbox_whitelist(const rule_sandbox *sb)
+{
+    return sb->whitelist_ref;
+}
+
 iocd_err rule_sandbox_load(rule_sandbox *sb, const char *src, size_t len, const char *chunkname,
                            char *errbuf, size_t errlen)
 {

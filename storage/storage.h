@@ -78,6 +78,14 @@ iocd_err store_batch_submit(store_batch *b, store_done_fn done, void *ud);
 /* Submits and waits for the commit; fills *res (may be NULL) and returns res->err. */
 iocd_err store_batch_commit(store_batch *b, store_result *res);
 
+/* Called from the writer thread after each successful group commit with the samples it made
+ * durable, in chunks: ids[i] is the series of s[i]. It must be quick and must not call back
+ * into the store's write path (the alert rules queue the samples and return). */
+typedef void (*store_listen_fn)(void *ud, const uint64_t *ids, const iocd_sample *s, size_t n);
+/* Sets (or, with fn NULL, removes) the listener. Call while no batch is being submitted,
+ * e.g. before ingest starts. */
+void store_set_listener(store *st, store_listen_fn fn, void *ud);
+
 /* ---- Reading ---------------------------------------------------------------------------- */
 
 /* Ids of all series, ascending. *ids_out is iocd_malloc'ed (caller frees). */

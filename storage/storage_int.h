@@ -281,6 +281,8 @@ struct store {
     size_t table_cap, n_series;
     store_series **by_id; /* index id - 1 */
     size_t by_id_cap;
+    store_listen_fn listen; /* committed samples go here (rules); NULL: none */
+    void *listen_ud;
     uint64_t next_id; /* above every id in use: a new id group starts here */
     /* Id allocation clusters series by metric name, so that a sealed block (one id group of
      * 64) holds one metric and a query reads only blocks of the metrics it wants. Per metric

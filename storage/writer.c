@@ -76,6 +76,33 @@ static iocd_err wal_split_add(const store *st, wal_split *w, const iocd_buf *ent
     return corrupt ? IOCD_ECORRUPT : err;
 }
 
+/* Hands a committed batch's samples to the listener, a chunk at a time. */
+static void notify_listener(store *st, const iocd_buf *entries)
+{
+    const uint8_t *p = (const uint8_t *)entries->data, *end = p + entries->len;
+    uint64_t ids[512];
+    iocd_sample s[512];
+    size_t n = 0;
+    bool corrupt;
+
+    while (store_wal_next(&p, end, &ids[n], &s[n].t_ms, &s[n].v, &corrupt)) {
+        if (++n == IOCD_ARRAY_LEN(ids)) {
+            st->listen(st->listen_ud, ids, s, n);
+            n = 0;
+        }
+    }
+    if (n > 0)
+        st->listen(st->listen_ud, ids, s, n);
+}
+
+void store_set_listener(store *st, store_listen_fn fn, void *ud)
+{
+    pthread_mutex_lock(&st->commit_mu); /* not while a commit may be notifying */
+    st->listen = fn;
+    st->listen_ud = ud;
+    pthread_mutex_unlock(&st->commit_mu);
+}
+
 /* Samples taken out of the heads for sealing: per series, a run of its samples. */
 typedef struct seal_run {
     uint64_t id;
@@ -444,6 +471,9 @@ static void group_commit(store *st, pending *batch, int64_t seal_before)
         }
     }
     pthread_mutex_unlock(&st->mu);
+    if (err == IOCD_OK && st->listen != NULL) /* under commit_mu: see store_set_listener */
+        for (p = batch; p != NULL; p = p->next)
+            notify_listener(st, &p->wal);
     pthread_mutex_unlock(&st->commit_mu);
     iocd_free(ser);
     iocd_metric_observe(st->m_commit_seconds, (double)(iocd_mono_ns() - t0) / 1e9);

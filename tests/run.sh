@@ -2,7 +2,7 @@
 # tests/run.sh - runs every test suite of the sanitizer build and sums their results.
 # Each suite prints "N passed, N failed" as its last line; this script prints the total
 # last and exits non-zero if anything failed (or a suite crashed without a summary).
-# TESTS_ONLY=unit|fuzz|integration narrows the run; TESTS_FILTER=substr picks suites by name.
+# TESTS_ONLY=unit|fuzz|rules|integration narrows the run; TESTS_FILTER=substr picks suites by name.
 set -u
 cd "$(dirname "$0")/.."
 
@@ -65,6 +65,11 @@ if [ "$only" = all ] || [ "$only" = fuzz ]; then
         corpus=tests/fuzz/corpus/${name#replay_fuzz_}
         run_suite "fuzz/$name" "$t" "$corpus"
     done
+fi
+
+if [ "$only" = all ] || [ "$only" = rules ]; then
+    # The shipped example rules and their tests, through the real `iocd rules test`.
+    run_suite "rules/examples" "$IOCD_BIN" rules test examples/rules/*_test.lua
 fi
 
 if [ "$only" = all ] || [ "$only" = integration ]; then
