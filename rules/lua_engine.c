@@ -545,6 +545,36 @@ static void rule_failed(rule_engine *e, uint32_t ri, const char *why)
     log_error("rules", "rule failed and is disabled until the next reload",
               "rule=%s file=%s:%d err=%s", e->rs->rules[ri].name, e->rs->rules[ri].file,
               e->rs->rules[ri].line, why);
+    e->dirty = true;
+    if (e->cfg.on_event != NULL) { /* a failed rule is an incident of its own */
+        const rule_def *r = &e->rs->rules[ri];
+        iocd_buf labels, summary;
+        rule_event ev;
+        iocd_buf_init(&labels, 0);
+        iocd_buf_init(&summary, 0);
+        collect_label(&labels, "alertname", 9, "iocd_rule_failed", 16);
+        collect_label(&labels, "domain", 6, "platform", 8);
+        collect_label(&labels, "rule", 4, r->name, strlen(r->name));
+        collect_label(&labels, "severity", 8, "warning", 7);
+        iocd_buf_printf(&summary, "Rule %s (%s:%d) failed and is disabled: %s", r->name, r->file,
+                        r->line, why);
+        memset(&ev, 0, sizeof(ev));
+        ev.rule = "iocd_rule_failed";
+        ev.from = RULE_INACTIVE;
+        ev.to = RULE_FIRING;
+        ev.labels = labels.data != NULL ? labels.data : "";
+        ev.labels_len = labels.len;
+        ev.summary = summary.data != NULL ? summary.data : "";
+        ev.description = "";
+        ev.runbook = "";
+        ev.severity = "warning";
+        ev.domain = "platform";
+        ev.t_ms = e->now_ms;
+        ev.active_since_ms = e->now_ms;
+        e->cfg.on_event(e->cfg.ud, &ev);
+        iocd_buf_fini(&labels);
+        iocd_buf_fini(&summary);
+    }
 }
 
 /* ---- Streaming rules ------------------------------------------------------------------------- */

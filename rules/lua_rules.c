@@ -383,29 +383,53 @@ static const char *const rule_keys[] = { "name",     "select", "when",     "clea
                                          "runbook",  "labels", "mode",     NULL };
 static const char *const record_keys[] = { "name", "expr", "every", "labels", NULL };
 
+/* Edit distance with adjacent transpositions (for "did you mean"), capped at 9. */
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), i, j, d[24][24];
+
+    if (la > 22 || lb > 22)
+        return 9;
+    for (i = 0; i <= la; i++)
+        d[i][0] = i;
+    for (j = 0; j <= lb; j++)
+        d[0][j] = j;
+    for (i = 1; i <= la; i++)
+        for (j = 1; j <= lb; j++) {
+            size_t cost = a[i - 1] != b[j - 1], best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best)
+                best = d[i][j - 1] + 1;
+            if (d[i - 1][j - 1] + cost < best)
+                best = d[i - 1][j - 1] + cost;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                d[i - 2][j - 2] + 1 < best)
+                best = d[i - 2][j - 2] + 1;
+            d[i][j] = best;
+        }
+    return d[la][lb];
+}
+
 /* Refuses unknown keys, suggesting the closest known one. */
 static void check_keys(lua_State *L, int t, const char *const *known, const char *rule)
 {
     lua_pushnil(L);
     while (lua_next(L, t) != 0) {
         const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
-        size_t i, best = 0, best_score = 0;
+        size_t i, best = 0, best_d = 9;
         bool ok = false;
         for (i = 0; k != NULL && known[i] != NULL; i++) {
-            size_t j, score = 0;
-            if (strcmp(k, known[i]) == 0)
+            size_t dist = edit_distance(k, known[i]);
+            if (dist == 0)
                 ok = true;
-            for (j = 0; k[j] != '\0' && known[i][j] != '\0'; j++)
-                score += k[j] == known[i][j];
-            if (score > best_score) {
-                best_score = score;
+            if (dist < best_d) {
+                best_d = dist;
                 best = i;
             }
         }
         if (!ok) {
             if (k == NULL)
                 fail_at(L, "rule \"%s\": fields must be named (name = value)", rule);
-            if (best_score >= 3)
+            if (best_d <= 2)
                 fail_at(L, "rule \"%s\": unknown field '%s' (did you mean '%s'?)", rule, k,
                         known[best]);
             fail_at(L, "rule \"%s\": unknown field '%s'", rule, k);
@@ -1143,17 +1167,21 @@ iocd_err rule_cond_eval(rule_set *rs, const rule_def *r, const rule_cond *c, con
     }
     lua_pushlightuserdata(L, (void *)ctx);
     lua_setfield(L, LUA_REGISTRYINDEX, "iocd.ctx");
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
-    s = push_sample_and_ctx(L, rs); /* function, sample, ctx */
+    /* The sample stays anchored below the call: the collector must not free it while
+     * s->valid is written after the call (an error triggers a full collection). */
+    s = push_sample_and_ctx(L, rs); /* sample, ctx */
     s->w = w;
     s->labels = labels;
     s->labels_len = labels_len;
     s->valid = true;
-    if (c->is_string) { /* the chunk reads the sample as its environment */
-        lua_pop(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref); /* sample, ctx, fn */
+    if (c->is_string) {                        /* the chunk reads the sample as its environment */
+        lua_pushvalue(L, -3);
         lua_setupvalue(L, -2, 1);
         err = rule_sandbox_call(rs->sb, 0, 1, errbuf, errlen);
     } else {
+        lua_pushvalue(L, -3);
+        lua_pushvalue(L, -3);
         err = rule_sandbox_call(rs->sb, 2, 1, errbuf, errlen);
     }
     s->valid = false;
