@@ -425,7 +425,7 @@ iocd_err pq_eval_selector(pq_eval *ev, const pq_node *n, bool want_ts, pq_value 
             if (out->s[i].v == NULL)
                 err = series_alloc(ev, &out->s[i]);
     }
-    return err;
+    return err; /* in id order: a metric's series in creation order, as Prometheus reads them */
 }
 
 typedef struct msel_ctx {
@@ -575,6 +575,15 @@ static bool is_cmp(pq_op op)
     return op >= PQ_OP_EQL && op <= PQ_OP_LTE;
 }
 
+/* Whether the operation drops __name__: arithmetic and bool comparisons do; filters and,
+ * as Prometheus 2.42 has it, atan2 keep it. */
+static bool drops_name(const pq_node *n)
+{
+    if (n->op == PQ_OP_ATAN2)
+        return false;
+    return !is_cmp(n->op) || n->ret_bool;
+}
+
 /* lhs op rhs; for comparisons *keep says whether the comparison holds. */
 static double binop(pq_op op, double l, double r, bool *keep)
 {
@@ -657,7 +666,7 @@ static iocd_err binary_vector_scalar(pq_eval *ev, const pq_node *n, pq_value *ve
             }
             s->v[j] = v;
         }
-        if (!is_cmp(n->op) || n->ret_bool)
+        if (drops_name(n))
             s->drop_name = true;
         iocd_free(s->ts);
         s->ts = NULL;
@@ -766,7 +775,7 @@ static iocd_err result_labels(const pq_node *n, const lset *many, const lset *on
     lset a, b;
     iocd_err err;
     size_t i;
-    bool drop = !is_cmp(n->op) || n->ret_bool;
+    bool drop = drops_name(n);
 
     if (n->card == PQ_CARD_ONE_TO_ONE) {
         if (n->on)
@@ -1124,14 +1133,56 @@ int pq_by_value_desc(const void *a, const void *b)
     return x > y ? -1 : x < y;
 }
 
-/* Whether a is "better" than b for topk (bottomk when !top): NaN loses to any number. */
-static bool k_better(double a, double b, bool top)
+/* topk and bottomk select as Prometheus does, with Go's container/heap over the series in
+ * the order they come: a min-heap (topk; a max-heap for bottomk) whose root is replaced by a
+ * strictly better value. Ties therefore resolve exactly as in Prometheus. */
+static bool heap_less(const pq_value *in, size_t step, size_t a, size_t b, bool top)
 {
-    if (isnan(a))
-        return false;
-    if (isnan(b))
+    double x = in->s[a].v[step], y = in->s[b].v[step];
+
+    if (isnan(x))
         return true;
-    return top ? a > b : a < b;
+    return top ? x < y : x > y;
+}
+
+static void heap_up(const pq_value *in, size_t step, size_t *h, size_t j, bool top)
+{
+    while (j > 0) {
+        size_t i = (j - 1) / 2, t;
+        if (!heap_less(in, step, h[j], h[i], top))
+            break;
+        t = h[i];
+        h[i] = h[j];
+        h[j] = t;
+        j = i;
+    }
+}
+
+static void heap_down(const pq_value *in, size_t step, size_t *h, size_t n, bool top)
+{
+    size_t i = 0;
+
+    for (;;) {
+        size_t j = 2 * i + 1, t;
+        if (j >= n)
+            break;
+        if (j + 1 < n && heap_less(in, step, h[j + 1], h[j], top))
+            j++;
+        if (!heap_less(in, step, h[j], h[i], top))
+            break;
+        t = h[i];
+        h[i] = h[j];
+        h[j] = t;
+        i = j;
+    }
+}
+
+/* Whether a new value replaces the heap's root. */
+static bool k_replaces(double root, double v, bool top)
+{
+    if (isnan(root) && !isnan(v))
+        return true;
+    return top ? root < v : root > v;
 }
 
 static iocd_err agg_topk(pq_eval *ev, const pq_node *n, const double *param, pq_value *in,
@@ -1182,26 +1233,20 @@ static iocd_err agg_topk(pq_eval *ev, const pq_node *n, const double *param, pq_
             fill[g] = 0;
         }
         for (i = 0; i < in->n; i++) {
-            size_t lim, pos, *base;
+            size_t *h;
             double v;
             if (!in->s[i].ok[j])
                 continue;
             g = group_of[i];
-            base = sel + start[g];
-            lim = (g + 1 < ix.n ? start[g + 1] : start[g] + k) - start[g];
-            if (lim > k)
-                lim = k;
+            h = sel + start[g];
             v = in->s[i].v[j];
-            pos = fill[g];
-            while (pos > 0 && k_better(v, in->s[base[pos - 1]].v[j], top))
-                pos--;
-            if (pos >= lim)
-                continue;
-            memmove(base + pos + 1, base + pos,
-                    ((fill[g] < lim ? fill[g] : lim - 1) - pos) * sizeof(*base));
-            base[pos] = i;
-            if (fill[g] < lim)
-                fill[g]++;
+            if (fill[g] < k) {
+                h[fill[g]++] = i;
+                heap_up(in, j, h, fill[g] - 1, top);
+            } else if (k_replaces(in->s[h[0]].v[j], v, top)) {
+                h[0] = i;
+                heap_down(in, j, h, fill[g], top);
+            }
         }
         for (g = 0; g < ix.n; g++)
             for (i = 0; i < fill[g]; i++)
