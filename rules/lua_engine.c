@@ -57,6 +57,8 @@ typedef struct rule_health {
     double eval_seconds;
 } rule_health;
 
+typedef struct rule_index rule_index;
+
 typedef struct qitem {
     uint64_t id;
     iocd_sample s;
@@ -75,6 +77,7 @@ struct rule_engine {
     bool pending_set;
     /* engine thread only */
     rule_set *rs;
+    rule_index *index; /* of rs */
     rule_health *health;
     uint32_t gen;
     series_state **series; /* open addressing by id */
@@ -84,8 +87,9 @@ struct rule_engine {
     int64_t now_ms;
     /* rendered for the API under mu */
     iocd_buf rules_json, alerts_json;
-    bool dirty;   /* the views need rendering */
-    qitem *batch; /* samples taken from the queue, one round's worth */
+    bool dirty;          /* the views need rendering */
+    int64_t rendered_ns; /* when they last were */
+    qitem *batch;        /* samples taken from the queue, one round's worth */
     iocd_metric *m_queued, *m_samples, *m_dropped, *m_evals, *m_failures, *m_firing, *m_lag;
 };
 
@@ -594,36 +598,168 @@ static rule_ctx make_ctx(rule_engine *e, int64_t now_ms)
 
 /* Matches a series against the set's stream and absent rules (on first sight, and after a
  * reload). */
-static iocd_err series_match(rule_engine *e, series_state *s)
-{
-    size_t i, n = 0;
-    uint32_t *rules = NULL;
+/* ---- The rule index: which rules a series can match ---------------------------------------- */
 
-    s->window_ms = 0;
-    for (i = 0; i < e->rs->n; i++) {
-        const rule_def *r = &e->rs->rules[i];
-        bool ok = true;
-        size_t m;
+/* Each stream or absent rule is filed under one of its equality matchers (the last one,
+ * which in a selector like metric{ward="x"} is the most selective), or, without any, in the
+ * list checked for every series. A series then checks only the rules filed under its own
+ * label pairs: 1,000 rules over 100k series cost a few lookups per series, not 1,000. */
+typedef struct rindex_entry {
+    char *key; /* name \0 value */
+    size_t key_len;
+    uint32_t *rules;
+    size_t n;
+} rindex_entry;
+
+struct rule_index {
+    rindex_entry *e;
+    size_t cap, n;
+    uint32_t *other; /* rules with no equality matcher */
+    size_t n_other;
+};
+
+static void rindex_free(rule_index *ix)
+{
+    size_t i;
+
+    if (ix == NULL)
+        return;
+    for (i = 0; i < ix->cap; i++) {
+        iocd_free(ix->e[i].key);
+        iocd_free(ix->e[i].rules);
+    }
+    iocd_free(ix->e);
+    iocd_free(ix->other);
+    iocd_free(ix);
+}
+
+static rindex_entry *rindex_slot(rule_index *ix, const char *key, size_t len)
+{
+    size_t i;
+
+    for (i = (size_t)hash_bytes(key, len) & (ix->cap - 1); ix->e[i].key != NULL;
+         i = (i + 1) & (ix->cap - 1))
+        if (ix->e[i].key_len == len && memcmp(ix->e[i].key, key, len) == 0)
+            break;
+    return &ix->e[i];
+}
+
+static iocd_err push_rule(uint32_t **v, size_t *n, uint32_t r)
+{
+    if (*n % 8 == 0) {
+        uint32_t *g = iocd_realloc(*v, (*n + 8) * sizeof(*g));
+        if (g == NULL)
+            return IOCD_ENOMEM;
+        *v = g;
+    }
+    (*v)[(*n)++] = r;
+    return IOCD_OK;
+}
+
+static iocd_err rindex_build(const rule_set *rs, rule_index **out)
+{
+    rule_index *ix = iocd_calloc(1, sizeof(*ix));
+    size_t i, cap = 64;
+    iocd_err err = IOCD_OK;
+
+    if (ix == NULL)
+        return IOCD_ENOMEM;
+    while (cap < rs->n * 2 + 2)
+        cap *= 2;
+    ix->e = iocd_calloc(cap, sizeof(*ix->e));
+    ix->cap = cap;
+    if (ix->e == NULL)
+        err = IOCD_ENOMEM;
+    for (i = 0; err == IOCD_OK && i < rs->n; i++) {
+        const rule_def *r = &rs->rules[i];
+        const query_matcher *m = NULL;
+        size_t k;
         if (r->kind != RULE_STREAM && r->kind != RULE_ABSENT)
             continue;
-        for (m = 0; ok && m < r->sel.n; m++) {
-            const char *v = label_get(s->labels, s->labels_len, r->sel.m[m].name);
-            ok = query_matcher_matches(&r->sel.m[m], v != NULL ? v : "", v != NULL ? strlen(v) : 0);
-        }
-        if (!ok)
-            continue;
-        if (n % 8 == 0) {
-            uint32_t *g = iocd_realloc(rules, (n + 8) * sizeof(*g));
-            if (g == NULL) {
-                iocd_free(rules);
-                return IOCD_ENOMEM;
+        for (k = 0; k < r->sel.n; k++)
+            if (r->sel.m[k].op == QUERY_MATCH_EQ && r->sel.m[k].value[0] != '\0')
+                m = &r->sel.m[k];
+        if (m == NULL) {
+            err = push_rule(&ix->other, &ix->n_other, (uint32_t)i);
+        } else {
+            size_t nl = strlen(m->name), vl = strlen(m->value), len = nl + 1 + vl;
+            char *key = iocd_malloc(len + 1);
+            rindex_entry *slot;
+            if (key == NULL) {
+                err = IOCD_ENOMEM;
+                break;
             }
-            rules = g;
+            memcpy(key, m->name, nl + 1);
+            memcpy(key + nl + 1, m->value, vl + 1);
+            slot = rindex_slot(ix, key, len);
+            if (slot->key == NULL) {
+                slot->key = key;
+                slot->key_len = len;
+                ix->n++;
+            } else {
+                iocd_free(key);
+            }
+            err = push_rule(&slot->rules, &slot->n, (uint32_t)i);
         }
-        rules[n++] = (uint32_t)i;
-        if (r->window_ms > s->window_ms)
-            s->window_ms = r->window_ms;
     }
+    if (err != IOCD_OK) {
+        rindex_free(ix);
+        return err;
+    }
+    *out = ix;
+    return IOCD_OK;
+}
+
+static bool rule_matches(const rule_def *r, const series_state *s)
+{
+    size_t m;
+
+    for (m = 0; m < r->sel.n; m++) {
+        const char *v = label_get(s->labels, s->labels_len, r->sel.m[m].name);
+        if (!query_matcher_matches(&r->sel.m[m], v != NULL ? v : "", v != NULL ? strlen(v) : 0))
+            return false;
+    }
+    return true;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* Matches a series against the set's stream and absent rules (on first sight, and after a
+ * reload), through the index. */
+static iocd_err series_match(rule_engine *e, series_state *s)
+{
+    const rule_index *ix = e->index;
+    const char *p = s->labels, *end = s->labels + s->labels_len;
+    uint32_t *rules = NULL;
+    size_t n = 0, i;
+    iocd_err err = IOCD_OK;
+
+    s->window_ms = 0;
+    for (i = 0; ix != NULL && err == IOCD_OK && i < ix->n_other; i++)
+        if (rule_matches(&e->rs->rules[ix->other[i]], s))
+            err = push_rule(&rules, &n, ix->other[i]);
+    while (ix != NULL && err == IOCD_OK && p < end) {
+        const char *v = p + strlen(p) + 1, *next = v + strlen(v) + 1;
+        rindex_entry *slot = rindex_slot((rule_index *)ix, p, (size_t)(next - p - 1));
+        for (i = 0; slot->key != NULL && err == IOCD_OK && i < slot->n; i++)
+            if (rule_matches(&e->rs->rules[slot->rules[i]], s))
+                err = push_rule(&rules, &n, slot->rules[i]);
+        p = next;
+    }
+    if (err != IOCD_OK) {
+        iocd_free(rules);
+        return err;
+    }
+    if (n > 1)
+        qsort(rules, n, sizeof(*rules), cmp_u32); /* rule order, as in the files */
+    for (i = 0; i < n; i++)
+        if (e->rs->rules[rules[i]].window_ms > s->window_ms)
+            s->window_ms = e->rs->rules[rules[i]].window_ms;
     iocd_free(s->rules);
     s->rules = rules;
     s->n_rules = (uint32_t)n;
@@ -1059,6 +1195,13 @@ static void swap_set(rule_engine *e, rule_set *ns, int64_t now_ms)
     }
     if (e->inst_cap > 0)
         inst_rehash(e, e->inst_cap); /* slots were emptied: rebuild the probe chains */
+    {
+        rule_index *ni = NULL;
+        if (rindex_build(ns, &ni) != IOCD_OK)
+            log_error("rules", "out of memory indexing the rules: streaming rules idle", NULL);
+        rindex_free(e->index);
+        e->index = ni;
+    }
     rule_set_free(e->rs);
     iocd_free(e->health);
     e->rs = ns;
@@ -1149,19 +1292,45 @@ static iocd_err put_alert_json(rule_engine *e, iocd_buf *b, const instance *in)
 static void render_views(rule_engine *e)
 {
     iocd_buf rj, aj;
-    size_t i, j, k;
+    size_t i, j, k, n_active = 0, *first = NULL, *count = NULL;
+    instance **active = NULL;
     iocd_err rc;
+
+    /* The active instances grouped by rule in one pass: rendering stays O(rules + alerts). */
+    if (e->rs != NULL) {
+        first = iocd_calloc(e->rs->n + 1, sizeof(*first));
+        count = iocd_calloc(e->rs->n + 1, sizeof(*count));
+        active = iocd_calloc(e->n_inst + 1, sizeof(*active));
+        if (first == NULL || count == NULL || active == NULL) {
+            iocd_free(first);
+            iocd_free(count);
+            iocd_free(active);
+            return;
+        }
+        for (i = 0; i < e->inst_cap; i++)
+            if (e->inst[i] != NULL && e->inst[i]->state != RULE_INACTIVE)
+                count[e->inst[i]->rule]++;
+        for (i = 0, k = 0; i < e->rs->n; i++) {
+            first[i] = k;
+            k += count[i];
+            count[i] = 0;
+        }
+        for (i = 0; i < e->inst_cap; i++)
+            if (e->inst[i] != NULL && e->inst[i]->state != RULE_INACTIVE) {
+                uint32_t r = e->inst[i]->rule;
+                active[first[r] + count[r]++] = e->inst[i];
+                n_active++;
+            }
+    }
 
     iocd_buf_init(&rj, 0);
     iocd_buf_init(&aj, 0);
     rc = iocd_buf_puts(&aj, "{\"alerts\":[");
-    for (i = 0, k = 0; rc == IOCD_OK && i < e->inst_cap; i++) {
-        if (e->inst[i] == NULL || e->inst[i]->state == RULE_INACTIVE)
-            continue;
-        if (k++ > 0)
+    for (i = 0; rc == IOCD_OK && i < n_active; i++) {
+        if (i > 0)
             rc = iocd_buf_putc(&aj, ',');
         if (rc == IOCD_OK)
-            rc = put_alert_json(e, &aj, e->inst[i]);
+            rc = put_alert_json(e, &aj, active[i]);
     }
     if (rc == IOCD_OK)
         rc = iocd_buf_puts(&aj, "]}");
@@ -1210,14 +1379,11 @@ static void render_views(rule_engine *e)
                                  r->kind == RULE_STREAM   ? "stream"
                                  : r->kind == RULE_ABSENT ? "absent"
                                                           : "expr");
-            for (j = 0, k = 0; rc == IOCD_OK && j < e->inst_cap; j++) {
-                if (e->inst[j] == NULL || e->inst[j]->rule != i ||
-                    e->inst[j]->state == RULE_INACTIVE)
-                    continue;
+            for (j = 0, k = 0; rc == IOCD_OK && j < count[i]; j++) {
                 if (k++ > 0)
                     rc = iocd_buf_putc(&rj, ',');
                 if (rc == IOCD_OK)
-                    rc = put_alert_json(e, &rj, e->inst[j]);
+                    rc = put_alert_json(e, &rj, active[first[i] + j]);
             }
             if (rc == IOCD_OK)
                 rc = iocd_buf_printf(&rj, "],\"state\":\"%s\"", k > 0 ? "firing" : "inactive");
@@ -1239,6 +1405,9 @@ static void render_views(rule_engine *e)
     }
     if (rc == IOCD_OK)
         rc = iocd_buf_puts(&rj, "]}");
+    iocd_free(first);
+    iocd_free(count);
+    iocd_free(active);
     if (rc == IOCD_OK) {
         pthread_mutex_lock(&e->mu);
         iocd_buf_fini(&e->rules_json);
@@ -1303,9 +1472,12 @@ static void round_once(rule_engine *e, int64_t now_ms, bool force_tick)
         tick(e, now_ms);
         e->dirty = true; /* evaluation times moved */
     }
-    if (e->dirty) {
+    /* The API's views: at most five renders a second, so a storm of state changes costs the
+     * evaluation little (tests stepping the engine render every time). */
+    if (e->dirty && (force_tick || iocd_mono_ns() - e->rendered_ns >= 200000000)) {
         render_views(e);
         e->dirty = false;
+        e->rendered_ns = iocd_mono_ns();
     }
 }
 
@@ -1388,6 +1560,7 @@ void rule_engine_free(rule_engine *e)
     for (i = 0; i < e->inst_cap; i++)
         inst_free(e->inst[i]);
     iocd_free(e->inst);
+    rindex_free(e->index);
     rule_set_free(e->rs);
     rule_set_free(e->pending);
     iocd_free(e->health);
