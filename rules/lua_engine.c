@@ -87,7 +87,10 @@ struct rule_engine {
     int64_t now_ms;
     /* rendered for the API under mu */
     iocd_buf rules_json, alerts_json;
-    bool dirty;          /* the views need rendering */
+    bool dirty;       /* the views need rendering */
+    bool restored;    /* alert state was read back from the store */
+    iocd_buf persist; /* state changes of this round, written together at its end */
+    size_t n_persist;
     int64_t rendered_ns; /* when they last were */
     qitem *batch;        /* samples taken from the queue, one round's worth */
     iocd_metric *m_queued, *m_samples, *m_dropped, *m_evals, *m_failures, *m_firing, *m_lag;
@@ -345,6 +348,160 @@ static iocd_err alert_labels(const rule_def *r, const char *g, size_t glen, iocd
 
 /* ---- Events ---------------------------------------------------------------------------------- */
 
+/* ---- Alert state in the store (survives restarts) ----------------------------------------------
+ * A record per active alert: key "rule \xff grouping labels" in table "alerts", value
+ * version, digest, state, keeping, since, clear, value, last_seen, members, written when the
+ * state changes (together, once per round) and deleted when it resolves. */
+
+#define PERSIST_VERSION 1
+#define PERSIST_MEMBERS 64
+
+static void put_u64(iocd_buf *b, uint64_t v)
+{
+    iocd_buf_append(b, &v, sizeof(v));
+}
+
+/* Queues the instance's record (or its deletion) for the end of the round. Layout in the
+ * buffer: klen, key, vlen (0: delete), value. */
+static void persist(rule_engine *e, const rule_def *r, const instance *in, bool del)
+{
+    iocd_buf v;
+    size_t i, n = in->n_members < PERSIST_MEMBERS ? in->n_members : PERSIST_MEMBERS;
+    uint8_t b;
+    double d;
+
+    if (e->cfg.st == NULL || e->cfg.no_persist)
+        return;
+    iocd_buf_init(&v, 0);
+    if (!del) {
+        b = PERSIST_VERSION;
+        iocd_buf_append(&v, &b, 1);
+        put_u64(&v, r->digest);
+        b = (uint8_t)in->state;
+        iocd_buf_append(&v, &b, 1);
+        b = in->keeping;
+        iocd_buf_append(&v, &b, 1);
+        put_u64(&v, (uint64_t)in->since_ms);
+        put_u64(&v, (uint64_t)in->clear_ms);
+        d = in->value;
+        iocd_buf_append(&v, &d, sizeof(d));
+        put_u64(&v, (uint64_t)in->last_seen_ms);
+        put_u64(&v, n);
+        for (i = 0; i < n; i++)
+            put_u64(&v, in->members[i]);
+    }
+    put_u64(&e->persist, in->key_len);
+    iocd_buf_append(&e->persist, in->key, in->key_len);
+    put_u64(&e->persist, v.len);
+    if (v.len > 0)
+        iocd_buf_append(&e->persist, v.data, v.len);
+    e->n_persist++;
+    iocd_buf_fini(&v);
+}
+
+static void persist_flush(rule_engine *e)
+{
+    store_kv_op *ops;
+    const char *p = e->persist.data, *end = p + e->persist.len;
+    size_t i = 0;
+    iocd_err err;
+
+    if (e->n_persist == 0)
+        return;
+    ops = iocd_calloc(e->n_persist + 1, sizeof(*ops));
+    while (ops != NULL && p < end && i < e->n_persist) {
+        uint64_t kl, vl;
+        memcpy(&kl, p, 8);
+        ops[i].table = "alerts";
+        ops[i].key = p + 8;
+        ops[i].klen = (size_t)kl;
+        p += 8 + kl;
+        memcpy(&vl, p, 8);
+        ops[i].val = vl > 0 ? p + 8 : NULL;
+        ops[i].vlen = (size_t)vl;
+        p += 8 + vl;
+        i++;
+    }
+    err = ops != NULL ? store_kv_write(e->cfg.st, ops, i) : IOCD_ENOMEM;
+    if (err != IOCD_OK)
+        log_warn("rules", "alert state not saved (it will be re-derived)", "err=%s changes=%zu",
+                 iocd_strerror(err), e->n_persist);
+    else
+        log_debug("rules", "alert state saved", "changes=%zu", e->n_persist);
+    iocd_free(ops);
+    iocd_buf_reset(&e->persist);
+    e->n_persist = 0;
+}
+
+static instance *instance_get(rule_engine *e, uint32_t ri, const char *g, size_t glen, bool create);
+static iocd_err member_add(instance *in, uint64_t id);
+
+typedef struct restore_ctx {
+    rule_engine *e;
+    size_t n;
+} restore_ctx;
+
+static iocd_err restore_one(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    restore_ctx *c = ud;
+    rule_engine *e = c->e;
+    const char *k = key, *sep = memchr(k, '\xff', klen);
+    const uint8_t *v = val;
+    uint64_t digest, since, clear, last_seen, n, i;
+    double value;
+    instance *in;
+    size_t ri;
+
+    if (sep == NULL || vlen < 1 + 8 + 2 + 8 * 6 || v[0] != PERSIST_VERSION)
+        return IOCD_OK;
+    memcpy(&digest, v + 1, 8);
+    for (ri = 0; ri < e->rs->n; ri++)
+        if (strlen(e->rs->rules[ri].name) == (size_t)(sep - k) &&
+            memcmp(e->rs->rules[ri].name, k, (size_t)(sep - k)) == 0)
+            break;
+    if (ri == e->rs->n || e->rs->rules[ri].digest != digest)
+        return IOCD_OK; /* the rule changed or went: its old alert is gone */
+    memcpy(&since, v + 11, 8);
+    memcpy(&clear, v + 19, 8);
+    memcpy(&value, v + 27, 8);
+    memcpy(&last_seen, v + 35, 8);
+    memcpy(&n, v + 43, 8);
+    if (vlen < 51 + 8 * n)
+        return IOCD_OK;
+    in = instance_get(e, (uint32_t)ri, sep + 1, klen - (size_t)(sep + 1 - k), true);
+    if (in == NULL)
+        return IOCD_ENOMEM;
+    in->state = (rule_state)v[9];
+    in->keeping = v[10] != 0;
+    in->since_ms = (int64_t)since;
+    in->clear_ms = (int64_t)clear;
+    in->value = value;
+    in->last_seen_ms = (int64_t)last_seen;
+    in->n_members = 0;
+    for (i = 0; i < n; i++) {
+        uint64_t id;
+        memcpy(&id, v + 51 + 8 * i, 8);
+        member_add(in, id);
+    }
+    if (in->state == RULE_FIRING)
+        iocd_metric_add(e->m_firing, 1);
+    c->n++;
+    return IOCD_OK;
+}
+
+static void restore(rule_engine *e)
+{
+    restore_ctx c = { e, 0 };
+
+    e->restored = true;
+    if (e->cfg.st == NULL || e->cfg.no_persist)
+        return;
+    if (store_kv_each(e->cfg.st, "alerts", restore_one, &c) != IOCD_OK)
+        log_warn("rules", "could not read the saved alert state", NULL);
+    if (c.n > 0)
+        log_info("rules", "alert state restored", "alerts=%zu", c.n);
+}
+
 static void emit(rule_engine *e, const rule_def *r, instance *in, rule_state from, rule_state to,
                  int64_t t_ms)
 {
@@ -354,6 +511,7 @@ static void emit(rule_engine *e, const rule_def *r, instance *in, rule_state fro
 
     if (from == to)
         return;
+    persist(e, r, in, to == RULE_INACTIVE);
     if (to == RULE_FIRING)
         iocd_metric_add(e->m_firing, 1);
     if (from == RULE_FIRING)
@@ -1050,7 +1208,7 @@ static void record_rule(rule_engine *e, uint32_t ri, int64_t now_ms)
     size_t i, k;
     iocd_err rc;
 
-    if (e->cfg.st == NULL)
+    if (e->cfg.st == NULL || e->cfg.no_record)
         return;
     rc = query_eval(e->cfg.st, &e->cfg.qlim, r->expr, now_ms, 0, 0, &res, err, sizeof(err));
     iocd_metric_add(e->m_evals, 1);
@@ -1208,6 +1366,8 @@ static void swap_set(rule_engine *e, rule_set *ns, int64_t now_ms)
     e->health = nh;
     e->gen++;
     e->dirty = true;
+    if (!e->restored)
+        restore(e);
     seed_absence(e, now_ms);
     log_info("rules", "rule set loaded", "rules=%zu", ns->n);
 }
@@ -1472,6 +1632,7 @@ static void round_once(rule_engine *e, int64_t now_ms, bool force_tick)
         tick(e, now_ms);
         e->dirty = true; /* evaluation times moved */
     }
+    persist_flush(e);
     /* The API's views: at most five renders a second, so a storm of state changes costs the
      * evaluation little (tests stepping the engine render every time). */
     if (e->dirty && (force_tick || iocd_mono_ns() - e->rendered_ns >= 200000000)) {
@@ -1527,6 +1688,7 @@ iocd_err rule_engine_new(const rule_engine_config *cfg, rule_engine **out)
     pthread_cond_init(&e->cv, NULL);
     iocd_buf_init(&e->rules_json, 0);
     iocd_buf_init(&e->alerts_json, 0);
+    iocd_buf_init(&e->persist, 0);
     e->m_queued = iocd_gauge("iocd_rules_queue_samples", "Samples waiting for the rule engine.");
     e->m_samples = iocd_counter("iocd_rules_samples_total", "Samples evaluated by the rules.");
     e->m_dropped = iocd_counter("iocd_rules_samples_dropped_total",
@@ -1568,6 +1730,7 @@ void rule_engine_free(rule_engine *e)
     iocd_free(e->batch);
     iocd_buf_fini(&e->rules_json);
     iocd_buf_fini(&e->alerts_json);
+    iocd_buf_fini(&e->persist);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
     iocd_free(e);

@@ -539,6 +539,7 @@ static iocd_err run_case(const char *test_path, tcase *tc, const rule_engine_con
     scfg.rollup_retention_ms = 100LL * 365 * 86400000;
     err = store_open(dir, &scfg, &st, errbuf, sizeof(errbuf));
     cfg.st = st;
+    cfg.no_persist = true;
     cfg.on_event = on_event;
     cfg.ud = &r;
     if (err == IOCD_OK)

@@ -88,6 +88,8 @@ typedef struct rule_engine_config {
     double latitude, longitude; /* the city, for sun(); default Thai Nguyen */
     int tz_offset_s;            /* local time's offset from UTC; Asia/Ho_Chi_Minh: 7 h */
     size_t queue_max;           /* samples waiting for the rules; 0 = 4M */
+    bool no_persist;            /* do not save or restore alert state (tests, backtests) */
+    bool no_record;             /* recording rules compute but do not write (backtests) */
     rule_event_fn on_event;     /* may be NULL */
     void *ud;
 } rule_engine_config;

@@ -36,6 +36,7 @@ struct store_db {
     MDB_dbi chunks;       /* period, id group, sequence -> compressed block */
     MDB_dbi rollup_5m;    /* the same keys -> 5-minute min, max, sum, count, last */
     MDB_dbi rollup_1h;    /* the same keys -> 1-hour aggregates */
+    MDB_dbi kv;           /* table \0 key -> value: alert state, incidents, silences */
 };
 
 static MDB_dbi kind_dbi(const store_db *db, store_db_kind kind)
@@ -165,6 +166,7 @@ static iocd_err open_dbs(store_db *db, char *errbuf, size_t errlen)
         { "chunks", 0, offsetof(store_db, chunks) },
         { "rollup_5m", 0, offsetof(store_db, rollup_5m) },
         { "rollup_1h", 0, offsetof(store_db, rollup_1h) },
+        { "kv", 0, offsetof(store_db, kv) },
     };
     MDB_txn *txn = NULL;
     size_t i;
@@ -681,6 +683,65 @@ out:
     *values_out = vals;
     *n_out = n;
     return IOCD_OK;
+}
+
+iocd_err store_db_kv_write(store_db *db, const store_db_kv *ops, size_t n)
+{
+    MDB_txn *txn = NULL;
+    size_t i;
+    int rc;
+
+    for (i = 0; i < n; i++)
+        if (ops[i].klen == 0 || ops[i].klen > 500)
+            return IOCD_EINVAL;
+    rc = mdb_txn_begin(db->env, NULL, 0, &txn);
+    for (i = 0; rc == 0 && i < n; i++) {
+        MDB_val k = { ops[i].klen, (void *)ops[i].key }, v = { ops[i].vlen, (void *)ops[i].val };
+        if (ops[i].val == NULL) {
+            rc = mdb_del(txn, db->kv, &k, NULL);
+            if (rc == MDB_NOTFOUND)
+                rc = 0;
+        } else {
+            rc = mdb_put(txn, db->kv, &k, &v, 0);
+        }
+    }
+    if (rc == 0) {
+        rc = mdb_txn_commit(txn);
+        txn = NULL;
+    }
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    if (rc == 0)
+        rc = mdb_env_sync(db->env, 1); /* durable on return, whatever the sync window */
+    return rc == 0 ? IOCD_OK : err_from_mdb(rc);
+}
+
+iocd_err store_db_kv_each(store_db *db, const void *prefix, size_t plen, store_kv_fn fn, void *ud)
+{
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_val k = { plen, (void *)prefix }, v;
+    iocd_err err = IOCD_OK;
+    int rc;
+
+    rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
+    if (rc == 0)
+        rc = mdb_cursor_open(txn, db->kv, &cur);
+    if (rc == 0)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    while (rc == 0 && err == IOCD_OK) {
+        if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0)
+            break;
+        err = fn(ud, (const char *)k.mv_data + plen, k.mv_size - plen, v.mv_data, v.mv_size);
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    if (err != IOCD_OK)
+        return err;
+    return rc == 0 || rc == MDB_NOTFOUND ? IOCD_OK : err_from_mdb(rc);
 }
 
 iocd_err store_db_label_names(store_db *db, char ***names_out, size_t *n_out)

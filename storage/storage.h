@@ -154,6 +154,29 @@ typedef struct store_stats {
 } store_stats;
 iocd_err store_stats_get(store *st, store_stats *out);
 
+/* ---- Small durable records -------------------------------------------------------------- */
+
+/* Tables of small records kept in the data file beside the samples: alert state, incidents,
+ * silences, notification logs. A put or delete is durable when it returns (its own
+ * transaction, synced). Keys: table and key together at most 500 bytes. Any thread.
+ * Errors: IOCD_EINVAL (key too long or empty), IOCD_EIO, IOCD_ENOSPC. */
+iocd_err store_kv_put(store *st, const char *table, const void *key, size_t klen, const void *val,
+                      size_t vlen);
+iocd_err store_kv_del(store *st, const char *table, const void *key, size_t klen);
+/* Several puts and deletes in one transaction (all or none), synced once. */
+typedef struct store_kv_op {
+    const char *table;
+    const void *key;
+    size_t klen;
+    const void *val; /* NULL: delete */
+    size_t vlen;
+} store_kv_op;
+iocd_err store_kv_write(store *st, const store_kv_op *ops, size_t n);
+/* Calls fn for each record of table in key order; fn's pointers are valid for the call. */
+typedef iocd_err (*store_kv_fn)(void *ud, const void *key, size_t klen, const void *val,
+                                size_t vlen);
+iocd_err store_kv_each(store *st, const char *table, store_kv_fn fn, void *ud);
+
 /* ---- Tools (work on a data dir another process may be writing) --------------------------- */
 
 /* Writes a consistent, compacted copy of dir's data file to dest_dir/iocd.mdb (dest_dir is

@@ -216,6 +216,17 @@ iocd_err store_db_postings(store_db *db, const char *name, const char *value, ui
                            size_t *n_out);
 iocd_err store_db_label_values(store_db *db, const char *name, char ***values_out, size_t *n_out);
 iocd_err store_db_label_names(store_db *db, char ***names_out, size_t *n_out);
+/* Records of the kv database, written (val NULL: deleted) and synced in one transaction; keys
+ * are already "table \0 key". */
+typedef struct store_db_kv {
+    const void *key;
+    size_t klen;
+    const void *val;
+    size_t vlen;
+} store_db_kv;
+iocd_err store_db_kv_write(store_db *db, const store_db_kv *ops, size_t n);
+/* Every record whose key starts with prefix, in key order (fn gets the key after it). */
+iocd_err store_db_kv_each(store_db *db, const void *prefix, size_t plen, store_kv_fn fn, void *ud);
 
 /* ---- The store's internals (storage/store.c, writer.c, read.c) ------------------------- */
 

@@ -627,6 +627,72 @@ iocd_err store_delete_series(store *st, const uint64_t *ids, size_t n)
     return err;
 }
 
+/* The kv key: table \0 key. */
+static size_t kv_key(const char *table, const void *key, size_t klen, uint8_t *out, size_t cap)
+{
+    size_t tl = strlen(table);
+
+    if (tl + 1 + klen > cap)
+        return 0;
+    memcpy(out, table, tl + 1);
+    if (klen > 0)
+        memcpy(out + tl + 1, key, klen);
+    return tl + 1 + klen;
+}
+
+iocd_err store_kv_write(store *st, const store_kv_op *ops, size_t n)
+{
+    store_db_kv *dk = iocd_calloc(n + 1, sizeof(*dk));
+    uint8_t *keys = iocd_malloc(n * 512 + 1);
+    size_t i;
+    iocd_err err = IOCD_OK;
+
+    if (dk == NULL || keys == NULL) {
+        iocd_free(dk);
+        iocd_free(keys);
+        return IOCD_ENOMEM;
+    }
+    for (i = 0; err == IOCD_OK && i < n; i++) {
+        size_t len = kv_key(ops[i].table, ops[i].key, ops[i].klen, keys + i * 512, 500);
+        if (len == 0 || ops[i].klen == 0)
+            err = IOCD_EINVAL;
+        dk[i] = (store_db_kv){ keys + i * 512, len, ops[i].val, ops[i].vlen };
+    }
+    if (err == IOCD_OK) {
+        pthread_mutex_lock(&st->commit_mu); /* one database change at a time */
+        err = store_db_kv_write(st->db, dk, n);
+        pthread_mutex_unlock(&st->commit_mu);
+    }
+    iocd_free(dk);
+    iocd_free(keys);
+    return err;
+}
+
+iocd_err store_kv_put(store *st, const char *table, const void *key, size_t klen, const void *val,
+                      size_t vlen)
+{
+    store_kv_op op = { table, key, klen, val != NULL ? val : "", vlen };
+
+    return store_kv_write(st, &op, 1);
+}
+
+iocd_err store_kv_del(store *st, const char *table, const void *key, size_t klen)
+{
+    store_kv_op op = { table, key, klen, NULL, 0 };
+
+    return store_kv_write(st, &op, 1);
+}
+
+iocd_err store_kv_each(store *st, const char *table, store_kv_fn fn, void *ud)
+{
+    uint8_t k[512];
+    size_t len = kv_key(table, NULL, 0, k, 500);
+
+    if (len == 0)
+        return IOCD_EINVAL;
+    return store_db_kv_each(st->db, k, len, fn, ud);
+}
+
 iocd_err store_stats_get(store *st, store_stats *out)
 {
     store_stats s;

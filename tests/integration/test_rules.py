@@ -72,6 +72,24 @@ def test_example_rules_fire_and_resolve():
         eq(names["camera_offline"]["duration"], 30, "hold as duration")
 
 
+def test_alert_state_survives_kill_9():
+    with Daemon("--rules", EXAMPLES, "--log-level", "debug") as d:
+        d.start()
+        d.wait_log(r"rules loaded")
+        start = NOW_MS - 120000
+        write(d, ['camera,ward=gia_sang,device=cam-077 online=0i %d' % (start + i * 10000)
+                  for i in range(7)])
+        a = wait_for(lambda: firing(d, "camera_offline"), what="firing")[0]
+        d.wait_log(r"alert state saved")  # at the end of the round that fired it
+        d.kill9()
+        d.start()
+        d.wait_log(r"alert state restored")
+        got = firing(d, "camera_offline")
+        eq(len(got), 1, "still firing after kill -9, before any new sample")
+        eq(got[0]["activeAt"], a["activeAt"], "same activeAt")
+        eq(got[0]["labels"]["device"], "cam-077", "same alert")
+
+
 def test_reload_swaps_a_checked_set_and_refuses_a_broken_one():
     with Daemon() as d0:
         rules_dir = os.path.join(d0.tmp, "rules")

@@ -397,3 +397,56 @@ TEST(rollups_match_the_raw_samples)
     iocd_free(ids);
     store_close(st);
 }
+
+/* ---- Small durable records ------------------------------------------------------------- */
+
+typedef struct kv_seen {
+    char keys[8][32];
+    char vals[8][32];
+    size_t n;
+} kv_seen;
+
+static iocd_err kv_collect(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    kv_seen *s = ud;
+
+    if (s->n < 8) {
+        snprintf(s->keys[s->n], sizeof(s->keys[0]), "%.*s", (int)klen, (const char *)key);
+        snprintf(s->vals[s->n], sizeof(s->vals[0]), "%.*s", (int)vlen, (const char *)val);
+        s->n++;
+    }
+    return IOCD_OK;
+}
+
+TEST(kv_records_are_durable_per_table_and_ordered)
+{
+    store *st = open_at("kv", NULL);
+    store_kv_op ops[] = { { "incidents", "b", 1, "two", 3 },
+                          { "incidents", "a", 1, "one", 3 },
+                          { "alerts", "a", 1, "other table", 11 } };
+    kv_seen seen;
+    char big[600];
+
+    ASSERT_OK(store_kv_write(st, ops, 3));
+    ASSERT_OK(store_kv_put(st, "incidents", "c", 1, "three", 5));
+    ASSERT_OK(store_kv_put(st, "incidents", "b", 1, "TWO", 3)); /* replaces */
+    ASSERT_OK(store_kv_del(st, "incidents", "c", 1));
+    ASSERT_OK(store_kv_del(st, "incidents", "nope", 4)); /* deleting nothing is fine */
+    memset(big, 'k', sizeof(big));
+    ASSERT_ERR(store_kv_put(st, "incidents", big, sizeof(big), "v", 1), IOCD_EINVAL);
+    ASSERT_ERR(store_kv_put(st, "incidents", "", 0, "v", 1), IOCD_EINVAL);
+    store_close(st);
+    st = open_at("kv", NULL); /* survives a reopen */
+    memset(&seen, 0, sizeof(seen));
+    ASSERT_OK(store_kv_each(st, "incidents", kv_collect, &seen));
+    ASSERT_EQ(seen.n, 2);
+    ASSERT_STR_EQ(seen.keys[0], "a");
+    ASSERT_STR_EQ(seen.vals[0], "one");
+    ASSERT_STR_EQ(seen.keys[1], "b");
+    ASSERT_STR_EQ(seen.vals[1], "TWO");
+    memset(&seen, 0, sizeof(seen));
+    ASSERT_OK(store_kv_each(st, "alerts", kv_collect, &seen));
+    ASSERT_EQ(seen.n, 1);
+    ASSERT_STR_EQ(seen.vals[0], "other table");
+    store_close(st);
+}
