@@ -445,7 +445,7 @@ static iocd_err restore_one(void *ud, const void *key, size_t klen, const void *
 {
     restore_ctx *c = ud;
     rule_engine *e = c->e;
-    const char *k = key, *sep = memchr(k, '\xff', klen);
+    const char *k = key, *sep = memchr(k, 0xff, klen);
     const uint8_t *v = val;
     uint64_t digest, since, clear, last_seen, n, i;
     double value;
