@@ -4,6 +4,8 @@
 #ifndef IOCD_RULES_H
 #define IOCD_RULES_H
 
+#include <stdio.h>
+
 #include "alerts/alerts.h"
 #include "common/common.h"
 #include "query/query.h"
@@ -123,6 +125,13 @@ iocd_err rule_engine_alerts_json(rule_engine *e, iocd_buf *out);
  * counting them. Errors: only IOCD_ENOMEM; broken test files count as failures. */
 iocd_err rule_tests_run(const char *path, const rule_engine_config *base, size_t *passed,
                         size_t *failed);
+
+/* `iocd rules backtest`: replays st's samples in [from_ms, to_ms] through the rules at
+ * rules_path and prints to out when each alert would have fired and resolved, then a
+ * summary line. Progress goes to stderr. Nothing is written to st. Errors: those of loading
+ * the rules (errbuf), storage errors, IOCD_ENOMEM. */
+iocd_err rule_backtest(store *st, const char *rules_path, const rule_engine_config *base,
+                       int64_t from_ms, int64_t to_ms, FILE *out, char *errbuf, size_t errlen);
 
 /* Sunrise and sunset (Unix seconds) on the local day holding t, at lat/lon (degrees, north
  * and east positive), tz_offset_s from UTC. False in polar day or night. */
