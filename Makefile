@@ -98,7 +98,15 @@ build/asan/tests/replay_%: build/asan/tests/fuzz/%.o build/asan/tests/fuzz/repla
 	@mkdir -p $(@D)
 	@echo "  LD $@"; $(CC) $(TEST_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
-build-test: build/asan/iocd $(UNIT_BIN) $(FUZZ_REPLAY_BIN)
+# Test tools (tests/tools/*.c): small programs the integration tests drive, e.g. a Kafka mock
+# cluster and consumer; they link only third-party libraries.
+TOOL_SRC := $(wildcard tests/tools/*.c)
+TOOL_BIN := $(TOOL_SRC:tests/tools/%.c=build/tools/%)
+build/tools/%: tests/tools/%.c
+	@mkdir -p $(@D)
+	@echo "  CC $@"; $(CC) $(REL_CFLAGS) -o $@ $< $(PKG_LIBS)
+
+build-test: build/asan/iocd $(UNIT_BIN) $(FUZZ_REPLAY_BIN) $(TOOL_BIN)
 
 # The whole suite: its last line is "N passed, N failed"; non-zero exit on any failure.
 test: deps

@@ -23,4 +23,95 @@ const char *alert_kafka_bootstrap(const alert_kafka *k);
 /* Waits up to timeout_ms for queued messages, then frees. NULL is a no-op. */
 void alert_kafka_close(alert_kafka *k, int timeout_ms);
 
+/* A delivery report: the message tagged seq was acknowledged by the brokers (ok) or failed. */
+typedef void (*alert_kafka_dr_fn)(void *ud, uint64_t seq, bool ok, const char *why);
+/* Sets the report callback (called from alert_kafka_poll's thread). Call before producing. */
+void alert_kafka_on_delivery(alert_kafka *k, alert_kafka_dr_fn fn, void *ud);
+
+typedef struct alert_kafka_header {
+    const char *name;
+    const char *value;
+} alert_kafka_header;
+
+/* Queues one message (copied). Errors: IOCD_EAGAIN (librdkafka's queue is full: poll, then
+ * retry), IOCD_EINVAL (a bad topic), IOCD_EIO. */
+iocd_err alert_kafka_produce(alert_kafka *k, const char *topic, const void *key, size_t klen,
+                             const void *val, size_t vlen, const alert_kafka_header *h, size_t nh,
+                             uint64_t seq);
+/* Serves delivery reports for up to timeout_ms. */
+void alert_kafka_poll(alert_kafka *k, int timeout_ms);
+/* Drops every message not yet delivered (each gets a failed report), so a sender can start
+ * again in order. */
+void alert_kafka_purge(alert_kafka *k);
+
+/* ---- Incidents (alerts/incidents.c) and their dispatch (alerts/outbox.c) ------------------ */
+
+typedef struct alert_center alert_center;
+
+typedef struct alert_config {
+    store *st;
+    alert_kafka *kafka;       /* NULL: events stay in the outbox until dispatch exists */
+    const char *topic;        /* default "iocd.incidents" */
+    int64_t reopen_window_ms; /* a resolved incident firing again within this reopens; 0 = 1h */
+    size_t outbox_max;        /* events waiting for delivery; 0 = 1,000,000 */
+    const char *source;       /* CloudEvents source; default "/iocd" */
+} alert_config;
+
+/* A rule's alert changing state (strings borrowed for the call). labels: "name\0value\0"
+ * sorted, alertname/severity/domain included. */
+typedef struct alert_signal {
+    const char *rule;
+    const char *labels;
+    size_t labels_len;
+    const char *summary, *description, *runbook, *severity, *domain;
+    double value;
+    int64_t t_ms;
+    bool firing; /* false: resolved */
+} alert_signal;
+
+/* Loads incidents and the outbox from the store and starts dispatch. Errors: IOCD_ENOMEM,
+ * storage errors (errbuf). */
+iocd_err alert_center_open(const alert_config *cfg, alert_center **out, char *errbuf,
+                           size_t errlen);
+/* Stops dispatch (undelivered events stay in the outbox) and frees. NULL is a no-op. */
+void alert_center_close(alert_center *ac);
+/* A rule alert fired or resolved: opens, updates, reopens or resolves its incident. */
+void alert_center_signal(alert_center *ac, const alert_signal *sig);
+
+/* Operator actions. by is who (required); text is the note, assignee or reason. */
+typedef enum alert_action {
+    ALERT_ACK,
+    ALERT_ASSIGN,
+    ALERT_RESOLVE,
+    ALERT_COMMENT,
+} alert_action;
+
+/* Each writes the updated incident as JSON to out. Errors: IOCD_ENOTFOUND (no such id),
+ * IOCD_EINVAL (the action does not apply, e.g. acknowledging a resolved incident; errbuf
+ * says why), storage errors. */
+iocd_err alert_incident_act(alert_center *ac, uint64_t id, alert_action act, const char *by,
+                            const char *text, iocd_buf *out, char *errbuf, size_t errlen);
+/* A manual incident (a citizen or field report). Fields: domain, ward, location,
+ * description, reporter, severity (required: domain, description). Writes it as JSON. */
+typedef struct alert_report {
+    const char *domain, *ward, *location, *description, *reporter, *severity;
+} alert_report;
+iocd_err alert_incident_report(alert_center *ac, const alert_report *r, iocd_buf *out,
+                               char *errbuf, size_t errlen);
+
+typedef struct alert_filter {
+    const char *state, *domain, *ward, *severity; /* NULL: any */
+    int64_t since_ms, until_ms;                    /* created within; 0: unbounded */
+    size_t limit, offset;                          /* paging; limit 0 = 100 */
+} alert_filter;
+/* {"incidents":[...],"total":N} newest first. */
+iocd_err alert_incidents_list(alert_center *ac, const alert_filter *f, iocd_buf *out);
+/* One incident with its event history. Errors: IOCD_ENOTFOUND. */
+iocd_err alert_incident_get(alert_center *ac, uint64_t id, iocd_buf *out);
+/* Counts by domain and ward, received/acknowledged/resolved, mean times to acknowledge and
+ * to resolve, for incidents created in [since, until] (0: unbounded). */
+iocd_err alert_incidents_stats(alert_center *ac, int64_t since_ms, int64_t until_ms,
+                               iocd_buf *out);
+
+
 #endif

@@ -15,7 +15,20 @@
 struct alert_kafka {
     rd_kafka_t *rk;
     char *bootstrap;
+    alert_kafka_dr_fn dr;
+    void *dr_ud;
 };
+
+/* Delivery reports: each message carries its outbox sequence as the opaque. */
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    alert_kafka *k = opaque;
+
+    (void)rk;
+    if (k->dr != NULL)
+        k->dr(k->dr_ud, (uint64_t)(uintptr_t)m->_private, m->err == RD_KAFKA_RESP_ERR_NO_ERROR,
+              m->err == RD_KAFKA_RESP_ERR_NO_ERROR ? "" : rd_kafka_err2str(m->err));
+}
 
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
@@ -62,9 +75,14 @@ static iocd_err conf_set(rd_kafka_conf_t *conf, const char *key, const char *val
 iocd_err alert_kafka_open(const char *brokers, const alert_kafka_prop *props, size_t n_props,
                           alert_kafka **out, char *errbuf, size_t errlen)
 {
+    /* Idempotent and never timing a message out: librdkafka retries in order through any
+     * outage, so events cannot be reordered by a timeout (the outbox still re-sends after a
+     * crash, and after an error report). */
     static const char *const defaults[][2] = {
-        { "enable.idempotence", "true" },       { "acks", "all" },       { "linger.ms", "1" },
-        { "reconnect.backoff.max.ms", "1000" }, { "client.id", "iocd" },
+        { "enable.idempotence", "true" },       { "acks", "all" },
+        { "linger.ms", "1" },                   { "reconnect.backoff.max.ms", "1000" },
+        { "client.id", "iocd" },                { "message.timeout.ms", "0" },
+        { "queue.buffering.max.messages", "100000" },
     };
     rd_kafka_conf_t *conf = NULL;
     alert_kafka *k = NULL;
@@ -90,6 +108,8 @@ iocd_err alert_kafka_open(const char *brokers, const alert_kafka_prop *props, si
         goto out;
     rd_kafka_conf_set_log_cb(conf, on_log);
     rd_kafka_conf_set_error_cb(conf, on_error);
+    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    rd_kafka_conf_set_opaque(conf, k);
     k->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
     if (k->rk == NULL) {
         snprintf(errbuf, errlen, "kafka: cannot create producer: %s", why);
@@ -135,4 +155,48 @@ void alert_kafka_close(alert_kafka *k, int timeout_ms)
     }
     iocd_free(k->bootstrap);
     iocd_free(k);
+}
+
+void alert_kafka_on_delivery(alert_kafka *k, alert_kafka_dr_fn fn, void *ud)
+{
+    k->dr = fn;
+    k->dr_ud = ud;
+}
+
+iocd_err alert_kafka_produce(alert_kafka *k, const char *topic, const void *key, size_t klen,
+                             const void *val, size_t vlen, const alert_kafka_header *h, size_t nh,
+                             uint64_t seq)
+{
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(nh);
+    rd_kafka_resp_err_t rc;
+    size_t i;
+
+    if (hdrs == NULL)
+        return IOCD_ENOMEM;
+    for (i = 0; i < nh; i++)
+        rd_kafka_header_add(hdrs, h[i].name, -1, h[i].value, -1);
+    rc = rd_kafka_producev(k->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY((void *)key, klen),
+                           RD_KAFKA_V_VALUE((void *)val, vlen), RD_KAFKA_V_HEADERS(hdrs),
+                           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                           RD_KAFKA_V_OPAQUE((void *)(uintptr_t)seq), RD_KAFKA_V_END);
+    if (rc == RD_KAFKA_RESP_ERR_NO_ERROR)
+        return IOCD_OK; /* the headers belong to the message now */
+    rd_kafka_headers_destroy(hdrs);
+    if (rc == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        return IOCD_EAGAIN;
+    log_warn("kafka", "produce refused", "topic=%s err=%s", topic, rd_kafka_err2str(rc));
+    return rc == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC || rc == RD_KAFKA_RESP_ERR__INVALID_ARG
+               ? IOCD_EINVAL
+               : IOCD_EIO;
+}
+
+void alert_kafka_poll(alert_kafka *k, int timeout_ms)
+{
+    rd_kafka_poll(k->rk, timeout_ms);
+}
+
+void alert_kafka_purge(alert_kafka *k)
+{
+    rd_kafka_purge(k->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_poll(k->rk, 0);
 }

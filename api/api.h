@@ -17,6 +17,8 @@ const char *api_addr(const api_server *srv);
 /* Connects the store and the ingest pipeline (both outlive srv's use of them, i.e. until
  * api_stop returns); /-/ready turns 200. */
 void api_set_backend(api_server *srv, store *st, col_ingest *ing);
+/* Connects incidents (/api/v1/incidents...). */
+void api_set_alerts(api_server *srv, alert_center *ac);
 /* Connects the alert rule engine (/api/v1/rules, /api/v1/alerts, POST /-/reload). */
 void api_set_rules(api_server *srv, rule_engine *rules);
 /* Stops accepting, lets requests in flight finish for up to grace_ms, then stops and frees.

@@ -88,6 +88,7 @@ struct api_server {
     iocd_metric *m_in_flight;
     api_queries *queries;
     _Atomic(rule_engine *) rules;
+    _Atomic(alert_center *) alerts;
 };
 
 /* ---- Routing and replies (api/router.c) ------------------------------------------------ */
@@ -132,6 +133,7 @@ iocd_err api_write_register(api_server *srv); /* api/write.c */
  * requests in flight are answered). */
 iocd_err api_query_register(api_server *srv);
 void api_query_stop(api_server *srv);
-iocd_err api_rules_register(api_server *srv); /* api/rules.c */
+iocd_err api_rules_register(api_server *srv);     /* api/rules.c */
+iocd_err api_incidents_register(api_server *srv); /* api/incidents.c */
 
 #endif

@@ -379,6 +379,8 @@ iocd_err api_start(const col_config *cfg, api_server **out, char *errbuf, size_t
         err = api_query_register(srv);
     if (err == IOCD_OK)
         err = api_rules_register(srv);
+    if (err == IOCD_OK)
+        err = api_incidents_register(srv);
     if (err != IOCD_OK) {
         snprintf(errbuf, errlen, "http: %s", iocd_strerror(err));
         goto fail;
@@ -431,6 +433,11 @@ void api_set_backend(api_server *srv, store *st, col_ingest *ing)
 {
     atomic_store(&srv->ing, ing);
     atomic_store(&srv->st, st);
+}
+
+void api_set_alerts(api_server *srv, alert_center *ac)
+{
+    atomic_store(&srv->alerts, ac);
 }
 
 void api_set_rules(api_server *srv, rule_engine *rules)

@@ -19,6 +19,7 @@
 typedef struct daemon_state {
     col_config cfg;
     rule_engine *rules; /* NULL without --rules */
+    alert_center *alerts;
     char **argv;        /* kept for SIGHUP: the config is re-read with the same flags */
     int argc;
 } daemon_state;
@@ -85,6 +86,34 @@ static void on_reload(void *ud)
             log_info("serve", "rules reloaded", "path=%s rules=%zu", d->cfg.rules_path,
                      rule_engine_count(d->rules));
     }
+}
+
+/* Rule alerts become incidents: firing opens (or reopens) one, resolving resolves it. Pending
+ * states and shadow rules never reach dispatch. */
+static void on_rule_event(void *ud, const rule_event *ev)
+{
+    daemon_state *d = ud;
+    alert_signal sig;
+
+    if (d->alerts == NULL || ev->shadow)
+        return;
+    if (ev->to == RULE_FIRING)
+        sig.firing = true;
+    else if (ev->from == RULE_FIRING && ev->to == RULE_INACTIVE)
+        sig.firing = false;
+    else
+        return;
+    sig.rule = ev->rule;
+    sig.labels = ev->labels;
+    sig.labels_len = ev->labels_len;
+    sig.summary = ev->summary;
+    sig.description = ev->description;
+    sig.runbook = ev->runbook;
+    sig.severity = ev->severity;
+    sig.domain = ev->domain;
+    sig.value = ev->value;
+    sig.t_ms = ev->t_ms;
+    alert_center_signal(d->alerts, &sig);
 }
 
 static alert_kafka_prop *kafka_props(const col_config *cfg)
@@ -191,6 +220,18 @@ int cmd_serve(int argc, char **argv)
         log_error("serve", "cannot start", "err=%s", iocd_strerror(err));
         goto out;
     }
+    {
+        alert_config acfg;
+        memset(&acfg, 0, sizeof(acfg));
+        acfg.st = st;
+        acfg.kafka = kafka;
+        acfg.topic = d.cfg.incident_topic;
+        err = alert_center_open(&acfg, &d.alerts, errbuf, sizeof(errbuf));
+        if (err != IOCD_OK) {
+            log_error("serve", "cannot start", "err=%s", errbuf);
+            goto out;
+        }
+    }
     if (d.cfg.rules_path[0] != '\0') {
         rule_engine_config rcfg;
         memset(&rcfg, 0, sizeof(rcfg));
@@ -202,6 +243,8 @@ int cmd_serve(int argc, char **argv)
         rcfg.latitude = d.cfg.latitude;
         rcfg.longitude = d.cfg.longitude;
         rcfg.tz_offset_s = (int)d.cfg.tz_offset_s;
+        rcfg.on_event = on_rule_event;
+        rcfg.ud = &d;
         err = rule_engine_new(&rcfg, &d.rules);
         if (err == IOCD_OK)
             err = rule_engine_load(d.rules, d.cfg.rules_path, errbuf, sizeof(errbuf));
@@ -218,6 +261,7 @@ int cmd_serve(int argc, char **argv)
     }
     col_loop_on_lines(loop, col_ingest_lines, ingest);
     if (api != NULL) {
+        api_set_alerts(api, d.alerts);
         api_set_rules(api, d.rules);
         api_set_backend(api, st, ingest);
     }
@@ -243,6 +287,7 @@ out:
     if (st != NULL)
         store_set_listener(st, NULL, NULL);
     rule_engine_free(d.rules);
+    alert_center_close(d.alerts); /* undelivered events stay in the outbox */
     if (kafka != NULL) {
         alert_kafka_close(kafka, 2000);
         kafka = NULL;

@@ -40,6 +40,7 @@ typedef struct col_config {
     char *influx_precision; /* --influx-precision for TCP/UDP: auto, ns, us, ms, s */
     char *rules_path;       /* --rules; "" none */
     char *kafka_brokers;    /* --kafka-brokers: list, "mock" or "" */
+    char *incident_topic;   /* --incident-topic */
     iocd_log_level log_level;
     iocd_log_format log_format;
     int64_t http_timeout_ms;       /* idle connection timeout */

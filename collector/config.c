@@ -55,6 +55,8 @@ static const opt options[] = {
     { "kafka-brokers", OPT_STRING, F(kafka_brokers), "LIST", "",
       "Kafka bootstrap servers for incident dispatch; \"mock\" starts an in-process mock "
       "cluster; \"\" disables dispatch." },
+    { "incident-topic", OPT_STRING, F(incident_topic), "TOPIC", "iocd.incidents",
+      "Kafka topic incident events are produced to (key: the incident's fingerprint)." },
     { "log-level", OPT_LEVEL, F(log_level), "LEVEL", "info", "debug, info, warn or error." },
     { "log-format", OPT_FORMAT, F(log_format), "FORMAT", "logfmt", "logfmt or json." },
     { "sync", OPT_SYNC, F(sync_window_ms), "always|DURATION", "always",

@@ -138,6 +138,33 @@ iocd_err iocd_buf_float(iocd_buf *b, double v);
 /* Hands the bytes to the caller (who frees them with iocd_free) and empties b. */
 char *iocd_buf_take(iocd_buf *b, size_t *len_out);
 
+/* ---- Flat JSON objects (common/json.c) ----------------------------------------------------- */
+
+#define IOCD_JSON_KEYS_MAX 64
+
+typedef enum iocd_json_kind {
+    IOCD_JSON_STRING,
+    IOCD_JSON_NUMBER, /* the number's text, as written */
+    IOCD_JSON_BOOL,   /* "true" or "false" */
+    IOCD_JSON_NULL,
+} iocd_json_kind;
+
+/* A parsed flat object: keys and values (NUL-terminated, unescaped) point into text. */
+typedef struct iocd_json_obj {
+    iocd_buf text;
+    const char *key[IOCD_JSON_KEYS_MAX], *val[IOCD_JSON_KEYS_MAX];
+    iocd_json_kind kind[IOCD_JSON_KEYS_MAX];
+    size_t n;
+} iocd_json_obj;
+
+/* Parses {"k": "v", "n": 1, ...}; nested values are refused. Errors: IOCD_EPARSE with the
+ * byte offset and reason in errbuf, IOCD_ENOMEM. */
+iocd_err iocd_json_object_parse(const char *text, size_t len, iocd_json_obj *out, char *errbuf,
+                                size_t errlen);
+void iocd_json_obj_fini(iocd_json_obj *o);
+/* The value of key (NULL when absent); its kind in *kind_out (may be NULL). */
+const char *iocd_json_get(const iocd_json_obj *o, const char *key, iocd_json_kind *kind_out);
+
 /* ---- Logging --------------------------------------------------------------------------- */
 
 typedef enum iocd_log_level {

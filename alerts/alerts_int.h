@@ -1,0 +1,29 @@
+/* alerts/alerts_int.h - shared by the files of alerts/ only: the outbox. */
+#ifndef IOCD_ALERTS_INT_H
+#define IOCD_ALERTS_INT_H
+
+#include "alerts/alerts.h"
+
+/* The outbox: events written to the store in the same transaction as the state change they
+ * announce, sent in sequence by a dispatch thread, deleted after their delivery report.
+ * Invariant: sequence numbers are assigned and committed in order (the caller holds its own
+ * lock across prepare, the store write and committed). */
+typedef struct alert_outbox alert_outbox;
+
+/* Loads undelivered events and starts the dispatch thread (when k is not NULL).
+ * Errors: IOCD_ENOMEM, storage errors. */
+iocd_err outbox_open(store *st, alert_kafka *k, size_t max, alert_outbox **out);
+void outbox_close(alert_outbox *ob);
+/* Encodes an event for the store: *op refers to memory in scratch (valid until the next
+ * prepare with the same scratch); *seq_out is its sequence. Errors: IOCD_ELIMIT (the outbox
+ * is full), IOCD_ENOMEM. */
+iocd_err outbox_prepare(alert_outbox *ob, const char *topic, const char *key, const char *value,
+                        size_t vlen, const alert_kafka_header *h, size_t nh, iocd_buf *scratch,
+                        store_kv_op *op, uint64_t *seq_out);
+/* The prepared event is durable: queue it for sending. */
+void outbox_committed(alert_outbox *ob, uint64_t seq, const char *topic, const char *key,
+                      const char *value, size_t vlen, const alert_kafka_header *h, size_t nh);
+/* The store write failed: the sequence is given back. */
+void outbox_abandon(alert_outbox *ob, uint64_t seq);
+
+#endif

@@ -1,0 +1,1044 @@
+/* alerts/incidents.c - incidents: one per real-world problem (a rule plus its grouping labels,
+ * hashed into a fingerprint), with a lifecycle dispatchers follow: firing -> acknowledged ->
+ * resolved (by the rule clearing or by an operator), reopened when it fires again within the
+ * reopen window. Manual incidents come from citizen or field reports. Every change is stored
+ * (table "incidents") in the same transaction as the event that announces it (the outbox),
+ * so a state change and its Kafka event are never one without the other.
+ * Invariant: ac->mu is held across a change's sequence assignment, store write and queueing,
+ * so events leave in the order their changes happened. */
+#include "alerts/alerts_int.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HISTORY_MAX 200
+#define STR_MAX     4096 /* longest text field kept */
+
+typedef enum inc_state {
+    INC_FIRING,
+    INC_ACKNOWLEDGED,
+    INC_RESOLVED,
+} inc_state;
+
+static const char *const state_names[] = { "firing", "acknowledged", "resolved" };
+
+typedef struct inc_event {
+    char *type;
+    int64_t t_ms;
+    char *by, *note;
+} inc_event;
+
+typedef struct incident {
+    uint64_t id;
+    char fp[17];
+    char *rule, *labels; /* labels: "name\0value\0" sorted */
+    size_t labels_len;
+    char *severity, *domain, *ward, *summary, *description, *runbook, *reporter, *location;
+    char *acked_by, *ack_note, *assigned_to, *resolved_by, *resolve_reason;
+    inc_state state;
+    int64_t created_ms, updated_ms, acked_ms, resolved_ms;
+    uint32_t recurrences;
+    double value;
+    bool manual;
+    inc_event *ev;
+    size_t n_ev;
+} incident;
+
+struct alert_center {
+    alert_config cfg;
+    pthread_mutex_t mu;
+    incident **inc; /* by id order (ids ascend) */
+    size_t n, cap;
+    uint64_t next_id;
+    alert_outbox *ob;
+    iocd_buf scratch;
+    iocd_metric *m_opened, *m_resolved, *m_acked, *m_open;
+};
+
+/* ---- Small helpers ------------------------------------------------------------------------- */
+
+static char *dup_capped(const char *s)
+{
+    size_t n;
+    char *d;
+
+    if (s == NULL)
+        return NULL;
+    n = strlen(s);
+    if (n > STR_MAX)
+        n = STR_MAX;
+    d = iocd_malloc(n + 1);
+    if (d != NULL) {
+        memcpy(d, s, n);
+        d[n] = '\0';
+    }
+    return d;
+}
+
+static void set_str(char **slot, const char *s)
+{
+    char *d = dup_capped(s);
+
+    iocd_free(*slot);
+    *slot = d;
+}
+
+static const char *label_of(const char *ls, size_t len, const char *name)
+{
+    const char *p = ls, *end = ls + len;
+
+    while (p < end) {
+        const char *v = p + strlen(p) + 1;
+        if (strcmp(p, name) == 0)
+            return v;
+        p = v + strlen(v) + 1;
+    }
+    return NULL;
+}
+
+static uint64_t fnv(const char *s, size_t len, uint64_t h)
+{
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static void incident_free(incident *in)
+{
+    size_t i;
+
+    if (in == NULL)
+        return;
+    iocd_free(in->rule);
+    iocd_free(in->labels);
+    iocd_free(in->severity);
+    iocd_free(in->domain);
+    iocd_free(in->ward);
+    iocd_free(in->summary);
+    iocd_free(in->description);
+    iocd_free(in->runbook);
+    iocd_free(in->reporter);
+    iocd_free(in->location);
+    iocd_free(in->acked_by);
+    iocd_free(in->ack_note);
+    iocd_free(in->assigned_to);
+    iocd_free(in->resolved_by);
+    iocd_free(in->resolve_reason);
+    for (i = 0; i < in->n_ev; i++) {
+        iocd_free(in->ev[i].type);
+        iocd_free(in->ev[i].by);
+        iocd_free(in->ev[i].note);
+    }
+    iocd_free(in->ev);
+    iocd_free(in);
+}
+
+static incident *find_id(alert_center *ac, uint64_t id)
+{
+    size_t lo = 0, hi = ac->n;
+
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (ac->inc[mid]->id < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < ac->n && ac->inc[lo]->id == id ? ac->inc[lo] : NULL;
+}
+
+/* The newest incident with this fingerprint. */
+static incident *find_fp(alert_center *ac, const char *fp)
+{
+    size_t i = ac->n;
+
+    while (i > 0) {
+        i--;
+        if (strcmp(ac->inc[i]->fp, fp) == 0)
+            return ac->inc[i];
+    }
+    return NULL;
+}
+
+static iocd_err add_incident(alert_center *ac, incident *in)
+{
+    if (ac->n == ac->cap) {
+        size_t cap = ac->cap != 0 ? ac->cap * 2 : 256;
+        incident **g = iocd_realloc(ac->inc, cap * sizeof(*g));
+        if (g == NULL)
+            return IOCD_ENOMEM;
+        ac->inc = g;
+        ac->cap = cap;
+    }
+    ac->inc[ac->n++] = in;
+    if (in->id >= ac->next_id)
+        ac->next_id = in->id + 1;
+    return IOCD_OK;
+}
+
+static iocd_err history_add(incident *in, const char *type, int64_t t_ms, const char *by,
+                            const char *note)
+{
+    inc_event *e;
+
+    if (in->n_ev == HISTORY_MAX) { /* keep the first (how it began) and the latest */
+        iocd_free(in->ev[1].type);
+        iocd_free(in->ev[1].by);
+        iocd_free(in->ev[1].note);
+        memmove(in->ev + 1, in->ev + 2, (in->n_ev - 2) * sizeof(*in->ev));
+        in->n_ev--;
+    }
+    if (in->n_ev % 16 == 0) {
+        inc_event *g = iocd_realloc(in->ev, (in->n_ev + 16) * sizeof(*g));
+        if (g == NULL)
+            return IOCD_ENOMEM;
+        in->ev = g;
+    }
+    e = &in->ev[in->n_ev];
+    e->type = iocd_strdup(type);
+    e->t_ms = t_ms;
+    e->by = dup_capped(by != NULL ? by : "");
+    e->note = dup_capped(note != NULL ? note : "");
+    if (e->type == NULL || e->by == NULL || e->note == NULL) {
+        iocd_free(e->type);
+        iocd_free(e->by);
+        iocd_free(e->note);
+        return IOCD_ENOMEM;
+    }
+    in->n_ev++;
+    return IOCD_OK;
+}
+
+/* ---- JSON --------------------------------------------------------------------------------- */
+
+static iocd_err put_time(iocd_buf *b, int64_t t_ms)
+{
+    char ts[40];
+
+    if (t_ms <= 0)
+        return iocd_buf_puts(b, "null");
+    iocd_time_format(t_ms, ts, sizeof(ts));
+    return iocd_buf_printf(b, "\"%s\"", ts);
+}
+
+static iocd_err put_str(iocd_buf *b, const char *s)
+{
+    if (s == NULL)
+        return iocd_buf_puts(b, "null");
+    return iocd_buf_json_str(b, s, strlen(s));
+}
+
+static iocd_err put_field(iocd_buf *b, const char *name, const char *s)
+{
+    iocd_err err = iocd_buf_printf(b, ",\"%s\":", name);
+
+    return err == IOCD_OK ? put_str(b, s) : err;
+}
+
+static iocd_err put_tfield(iocd_buf *b, const char *name, int64_t t)
+{
+    iocd_err err = iocd_buf_printf(b, ",\"%s\":", name);
+
+    return err == IOCD_OK ? put_time(b, t) : err;
+}
+
+/* The incident as the API and the events show it. */
+static iocd_err incident_json(const incident *in, bool history, iocd_buf *b)
+{
+    const char *p = in->labels, *end = in->labels + in->labels_len;
+    iocd_err err = iocd_buf_printf(b, "{\"id\":%llu,\"fingerprint\":\"%s\",\"state\":\"%s\"",
+                                   (unsigned long long)in->id, in->fp, state_names[in->state]);
+    bool first = true;
+    size_t i;
+
+    if (err == IOCD_OK)
+        err = put_field(b, "rule", in->rule);
+    if (err == IOCD_OK)
+        err = put_field(b, "severity", in->severity);
+    if (err == IOCD_OK)
+        err = put_field(b, "domain", in->domain);
+    if (err == IOCD_OK)
+        err = put_field(b, "ward", in->ward);
+    if (err == IOCD_OK)
+        err = put_field(b, "summary", in->summary);
+    if (err == IOCD_OK)
+        err = put_field(b, "description", in->description);
+    if (err == IOCD_OK)
+        err = put_field(b, "runbook", in->runbook);
+    if (err == IOCD_OK)
+        err = put_field(b, "source", in->manual ? "report" : "rule");
+    if (err == IOCD_OK)
+        err = put_field(b, "reporter", in->reporter);
+    if (err == IOCD_OK)
+        err = put_field(b, "location", in->location);
+    if (err == IOCD_OK)
+        err = iocd_buf_puts(b, ",\"labels\":{");
+    while (err == IOCD_OK && p < end) {
+        const char *v = p + strlen(p) + 1;
+        if (!first)
+            err = iocd_buf_putc(b, ',');
+        first = false;
+        if (err == IOCD_OK)
+            err = put_str(b, p);
+        if (err == IOCD_OK)
+            err = iocd_buf_putc(b, ':');
+        if (err == IOCD_OK)
+            err = put_str(b, v);
+        p = v + strlen(v) + 1;
+    }
+    if (err == IOCD_OK)
+        err = iocd_buf_puts(b, "},\"value\":");
+    if (err == IOCD_OK)
+        err = isfinite(in->value) ? iocd_buf_printf(b, "%.17g", in->value) : iocd_buf_puts(b, "null");
+    if (err == IOCD_OK)
+        err = put_tfield(b, "created", in->created_ms);
+    if (err == IOCD_OK)
+        err = put_tfield(b, "updated", in->updated_ms);
+    if (err == IOCD_OK)
+        err = put_tfield(b, "acknowledged_at", in->acked_ms);
+    if (err == IOCD_OK)
+        err = put_field(b, "acknowledged_by", in->acked_by);
+    if (err == IOCD_OK)
+        err = put_field(b, "ack_note", in->ack_note);
+    if (err == IOCD_OK)
+        err = put_field(b, "assigned_to", in->assigned_to);
+    if (err == IOCD_OK)
+        err = put_tfield(b, "resolved_at", in->resolved_ms);
+    if (err == IOCD_OK)
+        err = put_field(b, "resolved_by", in->resolved_by);
+    if (err == IOCD_OK)
+        err = put_field(b, "resolve_reason", in->resolve_reason);
+    if (err == IOCD_OK)
+        err = iocd_buf_printf(b, ",\"recurrences\":%u", in->recurrences);
+    if (err == IOCD_OK && history) {
+        err = iocd_buf_puts(b, ",\"events\":[");
+        for (i = 0; err == IOCD_OK && i < in->n_ev; i++) {
+            err = iocd_buf_printf(b, "%s{\"type\":\"%s\",\"time\":", i > 0 ? "," : "",
+                                  in->ev[i].type);
+            if (err == IOCD_OK)
+                err = put_time(b, in->ev[i].t_ms);
+            if (err == IOCD_OK)
+                err = put_field(b, "by", in->ev[i].by);
+            if (err == IOCD_OK)
+                err = put_field(b, "note", in->ev[i].note);
+            if (err == IOCD_OK)
+                err = iocd_buf_putc(b, '}');
+        }
+        if (err == IOCD_OK)
+            err = iocd_buf_putc(b, ']');
+    }
+    return err == IOCD_OK ? iocd_buf_putc(b, '}') : err;
+}
+
+/* ---- Persistence: "name\0value\0" pairs --------------------------------------------------- */
+
+static iocd_err kv(iocd_buf *b, const char *name, const char *value)
+{
+    iocd_err err;
+
+    if (value == NULL)
+        return IOCD_OK;
+    err = iocd_buf_append(b, name, strlen(name) + 1);
+    return err == IOCD_OK ? iocd_buf_append(b, value, strlen(value) + 1) : err;
+}
+
+static iocd_err kvi(iocd_buf *b, const char *name, long long v)
+{
+    char t[32];
+
+    snprintf(t, sizeof(t), "%lld", v);
+    return kv(b, name, t);
+}
+
+static iocd_err incident_encode(const incident *in, iocd_buf *b)
+{
+    const char *p = in->labels, *end = in->labels + in->labels_len;
+    char t[64];
+    iocd_err err = kvi(b, "id", (long long)in->id);
+    size_t i;
+
+    if (err == IOCD_OK)
+        err = kv(b, "fp", in->fp);
+    if (err == IOCD_OK)
+        err = kv(b, "rule", in->rule);
+    if (err == IOCD_OK)
+        err = kv(b, "severity", in->severity);
+    if (err == IOCD_OK)
+        err = kv(b, "domain", in->domain);
+    if (err == IOCD_OK)
+        err = kv(b, "ward", in->ward);
+    if (err == IOCD_OK)
+        err = kv(b, "summary", in->summary);
+    if (err == IOCD_OK)
+        err = kv(b, "description", in->description);
+    if (err == IOCD_OK)
+        err = kv(b, "runbook", in->runbook);
+    if (err == IOCD_OK)
+        err = kv(b, "reporter", in->reporter);
+    if (err == IOCD_OK)
+        err = kv(b, "location", in->location);
+    if (err == IOCD_OK)
+        err = kv(b, "acked_by", in->acked_by);
+    if (err == IOCD_OK)
+        err = kv(b, "ack_note", in->ack_note);
+    if (err == IOCD_OK)
+        err = kv(b, "assigned_to", in->assigned_to);
+    if (err == IOCD_OK)
+        err = kv(b, "resolved_by", in->resolved_by);
+    if (err == IOCD_OK)
+        err = kv(b, "resolve_reason", in->resolve_reason);
+    if (err == IOCD_OK)
+        err = kvi(b, "state", in->state);
+    if (err == IOCD_OK)
+        err = kvi(b, "created", in->created_ms);
+    if (err == IOCD_OK)
+        err = kvi(b, "updated", in->updated_ms);
+    if (err == IOCD_OK)
+        err = kvi(b, "acked", in->acked_ms);
+    if (err == IOCD_OK)
+        err = kvi(b, "resolved", in->resolved_ms);
+    if (err == IOCD_OK)
+        err = kvi(b, "recurrences", in->recurrences);
+    if (err == IOCD_OK)
+        err = kvi(b, "manual", in->manual);
+    snprintf(t, sizeof(t), "%.17g", in->value);
+    if (err == IOCD_OK)
+        err = kv(b, "value", t);
+    while (err == IOCD_OK && p < end) {
+        const char *v = p + strlen(p) + 1;
+        char name[300];
+        snprintf(name, sizeof(name), "l.%s", p);
+        err = kv(b, name, v);
+        p = v + strlen(v) + 1;
+    }
+    for (i = 0; err == IOCD_OK && i < in->n_ev; i++) {
+        char name[32];
+        iocd_buf e;
+        iocd_buf_init(&e, 0);
+        snprintf(name, sizeof(name), "e.%zu", i);
+        err = iocd_buf_printf(&e, "%s\x1f%lld\x1f%s\x1f%s", in->ev[i].type,
+                              (long long)in->ev[i].t_ms, in->ev[i].by, in->ev[i].note);
+        if (err == IOCD_OK)
+            err = kv(b, name, e.data);
+        iocd_buf_fini(&e);
+    }
+    return err;
+}
+
+static iocd_err incident_decode(const char *p, size_t len, incident **out)
+{
+    const char *end = p + len;
+    incident *in = iocd_calloc(1, sizeof(*in));
+    iocd_buf labels;
+    iocd_err err = IOCD_OK;
+
+    if (in == NULL)
+        return IOCD_ENOMEM;
+    iocd_buf_init(&labels, 0);
+    while (err == IOCD_OK && p < end) {
+        const char *v = p + strnlen(p, (size_t)(end - p)) + 1;
+        if (v >= end) {
+            err = IOCD_ECORRUPT;
+            break;
+        }
+        if (strcmp(p, "id") == 0)
+            in->id = strtoull(v, NULL, 10);
+        else if (strcmp(p, "fp") == 0)
+            snprintf(in->fp, sizeof(in->fp), "%s", v);
+        else if (strcmp(p, "rule") == 0)
+            set_str(&in->rule, v);
+        else if (strcmp(p, "severity") == 0)
+            set_str(&in->severity, v);
+        else if (strcmp(p, "domain") == 0)
+            set_str(&in->domain, v);
+        else if (strcmp(p, "ward") == 0)
+            set_str(&in->ward, v);
+        else if (strcmp(p, "summary") == 0)
+            set_str(&in->summary, v);
+        else if (strcmp(p, "description") == 0)
+            set_str(&in->description, v);
+        else if (strcmp(p, "runbook") == 0)
+            set_str(&in->runbook, v);
+        else if (strcmp(p, "reporter") == 0)
+            set_str(&in->reporter, v);
+        else if (strcmp(p, "location") == 0)
+            set_str(&in->location, v);
+        else if (strcmp(p, "acked_by") == 0)
+            set_str(&in->acked_by, v);
+        else if (strcmp(p, "ack_note") == 0)
+            set_str(&in->ack_note, v);
+        else if (strcmp(p, "assigned_to") == 0)
+            set_str(&in->assigned_to, v);
+        else if (strcmp(p, "resolved_by") == 0)
+            set_str(&in->resolved_by, v);
+        else if (strcmp(p, "resolve_reason") == 0)
+            set_str(&in->resolve_reason, v);
+        else if (strcmp(p, "state") == 0)
+            in->state = (inc_state)(atoi(v) % 3);
+        else if (strcmp(p, "created") == 0)
+            in->created_ms = strtoll(v, NULL, 10);
+        else if (strcmp(p, "updated") == 0)
+            in->updated_ms = strtoll(v, NULL, 10);
+        else if (strcmp(p, "acked") == 0)
+            in->acked_ms = strtoll(v, NULL, 10);
+        else if (strcmp(p, "resolved") == 0)
+            in->resolved_ms = strtoll(v, NULL, 10);
+        else if (strcmp(p, "recurrences") == 0)
+            in->recurrences = (uint32_t)strtoul(v, NULL, 10);
+        else if (strcmp(p, "manual") == 0)
+            in->manual = atoi(v) != 0;
+        else if (strcmp(p, "value") == 0)
+            in->value = strtod(v, NULL);
+        else if (strncmp(p, "l.", 2) == 0) {
+            err = iocd_buf_append(&labels, p + 2, strlen(p + 2) + 1);
+            if (err == IOCD_OK)
+                err = iocd_buf_append(&labels, v, strlen(v) + 1);
+        } else if (strncmp(p, "e.", 2) == 0) {
+            char tmp[STR_MAX * 2 + 64], *f[4] = { NULL }, *q;
+            int k = 0;
+            snprintf(tmp, sizeof(tmp), "%s", v);
+            for (q = tmp, f[0] = tmp, k = 1; *q != '\0' && k < 4; q++)
+                if (*q == '\x1f') {
+                    *q = '\0';
+                    f[k++] = q + 1;
+                }
+            if (k == 4)
+                err = history_add(in, f[0], strtoll(f[1], NULL, 10), f[2], f[3]);
+        }
+        p = v + strnlen(v, (size_t)(end - v)) + 1;
+    }
+    in->labels_len = labels.len;
+    in->labels = iocd_buf_take(&labels, NULL);
+    if (in->labels == NULL)
+        in->labels = iocd_strdup("");
+    if (err == IOCD_OK && (in->id == 0 || in->rule == NULL || in->labels == NULL))
+        err = IOCD_ECORRUPT;
+    if (err != IOCD_OK) {
+        incident_free(in);
+        return err;
+    }
+    *out = in;
+    return IOCD_OK;
+}
+
+/* ---- Changes: the incident and its event, in one transaction ------------------------------ */
+
+/* Stores in and queues event `type` (by/note for the history). Caller holds ac->mu. */
+static iocd_err commit_change(alert_center *ac, incident *in, const char *type, int64_t t_ms,
+                              const char *by, const char *note)
+{
+    iocd_buf rec, val, evid;
+    char idkey[8], ce_type[64], ce_time[40], ce_subject[32], ce_id[64];
+    store_kv_op ops[2];
+    alert_kafka_header h[7];
+    uint64_t seq = 0;
+    size_t n_ops = 1;
+    int i;
+    iocd_err err;
+
+    in->updated_ms = t_ms;
+    err = history_add(in, type, t_ms, by, note);
+    if (err != IOCD_OK)
+        return err;
+    iocd_buf_init(&rec, 0);
+    iocd_buf_init(&val, 0);
+    iocd_buf_init(&evid, 0);
+    for (i = 0; i < 8; i++)
+        idkey[i] = (char)(in->id >> (56 - 8 * i));
+    err = incident_encode(in, &rec);
+    ops[0] = (store_kv_op){ "incidents", idkey, 8, rec.data, rec.len };
+    /* The event: {"event": ..., "id": ce_id, "time": ..., "by": ..., "note": ..., "incident"}. */
+    snprintf(ce_id, sizeof(ce_id), "iocd-%llu-%zu", (unsigned long long)in->id, in->n_ev);
+    iocd_time_format(t_ms, ce_time, sizeof(ce_time));
+    snprintf(ce_type, sizeof(ce_type), "iocd.incident.%s", type);
+    snprintf(ce_subject, sizeof(ce_subject), "%llu", (unsigned long long)in->id);
+    if (err == IOCD_OK)
+        err = iocd_buf_printf(&val, "{\"event\":\"%s\",\"event_id\":\"%s\",\"time\":\"%s\"", type,
+                              ce_id, ce_time);
+    if (err == IOCD_OK)
+        err = put_field(&val, "by", by);
+    if (err == IOCD_OK)
+        err = put_field(&val, "note", note);
+    if (err == IOCD_OK)
+        err = iocd_buf_puts(&val, ",\"incident\":");
+    if (err == IOCD_OK)
+        err = incident_json(in, false, &val);
+    if (err == IOCD_OK)
+        err = iocd_buf_putc(&val, '}');
+    h[0] = (alert_kafka_header){ "ce_specversion", "1.0" };
+    h[1] = (alert_kafka_header){ "ce_id", ce_id };
+    h[2] = (alert_kafka_header){ "ce_source", ac->cfg.source };
+    h[3] = (alert_kafka_header){ "ce_type", ce_type };
+    h[4] = (alert_kafka_header){ "ce_time", ce_time };
+    h[5] = (alert_kafka_header){ "ce_subject", ce_subject };
+    h[6] = (alert_kafka_header){ "content-type", "application/json" };
+    if (err == IOCD_OK && ac->ob != NULL) {
+        err = outbox_prepare(ac->ob, ac->cfg.topic, in->fp, val.data, val.len, h, 7, &ac->scratch,
+                             &ops[1], &seq);
+        if (err == IOCD_ELIMIT) {
+            err = IOCD_OK; /* the change is kept; its event is not (logged, counted) */
+        } else if (err == IOCD_OK) {
+            n_ops = 2;
+        }
+    }
+    if (err == IOCD_OK)
+        err = store_kv_write(ac->cfg.st, ops, n_ops);
+    if (n_ops == 2) {
+        if (err == IOCD_OK)
+            outbox_committed(ac->ob, seq, ac->cfg.topic, in->fp, val.data, val.len, h, 7);
+        else
+            outbox_abandon(ac->ob, seq);
+    }
+    if (err == IOCD_OK)
+        log_info("alerts", "incident event", "id=%llu event=%s state=%s rule=%s",
+                 (unsigned long long)in->id, type, state_names[in->state], in->rule);
+    iocd_buf_fini(&rec);
+    iocd_buf_fini(&val);
+    iocd_buf_fini(&evid);
+    return err;
+}
+
+/* ---- Rule signals ------------------------------------------------------------------------- */
+
+void alert_center_signal(alert_center *ac, const alert_signal *sig)
+{
+    char fp[17];
+    uint64_t h;
+    incident *in;
+    const char *ward = label_of(sig->labels, sig->labels_len, "ward");
+    iocd_err err = IOCD_OK;
+
+    h = fnv(sig->rule, strlen(sig->rule), 1469598103934665603ull);
+    h = fnv("\xff", 1, h);
+    h = fnv(sig->labels, sig->labels_len, h);
+    snprintf(fp, sizeof(fp), "%016llx", (unsigned long long)h);
+    pthread_mutex_lock(&ac->mu);
+    in = find_fp(ac, fp);
+    if (!sig->firing) {
+        if (in != NULL && in->state != INC_RESOLVED) {
+            in->state = INC_RESOLVED;
+            in->resolved_ms = sig->t_ms;
+            set_str(&in->resolved_by, "rule");
+            set_str(&in->resolve_reason, "the condition cleared");
+            err = commit_change(ac, in, "resolved", sig->t_ms, "rule", "the condition cleared");
+            iocd_metric_add(ac->m_resolved, 1);
+            iocd_metric_add(ac->m_open, -1);
+        }
+        goto out;
+    }
+    if (in != NULL && in->state != INC_RESOLVED) { /* already open: nothing new to say */
+        in->value = sig->value;
+        goto out;
+    }
+    if (in != NULL && sig->t_ms - in->resolved_ms <= ac->cfg.reopen_window_ms) {
+        in->state = INC_FIRING;
+        in->recurrences++;
+        in->resolved_ms = 0;
+        in->acked_ms = 0;
+        set_str(&in->acked_by, NULL);
+        set_str(&in->resolved_by, NULL);
+        set_str(&in->resolve_reason, NULL);
+        in->value = sig->value;
+        set_str(&in->summary, sig->summary);
+        err = commit_change(ac, in, "reopened", sig->t_ms, "rule", sig->summary);
+        iocd_metric_add(ac->m_opened, 1);
+        iocd_metric_add(ac->m_open, 1);
+        goto out;
+    }
+    in = iocd_calloc(1, sizeof(*in));
+    if (in == NULL) {
+        err = IOCD_ENOMEM;
+        goto out;
+    }
+    in->id = ac->next_id;
+    memcpy(in->fp, fp, sizeof(fp));
+    in->rule = dup_capped(sig->rule);
+    in->labels = iocd_malloc(sig->labels_len + 1);
+    if (in->labels != NULL && sig->labels_len > 0)
+        memcpy(in->labels, sig->labels, sig->labels_len);
+    in->labels_len = sig->labels_len;
+    in->severity = dup_capped(sig->severity);
+    in->domain = dup_capped(sig->domain);
+    in->ward = dup_capped(ward);
+    in->summary = dup_capped(sig->summary);
+    in->description = dup_capped(sig->description);
+    in->runbook = sig->runbook != NULL && sig->runbook[0] != '\0' ? dup_capped(sig->runbook) : NULL;
+    in->value = sig->value;
+    in->state = INC_FIRING;
+    in->created_ms = sig->t_ms;
+    if (in->rule == NULL || in->labels == NULL || add_incident(ac, in) != IOCD_OK) {
+        incident_free(in);
+        err = IOCD_ENOMEM;
+        goto out;
+    }
+    err = commit_change(ac, in, "firing", sig->t_ms, "rule", sig->summary);
+    iocd_metric_add(ac->m_opened, 1);
+    iocd_metric_add(ac->m_open, 1);
+out:
+    pthread_mutex_unlock(&ac->mu);
+    if (err != IOCD_OK)
+        log_error("alerts", "incident change not saved", "rule=%s err=%s", sig->rule,
+                  iocd_strerror(err));
+}
+
+/* ---- Operator actions ----------------------------------------------------------------------- */
+
+iocd_err alert_incident_act(alert_center *ac, uint64_t id, alert_action act, const char *by,
+                            const char *text, iocd_buf *out, char *errbuf, size_t errlen)
+{
+    incident *in;
+    int64_t now = iocd_now_ms();
+    const char *type = "updated";
+    iocd_err err = IOCD_OK;
+
+    pthread_mutex_lock(&ac->mu);
+    in = find_id(ac, id);
+    if (in == NULL) {
+        pthread_mutex_unlock(&ac->mu);
+        snprintf(errbuf, errlen, "no incident %llu", (unsigned long long)id);
+        return IOCD_ENOTFOUND;
+    }
+    switch (act) {
+    case ALERT_ACK:
+        if (in->state != INC_FIRING) {
+            snprintf(errbuf, errlen, "incident %llu is %s, not firing", (unsigned long long)id,
+                     state_names[in->state]);
+            err = IOCD_EINVAL;
+            break;
+        }
+        in->state = INC_ACKNOWLEDGED;
+        in->acked_ms = now;
+        set_str(&in->acked_by, by);
+        set_str(&in->ack_note, text);
+        type = "acknowledged";
+        iocd_metric_add(ac->m_acked, 1);
+        break;
+    case ALERT_ASSIGN:
+        if (text == NULL || text[0] == '\0') {
+            snprintf(errbuf, errlen, "\"to\" names who is assigned");
+            err = IOCD_EINVAL;
+            break;
+        }
+        set_str(&in->assigned_to, text);
+        break;
+    case ALERT_RESOLVE:
+        if (in->state == INC_RESOLVED) {
+            snprintf(errbuf, errlen, "incident %llu is already resolved", (unsigned long long)id);
+            err = IOCD_EINVAL;
+            break;
+        }
+        in->state = INC_RESOLVED;
+        in->resolved_ms = now;
+        set_str(&in->resolved_by, by);
+        set_str(&in->resolve_reason, text);
+        type = "resolved";
+        iocd_metric_add(ac->m_resolved, 1);
+        iocd_metric_add(ac->m_open, -1);
+        break;
+    case ALERT_COMMENT:
+        if (text == NULL || text[0] == '\0') {
+            snprintf(errbuf, errlen, "\"text\" is the comment");
+            err = IOCD_EINVAL;
+        }
+        break;
+    }
+    if (err == IOCD_OK)
+        err = commit_change(ac, in, type, now, by, text);
+    if (err == IOCD_OK && out != NULL)
+        err = incident_json(in, true, out);
+    pthread_mutex_unlock(&ac->mu);
+    return err;
+}
+
+iocd_err alert_incident_report(alert_center *ac, const alert_report *r, iocd_buf *out,
+                               char *errbuf, size_t errlen)
+{
+    incident *in;
+    iocd_buf labels;
+    int64_t now = iocd_now_ms();
+    const char *sev = r->severity != NULL ? r->severity : "warning";
+    iocd_err err;
+
+    if (r->domain == NULL || r->domain[0] == '\0' || r->description == NULL ||
+        r->description[0] == '\0') {
+        snprintf(errbuf, errlen, "a report needs \"domain\" and \"description\"");
+        return IOCD_EINVAL;
+    }
+    if (strcmp(sev, "critical") != 0 && strcmp(sev, "warning") != 0 && strcmp(sev, "info") != 0) {
+        snprintf(errbuf, errlen, "\"severity\" must be critical, warning or info");
+        return IOCD_EINVAL;
+    }
+    in = iocd_calloc(1, sizeof(*in));
+    if (in == NULL)
+        return IOCD_ENOMEM;
+    iocd_buf_init(&labels, 0);
+    iocd_buf_append(&labels, "alertname\0field_report", 23);
+    iocd_buf_append(&labels, "domain", 7);
+    iocd_buf_append(&labels, r->domain, strlen(r->domain) + 1);
+    iocd_buf_append(&labels, "severity", 9);
+    iocd_buf_append(&labels, sev, strlen(sev) + 1);
+    if (r->ward != NULL && r->ward[0] != '\0') {
+        iocd_buf_append(&labels, "ward", 5);
+        iocd_buf_append(&labels, r->ward, strlen(r->ward) + 1);
+    }
+    pthread_mutex_lock(&ac->mu);
+    in->id = ac->next_id;
+    snprintf(in->fp, sizeof(in->fp), "m%015llx", (unsigned long long)in->id);
+    in->rule = iocd_strdup("field_report");
+    in->labels_len = labels.len;
+    in->labels = iocd_buf_take(&labels, NULL);
+    in->severity = dup_capped(sev);
+    in->domain = dup_capped(r->domain);
+    in->ward = dup_capped(r->ward);
+    in->location = dup_capped(r->location);
+    in->description = dup_capped(r->description);
+    in->summary = dup_capped(r->description);
+    in->reporter = dup_capped(r->reporter);
+    in->manual = true;
+    in->value = NAN;
+    in->state = INC_FIRING;
+    in->created_ms = now;
+    err = in->rule != NULL && in->labels != NULL ? add_incident(ac, in) : IOCD_ENOMEM;
+    if (err != IOCD_OK) {
+        pthread_mutex_unlock(&ac->mu);
+        incident_free(in);
+        return err;
+    }
+    err = commit_change(ac, in, "firing", now, r->reporter, r->description);
+    iocd_metric_add(ac->m_opened, 1);
+    iocd_metric_add(ac->m_open, 1);
+    if (err == IOCD_OK && out != NULL)
+        err = incident_json(in, true, out);
+    pthread_mutex_unlock(&ac->mu);
+    return err;
+}
+
+/* ---- Reading -------------------------------------------------------------------------------- */
+
+static bool eq_or_any(const char *want, const char *have)
+{
+    return want == NULL || want[0] == '\0' || (have != NULL && strcmp(want, have) == 0);
+}
+
+iocd_err alert_incidents_list(alert_center *ac, const alert_filter *f, iocd_buf *out)
+{
+    size_t i, total = 0, shown = 0, limit = f->limit != 0 ? f->limit : 100;
+    iocd_err err = iocd_buf_puts(out, "{\"incidents\":[");
+
+    pthread_mutex_lock(&ac->mu);
+    for (i = ac->n; err == IOCD_OK && i > 0; i--) { /* newest first */
+        const incident *in = ac->inc[i - 1];
+        if (!eq_or_any(f->state, state_names[in->state]) || !eq_or_any(f->domain, in->domain) ||
+            !eq_or_any(f->ward, in->ward) || !eq_or_any(f->severity, in->severity) ||
+            (f->since_ms != 0 && in->created_ms < f->since_ms) ||
+            (f->until_ms != 0 && in->created_ms > f->until_ms))
+            continue;
+        total++;
+        if (total <= f->offset || shown >= limit)
+            continue;
+        if (shown++ > 0)
+            err = iocd_buf_putc(out, ',');
+        if (err == IOCD_OK)
+            err = incident_json(in, false, out);
+    }
+    pthread_mutex_unlock(&ac->mu);
+    if (err == IOCD_OK)
+        err = iocd_buf_printf(out, "],\"total\":%zu}", total);
+    return err;
+}
+
+iocd_err alert_incident_get(alert_center *ac, uint64_t id, iocd_buf *out)
+{
+    incident *in;
+    iocd_err err;
+
+    pthread_mutex_lock(&ac->mu);
+    in = find_id(ac, id);
+    err = in != NULL ? incident_json(in, true, out) : IOCD_ENOTFOUND;
+    pthread_mutex_unlock(&ac->mu);
+    return err;
+}
+
+typedef struct stat_row {
+    char key[160];
+    uint64_t received, acked, resolved, open;
+    double ack_s, resolve_s; /* sums, for the means */
+} stat_row;
+
+static stat_row *row_for(stat_row *rows, size_t *n, size_t cap, const char *key)
+{
+    size_t i;
+
+    for (i = 0; i < *n; i++)
+        if (strcmp(rows[i].key, key) == 0)
+            return &rows[i];
+    if (*n == cap)
+        return NULL;
+    memset(&rows[*n], 0, sizeof(rows[*n]));
+    snprintf(rows[*n].key, sizeof(rows[*n].key), "%s", key);
+    return &rows[(*n)++];
+}
+
+static void count(stat_row *r, const incident *in)
+{
+    if (r == NULL)
+        return;
+    r->received++;
+    if (in->acked_ms > 0) {
+        r->acked++;
+        r->ack_s += (double)(in->acked_ms - in->created_ms) / 1000.0;
+    }
+    if (in->state == INC_RESOLVED) {
+        r->resolved++;
+        r->resolve_s += (double)(in->resolved_ms - in->created_ms) / 1000.0;
+    } else {
+        r->open++;
+    }
+}
+
+static iocd_err put_rows(iocd_buf *b, const char *name, const stat_row *rows, size_t n)
+{
+    iocd_err err = iocd_buf_printf(b, ",\"%s\":[", name);
+    size_t i;
+
+    for (i = 0; err == IOCD_OK && i < n; i++) {
+        err = iocd_buf_printf(b, "%s{\"key\":", i > 0 ? "," : "");
+        if (err == IOCD_OK)
+            err = put_str(b, rows[i].key);
+        if (err == IOCD_OK)
+            err = iocd_buf_printf(
+                b,
+                ",\"received\":%llu,\"acknowledged\":%llu,\"resolved\":%llu,\"open\":%llu,"
+                "\"mean_time_to_acknowledge_s\":%.1f,\"mean_time_to_resolve_s\":%.1f}",
+                (unsigned long long)rows[i].received, (unsigned long long)rows[i].acked,
+                (unsigned long long)rows[i].resolved, (unsigned long long)rows[i].open,
+                rows[i].acked > 0 ? rows[i].ack_s / (double)rows[i].acked : 0.0,
+                rows[i].resolved > 0 ? rows[i].resolve_s / (double)rows[i].resolved : 0.0);
+    }
+    return err == IOCD_OK ? iocd_buf_putc(b, ']') : err;
+}
+
+iocd_err alert_incidents_stats(alert_center *ac, int64_t since_ms, int64_t until_ms,
+                               iocd_buf *out)
+{
+    static stat_row total[1], domains[64], wards[256], days[400];
+    size_t n_total = 0, n_dom = 0, n_ward = 0, n_day = 0, i;
+    iocd_err err;
+
+    pthread_mutex_lock(&ac->mu);
+    for (i = 0; i < ac->n; i++) {
+        const incident *in = ac->inc[i];
+        char day[16];
+        if ((since_ms != 0 && in->created_ms < since_ms) ||
+            (until_ms != 0 && in->created_ms > until_ms))
+            continue;
+        iocd_time_format(in->created_ms + 7 * 3600000, day, sizeof(day)); /* local date */
+        day[10] = '\0';
+        count(row_for(total, &n_total, 1, "all"), in);
+        count(row_for(domains, &n_dom, 64, in->domain != NULL ? in->domain : ""), in);
+        count(row_for(wards, &n_ward, 256, in->ward != NULL ? in->ward : ""), in);
+        count(row_for(days, &n_day, 400, day), in);
+    }
+    err = iocd_buf_puts(out, "{\"period\":{\"since\":");
+    if (err == IOCD_OK)
+        err = put_time(out, since_ms);
+    if (err == IOCD_OK)
+        err = iocd_buf_puts(out, ",\"until\":");
+    if (err == IOCD_OK)
+        err = put_time(out, until_ms);
+    if (err == IOCD_OK)
+        err = iocd_buf_putc(out, '}');
+    if (err == IOCD_OK)
+        err = put_rows(out, "total", total, n_total);
+    if (err == IOCD_OK)
+        err = put_rows(out, "by_domain", domains, n_dom);
+    if (err == IOCD_OK)
+        err = put_rows(out, "by_ward", wards, n_ward);
+    if (err == IOCD_OK)
+        err = put_rows(out, "by_day", days, n_day);
+    pthread_mutex_unlock(&ac->mu);
+    return err == IOCD_OK ? iocd_buf_putc(out, '}') : err;
+}
+
+/* ---- Opening -------------------------------------------------------------------------------- */
+
+static iocd_err load_incident(void *ud, const void *key, size_t klen, const void *val,
+                              size_t vlen)
+{
+    alert_center *ac = ud;
+    incident *in = NULL;
+    iocd_err err;
+
+    (void)key;
+    (void)klen;
+    err = incident_decode(val, vlen, &in);
+    if (err == IOCD_ECORRUPT) {
+        log_error("alerts", "a stored incident is corrupt and skipped", NULL);
+        return IOCD_OK;
+    }
+    if (err == IOCD_OK)
+        err = add_incident(ac, in);
+    if (err != IOCD_OK)
+        incident_free(in);
+    else if (in->state != INC_RESOLVED)
+        iocd_metric_add(ac->m_open, 1);
+    return err;
+}
+
+iocd_err alert_center_open(const alert_config *cfg, alert_center **out, char *errbuf,
+                           size_t errlen)
+{
+    alert_center *ac = iocd_calloc(1, sizeof(*ac));
+    iocd_err err;
+
+    if (ac == NULL)
+        return IOCD_ENOMEM;
+    ac->cfg = *cfg;
+    if (ac->cfg.topic == NULL || ac->cfg.topic[0] == '\0')
+        ac->cfg.topic = "iocd.incidents";
+    if (ac->cfg.source == NULL)
+        ac->cfg.source = "/iocd";
+    if (ac->cfg.reopen_window_ms <= 0)
+        ac->cfg.reopen_window_ms = 3600000;
+    ac->next_id = 1;
+    pthread_mutex_init(&ac->mu, NULL);
+    iocd_buf_init(&ac->scratch, 0);
+    ac->m_opened = iocd_counter("iocd_incidents_opened_total", "Incidents opened or reopened.");
+    ac->m_resolved = iocd_counter("iocd_incidents_resolved_total", "Incidents resolved.");
+    ac->m_acked = iocd_counter("iocd_incidents_acknowledged_total", "Incidents acknowledged.");
+    ac->m_open = iocd_gauge("iocd_incidents_open", "Incidents firing or acknowledged.");
+    err = store_kv_each(cfg->st, "incidents", load_incident, ac); /* keys ascend: ids in order */
+    if (err == IOCD_OK)
+        err = outbox_open(cfg->st, cfg->kafka, cfg->outbox_max, &ac->ob);
+    if (err != IOCD_OK) {
+        snprintf(errbuf, errlen, "incidents: %s", iocd_strerror(err));
+        alert_center_close(ac);
+        return err;
+    }
+    log_info("alerts", "incidents loaded", "count=%zu next_id=%llu", ac->n,
+             (unsigned long long)ac->next_id);
+    *out = ac;
+    return IOCD_OK;
+}
+
+void alert_center_close(alert_center *ac)
+{
+    size_t i;
+
+    if (ac == NULL)
+        return;
+    outbox_close(ac->ob);
+    for (i = 0; i < ac->n; i++)
+        incident_free(ac->inc[i]);
+    iocd_free(ac->inc);
+    iocd_buf_fini(&ac->scratch);
+    pthread_mutex_destroy(&ac->mu);
+    iocd_free(ac);
+}
