@@ -96,13 +96,13 @@ iocd_err alert_incident_act(alert_center *ac, uint64_t id, alert_action act, con
 typedef struct alert_report {
     const char *domain, *ward, *location, *description, *reporter, *severity;
 } alert_report;
-iocd_err alert_incident_report(alert_center *ac, const alert_report *r, iocd_buf *out,
-                               char *errbuf, size_t errlen);
+iocd_err alert_incident_report(alert_center *ac, const alert_report *r, iocd_buf *out, char *errbuf,
+                               size_t errlen);
 
 typedef struct alert_filter {
     const char *state, *domain, *ward, *severity; /* NULL: any */
-    int64_t since_ms, until_ms;                    /* created within; 0: unbounded */
-    size_t limit, offset;                          /* paging; limit 0 = 100 */
+    int64_t since_ms, until_ms;                   /* created within; 0: unbounded */
+    size_t limit, offset;                         /* paging; limit 0 = 100 */
 } alert_filter;
 /* {"incidents":[...],"total":N} newest first. */
 iocd_err alert_incidents_list(alert_center *ac, const alert_filter *f, iocd_buf *out);
@@ -110,8 +110,6 @@ iocd_err alert_incidents_list(alert_center *ac, const alert_filter *f, iocd_buf 
 iocd_err alert_incident_get(alert_center *ac, uint64_t id, iocd_buf *out);
 /* Counts by domain and ward, received/acknowledged/resolved, mean times to acknowledge and
  * to resolve, for incidents created in [since, until] (0: unbounded). */
-iocd_err alert_incidents_stats(alert_center *ac, int64_t since_ms, int64_t until_ms,
-                               iocd_buf *out);
-
+iocd_err alert_incidents_stats(alert_center *ac, int64_t since_ms, int64_t until_ms, iocd_buf *out);
 
 #endif

@@ -296,7 +296,8 @@ static iocd_err incident_json(const incident *in, bool history, iocd_buf *b)
     if (err == IOCD_OK)
         err = iocd_buf_puts(b, "},\"value\":");
     if (err == IOCD_OK)
-        err = isfinite(in->value) ? iocd_buf_printf(b, "%.17g", in->value) : iocd_buf_puts(b, "null");
+        err =
+            isfinite(in->value) ? iocd_buf_printf(b, "%.17g", in->value) : iocd_buf_puts(b, "null");
     if (err == IOCD_OK)
         err = put_tfield(b, "created", in->created_ms);
     if (err == IOCD_OK)
@@ -757,8 +758,8 @@ iocd_err alert_incident_act(alert_center *ac, uint64_t id, alert_action act, con
     return err;
 }
 
-iocd_err alert_incident_report(alert_center *ac, const alert_report *r, iocd_buf *out,
-                               char *errbuf, size_t errlen)
+iocd_err alert_incident_report(alert_center *ac, const alert_report *r, iocd_buf *out, char *errbuf,
+                               size_t errlen)
 {
     incident *in;
     iocd_buf labels;
@@ -925,8 +926,7 @@ static iocd_err put_rows(iocd_buf *b, const char *name, const stat_row *rows, si
     return err == IOCD_OK ? iocd_buf_putc(b, ']') : err;
 }
 
-iocd_err alert_incidents_stats(alert_center *ac, int64_t since_ms, int64_t until_ms,
-                               iocd_buf *out)
+iocd_err alert_incidents_stats(alert_center *ac, int64_t since_ms, int64_t until_ms, iocd_buf *out)
 {
     static stat_row total[1], domains[64], wards[256], days[400];
     size_t n_total = 0, n_dom = 0, n_ward = 0, n_day = 0, i;
@@ -969,8 +969,7 @@ iocd_err alert_incidents_stats(alert_center *ac, int64_t since_ms, int64_t until
 
 /* ---- Opening -------------------------------------------------------------------------------- */
 
-static iocd_err load_incident(void *ud, const void *key, size_t klen, const void *val,
-                              size_t vlen)
+static iocd_err load_incident(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
 {
     alert_center *ac = ud;
     incident *in = NULL;
@@ -992,8 +991,7 @@ static iocd_err load_incident(void *ud, const void *key, size_t klen, const void
     return err;
 }
 
-iocd_err alert_center_open(const alert_config *cfg, alert_center **out, char *errbuf,
-                           size_t errlen)
+iocd_err alert_center_open(const alert_config *cfg, alert_center **out, char *errbuf, size_t errlen)
 {
     alert_center *ac = iocd_calloc(1, sizeof(*ac));
     iocd_err err;

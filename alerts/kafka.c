@@ -79,9 +79,12 @@ iocd_err alert_kafka_open(const char *brokers, const alert_kafka_prop *props, si
      * outage, so events cannot be reordered by a timeout (the outbox still re-sends after a
      * crash, and after an error report). */
     static const char *const defaults[][2] = {
-        { "enable.idempotence", "true" },       { "acks", "all" },
-        { "linger.ms", "1" },                   { "reconnect.backoff.max.ms", "1000" },
-        { "client.id", "iocd" },                { "message.timeout.ms", "0" },
+        { "enable.idempotence", "true" },
+        { "acks", "all" },
+        { "linger.ms", "1" },
+        { "reconnect.backoff.max.ms", "1000" },
+        { "client.id", "iocd" },
+        { "message.timeout.ms", "0" },
         { "queue.buffering.max.messages", "100000" },
     };
     rd_kafka_conf_t *conf = NULL;

@@ -289,9 +289,8 @@ static void *dispatch(void *ud)
         drop_delivered(ob);
         pthread_mutex_lock(&ob->mu);
         iocd_metric_set(ob->m_depth, (double)ob->len);
-        iocd_metric_set(ob->m_age, ob->len > 0 ? (double)(iocd_now_ms() - at(ob, 0)->enqueued_ms) /
-                                                     1000.0
-                                               : 0);
+        iocd_metric_set(
+            ob->m_age, ob->len > 0 ? (double)(iocd_now_ms() - at(ob, 0)->enqueued_ms) / 1000.0 : 0);
         if (ob->len == 0 && !ob->stopping) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
@@ -321,8 +320,8 @@ static iocd_err load_one(void *ud, const void *key, size_t klen, const void *val
     m.enqueued_ms = iocd_now_ms();
     err = decode(val, vlen, &m);
     if (err == IOCD_ECORRUPT) {
-        log_error("alerts", "an outbox record is corrupt and skipped",
-                  "seq=%llu", (unsigned long long)m.seq);
+        log_error("alerts", "an outbox record is corrupt and skipped", "seq=%llu",
+                  (unsigned long long)m.seq);
         return IOCD_OK;
     }
     if (err == IOCD_OK)
@@ -348,8 +347,8 @@ iocd_err outbox_open(store *st, alert_kafka *k, size_t max, alert_outbox **out)
     ob->m_depth = iocd_gauge("iocd_outbox_events", "Incident events waiting for delivery.");
     ob->m_age = iocd_gauge("iocd_outbox_oldest_age_seconds",
                            "Age of the oldest incident event waiting for delivery.");
-    ob->m_delivered = iocd_counter("iocd_outbox_delivered_total",
-                                   "Incident events confirmed by the brokers.");
+    ob->m_delivered =
+        iocd_counter("iocd_outbox_delivered_total", "Incident events confirmed by the brokers.");
     ob->m_failed = iocd_counter("iocd_outbox_failures_total",
                                 "Failed deliveries (each followed by an in-order re-send).");
     ob->m_full = iocd_counter("iocd_outbox_full_total",
@@ -360,8 +359,7 @@ iocd_err outbox_open(store *st, alert_kafka *k, size_t max, alert_outbox **out)
         return err;
     }
     if (ob->len > 0)
-        log_info("alerts", "undelivered incident events will be sent again", "count=%zu",
-                 ob->len);
+        log_info("alerts", "undelivered incident events will be sent again", "count=%zu", ob->len);
     iocd_metric_set(ob->m_depth, (double)ob->len);
     if (k != NULL) {
         alert_kafka_on_delivery(k, on_report, ob);

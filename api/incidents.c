@@ -195,8 +195,8 @@ static api_status act(api_req *req, alert_center *ac, uint64_t id, const char *v
         return API_DONE;
     }
     iocd_buf_init(&out, 0);
-    err = alert_incident_act(ac, id, verbs[i].act, by, str_field(&o, verbs[i].text_key), &out,
-                             why, sizeof(why));
+    err = alert_incident_act(ac, id, verbs[i].act, by, str_field(&o, verbs[i].text_key), &out, why,
+                             sizeof(why));
     if (err == IOCD_ENOTFOUND)
         api_error(req, 404, "not_found", "%s", why);
     else if (err == IOCD_EINVAL)

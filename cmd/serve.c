@@ -20,7 +20,7 @@ typedef struct daemon_state {
     col_config cfg;
     rule_engine *rules; /* NULL without --rules */
     alert_center *alerts;
-    char **argv;        /* kept for SIGHUP: the config is re-read with the same flags */
+    char **argv; /* kept for SIGHUP: the config is re-read with the same flags */
     int argc;
 } daemon_state;
 

@@ -17,8 +17,7 @@ typedef struct jparser {
 
 static iocd_err jerr(jparser *j, const char *what)
 {
-    snprintf(j->errbuf, j->errlen, "invalid JSON at byte %d: %s", (int)(j->p - j->start) + 1,
-             what);
+    snprintf(j->errbuf, j->errlen, "invalid JSON at byte %d: %s", (int)(j->p - j->start) + 1, what);
     return IOCD_EPARSE;
 }
 

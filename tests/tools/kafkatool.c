@@ -95,8 +95,7 @@ static int consume(const char *bootstrap, const char *topic, long count, double 
     while (got < count) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
         clock_gettime(CLOCK_MONOTONIC, &now);
-        if ((double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9 >
-            timeout_s)
+        if ((double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9 > timeout_s)
             break;
         if (m == NULL)
             continue;
