@@ -56,7 +56,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=build/asan/tests/%)
 FUZZ_REPLAY_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/asan/tests/replay_%)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=build/bench/%)
 
-.PHONY: all deps build build-test test unit integration check format run bench bench-rules fuzz clean
+.PHONY: all deps build build-test test unit integration check format run bench bench-rules bench-incidents fuzz clean
 
 all: deps
 	@$(MAKE) --no-print-directory build
@@ -156,6 +156,11 @@ build/bench/%: bench/%.c $(REL_LIB_OBJ)
 bench: all
 	@$(MAKE) --no-print-directory $(BENCH_BIN)
 	@bench/run.sh
+
+# Incidents: sample -> Kafka latency under background ingest, and a burst (bench/incidents.py).
+bench-incidents: all
+	@$(MAKE) --no-print-directory build/bench/loadgen build/tools/kafkatool
+	/usr/bin/python3 bench/incidents.py
 
 # The rules benchmark: 1,000 rules over 100k series at 1 M samples/s (docs: bench/README.md).
 bench-rules: all

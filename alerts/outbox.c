@@ -285,16 +285,19 @@ static void *dispatch(void *ud)
             }
             pthread_mutex_unlock(&ob->mu);
         }
-        alert_kafka_poll(ob->k, 50);
+        alert_kafka_poll(ob->k, 0);
         drop_delivered(ob);
         pthread_mutex_lock(&ob->mu);
         iocd_metric_set(ob->m_depth, (double)ob->len);
         iocd_metric_set(
             ob->m_age, ob->len > 0 ? (double)(iocd_now_ms() - at(ob, 0)->enqueued_ms) / 1000.0 : 0);
-        if (ob->len == 0 && !ob->stopping) {
+        /* Sleep until a new event (signalled at once) or, with messages in flight, briefly
+         * for their delivery reports. */
+        if (!ob->stopping && !ob->failed && (ob->sent >= ob->len || ob->sent >= INFLIGHT_MAX)) {
             struct timespec ts;
+            long wait_ns = ob->len > 0 ? 2000000L : 100000000L;
             clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 100000000L;
+            ts.tv_nsec += wait_ns;
             if (ts.tv_nsec >= 1000000000L) {
                 ts.tv_sec++;
                 ts.tv_nsec -= 1000000000L;

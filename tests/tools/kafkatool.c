@@ -77,7 +77,9 @@ static int consume(const char *bootstrap, const char *topic, long count, double 
     if (rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, err, sizeof(err)) ||
         rd_kafka_conf_set(conf, "group.id", group, err, sizeof(err)) ||
         rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", err, sizeof(err)) ||
-        rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err))) {
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err)) ||
+        rd_kafka_conf_set(conf, "fetch.wait.max.ms", "5", err, sizeof(err)) ||
+        rd_kafka_conf_set(conf, "fetch.error.backoff.ms", "10", err, sizeof(err))) {
         fprintf(stderr, "kafkatool: %s\n", err);
         return 1;
     }
