@@ -56,7 +56,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=build/asan/tests/%)
 FUZZ_REPLAY_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/asan/tests/replay_%)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=build/bench/%)
 
-.PHONY: all deps build build-test test unit integration check format run bench bench-rules bench-incidents compat fuzz clean
+.PHONY: all deps build build-test test unit integration check format run bench bench-rules bench-incidents bench-query compat fuzz clean
 
 all: deps
 	@$(MAKE) --no-print-directory build
@@ -156,6 +156,12 @@ build/bench/%: bench/%.c $(REL_LIB_OBJ)
 bench: all
 	@$(MAKE) --no-print-directory $(BENCH_BIN)
 	@bench/run.sh
+
+# Query latency beside VictoriaMetrics, and ingest under 50 concurrent queries (bench/query.py).
+bench-query: all
+	@$(MAKE) --no-print-directory build/bench/loadgen
+	@command -v victoria-metrics > /dev/null || tools/install_peer.sh victoria-metrics
+	/usr/bin/python3 bench/query.py
 
 # PromQL against Prometheus 2.42 on one data set, and promtool against iocd (bench/compat.sh).
 compat: all

@@ -8,6 +8,7 @@
 #include "query/query_int.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -349,7 +350,7 @@ typedef struct vsel_ctx {
     const pq_node *n;
     pq_value *out;
     bool want_ts;
-    iocd_err err;
+    size_t base; /* index of the first series this context reads (parallel halves) */
 } vsel_ctx;
 
 /* For each step: the newest sample in [ref - lookback, ref], unless it is a staleness
@@ -358,7 +359,7 @@ static iocd_err vsel_series(void *ud, size_t i, const iocd_sample *s, size_t n)
 {
     vsel_ctx *c = ud;
     pq_eval *ev = c->ev;
-    pq_series *ps = &c->out->s[i];
+    pq_series *ps = &c->out->s[c->base + i];
     size_t j, k = 0;
     iocd_err err;
 
@@ -396,6 +397,82 @@ static iocd_err vsel_series(void *ud, size_t i, const iocd_sample *s, size_t n)
     return IOCD_OK;
 }
 
+/* ---- Reading selections on two cores ----------------------------------------------------
+ * A large selection is read in two halves, the second on a helper thread with its own copy of
+ * the evaluation state (counters and error text are merged after), so one dashboard query
+ * uses both cores of a small machine. Halves split at an id-group boundary, so no sealed
+ * block is decompressed twice. */
+
+#define PARALLEL_MIN 2048 /* series below which one thread reads */
+
+typedef struct half_job {
+    pq_eval ev;
+    char errbuf[512];
+    const uint64_t *ids;
+    size_t n;
+    int64_t from, to;
+    store_series_fn fn;
+    void *ctx;
+    iocd_err err;
+} half_job;
+
+static void *half_thread(void *ud)
+{
+    half_job *j = ud;
+
+    j->err = store_read_many(j->ev.st, j->ids, j->n, j->from, j->to, j->fn, j->ctx);
+    return NULL;
+}
+
+/* Reads ids into the callbacks; ctx_b is the second half's context (its ev set to the
+ * helper's copy, its base to the split) and is used only when the read is split. */
+static iocd_err read_selection(pq_eval *ev, const uint64_t *ids, size_t n, int64_t from, int64_t to,
+                               store_series_fn fn, void *ctx_a, void *ctx_b, pq_eval **ev_b,
+                               size_t *base_b)
+{
+    half_job *j;
+    pthread_t t;
+    size_t mid = n / 2;
+    uint64_t held0;
+    iocd_err err;
+
+    if (n < PARALLEL_MIN)
+        return store_read_many(ev->st, ids, n, from, to, fn, ctx_a);
+    while (mid < n && ids[mid] >> 6 == ids[mid - 1] >> 6)
+        mid++;
+    j = iocd_calloc(1, sizeof(*j));
+    if (j == NULL)
+        return store_read_many(ev->st, ids, n, from, to, fn, ctx_a);
+    held0 = ev->samples_held;
+    j->ev = *ev;
+    j->ev.errbuf = j->errbuf;
+    j->ev.errlen = sizeof(j->errbuf);
+    j->ev.samples_loaded = 0;
+    j->ids = ids + mid;
+    j->n = n - mid;
+    j->from = from;
+    j->to = to;
+    j->fn = fn;
+    j->ctx = ctx_b;
+    *ev_b = &j->ev;
+    *base_b = mid;
+    if (pthread_create(&t, NULL, half_thread, j) != 0) {
+        iocd_free(j);
+        return store_read_many(ev->st, ids, n, from, to, fn, ctx_a);
+    }
+    err = store_read_many(ev->st, ids, mid, from, to, fn, ctx_a);
+    pthread_join(t, NULL);
+    ev->samples_loaded += j->ev.samples_loaded;
+    if (err == IOCD_OK && j->err != IOCD_OK) {
+        err = j->err;
+        snprintf(ev->errbuf, ev->errlen, "%s", j->errbuf);
+    }
+    if (err == IOCD_OK) /* the halves counted against the limit apart: check the sum */
+        err = hold(ev, j->ev.samples_held - held0);
+    iocd_free(j);
+    return err;
+}
+
 /* The span of reference times a node with (at, offset) covers over the query's steps. */
 static void ref_span(const pq_eval *ev, pq_at at, int64_t at_ms, int64_t offset_ms, int64_t *lo,
                      int64_t *hi)
@@ -408,7 +485,7 @@ iocd_err pq_eval_selector(pq_eval *ev, const pq_node *n, bool want_ts, pq_value 
 {
     uint64_t *ids = NULL;
     int64_t lo, hi;
-    vsel_ctx c = { ev, n, out, want_ts, IOCD_OK };
+    vsel_ctx c = { ev, n, out, want_ts, 0 }, c2 = c;
     iocd_err err;
 
     memset(out, 0, sizeof(*out));
@@ -417,7 +494,8 @@ iocd_err pq_eval_selector(pq_eval *ev, const pq_node *n, bool want_ts, pq_value 
     if (err != IOCD_OK)
         return err;
     ref_span(ev, n->at, n->at_ms, n->offset_ms, &lo, &hi);
-    err = store_read_many(ev->st, ids, out->n, lo - ev->lim.lookback_ms, hi, vsel_series, &c);
+    err = read_selection(ev, ids, out->n, lo - ev->lim.lookback_ms, hi, vsel_series, &c, &c2,
+                         &c2.ev, &c2.base);
     iocd_free(ids);
     if (err == IOCD_OK) {
         size_t i;
@@ -431,12 +509,13 @@ iocd_err pq_eval_selector(pq_eval *ev, const pq_node *n, bool want_ts, pq_value 
 typedef struct msel_ctx {
     pq_eval *ev;
     pq_value *out;
+    size_t base;
 } msel_ctx;
 
 static iocd_err msel_series(void *ud, size_t i, const iocd_sample *s, size_t n)
 {
     msel_ctx *c = ud;
-    pq_series *ps = &c->out->s[i];
+    pq_series *ps = &c->out->s[c->base + i];
     size_t j, k = 0;
     iocd_err err;
 
@@ -461,7 +540,7 @@ static iocd_err eval_matrix_selector(pq_eval *ev, const pq_node *n, pq_value *ou
     const pq_node *vs = n->args[0];
     uint64_t *ids = NULL;
     int64_t lo, hi;
-    msel_ctx c = { ev, out };
+    msel_ctx c = { ev, out, 0 }, c2 = c;
     iocd_err err;
 
     memset(out, 0, sizeof(*out));
@@ -475,7 +554,8 @@ static iocd_err eval_matrix_selector(pq_eval *ev, const pq_node *n, pq_value *ou
     if (err != IOCD_OK)
         return err;
     ref_span(ev, vs->at, vs->at_ms, vs->offset_ms, &lo, &hi);
-    err = store_read_many(ev->st, ids, out->n, lo - n->range_ms, hi, msel_series, &c);
+    err = read_selection(ev, ids, out->n, lo - n->range_ms, hi, msel_series, &c, &c2, &c2.ev,
+                         &c2.base);
     iocd_free(ids);
     return err;
 }

@@ -600,3 +600,41 @@ TEST(timeout_stops_evaluation)
     iocd_clock_set(NULL);
     query_expr_free(e);
 }
+
+TEST(large_selections_read_on_two_threads_give_the_same_answers)
+{
+    store_batch *b = NULL;
+    store_reject why;
+    char dev[16];
+    size_t i;
+    int k;
+
+    open_store();
+    /* 3000 series (over the parallel threshold), 10 minutes at 1 minute, value = device. */
+    for (k = 0; k < 10; k++) {
+        ASSERT_OK(store_batch_new(st, &b));
+        for (i = 0; i < 3000; i++) {
+            iocd_label l[2] = { { "__name__", 8, "big", 3 }, { "device", 6, dev, 0 } };
+            snprintf(dev, sizeof(dev), "d%04zu", i);
+            l[1].value_len = strlen(dev);
+            ASSERT_OK(store_batch_add(b, l, 2, T0 + k * MIN, (double)i, &why));
+        }
+        ASSERT_OK(store_batch_commit(b, NULL));
+    }
+    EXPECT_AT(9, "count(big)", "{} 3000");
+    EXPECT_AT(9, "sum(big)", "{} 4498500"); /* 0 + 1 + ... + 2999 */
+    EXPECT_AT(9, "sum(count_over_time(big[5m]))", "{} 18000");
+    EXPECT_AT(9, "big{device=\"d2999\"} + 0", "{device=\"d2999\"} 2999");
+    EXPECT_RANGE(8, 9, 60, "max(big) - min(big)", "{} 2999@480 2999@540");
+    {
+        query_limits lim = { 0 };
+        query_expr *e = NULL;
+        query_result r;
+        char eb[512];
+        lim.max_samples = 40000; /* each half alone stays under it; together they do not */
+        ASSERT_OK(query_parse("sum(big)", &e, eb, sizeof(eb)));
+        ASSERT_ERR(query_eval(st, &lim, e, T0, T0 + 9 * MIN, 60000, &r, eb, sizeof(eb)),
+                   IOCD_ELIMIT);
+        query_expr_free(e);
+    }
+}
