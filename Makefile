@@ -144,9 +144,12 @@ format:
 	clang-format -i $(SOURCES)
 
 # ---- Run, bench, fuzz --------------------------------------------------------------------
-RUN_ARGS ?= --kafka-brokers mock
+RUN_ARGS ?= --kafka-brokers mock --rules examples/rules
 run: all
 	@mkdir -p data
+	@echo "iocd: API and /metrics on http://127.0.0.1:9470 (incidents: /api/v1/incidents, alerts:"
+	@echo "      /api/v1/alerts); the mock Kafka address is logged below (kafka bootstrap=...):"
+	@echo "      kcat -C -b <bootstrap> -t iocd.incidents shows incidents arriving. Ctrl-C stops."
 	build/iocd serve $(RUN_ARGS)
 
 build/bench/%: bench/%.c $(REL_LIB_OBJ)
