@@ -112,4 +112,15 @@ iocd_err alert_incident_get(alert_center *ac, uint64_t id, iocd_buf *out);
  * to resolve, for incidents created in [since, until] (0: unbounded). */
 iocd_err alert_incidents_stats(alert_center *ac, int64_t since_ms, int64_t until_ms, iocd_buf *out);
 
+/* Silences: matchers is a selector without a metric name ({ward="phu_xa"}); 0 starts now.
+ * A rule alert that fires under an active silence opens no incident. Errors: IOCD_EINVAL
+ * (errbuf says why), IOCD_ELIMIT, storage errors. Each writes the silence as JSON. */
+iocd_err alert_silence_add(alert_center *ac, const char *matchers, int64_t starts_ms,
+                           int64_t ends_ms, const char *created_by, const char *comment,
+                           iocd_buf *out, char *errbuf, size_t errlen);
+/* Ends a silence now. Errors: IOCD_ENOTFOUND, storage errors. */
+iocd_err alert_silence_expire(alert_center *ac, uint64_t id, iocd_buf *out);
+/* Every silence (pending, active, expired), newest first: a JSON array. */
+iocd_err alert_silences_list(alert_center *ac, iocd_buf *out);
+
 #endif

@@ -26,4 +26,23 @@ void outbox_committed(alert_outbox *ob, uint64_t seq, const char *topic, const c
 /* The store write failed: the sequence is given back. */
 void outbox_abandon(alert_outbox *ob, uint64_t seq);
 
+/* ---- Silences (alerts/silences.c) ---------------------------------------------------------- */
+
+#include <pthread.h>
+
+typedef struct alert_silences alert_silences;
+
+iocd_err silences_open(store *st, alert_silences **out);
+void silences_close(alert_silences *ss);
+/* Whether an active silence matches labels at t_ms (counted when it does). */
+bool silences_match(alert_silences *ss, const char *labels, size_t len, int64_t t_ms);
+/* Errors: IOCD_EINVAL (errbuf says why), IOCD_ELIMIT, storage errors. Writes the silence. */
+iocd_err silences_add(alert_silences *ss, const char *matchers, int64_t starts_ms, int64_t ends_ms,
+                      const char *created_by, const char *comment, iocd_buf *out, char *errbuf,
+                      size_t errlen);
+/* Ends it now. Errors: IOCD_ENOTFOUND, storage errors. Writes the silence. */
+iocd_err silences_expire(alert_silences *ss, uint64_t id, iocd_buf *out);
+/* All, newest first, as a JSON array. */
+iocd_err silences_list(alert_silences *ss, iocd_buf *out);
+
 #endif

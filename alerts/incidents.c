@@ -54,6 +54,7 @@ struct alert_center {
     size_t n, cap;
     uint64_t next_id;
     alert_outbox *ob;
+    alert_silences *silences;
     iocd_buf scratch;
     iocd_metric *m_opened, *m_resolved, *m_acked, *m_open;
 };
@@ -634,6 +635,9 @@ void alert_center_signal(alert_center *ac, const alert_signal *sig)
         }
         goto out;
     }
+    if ((in == NULL || in->state == INC_RESOLVED) &&
+        silences_match(ac->silences, sig->labels, sig->labels_len, iocd_now_ms()))
+        goto out;                                  /* silenced: no incident, nothing sent */
     if (in != NULL && in->state != INC_RESOLVED) { /* already open: nothing new to say */
         in->value = sig->value;
         goto out;
@@ -1014,6 +1018,8 @@ iocd_err alert_center_open(const alert_config *cfg, alert_center **out, char *er
     ac->m_open = iocd_gauge("iocd_incidents_open", "Incidents firing or acknowledged.");
     err = store_kv_each(cfg->st, "incidents", load_incident, ac); /* keys ascend: ids in order */
     if (err == IOCD_OK)
+        err = silences_open(cfg->st, &ac->silences);
+    if (err == IOCD_OK)
         err = outbox_open(cfg->st, cfg->kafka, cfg->outbox_max, &ac->ob);
     if (err != IOCD_OK) {
         snprintf(errbuf, errlen, "incidents: %s", iocd_strerror(err));
@@ -1033,10 +1039,31 @@ void alert_center_close(alert_center *ac)
     if (ac == NULL)
         return;
     outbox_close(ac->ob);
+    silences_close(ac->silences);
     for (i = 0; i < ac->n; i++)
         incident_free(ac->inc[i]);
     iocd_free(ac->inc);
     iocd_buf_fini(&ac->scratch);
     pthread_mutex_destroy(&ac->mu);
     iocd_free(ac);
+}
+
+/* ---- Silences through the center (the API's entry points) ---------------------------------- */
+
+iocd_err alert_silence_add(alert_center *ac, const char *matchers, int64_t starts_ms,
+                           int64_t ends_ms, const char *created_by, const char *comment,
+                           iocd_buf *out, char *errbuf, size_t errlen)
+{
+    return silences_add(ac->silences, matchers, starts_ms, ends_ms, created_by, comment, out,
+                        errbuf, errlen);
+}
+
+iocd_err alert_silence_expire(alert_center *ac, uint64_t id, iocd_buf *out)
+{
+    return silences_expire(ac->silences, id, out);
+}
+
+iocd_err alert_silences_list(alert_center *ac, iocd_buf *out)
+{
+    return silences_list(ac->silences, out);
 }

@@ -250,11 +250,83 @@ static api_status h_incidents(api_req *req, void *ud)
     return API_DONE;
 }
 
+/* ---- Silences ------------------------------------------------------------------------------- */
+
+#define SPREFIX "/api/v1/silences"
+
+static api_status h_silences(api_req *req, void *ud)
+{
+    alert_center *ac = center(req);
+    const char *rest;
+    iocd_buf out;
+    char why[512] = "";
+    iocd_err err;
+
+    (void)ud;
+    if (ac == NULL)
+        return API_DONE;
+    rest = req->path + strlen(SPREFIX);
+    iocd_buf_init(&out, 0);
+    if (req->method == API_DELETE) {
+        char *end;
+        uint64_t id = *rest == '/' ? strtoull(rest + 1, &end, 10) : 0;
+        if (id == 0 || *end != '\0') {
+            api_error(req, 400, "bad_data", "DELETE %s/<id>", SPREFIX);
+        } else {
+            err = alert_silence_expire(ac, id, &out);
+            if (err == IOCD_ENOTFOUND)
+                api_error(req, 404, "not_found", "no silence %llu", (unsigned long long)id);
+            else if (err != IOCD_OK)
+                api_error(req, 503, "unavailable", "not saved: %s", iocd_strerror(err));
+            else
+                reply_json(req, 200, &out);
+        }
+    } else if (*rest != '\0') {
+        api_error(req, 404, "not_found", "no such endpoint: %s", req->path);
+    } else if (req->method == API_POST) {
+        iocd_json_obj o;
+        int64_t starts = 0, ends = 0;
+        const char *sv, *ev;
+        if (body_object(req, &o)) {
+            sv = str_field(&o, "starts_at");
+            ev = str_field(&o, "ends_at");
+            if ((sv != NULL && query_time_parse(sv, &starts) != IOCD_OK) || ev == NULL ||
+                query_time_parse(ev, &ends) != IOCD_OK) {
+                api_error(
+                    req, 400, "bad_data",
+                    "\"ends_at\" (and \"starts_at\", optional) must be RFC 3339 or Unix times");
+            } else {
+                err = alert_silence_add(ac, str_field(&o, "matchers"), starts, ends,
+                                        str_field(&o, "created_by"), str_field(&o, "comment"), &out,
+                                        why, sizeof(why));
+                if (err == IOCD_EINVAL || err == IOCD_ELIMIT)
+                    api_error(req, 400, "bad_data", "%s", why);
+                else if (err != IOCD_OK)
+                    api_error(req, 503, "unavailable", "not saved: %s", iocd_strerror(err));
+                else
+                    reply_json(req, 201, &out);
+            }
+            iocd_json_obj_fini(&o);
+        }
+    } else if (alert_silences_list(ac, &out) != IOCD_OK) {
+        api_error(req, 503, "unavailable", "out of memory");
+    } else {
+        reply_json(req, 200, &out);
+    }
+    iocd_buf_fini(&out);
+    return API_DONE;
+}
+
 iocd_err api_incidents_register(api_server *srv)
 {
     iocd_err err = api_route_add(srv, API_GET, PREFIX "*", COL_ROLE_READ, h_incidents, NULL);
 
     if (err == IOCD_OK)
         err = api_route_add(srv, API_POST, PREFIX "*", COL_ROLE_WRITE, h_incidents, NULL);
+    if (err == IOCD_OK)
+        err = api_route_add(srv, API_GET, SPREFIX "*", COL_ROLE_READ, h_silences, NULL);
+    if (err == IOCD_OK)
+        err = api_route_add(srv, API_POST | API_DELETE, SPREFIX "*", COL_ROLE_WRITE, h_silences,
+                            NULL);
     return err;
 }

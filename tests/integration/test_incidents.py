@@ -153,6 +153,40 @@ def test_manual_reports_and_bad_requests():
         check(metric(d.metrics(), "iocd_outbox_events") >= 2, "outbox after restart")
 
 
+def test_silences_hold_back_incidents_and_survive_restarts():
+    with Daemon("--rules", EXAMPLES) as d:
+        d.start()
+        d.wait_log(r"rules loaded")
+        ends = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+        r = post_json(d, "/api/v1/silences", {"matchers": '{ward="gia_sang", alertname=~"camera_.*"}',
+                                              "ends_at": ends, "created_by": "minh",
+                                              "comment": "pole maintenance, ward Gia Sang"})
+        eq(r.status, 201, "silence created (%s)" % r.text)
+        sil = r.json()["data"]
+        eq(sil["state"], "active", "active")
+        eq(post_json(d, "/api/v1/silences", {"matchers": "{ward=", "ends_at": ends, "created_by": "x",
+                                             "comment": "x"}).status, 400, "bad matchers")
+        eq(post_json(d, "/api/v1/silences", {"matchers": '{ward="x"}', "ends_at": "2001-01-01T00:00:00Z",
+                                             "created_by": "x", "comment": "x"}).status, 400, "past end")
+        now = int(time.time() * 1000)
+        camera(d, "cam-41", 0, now - 90000, 7)  # gia_sang: silenced
+        lines = ["camera,ward=phu_xa,device=cam-42 online=0i %d" % (now - 90000 + i * 10000)
+                 for i in range(7)]
+        eq(d.post("/write?precision=ms", "\n".join(lines).encode()).status, 204, "write")
+        got = wait_for(lambda: d.get("/api/v1/incidents").json()["data"]["incidents"], what="incident")
+        wait_for(lambda: metric(d.metrics(), "iocd_alerts_silenced_total") >= 1, what="silenced")
+        eq([i["ward"] for i in d.get("/api/v1/incidents").json()["data"]["incidents"]], ["phu_xa"],
+           "only the unsilenced ward")
+        d.stop()
+        d.start()
+        lst = d.get("/api/v1/silences").json()["data"]
+        eq([x["id"] for x in lst], [sil["id"]], "the silence survived the restart")
+        r = d.request("DELETE", "/api/v1/silences/%d" % sil["id"])
+        eq(r.status, 200, "expired (%s)" % r.text)
+        eq(r.json()["data"]["state"], "expired", "state")
+        eq(d.request("DELETE", "/api/v1/silences/999").status, 404, "unknown silence")
+
+
 def test_broker_outage_and_kill_9_lose_nothing_and_keep_order():
     k = MockKafka()
     try:

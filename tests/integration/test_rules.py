@@ -84,7 +84,8 @@ def test_alert_state_survives_kill_9():
         d.kill9()
         d.start()
         d.wait_log(r"alert state restored")
-        got = firing(d, "camera_offline")
+        # No new sample is written: the alert must come back from the saved state alone.
+        got = wait_for(lambda: firing(d, "camera_offline"), what="the restored alert in the view")
         eq(len(got), 1, "still firing after kill -9, before any new sample")
         eq(got[0]["activeAt"], a["activeAt"], "same activeAt")
         eq(got[0]["labels"]["device"], "cam-077", "same alert")
