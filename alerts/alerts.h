@@ -67,6 +67,11 @@ typedef struct alert_signal {
     double value;
     int64_t t_ms;
     bool firing; /* false: resolved */
+    /* Inhibition: while this alert's incident is open, alerts matching inhibit_match that
+     * share the values of the inhibit_equal labels open no incident. NULL: none. */
+    const char *inhibit_match;
+    char *const *inhibit_equal;
+    size_t n_inhibit_equal;
 } alert_signal;
 
 /* Loads incidents and the outbox from the store and starts dispatch. Errors: IOCD_ENOMEM,

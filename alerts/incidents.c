@@ -45,6 +45,10 @@ typedef struct incident {
     bool manual;
     inc_event *ev;
     size_t n_ev;
+    char *inhibit;       /* matchers of the alerts this one holds back while open, or NULL */
+    char *inhibit_equal; /* label names joined by '\x1f' */
+    query_selector inhibit_sel;
+    bool inhibit_parsed;
 } incident;
 
 struct alert_center {
@@ -56,7 +60,7 @@ struct alert_center {
     alert_outbox *ob;
     alert_silences *silences;
     iocd_buf scratch;
-    iocd_metric *m_opened, *m_resolved, *m_acked, *m_open;
+    iocd_metric *m_opened, *m_resolved, *m_acked, *m_open, *m_inhibited;
 };
 
 /* ---- Small helpers ------------------------------------------------------------------------- */
@@ -138,6 +142,10 @@ static void incident_free(incident *in)
         iocd_free(in->ev[i].note);
     }
     iocd_free(in->ev);
+    iocd_free(in->inhibit);
+    iocd_free(in->inhibit_equal);
+    if (in->inhibit_parsed)
+        query_selector_fini(&in->inhibit_sel);
     iocd_free(in);
 }
 
@@ -413,6 +421,10 @@ static iocd_err incident_encode(const incident *in, iocd_buf *b)
     snprintf(t, sizeof(t), "%.17g", in->value);
     if (err == IOCD_OK)
         err = kv(b, "value", t);
+    if (err == IOCD_OK)
+        err = kv(b, "inhibit", in->inhibit);
+    if (err == IOCD_OK)
+        err = kv(b, "inhibit_equal", in->inhibit_equal);
     while (err == IOCD_OK && p < end) {
         const char *v = p + strlen(p) + 1;
         char name[300];
@@ -498,6 +510,10 @@ static iocd_err incident_decode(const char *p, size_t len, incident **out)
             in->manual = atoi(v) != 0;
         else if (strcmp(p, "value") == 0)
             in->value = strtod(v, NULL);
+        else if (strcmp(p, "inhibit") == 0)
+            set_str(&in->inhibit, v);
+        else if (strcmp(p, "inhibit_equal") == 0)
+            set_str(&in->inhibit_equal, v);
         else if (strncmp(p, "l.", 2) == 0) {
             err = iocd_buf_append(&labels, p + 2, strlen(p + 2) + 1);
             if (err == IOCD_OK)
@@ -607,6 +623,75 @@ static iocd_err commit_change(alert_center *ac, incident *in, const char *type, 
     return err;
 }
 
+/* ---- Inhibition ------------------------------------------------------------------------------ */
+
+static bool selector_matches(const query_selector *sel, const char *labels, size_t len)
+{
+    size_t m;
+
+    for (m = 0; m < sel->n; m++) {
+        const char *v = label_of(labels, len, sel->m[m].name);
+        if (v == NULL)
+            v = "";
+        if (!query_matcher_matches(&sel->m[m], v, strlen(v)))
+            return false;
+    }
+    return true;
+}
+
+/* Whether an open incident that inhibits holds back an alert with these labels: its matchers
+ * accept them and every "equal" label has the same value in both. Caller holds ac->mu. */
+static const incident *inhibited_by(alert_center *ac, const char *labels, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < ac->n; i++) {
+        incident *src = ac->inc[i];
+        const char *p;
+        bool same = true;
+        char why[256];
+        if (src->inhibit == NULL || src->state == INC_RESOLVED)
+            continue;
+        if (!src->inhibit_parsed) {
+            if (query_selector_parse(src->inhibit, &src->inhibit_sel, why, sizeof(why)) != IOCD_OK)
+                continue;
+            src->inhibit_parsed = true;
+        }
+        if (!selector_matches(&src->inhibit_sel, labels, len))
+            continue;
+        for (p = src->inhibit_equal; same && p != NULL && *p != '\0';) {
+            const char *sep = strchr(p, '\x1f');
+            char name[256];
+            const char *a, *b;
+            size_t n = sep != NULL ? (size_t)(sep - p) : strlen(p);
+            snprintf(name, sizeof(name), "%.*s", (int)(n < 255 ? n : 255), p);
+            a = label_of(labels, len, name);
+            b = label_of(src->labels, src->labels_len, name);
+            same = (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
+            p = sep != NULL ? sep + 1 : p + n;
+        }
+        if (same)
+            return src;
+    }
+    return NULL;
+}
+
+static char *join_names(char *const *names, size_t n)
+{
+    iocd_buf b;
+    size_t i;
+
+    iocd_buf_init(&b, 0);
+    for (i = 0; i < n; i++) {
+        if (i > 0)
+            iocd_buf_putc(&b, '\x1f');
+        iocd_buf_puts(&b, names[i]);
+    }
+    if (b.data == NULL)
+        iocd_buf_puts(&b, "");
+    return iocd_buf_take(&b, NULL);
+}
+
 /* ---- Rule signals ------------------------------------------------------------------------- */
 
 void alert_center_signal(alert_center *ac, const alert_signal *sig)
@@ -637,7 +722,16 @@ void alert_center_signal(alert_center *ac, const alert_signal *sig)
     }
     if ((in == NULL || in->state == INC_RESOLVED) &&
         silences_match(ac->silences, sig->labels, sig->labels_len, iocd_now_ms()))
-        goto out;                                  /* silenced: no incident, nothing sent */
+        goto out; /* silenced: no incident, nothing sent */
+    if (in == NULL || in->state == INC_RESOLVED) {
+        const incident *src = inhibited_by(ac, sig->labels, sig->labels_len);
+        if (src != NULL) {
+            iocd_metric_add(ac->m_inhibited, 1);
+            log_debug("alerts", "alert inhibited", "rule=%s by=%llu", sig->rule,
+                      (unsigned long long)src->id);
+            goto out;
+        }
+    }
     if (in != NULL && in->state != INC_RESOLVED) { /* already open: nothing new to say */
         in->value = sig->value;
         goto out;
@@ -678,6 +772,10 @@ void alert_center_signal(alert_center *ac, const alert_signal *sig)
     in->value = sig->value;
     in->state = INC_FIRING;
     in->created_ms = sig->t_ms;
+    if (sig->inhibit_match != NULL) {
+        in->inhibit = dup_capped(sig->inhibit_match);
+        in->inhibit_equal = join_names(sig->inhibit_equal, sig->n_inhibit_equal);
+    }
     if (in->rule == NULL || in->labels == NULL || add_incident(ac, in) != IOCD_OK) {
         incident_free(in);
         err = IOCD_ENOMEM;
@@ -1016,6 +1114,8 @@ iocd_err alert_center_open(const alert_config *cfg, alert_center **out, char *er
     ac->m_resolved = iocd_counter("iocd_incidents_resolved_total", "Incidents resolved.");
     ac->m_acked = iocd_counter("iocd_incidents_acknowledged_total", "Incidents acknowledged.");
     ac->m_open = iocd_gauge("iocd_incidents_open", "Incidents firing or acknowledged.");
+    ac->m_inhibited = iocd_counter("iocd_alerts_inhibited_total",
+                                   "Rule alerts held back by an open incident that inhibits them.");
     err = store_kv_each(cfg->st, "incidents", load_incident, ac); /* keys ascend: ids in order */
     if (err == IOCD_OK)
         err = silences_open(cfg->st, &ac->silences);

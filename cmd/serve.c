@@ -113,6 +113,9 @@ static void on_rule_event(void *ud, const rule_event *ev)
     sig.domain = ev->domain;
     sig.value = ev->value;
     sig.t_ms = ev->t_ms;
+    sig.inhibit_match = ev->inhibit_match;
+    sig.inhibit_equal = ev->inhibit_equal;
+    sig.n_inhibit_equal = ev->n_inhibit_equal;
     alert_center_signal(d->alerts, &sig);
 }
 

@@ -548,6 +548,9 @@ static void emit(rule_engine *e, const rule_def *r, instance *in, rule_state fro
     ev.t_ms = t_ms;
     ev.active_since_ms = in->since_ms;
     ev.shadow = r->shadow;
+    ev.inhibit_match = r->inhibit_match;
+    ev.inhibit_equal = r->inhibit_equal;
+    ev.n_inhibit_equal = r->n_inhibit_equal;
     if (to == RULE_FIRING || (from == RULE_FIRING && to == RULE_INACTIVE))
         log_info("rules", to == RULE_FIRING ? "alert firing" : "alert resolved",
                  "rule=%s summary=%s shadow=%d", r->name, ev.summary, (int)r->shadow);

@@ -79,6 +79,8 @@ static void rule_def_fini(lua_State *L, rule_def *r)
     iocd_free(r->runbook);
     free_strv(r->label_names, r->n_labels);
     free_strv(r->label_values, r->n_labels);
+    iocd_free(r->inhibit_match);
+    free_strv(r->inhibit_equal, r->n_inhibit_equal);
     if (L != NULL) {
         luaL_unref(L, LUA_REGISTRYINDEX, r->when.ref);
         luaL_unref(L, LUA_REGISTRYINDEX, r->clear.ref);
@@ -377,10 +379,11 @@ static void get_labels(lua_State *L, int t, rule_def *r)
     lua_pop(L, 1);
 }
 
-static const char *const rule_keys[] = { "name",     "select", "when",     "clear",   "hold",
-                                         "keep",     "window", "absent",   "expr",    "every",
-                                         "severity", "domain", "group_by", "summary", "description",
-                                         "runbook",  "labels", "mode",     NULL };
+static const char *const rule_keys[] = { "name",     "select",  "when",        "clear",
+                                         "hold",     "keep",    "window",      "absent",
+                                         "expr",     "every",   "severity",    "domain",
+                                         "group_by", "summary", "description", "runbook",
+                                         "labels",   "mode",    "inhibits",    NULL };
 static const char *const record_keys[] = { "name", "expr", "every", "labels", NULL };
 
 /* Edit distance with adjacent transpositions (for "did you mean"), capped at 9. */
@@ -547,6 +550,26 @@ static int define(lua_State *L, bool record)
     get_text(L, 1, "description", &r->description, r->name);
     r->runbook = get_string(L, 1, "runbook", NULL, r->name);
     get_labels(L, 1, r);
+    if (lua_getfield(L, 1, "inhibits") != LUA_TNIL) { /* { match = '{...}', equal = {...} } */
+        query_selector probe;
+        int t = lua_gettop(L);
+        if (lua_type(L, t) != LUA_TTABLE)
+            fail_at(L,
+                    "rule \"%s\": inhibits must be { match = '{domain=\"lighting\"}', equal = "
+                    "{\"ward\"} }",
+                    r->name);
+        r->inhibit_match = get_string(L, t, "match", NULL, r->name);
+        if (r->inhibit_match == NULL)
+            fail_at(L,
+                    "rule \"%s\": inhibits needs match (label matchers of the alerts it holds "
+                    "back)",
+                    r->name);
+        if (query_selector_parse(r->inhibit_match, &probe, why, sizeof(why)) != IOCD_OK)
+            fail_at(L, "rule \"%s\": inhibits.match: %s", r->name, why);
+        query_selector_fini(&probe);
+        get_names(L, t, "equal", &r->inhibit_equal, &r->n_inhibit_equal, r->name);
+    }
+    lua_pop(L, 1);
     mode = lua_getfield(L, 1, "mode") == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
     if (mode != NULL && strcmp(mode, "shadow") != 0 && strcmp(mode, "live") != 0)
         fail_at(L, "rule \"%s\": mode must be \"live\" or \"shadow\"", r->name);

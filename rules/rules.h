@@ -76,9 +76,12 @@ typedef struct rule_event {
     size_t labels_len;
     const char *summary, *description, *runbook, *severity, *domain;
     double value;
-    int64_t t_ms;            /* when it changed (the sample's time for streaming rules) */
-    int64_t active_since_ms; /* when it became pending or firing */
-    bool shadow;             /* mode = "shadow": recorded, never dispatched */
+    int64_t t_ms;              /* when it changed (the sample's time for streaming rules) */
+    int64_t active_since_ms;   /* when it became pending or firing */
+    bool shadow;               /* mode = "shadow": recorded, never dispatched */
+    const char *inhibit_match; /* the rule's inhibits.match, or NULL */
+    char *const *inhibit_equal;
+    size_t n_inhibit_equal;
 } rule_event;
 
 typedef void (*rule_event_fn)(void *ud, const rule_event *ev);

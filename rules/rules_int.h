@@ -90,6 +90,9 @@ typedef struct rule_def {
     char **label_names, **label_values;
     size_t n_labels;
     bool shadow;
+    char *inhibit_match;  /* while firing, holds back alerts matching this (NULL: none) ... */
+    char **inhibit_equal; /* ... that share these labels' values */
+    size_t n_inhibit_equal;
     uint64_t digest; /* of the definition's text: unchanged rules keep their alerts */
 } rule_def;
 

@@ -27,3 +27,18 @@ rule "lamp_failing" {
   group_by = { "ward", "device" },
   summary = "Lamp {{device}} in {{ward}} draws only {{value|%.0f}} W",
 }
+
+rule "ward_power_cut" {
+  select = 'power_feed_on',      -- the ward substation's feed (1 on, 0 off)
+  when = "value < 1",
+  severity = "critical",
+  domain = "emergency",
+  group_by = { "ward" },
+  summary = "Power cut in {{ward}}",
+  -- While a ward has no power, its dark lamps and offline cameras are this one problem:
+  -- they open no incidents of their own.
+  inhibits = {
+    match = '{alertname=~"street_light_off_at_night|lamp_failing|camera_offline|camera_silent"}',
+    equal = { "ward" },
+  },
+}

@@ -31,3 +31,16 @@ test "a lamp drawing 40 W of its 120 W is failing" {
     { at = "15m", firing = {} },
   },
 }
+
+test "a power cut fires at once for its ward" {
+  interval = "1m",
+  series = {
+    { 'power_feed_on{ward="tan_thinh",device="sub-3"}', "1 1 0x3 1" },  -- off from 2 to 5 min
+  },
+  alerts = {
+    { at = "1m", firing = {} },
+    { at = "2m", firing = { { alertname = "ward_power_cut", ward = "tan_thinh", severity = "critical" } } },
+    { at = "5m", firing = { { alertname = "ward_power_cut" } } },
+    { at = "6m", firing = {} },
+  },
+}

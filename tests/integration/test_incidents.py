@@ -187,6 +187,27 @@ def test_silences_hold_back_incidents_and_survive_restarts():
         eq(d.request("DELETE", "/api/v1/silences/999").status, 404, "unknown silence")
 
 
+def test_a_ward_power_cut_inhibits_its_cameras_and_lamps():
+    with Daemon("--rules", EXAMPLES) as d:
+        d.start()
+        d.wait_log(r"rules loaded")
+        now = int(time.time() * 1000)
+        r = d.post("/write?precision=ms", ("power,ward=gia_sang,device=sub-1 feed_on=0i %d" % (now - 95000)).encode())
+        eq(r.status, 204, "write")
+        wait_for(lambda: d.get("/api/v1/incidents?state=firing").json()["data"]["incidents"],
+                 what="the power cut incident")
+        camera(d, "cam-51", 0, now - 90000, 7)  # in the ward without power: held back
+        lines = ["camera,ward=phu_xa,device=cam-52 online=0i %d" % (now - 90000 + i * 10000)
+                 for i in range(7)]
+        eq(d.post("/write?precision=ms", "\n".join(lines).encode()).status, 204, "write")
+        wait_for(lambda: len(d.get("/api/v1/incidents").json()["data"]["incidents"]) >= 2,
+                 what="the other ward's camera incident")
+        wait_for(lambda: metric(d.metrics(), "iocd_alerts_inhibited_total") >= 1, what="inhibited")
+        got = sorted((i["rule"], i["ward"]) for i in d.get("/api/v1/incidents").json()["data"]["incidents"])
+        eq(got, [("camera_offline", "phu_xa"), ("ward_power_cut", "gia_sang")],
+           "one incident for the power cut, none for its camera")
+
+
 def test_broker_outage_and_kill_9_lose_nothing_and_keep_order():
     k = MockKafka()
     try:
