@@ -11,7 +11,7 @@
 SHELL := /bin/bash
 
 CC ?= cc
-MODULES := common storage query alerts rules collector api
+MODULES := common sim storage query alerts rules collector api
 PKGS := libevent lmdb rdkafka libmicrohttpd lua5.4 zlib libzstd snappy libprotobuf-c libpcre2-8
 
 # Lazy (=) so pkg-config runs after `make deps` has installed it.
@@ -144,13 +144,9 @@ format:
 	clang-format -i $(SOURCES)
 
 # ---- Run, bench, fuzz --------------------------------------------------------------------
-RUN_ARGS ?= --kafka-brokers mock --rules examples/rules
+# The demo: iocd (example rules, Kafka mock) fed by a live city; tools/run.sh says where to look.
 run: all
-	@mkdir -p data
-	@echo "iocd: API and /metrics on http://127.0.0.1:9470 (incidents: /api/v1/incidents, alerts:"
-	@echo "      /api/v1/alerts); the mock Kafka address is logged below (kafka bootstrap=...):"
-	@echo "      kcat -C -b <bootstrap> -t iocd.incidents shows incidents arriving. Ctrl-C stops."
-	build/iocd serve $(RUN_ARGS)
+	@tools/run.sh
 
 build/bench/%: bench/%.c $(REL_LIB_OBJ)
 	@mkdir -p $(@D)

@@ -30,107 +30,9 @@
 
 #include <snappy-c.h>
 
-#define WARDS 32
+#include "sim/sim.h"
 
-static const char *const ward_slugs[WARDS] = {
-    "phan_dinh_phung", "hoang_van_thu", "trung_vuong", "quang_trung", "gia_sang",   "tuc_duyen",
-    "dong_quang",      "quang_vinh",    "tan_thinh",   "thinh_dan",   "tan_lap",    "phu_xa",
-    "trung_thanh",     "tan_thanh",     "cam_gia",     "huong_son",   "tich_luong", "tan_long",
-    "quan_trieu",      "dong_bam",      "chua_hang",   "phuc_ha",     "phuc_xuan",  "phuc_triu",
-    "thinh_duc",       "tan_cuong",     "quyet_thang", "phuc_tri",    "son_cam",    "cao_ngan",
-    "linh_son",        "huong_thuong",
-};
-
-typedef enum kind { CAMERA, LIGHT, TRAFFIC, WATER } kind;
-
-static const struct {
-    const char *measurement, *domain, *prefix;
-    int fields;
-} kinds[] = {
-    { "camera", "cameras", "cam", 3 },
-    { "lighting", "lighting", "lamp", 3 },
-    { "traffic", "traffic", "tc", 3 },
-    { "water", "water", "ws", 4 },
-};
-
-static uint64_t hash64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return x;
-}
-
-/* Uniform noise in [-1, 1), deterministic per (seed, device, t, field). */
-static double noise(uint64_t seed, uint64_t dev, int64_t t, int field)
-{
-    uint64_t h = hash64(seed * 0x9E3779B97F4A7C15ULL ^ dev * 0x632BE59BD9B4E019ULL ^
-                        (uint64_t)t * 0x94D049BB133111EBULL ^ (uint64_t)field);
-    return (double)(h >> 11) / (double)(1ULL << 52) - 1.0;
-}
-
-/* Local hour of day in Asia/Ho_Chi_Minh (UTC+7, no DST). */
-static double local_hour(int64_t t_ms)
-{
-    int64_t s = t_ms / 1000 + 7 * 3600;
-
-    return (double)(((s % 86400) + 86400) % 86400) / 3600.0;
-}
-
-static int line_for(char *out, size_t cap, kind k, uint64_t dev, int ward, int64_t t, uint64_t seed)
-{
-    double h = local_hour(t), n0 = noise(seed, dev, t, 0), n1 = noise(seed, dev, t, 1),
-           n2 = noise(seed, dev, t, 2);
-    bool night = h >= 17.9 || h < 5.75;
-    double rush = exp(-pow((h - 8.0) / 1.0, 2)) + exp(-pow((h - 17.5) / 1.2, 2));
-    int len = snprintf(out, cap, "%s,ward=%s,domain=%s,device=%s-%05llu ", kinds[k].measurement,
-                       ward_slugs[ward], kinds[k].domain, kinds[k].prefix, (unsigned long long)dev);
-
-    switch (k) {
-    case CAMERA: {
-        bool online = (hash64(dev ^ (uint64_t)(t / 600000)) % 500) != 0;
-        len += snprintf(out + len, cap - (size_t)len, "fps=%di,bitrate_kbps=%di,online=%di",
-                        online ? 25 : 0, online ? 2048 + (int)(n0 * 300) : 0, online ? 1 : 0);
-        break;
-    }
-    case LIGHT: {
-        double power = night ? 120.0 + n0 * 6.0 : 0.0;
-        double lux = night ? 15.0 + n1 * 2.0 : 8000.0 * sin(M_PI * (h - 6.0) / 12.0) + n1 * 40.0;
-        if (lux < 0)
-            lux = 0;
-        len += snprintf(out + len, cap - (size_t)len, "on=%di,power_w=%.1f,lux=%.1f", night ? 1 : 0,
-                        power, lux);
-        break;
-    }
-    case TRAFFIC: {
-        /* vehicles_total counts since the counter started: 1.2 vehicles/s plus the rush
-         * hours' integral (erf of the two peaks), so rate() gives the daily shape. */
-        double local_s = (double)(t / 1000 + 7 * 3600), days = floor(local_s / 86400.0);
-        double peaks =
-            0.5 * sqrt(M_PI) * ((1.0 + erf(h - 8.0)) + 1.2 * (1.0 + erf((h - 17.5) / 1.2)));
-        double total = (double)(hash64(dev) % 100000) + 1.2 * local_s +
-                       21600.0 * (days * sqrt(M_PI) * 2.2 + peaks);
-        double speed = 45.0 - 25.0 * rush + 3.0 * n1;
-        len += snprintf(out + len, cap - (size_t)len,
-                        "vehicles_total=%.0fi,avg_speed_kmh=%.1f,occupancy_pct=%.1f", floor(total),
-                        speed, 8.0 + 55.0 * rush + 2.0 * n2);
-        break;
-    }
-    case WATER: {
-        double demand =
-            0.5 + 0.3 * exp(-pow((h - 6.5) / 1.5, 2)) + 0.35 * exp(-pow((h - 19.0) / 2.0, 2));
-        len += snprintf(out + len, cap - (size_t)len,
-                        "pressure_bar=%.3f,flow_m3h=%.1f,level_m=%.2f,pump_on=%di",
-                        2.6 - 0.6 * demand + 0.01 * n0, 80.0 + 120.0 * demand + 2.0 * n1,
-                        4.0 - 1.5 * demand + 0.01 * n2, demand > 0.6 ? 1 : 0);
-        break;
-    }
-    }
-    len += snprintf(out + len, cap - (size_t)len, " %lld\n", (long long)t);
-    return len;
-}
+/* The city's devices and what they report come from sim/ (shared with `iocd simulate`). */
 
 /* ---- The workload ------------------------------------------------------------------------ */
 
@@ -146,13 +48,6 @@ typedef struct work {
     uint64_t samples, lines, bytes;
 } work;
 
-static kind kind_of(uint64_t dev)
-{
-    uint64_t r = hash64(dev * 7919) % 100;
-
-    return r < 40 ? LIGHT : r < 65 ? CAMERA : r < 85 ? TRAFFIC : WATER;
-}
-
 static void generate(work *w, uint64_t series, int points, int64_t interval, int64_t start,
                      size_t per_batch, uint64_t seed)
 {
@@ -163,13 +58,13 @@ static void generate(work *w, uint64_t series, int points, int64_t interval, int
     int p;
 
     while (fields < series)
-        fields += (uint64_t)kinds[kind_of(devices++)].fields;
+        fields += (uint64_t)sim_fields(sim_kind_of(devices++));
     memset(w, 0, sizeof(*w));
     for (p = 0; p < points; p++) {
         int64_t t = start + (int64_t)p * interval;
         for (d = 0; d < devices; d++) {
-            kind k = kind_of(d);
-            int len = line_for(line, sizeof(line), k, d, (int)(hash64(d) % WARDS), t, seed);
+            sim_kind k = sim_kind_of(d);
+            int len = sim_line(line, sizeof(line), k, d, sim_ward_of(d), t, seed, SIM_OK);
             if (cur == NULL || in_batch == per_batch) {
                 if (w->n == cap) {
                     cap = cap != 0 ? cap * 2 : 1024;
@@ -182,10 +77,10 @@ static void generate(work *w, uint64_t series, int points, int64_t interval, int
             }
             memcpy(cur->data + cur->len, line, (size_t)len);
             cur->len += (size_t)len;
-            cur->samples += (uint64_t)kinds[k].fields;
+            cur->samples += (uint64_t)sim_fields(k);
             cur->lines++;
             in_batch++;
-            w->samples += (uint64_t)kinds[k].fields;
+            w->samples += (uint64_t)sim_fields(k);
             w->lines++;
             w->bytes += (uint64_t)len;
         }

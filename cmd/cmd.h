@@ -12,6 +12,8 @@ void cmd_backup_usage(void);
 int cmd_check(int argc, char **argv);
 void cmd_check_usage(void);
 int cmd_rules(int argc, char **argv);
+int cmd_simulate(int argc, char **argv);
+void cmd_simulate_usage(void);
 void cmd_rules_usage(void);
 /* Prints the config file reference (Markdown table rows). */
 int cmd_config_reference(void);

@@ -16,7 +16,8 @@ static void usage(FILE *out)
                  "  serve      run the daemon: ingest, storage, rules, incidents, HTTP API\n"
                  "  backup     copy a store consistently, even while iocd runs\n"
                  "  check      verify a store's indexes and write-ahead log\n"
-                 "  rules      check and test alert rule files (rules check|test FILE...)\n"
+                 "  rules      check, test and backtest alert rule files\n"
+                 "  simulate   run a live demo city that feeds an iocd\n"
                  "  version    print the version and exit\n"
                  "  help [CMD] show this help, or a command's flags ('help config': config keys)\n"
                  "\n"
@@ -58,6 +59,10 @@ static int help(int argc, char **argv)
         cmd_rules_usage();
         return 0;
     }
+    if (strcmp(argv[0], "simulate") == 0) {
+        cmd_simulate_usage();
+        return 0;
+    }
     if (strcmp(argv[0], "config") == 0)
         return cmd_config_reference();
     if (strcmp(argv[0], "version") == 0) {
@@ -90,6 +95,8 @@ int main(int argc, char **argv)
         return cmd_check(argc - 2, argv + 2);
     if (strcmp(cmd, "rules") == 0)
         return cmd_rules(argc - 2, argv + 2);
+    if (strcmp(cmd, "simulate") == 0)
+        return cmd_simulate(argc - 2, argv + 2);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0 || strcmp(cmd, "-v") == 0)
         return argc == 2 || strcmp(argv[2], "--help") != 0 ? version() : help(1, argv + 1);
     if (strcmp(cmd, "help") == 0)
