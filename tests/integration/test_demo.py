@@ -1,0 +1,49 @@
+"""tests/integration/test_demo.py - the demo city as `make run` starts it: iocd with the example
+rules, fed by `iocd simulate`; the first incident must be listed within 45 seconds of the
+simulator starting, and a ward power cut must keep that ward's lamps and cameras from opening
+incidents of their own."""
+
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import IOCD, Daemon, check, eq, metric, run, wait_for  # noqa: E402
+
+EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "rules")
+
+
+def test_first_incident_within_45_seconds():
+    with Daemon("--rules", EXAMPLES) as d:
+        d.start()
+        d.wait_log(r"rules loaded")
+        sim = subprocess.Popen([IOCD, "simulate", "--url", "http://" + d.http_addr,
+                                "--devices", "500", "--interval", "2s"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            t0 = time.monotonic()
+            first = wait_for(lambda: d.get("/api/v1/incidents").json()["data"]["incidents"],
+                             timeout=45, what="the first incident")
+            took = time.monotonic() - t0
+            check(took < 45, "first incident after %.1f s" % took)
+            print("first incident after %.1f s" % took)
+            eq(first[-1]["state"], "firing", "firing")
+            # The second fault is a ward power cut: its incident opens, and its ward's dark
+            # lamps and cameras are held back.
+            cut = wait_for(lambda: [i for i in d.get("/api/v1/incidents").json()["data"]["incidents"]
+                                    if i["rule"] == "ward_power_cut"], timeout=45, what="power cut")
+            wait_for(lambda: metric(d.metrics(), "iocd_alerts_inhibited_total") >= 1, timeout=90,
+                     what="its ward's lamps and cameras inhibited")
+            ward = cut[0]["ward"]
+            others = [i for i in d.get("/api/v1/incidents").json()["data"]["incidents"]
+                      if i["ward"] == ward and i["rule"] in ("camera_offline", "street_light_off_at_night")]
+            eq(others, [], "no lamp or camera incidents in the ward without power")
+        finally:
+            sim.terminate()
+            out = sim.communicate(timeout=20)[0]
+        check("fault:" in out, "the simulator announced its faults: %r" % out[:300])
+
+
+if __name__ == "__main__":
+    run(globals())
