@@ -449,7 +449,7 @@ static api_status enqueue(api_req *req, bool range)
                       "positive integer");
             return API_DONE;
         }
-        if ((end - start) / step >= cfg->query_max_points) {
+        if ((end - start) / step > cfg->query_max_points) { /* Prometheus: steps, not points */
             api_error(req, 400, "bad_data",
                       "exceeded maximum resolution of %lld points per timeseries. Try "
                       "decreasing the query resolution (?step=XX)",
@@ -579,7 +579,7 @@ static bool match_union(api_req *req, store *st, bool *have_match, uint64_t **id
         api_error(req, 503, "unavailable", "selecting series: %s", iocd_strerror(err));
         return false;
     }
-    qsort(all, n_all, sizeof(*all), cmp_u64);
+    iocd_qsort(all, n_all, sizeof(*all), cmp_u64);
     for (i = 0, k = 0; i < n_all; i++)
         if (k == 0 || all[k - 1] != all[i])
             all[k++] = all[i];
@@ -730,7 +730,7 @@ static void set_unique(str_set *s)
 {
     size_t i, k = 0;
 
-    qsort(s->v, s->n, sizeof(*s->v), cmp_str);
+    iocd_qsort(s->v, s->n, sizeof(*s->v), cmp_str);
     for (i = 0; i < s->n; i++) {
         if (k > 0 && strcmp(s->v[k - 1], s->v[i]) == 0) {
             iocd_free(s->v[i]);
@@ -981,7 +981,7 @@ static iocd_err put_top(iocd_buf *b, const char *key, counter_map *m, size_t lim
     size_t i;
 
     if (m->cap > 0)
-        qsort(m->e, m->cap, sizeof(*m->e), by_count_desc);
+        iocd_qsort(m->e, m->cap, sizeof(*m->e), by_count_desc);
     for (i = 0; err == IOCD_OK && i < m->n && i < limit; i++) {
         if (i > 0)
             err = iocd_buf_putc(b, ',');

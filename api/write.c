@@ -325,7 +325,7 @@ static bool select_matches(api_req *req, store *st, uint64_t **ids_out, size_t *
         api_error(req, 503, "unavailable", "out of memory");
         return false;
     }
-    qsort(all, n_all, sizeof(*all), cmp_u64);
+    iocd_qsort(all, n_all, sizeof(*all), cmp_u64);
     for (i = 0, k = 0; i < n_all; i++)
         if (k == 0 || all[k - 1] != all[i])
             all[k++] = all[i];

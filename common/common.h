@@ -99,6 +99,8 @@ void *iocd_realloc(void *p, size_t len);
 void iocd_free(void *p);
 char *iocd_strdup(const char *s);
 char *iocd_strndup(const char *s, size_t len);
+/* qsort that accepts an empty array given as NULL (qsort itself may not be passed NULL). */
+void iocd_qsort(void *base, size_t n, size_t size, int (*cmp)(const void *, const void *));
 /* Bytes currently allocated through iocd_malloc and friends. */
 size_t iocd_mem_used(void);
 /* In an IOCD_FAULT build, makes the nth allocation from now fail (0 disables); returns

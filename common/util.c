@@ -96,3 +96,9 @@ int iocd_hexval(char c)
         return c - 'A' + 10;
     return -1;
 }
+
+void iocd_qsort(void *base, size_t n, size_t size, int (*cmp)(const void *, const void *))
+{
+    if (n > 1)
+        qsort(base, n, size, cmp);
+}

@@ -1087,7 +1087,7 @@ double pq_quantile(double q, double *v, size_t n)
         return -INFINITY;
     if (q > 1)
         return INFINITY;
-    qsort(v, n, sizeof(*v), cmp_double);
+    iocd_qsort(v, n, sizeof(*v), cmp_double);
     rank = q * (double)(n - 1);
     lo = (size_t)fmax(0, floor(rank));
     hi = lo + 1 < n ? lo + 1 : n - 1;
@@ -1349,7 +1349,7 @@ static iocd_err agg_topk(pq_eval *ev, const pq_node *n, const double *param, pq_
     if (err == IOCD_OK)
         err = pq_vector_finish(ev, out);
     if (err == IOCD_OK && ev->n_steps == 1) /* an instant answer lists the winners in order */
-        qsort(out->s, out->n, sizeof(*out->s), top ? pq_by_value_desc : pq_by_value_asc);
+        iocd_qsort(out->s, out->n, sizeof(*out->s), top ? pq_by_value_desc : pq_by_value_asc);
     return err;
 }
 
@@ -1703,7 +1703,7 @@ static iocd_err to_result(pq_eval *ev, pq_value *v, bool range, bool keep_order,
         r->n++;
     }
     if (!keep_order)
-        qsort(r->series, r->n, sizeof(*r->series), series_cmp);
+        iocd_qsort(r->series, r->n, sizeof(*r->series), series_cmp);
     return IOCD_OK;
 }
 
@@ -1747,7 +1747,7 @@ iocd_err query_eval(store *st, const query_limits *lim, const query_expr *e, int
     if (ev.end < ev.start)
         return pq_error(&ev, IOCD_EINVAL, "end timestamp must not be before start time");
     ev.n_steps = (size_t)((ev.end - ev.start) / ev.step) + 1;
-    if (range && ev.n_steps > ev.lim.max_points)
+    if (range && ev.n_steps - 1 > ev.lim.max_points) /* steps, as Prometheus counts */
         return pq_error(&ev, IOCD_ELIMIT,
                         "exceeded maximum resolution of %zu points per timeseries. Try "
                         "decreasing the query resolution (?step=XX)",

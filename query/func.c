@@ -879,7 +879,7 @@ static iocd_err sort_common(pq_eval *ev, pq_value *args, bool desc, pq_value *ou
     memset(&args[0], 0, sizeof(args[0]));
     err = pq_vector_finish(ev, out);
     if (err == IOCD_OK && ev->n_steps == 1) /* the order only means something for one step */
-        qsort(out->s, out->n, sizeof(*out->s), desc ? pq_by_value_desc : pq_by_value_asc);
+        iocd_qsort(out->s, out->n, sizeof(*out->s), desc ? pq_by_value_desc : pq_by_value_asc);
     return err;
 }
 
@@ -919,7 +919,7 @@ static double bucket_quantile(double q, bucket *b, size_t n)
         return -INFINITY;
     if (q > 1)
         return INFINITY;
-    qsort(b, n, sizeof(*b), bucket_cmp);
+    iocd_qsort(b, n, sizeof(*b), bucket_cmp);
     if (n == 0 || !(isinf(b[n - 1].le) && b[n - 1].le > 0))
         return NAN;
     for (i = 1, k = 0; i < n; i++) { /* merge buckets with the same bound */

@@ -172,7 +172,7 @@ iocd_err lset_from_pairs(const char **names, const char **values, size_t n, lset
         ps[i] = (pair){ names[i], values[i], i };
         total += strlen(names[i]) + strlen(values[i]) + 2;
     }
-    qsort(ps, n, sizeof(*ps), pair_cmp);
+    iocd_qsort(ps, n, sizeof(*ps), pair_cmp);
     s = iocd_malloc(total + 1);
     if (s == NULL) {
         iocd_free(ps);

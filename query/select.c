@@ -388,7 +388,7 @@ static iocd_err candidates(store *st, const query_matcher *m, uint64_t **ids_out
         iocd_free(ids);
         return err;
     }
-    qsort(ids, n, sizeof(*ids), cmp_u64); /* a series has one value per label: no dups */
+    iocd_qsort(ids, n, sizeof(*ids), cmp_u64); /* a series has one value per label: no dups */
     *ids_out = ids;
     *n_out = n;
     return IOCD_OK;

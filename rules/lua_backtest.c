@@ -176,7 +176,7 @@ iocd_err rule_backtest(store *st, const char *rules_path, const rule_engine_conf
         size_t i;
         err = store_read_many(st, ids, n_ids, t, hi, bt_collect, &c);
         if (err == IOCD_OK && c.n > 0)
-            qsort(c.v, c.n, sizeof(*c.v), bt_cmp);
+            iocd_qsort(c.v, c.n, sizeof(*c.v), bt_cmp);
         for (i = 0; err == IOCD_OK && i < c.n; i++) {
             while (c.v[i].s.t_ms >= next_step) { /* a second of history has passed */
                 rule_engine_step(e, next_step);

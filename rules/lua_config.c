@@ -141,7 +141,7 @@ static iocd_err walk_table(walk *w, size_t depth)
         }
         keys[nkeys++] = lua_tostring(L, -1); /* the table keeps the string alive */
     }
-    qsort(keys, nkeys, sizeof(*keys), cmp_str);
+    iocd_qsort(keys, nkeys, sizeof(*keys), cmp_str);
     for (k = 0; k < nkeys && err == IOCD_OK; k++) {
         w->segs[depth] = keys[k];
         lua_getfield(L, t, keys[k]);

@@ -337,7 +337,7 @@ static iocd_err alert_labels(const rule_def *r, const char *g, size_t glen, iocd
     n++;
     items[n] = (kv){ "domain", r->domain, n };
     n++;
-    qsort(items, n, sizeof(*items), kv_cmp);
+    iocd_qsort(items, n, sizeof(*items), kv_cmp);
     for (i = 0; i < n && err == IOCD_OK; i++) {
         if (i + 1 < n && strcmp(items[i].k, items[i + 1].k) == 0)
             continue;
@@ -917,7 +917,7 @@ static iocd_err series_match(rule_engine *e, series_state *s)
         return err;
     }
     if (n > 1)
-        qsort(rules, n, sizeof(*rules), cmp_u32); /* rule order, as in the files */
+        iocd_qsort(rules, n, sizeof(*rules), cmp_u32); /* rule order, as in the files */
     for (i = 0; i < n; i++)
         if (e->rs->rules[rules[i]].window_ms > s->window_ms)
             s->window_ms = e->rs->rules[rules[i]].window_ms;

@@ -739,7 +739,7 @@ static iocd_err list_files(const char *path, char ***out, size_t *n_out, char *e
         free_strv(files, n);
         return IOCD_ENOMEM;
     }
-    qsort(files, n, sizeof(*files), cmp_str);
+    iocd_qsort(files, n, sizeof(*files), cmp_str);
     *out = files;
     *n_out = n;
     return IOCD_OK;
@@ -851,7 +851,7 @@ static double quantile_of(double q, double *v, size_t n)
         return -INFINITY;
     if (q > 1)
         return INFINITY;
-    qsort(v, n, sizeof(*v), cmp_double);
+    iocd_qsort(v, n, sizeof(*v), cmp_double);
     rank = q * (double)(n - 1);
     lo = (size_t)floor(rank);
     hi = lo + 1 < n ? lo + 1 : n - 1;

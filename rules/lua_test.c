@@ -190,7 +190,7 @@ static char *label_set_text(lua_State *L, int idx)
         }
         lua_pop(L, 1);
     }
-    qsort(lines, n, sizeof(*lines), cmp_line);
+    iocd_qsort(lines, n, sizeof(*lines), cmp_line);
     out = iocd_malloc(total);
     if (out != NULL) {
         out[0] = '\0';
@@ -567,7 +567,7 @@ static iocd_err run_case(const char *test_path, tcase *tc, const rule_engine_con
         times[n_times++] = (int64_t)i * tc->interval_ms;
     for (i = 0; i < tc->n_expect; i++)
         times[n_times++] = tc->expect[i].at_ms;
-    qsort(times, n_times, sizeof(*times), cmp_i64);
+    iocd_qsort(times, n_times, sizeof(*times), cmp_i64);
     rule_engine_step(e, tc->start_ms);
     for (i = 0; i < n_times && err == IOCD_OK; i++) {
         int64_t t = times[i];

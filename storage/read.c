@@ -409,7 +409,7 @@ iocd_err store_read_rollup(store *st, uint64_t id, int64_t res_ms, int64_t start
         iocd_free(c.r);
         return err;
     }
-    qsort(c.r, c.n, sizeof(*c.r), rollup_cmp);
+    iocd_qsort(c.r, c.n, sizeof(*c.r), rollup_cmp);
     {
         size_t i, k = 0;
         for (i = 0; i < c.n; i++) {

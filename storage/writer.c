@@ -296,7 +296,7 @@ static iocd_err build_blocks(const seal_set *ss, store_db_block **blocks_io, siz
     int r;
     iocd_err err = IOCD_OK;
 
-    qsort(ss->runs, ss->n_runs, sizeof(*ss->runs), run_cmp);
+    iocd_qsort(ss->runs, ss->n_runs, sizeof(*ss->runs), run_cmp);
     if (n + 3 * ss->n_runs > *cap_io) {
         size_t cap = (n + 3 * ss->n_runs) * 2;
         store_db_block *g = iocd_realloc(blocks, cap * sizeof(*g));

@@ -2,15 +2,34 @@
 sends, in the order a user meets it: "Save & test" (1+1 and buildinfo), the query editor's
 metric and label autocomplete, the metric browser, a dashboard's range query with a
 $__rate_interval window, a table's instant query and exemplars; each answer is checked the
-way Grafana reads it (status, resultType, value shapes, sorted label values)."""
+way Grafana reads it (status, resultType, value shapes, sorted label values).
 
+What Grafana sends (its backend client, pkg/tsdb/prometheus): queries as form-encoded POST
+bodies (Content-Type application/x-www-form-urlencoded) or GET, per the data source's HTTP
+method; start and end as Unix seconds (a fraction only when not whole), aligned down to a
+multiple of the step; step in seconds; $__rate_interval resolved to max(interval + scrape
+interval, 4 x scrape interval) in Go's duration format (a 60 s step with the default 15 s
+scrape interval gives rate(x[1m15s])). Its health check is the instant query 1+1 over the
+time range 1 s..4 s of the epoch, so time=4. The editor asks /api/v1/labels and
+/api/v1/label/<name>/values with start, end and (since Prometheus 2.24) match[], and
+/api/v1/series with match[]. Its buildinfo reader decodes version, revision, branch,
+buildUser, buildDate and goVersion as strings and features as a string map (no features
+means "Prometheus", not Mimir).
+
+Every expected value below is worked out by hand from the data loaded, with Prometheus 2.42's
+semantics: an instant selector takes the newest sample in [t - 5m, t]; range windows are
+[t - range, t], both ends included; rate and increase extrapolate toward the window's edges
+(by the distance when it is under 1.1 x the average sample spacing, else by half a spacing,
+and never before the counter's zero) and correct counter resets."""
+
+import json
 import os
 import sys
 import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import Daemon, check, eq, run  # noqa: E402
+from harness import Daemon, Failure, check, eq, run  # noqa: E402
 
 NOW = int(time.time())
 END = NOW // 15 * 15
@@ -29,11 +48,25 @@ def load(d):
 
 
 def get(d, path, **p):
-    return d.get(path + "?" + urllib.parse.urlencode(p, doseq=True))
+    return call(d, "GET", path + "?" + urllib.parse.urlencode(p, doseq=True))
 
 
 def post(d, path, **p):
-    return d.post(path, urllib.parse.urlencode(p, doseq=True).encode(), headers=FORM)
+    return call(d, "POST", path, urllib.parse.urlencode(p, doseq=True).encode(), FORM)
+
+
+def call(d, method, path, body=None, headers=None):
+    try:
+        return d.request(method, path, body=body, headers=headers)
+    except OSError as e:  # the daemon died or hung up: say so, with what it logged last
+        try:
+            d.proc.wait(2)  # a crash closes the socket a moment before the process is gone
+            d.reader.join(2)
+        except Exception:
+            pass
+        raise Failure("%s %s: %r; iocd %s; its log ends:\n%s" % (
+            method, path[:200], e, "exited (%s)" % d.proc.returncode
+            if d.proc.poll() is not None else "still runs", d.log_text()[-2000:]))
 
 
 def ok(r, what):
@@ -49,8 +82,29 @@ def test_save_and_test():
         data = ok(post(d, "/api/v1/query", query="1+1", time=str(NOW)), "health check")
         eq(data["resultType"], "scalar", "1+1 is a scalar")
         eq(data["result"][1], "2", "1+1 = 2")
+        # Grafana 10's backend health check: 1+1 at the end of the range 1 s..4 s, form POST.
+        r = post(d, "/api/v1/query", query="1+1", time="4")
+        eq(r.status, 200, "health check at time=4: %s" % r.text[:200])
+        check((r.header("Content-Type") or "").startswith("application/json"),
+              "JSON content type, got %r" % r.header("Content-Type"))
+        eq(r.json(), {"status": "success", "data": {"resultType": "scalar", "result": [4, "2"]}},
+           "the whole health check answer")
+        # The same over GET (a data source set to the GET method), at a time with a fraction.
+        eq(ok(get(d, "/api/v1/query", query="1+1", time="%d.25" % NOW), "GET health check"),
+           {"resultType": "scalar", "result": [NOW + 0.25, "2"]}, "1+1 at a fractional time")
+        # No time: evaluated now.
+        t0 = time.time()
+        data = ok(post(d, "/api/v1/query", query="1+1"), "1+1 without time")
+        check(t0 - 1 <= data["result"][0] <= time.time() + 1, "evaluated now: %r" % data)
         info = ok(d.get("/api/v1/status/buildinfo"), "buildinfo")
         check(isinstance(info.get("version"), str) and info["version"], "a version string")
+        # Grafana decodes these as strings and features as a map of strings; without features
+        # it takes the server for Prometheus (with features, for Mimir with a ruler).
+        for k in ("version", "revision", "branch", "buildUser", "buildDate", "goVersion"):
+            check(k not in info or isinstance(info[k], str),
+                  "buildinfo %s is a string: %r" % (k, info))
+        check(not info.get("features"),
+              "no features, or Grafana takes iocd for Mimir with a ruler: %r" % info)
 
 
 def test_query_editor_autocomplete_and_metric_browser():
@@ -99,6 +153,300 @@ def test_dashboard_range_query_with_rate_interval():
                  start=str(START), end=str(END), step="60")
         eq(r.status, 400, "bad query")
         eq(r.json()["errorType"], "bad_data", "errorType")
+
+
+# ---- a second data set, loaded through /api/v1/import, for the exact semantics ----------
+#
+# An hour at 15 s, minute-aligned, ending two minutes before the current minute:
+# sample k (0..240) is at BASE + 15 k.
+#   pump_starts_total (counters)     ws-1 (gia_sang) 100 + 30 k: 2/s
+#                                    ws-2 (gia_sang) 45 k: 3/s, starting from zero
+#                                    ws-3 (phu_xa)   15 k, reset at k = 120 (BASE + 1800) to
+#                                                    15 (k - 119): still 1/s once corrected
+#   water_pressure_bar (gauges)      ws-1 2.5; ws-2 3.5 with no samples for k = 81..119
+#                                    (after BASE + 1200 until BASE + 1800); ws-3 1.25
+#   lamp_on (line protocol)          tan_thinh, pole p-7: 1 every 60 s (other label names)
+
+BASE = (int(time.time()) // 60 - 62) * 60
+KS = range(241)
+
+
+def ts(k):
+    return BASE + 15 * k
+
+
+def city_lines():
+    def series(name, ward, device, values):
+        pts = [(ts(k) * 1000, v) for k, v in values]
+        return json.dumps({"metric": {"__name__": name, "ward": ward, "domain": "water",
+                                      "device": device},
+                           "values": [v for _, v in pts], "timestamps": [t for t, _ in pts]})
+    # phu_xa first: label values must come back sorted, not in arrival order.
+    return [
+        series("pump_starts_total", "phu_xa", "ws-3",
+               [(k, 15 * k if k < 120 else 15 * (k - 119)) for k in KS]),
+        series("water_pressure_bar", "phu_xa", "ws-3", [(k, 1.25) for k in KS]),
+        series("pump_starts_total", "gia_sang", "ws-1", [(k, 100 + 30 * k) for k in KS]),
+        series("pump_starts_total", "gia_sang", "ws-2", [(k, 45 * k) for k in KS]),
+        series("water_pressure_bar", "gia_sang", "ws-1", [(k, 2.5) for k in KS]),
+        series("water_pressure_bar", "gia_sang", "ws-2",
+               [(k, 3.5) for k in KS if not 81 <= k <= 119]),
+    ]
+
+
+def load_city(d):
+    r = d.post("/api/v1/import", ("\n".join(city_lines()) + "\n").encode())
+    eq(r.status, 204, "import (%s)" % r.text)
+    lamps = "".join("lamp_on,ward=tan_thinh,pole=p-7 value=1 %d\n" % (ts(k) * 1000)
+                    for k in KS if k % 4 == 0)
+    r = d.post("/write?precision=ms", lamps.encode())
+    eq(r.status, 204, "lamps (%s)" % r.text)
+
+
+def values(series):
+    """A matrix series' values as [(t, float)], checking each pair's shape on the way."""
+    out = []
+    for p in series["values"]:
+        check(isinstance(p, list) and len(p) == 2, "a [time, value] pair: %r" % (p,))
+        t, v = p
+        check(isinstance(t, (int, float)) and not isinstance(t, bool),
+              "time is a number: %r" % (p,))
+        check(isinstance(v, str), "value is a string: %r" % (p,))
+        out.append((t, float(v)))
+    eq([t for t, _ in out], sorted(t for t, _ in out), "times ascending")
+    return out
+
+
+def near(got, want, what):
+    check(abs(got - want) <= 1e-9 * max(1.0, abs(want)), "%s: got %r, want %r" % (what, got, want))
+
+
+def by_label(result, label):
+    return {s["metric"].get(label): s for s in result}
+
+
+def fail(r, status, error_type, what):
+    eq(r.status, status, "%s status (%s)" % (what, r.text[:200]))
+    j = r.json()
+    eq((j.get("status"), j.get("errorType")), ("error", error_type), what)
+    check(isinstance(j.get("error"), str) and j["error"], "%s: an error text Grafana shows" % what)
+    return j["error"]
+
+
+def test_editor_metadata_requests_match_the_loaded_data():
+    """The query editor and metric browser: label names (all, and for one metric), metric
+    names, label values narrowed by match[], series for two selectors."""
+    with Daemon() as d:
+        d.start()
+        load_city(d)
+        rng = {"start": str(BASE), "end": str(ts(240))}
+        eq(ok(get(d, "/api/v1/labels", **rng), "labels"),
+           ["__name__", "device", "domain", "pole", "ward"], "every label name, sorted")
+        eq(ok(post(d, "/api/v1/labels", **dict(rng, **{"match[]": "lamp_on"})),
+              "labels of lamp_on"),
+           ["__name__", "pole", "ward"], "label names of one metric (form POST with match[])")
+        eq(ok(get(d, "/api/v1/label/__name__/values", **rng), "metric names"),
+           ["lamp_on", "pump_starts_total", "water_pressure_bar"], "metric names, sorted")
+        eq(ok(get(d, "/api/v1/label/ward/values", **rng), "wards"),
+           ["gia_sang", "phu_xa", "tan_thinh"], "ward values, sorted")
+        eq(ok(get(d, "/api/v1/label/ward/values", **dict(rng, **{"match[]": "lamp_on"})),
+              "wards of lamp_on"), ["tan_thinh"], "values narrowed by match[]")
+        eq(ok(get(d, "/api/v1/label/device/values",
+                  **dict(rng, **{"match[]": 'water_pressure_bar{ward="gia_sang"}'})),
+              "devices"), ["ws-1", "ws-2"], "values narrowed by a selector with a matcher")
+        got = ok(get(d, "/api/v1/series", **dict(rng, **{"match[]": ["water_pressure_bar",
+                                                                      '{ward="phu_xa"}']})),
+                 "series")
+        key = lambda m: sorted(m.items())  # noqa: E731
+        eq(sorted(got, key=key), sorted([
+            {"__name__": "water_pressure_bar", "ward": w, "domain": "water", "device": dev}
+            for w, dev in (("gia_sang", "ws-1"), ("gia_sang", "ws-2"), ("phu_xa", "ws-3"))] + [
+            {"__name__": "pump_starts_total", "ward": "phu_xa", "domain": "water",
+             "device": "ws-3"}],
+            key=key), "the union of two match[], each series once")
+        fail(get(d, "/api/v1/series", **rng), 400, "bad_data", "series without match[]")
+        eq(ok(post(d, "/api/v1/query_exemplars", query="pump_starts_total", start="%d.5" % BASE,
+                   end=str(ts(240))), "exemplars"), [], "no exemplars: an empty list")
+        check(isinstance(ok(get(d, "/api/v1/metadata"), "metadata"), dict), "metadata object")
+
+
+def test_editor_requests_that_match_nothing_answer_empty_lists():
+    """A typo in the editor or a template variable over a label a metric lacks: Grafana
+    still asks, and an empty list (not null, not an error) is the answer."""
+    with Daemon() as d:
+        d.start()
+        load_city(d)
+        rng = {"start": str(BASE), "end": str(ts(240))}
+        for path, params in (
+                ("/api/v1/label/pole/values", {"match[]": "water_pressure_bar"}),
+                ("/api/v1/label/no_such_label/values", {}),
+                ("/api/v1/labels", {"match[]": "no_such_metric"}),
+                ("/api/v1/series", {"match[]": "no_such_metric"})):
+            eq(ok(get(d, path, **dict(rng, **params)), path), [], "%s %r" % (path, params))
+        data = ok(post(d, "/api/v1/query", query="no_such_metric", time=str(ts(240))), "query")
+        eq(data, {"resultType": "vector", "result": []}, "an empty vector")
+        data = ok(post(d, "/api/v1/query_range", query="no_such_metric", start=str(ts(120)),
+                       end=str(ts(240)), step="60"), "range query")
+        eq(data, {"resultType": "matrix", "result": []}, "an empty matrix")
+
+
+def test_panel_rate_with_rate_interval_across_a_counter_reset():
+    """A 30-minute time series panel at a 60 s step: $__rate_interval is max(60 s + 15 s,
+    4 x 15 s) = 1m15s. Every window [t - 75 s, t] holds six samples spanning it exactly, so no
+    extrapolation: gia_sang is 2 + 3 = 5/s; phu_xa stays 1/s through its reset, e.g. at
+    t = BASE + 1800 the window holds 1725, 1740, ..., 1785, 15: 15 - 1725 + 1785 = 75 in 75 s."""
+    with Daemon() as d:
+        d.start()
+        load_city(d)
+        q = dict(query="sum by (ward) (rate(pump_starts_total[1m15s]))",
+                 start=str(ts(120)), end=str(ts(240)), step="60")
+        data = ok(post(d, "/api/v1/query_range", **q), "range query (POST)")
+        eq(data["resultType"], "matrix", "resultType")
+        eq([s["metric"] for s in data["result"]], [{"ward": "gia_sang"}, {"ward": "phu_xa"}],
+           "one series per ward, the metric name dropped")
+        steps = list(range(ts(120), ts(240) + 1, 60))
+        eq(len(steps), 31, "31 steps")
+        for s, want in zip(data["result"], (5.0, 1.0)):
+            got = values(s)
+            eq([t for t, _ in got], steps, "a point at every step")
+            for t, v in got:
+                near(v, want, "%s at %d" % (s["metric"]["ward"], t))
+        # The same request over GET gives the same answer.
+        eq(ok(get(d, "/api/v1/query_range", **q), "range query (GET)"), data, "GET = POST")
+        # And the reset is seen as one.
+        data = ok(post(d, "/api/v1/query", query='resets(pump_starts_total{device="ws-3"}[1h])',
+                       time=str(ts(240))), "resets")
+        eq([s["value"] for s in data["result"]], [[ts(240), "1"]], "one reset in the hour")
+
+
+def test_rate_extrapolates_at_the_start_of_a_series():
+    """rate(x[1m]) at BASE + 30: the window [BASE - 30, BASE + 30] holds three samples
+    30 s apart (average spacing 15 s). ws-1 (100, 130, 160): the first sample is 30 s from
+    the window's start, over 1.1 x 15 s, so the increase of 60 is extrapolated by half a
+    spacing, 7.5 s: 60 x 37.5 / 30 = 75, a rate of 1.25/s. ws-2 (0, 45, 90) started from zero,
+    which caps the extrapolation at 0 s: increase 90, rate 1.5/s. At BASE + 600 the windows
+    are full and the rates are the slopes, 2 and 3."""
+    with Daemon() as d:
+        d.start()
+        load_city(d)
+        rate = 'rate(pump_starts_total{ward="gia_sang"}[1m])'
+        for expr, t, want in (
+                (rate, ts(2), {"ws-1": 1.25, "ws-2": 1.5}),
+                (rate.replace("rate", "increase"), ts(2), {"ws-1": 75.0, "ws-2": 90.0}),
+                (rate, ts(40), {"ws-1": 2.0, "ws-2": 3.0})):
+            data = ok(post(d, "/api/v1/query", query=expr, time=str(t)), expr)
+            eq(data["resultType"], "vector", "resultType of " + expr)
+            got = by_label(data["result"], "device")
+            eq(sorted(got), sorted(want), "devices of " + expr)
+            for dev, v in want.items():
+                eq(got[dev]["metric"], {"ward": "gia_sang", "domain": "water", "device": dev},
+                   "rate drops the metric name")
+                eq(got[dev]["value"][0], t, "the sample time is the evaluation time")
+                near(float(got[dev]["value"][1]), v, "%s %s at BASE + %d" % (expr, dev, t - BASE))
+
+
+def test_lookback_and_window_edges_are_closed():
+    """ws-2's gauge has its last sample before a gap at BASE + 1200 and the next at
+    BASE + 1800. The 5-minute lookback includes its lower edge: an instant query at
+    BASE + 1500 still sees 3.5, one a millisecond later sees nothing, and a 60 s range query
+    across the gap has points from BASE + 1200 to BASE + 1500 and again at BASE + 1800.
+    count_over_time(x[1m]) at a sample's time counts five samples (both edges), three at
+    BASE + 30 where the window starts before the data."""
+    with Daemon() as d:
+        d.start()
+        load_city(d)
+        sel = 'water_pressure_bar{device="ws-2"}'
+        data = ok(post(d, "/api/v1/query", query=sel, time=str(ts(100))), "at the edge")
+        eq([s["value"] for s in data["result"]], [[ts(100), "3.5"]], "seen exactly 5 m later")
+        data = ok(post(d, "/api/v1/query", query=sel, time="%d.001" % ts(100)), "past the edge")
+        eq(data, {"resultType": "vector", "result": []}, "1 ms past the lookback: empty vector")
+        data = ok(post(d, "/api/v1/query_range", query=sel, start=str(ts(80)), end=str(ts(120)),
+                       step="60"), "range across the gap")
+        eq(len(data["result"]), 1, "one series")
+        eq(values(data["result"][0]),
+           [(t, 3.5) for t in list(range(ts(80), ts(100) + 1, 60)) + [ts(120)]],
+           "points only where a sample lies within 5 m")
+        for t, want in ((ts(40), "5"), (ts(2), "3")):
+            data = ok(post(d, "/api/v1/query",
+                           query='count_over_time(water_pressure_bar{device="ws-1"}[1m])',
+                           time=str(t)), "count_over_time")
+            eq([s["value"] for s in data["result"]], [[t, want]],
+               "samples in [t - 1m, t] at BASE + %d" % (t - BASE))
+
+
+def test_table_and_stat_panels():
+    """Instant queries as a table or stat panel sends them, and range points at a fractional
+    start: avg by ward of the gauges is (2.5 + 3.5) / 2 = 3 and 1.25; the sum 7.25; division
+    by zero gives Prometheus' "+Inf", "-Inf" and "NaN" strings."""
+    with Daemon() as d:
+        d.start()
+        load_city(d)
+        t = ts(240)
+        data = ok(post(d, "/api/v1/query", query="avg by (ward) (water_pressure_bar)", time=str(t)),
+                  "table")
+        eq(data, {"resultType": "vector", "result": [
+            {"metric": {"ward": "gia_sang"}, "value": [t, "3"]},
+            {"metric": {"ward": "phu_xa"}, "value": [t, "1.25"]}]}, "avg by ward")
+        data = ok(post(d, "/api/v1/query",
+                       query='max_over_time(water_pressure_bar{ward="gia_sang"}[10m])',
+                       time=str(t)), "max_over_time")
+        eq({s["metric"]["device"]: s["value"] for s in data["result"]},
+           {"ws-1": [t, "2.5"], "ws-2": [t, "3.5"]}, "max_over_time keeps the other labels")
+        for expr, want in (('water_pressure_bar{device="ws-1"} / 0', "+Inf"),
+                           ('-water_pressure_bar{device="ws-1"} / 0', "-Inf"),
+                           ('(water_pressure_bar{device="ws-1"} - 2.5) / 0', "NaN")):
+            data = ok(post(d, "/api/v1/query", query=expr, time=str(t)), expr)
+            eq([s["value"][1] for s in data["result"]], [want], expr)
+        # Steps at a fractional start: times are Unix seconds with the fraction.
+        data = ok(post(d, "/api/v1/query_range", query="sum(water_pressure_bar)",
+                       start="%d.5" % ts(40), end="%d.5" % ts(48), step="60"), "fractional start")
+        eq(data["result"][0]["metric"], {}, "sum has no labels")
+        eq(values(data["result"][0]), [(ts(k) + 0.5, 7.25) for k in (40, 44, 48)],
+           "[unix seconds with a fraction, value] pairs")
+
+
+def test_editor_errors_are_shown_as_prometheus_reports_them():
+    """What Grafana displays under the editor: a 400 bad_data for what does not parse or a
+    bad parameter, 422 execution for what cannot be evaluated."""
+    with Daemon() as d:
+        d.start()
+        load_city(d)
+        rng = dict(start=str(ts(120)), end=str(ts(240)), step="60")
+        msg = fail(post(d, "/api/v1/query_range",
+                        query="sum by (ward) (rate(pump_starts_total[5m])", **rng),
+                   400, "bad_data", "an unclosed parenthesis")
+        check("parse error" in msg, "a parse error: %r" % msg)
+        fail(post(d, "/api/v1/query", query="rate(pump_starts_total[5x])", time=str(ts(240))),
+             400, "bad_data", "a bad duration")
+        fail(post(d, "/api/v1/query", query="no_such_function(pump_starts_total)",
+                  time=str(ts(240))), 400, "bad_data", "an unknown function")
+        fail(post(d, "/api/v1/query_range", query="pump_starts_total",
+                  start=str(ts(240)), end=str(ts(120)), step="60"),
+             400, "bad_data", "end before start")
+        fail(post(d, "/api/v1/query_range", query="pump_starts_total",
+                  start=str(ts(120)), end=str(ts(240)), step="0"), 400, "bad_data", "a zero step")
+        fail(post(d, "/api/v1/query_range", query="pump_starts_total",
+                  start=str(ts(0)), end=str(ts(0) + 11001), step="1"), 400, "bad_data",
+             "(end - start) / step over 11,000")
+        # gia_sang has two pumps on each side: many-to-many matching.
+        fail(post(d, "/api/v1/query", query="pump_starts_total + on (ward) water_pressure_bar",
+                  time=str(ts(240))), 422, "execution", "many-to-many matching")
+
+
+def test_range_of_11000_steps_is_accepted():
+    """Prometheus refuses a range query only when (end - start) / step exceeds 11,000, so
+    11,000 steps (11,001 points) still answer; Grafana's safe-resolution step can ask for
+    exactly that (an 11,000 s range at 1 s)."""
+    with Daemon() as d:
+        d.start()
+        load_city(d)
+        data = ok(post(d, "/api/v1/query_range", query='water_pressure_bar{device="ws-3"}',
+                       start=str(ts(240) - 11000), end=str(ts(240)), step="1"), "11,001 points")
+        got = values(data["result"][0])
+        # Only the last 3,601 steps have samples (BASE to BASE + 3600, every 15 s, each
+        # carried forward by the lookback), so 3,601 points.
+        eq((len(got), got[0], got[-1]), (3601, (ts(0), 1.25), (ts(240), 1.25)),
+           "points from BASE to BASE + 3600")
 
 
 if __name__ == "__main__":
