@@ -1,19 +1,34 @@
-"""bench/query.py - make bench-query: dashboard query latency, iocd beside VictoriaMetrics on
-the same data in the same run, then what 50 concurrent dashboard queries cost ingest.
+"""bench/query.py - the query benchmark: dashboard query latency of iocd, beside
+VictoriaMetrics on the same data in the same run when it is installed, and what 50
+concurrent dashboard clients cost ingest. make bench-query runs it (and installs the peer
+when missing); bench/README.md describes the method.
 
-For each size (BENCH_SIZES, default "10000:360 100000:360": series x points at 10 s, ending
-now), both servers get the IOC workload from bench/loadgen over HTTP line protocol, then each
-query runs QUERY_REPS times (after 3 warm-ups, one keep-alive connection, one at a time) and
-p50/p99 are printed with the ratio iocd/VictoriaMetrics. VictoriaMetrics runs with its result
-cache off (-search.disableCache), so both compute every answer. Then, on a fresh iocd: the
-ingest rate of loadgen paced at MIXED_RATE (1,000,000 samples/s) alone, and again with 50
-clients issuing dashboard queries in a loop; the drop is printed (MIXED_RATE=0 skips it).
-Requires build/iocd, build/bench/loadgen and victoria-metrics (Debian's package; `make
-bench-query` installs it when missing)."""
+For each size (BENCH_SIZES, default "10000:360 100000:360": series x points at 10 s, the
+last point a minute or two before now), a fresh iocd (and a fresh VictoriaMetrics) gets the
+IOC workload from build/bench/loadgen over HTTP line protocol. Each query is checked once
+(it must answer 200 with something in it; the number of series is printed for both servers),
+then run QUERY_REPS times (default 50) one after another on one keep-alive connection after
+3 warm-ups, then by QUERY_CLIENTS (default 50) clients at once, each QUERY_CLIENT_REPS
+(default 4) times on its own connection. Latency is measured by the client: request sent to
+answer read. VictoriaMetrics runs with its result cache off (-search.disableCache), so both
+compute every answer.
+
+BENCH_MIXED=1 adds the ingest test, on a fresh iocd holding an hour of 10k series: loadgen
+paced at MIXED_RATE samples/s (default 1,000,000) for about 10 s, alone and then with 50
+clients issuing dashboard queries in a loop; both achieved rates and the drop are printed.
+BENCH_MIXED defaults to 1; MIXED_RATE=0 or BENCH_MIXED=0 skips it.
+
+BENCH_PEER: empty (use victoria-metrics when it is on the PATH) or "none" (iocd alone).
+
+Until the query engine is built in, /api/v1/query answers 404: the benchmark says so and
+exits with status 3."""
 
 import http.client
+import json
+import math
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -21,26 +36,37 @@ import threading
 import time
 import urllib.parse
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 IOCD = os.path.join(ROOT, "build", "iocd")
 LOADGEN = os.path.join(ROOT, "build", "bench", "loadgen")
-VM = shutil.which("victoria-metrics")
+PEER = os.environ.get("BENCH_PEER", "")
+VM = None if PEER == "none" else shutil.which("victoria-metrics")
 SIZES = os.environ.get("BENCH_SIZES", "10000:360 100000:360").split()
-REPS = int(os.environ.get("QUERY_REPS", "30"))
+REPS = int(os.environ.get("QUERY_REPS", "50"))
+WARMUPS = 3
+CLIENTS = int(os.environ.get("QUERY_CLIENTS", "50"))
+CLIENT_REPS = int(os.environ.get("QUERY_CLIENT_REPS", "4"))
+MIXED = os.environ.get("BENCH_MIXED", "1") == "1"
 MIXED_RATE = int(os.environ.get("MIXED_RATE", "1000000"))
-IOCD_PORT, VM_PORT = 19490, 19491
+WARD = "phan_dinh_phung"  # one of loadgen's 32 wards (sim/city.c)
+
+
+class BenchError(Exception):
+    pass
 
 
 def queries(end):
+    """(name, path, params) of what a city dashboard asks, over the hour ending at end."""
     h = end - 3600
     return [
         ("avg by (ward) (water_pressure_bar), 1 h at 60 s", "/api/v1/query_range",
          {"query": "avg by (ward) (water_pressure_bar)", "start": h, "end": end, "step": 60}),
-        ("sum by (ward, domain) (rate(traffic_vehicles_total[5m])), 1 h", "/api/v1/query_range",
+        ("sum by (ward, domain) (rate(traffic_vehicles_total[5m])), 1 h at 60 s",
+         "/api/v1/query_range",
          {"query": "sum by (ward, domain) (rate(traffic_vehicles_total[5m]))", "start": h,
           "end": end, "step": 60}),
-        ("max_over_time(camera_fps{ward=...}[10m]), instant", "/api/v1/query",
-         {"query": 'max_over_time(camera_fps{ward="phan_dinh_phung"}[10m])', "time": end}),
+        ('max_over_time(camera_fps{ward="%s"}[10m]), instant' % WARD, "/api/v1/query",
+         {"query": 'max_over_time(camera_fps{ward="%s"}[10m])' % WARD, "time": end}),
         ("avg by (ward) (water_pressure_bar), 7 d at 1 h", "/api/v1/query_range",
          {"query": "avg by (ward) (water_pressure_bar)", "start": end - 7 * 86400, "end": end,
           "step": 3600}),
@@ -50,157 +76,397 @@ def queries(end):
     ]
 
 
-def wait_ready(port, path):
-    for _ in range(600):
+# ---- servers ----------------------------------------------------------------------------
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, name, argv, log, addr=None):
+        self.name, self.log, self.addr = name, log, addr
+        with open(log, "wb") as f:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=f,
+                                         stderr=subprocess.STDOUT)
+
+    def log_tail(self):
         try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            c.request("GET", path)
-            if c.getresponse().status == 200:
-                return
+            with open(self.log, errors="replace") as f:
+                return "".join(f.readlines()[-15:])
         except OSError:
-            pass
-        time.sleep(0.1)
-    sys.exit("bench-query: the server on port %d did not start" % port)
+            return ""
+
+    def wait(self, cond, what, timeout=120):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError("%s exited (%d) before %s; its log ends:\n%s"
+                                 % (self.name, self.proc.returncode, what, self.log_tail()))
+            v = cond()
+            if v:
+                return v
+            time.sleep(0.05)
+        raise BenchError("%s: timed out waiting for %s; its log ends:\n%s"
+                         % (self.name, what, self.log_tail()))
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
-def load(port, series, points, end_ms, rate=0):
-    start = end_ms - (points - 1) * 10000
-    args = [LOADGEN, "--url", "http://127.0.0.1:%d" % port, "--series", str(series),
-            "--points", str(points), "--start-ms", str(start)]
-    if rate > 0:
-        args += ["--rate", str(rate)]
-    out = subprocess.run(args, capture_output=True, text=True, timeout=1800).stdout
-    for line in out.splitlines():
-        if line.startswith("samples_per_s"):
-            return float(line.split()[1])
-    return float("nan")
+def start_iocd(tmp, tag):
+    s = Server("iocd", [IOCD, "serve", "--data-dir", os.path.join(tmp, "iocd-" + tag),
+                        "--http", "127.0.0.1:0", "--influx-tcp", "", "--influx-udp", ""],
+               os.path.join(tmp, "iocd-%s.log" % tag))
+
+    def ready():
+        with open(s.log, errors="replace") as f:
+            for line in f:
+                if "msg=ready" in line:
+                    for field in line.split():
+                        if field.startswith("http="):
+                            return field[5:]
+        return None
+    s.addr = s.wait(ready, "its ready line")
+    s.wait(lambda: status(s.addr, "/-/ready") == 200, "/-/ready")
+    return s
 
 
-def timed(conn, path, params):
-    q = urllib.parse.urlencode(params)
+def start_vm(tmp, tag):
+    addr = "127.0.0.1:%d" % free_port()
+    s = Server("VictoriaMetrics", [VM, "-storageDataPath", os.path.join(tmp, "vm-" + tag),
+                                   "-httpListenAddr", addr, "-search.disableCache",
+                                   "-retentionPeriod", "1y", "-loggerLevel", "ERROR"],
+               os.path.join(tmp, "vm-%s.log" % tag), addr)
+    s.wait(lambda: status(addr, "/health") == 200, "/health")
+    return s
+
+
+# ---- HTTP -------------------------------------------------------------------------------
+
+def conn_to(addr, timeout=300):
+    host, port = addr.rsplit(":", 1)
+    return http.client.HTTPConnection(host, int(port), timeout=timeout)
+
+
+def status(addr, path):
+    try:
+        c = conn_to(addr, 5)
+        c.request("GET", path)
+        r = c.getresponse()
+        r.read()
+        c.close()
+        return r.status
+    except OSError:
+        return None
+
+
+def fetch(conn, path, params):
+    """One GET; returns (status, body bytes, seconds)."""
+    url = path + "?" + urllib.parse.urlencode(params)
     t0 = time.perf_counter()
-    conn.request("GET", path + "?" + q)
+    conn.request("GET", url)
     r = conn.getresponse()
     body = r.read()
-    dt = (time.perf_counter() - t0) * 1000
-    if r.status != 200:
-        raise RuntimeError("%s -> %d %s" % (path, r.status, body[:200]))
-    return dt
+    return r.status, body, time.perf_counter() - t0
 
+
+def answer_size(body):
+    """Series in a query answer, or entries in a series/labels answer."""
+    data = json.loads(body)["data"]
+    return len(data["result"]) if isinstance(data, dict) and "result" in data else len(data)
+
+
+def check_query_api(srv):
+    c = conn_to(srv.addr, 30)
+    st, body, _ = fetch(c, "/api/v1/query", {"query": "1+1"})
+    c.close()
+    if st == 404:
+        raise BenchError("%s answers 404 on /api/v1/query: the query engine is not in this "
+                         "build yet. Nothing to measure; rebuild (make) once it has landed."
+                         % srv.name)
+    if st != 200:
+        raise BenchError("%s: /api/v1/query?query=1+1 answered %d: %s"
+                         % (srv.name, st, body[:300].decode("utf-8", "replace")))
+
+
+# ---- load -------------------------------------------------------------------------------
+
+def load(addr, series, points, end_ms, rate=0):
+    """Replays the IOC workload ending at end_ms; returns loadgen's samples/s."""
+    start = end_ms - (points - 1) * 10000
+    argv = [LOADGEN, "--url", "http://" + addr, "--series", str(series), "--points",
+            str(points), "--start-ms", str(start)]
+    if rate > 0:
+        argv += ["--rate", str(rate)]
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
+    out = {}
+    for line in p.stdout.splitlines():
+        k, _, v = line.partition(" ")
+        out[k] = v.strip()
+    if p.returncode != 0 or out.get("errors", "0") != "0":
+        raise BenchError("loadgen into %s failed (exit %d, errors %s): %s %s" % (
+            addr, p.returncode, out.get("errors"), out.get("first_error", ""),
+            p.stderr.strip()[-300:]))
+    return float(out.get("samples_per_s", "nan"))
+
+
+def wait_searchable(vm, want):
+    """VictoriaMetrics makes fresh samples searchable within a few seconds: wait until it
+    counts as many water_pressure_bar samples in the hour as iocd does."""
+    c = conn_to(vm.addr, 60)
+    fetch(c, "/internal/force_flush", {})
+
+    def same():
+        st, body, _ = fetch(c, "/api/v1/query", want[0])
+        return st == 200 and json.loads(body)["data"]["result"] == want[1]
+    vm.wait(same, "the loaded samples to be searchable", timeout=120)
+    c.close()
+
+
+# ---- measurement ------------------------------------------------------------------------
 
 def pct(v, p):
+    """Nearest-rank percentile (p99 of 50 runs is the slowest)."""
     v = sorted(v)
-    return v[min(len(v) - 1, int(len(v) * p))]
+    return v[max(0, math.ceil(p * len(v)) - 1)]
 
 
-def measure(port, qs):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+def sizes_of(srv, qs):
+    c = conn_to(srv.addr)
     out = []
-    for _, path, params in qs:
-        for _ in range(3):
-            timed(conn, path, params)
-        lat = [timed(conn, path, params) for _ in range(REPS)]
-        out.append((pct(lat, 0.5), pct(lat, 0.99)))
+    for name, path, params in qs:
+        st, body, _ = fetch(c, path, params)
+        if st != 200:
+            raise BenchError("%s: %s answered %d: %s" % (srv.name, name, st,
+                                                         body[:300].decode("utf-8", "replace")))
+        out.append(answer_size(body))
+    c.close()
     return out
 
 
-def start_iocd(tmp, name):
-    return subprocess.Popen([IOCD, "serve", "--data-dir", os.path.join(tmp, name), "--http",
-                             "127.0.0.1:%d" % IOCD_PORT, "--influx-tcp", "", "--influx-udp", "",
-                             "--log-level", "warn"], stderr=subprocess.DEVNULL)
+def sequential(srv, qs):
+    c = conn_to(srv.addr)
+    out = []
+    for name, path, params in qs:
+        lat = []
+        for i in range(WARMUPS + REPS):
+            st, body, dt = fetch(c, path, params)
+            if st != 200:
+                raise BenchError("%s: %s answered %d" % (srv.name, name, st))
+            if i >= WARMUPS:
+                lat.append(dt * 1000)
+        out.append((pct(lat, 0.5), pct(lat, 0.99)))
+    c.close()
+    return out
 
 
-def stop(p):
-    p.terminate()
-    try:
-        p.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        p.kill()
-
-
-def mixed(tmp, end_ms, end):
-    print("\n## ingest paced at %d samples/s, alone and with 50 concurrent dashboard queries"
-          % MIXED_RATE)
-    rates = []
-    for with_queries in (False, True):
-        iocd = start_iocd(tmp, "mixed-%d" % with_queries)
-        wait_ready(IOCD_PORT, "/-/ready")
-        load(IOCD_PORT, 10000, 360, end_ms - 3600 * 1000)  # an hour of history to query
-        stop_flag = threading.Event()
-        done = [0]
+def concurrent(srv, qs):
+    """Per query: CLIENTS clients at once, CLIENT_REPS requests each. Returns
+    [(p50 ms, p99 ms, answers/s, errors, first error)]."""
+    out = []
+    for name, path, params in qs:
+        lat, errors, first = [], [0], [None]
+        lock = threading.Lock()
+        barrier = threading.Barrier(CLIENTS + 1)
 
         def client():
-            c = http.client.HTTPConnection("127.0.0.1", IOCD_PORT, timeout=120)
-            qs = queries(end - 3600)
-            k = 0
-            while not stop_flag.is_set():
-                _, path, params = qs[k % 3]
+            c = conn_to(srv.addr)
+            barrier.wait()
+            for _ in range(CLIENT_REPS):
                 try:
-                    timed(c, path, params)
-                    done[0] += 1
-                except (OSError, RuntimeError):
-                    c = http.client.HTTPConnection("127.0.0.1", IOCD_PORT, timeout=120)
-                k += 1
-        threads = [threading.Thread(target=client) for _ in range(50 if with_queries else 0)]
+                    st, body, dt = fetch(c, path, params)
+                except OSError as e:
+                    st, body, dt = -1, repr(e).encode(), 0
+                    c.close()
+                    c = conn_to(srv.addr)
+                with lock:
+                    if st == 200:
+                        lat.append(dt * 1000)
+                    else:
+                        errors[0] += 1
+                        first[0] = first[0] or "%d %s" % (st, body[:120].decode("utf-8", "replace"))
+            c.close()
+        threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
         for t in threads:
             t.start()
-        t0 = time.time()
-        r = load(IOCD_PORT, 100000, max(1, MIXED_RATE * 10 // 100000), end_ms, MIXED_RATE)
-        elapsed = time.time() - t0
-        stop_flag.set()
+        barrier.wait()
+        t0 = time.perf_counter()
         for t in threads:
             t.join()
-        stop(iocd)
-        rates.append(r)
-        print("%s: ingest %.0f samples/s%s" % (
-            "with queries" if with_queries else "alone", r,
-            ", %d queries answered (%.0f/s)" % (done[0], done[0] / elapsed) if with_queries else ""))
-    print("ingest_drop_with_50_queries %.1f%%" % (100.0 * (1 - rates[1] / rates[0])))
+        elapsed = time.perf_counter() - t0
+        if not lat:
+            raise BenchError("%s: every concurrent %s failed: %s" % (srv.name, name, first[0]))
+        out.append((pct(lat, 0.5), pct(lat, 0.99), len(lat) / elapsed, errors[0], first[0]))
+    return out
+
+
+# ---- report -----------------------------------------------------------------------------
+
+def table(head, rows):
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+
+def ratio(a, b):
+    return "%.2f" % (a / b) if b > 0 else "-"
+
+
+def bench_size(tmp, series, points, end_ms):
+    end = end_ms // 1000
+    qs = queries(end)
+    tag = str(series)
+    res, count_probe = {}, None
+    for kind in ("iocd", "vm") if VM else ("iocd",):
+        srv = start_iocd(tmp, tag) if kind == "iocd" else start_vm(tmp, tag)
+        try:
+            if kind == "iocd":
+                check_query_api(srv)
+            rate = load(srv.addr, series, points, end_ms)
+            if kind == "vm":
+                wait_searchable(srv, count_probe)
+            else:
+                count_probe = samples_probe(srv, end)
+            res[kind] = (rate, sizes_of(srv, qs), sequential(srv, qs), concurrent(srv, qs))
+        finally:
+            srv.stop()
+            shutil.rmtree(os.path.join(tmp, "%s-%s" % (kind, tag)), ignore_errors=True)
+    print("\n## %d series x %d points at 10 s (%d samples); loaded at %.2f M samples/s by iocd%s"
+          % (series, points, series * points, res["iocd"][0] / 1e6,
+             ", %.2f M by VictoriaMetrics" % (res["vm"][0] / 1e6) if VM else ""))
+    i_size, i_seq, i_conc = res["iocd"][1:]
+    for k, n in enumerate(i_size):
+        if n == 0:
+            print("WARNING: iocd answered nothing to %s: the figures below measure an empty answer"
+                  % qs[k][0])
+    print("\none client, %d runs after %d warm-ups, ms:\n" % (REPS, WARMUPS))
+    if VM:
+        v_size, v_seq, v_conc = res["vm"][1:]
+        table(["query", "series (iocd/VM)", "iocd p50", "iocd p99", "VM p50", "VM p99",
+               "iocd/VM p50", "iocd/VM p99"],
+              [[qs[k][0], "%d/%d" % (i_size[k], v_size[k]), "%.1f" % i_seq[k][0],
+                "%.1f" % i_seq[k][1], "%.1f" % v_seq[k][0], "%.1f" % v_seq[k][1],
+                ratio(i_seq[k][0], v_seq[k][0]), ratio(i_seq[k][1], v_seq[k][1])]
+               for k in range(len(qs))])
+    else:
+        table(["query", "series", "iocd p50", "iocd p99"],
+              [[qs[k][0], str(i_size[k]), "%.1f" % i_seq[k][0], "%.1f" % i_seq[k][1]]
+               for k in range(len(qs))])
+    print("\n%d clients at once, %d requests each, ms and answers/s:\n" % (CLIENTS, CLIENT_REPS))
+    head = ["query", "iocd p50", "iocd p99", "iocd answers/s"]
+    if VM:
+        head += ["VM p50", "VM p99", "VM answers/s", "iocd/VM p50", "iocd/VM p99"]
+    rows = []
+    for k in range(len(qs)):
+        r = [qs[k][0], "%.1f" % i_conc[k][0], "%.1f" % i_conc[k][1], "%.0f" % i_conc[k][2]]
+        if VM:
+            r += ["%.1f" % v_conc[k][0], "%.1f" % v_conc[k][1], "%.0f" % v_conc[k][2],
+                  ratio(i_conc[k][0], v_conc[k][0]), ratio(i_conc[k][1], v_conc[k][1])]
+        rows.append(r)
+    table(head, rows)
+    for kind in res:
+        for k, c in enumerate(res[kind][3]):
+            if c[3]:
+                print("%s: %d concurrent %s failed (first: %s)"
+                      % (kind, c[3], qs[k][0], c[4]))
+
+
+def samples_probe(srv, end):
+    """The query (and iocd's answer) that tells when the peer can search all it was sent."""
+    params = {"query": "sum(count_over_time(water_pressure_bar[2h]))", "time": end}
+    c = conn_to(srv.addr)
+    st, body, _ = fetch(c, "/api/v1/query", params)
+    c.close()
+    if st != 200:
+        raise BenchError("iocd: the sample count query answered %d" % st)
+    return params, json.loads(body)["data"]["result"]
+
+
+def mixed(tmp, end_ms):
+    """Ingest paced at MIXED_RATE into 100k series for about 10 s, alone and with CLIENTS
+    clients looping over the dashboard queries on an hour of history."""
+    points = max(1, MIXED_RATE * 10 // 100000)
+    hist_end = end_ms - points * 10000
+    qs = queries(hist_end // 1000)[:3]
+    print("\n## ingest paced at %d samples/s (100k series x %d points), alone and with %d "
+          "clients querying" % (MIXED_RATE, points, CLIENTS))
+    rates = []
+    for with_queries in (False, True):
+        srv = start_iocd(tmp, "mixed-%d" % with_queries)
+        try:
+            check_query_api(srv)
+            load(srv.addr, 10000, 360, hist_end)  # the hour of history the dashboards read
+            stop = threading.Event()
+            done, failed = [0], [0]
+
+            def client(k):
+                c = conn_to(srv.addr)
+                while not stop.is_set():
+                    _, path, params = qs[k % len(qs)]
+                    k += 1
+                    try:
+                        st, _, _ = fetch(c, path, params)
+                    except OSError:
+                        st = -1
+                        c.close()
+                        c = conn_to(srv.addr)
+                    if st == 200:
+                        done[0] += 1
+                    else:
+                        failed[0] += 1
+                c.close()
+            threads = [threading.Thread(target=client, args=(k,))
+                       for k in range(CLIENTS if with_queries else 0)]
+            for t in threads:
+                t.start()
+            t0 = time.perf_counter()
+            rate = load(srv.addr, 100000, points, end_ms, MIXED_RATE)
+            elapsed = time.perf_counter() - t0
+            stop.set()
+            for t in threads:
+                t.join()
+        finally:
+            srv.stop()
+            shutil.rmtree(os.path.join(tmp, "iocd-mixed-%d" % with_queries), ignore_errors=True)
+        rates.append(rate)
+        if with_queries:
+            print("with %d clients querying: ingest %.0f samples/s; %d answers (%.0f/s), %d "
+                  "failed" % (CLIENTS, rate, done[0], done[0] / elapsed, failed[0]))
+        else:
+            print("alone: ingest %.0f samples/s" % rate)
+    print("ingest drop with %d clients querying: %.1f%%"
+          % (CLIENTS, 100.0 * (1 - rates[1] / rates[0])))
 
 
 def main():
+    for path in (IOCD, LOADGEN):
+        if not os.access(path, os.X_OK):
+            sys.exit("bench/query.py: %s is missing: run make, then make build/bench/loadgen"
+                     % os.path.relpath(path, ROOT))
     tmp = tempfile.mkdtemp(prefix="iocd-qbench-")
     try:
-        end_ms = int(time.time()) // 60 * 60 * 1000
-        end = end_ms // 1000
-        print("# query latency, ms (p50 / p99 over %d runs); one client; VictoriaMetrics %s" %
-              (REPS, "with -search.disableCache" if VM else "not installed"))
+        # The data ends on a whole minute at least a minute ago (VictoriaMetrics hides the
+        # last 30 s by default, -search.latencyOffset).
+        end_ms = (int(time.time()) // 60 - 1) * 60000
+        print("# query benchmark: %d CPUs; peer: %s" % (os.cpu_count(), (
+            "VictoriaMetrics (%s, -search.disableCache)" % VM) if VM else "none"))
         for size in SIZES:
-            series, points = (int(x) for x in size.split(":"))
-            qs = queries(end)
-            iocd = start_iocd(tmp, "iocd-%d" % series)
-            wait_ready(IOCD_PORT, "/-/ready")
-            rate_i = load(IOCD_PORT, series, points, end_ms)
-            res_i = measure(IOCD_PORT, qs)
-            stop(iocd)
-            res_v = None
-            if VM:
-                vm = subprocess.Popen([VM, "-storageDataPath", os.path.join(tmp, "vm-%d" % series),
-                                       "-httpListenAddr", "127.0.0.1:%d" % VM_PORT,
-                                       "-search.disableCache", "-loggerLevel", "ERROR"],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                wait_ready(VM_PORT, "/health")
-                load(VM_PORT, series, points, end_ms)
-                c = http.client.HTTPConnection("127.0.0.1", VM_PORT, timeout=60)
-                c.request("GET", "/internal/force_flush")
-                c.getresponse().read()
-                time.sleep(2)  # VictoriaMetrics makes fresh data searchable within about a second
-                res_v = measure(VM_PORT, qs)
-                stop(vm)
-            print("\n## %d series x %d points (iocd ingested the load at %.2f M samples/s)" %
-                  (series, points, rate_i / 1e6))
-            print("| query | iocd p50 | iocd p99 | VM p50 | VM p99 | iocd/VM p50 |")
-            print("|---|---|---|---|---|---|")
-            for k, (name, _, _) in enumerate(qs):
-                i50, i99 = res_i[k]
-                if res_v:
-                    v50, v99 = res_v[k]
-                    print("| %s | %.1f | %.1f | %.1f | %.1f | %.2f |" %
-                          (name, i50, i99, v50, v99, i50 / v50))
-                else:
-                    print("| %s | %.1f | %.1f | - | - | - |" % (name, i50, i99))
-        if MIXED_RATE > 0:
-            mixed(tmp, end_ms, end)
+            series, _, points = size.partition(":")
+            bench_size(tmp, int(series), int(points or 360), end_ms)
+        if MIXED and MIXED_RATE > 0:
+            mixed(tmp, end_ms)
+    except BenchError as e:
+        print("bench/query.py: %s" % e, file=sys.stderr)
+        sys.exit(3)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
