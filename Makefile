@@ -77,6 +77,9 @@ build/asan/%.o: %.c
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(TEST_CFLAGS) -c -o $@ $<
 
+# The console page is assembled into api/console.o (.incbin): rebuild it when the page changes.
+build/rel/api/console.o build/asan/api/console.o build/clang/api/console.o: api/console.html
+
 build/asan/iocd: $(TEST_LIB_OBJ) $(TEST_CMD_OBJ)
 	@echo "  LD $@"; $(CC) $(TEST_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 

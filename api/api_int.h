@@ -135,5 +135,6 @@ iocd_err api_query_register(api_server *srv);
 void api_query_stop(api_server *srv);
 iocd_err api_rules_register(api_server *srv);     /* api/rules.c */
 iocd_err api_incidents_register(api_server *srv); /* api/incidents.c */
+iocd_err api_console_register(api_server *srv);   /* api/console.c: the web console at / */
 
 #endif

@@ -381,6 +381,8 @@ iocd_err api_start(const col_config *cfg, api_server **out, char *errbuf, size_t
         err = api_rules_register(srv);
     if (err == IOCD_OK)
         err = api_incidents_register(srv);
+    if (err == IOCD_OK)
+        err = api_console_register(srv);
     if (err != IOCD_OK) {
         snprintf(errbuf, errlen, "http: %s", iocd_strerror(err));
         goto fail;
