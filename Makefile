@@ -56,13 +56,16 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=build/asan/tests/%)
 FUZZ_REPLAY_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/asan/tests/replay_%)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=build/bench/%)
 
-.PHONY: all deps build build-test test unit integration check format run bench bench-rules bench-incidents bench-query compat fuzz clean
+.PHONY: all deps test-deps build build-test test unit integration check format run bench bench-rules bench-incidents bench-query compat fuzz clean
 
 all: deps
 	@$(MAKE) --no-print-directory build
 
 deps:
 	@tools/deps.sh
+
+test-deps:
+	@tools/deps.sh test
 
 build: build/iocd
 
@@ -112,7 +115,7 @@ build/tools/%: tests/tools/%.c
 build-test: build/asan/iocd $(UNIT_BIN) $(FUZZ_REPLAY_BIN) $(TOOL_BIN)
 
 # The whole suite: its last line is "N passed, N failed"; non-zero exit on any failure.
-test: deps
+test: test-deps
 	@$(MAKE) --no-print-directory build build-test
 	@tests/run.sh
 
@@ -120,7 +123,7 @@ unit: deps
 	@$(MAKE) --no-print-directory build-test
 	@TESTS_ONLY=unit tests/run.sh
 
-integration: deps
+integration: test-deps
 	@$(MAKE) --no-print-directory build-test
 	@TESTS_ONLY=integration tests/run.sh
 

@@ -55,6 +55,7 @@ typedef struct rule_health {
     bool failed;
     int64_t last_eval_ms, next_eval_ms;
     double eval_seconds;
+    uint64_t evaluations; /* samples checked (stream), checks (absent), runs (expr, record) */
 } rule_health;
 
 typedef struct rule_index rule_index;
@@ -1030,6 +1031,8 @@ static void stream_sample(rule_engine *e, series_state *s, uint32_t ri, iocd_sam
         result = !result; /* no clear: it clears when `when` stops holding */
     }
     iocd_metric_add(e->m_evals, 1);
+    e->health[ri].evaluations++;
+    e->health[ri].last_eval_ms = e->now_ms;
     if (rc != IOCD_OK) {
         rule_failed(e, ri, err);
         iocd_buf_fini(&g);
@@ -1263,6 +1266,10 @@ static void tick(rule_engine *e, int64_t now_ms)
         const rule_def *r = &e->rs->rules[i];
         rule_health *h = &e->health[i];
         int64_t t0;
+        if (r->kind == RULE_ABSENT && !h->failed) { /* each tick checks its series' silence */
+            h->last_eval_ms = now_ms;
+            h->evaluations++;
+        }
         if (h->failed || (r->kind != RULE_EXPR && r->kind != RULE_RECORD) ||
             now_ms < h->next_eval_ms)
             continue;
@@ -1273,6 +1280,7 @@ static void tick(rule_engine *e, int64_t now_ms)
             record_rule(e, (uint32_t)i, now_ms);
         h->eval_seconds = (double)(iocd_mono_ns() - t0) / 1e9;
         h->last_eval_ms = now_ms;
+        h->evaluations++;
         h->next_eval_ms = (h->next_eval_ms == 0 ? now_ms : h->next_eval_ms) + r->every_ms;
         if (h->next_eval_ms <= now_ms)
             h->next_eval_ms = now_ms + r->every_ms;
@@ -1556,6 +1564,18 @@ static void render_views(rule_engine *e)
                                  h->failed || h->err[0] != '\0' ? "err" : "ok");
         if (rc == IOCD_OK)
             rc = iocd_buf_json_str(&rj, h->err, strlen(h->err));
+        if (rc == IOCD_OK && r->when.text != NULL) {
+            rc = iocd_buf_puts(&rj, ",\"when\":");
+            if (rc == IOCD_OK)
+                rc = iocd_buf_json_str(&rj, r->when.text, strlen(r->when.text));
+        }
+        if (rc == IOCD_OK && r->clear.text != NULL) {
+            rc = iocd_buf_puts(&rj, ",\"clear\":");
+            if (rc == IOCD_OK)
+                rc = iocd_buf_json_str(&rj, r->clear.text, strlen(r->clear.text));
+        }
+        if (rc == IOCD_OK)
+            rc = iocd_buf_printf(&rj, ",\"evaluations\":%llu", (unsigned long long)h->evaluations);
         if (rc == IOCD_OK)
             rc = iocd_buf_printf(&rj,
                                  ",\"evaluationTime\":%.6f,\"lastEvaluation\":", h->eval_seconds);

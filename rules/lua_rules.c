@@ -81,6 +81,8 @@ static void rule_def_fini(lua_State *L, rule_def *r)
     free_strv(r->label_values, r->n_labels);
     iocd_free(r->inhibit_match);
     free_strv(r->inhibit_equal, r->n_inhibit_equal);
+    iocd_free(r->when.text);
+    iocd_free(r->clear.text);
     if (L != NULL) {
         luaL_unref(L, LUA_REGISTRYINDEX, r->when.ref);
         luaL_unref(L, LUA_REGISTRYINDEX, r->clear.ref);
@@ -317,6 +319,7 @@ static void get_cond(lua_State *L, rule_sandbox *sb, int t, const char *key, rul
                     err);
         c->is_string = true;
         c->native = parse_native(text, c);
+        c->text = iocd_strdup(text);
         c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
     lua_pop(L, 1);

@@ -62,6 +62,7 @@ typedef struct rule_cond {
     rule_field field;
     int op; /* 0 <, 1 <=, 2 >, 3 >=, 4 ==, 5 ~= */
     double x;
+    char *text; /* a string condition's source, for the rules API (NULL for a function) */
 } rule_cond;
 
 /* An annotation: a template string with {{label}} and {{value}} (optionally {{value|%.2f}}),

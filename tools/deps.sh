@@ -1,6 +1,8 @@
 #!/bin/sh
 # tools/deps.sh - installs the Debian packages that building, testing and running iocd need.
 # Does nothing (quickly) when all are present; otherwise runs apt-get update, then install.
+# `tools/deps.sh test` adds what only the tests need: headless Chromium and its driver for the
+# console's browser tests.
 set -eu
 
 PACKAGES="
@@ -10,6 +12,9 @@ zlib1g-dev libzstd-dev libsnappy-dev libprotobuf-c-dev libpcre2-dev
 python3 curl kcat lmdb-utils
 clang clang-format libclang-rt-14-dev cppcheck
 "
+if [ "${1:-}" = test ]; then
+    PACKAGES="$PACKAGES chromium chromium-driver python3-selenium"
+fi
 
 missing=""
 for p in $PACKAGES; do

@@ -38,7 +38,7 @@ rule "ward_power_cut" {
   -- While a ward has no power, its dark lamps and offline cameras are this one problem:
   -- they open no incidents of their own.
   inhibits = {
-    match = '{alertname=~"street_light_off_at_night|lamp_failing|camera_offline|camera_silent"}',
+    match = '{alertname=~"street_light_off_at_night|lamp_failing|camera_offline|camera_low_fps|camera_silent"}',
     equal = { "ward" },
   },
 }

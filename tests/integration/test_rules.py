@@ -70,6 +70,15 @@ def test_example_rules_fire_and_resolve():
         eq(names["camera_offline"]["type"], "alerting", "type")
         eq(names["ward:water_pressure_bar:avg"]["type"], "recording", "type")
         eq(names["camera_offline"]["duration"], 30, "hold as duration")
+        # What the console shows of a streaming rule: its conditions and its evaluations.
+        eq(names["camera_offline"]["when"], "value < 1", "the when condition's text")
+        eq(names["water_pressure_low"]["clear"], "avg > 1.8", "the clear condition's text")
+        check(names["camera_offline"]["evaluations"] >= 15,
+              "every camera sample evaluated: %r" % names["camera_offline"]["evaluations"])
+        wait_for(lambda: [r for g in d.get("/api/v1/rules").json()["data"]["groups"]
+                          for r in g["rules"] if r["name"] == "camera_offline" and
+                          r["lastEvaluation"][:4] == time.strftime("%Y", time.gmtime())],
+                 what="a streaming rule's last evaluation")
 
 
 def test_alert_state_survives_kill_9():
