@@ -30,6 +30,7 @@ bootstrap=$(sed -n 's/.*mock kafka cluster started" bootstrap=\([^ ]*\).*/\1/p' 
 cat << MSG
 
   iocd is running, fed by a live demo city (faults arrive every 20 s):
+    console             http://127.0.0.1:9470/   (open it in a browser)
     API                 http://127.0.0.1:9470   (Prometheus query API, /api/v1/incidents)
     incidents           curl -s http://127.0.0.1:9470/api/v1/incidents
     alerts              curl -s http://127.0.0.1:9470/api/v1/alerts
