@@ -4,6 +4,9 @@
 #   RUN_ARGS  extra flags for iocd serve     SIM_ARGS  extra flags for iocd simulate
 set -u
 cd "$(dirname "$0")/.."
+# A new data dir gets the last hour of the healthy city first, so charts have history.
+backfill=
+[ -n "$(ls -A data 2> /dev/null | grep -v '^iocd.log$')" ] || backfill="--backfill 1h"
 mkdir -p data
 log=data/iocd.log
 : > "$log"
@@ -39,6 +42,6 @@ cat << MSG
   Stop with Ctrl-C.
 
 MSG
-build/iocd simulate --url http://127.0.0.1:9470 ${SIM_ARGS:-} &
+build/iocd simulate --url http://127.0.0.1:9470 $backfill ${SIM_ARGS:-} &
 sim=$!
 wait "$iocd"

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.parse
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import IOCD, Daemon, check, eq, metric, run, wait_for  # noqa: E402
@@ -43,6 +44,31 @@ def test_first_incident_within_45_seconds():
             sim.terminate()
             out = sim.communicate(timeout=20)[0]
         check("fault:" in out, "the simulator announced its faults: %r" % out[:300])
+
+
+def test_backfill_gives_charts_an_hour_of_history():
+    """make run starts the simulator with --backfill 1h on a new data dir: the last hour of
+    the healthy city, a point every 30 s, arrives before the live feed starts."""
+    with Daemon() as d:
+        d.start()
+        sim = subprocess.Popen([IOCD, "simulate", "--url", "http://" + d.http_addr,
+                                "--devices", "60", "--backfill", "1h", "--interval", "2s"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            line = wait_for(lambda: sim.stdout.readline(), what="the simulator's output")
+            while "backfilled" not in line:
+                check(sim.poll() is None or line, "the simulator exited before backfilling")
+                line = sim.stdout.readline()
+            r = d.get("/api/v1/query?" + urllib.parse.urlencode(
+                {"query": "min(count_over_time(water_pressure_bar[1h]))"}))
+            n = float(r.json()["data"]["result"][0]["value"][1])
+            check(n >= 115, "every water station has ~118 points of the last hour, got %s" % n)
+            r = d.get("/api/v1/query?" + urllib.parse.urlencode(
+                {"query": "count(max_over_time(power_feed_on[1h]) == 1)"}))
+            eq(r.json()["data"]["result"][0]["value"][1], "32", "the 32 wards' power feeds")
+        finally:
+            sim.terminate()
+            sim.communicate(timeout=20)
 
 
 if __name__ == "__main__":
