@@ -55,6 +55,7 @@ typedef struct alert_config {
     int64_t reopen_window_ms; /* a resolved incident firing again within this reopens; 0 = 1h */
     size_t outbox_max;        /* events waiting for delivery; 0 = 1,000,000 */
     const char *source;       /* CloudEvents source; default "/iocd" */
+    size_t devices_max;       /* devices the registry holds at most; 0 = 100,000 */
 } alert_config;
 
 /* A rule's alert changing state (strings borrowed for the call). labels: "name\0value\0"
@@ -127,5 +128,53 @@ iocd_err alert_silence_add(alert_center *ac, const char *matchers, int64_t start
 iocd_err alert_silence_expire(alert_center *ac, uint64_t id, iocd_buf *out);
 /* Every silence (pending, active, expired), newest first: a JSON array. */
 iocd_err alert_silences_list(alert_center *ac, iocd_buf *out);
+
+/* ---- The device registry (alerts/devices.c) ------------------------------------------------ */
+
+/* Devices by id, with kind, domain, ward, address and position. An incident created about a
+ * registered device (a rule alert's "device" label, a report's device) carries these fields.
+ * Every change is durable when the call returns. Any thread. */
+
+typedef enum alert_devices_format {
+    ALERT_DEVICES_CSV,  /* RFC 4180, a header row naming the columns */
+    ALERT_DEVICES_JSON, /* an array of flat objects */
+} alert_devices_format;
+
+#define ALERT_DEVICES_ERRORS_MAX 20
+
+typedef struct alert_devices_error {
+    uint64_t line; /* where the row (CSV record, JSON object) starts, from 1 */
+    char reason[200];
+} alert_devices_error;
+
+typedef struct alert_devices_result {
+    size_t stored;   /* rows stored: devices added or updated */
+    size_t rejected; /* rows refused */
+    size_t removed;  /* devices a replacement dropped */
+    size_t total;    /* devices in the registry afterwards */
+    size_t n_errors; /* the rejections with the lowest line numbers */
+    alert_devices_error errors[ALERT_DEVICES_ERRORS_MAX];
+} alert_devices_result;
+
+/* Loads an upload. replace: the registry becomes the valid rows (PUT); otherwise they add to
+ * it or update it (POST). Valid rows are stored even when others are rejected (*res says
+ * which, on which line and why); a replacement where every row is rejected changes nothing.
+ * Errors: IOCD_EPARSE (the body as a whole is unusable, e.g. no "device" column or JSON that
+ * does not parse; errbuf says where; nothing changed), IOCD_ENOMEM, storage errors (nothing
+ * changed). */
+iocd_err alert_devices_load(alert_center *ac, alert_devices_format fmt, const char *body,
+                            size_t len, bool replace, alert_devices_result *res, char *errbuf,
+                            size_t errlen);
+
+typedef struct alert_device_filter {
+    const char *ward, *domain, *kind; /* NULL or "": any */
+    size_t limit, offset;             /* paging; limit 0 = all */
+} alert_device_filter;
+/* {"devices":[...],"total":N}, sorted by id; each device as it is uploaded in JSON. */
+iocd_err alert_devices_list(alert_center *ac, const alert_device_filter *f, iocd_buf *out);
+/* One device as JSON. Errors: IOCD_ENOTFOUND. */
+iocd_err alert_device_get(alert_center *ac, const char *id, iocd_buf *out);
+/* Removes one device and writes it as JSON. Errors: IOCD_ENOTFOUND, storage errors. */
+iocd_err alert_device_delete(alert_center *ac, const char *id, iocd_buf *out);
 
 #endif

@@ -1,4 +1,5 @@
-/* alerts/alerts_int.h - shared by the files of alerts/ only: the outbox. */
+/* alerts/alerts_int.h - shared by the files of alerts/ only: the outbox, silences and the
+ * device registry. */
 #ifndef IOCD_ALERTS_INT_H
 #define IOCD_ALERTS_INT_H
 
@@ -44,5 +45,65 @@ iocd_err silences_add(alert_silences *ss, const char *matchers, int64_t starts_m
 iocd_err silences_expire(alert_silences *ss, uint64_t id, iocd_buf *out);
 /* All, newest first, as a JSON array. */
 iocd_err silences_list(alert_silences *ss, iocd_buf *out);
+
+/* ---- Devices (alerts/devices.c) ------------------------------------------------------------ */
+
+typedef struct alert_devices alert_devices;
+
+/* Loads the registry from the store (table "devices"); max 0 = 100,000.
+ * Errors: IOCD_ENOMEM, storage errors. */
+iocd_err devices_open(store *st, size_t max, alert_devices **out);
+void devices_close(alert_devices *ds); /* NULL is a no-op */
+
+/* What an incident copies from the registry: owned copies, NULL when the registry has none. */
+typedef struct device_info {
+    char *kind, *domain, *ward, *address;
+    double latitude, longitude;
+    bool has_position;
+} device_info;
+/* Copies the entry of device id into *out (release with device_info_fini); counted in
+ * iocd_device_lookups_total. Errors: IOCD_ENOTFOUND, IOCD_ENOMEM. */
+iocd_err devices_lookup(alert_devices *ds, const char *id, device_info *out);
+void device_info_fini(device_info *d);
+
+/* The registry of a center (alerts/incidents.c owns it). */
+alert_devices *alert_center_devices(alert_center *ac);
+
+/* Uploads, parsed. Fields of a row, in this order everywhere (the stored form too). */
+enum {
+    DEV_ID,
+    DEV_KIND,
+    DEV_DOMAIN,
+    DEV_WARD,
+    DEV_ADDRESS,
+    DEV_LATITUDE,
+    DEV_LONGITUDE,
+    DEV_NFIELDS,
+};
+
+/* A row that passed every check: a non-empty id, each field valid UTF-8 without control
+ * characters and within its cap, latitude and longitude both given (in range) or neither.
+ * f[] is "" where the row gives nothing. Borrowed for the call. */
+typedef struct device_row {
+    uint64_t line;
+    const char *f[DEV_NFIELDS];
+    double latitude, longitude;
+    bool has_position;
+} device_row;
+
+typedef struct device_sink {
+    iocd_err (*row)(void *ud, const device_row *r); /* an error stops the parse (returned) */
+    void (*reject)(void *ud, uint64_t line, const char *reason);
+    void *ud;
+} device_sink;
+
+/* Parse text, calling the sink for each row in order; a bad row is rejected with its line
+ * and parsing goes on. Errors: IOCD_EPARSE when the body as a whole is unusable (CSV: no
+ * header row or no device column; JSON: not an array, or broken so that items cannot be
+ * told apart), with errbuf saying where; IOCD_ENOMEM; a sink error. */
+iocd_err devices_parse_csv(const char *text, size_t len, const device_sink *sink, char *errbuf,
+                           size_t errlen);
+iocd_err devices_parse_json(const char *text, size_t len, const device_sink *sink, char *errbuf,
+                            size_t errlen);
 
 #endif

@@ -59,6 +59,7 @@ struct alert_center {
     uint64_t next_id;
     alert_outbox *ob;
     alert_silences *silences;
+    alert_devices *devices;
     iocd_buf scratch;
     iocd_metric *m_opened, *m_resolved, *m_acked, *m_open, *m_inhibited;
 };
@@ -692,6 +693,13 @@ static char *join_names(char *const *names, size_t n)
     return iocd_buf_take(&b, NULL);
 }
 
+/* ---- Devices --------------------------------------------------------------------------------- */
+
+alert_devices *alert_center_devices(alert_center *ac)
+{
+    return ac->devices;
+}
+
 /* ---- Rule signals ------------------------------------------------------------------------- */
 
 void alert_center_signal(alert_center *ac, const alert_signal *sig)
@@ -1120,6 +1128,8 @@ iocd_err alert_center_open(const alert_config *cfg, alert_center **out, char *er
     if (err == IOCD_OK)
         err = silences_open(cfg->st, &ac->silences);
     if (err == IOCD_OK)
+        err = devices_open(cfg->st, cfg->devices_max, &ac->devices);
+    if (err == IOCD_OK)
         err = outbox_open(cfg->st, cfg->kafka, cfg->outbox_max, &ac->ob);
     if (err != IOCD_OK) {
         snprintf(errbuf, errlen, "incidents: %s", iocd_strerror(err));
@@ -1140,6 +1150,7 @@ void alert_center_close(alert_center *ac)
         return;
     outbox_close(ac->ob);
     silences_close(ac->silences);
+    devices_close(ac->devices);
     for (i = 0; i < ac->n; i++)
         incident_free(ac->inc[i]);
     iocd_free(ac->inc);
