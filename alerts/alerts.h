@@ -98,9 +98,10 @@ typedef enum alert_action {
 iocd_err alert_incident_act(alert_center *ac, uint64_t id, alert_action act, const char *by,
                             const char *text, iocd_buf *out, char *errbuf, size_t errlen);
 /* A manual incident (a citizen or field report). Fields: domain, ward, location,
- * description, reporter, severity (required: domain, description). Writes it as JSON. */
+ * description, reporter, severity, device (required: domain, description; a registered
+ * device gives the domain and ward when the report has none). Writes it as JSON. */
 typedef struct alert_report {
-    const char *domain, *ward, *location, *description, *reporter, *severity;
+    const char *domain, *ward, *location, *description, *reporter, *severity, *device;
 } alert_report;
 iocd_err alert_incident_report(alert_center *ac, const alert_report *r, iocd_buf *out, char *errbuf,
                                size_t errlen);

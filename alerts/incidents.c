@@ -3,7 +3,8 @@
  * resolved (by the rule clearing or by an operator), reopened when it fires again within the
  * reopen window. Manual incidents come from citizen or field reports. Every change is stored
  * (table "incidents") in the same transaction as the event that announces it (the outbox),
- * so a state change and its Kafka event are never one without the other.
+ * so a state change and its Kafka event are never one without the other. An incident about a
+ * registered device carries what the device registry knows of it (kind, address, position).
  * Invariant: ac->mu is held across a change's sequence assignment, store write and queueing,
  * so events leave in the order their changes happened. */
 #include "alerts/alerts_int.h"
@@ -38,6 +39,9 @@ typedef struct incident {
     size_t labels_len;
     char *severity, *domain, *ward, *summary, *description, *runbook, *reporter, *location;
     char *acked_by, *ack_note, *assigned_to, *resolved_by, *resolve_reason;
+    char *device, *device_kind, *address; /* from the registry when it knows the device */
+    double latitude, longitude;
+    bool has_position;
     inc_state state;
     int64_t created_ms, updated_ms, acked_ms, resolved_ms;
     uint32_t recurrences;
@@ -137,6 +141,9 @@ static void incident_free(incident *in)
     iocd_free(in->assigned_to);
     iocd_free(in->resolved_by);
     iocd_free(in->resolve_reason);
+    iocd_free(in->device);
+    iocd_free(in->device_kind);
+    iocd_free(in->address);
     for (i = 0; i < in->n_ev; i++) {
         iocd_free(in->ev[i].type);
         iocd_free(in->ev[i].by);
@@ -289,6 +296,20 @@ static iocd_err incident_json(const incident *in, bool history, iocd_buf *b)
     if (err == IOCD_OK)
         err = put_field(b, "location", in->location);
     if (err == IOCD_OK)
+        err = put_field(b, "device", in->device);
+    if (err == IOCD_OK)
+        err = put_field(b, "device_kind", in->device_kind);
+    if (err == IOCD_OK)
+        err = put_field(b, "address", in->address);
+    if (err == IOCD_OK)
+        err = iocd_buf_puts(b, ",\"latitude\":");
+    if (err == IOCD_OK)
+        err = in->has_position ? iocd_buf_float(b, in->latitude) : iocd_buf_puts(b, "null");
+    if (err == IOCD_OK)
+        err = iocd_buf_puts(b, ",\"longitude\":");
+    if (err == IOCD_OK)
+        err = in->has_position ? iocd_buf_float(b, in->longitude) : iocd_buf_puts(b, "null");
+    if (err == IOCD_OK)
         err = iocd_buf_puts(b, ",\"labels\":{");
     while (err == IOCD_OK && p < end) {
         const char *v = p + strlen(p) + 1;
@@ -396,6 +417,19 @@ static iocd_err incident_encode(const incident *in, iocd_buf *b)
     if (err == IOCD_OK)
         err = kv(b, "location", in->location);
     if (err == IOCD_OK)
+        err = kv(b, "device", in->device);
+    if (err == IOCD_OK)
+        err = kv(b, "device_kind", in->device_kind);
+    if (err == IOCD_OK)
+        err = kv(b, "address", in->address);
+    if (err == IOCD_OK && in->has_position) {
+        snprintf(t, sizeof(t), "%.17g", in->latitude);
+        err = kv(b, "latitude", t);
+        snprintf(t, sizeof(t), "%.17g", in->longitude);
+        if (err == IOCD_OK)
+            err = kv(b, "longitude", t);
+    }
+    if (err == IOCD_OK)
         err = kv(b, "acked_by", in->acked_by);
     if (err == IOCD_OK)
         err = kv(b, "ack_note", in->ack_note);
@@ -485,6 +519,17 @@ static iocd_err incident_decode(const char *p, size_t len, incident **out)
             set_str(&in->reporter, v);
         else if (strcmp(p, "location") == 0)
             set_str(&in->location, v);
+        else if (strcmp(p, "device") == 0)
+            set_str(&in->device, v);
+        else if (strcmp(p, "device_kind") == 0)
+            set_str(&in->device_kind, v);
+        else if (strcmp(p, "address") == 0)
+            set_str(&in->address, v);
+        else if (strcmp(p, "latitude") == 0) {
+            in->latitude = strtod(v, NULL);
+            in->has_position = true;
+        } else if (strcmp(p, "longitude") == 0)
+            in->longitude = strtod(v, NULL);
         else if (strcmp(p, "acked_by") == 0)
             set_str(&in->acked_by, v);
         else if (strcmp(p, "ack_note") == 0)
@@ -695,6 +740,37 @@ static char *join_names(char *const *names, size_t n)
 
 /* ---- Devices --------------------------------------------------------------------------------- */
 
+static bool missing(const char *s)
+{
+    return s == NULL || s[0] == '\0';
+}
+
+static void take_str(char **slot, char **from)
+{
+    if (*from == NULL)
+        return;
+    iocd_free(*slot);
+    *slot = *from;
+    *from = NULL;
+}
+
+/* What the registry knows of the incident's device (its kind, address and position, and the
+ * ward and domain when the incident has none: "other" is a rule's domain when it names none).
+ * info is taken (left empty). */
+static void enrich(incident *in, device_info *info)
+{
+    take_str(&in->device_kind, &info->kind);
+    take_str(&in->address, &info->address);
+    if (missing(in->ward))
+        take_str(&in->ward, &info->ward);
+    if (missing(in->domain) || strcmp(in->domain, "other") == 0)
+        take_str(&in->domain, &info->domain);
+    in->has_position = info->has_position;
+    in->latitude = info->latitude;
+    in->longitude = info->longitude;
+    device_info_fini(info);
+}
+
 alert_devices *alert_center_devices(alert_center *ac)
 {
     return ac->devices;
@@ -708,6 +784,8 @@ void alert_center_signal(alert_center *ac, const alert_signal *sig)
     uint64_t h;
     incident *in;
     const char *ward = label_of(sig->labels, sig->labels_len, "ward");
+    const char *device = label_of(sig->labels, sig->labels_len, "device");
+    device_info info;
     iocd_err err = IOCD_OK;
 
     h = fnv(sig->rule, strlen(sig->rule), 1469598103934665603ull);
@@ -780,6 +858,11 @@ void alert_center_signal(alert_center *ac, const alert_signal *sig)
     in->value = sig->value;
     in->state = INC_FIRING;
     in->created_ms = sig->t_ms;
+    if (!missing(device)) {
+        in->device = dup_capped(device);
+        if (devices_lookup(ac->devices, device, &info) == IOCD_OK)
+            enrich(in, &info);
+    }
     if (sig->inhibit_match != NULL) {
         in->inhibit = dup_capped(sig->inhibit_match);
         in->inhibit_equal = join_names(sig->inhibit_equal, sig->n_inhibit_equal);
@@ -871,43 +954,61 @@ iocd_err alert_incident_act(alert_center *ac, uint64_t id, alert_action act, con
 iocd_err alert_incident_report(alert_center *ac, const alert_report *r, iocd_buf *out, char *errbuf,
                                size_t errlen)
 {
-    incident *in;
+    incident *in = NULL;
     iocd_buf labels;
     int64_t now = iocd_now_ms();
     const char *sev = r->severity != NULL ? r->severity : "warning";
-    iocd_err err;
+    const char *domain = r->domain, *ward = r->ward;
+    device_info info;
+    iocd_err err = IOCD_OK;
 
-    if (r->domain == NULL || r->domain[0] == '\0' || r->description == NULL ||
-        r->description[0] == '\0') {
-        snprintf(errbuf, errlen, "a report needs \"domain\" and \"description\"");
-        return IOCD_EINVAL;
+    memset(&info, 0, sizeof(info));
+    if (!missing(r->device) && devices_lookup(ac->devices, r->device, &info) == IOCD_OK) {
+        if (missing(domain)) /* a registered device says what and where */
+            domain = info.domain;
+        if (missing(ward))
+            ward = info.ward;
     }
-    if (strcmp(sev, "critical") != 0 && strcmp(sev, "warning") != 0 && strcmp(sev, "info") != 0) {
+    if (missing(domain) || missing(r->description)) {
+        snprintf(errbuf, errlen,
+                 "a report needs \"domain\" (or a registered \"device\") and \"description\"");
+        err = IOCD_EINVAL;
+    } else if (strcmp(sev, "critical") != 0 && strcmp(sev, "warning") != 0 &&
+               strcmp(sev, "info") != 0) {
         snprintf(errbuf, errlen, "\"severity\" must be critical, warning or info");
-        return IOCD_EINVAL;
+        err = IOCD_EINVAL;
+    } else if ((in = iocd_calloc(1, sizeof(*in))) == NULL) {
+        err = IOCD_ENOMEM;
     }
-    in = iocd_calloc(1, sizeof(*in));
-    if (in == NULL)
-        return IOCD_ENOMEM;
-    iocd_buf_init(&labels, 0);
+    if (err != IOCD_OK) {
+        device_info_fini(&info);
+        return err;
+    }
+    iocd_buf_init(&labels, 0); /* sorted by name */
     iocd_buf_append(&labels, "alertname\0field_report", 23);
+    if (!missing(r->device)) {
+        iocd_buf_append(&labels, "device", 7);
+        iocd_buf_append(&labels, r->device, strlen(r->device) + 1);
+    }
     iocd_buf_append(&labels, "domain", 7);
-    iocd_buf_append(&labels, r->domain, strlen(r->domain) + 1);
+    iocd_buf_append(&labels, domain, strlen(domain) + 1);
     iocd_buf_append(&labels, "severity", 9);
     iocd_buf_append(&labels, sev, strlen(sev) + 1);
-    if (r->ward != NULL && r->ward[0] != '\0') {
+    if (!missing(ward)) {
         iocd_buf_append(&labels, "ward", 5);
-        iocd_buf_append(&labels, r->ward, strlen(r->ward) + 1);
+        iocd_buf_append(&labels, ward, strlen(ward) + 1);
     }
+    in->severity = dup_capped(sev);
+    in->domain = dup_capped(domain);
+    in->ward = dup_capped(ward);
+    in->device = missing(r->device) ? NULL : dup_capped(r->device);
+    enrich(in, &info); /* after the copies above: domain and ward may point into info */
     pthread_mutex_lock(&ac->mu);
     in->id = ac->next_id;
     snprintf(in->fp, sizeof(in->fp), "m%015llx", (unsigned long long)in->id);
     in->rule = iocd_strdup("field_report");
     in->labels_len = labels.len;
     in->labels = iocd_buf_take(&labels, NULL);
-    in->severity = dup_capped(sev);
-    in->domain = dup_capped(r->domain);
-    in->ward = dup_capped(r->ward);
     in->location = dup_capped(r->location);
     in->description = dup_capped(r->description);
     in->summary = dup_capped(r->description);

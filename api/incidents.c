@@ -150,6 +150,7 @@ static api_status report(api_req *req, alert_center *ac)
     r.description = str_field(&o, "description");
     r.reporter = str_field(&o, "reporter");
     r.severity = str_field(&o, "severity");
+    r.device = str_field(&o, "device");
     iocd_buf_init(&out, 0);
     err = alert_incident_report(ac, &r, &out, why, sizeof(why));
     if (err == IOCD_EINVAL)

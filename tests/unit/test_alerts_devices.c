@@ -1,7 +1,7 @@
 /* tests/unit/test_alerts_devices.c - the device registry: the CSV parser (RFC 4180 quoting,
  * line numbers across quoted line breaks, what spreadsheets write), the JSON parser, the checks
  * every row goes through, and the registry itself (replace and update, repeats, the cap, a
- * reopen). */
+ * reopen, a report enriched from it). */
 #include "tests/unit/harness.h"
 
 #include <math.h>
@@ -340,6 +340,54 @@ TEST(registry_replaces_updates_caps_deletes_and_reopens)
     load(ac, "device\nz\n", true, &res);
     ASSERT_EQ(res.removed, 2);
     ASSERT_EQ(res.total, 1);
+    alert_center_close(ac);
+    iocd_buf_fini(&b);
+}
+
+TEST(a_report_about_a_registered_device_is_enriched)
+{
+    alert_center *ac = open_center(0);
+    alert_devices_result res;
+    alert_report r;
+    iocd_buf b;
+    char why[256];
+
+    iocd_buf_init(&b, 0);
+    load(ac,
+         "device,kind,domain,ward,address,latitude,longitude\n"
+         "dr-7,drain,drainage,gia_sang,\"Cống số 7, Gia Sàng\",21.58,105.85\n",
+         true, &res);
+    ASSERT_EQ(res.stored, 1);
+    memset(&r, 0, sizeof(r));
+    r.device = "dr-7";
+    r.description = "Cống bị tắc";
+    ASSERT_OK(alert_incident_report(ac, &r, &b, why, sizeof(why)));
+    ASSERT_STR_CONTAINS(b.data, "\"domain\":\"drainage\",\"ward\":\"gia_sang\"");
+    ASSERT_STR_CONTAINS(b.data, "\"device\":\"dr-7\",\"device_kind\":\"drain\"");
+    ASSERT_STR_CONTAINS(b.data, "\"address\":\"Cống số 7, Gia Sàng\"");
+    ASSERT_STR_CONTAINS(b.data, "\"latitude\":21.58,\"longitude\":105.85");
+    ASSERT_STR_CONTAINS(b.data, "\"labels\":{\"alertname\":\"field_report\",\"device\":\"dr-7\"");
+    /* The report's own ward stands; an unknown device gives nothing. */
+    iocd_buf_reset(&b);
+    r.ward = "tan_lap";
+    r.domain = "water";
+    ASSERT_OK(alert_incident_report(ac, &r, &b, why, sizeof(why)));
+    ASSERT_STR_CONTAINS(b.data, "\"domain\":\"water\",\"ward\":\"tan_lap\"");
+    ASSERT_STR_CONTAINS(b.data, "\"address\":\"Cống số 7, Gia Sàng\"");
+    iocd_buf_reset(&b);
+    r.device = "nope";
+    ASSERT_OK(alert_incident_report(ac, &r, &b, why, sizeof(why)));
+    ASSERT_STR_CONTAINS(b.data, "\"device\":\"nope\",\"device_kind\":null,\"address\":null,"
+                                "\"latitude\":null");
+    r.domain = NULL;
+    ASSERT_ERR(alert_incident_report(ac, &r, &b, why, sizeof(why)), IOCD_EINVAL);
+    alert_center_close(ac);
+    /* The enrichment is kept with the incident. */
+    ac = open_center(0);
+    iocd_buf_reset(&b);
+    ASSERT_OK(alert_incident_get(ac, 1, &b));
+    ASSERT_STR_CONTAINS(b.data, "\"latitude\":21.58,\"longitude\":105.85");
+    ASSERT_STR_CONTAINS(b.data, "\"device_kind\":\"drain\"");
     alert_center_close(ac);
     iocd_buf_fini(&b);
 }
