@@ -1,7 +1,8 @@
 /* api/incidents.c - the incident API dispatchers and consoles use: list (filtered, paged),
  * one with its history, manual reports, acknowledge, assign, resolve, comment, and the
- * figures an IOC reports to the city (stats). Bodies are JSON objects; a malformed one is
- * answered 400 with the byte and the reason. */
+ * figures an IOC reports to the city (stats); silences; the device registry (CSV or JSON
+ * uploads). Bodies are JSON objects; a malformed one is answered 400 with the byte and the
+ * reason. */
 #include "api/api_int.h"
 
 #include <stdio.h>
@@ -318,6 +319,210 @@ static api_status h_silences(api_req *req, void *ud)
     return API_DONE;
 }
 
+/* ---- Devices -------------------------------------------------------------------------------- */
+
+#define DPREFIX          "/api/v1/devices"
+#define DEVICES_BODY_MAX (16 * 1024 * 1024) /* a city's registry is a few MiB of CSV */
+
+/* The upload's format, from its Content-Type; a type that says nothing (none, text/plain, the
+ * form type curl -d sends) is decided by the first character. False: the reply is written. */
+static bool upload_format(api_req *req, const char *body, size_t len, alert_devices_format *fmt)
+{
+    const char *ct = api_req_header(req, "Content-Type"), *cs;
+    char low[128];
+    size_t n, i = 0;
+
+    for (n = 0; ct != NULL && ct[n] != '\0' && n + 1 < sizeof(low); n++)
+        low[n] = ct[n] >= 'A' && ct[n] <= 'Z' ? (char)(ct[n] - 'A' + 'a') : ct[n];
+    low[n] = '\0';
+    cs = strstr(low, "charset=");
+    if (cs != NULL && strncmp(cs + 8, "utf-8", 5) != 0 && strncmp(cs + 8, "\"utf-8\"", 7) != 0 &&
+        strncmp(cs + 8, "utf8", 4) != 0) {
+        api_error(req, 415, "bad_data", "send the devices as UTF-8, not %.40s", cs + 8);
+        return false;
+    }
+    low[strcspn(low, "; ")] = '\0';
+    if (strcmp(low, "text/csv") == 0 || strcmp(low, "application/csv") == 0) {
+        *fmt = ALERT_DEVICES_CSV;
+    } else if (strcmp(low, "application/json") == 0) {
+        *fmt = ALERT_DEVICES_JSON;
+    } else if (low[0] == '\0' || strcmp(low, "text/plain") == 0 ||
+               strcmp(low, "application/x-www-form-urlencoded") == 0 ||
+               strcmp(low, "application/octet-stream") == 0) {
+        if (len >= 3 && memcmp(body, "\xEF\xBB\xBF", 3) == 0)
+            i = 3;
+        while (i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n'))
+            i++;
+        *fmt = i < len && body[i] == '[' ? ALERT_DEVICES_JSON : ALERT_DEVICES_CSV;
+    } else {
+        api_error(req, 415, "bad_data", "Content-Type %.60s: send text/csv or application/json",
+                  ct);
+        return false;
+    }
+    return true;
+}
+
+/* 200 when every row was stored; 400 when some were rejected (the rest are stored), with the
+ * counts and the first errors in data either way. */
+static void reply_upload(api_req *req, const alert_devices_result *res)
+{
+    iocd_buf *b = &req->resp.body;
+    char msg[128];
+    iocd_err err;
+    size_t i;
+
+    iocd_buf_reset(b);
+    if (res->rejected == 0) {
+        err = iocd_buf_puts(b, "{\"status\":\"success\",\"data\":");
+    } else {
+        snprintf(msg, sizeof(msg), "%zu row%s rejected, %zu stored", res->rejected,
+                 res->rejected == 1 ? "" : "s", res->stored);
+        err = iocd_buf_puts(b, "{\"status\":\"error\",\"errorType\":\"bad_data\",\"error\":");
+        if (err == IOCD_OK)
+            err = iocd_buf_json_str(b, msg, strlen(msg));
+        if (err == IOCD_OK)
+            err = iocd_buf_puts(b, ",\"data\":");
+    }
+    if (err == IOCD_OK)
+        err = iocd_buf_printf(
+            b, "{\"stored\":%zu,\"rejected\":%zu,\"removed\":%zu,\"devices\":%zu,\"errors\":[",
+            res->stored, res->rejected, res->removed, res->total);
+    for (i = 0; err == IOCD_OK && i < res->n_errors; i++) {
+        err = iocd_buf_printf(b, "%s{\"line\":%llu,\"reason\":", i > 0 ? "," : "",
+                              (unsigned long long)res->errors[i].line);
+        if (err == IOCD_OK)
+            err = iocd_buf_json_str(b, res->errors[i].reason, strlen(res->errors[i].reason));
+        if (err == IOCD_OK)
+            err = iocd_buf_putc(b, '}');
+    }
+    if (err == IOCD_OK)
+        err = iocd_buf_puts(b, "]}}");
+    if (err != IOCD_OK) {
+        api_error(req, 503, "unavailable", "out of memory");
+        return;
+    }
+    req->resp.status = res->rejected == 0 ? 200 : 400;
+    req->resp.content_type = "application/json";
+}
+
+static api_status upload(api_req *req, alert_center *ac, bool replace)
+{
+    const char *enc = api_req_header(req, "Content-Encoding");
+    const char *body = req->body.data != NULL ? req->body.data : "";
+    size_t len = req->body.len;
+    alert_devices_result *res = NULL;
+    alert_devices_format fmt;
+    iocd_buf inflated;
+    char why[256] = "";
+    iocd_err err;
+
+    iocd_buf_init(&inflated, 0);
+    if (len > DEVICES_BODY_MAX) {
+        api_error(req, 413, "bad_data", "a device list is at most %d bytes", DEVICES_BODY_MAX);
+        goto out;
+    }
+    if (enc != NULL && enc[0] != '\0' && strcmp(enc, "identity") != 0) {
+        if (strcmp(enc, "gzip") != 0 && strcmp(enc, "x-gzip") != 0 && strcmp(enc, "deflate") != 0) {
+            api_error(req, 400, "bad_data", "unsupported Content-Encoding \"%.40s\"", enc);
+            goto out;
+        }
+        err = api_inflate(body, len, strcmp(enc, "deflate") != 0, DEVICES_BODY_MAX, &inflated, why,
+                          sizeof(why));
+        if (err != IOCD_OK) {
+            api_error(req,
+                      err == IOCD_ETOOBIG  ? 413
+                      : err == IOCD_ENOMEM ? 503
+                                           : 400,
+                      "bad_data", "%s", why);
+            goto out;
+        }
+        body = inflated.data != NULL ? inflated.data : "";
+        len = inflated.len;
+    }
+    if (!upload_format(req, body, len, &fmt))
+        goto out;
+    res = iocd_calloc(1, sizeof(*res));
+    err = res != NULL ? alert_devices_load(ac, fmt, body, len, replace, res, why, sizeof(why))
+                      : IOCD_ENOMEM;
+    if (err == IOCD_EPARSE)
+        api_error(req, 400, "bad_data", "%s", why);
+    else if (err != IOCD_OK)
+        api_error(req, 503, "unavailable", "the devices were not saved: %s", iocd_strerror(err));
+    else
+        reply_upload(req, res);
+out:
+    iocd_free(res);
+    iocd_buf_fini(&inflated);
+    return API_DONE;
+}
+
+static api_status list_devices(api_req *req, alert_center *ac)
+{
+    alert_device_filter f;
+    iocd_buf out;
+
+    memset(&f, 0, sizeof(f));
+    f.ward = api_param_get(req, "ward");
+    f.domain = api_param_get(req, "domain");
+    f.kind = api_param_get(req, "kind");
+    if (!size_param(req, "limit", &f.limit) || !size_param(req, "offset", &f.offset))
+        return API_DONE;
+    iocd_buf_init(&out, 0);
+    if (alert_devices_list(ac, &f, &out) != IOCD_OK)
+        api_error(req, 503, "unavailable", "out of memory");
+    else
+        reply_json(req, 200, &out);
+    iocd_buf_fini(&out);
+    return API_DONE;
+}
+
+static api_status h_devices(api_req *req, void *ud)
+{
+    alert_center *ac = center(req);
+    const char *id;
+    iocd_buf out;
+    iocd_err err;
+
+    (void)ud;
+    if (ac == NULL)
+        return API_DONE;
+    id = req->path + strlen(DPREFIX);
+    if (*id != '\0' && *id != '/') {
+        api_error(req, 404, "not_found", "no such endpoint: %s", req->path);
+        return API_DONE;
+    }
+    if (*id == '/')
+        id++;
+    if (*id == '\0') {
+        if (req->method == API_PUT || req->method == API_POST)
+            return upload(req, ac, req->method == API_PUT);
+        if (req->method == API_DELETE) {
+            api_error(req, 400, "bad_data",
+                      "DELETE %s/<id> removes one device (PUT an empty list to remove all)",
+                      DPREFIX);
+            return API_DONE;
+        }
+        return list_devices(req, ac);
+    }
+    if (req->method == API_PUT || req->method == API_POST) {
+        api_error(req, 405, "method_not_allowed",
+                  "%s/<id> is read (GET) or removed (DELETE); PUT or POST the list to %s", DPREFIX,
+                  DPREFIX);
+        return API_DONE;
+    }
+    iocd_buf_init(&out, 0);
+    err = req->method == API_DELETE ? alert_device_delete(ac, id, &out)
+                                    : alert_device_get(ac, id, &out);
+    if (err == IOCD_ENOTFOUND)
+        api_error(req, 404, "not_found", "no device \"%.200s\"", id);
+    else if (err != IOCD_OK)
+        api_error(req, 503, "unavailable", "%s", iocd_strerror(err));
+    else
+        reply_json(req, 200, &out);
+    iocd_buf_fini(&out);
+    return API_DONE;
+}
+
 iocd_err api_incidents_register(api_server *srv)
 {
     iocd_err err = api_route_add(srv, API_GET, PREFIX "*", COL_ROLE_READ, h_incidents, NULL);
@@ -329,5 +534,10 @@ iocd_err api_incidents_register(api_server *srv)
     if (err == IOCD_OK)
         err = api_route_add(srv, API_POST | API_DELETE, SPREFIX "*", COL_ROLE_WRITE, h_silences,
                             NULL);
+    if (err == IOCD_OK)
+        err = api_route_add(srv, API_GET, DPREFIX "*", COL_ROLE_READ, h_devices, NULL);
+    if (err == IOCD_OK)
+        err = api_route_add(srv, API_PUT | API_POST | API_DELETE, DPREFIX "*", COL_ROLE_WRITE,
+                            h_devices, NULL);
     return err;
 }
