@@ -178,4 +178,22 @@ iocd_err alert_device_get(alert_center *ac, const char *id, iocd_buf *out);
 /* Removes one device and writes it as JSON. Errors: IOCD_ENOTFOUND, storage errors. */
 iocd_err alert_device_delete(alert_center *ac, const char *id, iocd_buf *out);
 
+/* ---- Commands from dispatch (alerts/commands.c) -------------------------------------------- */
+
+typedef struct alert_commands alert_commands;
+
+/* Starts a consumer (group "iocd") of topic on bootstrap that applies each command to an
+ * incident as the API would: {"id", "action": ack|assign|comment|resolve, "by", "note" | "to" |
+ * "text" | "reason", "command_id" (optional: applied once)}. props are the config file's
+ * librdkafka settings (producer-only ones are skipped). Errors: IOCD_EINVAL (errbuf says why),
+ * IOCD_ENOMEM, storage errors. */
+iocd_err alert_commands_start(alert_center *ac, store *st, const char *bootstrap,
+                              const alert_kafka_prop *props, size_t n_props, const char *topic,
+                              alert_commands **out, char *errbuf, size_t errlen);
+/* Stops consuming (the offsets of applied commands are committed) and frees. NULL: no-op. */
+void alert_commands_stop(alert_commands *c);
+/* In mock mode, creates topic in the mock cluster (so a consumer can join before anyone
+ * produces); otherwise does nothing. */
+void alert_kafka_mock_topic(alert_kafka *k, const char *topic, int partitions);
+
 #endif

@@ -203,3 +203,11 @@ void alert_kafka_purge(alert_kafka *k)
     rd_kafka_purge(k->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
     rd_kafka_poll(k->rk, 0);
 }
+
+void alert_kafka_mock_topic(alert_kafka *k, const char *topic, int partitions)
+{
+    rd_kafka_mock_cluster_t *mc = k != NULL ? rd_kafka_handle_mock_cluster(k->rk) : NULL;
+
+    if (mc != NULL && rd_kafka_mock_topic_create(mc, topic, partitions, 1) != 0)
+        log_warn("kafka", "cannot create the mock topic", "topic=%s", topic);
+}

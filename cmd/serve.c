@@ -138,6 +138,7 @@ int cmd_serve(int argc, char **argv)
     api_server *api = NULL;
     alert_kafka *kafka = NULL;
     alert_kafka_prop *props = NULL;
+    alert_commands *commands = NULL;
     store *st = NULL;
     col_ingest *ingest = NULL;
     store_config scfg;
@@ -235,6 +236,16 @@ int cmd_serve(int argc, char **argv)
             goto out;
         }
     }
+    if (kafka != NULL && d.cfg.incident_commands_topic[0] != '\0') {
+        alert_kafka_mock_topic(kafka, d.cfg.incident_commands_topic, 1);
+        err = alert_commands_start(d.alerts, st, alert_kafka_bootstrap(kafka), props,
+                                   d.cfg.n_kafka_props, d.cfg.incident_commands_topic, &commands,
+                                   errbuf, sizeof(errbuf));
+        if (err != IOCD_OK) {
+            log_error("serve", "cannot start", "err=%s", errbuf);
+            goto out;
+        }
+    }
     if (d.cfg.rules_path[0] != '\0') {
         rule_engine_config rcfg;
         memset(&rcfg, 0, sizeof(rcfg));
@@ -290,7 +301,8 @@ out:
     if (st != NULL)
         store_set_listener(st, NULL, NULL);
     rule_engine_free(d.rules);
-    alert_center_close(d.alerts); /* undelivered events stay in the outbox */
+    alert_commands_stop(commands); /* before the incidents it acts on */
+    alert_center_close(d.alerts);  /* undelivered events stay in the outbox */
     if (kafka != NULL) {
         alert_kafka_close(kafka, 2000);
         kafka = NULL;

@@ -32,15 +32,16 @@ typedef struct col_kv {
 
 /* Every setting of the daemon. Strings are owned by the config (col_config_fini frees). */
 typedef struct col_config {
-    char *config_path;      /* --config; NULL when none */
-    char *data_dir;         /* --data-dir */
-    char *http_addr;        /* --http ADDR:PORT; "" disables */
-    char *influx_tcp;       /* --influx-tcp ADDR:PORT; "" disables */
-    char *influx_udp;       /* --influx-udp ADDR:PORT; "" disables */
-    char *influx_precision; /* --influx-precision for TCP/UDP: auto, ns, us, ms, s */
-    char *rules_path;       /* --rules; "" none */
-    char *kafka_brokers;    /* --kafka-brokers: list, "mock" or "" */
-    char *incident_topic;   /* --incident-topic */
+    char *config_path;             /* --config; NULL when none */
+    char *data_dir;                /* --data-dir */
+    char *http_addr;               /* --http ADDR:PORT; "" disables */
+    char *influx_tcp;              /* --influx-tcp ADDR:PORT; "" disables */
+    char *influx_udp;              /* --influx-udp ADDR:PORT; "" disables */
+    char *influx_precision;        /* --influx-precision for TCP/UDP: auto, ns, us, ms, s */
+    char *rules_path;              /* --rules; "" none */
+    char *kafka_brokers;           /* --kafka-brokers: list, "mock" or "" */
+    char *incident_topic;          /* --incident-topic */
+    char *incident_commands_topic; /* --incident-commands-topic */
     iocd_log_level log_level;
     iocd_log_format log_format;
     int64_t http_timeout_ms;       /* idle connection timeout */

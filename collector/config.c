@@ -57,6 +57,10 @@ static const opt options[] = {
       "cluster; \"\" disables dispatch." },
     { "incident-topic", OPT_STRING, F(incident_topic), "TOPIC", "iocd.incidents",
       "Kafka topic incident events are produced to (key: the incident's fingerprint)." },
+    { "incident-commands-topic", OPT_STRING, F(incident_commands_topic), "TOPIC",
+      "iocd.incident-commands",
+      "Kafka topic of commands from dispatch (ack, assign, comment, resolve an incident by "
+      "id), consumed as group \"iocd\"; \"\" disables. Needs --kafka-brokers." },
     { "log-level", OPT_LEVEL, F(log_level), "LEVEL", "info", "debug, info, warn or error." },
     { "log-format", OPT_FORMAT, F(log_format), "FORMAT", "logfmt", "logfmt or json." },
     { "sync", OPT_SYNC, F(sync_window_ms), "always|DURATION", "always",

@@ -6,6 +6,10 @@
  *                                reads TOPIC from the start until COUNT messages or the
  *                                timeout, printing one JSON object per message: key, value
  *                                (as a string), headers, partition, offset.
+ *   kafkatool produce BOOTSTRAP TOPIC [KEY]
+ *                                sends each stdin line as one message (with KEY, so all go
+ *                                to one partition, in order; else no key), waits for
+ *                                every delivery and prints "produced N".
  * It lives outside the daemon so that a test can kill -9 iocd and keep the cluster. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,12 +138,55 @@ static int consume(const char *bootstrap, const char *topic, long count, double 
     return got >= count ? 0 : 3;
 }
 
+static int produce(const char *bootstrap, const char *topic, const char *key)
+{
+    char err[512], line[65536];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_t *rk;
+    long n = 0;
+    size_t klen = key != NULL ? strlen(key) : 0;
+
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, err, sizeof(err)) ||
+        rd_kafka_conf_set(conf, "acks", "all", err, sizeof(err))) {
+        fprintf(stderr, "kafkatool: %s\n", err);
+        return 1;
+    }
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+    if (rk == NULL) {
+        fprintf(stderr, "kafkatool: %s\n", err);
+        return 1;
+    }
+    while (fgets(line, sizeof(line), stdin) != NULL) {
+        size_t len = strcspn(line, "\r\n");
+        if (rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_VALUE(line, len),
+                              RD_KAFKA_V_KEY(key, klen), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                              RD_KAFKA_V_END) != 0) {
+            fprintf(stderr, "kafkatool: produce failed\n");
+            rd_kafka_destroy(rk);
+            return 1;
+        }
+        n++;
+        rd_kafka_poll(rk, 0);
+    }
+    if (rd_kafka_flush(rk, 30000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        fprintf(stderr, "kafkatool: not every message was delivered\n");
+        rd_kafka_destroy(rk);
+        return 1;
+    }
+    printf("produced %ld\n", n);
+    rd_kafka_destroy(rk);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 2 && strcmp(argv[1], "mock") == 0)
         return mock();
+    if ((argc == 4 || argc == 5) && strcmp(argv[1], "produce") == 0)
+        return produce(argv[2], argv[3], argc == 5 ? argv[4] : NULL);
     if (argc == 6 && strcmp(argv[1], "consume") == 0)
         return consume(argv[2], argv[3], atol(argv[4]), atof(argv[5]));
-    fprintf(stderr, "usage: kafkatool mock | consume BOOTSTRAP TOPIC COUNT TIMEOUT_S\n");
+    fprintf(stderr, "usage: kafkatool mock | consume BOOTSTRAP TOPIC COUNT TIMEOUT_S | produce "
+                    "BOOTSTRAP TOPIC\n");
     return 2;
 }
