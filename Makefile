@@ -56,7 +56,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=build/asan/tests/%)
 FUZZ_REPLAY_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/asan/tests/replay_%)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=build/bench/%)
 
-.PHONY: all deps test-deps build build-test test unit integration check format run bench bench-rules bench-incidents bench-query compat fuzz clean
+.PHONY: all deps test-deps build build-test test unit integration check format run bench bench-rules bench-incidents bench-query compare compat fuzz clean
 
 all: deps
 	@$(MAKE) --no-print-directory build
@@ -167,6 +167,16 @@ bench-query: all
 	@$(MAKE) --no-print-directory build/bench/loadgen
 	@command -v victoria-metrics > /dev/null || tools/install_peer.sh victoria-metrics
 	/usr/bin/python3 bench/query.py
+
+# Side by side: iocd, VictoriaMetrics, Prometheus (+ Alertmanager) and InfluxDB on the same
+# workload; writes bench/results/<date>.md and plots (bench/compare.py, bench/README.md).
+compare: all
+	@$(MAKE) --no-print-directory build/bench/loadgen build/tools/kafkatool
+	@missing=; for p in victoria-metrics influxdb prometheus prometheus-alertmanager \
+	    python3-matplotlib; do dpkg-query -W -f '$${Status}' $$p 2> /dev/null | \
+	    grep -q 'ok installed' || missing="$$missing $$p"; done; \
+	    [ -z "$$missing" ] || tools/install_peer.sh $$missing
+	/usr/bin/python3 bench/compare.py
 
 # PromQL against Prometheus 2.42 on one data set, and promtool against iocd (bench/compat.sh).
 compat: all

@@ -10,7 +10,12 @@
  *   loadgen [--url http://127.0.0.1:9470] [--mode http|tcp|remote-write] [--series 10000] [--points
  * 360]
  *           [--interval-ms 10000] [--conns 4] [--batch 5000] [--rate SAMPLES_PER_S]
- *           [--start-ms T] [--seed 1] [--token T] [--dry-run] */
+ *           [--start-ms T] [--seed 1] [--token T] [--path P] [--ordered] [--dry-run]
+ * --ordered gives each connection its own devices (device % conns), sent in time order, so
+ * every series arrives in order, as a Prometheus agent's remote-write shards send it (a
+ * Prometheus server refuses a whole request holding one out-of-order sample).
+ * --path replaces the request path and query (default /write?precision=ms, or /api/v1/write
+ * with --mode remote-write), e.g. /write?db=bench&precision=ms for InfluxDB 1.x. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -40,6 +45,7 @@ typedef struct batch {
     char *data;
     size_t len;
     uint64_t samples, lines;
+    int shard; /* with --ordered, the one connection that sends it */
 } batch;
 
 typedef struct work {
@@ -49,11 +55,10 @@ typedef struct work {
 } work;
 
 static void generate(work *w, uint64_t series, int points, int64_t interval, int64_t start,
-                     size_t per_batch, uint64_t seed)
+                     size_t per_batch, uint64_t seed, int shards)
 {
     uint64_t devices = 0, fields = 0, d;
-    size_t cap = 0, in_batch = 0;
-    batch *cur = NULL;
+    size_t cap = 0, *cur = calloc((size_t)shards, sizeof(size_t));
     char line[512];
     int p;
 
@@ -64,27 +69,31 @@ static void generate(work *w, uint64_t series, int points, int64_t interval, int
         int64_t t = start + (int64_t)p * interval;
         for (d = 0; d < devices; d++) {
             sim_kind k = sim_kind_of(d);
+            int shard = (int)(d % (uint64_t)shards);
             int len = sim_line(line, sizeof(line), k, d, sim_ward_of(d), t, seed, SIM_OK);
-            if (cur == NULL || in_batch == per_batch) {
+            batch *b;
+            if (cur[shard] == 0 || w->batches[cur[shard] - 1].lines == per_batch) {
                 if (w->n == cap) {
                     cap = cap != 0 ? cap * 2 : 1024;
                     w->batches = realloc(w->batches, cap * sizeof(*w->batches));
                 }
-                cur = &w->batches[w->n++];
-                memset(cur, 0, sizeof(*cur));
-                cur->data = malloc(per_batch * 160 + 512);
-                in_batch = 0;
+                b = &w->batches[w->n++];
+                memset(b, 0, sizeof(*b));
+                b->data = malloc(per_batch * 160 + 512);
+                b->shard = shard;
+                cur[shard] = w->n;
             }
-            memcpy(cur->data + cur->len, line, (size_t)len);
-            cur->len += (size_t)len;
-            cur->samples += (uint64_t)sim_fields(k);
-            cur->lines++;
-            in_batch++;
+            b = &w->batches[cur[shard] - 1];
+            memcpy(b->data + b->len, line, (size_t)len);
+            b->len += (size_t)len;
+            b->samples += (uint64_t)sim_fields(k);
+            b->lines++;
             w->samples += (uint64_t)sim_fields(k);
             w->lines++;
             w->bytes += (uint64_t)len;
         }
     }
+    free(cur);
 }
 
 /* ---- Remote write ------------------------------------------------------------------------ */
@@ -119,6 +128,19 @@ static size_t pb_label(uint8_t *p, const char *k, size_t kl, const char *v, size
     return pb_bytes(p, 1, tmp, n);
 }
 
+typedef struct tag_ref {
+    const char *k, *v, *e; /* key, value (after '='), end of the value */
+} tag_ref;
+
+static int cmp_tag(const void *a, const void *b)
+{
+    const tag_ref *x = a, *y = b;
+    size_t xl = (size_t)(x->v - 1 - x->k), yl = (size_t)(y->v - 1 - y->k);
+    int c = memcmp(x->k, y->k, xl < yl ? xl : yl);
+
+    return c != 0 ? c : (xl > yl) - (xl < yl);
+}
+
 /* Re-encodes a batch of the generator's own lines ("m,ward=..,domain=..,device=.. f=v,... t")
  * as a snappy-compressed WriteRequest: one TimeSeries per field, as a Prometheus agent sends
  * a scrape. */
@@ -140,6 +162,8 @@ static void to_remote_write(batch *b)
         for (f = sp1 + 1; f < sp2;) {
             char *eq = memchr(f, '=', (size_t)(sp2 - f)), *fe = memchr(f, ',', (size_t)(sp2 - f));
             char name[128], *tag;
+            tag_ref tags[16];
+            size_t nt, j;
             double v;
             size_t tn = 0, nl2;
             uint8_t smp[32];
@@ -150,14 +174,21 @@ static void to_remote_write(batch *b)
                                    (int)(eq - f), f);
             v = strtod(eq + 1, NULL); /* "12i" parses as 12 */
             tn += pb_label(ts + tn, "__name__", 8, name, nl2);
-            for (tag = comma + 1; tag < sp1;) {
-                char *te = memchr(tag, ',', (size_t)(sp1 - tag)), *teq;
+            nt = 0;
+            for (tag = comma + 1; tag < sp1 && nt < 16;) {
+                char *te = memchr(tag, ',', (size_t)(sp1 - tag));
                 if (te == NULL)
                     te = sp1;
-                teq = memchr(tag, '=', (size_t)(te - tag));
-                tn += pb_label(ts + tn, tag, (size_t)(teq - tag), teq + 1, (size_t)(te - teq - 1));
+                tags[nt].k = tag;
+                tags[nt].v = (const char *)memchr(tag, '=', (size_t)(te - tag)) + 1;
+                tags[nt++].e = te;
                 tag = te + 1;
             }
+            /* The remote-write spec wants labels sorted by name ("__name__" sorts first). */
+            qsort(tags, nt, sizeof(tags[0]), cmp_tag);
+            for (j = 0; j < nt; j++)
+                tn += pb_label(ts + tn, tags[j].k, (size_t)(tags[j].v - 1 - tags[j].k), tags[j].v,
+                               (size_t)(tags[j].e - tags[j].v));
             sn += pb_varint(smp + sn, 1 << 3 | 1);
             memcpy(smp + sn, &v, 8);
             sn += 8;
@@ -184,9 +215,10 @@ typedef struct shared {
     work *w;
     const char *host;
     int port;
-    bool tcp, remote_write;
+    bool tcp, remote_write, ordered;
     const char *token;
-    double rate; /* samples/s in total; 0 = as fast as possible */
+    const char *path; /* request path and query */
+    double rate;      /* samples/s in total; 0 = as fast as possible */
     int conns;
     atomic_size_t next;
     atomic_uint_fast64_t errors, requests;
@@ -268,15 +300,34 @@ static int read_response(int fd, char *buf, size_t cap, char *body_out, size_t b
     return status;
 }
 
+typedef struct conn_arg {
+    shared *sh;
+    int k; /* this connection's number */
+} conn_arg;
+
+/* The next batch this connection sends: any not yet taken, or with --ordered the next of
+ * its own shard, so each series goes through one connection in time order. */
+static size_t next_batch(shared *sh, int k, size_t after)
+{
+    size_t i;
+
+    if (!sh->ordered)
+        return atomic_fetch_add(&sh->next, 1);
+    for (i = after; i < sh->w->n && sh->w->batches[i].shard != k; i++)
+        ;
+    return i;
+}
+
 static void *replay(void *arg)
 {
-    shared *sh = arg;
+    shared *sh = ((conn_arg *)arg)->sh;
+    int k = ((conn_arg *)arg)->k;
     char head[512], resp[65536], body[512];
     int fd = connect_to(sh->host, sh->port);
     double t_next = now_s();
     size_t i;
 
-    while ((i = atomic_fetch_add(&sh->next, 1)) < sh->w->n) {
+    for (i = next_batch(sh, k, 0); i < sh->w->n; i = next_batch(sh, k, i + 1)) {
         batch *b = &sh->w->batches[i];
         double t0;
         int status = 204;
@@ -294,13 +345,13 @@ static void *replay(void *arg)
         } else {
             int hl = snprintf(head, sizeof(head),
                               sh->remote_write
-                                  ? "POST /api/v1/write HTTP/1.1\r\nHost: %s\r\nContent-Type: "
+                                  ? "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: "
                                     "application/x-protobuf\r\nContent-Encoding: snappy\r\n"
                                     "X-Prometheus-Remote-Write-Version: 0.1.0\r\nContent-Length: "
                                     "%zu\r\n%s%s%s\r\n"
-                                  : "POST /write?precision=ms HTTP/1.1\r\nHost: %s\r\n"
+                                  : "POST %s HTTP/1.1\r\nHost: %s\r\n"
                                     "Content-Type: text/plain\r\nContent-Length: %zu\r\n%s%s%s\r\n",
-                              sh->host, b->len, sh->token ? "Authorization: Bearer " : "",
+                              sh->path, sh->host, b->len, sh->token ? "Authorization: Bearer " : "",
                               sh->token ? sh->token : "", sh->token ? "\r\n" : "");
             if (!send_all(fd, head, (size_t)hl) || !send_all(fd, b->data, b->len))
                 status = 0;
@@ -342,16 +393,17 @@ static double pct(const double *sorted, size_t n, double p)
 
 int main(int argc, char **argv)
 {
-    const char *url = "http://127.0.0.1:9470", *mode = "http", *token = NULL;
+    const char *url = "http://127.0.0.1:9470", *mode = "http", *token = NULL, *path = NULL;
     uint64_t series = 10000, seed = 1;
     int points = 360, conns = 4, i;
     int64_t interval = 10000, start = 0;
     size_t per_batch = 5000;
     double rate = 0, t0, t1, gen_s, elapsed;
-    bool dry = false;
+    bool dry = false, ordered = false;
     char host[64] = "127.0.0.1";
     int port = 9470;
     pthread_t *th;
+    conn_arg *args;
     shared sh;
     work w;
 
@@ -359,6 +411,10 @@ int main(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
         if (strcmp(a, "--dry-run") == 0) {
             dry = true;
+            continue;
+        }
+        if (strcmp(a, "--ordered") == 0) {
+            ordered = true;
             continue;
         }
         if (strcmp(a, "--url") == 0)
@@ -383,6 +439,8 @@ int main(int argc, char **argv)
             seed = strtoull(v, NULL, 10);
         else if (strcmp(a, "--token") == 0)
             token = v;
+        else if (strcmp(a, "--path") == 0)
+            path = v;
         else {
             fprintf(stderr,
                     "loadgen: unknown flag %s (see the comment at the top of "
@@ -396,6 +454,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "loadgen: --url must be http://HOST:PORT\n");
         return 2;
     }
+    if (path != NULL && (path[0] != '/' || strlen(path) > 200)) {
+        fprintf(stderr, "loadgen: --path must start with / and be at most 200 bytes\n");
+        return 2;
+    }
     if (strcmp(mode, "tcp") == 0 && strstr(url, ":9470") != NULL)
         port = 8094;
     if (start == 0) {
@@ -404,7 +466,11 @@ int main(int argc, char **argv)
         start = ((int64_t)ts.tv_sec * 1000 - (int64_t)points * interval) / interval * interval;
     }
     t0 = now_s();
-    generate(&w, series, points, interval, start, per_batch, seed);
+    if (conns < 1) {
+        fprintf(stderr, "loadgen: --conns must be at least 1\n");
+        return 2;
+    }
+    generate(&w, series, points, interval, start, per_batch, seed, ordered ? conns : 1);
     if (strcmp(mode, "remote-write") == 0) {
         size_t k;
         w.bytes = 0;
@@ -429,24 +495,29 @@ int main(int argc, char **argv)
     sh.port = port;
     sh.tcp = strcmp(mode, "tcp") == 0;
     sh.remote_write = strcmp(mode, "remote-write") == 0;
+    sh.ordered = ordered;
     sh.token = token;
+    sh.path = path != NULL ? path : sh.remote_write ? "/api/v1/write" : "/write?precision=ms";
     sh.rate = rate;
     sh.conns = conns;
     sh.lat_ms = calloc(w.n, sizeof(double));
     pthread_mutex_init(&sh.mu, NULL);
     th = calloc((size_t)conns, sizeof(*th));
+    args = calloc((size_t)conns, sizeof(*args));
     t0 = now_s();
-    for (i = 0; i < conns; i++)
-        pthread_create(&th[i], NULL, replay, &sh);
+    for (i = 0; i < conns; i++) {
+        args[i] = (conn_arg){ &sh, i };
+        pthread_create(&th[i], NULL, replay, &args[i]);
+    }
     for (i = 0; i < conns; i++)
         pthread_join(th[i], NULL);
     t1 = now_s();
     elapsed = t1 - t0;
     qsort(sh.lat_ms, w.n, sizeof(double), cmp_double);
-    printf("mode %s\nconns %d\nbatch_lines %zu\nelapsed_seconds %.3f\nsamples_per_s %.0f\n"
+    printf("mode %s%s\nconns %d\nbatch_lines %zu\nelapsed_seconds %.3f\nsamples_per_s %.0f\n"
            "requests %llu\nerrors %llu\nlatency_p50_ms %.2f\nlatency_p90_ms %.2f\n"
            "latency_p99_ms %.2f\nlatency_max_ms %.2f\n",
-           mode, conns, per_batch, elapsed, (double)w.samples / elapsed,
+           mode, ordered ? " ordered" : "", conns, per_batch, elapsed, (double)w.samples / elapsed,
            (unsigned long long)atomic_load(&sh.requests),
            (unsigned long long)atomic_load(&sh.errors), pct(sh.lat_ms, w.n, 50),
            pct(sh.lat_ms, w.n, 90), pct(sh.lat_ms, w.n, 99), pct(sh.lat_ms, w.n, 100));
