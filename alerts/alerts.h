@@ -56,6 +56,17 @@ typedef struct alert_config {
     size_t outbox_max;        /* events waiting for delivery; 0 = 1,000,000 */
     const char *source;       /* CloudEvents source; default "/iocd" */
     size_t devices_max;       /* devices the registry holds at most; 0 = 100,000 */
+    /* Noise control. For each duration 0 takes the default and a negative value turns it off. */
+    int64_t group_wait_ms;        /* a new incident's first event waits this long, so a blip
+                                     that clears within it sends nothing; default off */
+    int64_t repeat_interval_ms;   /* "repeated" event while firing and unacknowledged; 1 h */
+    int64_t escalate_after_ms;    /* unacknowledged this long: severity up one step and an
+                                     "escalated" event (again after as long); default 15 min */
+    const char *escalation_topic; /* escalated events also go here; NULL or "": not */
+    int64_t flap_window_ms;       /* flapping: flap_changes state changes within it; 30 min */
+    int flap_changes;             /* default 6; flapping holds rule-driven events back until
+                                     no change for a whole window */
+    bool no_ticker;               /* tests: no timer thread; the caller drives alert_center_tick */
 } alert_config;
 
 /* A rule's alert changing state (strings borrowed for the call). labels: "name\0value\0"
@@ -83,6 +94,9 @@ iocd_err alert_center_open(const alert_config *cfg, alert_center **out, char *er
 void alert_center_close(alert_center *ac);
 /* A rule alert fired or resolved: opens, updates, reopens or resolves its incident. */
 void alert_center_signal(alert_center *ac, const alert_signal *sig);
+/* The timed part of noise control at now_ms: group wait ends, repeats, escalations, flapping
+ * settling. A thread calls it every second unless cfg.no_ticker. */
+void alert_center_tick(alert_center *ac, int64_t now_ms);
 
 /* Operator actions. by is who (required); text is the note, assignee or reason. */
 typedef enum alert_action {
@@ -178,7 +192,7 @@ iocd_err alert_device_get(alert_center *ac, const char *id, iocd_buf *out);
 /* Removes one device and writes it as JSON. Errors: IOCD_ENOTFOUND, storage errors. */
 iocd_err alert_device_delete(alert_center *ac, const char *id, iocd_buf *out);
 
-/* ---- Commands from dispatch (alerts/commands.c) -------------------------------------------- */
+/* ---- Commands from dispatch (alerts/kafka_commands.c) -------------------------------------- */
 
 typedef struct alert_commands alert_commands;
 
@@ -195,5 +209,60 @@ void alert_commands_stop(alert_commands *c);
 /* In mock mode, creates topic in the mock cluster (so a consumer can join before anyone
  * produces); otherwise does nothing. */
 void alert_kafka_mock_topic(alert_kafka *k, const char *topic, int partitions);
+
+/* ---- Alertmanager API v2: alerts from other systems (alerts/external.c) ------------------- */
+
+/* Prometheus and vmalert post alerts as to an Alertmanager; each becomes an incident through
+ * alert_center_signal: its rule is the alertname label, its labels as given, severity from the
+ * severity label (critical, warning, info; other words mapped, default warning), domain from
+ * the domain label (default "other"), summary, description and runbook from the annotations
+ * summary, description and runbook_url. The fingerprint of an alert is its incident's. An
+ * alert whose endsAt has passed resolves its incident; one not re-sent resolves when its
+ * endsAt passes (no endsAt: 5 minutes after its last receipt). The active alerts are kept in
+ * the data file and survive restarts. Any thread. */
+
+#define ALERT_AM_BATCH_MAX  5000   /* alerts in one POST */
+#define ALERT_AM_ACTIVE_MAX 100000 /* active alerts kept at once */
+#define ALERT_AM_RECEIVER   "iocd" /* the one receiver iocd shows */
+
+/* Loads ac's table of active alerts from st and starts the thread that resolves the expired
+ * ones (every second). Call after alert_center_open; stop after the API has stopped and
+ * before alert_center_close. Errors: IOCD_EEXIST (started already), IOCD_ENOMEM, storage
+ * errors (errbuf says which). */
+iocd_err alert_am_start(alert_center *ac, store *st, char *errbuf, size_t errlen);
+void alert_am_stop(alert_center *ac); /* not started: no-op */
+
+/* Applies a body of POST /api/v2/alerts: a JSON array of {labels, annotations, startsAt,
+ * endsAt, generatorURL}. Errors (errbuf says why): IOCD_EPARSE (not a JSON array: nothing
+ * applied), IOCD_ETOOBIG (over ALERT_AM_BATCH_MAX alerts: nothing applied), IOCD_EINVAL (some
+ * alerts refused, e.g. without labels or an alertname; the others are applied), IOCD_EAGAIN
+ * (not started), IOCD_ENOMEM and storage errors (nothing applied). */
+iocd_err alert_am_alerts_post(alert_center *ac, const char *body, size_t len, char *errbuf,
+                              size_t errlen);
+
+typedef struct alert_am_filter {
+    const char *const *matchers; /* Alertmanager's filter=: name="value", name=~"re", ... */
+    size_t n_matchers;
+    bool active, silenced; /* show active ones; show silenced ones */
+    const char *receiver;  /* a regex the receiver must match; NULL: any */
+} alert_am_filter;
+/* The active alerts as Alertmanager's gettableAlerts (groups: its alertGroups, one group), a
+ * silenced one "suppressed" with the ids of its silences. Errors: IOCD_EINVAL (a bad filter;
+ * errbuf), IOCD_EAGAIN (not started), IOCD_ENOMEM. */
+iocd_err alert_am_alerts_list(alert_center *ac, const alert_am_filter *f, bool groups,
+                              iocd_buf *out, char *errbuf, size_t errlen);
+
+/* A body of POST /api/v2/silences (Alertmanager's postableSilence: matchers [{name, value,
+ * isRegex, isEqual}], startsAt, endsAt, createdBy, comment, and id to replace that silence)
+ * through alert_silence_add; *id_out is the new silence. Errors (errbuf): IOCD_EPARSE,
+ * IOCD_EINVAL, IOCD_ENOTFOUND (id names no silence), IOCD_ELIMIT, storage errors. */
+iocd_err alert_am_silence_add(alert_center *ac, const char *body, size_t len, uint64_t *id_out,
+                              char *errbuf, size_t errlen);
+/* Every silence as Alertmanager's gettableSilences; filters as in alert_am_filter match the
+ * labels a silence's equality matchers name. Errors: IOCD_EINVAL (a bad filter), IOCD_ENOMEM. */
+iocd_err alert_am_silences_list(alert_center *ac, const char *const *filters, size_t n_filters,
+                                iocd_buf *out, char *errbuf, size_t errlen);
+/* One silence as a gettableSilence. Errors: IOCD_ENOTFOUND, IOCD_ENOMEM. */
+iocd_err alert_am_silence_get(alert_center *ac, uint64_t id, iocd_buf *out);
 
 #endif

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define HISTORY_MAX 200
 #define STR_MAX     4096 /* longest text field kept */
@@ -30,7 +31,10 @@ typedef struct inc_event {
     char *type;
     int64_t t_ms;
     char *by, *note;
+    bool held; /* recorded, not sent (group wait, flapping) */
 } inc_event;
+
+#define FLAP_MAX 32 /* state changes remembered for flap detection */
 
 typedef struct incident {
     uint64_t id;
@@ -53,6 +57,14 @@ typedef struct incident {
     char *inhibit_equal; /* label names joined by '\x1f' */
     query_selector inhibit_sel;
     bool inhibit_parsed;
+    /* Noise control. */
+    int64_t fired_ms;     /* when it last began firing (opened or reopened) */
+    int64_t notified_ms;  /* the last event sent about it (0: none yet) */
+    int64_t escalated_ms; /* the last escalation (0: none) */
+    bool first_held;      /* its first event waits for the group wait */
+    bool flapping;
+    int64_t flap_t[FLAP_MAX]; /* times of its latest state changes, oldest first */
+    int n_flap;
 } incident;
 
 struct alert_center {
@@ -64,8 +76,12 @@ struct alert_center {
     alert_outbox *ob;
     alert_silences *silences;
     alert_devices *devices;
-    iocd_buf scratch;
+    iocd_buf scratch, scratch2;
     iocd_metric *m_opened, *m_resolved, *m_acked, *m_open, *m_inhibited;
+    iocd_metric *m_held, *m_repeated, *m_escalated, *m_flapping;
+    pthread_t ticker;
+    bool ticker_started, stopping;
+    pthread_cond_t wake;
 };
 
 /* ---- Small helpers ------------------------------------------------------------------------- */
@@ -223,6 +239,7 @@ static iocd_err history_add(incident *in, const char *type, int64_t t_ms, const 
     e->t_ms = t_ms;
     e->by = dup_capped(by != NULL ? by : "");
     e->note = dup_capped(note != NULL ? note : "");
+    e->held = false;
     if (e->type == NULL || e->by == NULL || e->note == NULL) {
         iocd_free(e->type);
         iocd_free(e->by);
@@ -348,7 +365,8 @@ static iocd_err incident_json(const incident *in, bool history, iocd_buf *b)
     if (err == IOCD_OK)
         err = put_field(b, "resolve_reason", in->resolve_reason);
     if (err == IOCD_OK)
-        err = iocd_buf_printf(b, ",\"recurrences\":%u", in->recurrences);
+        err = iocd_buf_printf(b, ",\"recurrences\":%u,\"flapping\":%s", in->recurrences,
+                              in->flapping ? "true" : "false");
     if (err == IOCD_OK && history) {
         err = iocd_buf_puts(b, ",\"events\":[");
         for (i = 0; err == IOCD_OK && i < in->n_ev; i++) {
@@ -360,6 +378,8 @@ static iocd_err incident_json(const incident *in, bool history, iocd_buf *b)
                 err = put_field(b, "by", in->ev[i].by);
             if (err == IOCD_OK)
                 err = put_field(b, "note", in->ev[i].note);
+            if (err == IOCD_OK && in->ev[i].held)
+                err = iocd_buf_puts(b, ",\"held\":true");
             if (err == IOCD_OK)
                 err = iocd_buf_putc(b, '}');
         }
@@ -460,6 +480,21 @@ static iocd_err incident_encode(const incident *in, iocd_buf *b)
         err = kv(b, "inhibit", in->inhibit);
     if (err == IOCD_OK)
         err = kv(b, "inhibit_equal", in->inhibit_equal);
+    if (err == IOCD_OK)
+        err = kvi(b, "fired", in->fired_ms);
+    if (err == IOCD_OK)
+        err = kvi(b, "notified", in->notified_ms);
+    if (err == IOCD_OK)
+        err = kvi(b, "escalated", in->escalated_ms);
+    if (err == IOCD_OK)
+        err = kvi(b, "first_held", in->first_held);
+    if (err == IOCD_OK)
+        err = kvi(b, "flapping", in->flapping);
+    for (i = 0; err == IOCD_OK && i < (size_t)in->n_flap; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "f.%zu", i);
+        err = kvi(b, name, in->flap_t[i]);
+    }
     while (err == IOCD_OK && p < end) {
         const char *v = p + strlen(p) + 1;
         char name[300];
@@ -472,8 +507,9 @@ static iocd_err incident_encode(const incident *in, iocd_buf *b)
         iocd_buf e;
         iocd_buf_init(&e, 0);
         snprintf(name, sizeof(name), "e.%zu", i);
-        err = iocd_buf_printf(&e, "%s\x1f%lld\x1f%s\x1f%s", in->ev[i].type,
-                              (long long)in->ev[i].t_ms, in->ev[i].by, in->ev[i].note);
+        err = iocd_buf_printf(&e, "%s\x1f%lld\x1f%s\x1f%s%s", in->ev[i].type,
+                              (long long)in->ev[i].t_ms, in->ev[i].by, in->ev[i].note,
+                              in->ev[i].held ? "\x1fh" : "");
         if (err == IOCD_OK)
             err = kv(b, name, e.data);
         iocd_buf_fini(&e);
@@ -560,21 +596,36 @@ static iocd_err incident_decode(const char *p, size_t len, incident **out)
             set_str(&in->inhibit, v);
         else if (strcmp(p, "inhibit_equal") == 0)
             set_str(&in->inhibit_equal, v);
-        else if (strncmp(p, "l.", 2) == 0) {
+        else if (strcmp(p, "fired") == 0)
+            in->fired_ms = strtoll(v, NULL, 10);
+        else if (strcmp(p, "notified") == 0)
+            in->notified_ms = strtoll(v, NULL, 10);
+        else if (strcmp(p, "escalated") == 0)
+            in->escalated_ms = strtoll(v, NULL, 10);
+        else if (strcmp(p, "first_held") == 0)
+            in->first_held = atoi(v) != 0;
+        else if (strcmp(p, "flapping") == 0)
+            in->flapping = atoi(v) != 0;
+        else if (strncmp(p, "f.", 2) == 0) {
+            if (in->n_flap < FLAP_MAX)
+                in->flap_t[in->n_flap++] = strtoll(v, NULL, 10);
+        } else if (strncmp(p, "l.", 2) == 0) {
             err = iocd_buf_append(&labels, p + 2, strlen(p + 2) + 1);
             if (err == IOCD_OK)
                 err = iocd_buf_append(&labels, v, strlen(v) + 1);
         } else if (strncmp(p, "e.", 2) == 0) {
-            char tmp[STR_MAX * 2 + 64], *f[4] = { NULL }, *q;
+            char tmp[STR_MAX * 2 + 64], *f[5] = { NULL }, *q;
             int k = 0;
             snprintf(tmp, sizeof(tmp), "%s", v);
-            for (q = tmp, f[0] = tmp, k = 1; *q != '\0' && k < 4; q++)
+            for (q = tmp, f[0] = tmp, k = 1; *q != '\0' && k < 5; q++)
                 if (*q == '\x1f') {
                     *q = '\0';
                     f[k++] = q + 1;
                 }
-            if (k == 4)
+            if (k >= 4)
                 err = history_add(in, f[0], strtoll(f[1], NULL, 10), f[2], f[3]);
+            if (err == IOCD_OK && k == 5 && in->n_ev > 0)
+                in->ev[in->n_ev - 1].held = strcmp(f[4], "h") == 0;
         }
         p = v + strnlen(v, (size_t)(end - v)) + 1;
     }
@@ -582,6 +633,8 @@ static iocd_err incident_decode(const char *p, size_t len, incident **out)
     in->labels = iocd_buf_take(&labels, NULL);
     if (in->labels == NULL)
         in->labels = iocd_strdup("");
+    if (in->fired_ms == 0) /* written before noise control */
+        in->fired_ms = in->created_ms;
     if (err == IOCD_OK && (in->id == 0 || in->rule == NULL || in->labels == NULL))
         err = IOCD_ECORRUPT;
     if (err != IOCD_OK) {
@@ -594,16 +647,18 @@ static iocd_err incident_decode(const char *p, size_t len, incident **out)
 
 /* ---- Changes: the incident and its event, in one transaction ------------------------------ */
 
-/* Stores in and queues event `type` (by/note for the history). Caller holds ac->mu. */
-static iocd_err commit_change(alert_center *ac, incident *in, const char *type, int64_t t_ms,
-                              const char *by, const char *note)
+/* Stores in and, unless held, queues event `type` to the incidents topic and to topic2 (when
+ * not NULL); by/note go to the history. Caller holds ac->mu. */
+static iocd_err commit_event(alert_center *ac, incident *in, const char *type, int64_t t_ms,
+                             const char *by, const char *note, bool held, const char *topic2)
 {
     iocd_buf rec, val, evid;
     char idkey[8], ce_type[64], ce_time[40], ce_subject[32], ce_id[64];
-    store_kv_op ops[2];
+    store_kv_op ops[3];
     alert_kafka_header h[7];
-    uint64_t seq = 0;
+    uint64_t seq = 0, seq2 = 0;
     size_t n_ops = 1;
+    bool sent = false, sent2 = false;
     int i;
     iocd_err err;
 
@@ -611,6 +666,11 @@ static iocd_err commit_change(alert_center *ac, incident *in, const char *type, 
     err = history_add(in, type, t_ms, by, note);
     if (err != IOCD_OK)
         return err;
+    in->ev[in->n_ev - 1].held = held;
+    if (held)
+        iocd_metric_add(ac->m_held, 1);
+    else
+        in->notified_ms = t_ms;
     iocd_buf_init(&rec, 0);
     iocd_buf_init(&val, 0);
     iocd_buf_init(&evid, 0);
@@ -643,30 +703,85 @@ static iocd_err commit_change(alert_center *ac, incident *in, const char *type, 
     h[4] = (alert_kafka_header){ "ce_time", ce_time };
     h[5] = (alert_kafka_header){ "ce_subject", ce_subject };
     h[6] = (alert_kafka_header){ "content-type", "application/json" };
-    if (err == IOCD_OK && ac->ob != NULL) {
+    if (err == IOCD_OK && ac->ob != NULL && !held) {
         err = outbox_prepare(ac->ob, ac->cfg.topic, in->fp, val.data, val.len, h, 7, &ac->scratch,
-                             &ops[1], &seq);
+                             &ops[n_ops], &seq);
         if (err == IOCD_ELIMIT) {
             err = IOCD_OK; /* the change is kept; its event is not (logged, counted) */
         } else if (err == IOCD_OK) {
-            n_ops = 2;
+            n_ops++;
+            sent = true;
+        }
+        if (err == IOCD_OK && topic2 != NULL) {
+            err = outbox_prepare(ac->ob, topic2, in->fp, val.data, val.len, h, 7, &ac->scratch2,
+                                 &ops[n_ops], &seq2);
+            if (err == IOCD_ELIMIT) {
+                err = IOCD_OK;
+            } else if (err == IOCD_OK) {
+                n_ops++;
+                sent2 = true;
+            }
         }
     }
     if (err == IOCD_OK)
         err = store_kv_write(ac->cfg.st, ops, n_ops);
-    if (n_ops == 2) {
+    if (sent) {
         if (err == IOCD_OK)
             outbox_committed(ac->ob, seq, ac->cfg.topic, in->fp, val.data, val.len, h, 7);
         else
             outbox_abandon(ac->ob, seq);
     }
+    if (sent2) {
+        if (err == IOCD_OK)
+            outbox_committed(ac->ob, seq2, topic2, in->fp, val.data, val.len, h, 7);
+        else
+            outbox_abandon(ac->ob, seq2);
+    }
     if (err == IOCD_OK)
-        log_info("alerts", "incident event", "id=%llu event=%s state=%s rule=%s",
-                 (unsigned long long)in->id, type, state_names[in->state], in->rule);
+        log_info("alerts", "incident event", "id=%llu event=%s state=%s rule=%s%s",
+                 (unsigned long long)in->id, type, state_names[in->state], in->rule,
+                 held ? " held=1" : "");
     iocd_buf_fini(&rec);
     iocd_buf_fini(&val);
     iocd_buf_fini(&evid);
     return err;
+}
+
+/* An event that is always sent: operator actions, reports. */
+static iocd_err commit_change(alert_center *ac, incident *in, const char *type, int64_t t_ms,
+                              const char *by, const char *note)
+{
+    return commit_event(ac, in, type, t_ms, by, note, false, NULL);
+}
+
+/* ---- Flapping -------------------------------------------------------------------------------- */
+
+/* Records a rule-driven state change at t_ms; true when it makes the incident flapping now. */
+static bool flap_note(alert_center *ac, incident *in, int64_t t_ms)
+{
+    int k, n = 0;
+
+    if (ac->cfg.flap_window_ms < 0)
+        return false;
+    if (in->n_flap == FLAP_MAX) {
+        memmove(in->flap_t, in->flap_t + 1, (FLAP_MAX - 1) * sizeof(*in->flap_t));
+        in->n_flap--;
+    }
+    in->flap_t[in->n_flap++] = t_ms;
+    for (k = 0; k < in->n_flap; k++)
+        if (t_ms - in->flap_t[k] <= ac->cfg.flap_window_ms)
+            n++;
+    if (in->flapping || n < ac->cfg.flap_changes)
+        return false;
+    in->flapping = true;
+    iocd_metric_add(ac->m_flapping, 1);
+    return true;
+}
+
+/* Rule-driven events of this incident are held back now. */
+static bool held_now(const incident *in)
+{
+    return in->flapping || in->first_held;
 }
 
 /* ---- Inhibition ------------------------------------------------------------------------------ */
@@ -776,6 +891,20 @@ alert_devices *alert_center_devices(alert_center *ac)
     return ac->devices;
 }
 
+/* Announces that an incident started flapping (this event is sent; the next rule-driven
+ * ones are held until it settles). */
+static iocd_err flapping_notice(alert_center *ac, incident *in, int64_t t_ms)
+{
+    char note[160];
+
+    snprintf(note, sizeof(note),
+             "flapping: %d state changes within %llds; its next changes are held until it "
+             "stays %s for %llds",
+             ac->cfg.flap_changes, (long long)(ac->cfg.flap_window_ms / 1000),
+             state_names[in->state], (long long)(ac->cfg.flap_window_ms / 1000));
+    return commit_event(ac, in, "updated", t_ms, "iocd", note, false, NULL);
+}
+
 /* ---- Rule signals ------------------------------------------------------------------------- */
 
 void alert_center_signal(alert_center *ac, const alert_signal *sig)
@@ -796,11 +925,17 @@ void alert_center_signal(alert_center *ac, const alert_signal *sig)
     in = find_fp(ac, fp);
     if (!sig->firing) {
         if (in != NULL && in->state != INC_RESOLVED) {
+            /* Cleared within the group wait: a blip, and nothing was ever sent about it. */
+            bool blip = in->first_held, flap = flap_note(ac, in, sig->t_ms);
+            in->first_held = false;
             in->state = INC_RESOLVED;
             in->resolved_ms = sig->t_ms;
             set_str(&in->resolved_by, "rule");
             set_str(&in->resolve_reason, "the condition cleared");
-            err = commit_change(ac, in, "resolved", sig->t_ms, "rule", "the condition cleared");
+            err = commit_event(ac, in, "resolved", sig->t_ms, "rule", "the condition cleared",
+                               blip || in->flapping, NULL);
+            if (err == IOCD_OK && flap)
+                err = flapping_notice(ac, in, sig->t_ms);
             iocd_metric_add(ac->m_resolved, 1);
             iocd_metric_add(ac->m_open, -1);
         }
@@ -823,7 +958,10 @@ void alert_center_signal(alert_center *ac, const alert_signal *sig)
         goto out;
     }
     if (in != NULL && sig->t_ms - in->resolved_ms <= ac->cfg.reopen_window_ms) {
+        bool flap = flap_note(ac, in, sig->t_ms);
         in->state = INC_FIRING;
+        in->fired_ms = sig->t_ms;
+        in->escalated_ms = 0;
         in->recurrences++;
         in->resolved_ms = 0;
         in->acked_ms = 0;
@@ -832,7 +970,9 @@ void alert_center_signal(alert_center *ac, const alert_signal *sig)
         set_str(&in->resolve_reason, NULL);
         in->value = sig->value;
         set_str(&in->summary, sig->summary);
-        err = commit_change(ac, in, "reopened", sig->t_ms, "rule", sig->summary);
+        err = commit_event(ac, in, "reopened", sig->t_ms, "rule", sig->summary, in->flapping, NULL);
+        if (err == IOCD_OK && flap)
+            err = flapping_notice(ac, in, sig->t_ms);
         iocd_metric_add(ac->m_opened, 1);
         iocd_metric_add(ac->m_open, 1);
         goto out;
@@ -857,7 +997,8 @@ void alert_center_signal(alert_center *ac, const alert_signal *sig)
     in->runbook = sig->runbook != NULL && sig->runbook[0] != '\0' ? dup_capped(sig->runbook) : NULL;
     in->value = sig->value;
     in->state = INC_FIRING;
-    in->created_ms = sig->t_ms;
+    in->created_ms = in->fired_ms = sig->t_ms;
+    in->first_held = ac->cfg.group_wait_ms > 0;
     if (!missing(device)) {
         in->device = dup_capped(device);
         if (devices_lookup(ac->devices, device, &info) == IOCD_OK)
@@ -872,7 +1013,7 @@ void alert_center_signal(alert_center *ac, const alert_signal *sig)
         err = IOCD_ENOMEM;
         goto out;
     }
-    err = commit_change(ac, in, "firing", sig->t_ms, "rule", sig->summary);
+    err = commit_event(ac, in, "firing", sig->t_ms, "rule", sig->summary, in->first_held, NULL);
     iocd_metric_add(ac->m_opened, 1);
     iocd_metric_add(ac->m_open, 1);
 out:
@@ -880,6 +1021,86 @@ out:
     if (err != IOCD_OK)
         log_error("alerts", "incident change not saved", "rule=%s err=%s", sig->rule,
                   iocd_strerror(err));
+}
+
+/* ---- Timed noise control ------------------------------------------------------------------ */
+
+static const char *severity_up(const char *sev)
+{
+    return sev != NULL && strcmp(sev, "info") == 0 ? "warning" : "critical";
+}
+
+void alert_center_tick(alert_center *ac, int64_t now_ms)
+{
+    size_t i;
+    iocd_err err = IOCD_OK;
+
+    pthread_mutex_lock(&ac->mu);
+    for (i = 0; i < ac->n && err == IOCD_OK; i++) {
+        incident *in = ac->inc[i];
+        char note[200];
+        if (in->state == INC_RESOLVED && !in->flapping)
+            continue;
+        if (in->first_held && now_ms - in->fired_ms >= ac->cfg.group_wait_ms) {
+            in->first_held = false; /* the group wait is over: now it is news */
+            err = commit_event(ac, in, "firing", now_ms, "iocd", in->summary, in->flapping, NULL);
+            continue;
+        }
+        if (in->flapping && in->n_flap > 0 &&
+            now_ms - in->flap_t[in->n_flap - 1] >= ac->cfg.flap_window_ms) {
+            in->flapping = false;
+            snprintf(note, sizeof(note), "settled: %s for %llds", state_names[in->state],
+                     (long long)(ac->cfg.flap_window_ms / 1000));
+            err = commit_event(ac, in, "updated", now_ms, "iocd", note, false, NULL);
+            continue;
+        }
+        if (in->state != INC_FIRING || held_now(in))
+            continue;
+        if (ac->cfg.escalate_after_ms > 0 && in->severity != NULL &&
+            strcmp(in->severity, "critical") != 0 &&
+            now_ms - (in->escalated_ms > 0 ? in->escalated_ms : in->fired_ms) >=
+                ac->cfg.escalate_after_ms) {
+            const char *to = severity_up(in->severity);
+            snprintf(note, sizeof(note), "unacknowledged for %llds: severity %s -> %s",
+                     (long long)((now_ms - in->fired_ms) / 1000), in->severity, to);
+            set_str(&in->severity, to);
+            in->escalated_ms = now_ms;
+            iocd_metric_add(ac->m_escalated, 1);
+            err = commit_event(ac, in, "escalated", now_ms, "iocd", note, false,
+                               ac->cfg.escalation_topic);
+            continue;
+        }
+        if (ac->cfg.repeat_interval_ms > 0 &&
+            now_ms - in->notified_ms >= ac->cfg.repeat_interval_ms) {
+            snprintf(note, sizeof(note), "still firing, unacknowledged for %llds",
+                     (long long)((now_ms - in->fired_ms) / 1000));
+            iocd_metric_add(ac->m_repeated, 1);
+            err = commit_event(ac, in, "repeated", now_ms, "iocd", note, false, NULL);
+        }
+    }
+    pthread_mutex_unlock(&ac->mu);
+    if (err != IOCD_OK)
+        log_error("alerts", "timed incident change not saved", "err=%s", iocd_strerror(err));
+}
+
+static void *ticker(void *arg)
+{
+    alert_center *ac = arg;
+
+    pthread_mutex_lock(&ac->mu);
+    while (!ac->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 1;
+        pthread_cond_timedwait(&ac->wake, &ac->mu, &ts);
+        if (ac->stopping)
+            break;
+        pthread_mutex_unlock(&ac->mu);
+        alert_center_tick(ac, iocd_now_ms());
+        pthread_mutex_lock(&ac->mu);
+    }
+    pthread_mutex_unlock(&ac->mu);
+    return NULL;
 }
 
 /* ---- Operator actions ----------------------------------------------------------------------- */
@@ -943,8 +1164,10 @@ iocd_err alert_incident_act(alert_center *ac, uint64_t id, alert_action act, con
         }
         break;
     }
-    if (err == IOCD_OK)
+    if (err == IOCD_OK) {
+        in->first_held = false; /* an operator has seen it: its events go out from now on */
         err = commit_change(ac, in, type, now, by, text);
+    }
     if (err == IOCD_OK && out != NULL)
         err = incident_json(in, true, out);
     pthread_mutex_unlock(&ac->mu);
@@ -1016,7 +1239,7 @@ iocd_err alert_incident_report(alert_center *ac, const alert_report *r, iocd_buf
     in->manual = true;
     in->value = NAN;
     in->state = INC_FIRING;
-    in->created_ms = now;
+    in->created_ms = in->fired_ms = now;
     err = in->rule != NULL && in->labels != NULL ? add_incident(ac, in) : IOCD_ENOMEM;
     if (err != IOCD_OK) {
         pthread_mutex_unlock(&ac->mu);
@@ -1216,15 +1439,35 @@ iocd_err alert_center_open(const alert_config *cfg, alert_center **out, char *er
         ac->cfg.source = "/iocd";
     if (ac->cfg.reopen_window_ms <= 0)
         ac->cfg.reopen_window_ms = 3600000;
+    if (ac->cfg.repeat_interval_ms == 0)
+        ac->cfg.repeat_interval_ms = 3600000;
+    if (ac->cfg.escalate_after_ms == 0)
+        ac->cfg.escalate_after_ms = 15 * 60000;
+    if (ac->cfg.flap_window_ms == 0)
+        ac->cfg.flap_window_ms = 30 * 60000;
+    if (ac->cfg.flap_changes <= 0)
+        ac->cfg.flap_changes = 6;
+    if (ac->cfg.escalation_topic != NULL && ac->cfg.escalation_topic[0] == '\0')
+        ac->cfg.escalation_topic = NULL;
     ac->next_id = 1;
     pthread_mutex_init(&ac->mu, NULL);
+    pthread_cond_init(&ac->wake, NULL);
     iocd_buf_init(&ac->scratch, 0);
+    iocd_buf_init(&ac->scratch2, 0);
     ac->m_opened = iocd_counter("iocd_incidents_opened_total", "Incidents opened or reopened.");
     ac->m_resolved = iocd_counter("iocd_incidents_resolved_total", "Incidents resolved.");
     ac->m_acked = iocd_counter("iocd_incidents_acknowledged_total", "Incidents acknowledged.");
     ac->m_open = iocd_gauge("iocd_incidents_open", "Incidents firing or acknowledged.");
     ac->m_inhibited = iocd_counter("iocd_alerts_inhibited_total",
                                    "Rule alerts held back by an open incident that inhibits them.");
+    ac->m_held = iocd_counter("iocd_incident_events_held_total",
+                              "Incident events recorded but not sent (group wait, flapping).");
+    ac->m_repeated = iocd_counter("iocd_incident_repeats_total",
+                                  "Repeated events of incidents firing and unacknowledged.");
+    ac->m_escalated = iocd_counter("iocd_incident_escalations_total",
+                                   "Incidents escalated for being unacknowledged too long.");
+    ac->m_flapping =
+        iocd_counter("iocd_incident_flapping_total", "Times an incident was found flapping.");
     err = store_kv_each(cfg->st, "incidents", load_incident, ac); /* keys ascend: ids in order */
     if (err == IOCD_OK)
         err = silences_open(cfg->st, &ac->silences);
@@ -1236,6 +1479,14 @@ iocd_err alert_center_open(const alert_config *cfg, alert_center **out, char *er
         snprintf(errbuf, errlen, "incidents: %s", iocd_strerror(err));
         alert_center_close(ac);
         return err;
+    }
+    if (!ac->cfg.no_ticker) {
+        if (pthread_create(&ac->ticker, NULL, ticker, ac) != 0) {
+            snprintf(errbuf, errlen, "incidents: cannot start the timer thread");
+            alert_center_close(ac);
+            return IOCD_ENOMEM;
+        }
+        ac->ticker_started = true;
     }
     log_info("alerts", "incidents loaded", "count=%zu next_id=%llu", ac->n,
              (unsigned long long)ac->next_id);
@@ -1249,6 +1500,13 @@ void alert_center_close(alert_center *ac)
 
     if (ac == NULL)
         return;
+    if (ac->ticker_started) {
+        pthread_mutex_lock(&ac->mu);
+        ac->stopping = true;
+        pthread_cond_signal(&ac->wake);
+        pthread_mutex_unlock(&ac->mu);
+        pthread_join(ac->ticker, NULL);
+    }
     outbox_close(ac->ob);
     silences_close(ac->silences);
     devices_close(ac->devices);
@@ -1256,6 +1514,8 @@ void alert_center_close(alert_center *ac)
         incident_free(ac->inc[i]);
     iocd_free(ac->inc);
     iocd_buf_fini(&ac->scratch);
+    iocd_buf_fini(&ac->scratch2);
+    pthread_cond_destroy(&ac->wake);
     pthread_mutex_destroy(&ac->mu);
     iocd_free(ac);
 }

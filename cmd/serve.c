@@ -230,6 +230,13 @@ int cmd_serve(int argc, char **argv)
         acfg.st = st;
         acfg.kafka = kafka;
         acfg.topic = d.cfg.incident_topic;
+        /* 0 in the config turns a control off; the center reads 0 as its default. */
+        acfg.group_wait_ms = d.cfg.group_wait_ms;
+        acfg.repeat_interval_ms = d.cfg.repeat_interval_ms > 0 ? d.cfg.repeat_interval_ms : -1;
+        acfg.escalate_after_ms = d.cfg.escalate_after_ms > 0 ? d.cfg.escalate_after_ms : -1;
+        acfg.flap_window_ms = d.cfg.flap_window_ms > 0 ? d.cfg.flap_window_ms : -1;
+        acfg.flap_changes = (int)d.cfg.flap_changes;
+        acfg.escalation_topic = d.cfg.escalation_topic;
         err = alert_center_open(&acfg, &d.alerts, errbuf, sizeof(errbuf));
         if (err != IOCD_OK) {
             log_error("serve", "cannot start", "err=%s", errbuf);

@@ -42,6 +42,9 @@ typedef struct col_config {
     char *kafka_brokers;           /* --kafka-brokers: list, "mock" or "" */
     char *incident_topic;          /* --incident-topic */
     char *incident_commands_topic; /* --incident-commands-topic */
+    int64_t group_wait_ms, repeat_interval_ms, escalate_after_ms, flap_window_ms; /* noise */
+    char *escalation_topic;
+    int64_t flap_changes;
     iocd_log_level log_level;
     iocd_log_format log_format;
     int64_t http_timeout_ms;       /* idle connection timeout */

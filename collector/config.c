@@ -57,6 +57,22 @@ static const opt options[] = {
       "cluster; \"\" disables dispatch." },
     { "incident-topic", OPT_STRING, F(incident_topic), "TOPIC", "iocd.incidents",
       "Kafka topic incident events are produced to (key: the incident's fingerprint)." },
+    { "group-wait", OPT_DURATION, F(group_wait_ms), "DURATION", "0s",
+      "A new incident's first event waits this long before it is sent, so a blip that clears "
+      "within it sends nothing; 0s sends at once." },
+    { "repeat-interval", OPT_DURATION, F(repeat_interval_ms), "DURATION", "1h",
+      "While an incident fires unacknowledged, a \"repeated\" event this often; 0s: never." },
+    { "escalate-after", OPT_DURATION, F(escalate_after_ms), "DURATION", "15m",
+      "Unacknowledged this long: severity up one step (info, warning, critical) and an "
+      "\"escalated\" event, again after as long; 0s: never." },
+    { "escalation-topic", OPT_STRING, F(escalation_topic), "TOPIC", "",
+      "Escalated events also go to this Kafka topic (e.g. a supervisor's); \"\": only the "
+      "incident topic." },
+    { "flap-window", OPT_DURATION, F(flap_window_ms), "DURATION", "30m",
+      "An incident whose state changes --flap-changes times within this window is flapping: "
+      "its rule-driven events are held until it keeps one state this long; 0s: no detection." },
+    { "flap-changes", OPT_INT, F(flap_changes), "N", "6",
+      "State changes (resolved, reopened) within --flap-window that mark flapping." },
     { "incident-commands-topic", OPT_STRING, F(incident_commands_topic), "TOPIC",
       "iocd.incident-commands",
       "Kafka topic of commands from dispatch (ack, assign, comment, resolve an incident by "

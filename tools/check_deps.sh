@@ -41,7 +41,7 @@ check_lib() { # pattern, allowed-file-regex
 check_lib 'lmdb\.h' '^storage/lmdb(_[a-z]+)?\.c$'
 check_lib 'event2/' '^collector/loop\.c$'
 check_lib 'lua|lauxlib|lualib' '^rules/lua_[a-z_]+\.(c|h)$|^rules/rules_int\.h$'
-check_lib 'librdkafka/' '^alerts/kafka\.c$'
+check_lib 'librdkafka/' '^alerts/kafka(_[a-z]+)?\.c$'
 check_lib 'microhttpd\.h' '^api/http\.c$'
 check_lib 'snappy-c\.h' '^collector/remote_write\.c$|^bench/loadgen\.c$'
 check_lib 'zstd\.h' '^storage/codec\.c$'

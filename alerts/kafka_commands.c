@@ -1,4 +1,4 @@
-/* alerts/commands.c - commands back from dispatch. A consumer of the commands topic (default
+/* alerts/kafka_commands.c - commands back from dispatch. A consumer of the commands topic (default
  * "iocd.incident-commands", consumer group "iocd") applies each message to an incident with the
  * same effect as the API:
  *   {"id": 12, "action": "ack", "by": "dispatch-7", "note": "crew 3 on the way",
