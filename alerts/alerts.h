@@ -67,6 +67,8 @@ typedef struct alert_config {
     int flap_changes;             /* default 6; flapping holds rule-driven events back until
                                      no change for a whole window */
     bool no_ticker;               /* tests: no timer thread; the caller drives alert_center_tick */
+    int tz_offset_s;              /* local time (recurring silences, stats by day); UTC+7 is
+                                     25200 */
 } alert_config;
 
 /* A rule's alert changing state (strings borrowed for the call). labels: "name\0value\0"
@@ -139,6 +141,14 @@ iocd_err alert_incidents_stats(alert_center *ac, int64_t since_ms, int64_t until
 iocd_err alert_silence_add(alert_center *ac, const char *matchers, int64_t starts_ms,
                            int64_t ends_ms, const char *created_by, const char *comment,
                            iocd_buf *out, char *errbuf, size_t errlen);
+/* A recurring silence (a mute window such as a nightly maintenance slot): it mutes only from
+ * `from` to `to` (local "HH:MM"; to before from ends the next day) on the days of `every`
+ * ("daily", "weekdays", "weekends", "mon,wed", "mon-fri"), between starts_ms (0: now) and
+ * ends_ms (0: ten years, until expired by hand). Errors as alert_silence_add. */
+iocd_err alert_silence_add_recurring(alert_center *ac, const char *matchers, int64_t starts_ms,
+                                     int64_t ends_ms, const char *every, const char *from,
+                                     const char *to, const char *created_by, const char *comment,
+                                     iocd_buf *out, char *errbuf, size_t errlen);
 /* Ends a silence now. Errors: IOCD_ENOTFOUND, storage errors. */
 iocd_err alert_silence_expire(alert_center *ac, uint64_t id, iocd_buf *out);
 /* Every silence (pending, active, expired), newest first: a JSON array. */

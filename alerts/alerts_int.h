@@ -33,7 +33,8 @@ void outbox_abandon(alert_outbox *ob, uint64_t seq);
 
 typedef struct alert_silences alert_silences;
 
-iocd_err silences_open(store *st, alert_silences **out);
+/* tz_offset_s: local time for recurring silences' windows. */
+iocd_err silences_open(store *st, int tz_offset_s, alert_silences **out);
 void silences_close(alert_silences *ss);
 /* Whether an active silence matches labels at t_ms (counted when it does). */
 bool silences_match(alert_silences *ss, const char *labels, size_t len, int64_t t_ms);
@@ -41,6 +42,11 @@ bool silences_match(alert_silences *ss, const char *labels, size_t len, int64_t 
 iocd_err silences_add(alert_silences *ss, const char *matchers, int64_t starts_ms, int64_t ends_ms,
                       const char *created_by, const char *comment, iocd_buf *out, char *errbuf,
                       size_t errlen);
+/* A recurring one when every/from/to are given (see alert_silence_add_recurring). */
+iocd_err silences_add_recurring(alert_silences *ss, const char *matchers, int64_t starts_ms,
+                                int64_t ends_ms, const char *every, const char *from,
+                                const char *to, const char *created_by, const char *comment,
+                                iocd_buf *out, char *errbuf, size_t errlen);
 /* Ends it now. Errors: IOCD_ENOTFOUND, storage errors. Writes the silence. */
 iocd_err silences_expire(alert_silences *ss, uint64_t id, iocd_buf *out);
 /* All, newest first, as a JSON array. */

@@ -1373,7 +1373,8 @@ iocd_err alert_incidents_stats(alert_center *ac, int64_t since_ms, int64_t until
         if ((since_ms != 0 && in->created_ms < since_ms) ||
             (until_ms != 0 && in->created_ms > until_ms))
             continue;
-        iocd_time_format(in->created_ms + 7 * 3600000, day, sizeof(day)); /* local date */
+        iocd_time_format(in->created_ms + (int64_t)ac->cfg.tz_offset_s * 1000, day,
+                         sizeof(day)); /* local date */
         day[10] = '\0';
         count(row_for(total, &n_total, 1, "all"), in);
         count(row_for(domains, &n_dom, 64, in->domain != NULL ? in->domain : ""), in);
@@ -1470,7 +1471,7 @@ iocd_err alert_center_open(const alert_config *cfg, alert_center **out, char *er
         iocd_counter("iocd_incident_flapping_total", "Times an incident was found flapping.");
     err = store_kv_each(cfg->st, "incidents", load_incident, ac); /* keys ascend: ids in order */
     if (err == IOCD_OK)
-        err = silences_open(cfg->st, &ac->silences);
+        err = silences_open(cfg->st, cfg->tz_offset_s, &ac->silences);
     if (err == IOCD_OK)
         err = devices_open(cfg->st, cfg->devices_max, &ac->devices);
     if (err == IOCD_OK)
@@ -1528,6 +1529,15 @@ iocd_err alert_silence_add(alert_center *ac, const char *matchers, int64_t start
 {
     return silences_add(ac->silences, matchers, starts_ms, ends_ms, created_by, comment, out,
                         errbuf, errlen);
+}
+
+iocd_err alert_silence_add_recurring(alert_center *ac, const char *matchers, int64_t starts_ms,
+                                     int64_t ends_ms, const char *every, const char *from,
+                                     const char *to, const char *created_by, const char *comment,
+                                     iocd_buf *out, char *errbuf, size_t errlen)
+{
+    return silences_add_recurring(ac->silences, matchers, starts_ms, ends_ms, every, from, to,
+                                  created_by, comment, out, errbuf, errlen);
 }
 
 iocd_err alert_silence_expire(alert_center *ac, uint64_t id, iocd_buf *out)

@@ -2,7 +2,9 @@
  * {ward="phu_xa", alertname=~"street_light.*"}) with a start and an end, who made it and why.
  * A rule alert that fires while an active silence matches its labels opens no incident and
  * sends nothing; resolutions always apply. Silences are kept in the data file (table
- * "silences") and survive restarts; expiring one sets its end to now. */
+ * "silences") and survive restarts; expiring one sets its end to now. A recurring silence
+ * (a mute window such as a nightly maintenance slot) mutes only within its daily window, on
+ * its days, in local time (--timezone), between its start and end. */
 #include "alerts/alerts_int.h"
 
 #include <stdio.h>
@@ -16,10 +18,16 @@ typedef struct silence {
     char *matchers, *created_by, *comment;
     query_selector sel;
     int64_t starts_ms, ends_ms, created_ms;
+    unsigned days;        /* a recurring window's days: bit 0 Sunday .. bit 6 Saturday; 0: none */
+    int from_min, to_min; /* its local start and end, minutes after midnight (to < from:
+                             it ends the next day; equal: the whole day) */
 } silence;
+
+static const char *const day_names[] = { "sun", "mon", "tue", "wed", "thu", "fri", "sat" };
 
 struct alert_silences {
     store *st;
+    int tz_offset_s;
     pthread_mutex_t mu;
     silence *s;
     size_t n, cap;
@@ -37,9 +45,14 @@ static void silence_fini(silence *s)
 
 static iocd_err encode(const silence *s, iocd_buf *b)
 {
-    return iocd_buf_printf(b, "%llu%c%s%c%s%c%s%c%lld%c%lld%c%lld%c", (unsigned long long)s->id, 0,
-                           s->matchers, 0, s->created_by, 0, s->comment, 0, (long long)s->starts_ms,
-                           0, (long long)s->ends_ms, 0, (long long)s->created_ms, 0);
+    iocd_err err =
+        iocd_buf_printf(b, "%llu%c%s%c%s%c%s%c%lld%c%lld%c%lld%c", (unsigned long long)s->id, 0,
+                        s->matchers, 0, s->created_by, 0, s->comment, 0, (long long)s->starts_ms, 0,
+                        (long long)s->ends_ms, 0, (long long)s->created_ms, 0);
+
+    if (err == IOCD_OK && s->days != 0)
+        err = iocd_buf_printf(b, "%u%c%d%c%d%c", s->days, 0, s->from_min, 0, s->to_min, 0);
+    return err;
 }
 
 static iocd_err save(alert_silences *ss, const silence *s)
@@ -78,14 +91,14 @@ static iocd_err add(alert_silences *ss, silence *s)
 static iocd_err load_one(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
 {
     alert_silences *ss = ud;
-    const char *f[7], *p = val, *end = p + vlen;
+    const char *f[10], *p = val, *end = p + vlen;
     silence s;
     char why[256];
     int k;
 
     (void)key;
     (void)klen;
-    for (k = 0; k < 7 && p < end; k++) {
+    for (k = 0; k < 10 && p < end; k++) {
         f[k] = p;
         p += strnlen(p, (size_t)(end - p)) + 1;
     }
@@ -99,6 +112,11 @@ static iocd_err load_one(void *ud, const void *key, size_t klen, const void *val
     s.starts_ms = strtoll(f[4], NULL, 10);
     s.ends_ms = strtoll(f[5], NULL, 10);
     s.created_ms = strtoll(f[6], NULL, 10);
+    if (k == 10) {
+        s.days = (unsigned)strtoul(f[7], NULL, 10) & 0x7f;
+        s.from_min = atoi(f[8]) % 1440;
+        s.to_min = atoi(f[9]) % 1440;
+    }
     if (s.matchers == NULL || s.created_by == NULL || s.comment == NULL ||
         query_selector_parse(s.matchers, &s.sel, why, sizeof(why)) != IOCD_OK ||
         add(ss, &s) != IOCD_OK)
@@ -106,7 +124,7 @@ static iocd_err load_one(void *ud, const void *key, size_t klen, const void *val
     return IOCD_OK;
 }
 
-iocd_err silences_open(store *st, alert_silences **out)
+iocd_err silences_open(store *st, int tz_offset_s, alert_silences **out)
 {
     alert_silences *ss = iocd_calloc(1, sizeof(*ss));
     iocd_err err;
@@ -114,6 +132,7 @@ iocd_err silences_open(store *st, alert_silences **out)
     if (ss == NULL)
         return IOCD_ENOMEM;
     ss->st = st;
+    ss->tz_offset_s = tz_offset_s;
     ss->next_id = 1;
     pthread_mutex_init(&ss->mu, NULL);
     ss->m_silenced = iocd_counter("iocd_alerts_silenced_total",
@@ -160,6 +179,30 @@ static bool matches(const silence *s, const char *labels, size_t len)
     return true;
 }
 
+/* Whether silence s mutes at t_ms: between its start and end and, if recurring, within its
+ * window in local time. */
+static bool in_force(const alert_silences *ss, const silence *s, int64_t t_ms)
+{
+    int64_t local, day;
+    int m, wd;
+
+    if (t_ms < s->starts_ms || t_ms >= s->ends_ms)
+        return false;
+    if (s->days == 0)
+        return true;
+    local = t_ms / 1000 + ss->tz_offset_s;
+    day = local >= 0 ? local / 86400 : (local - 86399) / 86400;
+    m = (int)((local - day * 86400) / 60);
+    wd = (int)(((day + 4) % 7 + 7) % 7); /* 1970-01-01 was a Thursday */
+    if (s->from_min == s->to_min)
+        return (s->days >> wd) & 1;
+    if (s->from_min < s->to_min)
+        return ((s->days >> wd) & 1) && m >= s->from_min && m < s->to_min;
+    /* Across midnight: the evening of a listed day, or the morning after one. */
+    return (((s->days >> wd) & 1) && m >= s->from_min) ||
+           (((s->days >> ((wd + 6) % 7)) & 1) && m < s->to_min);
+}
+
 bool silences_match(alert_silences *ss, const char *labels, size_t len, int64_t t_ms)
 {
     bool hit = false;
@@ -167,18 +210,17 @@ bool silences_match(alert_silences *ss, const char *labels, size_t len, int64_t 
 
     pthread_mutex_lock(&ss->mu);
     for (i = 0; i < ss->n && !hit; i++)
-        hit = ss->s[i].starts_ms <= t_ms && t_ms < ss->s[i].ends_ms &&
-              matches(&ss->s[i], labels, len);
+        hit = in_force(ss, &ss->s[i], t_ms) && matches(&ss->s[i], labels, len);
     pthread_mutex_unlock(&ss->mu);
     if (hit)
         iocd_metric_add(ss->m_silenced, 1);
     return hit;
 }
 
-static iocd_err silence_json(const silence *s, int64_t now, iocd_buf *b)
+static iocd_err silence_json(const alert_silences *ss, const silence *s, int64_t now, iocd_buf *b)
 {
     char t1[40], t2[40], t3[40];
-    const char *state = now < s->starts_ms ? "pending" : now < s->ends_ms ? "active" : "expired";
+    const char *state = now >= s->ends_ms ? "expired" : in_force(ss, s, now) ? "active" : "pending";
     iocd_err err;
 
     iocd_time_format(s->starts_ms, t1, sizeof(t1));
@@ -198,24 +240,116 @@ static iocd_err silence_json(const silence *s, int64_t now, iocd_buf *b)
         err = iocd_buf_puts(b, ",\"comment\":");
     if (err == IOCD_OK)
         err = iocd_buf_json_str(b, s->comment, strlen(s->comment));
+    if (err == IOCD_OK && s->days != 0) {
+        int d, n = 0;
+        err = iocd_buf_puts(b, ",\"every\":\"");
+        for (d = 0; err == IOCD_OK && d < 7; d++)
+            if ((s->days >> ((d + 1) % 7)) & 1) /* Monday first */
+                err = iocd_buf_printf(b, "%s%s", n++ > 0 ? "," : "", day_names[(d + 1) % 7]);
+        if (err == IOCD_OK)
+            err =
+                iocd_buf_printf(b, "\",\"from\":\"%02d:%02d\",\"to\":\"%02d:%02d\"",
+                                s->from_min / 60, s->from_min % 60, s->to_min / 60, s->to_min % 60);
+    }
     return err == IOCD_OK ? iocd_buf_putc(b, '}') : err;
+}
+
+/* "HH:MM" -> minutes after midnight, or -1. */
+static int parse_hhmm(const char *t)
+{
+    int h, m;
+    char extra;
+
+    if (t == NULL || sscanf(t, "%2d:%2d%c", &h, &m, &extra) != 2 || h < 0 || h > 24 || m < 0 ||
+        m > 59 || (h == 24 && m != 0))
+        return -1;
+    return (h * 60 + m) % 1440;
+}
+
+/* "daily", "weekdays", "weekends" or days like "mon,wed,fri" / "mon-fri" -> a day mask, or 0. */
+static unsigned parse_days(const char *t)
+{
+    unsigned mask = 0;
+    const char *p = t;
+
+    if (strcmp(t, "daily") == 0)
+        return 0x7f;
+    if (strcmp(t, "weekdays") == 0)
+        return 0x3e;
+    if (strcmp(t, "weekends") == 0)
+        return 0x41;
+    while (*p != '\0') {
+        int a = -1, b, d;
+        for (d = 0; d < 7; d++)
+            if (strncmp(p, day_names[d], 3) == 0)
+                a = d;
+        if (a < 0)
+            return 0;
+        p += 3;
+        b = a;
+        if (*p == '-') {
+            for (b = -1, d = 0; d < 7; d++)
+                if (strncmp(p + 1, day_names[d], 3) == 0)
+                    b = d;
+            if (b < 0)
+                return 0;
+            p += 4;
+        }
+        for (d = a;; d = (d + 1) % 7) { /* a range may wrap: fri-mon */
+            mask |= 1u << d;
+            if (d == b)
+                break;
+        }
+        if (*p == ',')
+            p++;
+        else if (*p != '\0')
+            return 0;
+    }
+    return mask;
 }
 
 iocd_err silences_add(alert_silences *ss, const char *matchers, int64_t starts_ms, int64_t ends_ms,
                       const char *created_by, const char *comment, iocd_buf *out, char *errbuf,
                       size_t errlen)
 {
+    return silences_add_recurring(ss, matchers, starts_ms, ends_ms, NULL, NULL, NULL, created_by,
+                                  comment, out, errbuf, errlen);
+}
+
+iocd_err silences_add_recurring(alert_silences *ss, const char *matchers, int64_t starts_ms,
+                                int64_t ends_ms, const char *every, const char *from,
+                                const char *to, const char *created_by, const char *comment,
+                                iocd_buf *out, char *errbuf, size_t errlen)
+{
     silence s;
     int64_t now = iocd_now_ms();
     iocd_err err;
 
     memset(&s, 0, sizeof(s));
+    if (every != NULL || from != NULL || to != NULL) {
+        s.days = every != NULL ? parse_days(every) : 0;
+        s.from_min = parse_hhmm(from);
+        s.to_min = parse_hhmm(to);
+        if (s.days == 0 || s.from_min < 0 || s.to_min < 0) {
+            snprintf(errbuf, errlen,
+                     "a recurring silence needs \"every\" (daily, weekdays, weekends or days "
+                     "like mon,wed or mon-fri), \"from\" and \"to\" (local HH:MM)");
+            return IOCD_EINVAL;
+        }
+        if (ends_ms == 0)
+            ends_ms = now + 10LL * 365 * 86400000; /* until expired by hand */
+    }
     if (matchers == NULL || created_by == NULL || created_by[0] == '\0' || comment == NULL) {
         snprintf(errbuf, errlen, "a silence needs \"matchers\", \"created_by\" and \"comment\"");
         return IOCD_EINVAL;
     }
     if (query_selector_parse(matchers, &s.sel, errbuf, errlen) != IOCD_OK)
         return IOCD_EINVAL;
+    if (s.sel.n == 0) {
+        query_selector_fini(&s.sel);
+        snprintf(errbuf, errlen, "a silence needs at least one label matcher");
+        return IOCD_EINVAL;
+    }
     if (starts_ms == 0)
         starts_ms = now;
     if (ends_ms <= starts_ms || ends_ms <= now) {
@@ -237,7 +371,7 @@ iocd_err silences_add(alert_silences *ss, const char *matchers, int64_t starts_m
     if (err == IOCD_OK)
         err = add(ss, &s);
     if (err == IOCD_OK)
-        err = silence_json(&ss->s[ss->n - 1], now, out);
+        err = silence_json(ss, &ss->s[ss->n - 1], now, out);
     else
         silence_fini(&s);
     pthread_mutex_unlock(&ss->mu);
@@ -264,7 +398,7 @@ iocd_err silences_expire(alert_silences *ss, uint64_t id, iocd_buf *out)
         if (err != IOCD_OK)
             ss->s[i].ends_ms = old;
         else
-            err = silence_json(&ss->s[i], now, out);
+            err = silence_json(ss, &ss->s[i], now, out);
         break;
     }
     pthread_mutex_unlock(&ss->mu);
@@ -282,7 +416,7 @@ iocd_err silences_list(alert_silences *ss, iocd_buf *out)
         if (i < ss->n)
             err = iocd_buf_putc(out, ',');
         if (err == IOCD_OK)
-            err = silence_json(&ss->s[i - 1], now, out);
+            err = silence_json(ss, &ss->s[i - 1], now, out);
     }
     pthread_mutex_unlock(&ss->mu);
     return err == IOCD_OK ? iocd_buf_putc(out, ']') : err;

@@ -288,19 +288,24 @@ static api_status h_silences(api_req *req, void *ud)
     } else if (req->method == API_POST) {
         iocd_json_obj o;
         int64_t starts = 0, ends = 0;
-        const char *sv, *ev;
+        const char *sv, *ev, *every, *from, *to;
         if (body_object(req, &o)) {
             sv = str_field(&o, "starts_at");
             ev = str_field(&o, "ends_at");
-            if ((sv != NULL && query_time_parse(sv, &starts) != IOCD_OK) || ev == NULL ||
-                query_time_parse(ev, &ends) != IOCD_OK) {
-                api_error(
-                    req, 400, "bad_data",
-                    "\"ends_at\" (and \"starts_at\", optional) must be RFC 3339 or Unix times");
+            every = str_field(&o, "every");
+            from = str_field(&o, "from");
+            to = str_field(&o, "to");
+            /* A recurring silence may run until expired by hand: then ends_at is optional. */
+            if ((sv != NULL && query_time_parse(sv, &starts) != IOCD_OK) ||
+                (ev == NULL && every == NULL) ||
+                (ev != NULL && query_time_parse(ev, &ends) != IOCD_OK)) {
+                api_error(req, 400, "bad_data",
+                          "\"ends_at\" (optional for a recurring silence) and \"starts_at\" "
+                          "(optional) must be RFC 3339 or Unix times");
             } else {
-                err = alert_silence_add(ac, str_field(&o, "matchers"), starts, ends,
-                                        str_field(&o, "created_by"), str_field(&o, "comment"), &out,
-                                        why, sizeof(why));
+                err = alert_silence_add_recurring(ac, str_field(&o, "matchers"), starts, ends,
+                                                  every, from, to, str_field(&o, "created_by"),
+                                                  str_field(&o, "comment"), &out, why, sizeof(why));
                 if (err == IOCD_EINVAL || err == IOCD_ELIMIT)
                     api_error(req, 400, "bad_data", "%s", why);
                 else if (err != IOCD_OK)

@@ -237,6 +237,7 @@ int cmd_serve(int argc, char **argv)
         acfg.flap_window_ms = d.cfg.flap_window_ms > 0 ? d.cfg.flap_window_ms : -1;
         acfg.flap_changes = (int)d.cfg.flap_changes;
         acfg.escalation_topic = d.cfg.escalation_topic;
+        acfg.tz_offset_s = (int)d.cfg.tz_offset_s;
         err = alert_center_open(&acfg, &d.alerts, errbuf, sizeof(errbuf));
         if (err != IOCD_OK) {
             log_error("serve", "cannot start", "err=%s", errbuf);

@@ -57,6 +57,34 @@ def test_unacknowledged_incident_repeats_and_escalates_until_acknowledged():
         k.close()
 
 
+def test_recurring_silence_through_the_api():
+    with Daemon("--timezone", "Asia/Ho_Chi_Minh") as d:
+        d.start()
+        r = post_json(d, "/api/v1/silences", {"matchers": '{ward="tan_lap", domain="water"}',
+                                              "every": "weekdays", "from": "22:00",
+                                              "to": "02:00", "created_by": "Lan",
+                                              "comment": "nightly pump maintenance"})
+        eq(r.status, 201, "a recurring silence without an end (%s)" % r.text)
+        s = r.json()["data"]
+        eq((s["every"], s["from"], s["to"]), ("mon,tue,wed,thu,fri", "22:00", "02:00"),
+           "its window")
+        check(s["state"] in ("active", "pending"), "active now or waiting for its window")
+        for bad in ({"every": "someday", "from": "22:00", "to": "02:00"},
+                    {"every": "daily", "from": "22:00"},
+                    {"every": "daily", "from": "22:61", "to": "02:00"}):
+            body = dict(bad, matchers='{ward="x"}', created_by="Lan", comment="x")
+            r = post_json(d, "/api/v1/silences", body)
+            eq(r.status, 400, "refused: %r" % bad)
+            check("HH:MM" in r.json()["error"], r.json()["error"])
+        r = post_json(d, "/api/v1/silences", {"matchers": "{}", "ends_at": "2099-01-01T00:00:00Z",
+                                              "created_by": "Lan", "comment": "everything"})
+        eq(r.status, 400, "a silence of everything is refused")
+        d.stop()
+        d.start()
+        eq([x["every"] for x in d.get("/api/v1/silences").json()["data"]],
+           ["mon,tue,wed,thu,fri"], "kept across a restart")
+
+
 def test_noise_settings_are_documented_in_help():
     out = run_iocd("serve", "--help")[1]
     for flag in ("--group-wait", "--repeat-interval", "--escalate-after", "--escalation-topic",

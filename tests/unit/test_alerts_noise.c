@@ -205,3 +205,54 @@ TEST(a_flapping_incident_holds_its_events_until_it_settles_and_remembers_across_
     iocd_buf_fini(&b);
     alert_center_close(ac);
 }
+
+/* ---- Recurring silences: mute windows in local time ----------------------------------------- */
+
+TEST(a_recurring_silence_mutes_only_within_its_window_on_its_days_in_local_time)
+{
+    alert_silences *ss;
+    char path[512], errbuf[256];
+    const char labels[] = "alertname\0lamp_off\0ward\0tan_lap\0";
+    const char other[] = "alertname\0lamp_off\0ward\0phu_xa\0";
+    const int64_t tz = 7 * 3600, day = 86400000;
+    int64_t now = iocd_now_ms(), local_midnight, monday;
+    iocd_buf b;
+
+    snprintf(path, sizeof(path), "%s/data", test_tmpdir());
+    ASSERT_OK(store_open(path, NULL, &st, errbuf, sizeof(errbuf)));
+    ASSERT_OK(silences_open(st, (int)tz, &ss));
+    iocd_buf_init(&b, 0);
+    /* Week nights from 22:00 to 02:00 the next morning, UTC+7. */
+    ASSERT_OK(silences_add_recurring(ss, "{ward=\"tan_lap\"}", 0, 0, "mon-fri", "22:00", "02:00",
+                                     "Lan", "nightly pump maintenance", &b, errbuf,
+                                     sizeof(errbuf)));
+    ASSERT_STR_CONTAINS(b.data,
+                        "\"every\":\"mon,tue,wed,thu,fri\",\"from\":\"22:00\",\"to\":\"02:00\"");
+    /* The first local Monday 00:00 at least a day from now (1970-01-05 was a Monday). */
+    local_midnight = ((now + tz * 1000) / day + 1) * day; /* in local ms */
+    monday = local_midnight + ((4 - (local_midnight / day) % 7) + 7) % 7 * day - tz * 1000;
+    monday += 7 * day; /* well after the silence began */
+    ASSERT_FALSE(silences_match(ss, labels, sizeof(labels) - 1, monday + 21 * 3600000 + 3540000));
+    ASSERT_TRUE(silences_match(ss, labels, sizeof(labels) - 1, monday + 22 * 3600000));
+    ASSERT_FALSE(silences_match(ss, other, sizeof(other) - 1, monday + 22 * 3600000));
+    ASSERT_TRUE(silences_match(ss, labels, sizeof(labels) - 1, monday + 25 * 3600000 + 3540000));
+    ASSERT_FALSE(silences_match(ss, labels, sizeof(labels) - 1, monday + 26 * 3600000));
+    ASSERT_TRUE(silences_match(ss, labels, sizeof(labels) - 1, monday + 5 * day + 3600000));
+    ASSERT_FALSE(silences_match(ss, labels, sizeof(labels) - 1, monday + 5 * day + 23 * 3600000));
+    ASSERT_FALSE(silences_match(ss, labels, sizeof(labels) - 1, monday + 7 * day + 3600000));
+    /* Refused: no days, a bad time, a day that is not one. */
+    ASSERT_ERR(silences_add_recurring(ss, "{ward=\"x\"}", 0, 0, "someday", "22:00", "02:00", "Lan",
+                                      "x", &b, errbuf, sizeof(errbuf)),
+               IOCD_EINVAL);
+    ASSERT_ERR(silences_add_recurring(ss, "{ward=\"x\"}", 0, 0, "daily", "25:00", "02:00", "Lan",
+                                      "x", &b, errbuf, sizeof(errbuf)),
+               IOCD_EINVAL);
+    ASSERT_STR_CONTAINS(errbuf, "local HH:MM");
+    /* Kept across a reopen. */
+    silences_close(ss);
+    ASSERT_OK(silences_open(st, (int)tz, &ss));
+    ASSERT_TRUE(silences_match(ss, labels, sizeof(labels) - 1, monday + 22 * 3600000));
+    ASSERT_FALSE(silences_match(ss, labels, sizeof(labels) - 1, monday + 12 * 3600000));
+    iocd_buf_fini(&b);
+    silences_close(ss);
+}
