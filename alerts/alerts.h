@@ -48,6 +48,15 @@ void alert_kafka_purge(alert_kafka *k);
 
 typedef struct alert_center alert_center;
 
+/* A route: incidents whose labels (with their current severity, domain and ward) match
+ * `match` send their events to `topic` and use its settings; the first match wins. */
+typedef struct alert_route {
+    const char *match;            /* a selector without a metric name: {domain="water"} */
+    const char *topic;            /* NULL: the incident topic */
+    const char *escalation_topic; /* NULL: the global one */
+    int64_t repeat_interval_ms, escalate_after_ms; /* -1: the global setting; 0: never */
+} alert_route;
+
 typedef struct alert_config {
     store *st;
     alert_kafka *kafka;       /* NULL: events stay in the outbox until dispatch exists */
@@ -69,6 +78,8 @@ typedef struct alert_config {
     bool no_ticker;               /* tests: no timer thread; the caller drives alert_center_tick */
     int tz_offset_s;              /* local time (recurring silences, stats by day); UTC+7 is
                                      25200 */
+    const alert_route *routes;    /* copied by alert_center_open; invalid ones are refused */
+    size_t n_routes;
 } alert_config;
 
 /* A rule's alert changing state (strings borrowed for the call). labels: "name\0value\0"

@@ -79,6 +79,9 @@ struct alert_center {
     iocd_buf scratch, scratch2;
     iocd_metric *m_opened, *m_resolved, *m_acked, *m_open, *m_inhibited;
     iocd_metric *m_held, *m_repeated, *m_escalated, *m_flapping;
+    alert_route *routes; /* copies, with their selectors parsed */
+    query_selector *route_sel;
+    size_t n_routes;
     pthread_t ticker;
     bool ticker_started, stopping;
     pthread_cond_t wake;
@@ -645,6 +648,44 @@ static iocd_err incident_decode(const char *p, size_t len, incident **out)
     return IOCD_OK;
 }
 
+/* ---- Routes ------------------------------------------------------------------------------- */
+
+/* The first route matching the incident (its labels, with its current severity, domain and
+ * ward), or NULL. */
+static const alert_route *route_for(const alert_center *ac, const incident *in)
+{
+    size_t r, m;
+
+    for (r = 0; r < ac->n_routes; r++) {
+        const query_selector *sel = &ac->route_sel[r];
+        for (m = 0; m < sel->n; m++) {
+            const char *name = sel->m[m].name, *v;
+            if (strcmp(name, "severity") == 0)
+                v = in->severity;
+            else if (strcmp(name, "domain") == 0)
+                v = in->domain;
+            else if (strcmp(name, "ward") == 0)
+                v = in->ward;
+            else
+                v = label_of(in->labels, in->labels_len, name);
+            if (v == NULL)
+                v = "";
+            if (!query_matcher_matches(&sel->m[m], v, strlen(v)))
+                break;
+        }
+        if (m == sel->n)
+            return &ac->routes[r];
+    }
+    return NULL;
+}
+
+static const char *topic_for(const alert_center *ac, const incident *in)
+{
+    const alert_route *r = route_for(ac, in);
+
+    return r != NULL && r->topic != NULL ? r->topic : ac->cfg.topic;
+}
+
 /* ---- Changes: the incident and its event, in one transaction ------------------------------ */
 
 /* Stores in and, unless held, queues event `type` to the incidents topic and to topic2 (when
@@ -658,6 +699,7 @@ static iocd_err commit_event(alert_center *ac, incident *in, const char *type, i
     alert_kafka_header h[7];
     uint64_t seq = 0, seq2 = 0;
     size_t n_ops = 1;
+    const char *topic = topic_for(ac, in);
     bool sent = false, sent2 = false;
     int i;
     iocd_err err;
@@ -704,7 +746,7 @@ static iocd_err commit_event(alert_center *ac, incident *in, const char *type, i
     h[5] = (alert_kafka_header){ "ce_subject", ce_subject };
     h[6] = (alert_kafka_header){ "content-type", "application/json" };
     if (err == IOCD_OK && ac->ob != NULL && !held) {
-        err = outbox_prepare(ac->ob, ac->cfg.topic, in->fp, val.data, val.len, h, 7, &ac->scratch,
+        err = outbox_prepare(ac->ob, topic, in->fp, val.data, val.len, h, 7, &ac->scratch,
                              &ops[n_ops], &seq);
         if (err == IOCD_ELIMIT) {
             err = IOCD_OK; /* the change is kept; its event is not (logged, counted) */
@@ -727,7 +769,7 @@ static iocd_err commit_event(alert_center *ac, incident *in, const char *type, i
         err = store_kv_write(ac->cfg.st, ops, n_ops);
     if (sent) {
         if (err == IOCD_OK)
-            outbox_committed(ac->ob, seq, ac->cfg.topic, in->fp, val.data, val.len, h, 7);
+            outbox_committed(ac->ob, seq, topic, in->fp, val.data, val.len, h, 7);
         else
             outbox_abandon(ac->ob, seq);
     }
@@ -1038,6 +1080,8 @@ void alert_center_tick(alert_center *ac, int64_t now_ms)
     pthread_mutex_lock(&ac->mu);
     for (i = 0; i < ac->n && err == IOCD_OK; i++) {
         incident *in = ac->inc[i];
+        const alert_route *route;
+        int64_t escalate_after, repeat;
         char note[200];
         if (in->state == INC_RESOLVED && !in->flapping)
             continue;
@@ -1056,10 +1100,13 @@ void alert_center_tick(alert_center *ac, int64_t now_ms)
         }
         if (in->state != INC_FIRING || held_now(in))
             continue;
-        if (ac->cfg.escalate_after_ms > 0 && in->severity != NULL &&
-            strcmp(in->severity, "critical") != 0 &&
-            now_ms - (in->escalated_ms > 0 ? in->escalated_ms : in->fired_ms) >=
-                ac->cfg.escalate_after_ms) {
+        route = route_for(ac, in);
+        escalate_after = route != NULL && route->escalate_after_ms >= 0 ? route->escalate_after_ms
+                                                                        : ac->cfg.escalate_after_ms;
+        repeat = route != NULL && route->repeat_interval_ms >= 0 ? route->repeat_interval_ms
+                                                                 : ac->cfg.repeat_interval_ms;
+        if (escalate_after > 0 && in->severity != NULL && strcmp(in->severity, "critical") != 0 &&
+            now_ms - (in->escalated_ms > 0 ? in->escalated_ms : in->fired_ms) >= escalate_after) {
             const char *to = severity_up(in->severity);
             snprintf(note, sizeof(note), "unacknowledged for %llds: severity %s -> %s",
                      (long long)((now_ms - in->fired_ms) / 1000), in->severity, to);
@@ -1067,11 +1114,12 @@ void alert_center_tick(alert_center *ac, int64_t now_ms)
             in->escalated_ms = now_ms;
             iocd_metric_add(ac->m_escalated, 1);
             err = commit_event(ac, in, "escalated", now_ms, "iocd", note, false,
-                               ac->cfg.escalation_topic);
+                               route != NULL && route->escalation_topic != NULL
+                                   ? route->escalation_topic
+                                   : ac->cfg.escalation_topic);
             continue;
         }
-        if (ac->cfg.repeat_interval_ms > 0 &&
-            now_ms - in->notified_ms >= ac->cfg.repeat_interval_ms) {
+        if (repeat > 0 && now_ms - in->notified_ms >= repeat) {
             snprintf(note, sizeof(note), "still firing, unacknowledged for %llds",
                      (long long)((now_ms - in->fired_ms) / 1000));
             iocd_metric_add(ac->m_repeated, 1);
@@ -1455,6 +1503,34 @@ iocd_err alert_center_open(const alert_config *cfg, alert_center **out, char *er
     pthread_cond_init(&ac->wake, NULL);
     iocd_buf_init(&ac->scratch, 0);
     iocd_buf_init(&ac->scratch2, 0);
+    if (cfg->n_routes > 0) {
+        size_t r;
+        ac->routes = iocd_calloc(cfg->n_routes, sizeof(*ac->routes));
+        ac->route_sel = iocd_calloc(cfg->n_routes, sizeof(*ac->route_sel));
+        if (ac->routes == NULL || ac->route_sel == NULL) {
+            alert_center_close(ac);
+            return IOCD_ENOMEM;
+        }
+        for (r = 0; r < cfg->n_routes; r++) {
+            const alert_route *c = &cfg->routes[r];
+            char why[200];
+            ac->routes[r] = *c;
+            ac->routes[r].match = dup_capped(c->match != NULL ? c->match : "");
+            ac->routes[r].topic =
+                c->topic != NULL && c->topic[0] != '\0' ? dup_capped(c->topic) : NULL;
+            ac->routes[r].escalation_topic =
+                c->escalation_topic != NULL && c->escalation_topic[0] != '\0'
+                    ? dup_capped(c->escalation_topic)
+                    : NULL;
+            ac->n_routes = r + 1;
+            if (query_selector_parse(ac->routes[r].match != NULL ? ac->routes[r].match : "",
+                                     &ac->route_sel[r], why, sizeof(why)) != IOCD_OK) {
+                snprintf(errbuf, errlen, "incidents: route %zu: %s", r + 1, why);
+                alert_center_close(ac);
+                return IOCD_EINVAL;
+            }
+        }
+    }
     ac->m_opened = iocd_counter("iocd_incidents_opened_total", "Incidents opened or reopened.");
     ac->m_resolved = iocd_counter("iocd_incidents_resolved_total", "Incidents resolved.");
     ac->m_acked = iocd_counter("iocd_incidents_acknowledged_total", "Incidents acknowledged.");
@@ -1514,6 +1590,14 @@ void alert_center_close(alert_center *ac)
     for (i = 0; i < ac->n; i++)
         incident_free(ac->inc[i]);
     iocd_free(ac->inc);
+    for (i = 0; i < ac->n_routes; i++) {
+        iocd_free((char *)ac->routes[i].match);
+        iocd_free((char *)ac->routes[i].topic);
+        iocd_free((char *)ac->routes[i].escalation_topic);
+        query_selector_fini(&ac->route_sel[i]);
+    }
+    iocd_free(ac->routes);
+    iocd_free(ac->route_sel);
     iocd_buf_fini(&ac->scratch);
     iocd_buf_fini(&ac->scratch2);
     pthread_cond_destroy(&ac->wake);

@@ -139,6 +139,7 @@ int cmd_serve(int argc, char **argv)
     alert_kafka *kafka = NULL;
     alert_kafka_prop *props = NULL;
     alert_commands *commands = NULL;
+    alert_route *routes = NULL;
     store *st = NULL;
     col_ingest *ingest = NULL;
     store_config scfg;
@@ -238,7 +239,17 @@ int cmd_serve(int argc, char **argv)
         acfg.flap_changes = (int)d.cfg.flap_changes;
         acfg.escalation_topic = d.cfg.escalation_topic;
         acfg.tz_offset_s = (int)d.cfg.tz_offset_s;
+        routes = d.cfg.n_routes > 0 ? iocd_calloc(d.cfg.n_routes, sizeof(*routes)) : NULL;
+        for (i = 0; routes != NULL && i < (int)d.cfg.n_routes; i++) {
+            const col_route *c = &d.cfg.routes[i];
+            routes[i] = (alert_route){ c->match, c->topic, c->escalation_topic,
+                                       c->repeat_interval_ms, c->escalate_after_ms };
+        }
+        acfg.routes = routes;
+        acfg.n_routes = routes != NULL ? d.cfg.n_routes : 0;
         err = alert_center_open(&acfg, &d.alerts, errbuf, sizeof(errbuf));
+        iocd_free(routes); /* the center keeps copies */
+        routes = NULL;
         if (err != IOCD_OK) {
             log_error("serve", "cannot start", "err=%s", errbuf);
             goto out;

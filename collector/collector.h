@@ -25,6 +25,15 @@ typedef struct col_token {
     col_role role;
 } col_token;
 
+/* A route of the config file's routes list: incidents whose labels (and severity, domain,
+ * ward) match `match` send their events to `topic` and take its noise settings. */
+typedef struct col_route {
+    char *match;            /* a selector without a metric name: {domain="water"} */
+    char *topic;            /* NULL: the incident topic */
+    char *escalation_topic; /* NULL: --escalation-topic */
+    int64_t repeat_interval_ms, escalate_after_ms; /* -1: the global setting; 0: never */
+} col_route;
+
 typedef struct col_kv {
     char *key;
     char *value;
@@ -73,6 +82,8 @@ typedef struct col_config {
     int64_t tz_offset_s;           /* --timezone, as an offset from UTC */
     col_token *tokens;
     size_t n_tokens;
+    col_route *routes; /* the config file's routes, first match wins */
+    size_t n_routes;
     col_kv *kafka_props; /* librdkafka properties from the config file's kafka table */
     size_t n_kafka_props;
 } col_config;

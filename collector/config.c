@@ -135,7 +135,7 @@ static const opt options[] = {
 
 #undef F
 
-#define CONFIG_ONLY_KEYS "tokens, kafka"
+#define CONFIG_ONLY_KEYS "tokens, kafka, routes"
 
 static void set_err(char *errbuf, size_t errlen, const char *fmt, ...) IOCD_PRINTF(3, 4);
 
@@ -373,6 +373,12 @@ void col_config_fini(col_config *cfg)
         iocd_free(cfg->tokens[i].token);
     }
     iocd_free(cfg->tokens);
+    for (i = 0; i < cfg->n_routes; i++) {
+        iocd_free(cfg->routes[i].match);
+        iocd_free(cfg->routes[i].topic);
+        iocd_free(cfg->routes[i].escalation_topic);
+    }
+    iocd_free(cfg->routes);
     for (i = 0; i < cfg->n_kafka_props; i++) {
         iocd_free(cfg->kafka_props[i].key);
         iocd_free(cfg->kafka_props[i].value);
@@ -484,6 +490,75 @@ static iocd_err visit_token(col_config *cfg, const char *const *path, size_t dep
     return IOCD_OK;
 }
 
+static iocd_err visit_route(col_config *cfg, const char *const *path, size_t depth,
+                            const rule_cfg_value *v, char *errbuf, size_t errlen)
+{
+    col_route *r;
+    char *end;
+    long idx;
+
+    if (depth == 1 && v == NULL)
+        return IOCD_OK;
+    idx = depth >= 2 ? strtol(path[1], &end, 10) : 0;
+    if (depth < 2 || *end != '\0' || idx < 1 || idx > 1000) {
+        set_err(errbuf, errlen, "key 'routes': expected a list of tables");
+        return IOCD_EINVAL;
+    }
+    if ((size_t)idx > cfg->n_routes) {
+        col_route *grown = iocd_realloc(cfg->routes, (size_t)idx * sizeof(*grown));
+        size_t i;
+        if (grown == NULL)
+            return IOCD_ENOMEM;
+        for (i = cfg->n_routes; i < (size_t)idx; i++) {
+            memset(&grown[i], 0, sizeof(grown[i]));
+            grown[i].repeat_interval_ms = grown[i].escalate_after_ms = -1;
+        }
+        cfg->routes = grown;
+        cfg->n_routes = (size_t)idx;
+    }
+    r = &cfg->routes[idx - 1];
+    if (depth == 2 && v == NULL)
+        return IOCD_OK;
+    if (depth != 3 || v == NULL || v->kind != RULE_CFG_STRING) {
+        set_err(errbuf, errlen,
+                "key 'routes.%s%s%s': expected string fields match, topic, escalation_topic, "
+                "repeat_interval, escalate_after",
+                path[1], depth > 2 ? "." : "", depth > 2 ? path[2] : "");
+        return IOCD_EINVAL;
+    }
+    if (strcmp(path[2], "match") == 0 || strcmp(path[2], "topic") == 0 ||
+        strcmp(path[2], "escalation_topic") == 0) {
+        char **slot = path[2][0] == 'm'   ? &r->match
+                      : path[2][0] == 't' ? &r->topic
+                                          : &r->escalation_topic;
+        char *copy = iocd_strndup(v->str, v->len);
+        if (copy == NULL)
+            return IOCD_ENOMEM;
+        iocd_free(*slot);
+        *slot = copy;
+    } else if (strcmp(path[2], "repeat_interval") == 0 || strcmp(path[2], "escalate_after") == 0) {
+        int64_t ms;
+        if (query_duration_parse(v->str, false, &ms) != IOCD_OK) {
+            set_err(errbuf, errlen,
+                    "key 'routes.%s.%s': expected a duration such as 30m, got "
+                    "\"%s\"",
+                    path[1], path[2], v->str);
+            return IOCD_EINVAL;
+        }
+        if (path[2][0] == 'r')
+            r->repeat_interval_ms = ms;
+        else
+            r->escalate_after_ms = ms;
+    } else {
+        set_err(errbuf, errlen,
+                "unknown key 'routes.%s.%s' (expected match, topic, escalation_topic, "
+                "repeat_interval, escalate_after)",
+                path[1], path[2]);
+        return IOCD_EINVAL;
+    }
+    return IOCD_OK;
+}
+
 static iocd_err visit_kafka(col_config *cfg, const char *const *path, size_t depth,
                             const rule_cfg_value *v, char *errbuf, size_t errlen)
 {
@@ -530,6 +605,8 @@ static iocd_err visit(void *ud, const char *const *path, size_t depth, const rul
         return visit_token(cfg, path, depth, v, errbuf, errlen);
     if (strcmp(path[0], "kafka") == 0)
         return visit_kafka(cfg, path, depth, v, errbuf, errlen);
+    if (strcmp(path[0], "routes") == 0)
+        return visit_route(cfg, path, depth, v, errbuf, errlen);
     o = opt_by_key(path[0]);
     if (o == NULL) {
         set_err(errbuf, errlen, "unknown key '%s' (see docs/CONFIG.md)", path[0]);
@@ -564,6 +641,27 @@ static iocd_err visit(void *ud, const char *const *path, size_t depth, const rul
     set_err(errbuf, errlen, "key '%s': expected %s, got %s", path[0],
             o->kind == OPT_STRING ? "a string" : kind_expect(o->kind), kind_name(v));
     return IOCD_EINVAL;
+}
+
+static iocd_err check_routes(const col_config *cfg, char *errbuf, size_t errlen)
+{
+    size_t i;
+
+    for (i = 0; i < cfg->n_routes; i++) {
+        query_selector sel;
+        char why[200];
+        if (cfg->routes[i].match == NULL) {
+            set_err(errbuf, errlen, "%s: routes[%zu] needs match (e.g. '{domain=\"water\"}')",
+                    cfg->config_path, i + 1);
+            return IOCD_EINVAL;
+        }
+        if (query_selector_parse(cfg->routes[i].match, &sel, why, sizeof(why)) != IOCD_OK) {
+            set_err(errbuf, errlen, "%s: routes[%zu].match: %s", cfg->config_path, i + 1, why);
+            return IOCD_EINVAL;
+        }
+        query_selector_fini(&sel);
+    }
+    return IOCD_OK;
 }
 
 static iocd_err check_tokens(const col_config *cfg, char *errbuf, size_t errlen)
@@ -653,6 +751,8 @@ iocd_err col_config_parse(col_config *cfg, int argc, char **argv, char *errbuf, 
         if (err != IOCD_OK)
             return err == IOCD_ENOMEM || err == IOCD_ENOTFOUND ? err : IOCD_EPARSE;
         err = check_tokens(cfg, errbuf, errlen);
+        if (err == IOCD_OK)
+            err = check_routes(cfg, errbuf, errlen);
         if (err != IOCD_OK)
             return err;
     }

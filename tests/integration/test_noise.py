@@ -57,6 +57,61 @@ def test_unacknowledged_incident_repeats_and_escalates_until_acknowledged():
         k.close()
 
 
+ROUTES = """return {
+  routes = {
+    { match = '{domain="water", severity="critical"}', topic = "iocd.water-urgent",
+      repeat_interval = "1s" },
+    { match = '{domain="water"}', topic = "iocd.water", escalate_after = "0s" },
+  },
+}
+"""
+
+
+def test_routes_send_by_domain_and_severity_with_their_own_settings():
+    k = MockKafka()
+    try:
+        with Daemon("--kafka-brokers", k.bootstrap, "--escalate-after", "1s",
+                    config=ROUTES) as d:
+            d.start()
+            ids = {}
+            for name, body in (("burst", {"domain": "water", "severity": "critical",
+                                          "description": "Vỡ ống chính"}),
+                               ("leak", {"domain": "water", "severity": "info",
+                                         "description": "Rò rỉ nhỏ"}),
+                               ("lamp", {"domain": "lighting", "severity": "info",
+                                         "description": "Đèn tắt"})):
+                r = post_json(d, "/api/v1/incidents", dict(body, ward="tan_lap"))
+                eq(r.status, 201, "report %s" % name)
+                ids[name] = r.json()["data"]["id"]
+
+            def events(name):
+                return [e["type"] for e in
+                        d.get("/api/v1/incidents/%d" % ids[name]).json()["data"]["events"]]
+            # The urgent water route repeats every second; the global escalation (1 s) moves
+            # the lamp up; the other water route never escalates.
+            wait_for(lambda: events("burst").count("repeated") >= 2, what="burst repeats")
+            wait_for(lambda: "escalated" in events("lamp"), what="the lamp escalated")
+            eq(events("leak"), ["firing"], "the leak: its route never escalates")
+            urgent = consume(k, "iocd.water-urgent", 3)
+            eq([(m["event"], m["incident"]["id"]) for m in urgent],
+               [("firing", ids["burst"]), ("repeated", ids["burst"]),
+                ("repeated", ids["burst"])], "the urgent water route's topic")
+            eq([(m["event"], m["incident"]["id"]) for m in consume(k, "iocd.water", 1)],
+               [("firing", ids["leak"])], "the water route's topic")
+            eq([(m["event"], m["incident"]["id"]) for m in consume(k, "iocd.incidents", 2)],
+               [("firing", ids["lamp"]), ("escalated", ids["lamp"])],
+               "everything else on the incident topic")
+    finally:
+        k.close()
+
+
+def test_a_route_without_match_is_refused_at_start():
+    with Daemon(config='return { routes = { { topic = "x" } } }\n') as d:
+        d.start(wait=False)
+        eq(d.proc.wait(timeout=20), 2, "exit code of a bad config")
+        check("routes[1] needs match" in d.log_text(), d.log_text()[-500:])
+
+
 def test_recurring_silence_through_the_api():
     with Daemon("--timezone", "Asia/Ho_Chi_Minh") as d:
         d.start()
