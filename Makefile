@@ -12,7 +12,7 @@ SHELL := /bin/bash
 
 CC ?= cc
 MODULES := common sim storage query alerts rules collector api
-PKGS := libevent lmdb rdkafka libmicrohttpd lua5.4 zlib libzstd snappy libprotobuf-c libpcre2-8
+PKGS := libevent lmdb rdkafka libmicrohttpd lua5.4 zlib libzstd snappy libprotobuf-c libpcre2-8 libcurl
 
 # Lazy (=) so pkg-config runs after `make deps` has installed it.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))

@@ -55,6 +55,7 @@ typedef struct alert_route {
     const char *topic;            /* NULL: the incident topic */
     const char *escalation_topic; /* NULL: the global one */
     int64_t repeat_interval_ms, escalate_after_ms; /* -1: the global setting; 0: never */
+    const char *webhook; /* also POST its events here (http:// or https://); NULL: no */
 } alert_route;
 
 typedef struct alert_config {

@@ -27,6 +27,19 @@ void outbox_committed(alert_outbox *ob, uint64_t seq, const char *topic, const c
 /* The store write failed: the sequence is given back. */
 void outbox_abandon(alert_outbox *ob, uint64_t seq);
 
+/* Webhooks (alerts/webhooks.c): events POSTed in Alertmanager's webhook format, stored in the
+ * same transaction as their change (table "webhooks"), sent strictly in order, each retried
+ * until its endpoint answers 2xx. Same calling pattern as the outbox. max 0 = 1,000,000. */
+typedef struct alert_webhooks alert_webhooks;
+iocd_err webhooks_open(store *st, size_t max, alert_webhooks **out);
+void webhooks_close(alert_webhooks *wh); /* NULL is a no-op */
+/* Errors: IOCD_ELIMIT (the queue is full; logged and counted), IOCD_ENOMEM. */
+iocd_err webhooks_prepare(alert_webhooks *wh, const char *url, const char *body, size_t len,
+                          iocd_buf *scratch, store_kv_op *op, uint64_t *seq_out);
+void webhooks_committed(alert_webhooks *wh, uint64_t seq, const char *url, const char *body,
+                        size_t len);
+void webhooks_abandon(alert_webhooks *wh, uint64_t seq);
+
 /* ---- Silences (alerts/silences.c) ---------------------------------------------------------- */
 
 #include <pthread.h>

@@ -76,7 +76,8 @@ struct alert_center {
     alert_outbox *ob;
     alert_silences *silences;
     alert_devices *devices;
-    iocd_buf scratch, scratch2;
+    iocd_buf scratch, scratch2, scratch3;
+    alert_webhooks *webhooks;
     iocd_metric *m_opened, *m_resolved, *m_acked, *m_open, *m_inhibited;
     iocd_metric *m_held, *m_repeated, *m_escalated, *m_flapping;
     alert_route *routes; /* copies, with their selectors parsed */
@@ -679,11 +680,84 @@ static const alert_route *route_for(const alert_center *ac, const incident *in)
     return NULL;
 }
 
-static const char *topic_for(const alert_center *ac, const incident *in)
+/* An event in Alertmanager's webhook format (version 4): one group, one alert (the
+ * incident's labels and annotations), and the iocd event itself under "iocd". */
+static iocd_err webhook_body(const incident *in, const char *type, const iocd_buf *event,
+                             iocd_buf *b)
 {
-    const alert_route *r = route_for(ac, in);
+    const char *p = in->labels, *end = in->labels + in->labels_len;
+    const char *status = in->state == INC_RESOLVED ? "resolved" : "firing";
+    iocd_buf labels;
+    iocd_err err;
+    bool first = true;
 
-    return r != NULL && r->topic != NULL ? r->topic : ac->cfg.topic;
+    (void)type;
+    iocd_buf_init(&labels, 0);
+    err = iocd_buf_putc(&labels, '{');
+    while (err == IOCD_OK && p < end) {
+        const char *v = p + strlen(p) + 1;
+        if (!first)
+            err = iocd_buf_putc(&labels, ',');
+        first = false;
+        if (err == IOCD_OK)
+            err = put_str(&labels, p);
+        if (err == IOCD_OK)
+            err = iocd_buf_putc(&labels, ':');
+        if (err == IOCD_OK)
+            err = put_str(&labels, v);
+        p = v + strlen(v) + 1;
+    }
+    if (err == IOCD_OK)
+        err = iocd_buf_putc(&labels, '}');
+    if (err == IOCD_OK)
+        err = iocd_buf_printf(b,
+                              "{\"version\":\"4\",\"groupKey\":\"%s\",\"truncatedAlerts\":0,"
+                              "\"status\":\"%s\",\"receiver\":\"iocd\",\"groupLabels\":",
+                              in->fp, status);
+    if (err == IOCD_OK)
+        err = iocd_buf_append(b, labels.data, labels.len);
+    if (err == IOCD_OK)
+        err = iocd_buf_puts(b, ",\"commonLabels\":");
+    if (err == IOCD_OK)
+        err = iocd_buf_append(b, labels.data, labels.len);
+    if (err == IOCD_OK)
+        err = iocd_buf_puts(b, ",\"commonAnnotations\":{}");
+    if (err == IOCD_OK)
+        err = iocd_buf_printf(
+            b, ",\"externalURL\":\"\",\"alerts\":[{\"status\":\"%s\",\"labels\":", status);
+    if (err == IOCD_OK)
+        err = iocd_buf_append(b, labels.data, labels.len);
+    if (err == IOCD_OK)
+        err = iocd_buf_puts(b, ",\"annotations\":{\"summary\":");
+    if (err == IOCD_OK)
+        err = put_str(b, in->summary != NULL ? in->summary : "");
+    if (err == IOCD_OK)
+        err = iocd_buf_puts(b, ",\"description\":");
+    if (err == IOCD_OK)
+        err = put_str(b, in->description != NULL ? in->description : "");
+    if (err == IOCD_OK && in->runbook != NULL) {
+        err = iocd_buf_puts(b, ",\"runbook_url\":");
+        if (err == IOCD_OK)
+            err = put_str(b, in->runbook);
+    }
+    if (err == IOCD_OK)
+        err = iocd_buf_puts(b, "},\"startsAt\":");
+    if (err == IOCD_OK)
+        err = put_time(b, in->fired_ms);
+    if (err == IOCD_OK)
+        err = iocd_buf_puts(b, ",\"endsAt\":");
+    if (err == IOCD_OK)
+        err = in->state == INC_RESOLVED ? put_time(b, in->resolved_ms)
+                                        : iocd_buf_puts(b, "\"0001-01-01T00:00:00Z\"");
+    if (err == IOCD_OK)
+        err =
+            iocd_buf_printf(b, ",\"generatorURL\":\"\",\"fingerprint\":\"%s\"}],\"iocd\":", in->fp);
+    if (err == IOCD_OK)
+        err = iocd_buf_append(b, event->data, event->len);
+    if (err == IOCD_OK)
+        err = iocd_buf_putc(b, '}');
+    iocd_buf_fini(&labels);
+    return err;
 }
 
 /* ---- Changes: the incident and its event, in one transaction ------------------------------ */
@@ -695,12 +769,15 @@ static iocd_err commit_event(alert_center *ac, incident *in, const char *type, i
 {
     iocd_buf rec, val, evid;
     char idkey[8], ce_type[64], ce_time[40], ce_subject[32], ce_id[64];
-    store_kv_op ops[3];
+    store_kv_op ops[4];
     alert_kafka_header h[7];
-    uint64_t seq = 0, seq2 = 0;
+    uint64_t seq = 0, seq2 = 0, seqw = 0;
     size_t n_ops = 1;
-    const char *topic = topic_for(ac, in);
-    bool sent = false, sent2 = false;
+    const alert_route *route = route_for(ac, in);
+    const char *topic = route != NULL && route->topic != NULL ? route->topic : ac->cfg.topic;
+    const char *hook = held || route == NULL ? NULL : route->webhook;
+    iocd_buf hookbody;
+    bool sent = false, sent2 = false, sentw = false;
     int i;
     iocd_err err;
 
@@ -765,8 +842,28 @@ static iocd_err commit_event(alert_center *ac, incident *in, const char *type, i
             }
         }
     }
+    iocd_buf_init(&hookbody, 0);
+    if (err == IOCD_OK && hook != NULL && ac->webhooks != NULL) {
+        err = webhook_body(in, type, &val, &hookbody);
+        if (err == IOCD_OK)
+            err = webhooks_prepare(ac->webhooks, hook, hookbody.data, hookbody.len, &ac->scratch3,
+                                   &ops[n_ops], &seqw);
+        if (err == IOCD_ELIMIT) {
+            err = IOCD_OK;
+        } else if (err == IOCD_OK) {
+            n_ops++;
+            sentw = true;
+        }
+    }
     if (err == IOCD_OK)
         err = store_kv_write(ac->cfg.st, ops, n_ops);
+    if (sentw) {
+        if (err == IOCD_OK)
+            webhooks_committed(ac->webhooks, seqw, hook, hookbody.data, hookbody.len);
+        else
+            webhooks_abandon(ac->webhooks, seqw);
+    }
+    iocd_buf_fini(&hookbody);
     if (sent) {
         if (err == IOCD_OK)
             outbox_committed(ac->ob, seq, topic, in->fp, val.data, val.len, h, 7);
@@ -1503,6 +1600,7 @@ iocd_err alert_center_open(const alert_config *cfg, alert_center **out, char *er
     pthread_cond_init(&ac->wake, NULL);
     iocd_buf_init(&ac->scratch, 0);
     iocd_buf_init(&ac->scratch2, 0);
+    iocd_buf_init(&ac->scratch3, 0);
     if (cfg->n_routes > 0) {
         size_t r;
         ac->routes = iocd_calloc(cfg->n_routes, sizeof(*ac->routes));
@@ -1518,6 +1616,8 @@ iocd_err alert_center_open(const alert_config *cfg, alert_center **out, char *er
             ac->routes[r].match = dup_capped(c->match != NULL ? c->match : "");
             ac->routes[r].topic =
                 c->topic != NULL && c->topic[0] != '\0' ? dup_capped(c->topic) : NULL;
+            ac->routes[r].webhook =
+                c->webhook != NULL && c->webhook[0] != '\0' ? dup_capped(c->webhook) : NULL;
             ac->routes[r].escalation_topic =
                 c->escalation_topic != NULL && c->escalation_topic[0] != '\0'
                     ? dup_capped(c->escalation_topic)
@@ -1552,6 +1652,8 @@ iocd_err alert_center_open(const alert_config *cfg, alert_center **out, char *er
         err = devices_open(cfg->st, cfg->devices_max, &ac->devices);
     if (err == IOCD_OK)
         err = outbox_open(cfg->st, cfg->kafka, cfg->outbox_max, &ac->ob);
+    if (err == IOCD_OK)
+        err = webhooks_open(cfg->st, cfg->outbox_max, &ac->webhooks);
     if (err != IOCD_OK) {
         snprintf(errbuf, errlen, "incidents: %s", iocd_strerror(err));
         alert_center_close(ac);
@@ -1585,6 +1687,7 @@ void alert_center_close(alert_center *ac)
         pthread_join(ac->ticker, NULL);
     }
     outbox_close(ac->ob);
+    webhooks_close(ac->webhooks);
     silences_close(ac->silences);
     devices_close(ac->devices);
     for (i = 0; i < ac->n; i++)
@@ -1594,12 +1697,14 @@ void alert_center_close(alert_center *ac)
         iocd_free((char *)ac->routes[i].match);
         iocd_free((char *)ac->routes[i].topic);
         iocd_free((char *)ac->routes[i].escalation_topic);
+        iocd_free((char *)ac->routes[i].webhook);
         query_selector_fini(&ac->route_sel[i]);
     }
     iocd_free(ac->routes);
     iocd_free(ac->route_sel);
     iocd_buf_fini(&ac->scratch);
     iocd_buf_fini(&ac->scratch2);
+    iocd_buf_fini(&ac->scratch3);
     pthread_cond_destroy(&ac->wake);
     pthread_mutex_destroy(&ac->mu);
     iocd_free(ac);

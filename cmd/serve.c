@@ -242,8 +242,12 @@ int cmd_serve(int argc, char **argv)
         routes = d.cfg.n_routes > 0 ? iocd_calloc(d.cfg.n_routes, sizeof(*routes)) : NULL;
         for (i = 0; routes != NULL && i < (int)d.cfg.n_routes; i++) {
             const col_route *c = &d.cfg.routes[i];
-            routes[i] = (alert_route){ c->match, c->topic, c->escalation_topic,
-                                       c->repeat_interval_ms, c->escalate_after_ms };
+            routes[i] = (alert_route){ c->match,
+                                       c->topic,
+                                       c->escalation_topic,
+                                       c->repeat_interval_ms,
+                                       c->escalate_after_ms,
+                                       c->webhook };
         }
         acfg.routes = routes;
         acfg.n_routes = routes != NULL ? d.cfg.n_routes : 0;

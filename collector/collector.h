@@ -32,6 +32,7 @@ typedef struct col_route {
     char *topic;            /* NULL: the incident topic */
     char *escalation_topic; /* NULL: --escalation-topic */
     int64_t repeat_interval_ms, escalate_after_ms; /* -1: the global setting; 0: never */
+    char *webhook;                                 /* NULL: none */
 } col_route;
 
 typedef struct col_kv {

@@ -377,6 +377,7 @@ void col_config_fini(col_config *cfg)
         iocd_free(cfg->routes[i].match);
         iocd_free(cfg->routes[i].topic);
         iocd_free(cfg->routes[i].escalation_topic);
+        iocd_free(cfg->routes[i].webhook);
     }
     iocd_free(cfg->routes);
     for (i = 0; i < cfg->n_kafka_props; i++) {
@@ -520,16 +521,18 @@ static iocd_err visit_route(col_config *cfg, const char *const *path, size_t dep
     if (depth == 2 && v == NULL)
         return IOCD_OK;
     if (depth != 3 || v == NULL || v->kind != RULE_CFG_STRING) {
-        set_err(errbuf, errlen,
-                "key 'routes.%s%s%s': expected string fields match, topic, escalation_topic, "
-                "repeat_interval, escalate_after",
-                path[1], depth > 2 ? "." : "", depth > 2 ? path[2] : "");
+        set_err(
+            errbuf, errlen,
+            "key 'routes.%s%s%s': expected string fields match, topic, webhook, escalation_topic, "
+            "repeat_interval, escalate_after",
+            path[1], depth > 2 ? "." : "", depth > 2 ? path[2] : "");
         return IOCD_EINVAL;
     }
     if (strcmp(path[2], "match") == 0 || strcmp(path[2], "topic") == 0 ||
-        strcmp(path[2], "escalation_topic") == 0) {
+        strcmp(path[2], "escalation_topic") == 0 || strcmp(path[2], "webhook") == 0) {
         char **slot = path[2][0] == 'm'   ? &r->match
                       : path[2][0] == 't' ? &r->topic
+                      : path[2][0] == 'w' ? &r->webhook
                                           : &r->escalation_topic;
         char *copy = iocd_strndup(v->str, v->len);
         if (copy == NULL)
@@ -551,7 +554,7 @@ static iocd_err visit_route(col_config *cfg, const char *const *path, size_t dep
             r->escalate_after_ms = ms;
     } else {
         set_err(errbuf, errlen,
-                "unknown key 'routes.%s.%s' (expected match, topic, escalation_topic, "
+                "unknown key 'routes.%s.%s' (expected match, topic, webhook, escalation_topic, "
                 "repeat_interval, escalate_after)",
                 path[1], path[2]);
         return IOCD_EINVAL;
@@ -660,6 +663,12 @@ static iocd_err check_routes(const col_config *cfg, char *errbuf, size_t errlen)
             return IOCD_EINVAL;
         }
         query_selector_fini(&sel);
+        if (cfg->routes[i].webhook != NULL && strncmp(cfg->routes[i].webhook, "http://", 7) != 0 &&
+            strncmp(cfg->routes[i].webhook, "https://", 8) != 0) {
+            set_err(errbuf, errlen, "%s: routes[%zu].webhook: expected an http:// or https:// URL",
+                    cfg->config_path, i + 1);
+            return IOCD_EINVAL;
+        }
     }
     return IOCD_OK;
 }

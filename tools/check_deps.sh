@@ -45,6 +45,7 @@ check_lib 'librdkafka/' '^alerts/kafka(_[a-z]+)?\.c$'
 check_lib 'microhttpd\.h' '^api/http\.c$'
 check_lib 'snappy-c\.h' '^collector/remote_write\.c$|^bench/loadgen\.c$'
 check_lib 'zstd\.h' '^storage/codec\.c$'
+check_lib 'curl/' '^alerts/webhooks\.c$'
 check_lib 'zlib\.h' '^api/http\.c$|^api/gzip\.c$|^collector/gzip\.c$'
 check_lib 'pcre2\.h' '^query/regex\.c$'
 

@@ -8,7 +8,7 @@ set -eu
 PACKAGES="
 pkg-config libc6-dev
 libevent-dev liblmdb-dev librdkafka-dev libmicrohttpd-dev liblua5.4-dev
-zlib1g-dev libzstd-dev libsnappy-dev libprotobuf-c-dev libpcre2-dev
+zlib1g-dev libzstd-dev libsnappy-dev libprotobuf-c-dev libpcre2-dev libcurl4-openssl-dev
 python3 curl kcat lmdb-utils
 clang clang-format libclang-rt-14-dev cppcheck
 "
