@@ -51,6 +51,8 @@ iocd_err silences_open(store *st, int tz_offset_s, alert_silences **out);
 void silences_close(alert_silences *ss);
 /* Whether an active silence matches labels at t_ms (counted when it does). */
 bool silences_match(alert_silences *ss, const char *labels, size_t len, int64_t t_ms);
+/* The same, not counted (for checking an alert again). */
+bool silences_hold(alert_silences *ss, const char *labels, size_t len, int64_t t_ms);
 /* Errors: IOCD_EINVAL (errbuf says why), IOCD_ELIMIT, storage errors. Writes the silence. */
 iocd_err silences_add(alert_silences *ss, const char *matchers, int64_t starts_ms, int64_t ends_ms,
                       const char *created_by, const char *comment, iocd_buf *out, char *errbuf,

@@ -80,6 +80,8 @@ struct alert_center {
     alert_webhooks *webhooks;
     iocd_metric *m_opened, *m_resolved, *m_acked, *m_open, *m_inhibited;
     iocd_metric *m_held, *m_repeated, *m_escalated, *m_flapping;
+    struct muted *muted; /* firing alerts held back by a silence or an inhibition */
+    size_t n_muted, cap_muted;
     alert_route *routes; /* copies, with their selectors parsed */
     query_selector *route_sel;
     size_t n_routes;
@@ -1044,9 +1046,113 @@ static iocd_err flapping_notice(alert_center *ac, incident *in, int64_t t_ms)
     return commit_event(ac, in, "updated", t_ms, "iocd", note, false, NULL);
 }
 
+/* ---- Muted alerts ---------------------------------------------------------------------------- */
+
+/* A firing alert that a silence or an inhibition kept from opening an incident. The timer
+ * checks it again each second: when nothing holds it back any more and it still fires, it
+ * opens its incident then (so an alert silenced during maintenance is not forgotten when the
+ * silence ends). Its resolution removes it. Kept in memory only: one held back across a
+ * restart opens its incident when its rule next fires. */
+#define MUTED_MAX 100000
+
+typedef struct muted {
+    char fp[17];
+    alert_signal sig; /* owned copies of the strings */
+    char *labels;
+} muted;
+
+static void muted_fini(muted *m)
+{
+    size_t i;
+
+    iocd_free((char *)m->sig.rule);
+    iocd_free(m->labels);
+    iocd_free((char *)m->sig.summary);
+    iocd_free((char *)m->sig.description);
+    iocd_free((char *)m->sig.runbook);
+    iocd_free((char *)m->sig.severity);
+    iocd_free((char *)m->sig.domain);
+    iocd_free((char *)m->sig.inhibit_match);
+    for (i = 0; i < m->sig.n_inhibit_equal; i++)
+        iocd_free(m->sig.inhibit_equal[i]);
+    iocd_free((void *)m->sig.inhibit_equal);
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s != NULL ? iocd_strdup(s) : NULL;
+}
+
+static void muted_remove(alert_center *ac, const char *fp)
+{
+    size_t i;
+
+    for (i = 0; i < ac->n_muted; i++)
+        if (strcmp(ac->muted[i].fp, fp) == 0) {
+            muted_fini(&ac->muted[i]);
+            ac->muted[i] = ac->muted[--ac->n_muted];
+            return;
+        }
+}
+
+static void muted_add(alert_center *ac, const char *fp, const alert_signal *sig)
+{
+    muted m;
+    char **eq = NULL;
+    size_t i;
+
+    muted_remove(ac, fp);
+    if (ac->n_muted >= MUTED_MAX)
+        return;
+    if (ac->n_muted == ac->cap_muted) {
+        size_t cap = ac->cap_muted != 0 ? ac->cap_muted * 2 : 64;
+        muted *g = iocd_realloc(ac->muted, cap * sizeof(*g));
+        if (g == NULL)
+            return;
+        ac->muted = g;
+        ac->cap_muted = cap;
+    }
+    memset(&m, 0, sizeof(m));
+    memcpy(m.fp, fp, sizeof(m.fp));
+    m.sig = *sig;
+    m.labels = iocd_malloc(sig->labels_len + 1);
+    if (m.labels != NULL && sig->labels_len > 0)
+        memcpy(m.labels, sig->labels, sig->labels_len);
+    m.sig.labels = m.labels;
+    m.sig.rule = dup_or_null(sig->rule);
+    m.sig.summary = dup_or_null(sig->summary);
+    m.sig.description = dup_or_null(sig->description);
+    m.sig.runbook = dup_or_null(sig->runbook);
+    m.sig.severity = dup_or_null(sig->severity);
+    m.sig.domain = dup_or_null(sig->domain);
+    m.sig.inhibit_match = dup_or_null(sig->inhibit_match);
+    if (sig->n_inhibit_equal > 0) {
+        eq = iocd_calloc(sig->n_inhibit_equal, sizeof(*eq));
+        for (i = 0; eq != NULL && i < sig->n_inhibit_equal; i++)
+            eq[i] = iocd_strdup(sig->inhibit_equal[i]);
+    }
+    m.sig.inhibit_equal = eq;
+    m.sig.n_inhibit_equal = eq != NULL ? sig->n_inhibit_equal : 0;
+    if (m.labels == NULL || m.sig.rule == NULL) {
+        muted_fini(&m);
+        return;
+    }
+    ac->muted[ac->n_muted++] = m;
+}
+
 /* ---- Rule signals ------------------------------------------------------------------------- */
 
+static void signal_locked(alert_center *ac, const alert_signal *sig, int64_t now_ms);
+
 void alert_center_signal(alert_center *ac, const alert_signal *sig)
+{
+    pthread_mutex_lock(&ac->mu);
+    signal_locked(ac, sig, iocd_now_ms());
+    pthread_mutex_unlock(&ac->mu);
+}
+
+/* Caller holds ac->mu. */
+static void signal_locked(alert_center *ac, const alert_signal *sig, int64_t now_ms)
 {
     char fp[17];
     uint64_t h;
@@ -1060,8 +1166,9 @@ void alert_center_signal(alert_center *ac, const alert_signal *sig)
     h = fnv("\xff", 1, h);
     h = fnv(sig->labels, sig->labels_len, h);
     snprintf(fp, sizeof(fp), "%016llx", (unsigned long long)h);
-    pthread_mutex_lock(&ac->mu);
     in = find_fp(ac, fp);
+    if (ac->n_muted > 0)
+        muted_remove(ac, fp); /* resolved, or firing again: decided afresh below */
     if (!sig->firing) {
         if (in != NULL && in->state != INC_RESOLVED) {
             /* Cleared within the group wait: a blip, and nothing was ever sent about it. */
@@ -1081,11 +1188,14 @@ void alert_center_signal(alert_center *ac, const alert_signal *sig)
         goto out;
     }
     if ((in == NULL || in->state == INC_RESOLVED) &&
-        silences_match(ac->silences, sig->labels, sig->labels_len, iocd_now_ms()))
-        goto out; /* silenced: no incident, nothing sent */
+        silences_match(ac->silences, sig->labels, sig->labels_len, now_ms)) {
+        muted_add(ac, fp, sig); /* checked again when the silence ends */
+        goto out;               /* silenced: no incident, nothing sent */
+    }
     if (in == NULL || in->state == INC_RESOLVED) {
         const incident *src = inhibited_by(ac, sig->labels, sig->labels_len);
         if (src != NULL) {
+            muted_add(ac, fp, sig);
             iocd_metric_add(ac->m_inhibited, 1);
             log_debug("alerts", "alert inhibited", "rule=%s by=%llu", sig->rule,
                       (unsigned long long)src->id);
@@ -1156,10 +1266,29 @@ void alert_center_signal(alert_center *ac, const alert_signal *sig)
     iocd_metric_add(ac->m_opened, 1);
     iocd_metric_add(ac->m_open, 1);
 out:
-    pthread_mutex_unlock(&ac->mu);
     if (err != IOCD_OK)
         log_error("alerts", "incident change not saved", "rule=%s err=%s", sig->rule,
                   iocd_strerror(err));
+}
+
+/* Muted alerts that nothing holds back any more open their incidents now. Caller holds mu. */
+static void unmute(alert_center *ac, int64_t now_ms)
+{
+    size_t i = 0;
+
+    while (i < ac->n_muted) {
+        muted m = ac->muted[i];
+        if (silences_hold(ac->silences, m.sig.labels, m.sig.labels_len, now_ms) ||
+            inhibited_by(ac, m.sig.labels, m.sig.labels_len) != NULL) {
+            i++;
+            continue;
+        }
+        ac->muted[i] = ac->muted[--ac->n_muted]; /* slot i now holds another: check it next */
+        m.sig.t_ms = now_ms;                     /* it becomes news now */
+        log_info("alerts", "alert no longer silenced or inhibited", "rule=%s", m.sig.rule);
+        signal_locked(ac, &m.sig, now_ms);
+        muted_fini(&m);
+    }
 }
 
 /* ---- Timed noise control ------------------------------------------------------------------ */
@@ -1175,6 +1304,8 @@ void alert_center_tick(alert_center *ac, int64_t now_ms)
     iocd_err err = IOCD_OK;
 
     pthread_mutex_lock(&ac->mu);
+    if (ac->n_muted > 0)
+        unmute(ac, now_ms);
     for (i = 0; i < ac->n && err == IOCD_OK; i++) {
         incident *in = ac->inc[i];
         const alert_route *route;
@@ -1702,6 +1833,9 @@ void alert_center_close(alert_center *ac)
     }
     iocd_free(ac->routes);
     iocd_free(ac->route_sel);
+    for (i = 0; i < ac->n_muted; i++)
+        muted_fini(&ac->muted[i]);
+    iocd_free(ac->muted);
     iocd_buf_fini(&ac->scratch);
     iocd_buf_fini(&ac->scratch2);
     iocd_buf_fini(&ac->scratch3);

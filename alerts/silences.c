@@ -203,6 +203,18 @@ static bool in_force(const alert_silences *ss, const silence *s, int64_t t_ms)
            (((s->days >> ((wd + 6) % 7)) & 1) && m < s->to_min);
 }
 
+bool silences_hold(alert_silences *ss, const char *labels, size_t len, int64_t t_ms)
+{
+    bool hit = false;
+    size_t i;
+
+    pthread_mutex_lock(&ss->mu);
+    for (i = 0; i < ss->n && !hit; i++)
+        hit = in_force(ss, &ss->s[i], t_ms) && matches(&ss->s[i], labels, len);
+    pthread_mutex_unlock(&ss->mu);
+    return hit;
+}
+
 bool silences_match(alert_silences *ss, const char *labels, size_t len, int64_t t_ms)
 {
     bool hit = false;

@@ -6,6 +6,7 @@
 #include "tests/unit/harness.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "alerts/alerts_int.h"
@@ -255,4 +256,52 @@ TEST(a_recurring_silence_mutes_only_within_its_window_on_its_days_in_local_time)
     ASSERT_FALSE(silences_match(ss, labels, sizeof(labels) - 1, monday + 12 * 3600000));
     iocd_buf_fini(&b);
     silences_close(ss);
+}
+
+/* ---- Alerts held back by a silence are not forgotten when it ends --------------------------- */
+
+static size_t incident_count(alert_center *ac, iocd_buf *b)
+{
+    alert_filter f;
+    const char *p;
+
+    memset(&f, 0, sizeof(f));
+    iocd_buf_reset(b);
+    if (alert_incidents_list(ac, &f, b) != IOCD_OK)
+        test_fail_at(__FILE__, __LINE__, "list");
+    p = strstr(b->data, "\"total\":");
+    return p != NULL ? (size_t)strtoull(p + 8, NULL, 10) : 0;
+}
+
+TEST(an_alert_still_firing_when_its_silence_ends_opens_its_incident_then)
+{
+    alert_config cfg;
+    alert_center *ac;
+    char ev[512], why[256];
+    int64_t now = iocd_now_ms();
+    iocd_buf b;
+
+    memset(&cfg, 0, sizeof(cfg));
+    ac = open_center(&cfg);
+    iocd_buf_init(&b, 0);
+    ASSERT_OK(alert_silence_add(ac, "{ward=\"tan_lap\"}", 0, now + 60000, "Lan", "maintenance", &b,
+                                why, sizeof(why)));
+    lamp(ac, "tan_lap", true, now);
+    lamp(ac, "phu_xa", true, now); /* not silenced */
+    ASSERT_EQ(incident_count(ac, &b), 1);
+    alert_center_tick(ac, now + 30000); /* still silenced */
+    ASSERT_EQ(incident_count(ac, &b), 1);
+    alert_center_tick(ac, now + 60000); /* the silence is over and the lamp is still off */
+    ASSERT_EQ(incident_count(ac, &b), 2);
+    ASSERT_STR_EQ(events(ac, 2, ev, sizeof(ev), &b), "firing");
+    ASSERT_STR_CONTAINS(b.data, "\"ward\":\"tan_lap\"");
+    /* One that clears while silenced is forgotten. */
+    ASSERT_OK(alert_silence_add(ac, "{ward=\"gia_sang\"}", 0, now + 60000, "Lan", "x", &b, why,
+                                sizeof(why)));
+    lamp(ac, "gia_sang", true, now);
+    lamp(ac, "gia_sang", false, now + 1000);
+    alert_center_tick(ac, now + 61000);
+    ASSERT_EQ(incident_count(ac, &b), 2);
+    iocd_buf_fini(&b);
+    alert_center_close(ac);
 }
