@@ -127,4 +127,33 @@ iocd_err devices_parse_csv(const char *text, size_t len, const device_sink *sink
 iocd_err devices_parse_json(const char *text, size_t len, const device_sink *sink, char *errbuf,
                             size_t errlen);
 
+/* ---- Alerts from other systems (alerts/external.c) ----------------------------------------- */
+
+/* One alert of a POST /api/v2/alerts body that passed the checks: labels (at least one, with
+ * an alertname) and annotations as "name\0value\0" sorted by name, names valid, values
+ * within their caps, startsAt not after endsAt. Borrowed for the call. */
+typedef struct external_alert {
+    size_t index; /* in the body, from 1 */
+    const char *rule;
+    const char *labels, *annotations;
+    size_t labels_len, annotations_len;
+    const char *generator_url;  /* "" when none */
+    int64_t starts_ms, ends_ms; /* 0: not given (absent, null or Go's zero time) */
+} external_alert;
+
+typedef struct external_sink {
+    iocd_err (*alert)(void *ud, const external_alert *a); /* an error stops the parse */
+    void (*reject)(void *ud, size_t index, const char *reason);
+    void *ud;
+} external_sink;
+
+/* Parses a body, calling the sink for each alert in order. Errors: IOCD_EPARSE (not a JSON
+ * array; errbuf says where), IOCD_ETOOBIG (over ALERT_AM_BATCH_MAX alerts or too many
+ * values), IOCD_ENOMEM, a sink error. */
+iocd_err external_parse(const char *text, size_t len, const external_sink *sink, char *errbuf,
+                        size_t errlen);
+/* Resolves every alert of ac's table whose endsAt is at or before now_ms (the sweeper calls
+ * it each second with iocd_now_ms()); returns how many. */
+size_t external_sweep(alert_center *ac, int64_t now_ms);
+
 #endif
