@@ -136,5 +136,7 @@ void api_query_stop(api_server *srv);
 iocd_err api_rules_register(api_server *srv);     /* api/rules.c */
 iocd_err api_incidents_register(api_server *srv); /* api/incidents.c */
 iocd_err api_console_register(api_server *srv);   /* api/console.c: the web console at / */
+/* api/alertmanager.c: Alertmanager's API v2 (alerts, silences, status) */
+iocd_err api_alertmanager_register(api_server *srv);
 
 #endif

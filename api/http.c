@@ -382,6 +382,8 @@ iocd_err api_start(const col_config *cfg, api_server **out, char *errbuf, size_t
     if (err == IOCD_OK)
         err = api_incidents_register(srv);
     if (err == IOCD_OK)
+        err = api_alertmanager_register(srv);
+    if (err == IOCD_OK)
         err = api_console_register(srv);
     if (err != IOCD_OK) {
         snprintf(errbuf, errlen, "http: %s", iocd_strerror(err));

@@ -259,6 +259,12 @@ int cmd_serve(int argc, char **argv)
             goto out;
         }
     }
+    /* Alerts posted as to an Alertmanager (POST /api/v2/alerts), their table and sweeper. */
+    err = alert_am_start(d.alerts, st, errbuf, sizeof(errbuf));
+    if (err != IOCD_OK) {
+        log_error("serve", "cannot start", "err=%s", errbuf);
+        goto out;
+    }
     if (kafka != NULL && d.cfg.incident_commands_topic[0] != '\0') {
         alert_kafka_mock_topic(kafka, d.cfg.incident_commands_topic, 1);
         err = alert_commands_start(d.alerts, st, alert_kafka_bootstrap(kafka), props,
@@ -325,6 +331,7 @@ out:
         store_set_listener(st, NULL, NULL);
     rule_engine_free(d.rules);
     alert_commands_stop(commands); /* before the incidents it acts on */
+    alert_am_stop(d.alerts);       /* its sweeper signals the center */
     alert_center_close(d.alerts);  /* undelivered events stay in the outbox */
     if (kafka != NULL) {
         alert_kafka_close(kafka, 2000);
