@@ -208,6 +208,7 @@ int cmd_serve(int argc, char **argv)
     scfg.sync_window_ms = d.cfg.sync_window_ms;
     scfg.retention_ms = d.cfg.retention_ms;
     scfg.rollup_retention_ms = d.cfg.rollup_retention_ms;
+    scfg.compact_at_stop_max = (uint64_t)d.cfg.compact_at_stop_max;
     scfg.chunk_ms = d.cfg.chunk_ms;
     scfg.ooo_window_ms = d.cfg.ooo_window_ms;
     scfg.labels_max = (size_t)d.cfg.labels_max;

@@ -65,6 +65,7 @@ typedef struct col_config {
     int64_t sync_window_ms;        /* --sync: 0 = fsync every group commit */
     int64_t retention_ms;          /* --retention */
     int64_t rollup_retention_ms;   /* --rollup-retention */
+    int64_t compact_at_stop_max;   /* --compact-at-stop (bytes) */
     int64_t chunk_ms;              /* --chunk: period of a sealed block */
     int64_t ooo_window_ms;         /* --ooo-window */
     int64_t labels_max;            /* --max-labels, per series, name included */

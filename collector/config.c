@@ -89,6 +89,10 @@ static const opt options[] = {
     { "chunk", OPT_DURATION, F(chunk_ms), "DURATION", "15m",
       "Time span of a sealed block. Longer compresses better; shorter keeps less in memory "
       "(samples wait in memory until their span is sealed)." },
+    { "compact-at-stop", OPT_SIZE, F(compact_at_stop_max), "SIZE", "1GiB",
+      "At a graceful stop, rewrite the data file without its free pages (those the write-ahead "
+      "log and retention leave) when it is at most this big and a fifth or more is free; 0 "
+      "never. Larger stores: iocd backup makes a compacted copy." },
     { "ooo-window", OPT_DURATION, F(ooo_window_ms), "DURATION", "1h",
       "Samples up to this far behind their series' newest sample are accepted and merged; "
       "older ones are refused as out of order." },

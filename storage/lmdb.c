@@ -862,6 +862,82 @@ void store_db_close(store_db *db)
     iocd_free(db);
 }
 
+/* Pages in use and free pages of the file (free: left by deleted WAL records and blocks). */
+static int page_counts(store_db *db, uint64_t *used, uint64_t *free_pages, size_t *psize)
+{
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_envinfo info;
+    MDB_stat st;
+    MDB_val k, v;
+    int rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
+
+    *free_pages = 0;
+    if (rc == 0)
+        rc = mdb_env_info(db->env, &info);
+    if (rc == 0)
+        rc = mdb_env_stat(db->env, &st);
+    if (rc == 0)
+        rc = mdb_cursor_open(txn, 0, &cur); /* dbi 0: LMDB's list of free pages */
+    while (rc == 0 && (rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) == 0)
+        if (v.mv_size >= sizeof(size_t))
+            *free_pages += *(const size_t *)v.mv_data; /* each record: a count, then pages */
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    if (rc == 0) {
+        *used = (uint64_t)info.me_last_pgno + 1;
+        *psize = st.ms_psize;
+    }
+    return rc;
+}
+
+void store_db_close_compacting(store_db *db, const char *dir, uint64_t max_bytes)
+{
+    uint64_t used = 0, free_pages = 0;
+    size_t psize = 4096;
+    char path[4200], tmp[4220];
+    int64_t t0 = iocd_mono_ns();
+    int rc, fd;
+
+    if (db == NULL)
+        return;
+    if (max_bytes == 0 || page_counts(db, &used, &free_pages, &psize) != 0 ||
+        used * psize > max_bytes || free_pages * 5 < used) { /* under a fifth free: keep it */
+        store_db_close(db);
+        return;
+    }
+    snprintf(path, sizeof(path), "%s/iocd.mdb", dir);
+    snprintf(tmp, sizeof(tmp), "%s/iocd.mdb.compacting", dir);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    rc = fd < 0 ? errno : mdb_env_copyfd2(db->env, fd, MDB_CP_COMPACT);
+    if (rc == 0 && fsync(fd) != 0)
+        rc = errno;
+    if (fd >= 0)
+        close(fd);
+    store_db_close(db); /* nothing writes it any more: the copy is the whole store */
+    if (rc == 0 && rename(tmp, path) != 0)
+        rc = errno;
+    if (rc == 0) {
+        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            (void)fsync(dfd); /* the rename itself is durable */
+            close(dfd);
+        }
+        log_info(
+            "store", "data file compacted at stop", "dir=%s before_mb=%.1f after_mb=%.1f ms=%.0f",
+            dir, (double)(used * psize) / 1048576.0,
+            (double)((used - free_pages) * psize) / 1048576.0, (double)(iocd_mono_ns() - t0) / 1e6);
+    } else {
+        unlink(tmp);
+        log_warn("store", "compaction at stop failed; the data file is unchanged", "dir=%s err=%s",
+                 dir, mdb_strerror(rc));
+    }
+}
+
 /* ---- Tools: backup and check -------------------------------------------------------------- */
 
 /* Opens an existing data file read-only, alongside a daemon that may be writing it. */

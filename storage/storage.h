@@ -16,12 +16,14 @@ typedef struct store_config {
     size_t labels_max;      /* per series, __name__ included; 0 = 64 */
     size_t label_len_max;   /* name or value bytes; 0 = 4096 */
     uint64_t series_max;    /* total series; 0 = 5,000,000 */
-    uint64_t new_series_per_min; /* churn guard; 0 = 1,000,000 */
-    int64_t ooo_window_ms;       /* out-of-order acceptance behind a series' newest; 0 = 1 h */
-    int64_t chunk_ms;            /* period of one sealed block; 0 = 15 min */
-    int64_t rollup_retention_ms; /* 5 m and 1 h rollups are kept this long; 0 = 2 years */
-    int64_t seal_grace_ms;       /* a period is sealed once the newest sample is this far past
-                                  * its end; 0 = 2 min */
+    uint64_t new_series_per_min;  /* churn guard; 0 = 1,000,000 */
+    int64_t ooo_window_ms;        /* out-of-order acceptance behind a series' newest; 0 = 1 h */
+    int64_t chunk_ms;             /* period of one sealed block; 0 = 15 min */
+    int64_t rollup_retention_ms;  /* 5 m and 1 h rollups are kept this long; 0 = 2 years */
+    int64_t seal_grace_ms;        /* a period is sealed once the newest sample is this far past
+                                   * its end; 0 = 2 min */
+    uint64_t compact_at_stop_max; /* at close, compact a file of at most this many bytes when
+                                   * a fifth or more of it is free pages; 0 = never */
 } store_config;
 
 /* ---- Writing --------------------------------------------------------------------------- */

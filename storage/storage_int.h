@@ -190,6 +190,12 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
                          size_t n_blocks, int64_t wal_before, int64_t drop_before,
                          int64_t drop_rollups_before);
 
+/* Closes db; first, when the file is at most max_bytes and at least a fifth of it is free
+ * pages (left by the WAL and by retention), replaces it with a compacted copy (written,
+ * synced, then renamed over it: a crash keeps the old file). max_bytes 0: never. Call only
+ * once nothing else uses db. */
+void store_db_close_compacting(store_db *db, const char *dir, uint64_t max_bytes);
+
 /* Deletes series from the index, the reverse index and the postings, in one transaction.
  * Their samples in blocks become unreachable and leave the file with retention. */
 iocd_err store_db_delete_series(store_db *db, const store_db_series *series, size_t n);

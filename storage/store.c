@@ -562,7 +562,8 @@ void store_close(store *st)
         iocd_err err = store_db_sync(st->db);
         if (err != IOCD_OK)
             log_error("store", "final sync failed", "dir=%s err=%s", st->dir, iocd_strerror(err));
-        store_db_close(st->db);
+        store_db_close_compacting(st->db, st->dir,
+                                  err == IOCD_OK ? st->cfg.compact_at_stop_max : 0);
     }
     store_lock_release(st->lock);
     for (i = 0; i < st->by_id_cap; i++) {

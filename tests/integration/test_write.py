@@ -345,6 +345,34 @@ def test_disk_full_answers_503_keeps_data_and_recovers():
         eq(d.stop(), 0, "exit code")
 
 
+def test_graceful_stop_compacts_the_free_pages_the_wal_leaves():
+    """Sealing deletes WAL records, leaving free pages in the data file; a graceful stop
+    rewrites the file without them when they are a fifth or more of it, and every sample is
+    there afterwards. With --compact-at-stop 0 the file keeps them."""
+    start = NOW_MS - 50 * 60 * 1000
+    lines = ["water,ward=w%d,device=ws-%d pressure_bar=%.3f %d" % (i % 4, i, 2 + (k % 97) / 1000,
+                                                                 start + k * 10000)
+             for k in range(300) for i in range(100)]
+    sizes = {}
+    for flag in ("1GiB", "0"):
+        with Daemon("--chunk", "5m", "--compact-at-stop", flag) as d:
+            d.start()
+            for k in range(0, len(lines), 5000):
+                eq(d.post("/write?precision=ms", "\n".join(lines[k:k + 5000]).encode()).status,
+                   204, "write")
+            eq(d.stop(), 0, "graceful stop")
+            path = os.path.join(d.data_dir, "iocd.mdb")
+            sizes[flag] = os.path.getsize(path)
+            compacted = d.find_log(r"data file compacted at stop") is not None
+            eq(compacted, flag != "0", "compacted at stop with --compact-at-stop %s" % flag)
+            d.start()
+            got = export(d, "water_pressure_bar")
+            eq((len(got), sum(len(v) for v in got.values())), (100, 30000),
+               "every series and sample after the restart")
+    check(sizes["1GiB"] < sizes["0"] * 0.8,
+          "compacted file %d bytes vs %d without" % (sizes["1GiB"], sizes["0"]))
+
+
 def test_delete_series_needs_admin_and_survives_restart():
     config = """return { tokens = {
       { name = "gw", token = "write-0123456789abcdef", role = "write" },
