@@ -1090,16 +1090,16 @@ def notes_for(results, systems, size):
         out.append("Prometheus' bytes are its data dir after the stop: the WAL (%s B/sample) and "
                    "the memory-mapped head chunks, since an hour of data is never compacted "
                    "into a block (that needs 3 h); the same data as a block (an admin-API "
-                   "snapshot taken before the stop) takes %s B/sample%s." % (
-                       cell(wal, "bytes"), cell(blk, "bytes"),
+                   "snapshot taken before the stop) takes %s B/sample%s (medians)." % (
+                       fmt(med(wal), "bytes"), fmt(med(blk), "bytes"),
                        " (iocd/Prom %s)" % ratio(med([r["bytes_per_sample"] for r in
                                                       results[(size, "iocd")]]), med(blk))
                        if "iocd" in systems else ""))
     if "victoria-metrics" in systems:
         rs = results[(size, "victoria-metrics")]
         out.append("VictoriaMetrics' bytes leave out the caches it writes to cache/ when it "
-                   "stops (%s B/sample more)." % cell(
-                       [r["vm_cache_bytes"] / r["samples"] for r in rs], "bytes"))
+                   "stops (%s B/sample more, median)." % fmt(
+                       med([r["vm_cache_bytes"] / r["samples"] for r in rs]), "bytes"))
     if "influxdb" in systems:
         out.append("InfluxDB answers InfluxQL (the queries are in \"Settings\"); its series and "
                    "label answers count devices and measurements' tag values.")
@@ -1123,8 +1123,8 @@ def behind(results, systems, size):
                 continue
             b = med(vals[p])
             worse = a < b if higher else a > b
-            if worse and b:
-                f = b / a if higher else a / b
+            f = (b / a if higher else a / b) if a and b else 0
+            if worse and f >= 1.01:
                 out.append("- %s: iocd %s vs %s %s (%.2f× %s)" % (
                     label, fmt(a, kind), ALL[p].label, fmt(b, kind), f,
                     "slower" if kind in ("rate", "ms") else "more"))
