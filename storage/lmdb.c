@@ -251,8 +251,8 @@ static bool out_of_space(store_db *db)
 
 iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_series, uint64_t seq,
                          const store_db_wal *wal, size_t n_wal, const store_db_block *blocks,
-                         size_t n_blocks, int64_t wal_before, int64_t drop_before,
-                         int64_t drop_rollups_before)
+                         size_t n_blocks, int64_t wal_before, uint64_t wal_seq_max,
+                         int64_t drop_before, int64_t drop_rollups_before)
 {
     MDB_txn *txn = NULL;
     MDB_cursor *cur = NULL;
@@ -344,9 +344,21 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
         if (before == INT64_MIN)
             continue;
         rc = mdb_cursor_open(txn, dbi, &cur);
-        while (rc == 0 && (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0 && k.mv_size >= 8 &&
-               get_be_time(k.mv_data) < before)
-            rc = mdb_cursor_del(cur, 0);
+        if (rc == 0 && i == 0) {
+            /* WAL records of sealed periods, up to wal_seq_max: later ones may hold samples
+             * that reached their heads after the seal passed them, so they stay. */
+            MDB_cursor_op op = MDB_FIRST;
+            while (rc == 0 && (rc = mdb_cursor_get(cur, &k, &v, op)) == 0 && k.mv_size >= 16 &&
+                   get_be_time(k.mv_data) < before) {
+                op = MDB_NEXT; /* after a delete, MDB_NEXT returns the record that followed */
+                if (get_be64((const uint8_t *)k.mv_data + 8) <= wal_seq_max)
+                    rc = mdb_cursor_del(cur, 0);
+            }
+        } else {
+            while (rc == 0 && (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0 &&
+                   k.mv_size >= 8 && get_be_time(k.mv_data) < before)
+                rc = mdb_cursor_del(cur, 0);
+        }
         if (rc == MDB_NOTFOUND)
             rc = 0;
         mdb_cursor_close(cur);

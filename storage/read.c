@@ -147,6 +147,37 @@ static size_t sort_dedupe(iocd_sample *s, size_t n)
     return k;
 }
 
+iocd_err store_series_samples(const store_series *s, iocd_sample **out, size_t *n_out)
+{
+    iocd_sample *head = NULL, *all;
+    size_t n = 0, i = 0, j = 0, k = 0;
+    iocd_err err = store_head_decode(&s->head, &head, &n);
+
+    if (err != IOCD_OK || s->n_sealing == 0) {
+        *out = head;
+        *n_out = n;
+        return err;
+    }
+    all = iocd_malloc((n + s->n_sealing) * sizeof(*all));
+    if (all == NULL) {
+        iocd_free(head);
+        return IOCD_ENOMEM;
+    }
+    while (i < n || j < s->n_sealing) {
+        if (j == s->n_sealing || (i < n && head[i].t_ms <= s->sealing[j].t_ms)) {
+            if (j < s->n_sealing && head[i].t_ms == s->sealing[j].t_ms)
+                j++; /* a later write of the same timestamp */
+            all[k++] = head[i++];
+        } else {
+            all[k++] = s->sealing[j++];
+        }
+    }
+    iocd_free(head);
+    *out = all;
+    *n_out = k;
+    return IOCD_OK;
+}
+
 iocd_err store_read(store *st, uint64_t id, int64_t start_ms, int64_t end_ms, iocd_sample **out,
                     size_t *n_out)
 {
@@ -167,7 +198,7 @@ iocd_err store_read(store *st, uint64_t id, int64_t start_ms, int64_t end_ms, io
     if (s != NULL) {
         iocd_sample *all = NULL;
         size_t n_all = 0;
-        if (store_head_decode(&s->head, &all, &n_all) == IOCD_OK) {
+        if (store_series_samples(s, &all, &n_all) == IOCD_OK) {
             while (lo < n_all && all[lo].t_ms < start_ms)
                 lo++;
             hi = lo;
@@ -266,9 +297,9 @@ iocd_err store_read_many(store *st, const uint64_t *ids, size_t n, int64_t start
             r[j].end_ms = end_ms;
             head[j] = NULL;
             n_head[j] = 0;
-            if (s == NULL || (s->head.n == 0 && s->head.n_ooo == 0))
+            if (s == NULL || (s->head.n == 0 && s->head.n_ooo == 0 && s->n_sealing == 0))
                 continue;
-            if (store_head_decode(&s->head, &all, &n_all) != IOCD_OK) {
+            if (store_series_samples(s, &all, &n_all) != IOCD_OK) {
                 err = IOCD_ENOMEM;
                 continue;
             }

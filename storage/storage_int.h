@@ -181,14 +181,14 @@ typedef struct store_db_block {
 
 /* One group commit, in one write transaction: the new series (index, reverse index,
  * postings) and the WAL records (sequence seq). When blocks are given (a seal), they are
- * stored (each after any block already under its period and group) and every WAL record of
- * a period before wal_before is deleted; blocks of periods before drop_before are deleted
- * (retention), and rollups of periods before drop_rollups_before. Errors: IOCD_ENOSPC,
- * IOCD_EIO. */
+ * stored (each after any block already under its period and group); every WAL record of a
+ * period before wal_before with a sequence up to wal_seq_max is deleted; blocks of periods
+ * before drop_before are deleted (retention), and rollups of periods before
+ * drop_rollups_before. Errors: IOCD_ENOSPC, IOCD_EIO. */
 iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_series, uint64_t seq,
                          const store_db_wal *wal, size_t n_wal, const store_db_block *blocks,
-                         size_t n_blocks, int64_t wal_before, int64_t drop_before,
-                         int64_t drop_rollups_before);
+                         size_t n_blocks, int64_t wal_before, uint64_t wal_seq_max,
+                         int64_t drop_before, int64_t drop_rollups_before);
 
 /* Closes db; first, when the file is at most max_bytes and at least a fifth of it is free
  * pages (left by the WAL and by retention), replaces it with a compacted copy (written,
@@ -274,7 +274,15 @@ typedef struct store_series {
     bool persisted;
     bool deleted; /* out of the table and the index; kept until close (see the invariant) */
     store_head head;
+    /* Samples a seal has taken from the head and whose commit is not done yet: readers still
+     * see them (st->mu), so a query never misses data during a seal. */
+    iocd_sample *sealing;
+    size_t n_sealing;
 } store_series;
+
+/* The head's samples merged with those being sealed, ascending, a head sample winning a tie.
+ * Call with st->mu held; the caller frees *out. Errors: IOCD_ENOMEM. */
+iocd_err store_series_samples(const store_series *s, iocd_sample **out, size_t *n_out);
 
 typedef struct pending {
     store_done_fn done;
@@ -323,6 +331,11 @@ struct store {
     int64_t sealed_before; /* periods before this are sealed (st->mu) */
     uint64_t n_late;       /* head samples in sealed periods, awaiting a patch block (st->mu) */
     int64_t last_late_seal_ns;
+    /* A seal in progress (writer thread only): it takes SEAL_SLICES_PER_COMMIT slices of
+     * series per group commit, so no commit waits on a whole seal. */
+    int64_t seal_target;  /* its boundary, or INT64_MIN: none */
+    size_t seal_from;     /* the next series id to take */
+    uint64_t seal_seq;    /* the WAL sequence when it began: later records stay */
     uint64_t wal_unknown; /* recovery: WAL entries of series no longer in the index */
     iocd_buf wal_scratch; /* recovery: one decompressed WAL record */
 

@@ -503,6 +503,7 @@ iocd_err store_open(const char *dir, const store_config *cfg, store **out, char 
         st->cfg.rollup_retention_ms = DEFAULT_ROLLUP_RET_MS;
     st->watermark = INT64_MIN;
     st->sealed_before = INT64_MIN;
+    st->seal_target = INT64_MIN;
     pthread_mutex_init(&st->mu, NULL);
     pthread_mutex_init(&st->commit_mu, NULL);
     pthread_cond_init(&st->wake, NULL);
@@ -571,6 +572,7 @@ void store_close(store *st)
         if (s != NULL) {
             iocd_free(s->key);
             store_head_free(&s->head);
+            iocd_free(s->sealing);
             iocd_free(s);
         }
     }
@@ -609,6 +611,9 @@ iocd_err store_delete_series(store *st, const uint64_t *ids, size_t n)
             continue;
         s->deleted = true;
         store_head_free(&s->head);
+        iocd_free(s->sealing);
+        s->sealing = NULL;
+        s->n_sealing = 0;
         st->n_series--;
         ser[k++] = (store_db_series){ s->id, s->key, s->key_len };
     }

@@ -126,7 +126,8 @@ static void seal_set_fini(seal_set *ss)
 
 /* Moves every head sample before `before` of the series in by_id[from, to) into ss, as runs
  * of one series and one period. Called with st->mu held. */
-static iocd_err take_sealable(store *st, int64_t before, size_t from, size_t to, seal_set *ss)
+static iocd_err take_sealable(store *st, int64_t before, size_t from, size_t to, seal_set *ss,
+                              uint64_t **sealing_ids, size_t *n_sealing_ids, size_t *cap_ids)
 {
     size_t i, k, j;
     iocd_err err = IOCD_OK;
@@ -181,37 +182,39 @@ static iocd_err take_sealable(store *st, int64_t before, size_t from, size_t to,
             r->n = j - start;
         }
         ss->n += k;
-        iocd_free(taken);
+        /* Readers see them until the commit (the series' sealing samples). */
+        if (*n_sealing_ids == *cap_ids) {
+            size_t cap = *cap_ids != 0 ? *cap_ids * 2 : 1024;
+            uint64_t *g = iocd_realloc(*sealing_ids, cap * sizeof(*g));
+            if (g == NULL) {
+                iocd_free(taken);
+                return IOCD_ENOMEM; /* the taken samples are in ss: the seal fails whole */
+            }
+            *sealing_ids = g;
+            *cap_ids = cap;
+        }
+        iocd_free(s->sealing);
+        s->sealing = taken;
+        s->n_sealing = k;
+        (*sealing_ids)[(*n_sealing_ids)++] = s->id;
     }
     return err;
 }
 
-/* Puts a failed seal's samples back into the heads, from the blocks built for it (the
- * sealed samples themselves are not kept: slicing bounds the seal's memory). The WAL still
- * holds them, so this only matters until the next restart. Called with st->mu held. */
-static iocd_err restore_one(void *ud, uint64_t id, const iocd_sample *smp, size_t n)
-{
-    store *st = ud;
-    store_series *s = store_series_get(st, id);
-    size_t j;
-
-    for (j = 0; s != NULL && j < n; j++)
-        if (store_series_put(st, s, smp[j].t_ms, smp[j].v) != IOCD_OK)
-            return IOCD_ENOMEM;
-    return IOCD_OK;
-}
-
-static void restore_sealable(store *st, const store_db_block *blocks, size_t n)
+/* The seal's commit is done (or failed and its samples are back in the heads): readers no
+ * longer need the series' sealing samples. Called with st->mu held. */
+static void drop_sealing(store *st, const uint64_t *ids, size_t n)
 {
     size_t i;
 
-    for (i = 0; i < n; i++)
-        if (codec_block_each(blocks[i].data, blocks[i].len, BLOCK_RAW_MAX, restore_one, st) !=
-            IOCD_OK)
-            log_error("store",
-                      "cannot restore samples after a failed seal; they are in the "
-                      "WAL and return on restart",
-                      NULL);
+    for (i = 0; i < n; i++) {
+        store_series *s = store_series_get(st, ids[i]);
+        if (s != NULL) {
+            iocd_free(s->sealing);
+            s->sealing = NULL;
+            s->n_sealing = 0;
+        }
+    }
 }
 
 static int run_cmp(const void *a, const void *b)
@@ -335,25 +338,36 @@ static iocd_err build_blocks(const seal_set *ss, store_db_block **blocks_io, siz
     return err;
 }
 
-#define SEAL_SLICE 4096 /* series per slice: bounds the seal's memory */
+#define SEAL_SLICE             4096 /* series per slice: bounds the seal's memory */
+#define SEAL_SLICES_PER_COMMIT 2    /* bounds how long one group commit spends sealing */
 
-/* Takes and encodes, slice by slice, every head sample before `before`. */
-static iocd_err seal_slices(store *st, int64_t before, store_db_block **blocks, size_t *n_blocks,
-                            iocd_buf *space, size_t *n_samples)
+/* Takes and encodes, slice by slice from series id *from, every head sample before `before`:
+ * at most max_slices slices (0: all). *from is where the next call goes on; *done is set when
+ * no series is left. */
+static iocd_err seal_slices(store *st, int64_t before, size_t *from_io, size_t max_slices,
+                            bool *done, store_db_block **blocks, size_t *n_blocks, iocd_buf *space,
+                            size_t *n_samples, uint64_t **sealing_ids, size_t *n_sealing_ids)
 {
-    size_t from = 0, cap_blocks = 0, end, i;
+    size_t from = *from_io, cap_blocks = 0, end, i, slices = 0, cap_ids = 0;
     seal_set ss;
     iocd_err err = IOCD_OK;
 
     memset(&ss, 0, sizeof(ss));
+    *done = false;
     for (;;) {
+        if (max_slices > 0 && slices == max_slices)
+            break;
         pthread_mutex_lock(&st->mu);
         end = st->by_id_cap;
         if (from < end)
-            err = take_sealable(st, before, from, from + SEAL_SLICE, &ss);
+            err = take_sealable(st, before, from, from + SEAL_SLICE, &ss, sealing_ids,
+                                n_sealing_ids, &cap_ids);
         pthread_mutex_unlock(&st->mu);
+        if (from >= end)
+            *done = true;
         if (from >= end || err != IOCD_OK)
             break;
+        slices++;
         *n_samples += ss.n;
         if (ss.n_runs > 0)
             err = build_blocks(&ss, blocks, n_blocks, &cap_blocks, space);
@@ -363,15 +377,26 @@ static iocd_err seal_slices(store *st, int64_t before, store_db_block **blocks, 
         ss.n_runs = 0;
         from += SEAL_SLICE;
     }
+    if (err == IOCD_OK && !*done) {
+        pthread_mutex_lock(&st->mu);
+        *done = from >= st->by_id_cap;
+        pthread_mutex_unlock(&st->mu);
+    }
+    *from_io = from;
     seal_set_fini(&ss);
     for (i = 0; i < *n_blocks; i++)
         (*blocks)[i].data = space->data + (uintptr_t)(*blocks)[i].data;
     return err;
 }
 
-/* One group commit. seal_before != INT64_MIN also seals every head sample before it. */
+/* One group commit. seal_before != INT64_MIN also seals head samples before it: all of them
+ * for the final seal (INT64_MAX), else the next slices of the seal in progress; when that
+ * seal has passed every series, the WAL records it covered are deleted. */
 static void group_commit(store *st, pending *batch, int64_t seal_before)
 {
+    size_t seal_next = 0, n_sealing_ids = 0;
+    bool seal_done = false;
+    uint64_t *sealing_ids = NULL;
     store_db_series *ser = NULL;
     store_db_block *blocks = NULL;
     uint64_t *ids = NULL;
@@ -424,15 +449,26 @@ static void group_commit(store *st, pending *batch, int64_t seal_before)
     pthread_mutex_unlock(&st->mu);
     if (n_ids > 0 && ser == NULL)
         err = IOCD_ENOMEM;
+    if (seal_before != INT64_MIN && st->seal_target != seal_before) {
+        /* A new seal: records up to now hold its samples; later ones may hold samples that
+         * reach a head after its slice was taken, so they stay in the WAL. */
+        st->seal_target = seal_before;
+        st->seal_from = 0;
+        st->seal_seq = st->wal_seq;
+    }
+    seal_next = st->seal_from;
     if (err == IOCD_OK && seal_before != INT64_MIN)
-        err = seal_slices(st, seal_before, &blocks, &n_blocks, &space, &n_sealed);
+        err = seal_slices(st, seal_before, &seal_next,
+                          seal_before == INT64_MAX ? 0 : SEAL_SLICES_PER_COMMIT, &seal_done,
+                          &blocks, &n_blocks, &space, &n_sealed, &sealing_ids, &n_sealing_ids);
     if (seal_before != INT64_MIN) {
         drop_before = store_period_of(st, iocd_now_ms() - st->lim.retention_ms);
         drop_rollups_before = store_period_of(st, iocd_now_ms() - st->cfg.rollup_retention_ms);
     }
     if (err == IOCD_OK)
         err = store_db_commit(st->db, ser, n_ser, st->wal_seq + 1, ws.recs, ws.n, blocks, n_blocks,
-                              seal_before, drop_before, drop_rollups_before);
+                              seal_done ? seal_before : INT64_MIN, st->seal_seq, drop_before,
+                              drop_rollups_before);
     if (err == IOCD_OK && st->cfg.sync_window_ms > 0 &&
         iocd_mono_ns() - st->last_sync_ns >= st->cfg.sync_window_ms * 1000000) {
         err = store_db_sync(st->db);
@@ -448,12 +484,26 @@ static void group_commit(store *st, pending *batch, int64_t seal_before)
         }
         iocd_free(ids);
         if (seal_before != INT64_MIN) {
-            if (seal_before > st->sealed_before)
-                st->sealed_before = seal_before;
-            st->n_late = 0;
+            st->seal_from = seal_next;
+            if (seal_done) {
+                if (seal_before > st->sealed_before)
+                    st->sealed_before = seal_before;
+                st->n_late = 0;
+                st->seal_target = INT64_MIN;
+            }
         }
     } else {
-        restore_sealable(st, blocks, n_blocks);
+        /* The seal failed: its samples go back into their heads (the WAL holds them too). */
+        for (i = 0; i < n_sealing_ids; i++) {
+            store_series *s = store_series_get(st, sealing_ids[i]);
+            size_t j;
+            for (j = 0; s != NULL && j < s->n_sealing; j++)
+                if (store_series_put(st, s, s->sealing[j].t_ms, s->sealing[j].v) != IOCD_OK)
+                    log_error("store",
+                              "cannot put back a failed seal's samples; they are in "
+                              "the WAL and return on restart",
+                              NULL);
+        }
         if (ids != NULL) {
             /* Keep them for the next commit, ahead of any created meanwhile (ids ascend). */
             uint64_t *merged = iocd_realloc(ids, (n_ids + st->n_unpersisted) * sizeof(*ids));
@@ -470,6 +520,7 @@ static void group_commit(store *st, pending *batch, int64_t seal_before)
             }
         }
     }
+    drop_sealing(st, sealing_ids, n_sealing_ids);
     pthread_mutex_unlock(&st->mu);
     if (err == IOCD_OK && st->listen != NULL) /* under commit_mu: see store_set_listener */
         for (p = batch; p != NULL; p = p->next)
@@ -500,6 +551,7 @@ static void group_commit(store *st, pending *batch, int64_t seal_before)
                   n_batches);
     }
     iocd_free(blocks);
+    iocd_free(sealing_ids);
     wal_split_fini(&ws);
     iocd_buf_fini(&space);
     iocd_buf_fini(&wal_packed);
@@ -539,7 +591,7 @@ void *store_writer_main(void *arg)
 
     pthread_mutex_lock(&st->mu);
     for (;;) {
-        seal = seal_boundary(st);
+        seal = st->seal_target != INT64_MIN ? st->seal_target : seal_boundary(st);
         if (st->closing && st->queue == NULL && !final_seal_done) {
             /* A graceful stop seals every head sample, so the data dir is compact at rest;
              * a later sample for the same period lands in a patch block. */
