@@ -56,6 +56,7 @@ typedef struct alert_route {
     const char *escalation_topic; /* NULL: the global one */
     int64_t repeat_interval_ms, escalate_after_ms; /* -1: the global setting; 0: never */
     const char *webhook; /* also POST its events here (http:// or https://); NULL: no */
+    int64_t group_wait_ms, flap_window_ms; /* -1: the global setting; 0: off */
 } alert_route;
 
 typedef struct alert_config {

@@ -895,14 +895,33 @@ static iocd_err commit_change(alert_center *ac, incident *in, const char *type, 
     return commit_event(ac, in, type, t_ms, by, note, false, NULL);
 }
 
+/* The group wait and flap window for an incident: its route's, else the global ones (a
+ * negative window: no flap detection). */
+static int64_t group_wait_of(const alert_center *ac, const incident *in)
+{
+    const alert_route *r = route_for(ac, in);
+
+    return r != NULL && r->group_wait_ms >= 0 ? r->group_wait_ms : ac->cfg.group_wait_ms;
+}
+
+static int64_t flap_window_of(const alert_center *ac, const incident *in)
+{
+    const alert_route *r = route_for(ac, in);
+
+    if (r != NULL && r->flap_window_ms >= 0)
+        return r->flap_window_ms > 0 ? r->flap_window_ms : -1;
+    return ac->cfg.flap_window_ms;
+}
+
 /* ---- Flapping -------------------------------------------------------------------------------- */
 
 /* Records a rule-driven state change at t_ms; true when it makes the incident flapping now. */
 static bool flap_note(alert_center *ac, incident *in, int64_t t_ms)
 {
     int k, n = 0;
+    int64_t window = flap_window_of(ac, in);
 
-    if (ac->cfg.flap_window_ms < 0)
+    if (window < 0)
         return false;
     if (in->n_flap == FLAP_MAX) {
         memmove(in->flap_t, in->flap_t + 1, (FLAP_MAX - 1) * sizeof(*in->flap_t));
@@ -910,7 +929,7 @@ static bool flap_note(alert_center *ac, incident *in, int64_t t_ms)
     }
     in->flap_t[in->n_flap++] = t_ms;
     for (k = 0; k < in->n_flap; k++)
-        if (t_ms - in->flap_t[k] <= ac->cfg.flap_window_ms)
+        if (t_ms - in->flap_t[k] <= window)
             n++;
     if (in->flapping || n < ac->cfg.flap_changes)
         return false;
@@ -1041,8 +1060,8 @@ static iocd_err flapping_notice(alert_center *ac, incident *in, int64_t t_ms)
     snprintf(note, sizeof(note),
              "flapping: %d state changes within %llds; its next changes are held until it "
              "stays %s for %llds",
-             ac->cfg.flap_changes, (long long)(ac->cfg.flap_window_ms / 1000),
-             state_names[in->state], (long long)(ac->cfg.flap_window_ms / 1000));
+             ac->cfg.flap_changes, (long long)(flap_window_of(ac, in) / 1000),
+             state_names[in->state], (long long)(flap_window_of(ac, in) / 1000));
     return commit_event(ac, in, "updated", t_ms, "iocd", note, false, NULL);
 }
 
@@ -1247,7 +1266,6 @@ static void signal_locked(alert_center *ac, const alert_signal *sig, int64_t now
     in->value = sig->value;
     in->state = INC_FIRING;
     in->created_ms = in->fired_ms = sig->t_ms;
-    in->first_held = ac->cfg.group_wait_ms > 0;
     if (!missing(device)) {
         in->device = dup_capped(device);
         if (devices_lookup(ac->devices, device, &info) == IOCD_OK)
@@ -1257,6 +1275,7 @@ static void signal_locked(alert_center *ac, const alert_signal *sig, int64_t now
         in->inhibit = dup_capped(sig->inhibit_match);
         in->inhibit_equal = join_names(sig->inhibit_equal, sig->n_inhibit_equal);
     }
+    in->first_held = in->labels != NULL && group_wait_of(ac, in) > 0; /* its route is known */
     if (in->rule == NULL || in->labels == NULL || add_incident(ac, in) != IOCD_OK) {
         incident_free(in);
         err = IOCD_ENOMEM;
@@ -1313,16 +1332,17 @@ void alert_center_tick(alert_center *ac, int64_t now_ms)
         char note[200];
         if (in->state == INC_RESOLVED && !in->flapping)
             continue;
-        if (in->first_held && now_ms - in->fired_ms >= ac->cfg.group_wait_ms) {
+        if (in->first_held && now_ms - in->fired_ms >= group_wait_of(ac, in)) {
             in->first_held = false; /* the group wait is over: now it is news */
             err = commit_event(ac, in, "firing", now_ms, "iocd", in->summary, in->flapping, NULL);
             continue;
         }
         if (in->flapping && in->n_flap > 0 &&
-            now_ms - in->flap_t[in->n_flap - 1] >= ac->cfg.flap_window_ms) {
+            now_ms - in->flap_t[in->n_flap - 1] >=
+                (flap_window_of(ac, in) > 0 ? flap_window_of(ac, in) : 0)) {
             in->flapping = false;
             snprintf(note, sizeof(note), "settled: %s for %llds", state_names[in->state],
-                     (long long)(ac->cfg.flap_window_ms / 1000));
+                     (long long)((now_ms - in->flap_t[in->n_flap - 1]) / 1000));
             err = commit_event(ac, in, "updated", now_ms, "iocd", note, false, NULL);
             continue;
         }

@@ -248,7 +248,9 @@ int cmd_serve(int argc, char **argv)
                                        c->escalation_topic,
                                        c->repeat_interval_ms,
                                        c->escalate_after_ms,
-                                       c->webhook };
+                                       c->webhook,
+                                       c->group_wait_ms,
+                                       c->flap_window_ms };
         }
         acfg.routes = routes;
         acfg.n_routes = routes != NULL ? d.cfg.n_routes : 0;

@@ -33,6 +33,7 @@ typedef struct col_route {
     char *escalation_topic; /* NULL: --escalation-topic */
     int64_t repeat_interval_ms, escalate_after_ms; /* -1: the global setting; 0: never */
     char *webhook;                                 /* NULL: none */
+    int64_t group_wait_ms, flap_window_ms;         /* -1: the global setting; 0: off */
 } col_route;
 
 typedef struct col_kv {

@@ -517,6 +517,7 @@ static iocd_err visit_route(col_config *cfg, const char *const *path, size_t dep
         for (i = cfg->n_routes; i < (size_t)idx; i++) {
             memset(&grown[i], 0, sizeof(grown[i]));
             grown[i].repeat_interval_ms = grown[i].escalate_after_ms = -1;
+            grown[i].group_wait_ms = grown[i].flap_window_ms = -1;
         }
         cfg->routes = grown;
         cfg->n_routes = (size_t)idx;
@@ -528,7 +529,7 @@ static iocd_err visit_route(col_config *cfg, const char *const *path, size_t dep
         set_err(
             errbuf, errlen,
             "key 'routes.%s%s%s': expected string fields match, topic, webhook, escalation_topic, "
-            "repeat_interval, escalate_after",
+            "repeat_interval, escalate_after, group_wait, flap_window",
             path[1], depth > 2 ? "." : "", depth > 2 ? path[2] : "");
         return IOCD_EINVAL;
     }
@@ -543,7 +544,8 @@ static iocd_err visit_route(col_config *cfg, const char *const *path, size_t dep
             return IOCD_ENOMEM;
         iocd_free(*slot);
         *slot = copy;
-    } else if (strcmp(path[2], "repeat_interval") == 0 || strcmp(path[2], "escalate_after") == 0) {
+    } else if (strcmp(path[2], "repeat_interval") == 0 || strcmp(path[2], "escalate_after") == 0 ||
+               strcmp(path[2], "group_wait") == 0 || strcmp(path[2], "flap_window") == 0) {
         int64_t ms;
         if (query_duration_parse(v->str, false, &ms) != IOCD_OK) {
             set_err(errbuf, errlen,
@@ -554,12 +556,16 @@ static iocd_err visit_route(col_config *cfg, const char *const *path, size_t dep
         }
         if (path[2][0] == 'r')
             r->repeat_interval_ms = ms;
-        else
+        else if (path[2][0] == 'e')
             r->escalate_after_ms = ms;
+        else if (path[2][0] == 'g')
+            r->group_wait_ms = ms;
+        else
+            r->flap_window_ms = ms;
     } else {
         set_err(errbuf, errlen,
                 "unknown key 'routes.%s.%s' (expected match, topic, webhook, escalation_topic, "
-                "repeat_interval, escalate_after)",
+                "repeat_interval, escalate_after, group_wait, flap_window)",
                 path[1], path[2]);
         return IOCD_EINVAL;
     }

@@ -305,3 +305,36 @@ TEST(an_alert_still_firing_when_its_silence_ends_opens_its_incident_then)
     iocd_buf_fini(&b);
     alert_center_close(ac);
 }
+
+TEST(a_route_has_its_own_group_wait_and_flap_window)
+{
+    alert_route routes[1];
+    alert_config cfg;
+    alert_center *ac;
+    char ev[512];
+    iocd_buf b;
+
+    memset(routes, 0, sizeof(routes));
+    routes[0] = (alert_route){ "{ward=\"tan_lap\"}", NULL, NULL, -1, -1, NULL, 5000, 0 };
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.routes = routes;
+    cfg.n_routes = 1;
+    cfg.flap_changes = 2;
+    cfg.flap_window_ms = 600000;
+    ac = open_center(&cfg);
+    iocd_buf_init(&b, 0);
+    lamp(ac, "tan_lap", true, 0); /* its route waits 5 s and never marks flapping */
+    lamp(ac, "phu_xa", true, 0);  /* the global settings: no wait, flapping after 2 changes */
+    ASSERT_STR_EQ(events(ac, 1, ev, sizeof(ev), &b), "firing*");
+    ASSERT_STR_EQ(events(ac, 2, ev, sizeof(ev), &b), "firing");
+    alert_center_tick(ac, 5000);
+    ASSERT_STR_EQ(events(ac, 1, ev, sizeof(ev), &b), "firing* firing");
+    lamp(ac, "tan_lap", false, 6000);
+    lamp(ac, "tan_lap", true, 7000);
+    lamp(ac, "phu_xa", false, 6000);
+    lamp(ac, "phu_xa", true, 7000);
+    ASSERT_STR_EQ(events(ac, 1, ev, sizeof(ev), &b), "firing* firing resolved reopened");
+    ASSERT_STR_EQ(events(ac, 2, ev, sizeof(ev), &b), "firing resolved reopened* updated");
+    iocd_buf_fini(&b);
+    alert_center_close(ac);
+}
