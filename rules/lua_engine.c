@@ -1061,6 +1061,10 @@ static void absent_seen(rule_engine *e, series_state *s, uint32_t ri, int64_t t_
     iocd_buf g;
     instance *in;
 
+    /* Seen when it arrives: a gateway that backfills an hour after an outage, or a replay of
+     * old samples, is a series speaking now, not one silent for an hour. */
+    if (e->now_ms > t_ms)
+        t_ms = e->now_ms;
     iocd_buf_init(&g, 0);
     if (group_labels(r, s->labels, s->labels_len, &g) == IOCD_OK) {
         in = instance_get(e, ri, g.data != NULL ? g.data : "", g.len, true);

@@ -71,5 +71,28 @@ def test_backfill_gives_charts_an_hour_of_history():
             sim.communicate(timeout=20)
 
 
+def test_a_backfill_is_not_mistaken_for_silent_devices():
+    """Absence rules measure silence by arrival: the backfilled hour (a point every 30 s, its
+    newest a minute old) must not open a "camera silent" incident for every camera."""
+    with Daemon("--rules", EXAMPLES) as d:
+        d.start()
+        d.wait_log(r"rules loaded")
+        sim = subprocess.Popen([IOCD, "simulate", "--url", "http://" + d.http_addr,
+                                "--devices", "2000", "--backfill", "1h", "--interval", "10s"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            # The first fault (a rising drain) comes 3 s after the live feed starts.
+            wait_for(lambda: [i for i in d.get("/api/v1/incidents").json()["data"]["incidents"]
+                              if i["rule"].startswith("drain")], timeout=60,
+                     what="the first fault's incident")
+            silent = [i["rule"] for i in
+                      d.get("/api/v1/incidents?limit=1000").json()["data"]["incidents"]
+                      if i["rule"] in ("camera_silent", "traffic_counter_silent")]
+            eq(silent, [], "no absence incidents from the backfill")
+        finally:
+            sim.terminate()
+            sim.wait(20)
+
+
 if __name__ == "__main__":
     run(globals())
