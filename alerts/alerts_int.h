@@ -40,6 +40,10 @@ void webhooks_committed(alert_webhooks *wh, uint64_t seq, const char *url, const
                         size_t len);
 void webhooks_abandon(alert_webhooks *wh, uint64_t seq);
 
+/* An incident's fingerprint (alerts/incidents.c): FNV-1a over the rule, a 0xff byte and the
+ * label set ("name\0value\0" sorted), shown as 16 hex digits. */
+uint64_t alert_fingerprint(const char *rule, const char *labels, size_t len);
+
 /* ---- Silences (alerts/silences.c) ---------------------------------------------------------- */
 
 #include <pthread.h>

@@ -442,20 +442,6 @@ static bool name_valid(const char *s)
     return i <= LABEL_NAME_MAX;
 }
 
-/* The value of label name in a "name\0value\0" set, or NULL. */
-static const char *label_get(const char *ls, size_t len, const char *name)
-{
-    const char *p = ls, *end = ls + len;
-
-    while (p < end) {
-        const char *v = p + strlen(p) + 1;
-        if (strcmp(p, name) == 0)
-            return v;
-        p = v + strlen(v) + 1;
-    }
-    return NULL;
-}
-
 /* A labelSet object ({"name": "value"}) as "name\0value\0" sorted by name, appended to out.
  * An empty value is no label (as in Prometheus). False, with why, when it is not valid. */
 static bool labelset(const jdoc *d, uint32_t obj, const char *what, size_t value_max, iocd_buf *out,
@@ -510,26 +496,6 @@ static bool labelset(const jdoc *d, uint32_t obj, const char *what, size_t value
     return true;
 }
 
-/* The incident's fingerprint: alerts/incidents.c hashes the rule, a 0xff byte and the label
- * set the same way (FNV-1a), so an alert's fingerprint here is its incident's. */
-static uint64_t fingerprint(const char *rule, const char *labels, size_t len)
-{
-    uint64_t h = 1469598103934665603ull;
-    size_t i, n = strlen(rule);
-
-    for (i = 0; i < n; i++) {
-        h ^= (unsigned char)rule[i];
-        h *= 1099511628211ull;
-    }
-    h ^= 0xff;
-    h *= 1099511628211ull;
-    for (i = 0; i < len; i++) {
-        h ^= (unsigned char)labels[i];
-        h *= 1099511628211ull;
-    }
-    return h;
-}
-
 /* ---- Parsing a POST /api/v2/alerts body --------------------------------------------------- */
 
 /* startsAt or endsAt: 0 when absent, null, "" or Go's zero time (year 1). */
@@ -573,7 +539,7 @@ static bool alert_check(const jdoc *d, uint32_t it, iocd_buf *ls, iocd_buf *as, 
         snprintf(why, whylen, "at least one label pair required");
         return false;
     }
-    name = label_get(ls->data, ls->len, "alertname");
+    name = iocd_label_value(ls->data, ls->len, "alertname");
     if (name == NULL) {
         snprintf(why, whylen, "no alertname label (iocd names the incident's rule after it)");
         return false;
@@ -871,11 +837,11 @@ static iocd_err am_decode(const char *p, size_t len, am_alert **out)
         x->url = iocd_strdup("");
     if (err == IOCD_OK && (x->labels == NULL || x->annotations == NULL || x->url == NULL))
         err = x->labels == NULL ? IOCD_ECORRUPT : IOCD_ENOMEM;
-    rule = err == IOCD_OK ? label_get(x->labels, x->labels_len, "alertname") : NULL;
+    rule = err == IOCD_OK ? iocd_label_value(x->labels, x->labels_len, "alertname") : NULL;
     if (err == IOCD_OK && rule == NULL)
         err = IOCD_ECORRUPT;
     if (err == IOCD_OK)
-        x->fp = fingerprint(rule, x->labels, x->labels_len);
+        x->fp = alert_fingerprint(rule, x->labels, x->labels_len);
     iocd_buf_fini(&ls);
     iocd_buf_fini(&as);
     if (err != IOCD_OK) {
@@ -939,24 +905,24 @@ static void signal_alert(am_table *t, const am_alert *x, bool firing, int64_t t_
 {
     const char *ann = x->annotations;
     size_t alen = x->annotations_len;
-    const char *rule = label_get(x->labels, x->labels_len, "alertname");
-    const char *domain = label_get(x->labels, x->labels_len, "domain");
-    const char *summary = label_get(ann, alen, "summary");
-    const char *runbook = label_get(ann, alen, "runbook_url");
+    const char *rule = iocd_label_value(x->labels, x->labels_len, "alertname");
+    const char *domain = iocd_label_value(x->labels, x->labels_len, "domain");
+    const char *summary = iocd_label_value(ann, alen, "summary");
+    const char *runbook = iocd_label_value(ann, alen, "runbook_url");
     alert_signal sig;
 
     memset(&sig, 0, sizeof(sig));
     if (summary == NULL)
-        summary = label_get(ann, alen, "message");
+        summary = iocd_label_value(ann, alen, "message");
     if (runbook == NULL)
-        runbook = label_get(ann, alen, "runbook");
+        runbook = iocd_label_value(ann, alen, "runbook");
     sig.rule = rule != NULL ? rule : "";
     sig.labels = x->labels;
     sig.labels_len = x->labels_len;
     sig.summary = summary != NULL ? summary : sig.rule;
-    sig.description = label_get(ann, alen, "description");
+    sig.description = iocd_label_value(ann, alen, "description");
     sig.runbook = runbook;
-    sig.severity = severity_of(label_get(x->labels, x->labels_len, "severity"));
+    sig.severity = severity_of(iocd_label_value(x->labels, x->labels_len, "severity"));
     sig.domain = domain != NULL ? domain : "other";
     sig.value = NAN;
     sig.t_ms = t_ms;
@@ -1000,7 +966,7 @@ static iocd_err batch_alert(void *ud, const external_alert *a)
     x->labels_len = a->labels_len;
     memcpy(x->annotations, a->annotations, a->annotations_len);
     x->annotations_len = a->annotations_len;
-    x->fp = fingerprint(a->rule, a->labels, a->labels_len);
+    x->fp = alert_fingerprint(a->rule, a->labels, a->labels_len);
     x->starts_ms = a->starts_ms;
     x->starts_given = a->starts_ms != 0;
     x->ends_ms = a->ends_ms;
@@ -1365,7 +1331,7 @@ static bool sel_matches(const query_selector *sel, const char *labels, size_t le
         const char *v;
         if (skip != NULL && strcmp(sel->m[m].name, skip) == 0)
             continue;
-        v = label_get(labels, len, sel->m[m].name);
+        v = iocd_label_value(labels, len, sel->m[m].name);
         if (v == NULL)
             v = "";
         if (!query_matcher_matches(&sel->m[m], v, strlen(v)))

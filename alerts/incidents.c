@@ -118,19 +118,6 @@ static void set_str(char **slot, const char *s)
     *slot = d;
 }
 
-static const char *label_of(const char *ls, size_t len, const char *name)
-{
-    const char *p = ls, *end = ls + len;
-
-    while (p < end) {
-        const char *v = p + strlen(p) + 1;
-        if (strcmp(p, name) == 0)
-            return v;
-        p = v + strlen(v) + 1;
-    }
-    return NULL;
-}
-
 static uint64_t fnv(const char *s, size_t len, uint64_t h)
 {
     size_t i;
@@ -140,6 +127,14 @@ static uint64_t fnv(const char *s, size_t len, uint64_t h)
         h *= 1099511628211ull;
     }
     return h;
+}
+
+uint64_t alert_fingerprint(const char *rule, const char *labels, size_t len)
+{
+    uint64_t h = fnv(rule, strlen(rule), 1469598103934665603ull);
+
+    h = fnv("\xff", 1, h);
+    return fnv(labels, len, h);
 }
 
 static void incident_free(incident *in)
@@ -670,7 +665,7 @@ static const alert_route *route_for(const alert_center *ac, const incident *in)
             else if (strcmp(name, "ward") == 0)
                 v = in->ward;
             else
-                v = label_of(in->labels, in->labels_len, name);
+                v = iocd_label_value(in->labels, in->labels_len, name);
             if (v == NULL)
                 v = "";
             if (!query_matcher_matches(&sel->m[m], v, strlen(v)))
@@ -951,7 +946,7 @@ static bool selector_matches(const query_selector *sel, const char *labels, size
     size_t m;
 
     for (m = 0; m < sel->n; m++) {
-        const char *v = label_of(labels, len, sel->m[m].name);
+        const char *v = iocd_label_value(labels, len, sel->m[m].name);
         if (v == NULL)
             v = "";
         if (!query_matcher_matches(&sel->m[m], v, strlen(v)))
@@ -986,8 +981,8 @@ static const incident *inhibited_by(alert_center *ac, const char *labels, size_t
             const char *a, *b;
             size_t n = sep != NULL ? (size_t)(sep - p) : strlen(p);
             snprintf(name, sizeof(name), "%.*s", (int)(n < 255 ? n : 255), p);
-            a = label_of(labels, len, name);
-            b = label_of(src->labels, src->labels_len, name);
+            a = iocd_label_value(labels, len, name);
+            b = iocd_label_value(src->labels, src->labels_len, name);
             same = (a == NULL && b == NULL) || (a != NULL && b != NULL && strcmp(a, b) == 0);
             p = sep != NULL ? sep + 1 : p + n;
         }
@@ -1176,14 +1171,12 @@ static void signal_locked(alert_center *ac, const alert_signal *sig, int64_t now
     char fp[17];
     uint64_t h;
     incident *in;
-    const char *ward = label_of(sig->labels, sig->labels_len, "ward");
-    const char *device = label_of(sig->labels, sig->labels_len, "device");
+    const char *ward = iocd_label_value(sig->labels, sig->labels_len, "ward");
+    const char *device = iocd_label_value(sig->labels, sig->labels_len, "device");
     device_info info;
     iocd_err err = IOCD_OK;
 
-    h = fnv(sig->rule, strlen(sig->rule), 1469598103934665603ull);
-    h = fnv("\xff", 1, h);
-    h = fnv(sig->labels, sig->labels_len, h);
+    h = alert_fingerprint(sig->rule, sig->labels, sig->labels_len);
     snprintf(fp, sizeof(fp), "%016llx", (unsigned long long)h);
     in = find_fp(ac, fp);
     if (ac->n_muted > 0)

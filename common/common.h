@@ -99,6 +99,8 @@ void *iocd_realloc(void *p, size_t len);
 void iocd_free(void *p);
 char *iocd_strdup(const char *s);
 char *iocd_strndup(const char *s, size_t len);
+/* The value of label `name` in a label set written "name\0value\0name\0value\0...", or NULL. */
+const char *iocd_label_value(const char *labels, size_t len, const char *name);
 /* qsort that accepts an empty array given as NULL (qsort itself may not be passed NULL). */
 void iocd_qsort(void *base, size_t n, size_t size, int (*cmp)(const void *, const void *));
 /* Bytes currently allocated through iocd_malloc and friends. */

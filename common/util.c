@@ -102,3 +102,16 @@ void iocd_qsort(void *base, size_t n, size_t size, int (*cmp)(const void *, cons
     if (n > 1)
         qsort(base, n, size, cmp);
 }
+
+const char *iocd_label_value(const char *labels, size_t len, const char *name)
+{
+    const char *p = labels, *end = labels + len;
+
+    while (p < end) {
+        const char *v = p + strlen(p) + 1;
+        if (strcmp(p, name) == 0)
+            return v;
+        p = v + strlen(v) + 1;
+    }
+    return NULL;
+}

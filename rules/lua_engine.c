@@ -261,19 +261,6 @@ static iocd_err collect_label(void *ud, const char *name, size_t name_len, const
     return err;
 }
 
-static const char *label_get(const char *ls, size_t len, const char *name)
-{
-    const char *p = ls, *end = ls + len;
-
-    while (p < end) {
-        const char *v = p + strlen(p) + 1;
-        if (strcmp(p, name) == 0)
-            return v;
-        p = v + strlen(v) + 1;
-    }
-    return NULL;
-}
-
 static bool listed(char *const *names, size_t n, const char *name)
 {
     size_t i;
@@ -877,7 +864,7 @@ static bool rule_matches(const rule_def *r, const series_state *s)
     size_t m;
 
     for (m = 0; m < r->sel.n; m++) {
-        const char *v = label_get(s->labels, s->labels_len, r->sel.m[m].name);
+        const char *v = iocd_label_value(s->labels, s->labels_len, r->sel.m[m].name);
         if (!query_matcher_matches(&r->sel.m[m], v != NULL ? v : "", v != NULL ? strlen(v) : 0))
             return false;
     }

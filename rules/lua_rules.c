@@ -918,19 +918,6 @@ static void push_labels(lua_State *L, const char *labels, size_t len)
     }
 }
 
-static const char *label_of(const char *labels, size_t len, const char *name)
-{
-    const char *p = labels, *end = labels + len;
-
-    while (p < end) {
-        const char *v = p + strlen(p) + 1;
-        if (strcmp(p, name) == 0)
-            return v;
-        p = v + strlen(v) + 1;
-    }
-    return NULL;
-}
-
 /* s.value, s.avg, ..., s.time, s.labels, s.samples, s:quantile(q); string conditions also
  * read labels by bare name (ward == "phu_xa") and the math library. */
 static int sample_index(lua_State *L)
@@ -961,7 +948,7 @@ static int sample_index(lua_State *L)
         lua_pushcfunction(L, sample_quantile);
         return 1;
     }
-    lv = label_of(s->labels, s->labels_len, k);
+    lv = iocd_label_value(s->labels, s->labels_len, k);
     if (lv != NULL) {
         lua_pushstring(L, lv);
         return 1;
@@ -1298,7 +1285,7 @@ iocd_err rule_text_render(rule_set *rs, const rule_text *t, const char *labels, 
         if (err == IOCD_OK && (strcmp(name, "value") == 0 || strcmp(name, "$value") == 0)) {
             err = put_value(out, value, fmt, fmt_len);
         } else if (err == IOCD_OK) {
-            const char *v = label_of(labels, labels_len, name);
+            const char *v = iocd_label_value(labels, labels_len, name);
             if (v != NULL)
                 err = iocd_buf_puts(out, v);
         }
