@@ -182,6 +182,10 @@ static iocd_err take_sealable(store *st, int64_t before, size_t from, size_t to,
             r->n = j - start;
         }
         ss->n += k;
+        if (before == INT64_MAX) { /* the final seal at a stop: no reader is left to serve */
+            iocd_free(taken);
+            continue;
+        }
         /* Readers see them until the commit (the series' sealing samples). */
         if (*n_sealing_ids == *cap_ids) {
             size_t cap = *cap_ids != 0 ? *cap_ids * 2 : 1024;
