@@ -11,5 +11,6 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
     made=1
 fi
 echo "install_peer: $*"
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q > /dev/null # a new machine's lists may be stale
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" > /dev/null
 [ "$made" -eq 0 ] || $SUDO rm -f /usr/sbin/policy-rc.d
