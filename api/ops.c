@@ -69,6 +69,26 @@ static api_status buildinfo(api_req *req, void *ud)
     return API_DONE;
 }
 
+/* The city the console draws: its time zone (as an offset) and position. */
+static api_status city(api_req *req, void *ud)
+{
+    const api_server *srv = ud;
+    iocd_buf *b = &req->resp.body;
+
+    iocd_buf_reset(b);
+    if (iocd_buf_printf(b,
+                        "{\"status\":\"success\",\"data\":{\"utc_offset_s\":%lld,"
+                        "\"latitude\":%.6f,\"longitude\":%.6f}}",
+                        (long long)srv->cfg->tz_offset_s, srv->cfg->latitude,
+                        srv->cfg->longitude) != IOCD_OK) {
+        api_error(req, 500, "internal", "out of memory");
+        return API_DONE;
+    }
+    req->resp.status = 200;
+    req->resp.content_type = "application/json";
+    return API_DONE;
+}
+
 iocd_err api_ops_register(api_server *srv)
 {
     iocd_err err = api_route_add(srv, API_GET, "/-/healthy", COL_ROLE_NONE, healthy, NULL);
@@ -80,5 +100,7 @@ iocd_err api_ops_register(api_server *srv)
     if (err == IOCD_OK)
         err =
             api_route_add(srv, API_GET, "/api/v1/status/buildinfo", COL_ROLE_READ, buildinfo, NULL);
+    if (err == IOCD_OK)
+        err = api_route_add(srv, API_GET, "/api/v1/status/city", COL_ROLE_READ, city, srv);
     return err;
 }

@@ -81,7 +81,8 @@ static bool parse_url(const char *url, char *host, size_t hcap, char *port, size
 }
 
 /* One POST; returns the HTTP status, or -1 when the server cannot be reached. */
-static int post(const char *host, const char *port, const char *token, const char *body, size_t len)
+static int request(const char *host, const char *port, const char *token, const char *method,
+                   const char *path, const char *type, const char *body, size_t len)
 {
     struct addrinfo hints, *ai = NULL;
     char head[512], resp[64];
@@ -96,9 +97,9 @@ static int post(const char *host, const char *port, const char *token, const cha
     if (fd < 0 || connect(fd, ai->ai_addr, ai->ai_addrlen) != 0)
         goto out;
     n = snprintf(head, sizeof(head),
-                 "POST /write?precision=ms HTTP/1.1\r\nHost: %s:%s\r\nContent-Type: text/plain\r\n"
+                 "%s %s HTTP/1.1\r\nHost: %s:%s\r\nContent-Type: %s\r\n"
                  "Content-Length: %zu\r\n%s%s%sConnection: close\r\n\r\n",
-                 host, port, len, token != NULL ? "Authorization: Bearer " : "",
+                 method, path, host, port, type, len, token != NULL ? "Authorization: Bearer " : "",
                  token != NULL ? token : "", token != NULL ? "\r\n" : "");
     if (send(fd, head, (size_t)n, 0) != n)
         goto out;
@@ -118,6 +119,49 @@ out:
         close(fd);
     freeaddrinfo(ai);
     return status;
+}
+
+static int post(const char *host, const char *port, const char *token, const char *body, size_t len)
+{
+    return request(host, port, token, "POST", "/write?precision=ms", "text/plain", body, len);
+}
+
+/* The demo city's devices for the registry (PUT /api/v1/devices, CSV): each ward a spot on a
+ * 6 x 6 grid around the city's centre, its devices scattered around it, each with a street
+ * address, so incidents say where to send the crew and the console can draw them. */
+static void register_devices(const char *host, const char *port, const char *token, const dev *devs,
+                             size_t n)
+{
+    static const char *const streets[] = {
+        "Hoàng Văn Thụ",       "Lương Ngọc Quyến", "Quang Trung", "Phan Đình Phùng", "Bắc Kạn",
+        "Cách Mạng Tháng Tám", "Lê Hữu Trác",      "Minh Cầu",    "Đội Cấn",         "Thống Nhất"
+    };
+    iocd_buf csv;
+    size_t i;
+    int status;
+
+    iocd_buf_init(&csv, 0);
+    (void)iocd_buf_puts(&csv, "device,kind,domain,ward,address,latitude,longitude\n");
+    for (i = 0; i < n; i++) {
+        uint64_t h = devs[i].id * 0x9E3779B97F4A7C15ULL;
+        double lat = 21.56 + 0.012 * (devs[i].ward / 6) + (double)((h >> 20) % 1000) / 1e5 - 0.005;
+        double lon = 105.81 + 0.014 * (devs[i].ward % 6) + (double)((h >> 40) % 1000) / 1e5 - 0.005;
+        (void)iocd_buf_printf(&csv, "%s-%05llu,%s,%s,%s,\"Số %u %s\",%.5f,%.5f\n",
+                              sim_prefix(devs[i].kind), (unsigned long long)devs[i].id,
+                              sim_measurement(devs[i].kind), sim_domain(devs[i].kind),
+                              sim_ward(devs[i].ward), (unsigned)(1 + (h >> 8) % 300),
+                              streets[(h >> 32) % IOCD_ARRAY_LEN(streets)], lat, lon);
+    }
+    status = request(host, port, token, "PUT", "/api/v1/devices", "text/csv", csv.data, csv.len);
+    if (status >= 200 && status <= 299)
+        printf("simulate: %zu devices registered with their addresses and positions\n", n);
+    else
+        fprintf(stderr,
+                "simulate: registering the devices answered %d; incidents will have no "
+                "address\n",
+                status);
+    fflush(stdout);
+    iocd_buf_fini(&csv);
 }
 
 static const char *fault_name(sim_fault f)
@@ -278,6 +322,7 @@ int cmd_simulate(int argc, char **argv)
     printf("simulate: %zu devices in %ld wards -> %s every %llds, a fault every %llds\n", n_devs,
            n_wards, url, (long long)(interval_ms / 1000), (long long)(fault_ms / 1000));
     fflush(stdout);
+    register_devices(host, port, token, devs, n_devs);
     if (backfill_ms > 0 &&
         backfill(host, port, token, url, devs, n_devs, (uint64_t)seed, backfill_ms) != 0) {
         iocd_buf_fini(&body);

@@ -65,6 +65,9 @@ def test_page_is_served_at_root_without_a_token():
             check("http://" not in r.text and "https://" not in r.text,
                   "the page loads nothing from the internet")
         eq(d.get("/api/v1/incidents").status, 401, "the data behind it still needs the token")
+        city = d.get("/api/v1/status/city", headers={"Authorization": "Bearer s3"}).json()["data"]
+        eq((city["utc_offset_s"], city["latitude"], city["longitude"]), (25200, 21.59, 105.85),
+           "the city the console draws: Asia/Ho_Chi_Minh, Thái Nguyên")
         eq(d.get("/nope").status, 404, "an unknown page")
 
 
@@ -91,23 +94,35 @@ def test_operator_works_an_incident_in_a_real_browser():
             # A fault injected by the simulator becomes an incident in the list.
             first = page_wait(drv, "(document.querySelector('#list tr.row') || {}).dataset",
                               "an incident row")
+            # The simulator registered its devices: open incidents stand on the ward map.
+            page_wait(drv, "document.querySelectorAll('#map circle.inc').length > 0",
+                      "incidents on the ward map")
             shot(drv, "overview")
+            # Vietnamese and back, times in the city's zone (UTC+7).
+            drv.find_element("id", "lang").click()
+            eq(drv.execute_script("return document.querySelector('#nav a').textContent"),
+               "Tổng quan", "the overview tab in Vietnamese")
+            check("UTC+7" in drv.find_element("id", "live").text, "times in the city's zone")
+            shot(drv, "overview-vi")
+            drv.find_element("id", "lang").click()
+            eq(drv.execute_script("return document.querySelector('#nav a').textContent"),
+               "Overview", "back in English")
             inc_id = int(first["id"])
             drv.execute_script("document.querySelector('#list tr.row[data-id=\"%d\"]').click();"
                                % inc_id)
             page_wait(drv, "document.getElementById('d-state')", "the incident's detail")
-            state = drv.execute_script("return document.getElementById('d-state').textContent")
+            state = drv.execute_script("return document.getElementById('d-state').dataset.state")
             if state == "firing":
                 drv.find_element("id", "who").send_keys("Lan")
                 drv.find_element("id", "act-text").send_keys("crew on the way")
                 drv.find_element("id", "b-ack").click()
-                page_wait(drv, "document.getElementById('d-state').textContent === "
+                page_wait(drv, "document.getElementById('d-state').dataset.state === "
                           "'acknowledged'", "acknowledged in the detail")
                 inc = d.get("/api/v1/incidents/%d" % inc_id).json()["data"]
                 eq((inc["state"], inc["acknowledged_by"], inc["ack_note"]),
                    ("acknowledged", "Lan", "crew on the way"), "acknowledged through the API")
                 page_wait(drv, "[...document.querySelectorAll('#list tr.row')].some(r => "
-                          "r.dataset.id === '%d' && r.querySelector('.state').textContent === "
+                          "r.dataset.id === '%d' && r.querySelector('.state').dataset.state === "
                           "'acknowledged')" % inc_id, "acknowledged in the list")
             # The chart of the series that triggered it draws points.
             page_wait(drv, "[...document.querySelectorAll('#d-chart path.line')].some(p => "
