@@ -136,6 +136,15 @@ static void register_devices(const char *host, const char *port, const char *tok
         "Hoàng Văn Thụ",       "Lương Ngọc Quyến", "Quang Trung", "Phan Đình Phùng", "Bắc Kạn",
         "Cách Mạng Tháng Tám", "Lê Hữu Trác",      "Minh Cầu",    "Đội Cấn",         "Thống Nhất"
     };
+    /* The wards' names as the city writes them (the labels are their ASCII slugs). */
+    static const char *const ward_names[SIM_WARDS] = {
+        "Phan Đình Phùng", "Hoàng Văn Thụ", "Trưng Vương", "Quang Trung", "Gia Sàng",   "Túc Duyên",
+        "Đồng Quang",      "Quang Vinh",    "Tân Thịnh",   "Thịnh Đán",   "Tân Lập",    "Phú Xá",
+        "Trung Thành",     "Tân Thành",     "Cam Giá",     "Hương Sơn",   "Tích Lương", "Tân Long",
+        "Quán Triều",      "Đồng Bẩm",      "Chùa Hang",   "Phúc Hà",     "Phúc Xuân",  "Phúc Trìu",
+        "Thịnh Đức",       "Tân Cương",     "Quyết Thắng", "Phúc Trí",    "Sơn Cẩm",    "Cao Ngạn",
+        "Linh Sơn",        "Huống Thượng",
+    };
     iocd_buf csv;
     size_t i;
     int status;
@@ -146,11 +155,12 @@ static void register_devices(const char *host, const char *port, const char *tok
         uint64_t h = devs[i].id * 0x9E3779B97F4A7C15ULL;
         double lat = 21.56 + 0.012 * (devs[i].ward / 6) + (double)((h >> 20) % 1000) / 1e5 - 0.005;
         double lon = 105.81 + 0.014 * (devs[i].ward % 6) + (double)((h >> 40) % 1000) / 1e5 - 0.005;
-        (void)iocd_buf_printf(&csv, "%s-%05llu,%s,%s,%s,\"Số %u %s\",%.5f,%.5f\n",
+        (void)iocd_buf_printf(&csv, "%s-%05llu,%s,%s,%s,\"Số %u %s, phường %s\",%.5f,%.5f\n",
                               sim_prefix(devs[i].kind), (unsigned long long)devs[i].id,
                               sim_measurement(devs[i].kind), sim_domain(devs[i].kind),
                               sim_ward(devs[i].ward), (unsigned)(1 + (h >> 8) % 300),
-                              streets[(h >> 32) % IOCD_ARRAY_LEN(streets)], lat, lon);
+                              streets[(h >> 32) % IOCD_ARRAY_LEN(streets)],
+                              ward_names[devs[i].ward % SIM_WARDS], lat, lon);
     }
     status = request(host, port, token, "PUT", "/api/v1/devices", "text/csv", csv.data, csv.len);
     if (status >= 200 && status <= 299)

@@ -94,7 +94,11 @@ def test_operator_works_an_incident_in_a_real_browser():
             # A fault injected by the simulator becomes an incident in the list.
             first = page_wait(drv, "(document.querySelector('#list tr.row') || {}).dataset",
                               "an incident row")
-            # The simulator registered its devices: open incidents stand on the ward map.
+            # The simulator registered its devices: incidents say where they are (UTF-8 end to
+            # end: "Số 289 Thống Nhất, phường Phan Đình Phùng") and stand on the ward map.
+            wait_for(lambda: [i for i in d.get("/api/v1/incidents").json()["data"]["incidents"]
+                              if "phường" in (i.get("address") or "")],
+                     timeout=45, what="an incident with its device's address")
             page_wait(drv, "document.querySelectorAll('#map circle.inc').length > 0",
                       "incidents on the ward map")
             shot(drv, "overview")
