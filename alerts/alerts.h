@@ -99,6 +99,7 @@ typedef struct alert_signal {
     const char *inhibit_match;
     char *const *inhibit_equal;
     size_t n_inhibit_equal;
+    const char *query; /* PromQL of the series behind it (shown with the incident); may be NULL */
 } alert_signal;
 
 /* Loads incidents and the outbox from the store and starts dispatch. Errors: IOCD_ENOMEM,

@@ -44,6 +44,7 @@ typedef struct incident {
     char *severity, *domain, *ward, *summary, *description, *runbook, *reporter, *location;
     char *acked_by, *ack_note, *assigned_to, *resolved_by, *resolve_reason;
     char *device, *device_kind, *address; /* from the registry when it knows the device */
+    char *query; /* PromQL of the series behind a rule's incident, or NULL */
     double latitude, longitude;
     bool has_position;
     inc_state state;
@@ -160,6 +161,7 @@ static void incident_free(incident *in)
     iocd_free(in->resolve_reason);
     iocd_free(in->device);
     iocd_free(in->device_kind);
+    iocd_free(in->query);
     iocd_free(in->address);
     for (i = 0; i < in->n_ev; i++) {
         iocd_free(in->ev[i].type);
@@ -308,6 +310,8 @@ static iocd_err incident_json(const incident *in, bool history, iocd_buf *b)
     if (err == IOCD_OK)
         err = put_field(b, "runbook", in->runbook);
     if (err == IOCD_OK)
+        err = put_field(b, "query", in->query);
+    if (err == IOCD_OK)
         err = put_field(b, "source", in->manual ? "report" : "rule");
     if (err == IOCD_OK)
         err = put_field(b, "reporter", in->reporter);
@@ -438,6 +442,8 @@ static iocd_err incident_encode(const incident *in, iocd_buf *b)
     if (err == IOCD_OK)
         err = kv(b, "location", in->location);
     if (err == IOCD_OK)
+        err = kv(b, "query", in->query);
+    if (err == IOCD_OK)
         err = kv(b, "device", in->device);
     if (err == IOCD_OK)
         err = kv(b, "device_kind", in->device_kind);
@@ -558,6 +564,8 @@ static iocd_err incident_decode(const char *p, size_t len, incident **out)
             set_str(&in->location, v);
         else if (strcmp(p, "device") == 0)
             set_str(&in->device, v);
+        else if (strcmp(p, "query") == 0)
+            set_str(&in->query, v);
         else if (strcmp(p, "device_kind") == 0)
             set_str(&in->device_kind, v);
         else if (strcmp(p, "address") == 0)
@@ -1087,6 +1095,7 @@ static void muted_fini(muted *m)
     iocd_free((char *)m->sig.severity);
     iocd_free((char *)m->sig.domain);
     iocd_free((char *)m->sig.inhibit_match);
+    iocd_free((char *)m->sig.query);
     for (i = 0; i < m->sig.n_inhibit_equal; i++)
         iocd_free(m->sig.inhibit_equal[i]);
     iocd_free((void *)m->sig.inhibit_equal);
@@ -1140,6 +1149,7 @@ static void muted_add(alert_center *ac, const char *fp, const alert_signal *sig)
     m.sig.severity = dup_or_null(sig->severity);
     m.sig.domain = dup_or_null(sig->domain);
     m.sig.inhibit_match = dup_or_null(sig->inhibit_match);
+    m.sig.query = dup_or_null(sig->query);
     if (sig->n_inhibit_equal > 0) {
         eq = iocd_calloc(sig->n_inhibit_equal, sizeof(*eq));
         for (i = 0; eq != NULL && i < sig->n_inhibit_equal; i++)
@@ -1256,6 +1266,7 @@ static void signal_locked(alert_center *ac, const alert_signal *sig, int64_t now
     in->summary = dup_capped(sig->summary);
     in->description = dup_capped(sig->description);
     in->runbook = sig->runbook != NULL && sig->runbook[0] != '\0' ? dup_capped(sig->runbook) : NULL;
+    in->query = sig->query != NULL && sig->query[0] != '\0' ? dup_capped(sig->query) : NULL;
     in->value = sig->value;
     in->state = INC_FIRING;
     in->created_ms = in->fired_ms = sig->t_ms;

@@ -116,6 +116,7 @@ static void on_rule_event(void *ud, const rule_event *ev)
     sig.inhibit_match = ev->inhibit_match;
     sig.inhibit_equal = ev->inhibit_equal;
     sig.n_inhibit_equal = ev->n_inhibit_equal;
+    sig.query = ev->query;
     alert_center_signal(d->alerts, &sig);
 }
 

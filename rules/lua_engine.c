@@ -490,10 +490,54 @@ static void restore(rule_engine *e)
         log_info("rules", "alert state restored", "alerts=%zu", c.n);
 }
 
+/* The PromQL of the series behind an alert: the rule's selector with a matcher for each of
+ * the alert's grouping labels (camera_online{device="cam-001",ward="gia_sang"}), or its expr. */
+static iocd_err series_query(const rule_def *r, const char *gl, size_t len, iocd_buf *out)
+{
+    const char *sel = r->select_text, *brace, *p = gl, *end = gl + len;
+    iocd_err err = IOCD_OK;
+    bool any = false;
+
+    if (sel == NULL)
+        return r->expr_text != NULL ? iocd_buf_puts(out, r->expr_text) : IOCD_OK;
+    brace = strchr(sel, '{');
+    err =
+        brace != NULL ? iocd_buf_append(out, sel, (size_t)(brace - sel)) : iocd_buf_puts(out, sel);
+    if (err == IOCD_OK)
+        err = iocd_buf_putc(out, '{');
+    while (err == IOCD_OK && p < end) {
+        const char *v = p + strlen(p) + 1;
+        size_t i;
+        if (strcmp(p, "__name__") != 0) {
+            err = iocd_buf_printf(out, "%s%s=\"", any ? "," : "", p);
+            for (i = 0; err == IOCD_OK && v[i] != '\0'; i++)
+                err = v[i] == '"' || v[i] == '\\' ? iocd_buf_printf(out, "\\%c", v[i])
+                      : v[i] == '\n'              ? iocd_buf_puts(out, "\\n")
+                                                  : iocd_buf_putc(out, v[i]);
+            if (err == IOCD_OK)
+                err = iocd_buf_putc(out, '"');
+            any = true;
+        }
+        p = v + strlen(v) + 1;
+    }
+    if (err == IOCD_OK && brace != NULL) { /* the selector's own matchers follow */
+        const char *rest = brace + 1;
+        while (*rest == ' ')
+            rest++;
+        if (*rest != '}' && any)
+            err = iocd_buf_putc(out, ',');
+        if (err == IOCD_OK)
+            err = iocd_buf_puts(out, rest);
+    } else if (err == IOCD_OK) {
+        err = iocd_buf_putc(out, '}');
+    }
+    return err;
+}
+
 static void emit(rule_engine *e, const rule_def *r, instance *in, rule_state from, rule_state to,
                  int64_t t_ms)
 {
-    iocd_buf labels, summary, description;
+    iocd_buf labels, summary, description, query;
     char err[ERR_MAX] = "";
     rule_event ev;
 
@@ -507,7 +551,9 @@ static void emit(rule_engine *e, const rule_def *r, instance *in, rule_state fro
     iocd_buf_init(&labels, 0);
     iocd_buf_init(&summary, 64 * 1024);
     iocd_buf_init(&description, 64 * 1024);
+    iocd_buf_init(&query, 64 * 1024);
     alert_labels(r, in->glabels, in->glabels_len, &labels);
+    (void)series_query(r, in->glabels, in->glabels_len, &query);
     if ((r->summary.tmpl != NULL || r->summary.ref != LUA_NOREF) &&
         rule_text_render(e->rs, &r->summary, labels.data, labels.len, in->value, &summary, err,
                          sizeof(err)) != IOCD_OK)
@@ -539,6 +585,7 @@ static void emit(rule_engine *e, const rule_def *r, instance *in, rule_state fro
     ev.inhibit_match = r->inhibit_match;
     ev.inhibit_equal = r->inhibit_equal;
     ev.n_inhibit_equal = r->n_inhibit_equal;
+    ev.query = query.data != NULL ? query.data : "";
     if (to == RULE_FIRING || (from == RULE_FIRING && to == RULE_INACTIVE))
         log_info("rules", to == RULE_FIRING ? "alert firing" : "alert resolved",
                  "rule=%s summary=%s shadow=%d", r->name, ev.summary, (int)r->shadow);
@@ -547,6 +594,7 @@ static void emit(rule_engine *e, const rule_def *r, instance *in, rule_state fro
     iocd_buf_fini(&labels);
     iocd_buf_fini(&summary);
     iocd_buf_fini(&description);
+    iocd_buf_fini(&query);
 }
 
 /* Advances an instance's state machine at t_ms; true when it can be dropped. */

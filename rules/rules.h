@@ -82,6 +82,8 @@ typedef struct rule_event {
     const char *inhibit_match; /* the rule's inhibits.match, or NULL */
     char *const *inhibit_equal;
     size_t n_inhibit_equal;
+    const char *query; /* PromQL for the series behind it: the rule's selector narrowed to the
+                        * alert's grouping labels, or its expr */
 } rule_event;
 
 typedef void (*rule_event_fn)(void *ud, const rule_event *ev);

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.parse
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import Daemon, check, eq, metric, run, wait_for  # noqa: E402
@@ -74,6 +75,11 @@ def test_lifecycle_from_sample_to_kafka_and_back():
             eq(inc["rule"], "camera_offline", "rule")
             eq(inc["ward"], "gia_sang", "ward")
             eq(inc["labels"]["device"], "cam-31", "device label")
+            eq(inc["query"], 'camera_online{device="cam-31",ward="gia_sang"}',
+               "the series that triggered it, as PromQL")
+            r = d.get("/api/v1/query?query=" + urllib.parse.quote(inc["query"]))
+            eq([x["metric"]["device"] for x in r.json()["data"]["result"]], ["cam-31"],
+               "the query selects exactly that series")
             msgs = k.consume(1)
             eq(len(msgs), 1, "the firing event on Kafka")
             m = msgs[0]
