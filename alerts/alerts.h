@@ -70,6 +70,8 @@ typedef struct alert_config {
     /* Noise control. For each duration 0 takes the default and a negative value turns it off. */
     int64_t group_wait_ms;        /* a new incident's first event waits this long, so a blip
                                      that clears within it sends nothing; default off */
+    int64_t group_interval_ms;    /* series joining a firing group: an "updated" event at most
+                                     this often; default 30 s */
     int64_t repeat_interval_ms;   /* "repeated" event while firing and unacknowledged; 1 h */
     int64_t escalate_after_ms;    /* unacknowledged this long: severity up one step and an
                                      "escalated" event (again after as long); default 15 min */
@@ -100,6 +102,7 @@ typedef struct alert_signal {
     char *const *inhibit_equal;
     size_t n_inhibit_equal;
     const char *query; /* PromQL of the series behind it (shown with the incident); may be NULL */
+    size_t members;    /* > 0: a series joined the firing group, which now has this many */
 } alert_signal;
 
 /* Loads incidents and the outbox from the store and starts dispatch. Errors: IOCD_ENOMEM,

@@ -59,10 +59,11 @@ typedef struct incident {
     query_selector inhibit_sel;
     bool inhibit_parsed;
     /* Noise control. */
-    int64_t fired_ms;     /* when it last began firing (opened or reopened) */
-    int64_t notified_ms;  /* the last event sent about it (0: none yet) */
-    int64_t escalated_ms; /* the last escalation (0: none) */
-    bool first_held;      /* its first event waits for the group wait */
+    int64_t fired_ms;             /* when it last began firing (opened or reopened) */
+    int64_t notified_ms;          /* the last event sent about it (0: none yet) */
+    int64_t escalated_ms;         /* the last escalation (0: none) */
+    bool first_held;              /* its first event waits for the group wait */
+    size_t members, members_told; /* series in its firing group now / last announced */
     bool flapping;
     int64_t flap_t[FLAP_MAX]; /* times of its latest state changes, oldest first */
     int n_flap;
@@ -1226,6 +1227,8 @@ static void signal_locked(alert_center *ac, const alert_signal *sig, int64_t now
     }
     if (in != NULL && in->state != INC_RESOLVED) { /* already open: nothing new to say */
         in->value = sig->value;
+        if (sig->members > in->members) /* more of its group: announced by the timer */
+            in->members = sig->members;
         goto out;
     }
     if (in != NULL && sig->t_ms - in->resolved_ms <= ac->cfg.reopen_window_ms) {
@@ -1347,6 +1350,15 @@ void alert_center_tick(alert_center *ac, int64_t now_ms)
             in->flapping = false;
             snprintf(note, sizeof(note), "settled: %s for %llds", state_names[in->state],
                      (long long)((now_ms - in->flap_t[in->n_flap - 1]) / 1000));
+            err = commit_event(ac, in, "updated", now_ms, "iocd", note, false, NULL);
+            continue;
+        }
+        if (in->state != INC_RESOLVED && !held_now(in) && in->members > in->members_told &&
+            in->members > 1 && ac->cfg.group_interval_ms > 0 &&
+            now_ms - in->notified_ms >= ac->cfg.group_interval_ms) {
+            snprintf(note, sizeof(note), "%zu alerts in this group now (was %zu)", in->members,
+                     in->members_told > 0 ? in->members_told : 1);
+            in->members_told = in->members;
             err = commit_event(ac, in, "updated", now_ms, "iocd", note, false, NULL);
             continue;
         }
@@ -1746,6 +1758,8 @@ iocd_err alert_center_open(const alert_config *cfg, alert_center **out, char *er
         ac->cfg.escalate_after_ms = 15 * 60000;
     if (ac->cfg.flap_window_ms == 0)
         ac->cfg.flap_window_ms = 30 * 60000;
+    if (ac->cfg.group_interval_ms == 0)
+        ac->cfg.group_interval_ms = 30000;
     if (ac->cfg.flap_changes <= 0)
         ac->cfg.flap_changes = 6;
     if (ac->cfg.escalation_topic != NULL && ac->cfg.escalation_topic[0] == '\0')

@@ -117,6 +117,7 @@ static void on_rule_event(void *ud, const rule_event *ev)
     sig.inhibit_equal = ev->inhibit_equal;
     sig.n_inhibit_equal = ev->n_inhibit_equal;
     sig.query = ev->query;
+    sig.members = ev->members;
     alert_center_signal(d->alerts, &sig);
 }
 
@@ -235,6 +236,7 @@ int cmd_serve(int argc, char **argv)
         acfg.topic = d.cfg.incident_topic;
         /* 0 in the config turns a control off; the center reads 0 as its default. */
         acfg.group_wait_ms = d.cfg.group_wait_ms;
+        acfg.group_interval_ms = d.cfg.group_interval_ms > 0 ? d.cfg.group_interval_ms : -1;
         acfg.repeat_interval_ms = d.cfg.repeat_interval_ms > 0 ? d.cfg.repeat_interval_ms : -1;
         acfg.escalate_after_ms = d.cfg.escalate_after_ms > 0 ? d.cfg.escalate_after_ms : -1;
         acfg.flap_window_ms = d.cfg.flap_window_ms > 0 ? d.cfg.flap_window_ms : -1;
@@ -291,6 +293,7 @@ int cmd_serve(int argc, char **argv)
         rcfg.longitude = d.cfg.longitude;
         rcfg.tz_offset_s = (int)d.cfg.tz_offset_s;
         rcfg.on_event = on_rule_event;
+        rcfg.member_events = true;
         rcfg.ud = &d;
         err = rule_engine_new(&rcfg, &d.rules);
         if (err == IOCD_OK)

@@ -54,6 +54,7 @@ typedef struct col_config {
     char *incident_topic;          /* --incident-topic */
     char *incident_commands_topic; /* --incident-commands-topic */
     int64_t group_wait_ms, repeat_interval_ms, escalate_after_ms, flap_window_ms; /* noise */
+    int64_t group_interval_ms;
     char *escalation_topic;
     int64_t flap_changes;
     iocd_log_level log_level;

@@ -60,6 +60,9 @@ static const opt options[] = {
     { "group-wait", OPT_DURATION, F(group_wait_ms), "DURATION", "0s",
       "A new incident's first event waits this long before it is sent, so a blip that clears "
       "within it sends nothing; 0s sends at once." },
+    { "group-interval", OPT_DURATION, F(group_interval_ms), "DURATION", "30s",
+      "When more series join a firing incident's group, an \"updated\" event saying how many, "
+      "at most this often; 0s: never." },
     { "repeat-interval", OPT_DURATION, F(repeat_interval_ms), "DURATION", "1h",
       "While an incident fires unacknowledged, a \"repeated\" event this often; 0s: never." },
     { "escalate-after", OPT_DURATION, F(escalate_after_ms), "DURATION", "15m",

@@ -597,6 +597,39 @@ static void emit(rule_engine *e, const rule_def *r, instance *in, rule_state fro
     iocd_buf_fini(&query);
 }
 
+/* A series joined a firing group: tells the listener how many the group has now (its
+ * incident may announce it, at most every group interval). */
+static void emit_members(rule_engine *e, const rule_def *r, const instance *in, int64_t t_ms)
+{
+    iocd_buf labels;
+    rule_event ev;
+
+    if (e->cfg.on_event == NULL || !e->cfg.member_events)
+        return;
+    iocd_buf_init(&labels, 0);
+    alert_labels(r, in->glabels, in->glabels_len, &labels);
+    memset(&ev, 0, sizeof(ev));
+    ev.rule = r->name;
+    ev.from = ev.to = RULE_FIRING;
+    ev.labels = labels.data != NULL ? labels.data : "";
+    ev.labels_len = labels.len;
+    ev.summary = in->summary != NULL ? in->summary : "";
+    ev.description = in->description != NULL ? in->description : "";
+    ev.runbook = r->runbook != NULL ? r->runbook : "";
+    ev.severity = r->severity;
+    ev.domain = r->domain;
+    ev.value = in->value;
+    ev.t_ms = t_ms;
+    ev.active_since_ms = in->since_ms;
+    ev.shadow = r->shadow;
+    ev.inhibit_match = r->inhibit_match;
+    ev.inhibit_equal = r->inhibit_equal;
+    ev.n_inhibit_equal = r->n_inhibit_equal;
+    ev.members = in->n_members;
+    e->cfg.on_event(e->cfg.ud, &ev);
+    iocd_buf_fini(&labels);
+}
+
 /* Advances an instance's state machine at t_ms; true when it can be dropped. */
 static bool advance(rule_engine *e, const rule_def *r, instance *in, int64_t t_ms)
 {
@@ -1075,9 +1108,12 @@ static void stream_sample(rule_engine *e, series_state *s, uint32_t ri, iocd_sam
     }
     if (!member && result) {
         in = instance_get(e, ri, g.data != NULL ? g.data : "", g.len, true);
-        if (in != NULL && member_add(in, s->id) == IOCD_OK)
+        if (in != NULL && member_add(in, s->id) == IOCD_OK) {
             in->value =
                 r->window_ms > 0 && r->when.native ? rule_window_field(&w, r->when.field) : x.v;
+            if (in->state == RULE_FIRING && in->n_members > 1)
+                emit_members(e, r, in, x.t_ms);
+        }
     } else if (member && result) {
         in->members[at] = in->members[--in->n_members];
     }

@@ -84,6 +84,8 @@ typedef struct rule_event {
     size_t n_inhibit_equal;
     const char *query; /* PromQL for the series behind it: the rule's selector narrowed to the
                         * alert's grouping labels, or its expr */
+    size_t members;    /* from == to == RULE_FIRING: a series joined the firing group, which now
+                        * has this many; else 0 */
 } rule_event;
 
 typedef void (*rule_event_fn)(void *ud, const rule_event *ev);
@@ -96,6 +98,7 @@ typedef struct rule_engine_config {
     int tz_offset_s;            /* local time's offset from UTC; Asia/Ho_Chi_Minh: 7 h */
     size_t queue_max;           /* samples waiting for the rules; 0 = 4M */
     bool no_persist;            /* do not save or restore alert state (tests, backtests) */
+    bool member_events;         /* also report series joining a firing group (members > 0) */
     bool no_record;             /* recording rules compute but do not write (backtests) */
     rule_event_fn on_event;     /* may be NULL */
     void *ud;

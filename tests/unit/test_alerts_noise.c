@@ -338,3 +338,53 @@ TEST(a_route_has_its_own_group_wait_and_flap_window)
     iocd_buf_fini(&b);
     alert_center_close(ac);
 }
+
+TEST(series_joining_a_firing_group_are_announced_at_most_every_group_interval)
+{
+    alert_config cfg;
+    alert_center *ac;
+    char ev[512], labels[128];
+    size_t len = 0;
+    alert_signal sig;
+    iocd_buf b;
+
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.group_interval_ms = 30000;
+    cfg.repeat_interval_ms = -1;
+    cfg.escalate_after_ms = -1;
+    ac = open_center(&cfg);
+    iocd_buf_init(&b, 0);
+    lamp(ac, "tan_lap", true, 0); /* the ward's first dark lamp opens it */
+    len = put_label(labels, len, "alertname", "lamp_off");
+    len = put_label(labels, len, "domain", "lighting");
+    len = put_label(labels, len, "severity", "info");
+    len = put_label(labels, len, "ward", "tan_lap");
+    memset(&sig, 0, sizeof(sig));
+    sig = (alert_signal){ .rule = "lamp_off",
+                          .labels = labels,
+                          .labels_len = len,
+                          .summary = "Lamp off",
+                          .severity = "info",
+                          .domain = "lighting",
+                          .t_ms = 1000,
+                          .firing = true,
+                          .members = 2 };
+    alert_center_signal(ac, &sig);
+    sig.members = 3;
+    alert_center_signal(ac, &sig);
+    alert_center_tick(ac, 29999); /* within the interval of the first event */
+    ASSERT_STR_EQ(events(ac, 1, ev, sizeof(ev), &b), "firing");
+    alert_center_tick(ac, 30000);
+    ASSERT_STR_EQ(events(ac, 1, ev, sizeof(ev), &b), "firing updated");
+    ASSERT_STR_CONTAINS(b.data, "3 alerts in this group now (was 1)");
+    sig.members = 4;
+    alert_center_signal(ac, &sig);
+    alert_center_tick(ac, 45000); /* the next one waits a whole interval */
+    ASSERT_STR_EQ(events(ac, 1, ev, sizeof(ev), &b), "firing updated");
+    alert_center_tick(ac, 60000);
+    ASSERT_STR_EQ(events(ac, 1, ev, sizeof(ev), &b), "firing updated updated");
+    alert_center_tick(ac, 200000); /* nothing new: nothing sent */
+    ASSERT_STR_EQ(events(ac, 1, ev, sizeof(ev), &b), "firing updated updated");
+    iocd_buf_fini(&b);
+    alert_center_close(ac);
+}
