@@ -217,13 +217,8 @@ bool silences_hold(alert_silences *ss, const char *labels, size_t len, int64_t t
 
 bool silences_match(alert_silences *ss, const char *labels, size_t len, int64_t t_ms)
 {
-    bool hit = false;
-    size_t i;
+    bool hit = silences_hold(ss, labels, len, t_ms);
 
-    pthread_mutex_lock(&ss->mu);
-    for (i = 0; i < ss->n && !hit; i++)
-        hit = in_force(ss, &ss->s[i], t_ms) && matches(&ss->s[i], labels, len);
-    pthread_mutex_unlock(&ss->mu);
     if (hit)
         iocd_metric_add(ss->m_silenced, 1);
     return hit;

@@ -534,6 +534,26 @@ static iocd_err series_query(const rule_def *r, const char *gl, size_t len, iocd
     return err;
 }
 
+/* What every event of an alert carries: the rule's fields and the instance's. */
+static void fill_event(rule_event *ev, const rule_def *r, const instance *in,
+                       const iocd_buf *labels, int64_t t_ms)
+{
+    memset(ev, 0, sizeof(*ev));
+    ev->rule = r->name;
+    ev->labels = labels->data != NULL ? labels->data : "";
+    ev->labels_len = labels->len;
+    ev->runbook = r->runbook != NULL ? r->runbook : "";
+    ev->severity = r->severity;
+    ev->domain = r->domain;
+    ev->value = in->value;
+    ev->t_ms = t_ms;
+    ev->active_since_ms = in->since_ms;
+    ev->shadow = r->shadow;
+    ev->inhibit_match = r->inhibit_match;
+    ev->inhibit_equal = r->inhibit_equal;
+    ev->n_inhibit_equal = r->n_inhibit_equal;
+}
+
 static void emit(rule_engine *e, const rule_def *r, instance *in, rule_state from, rule_state to,
                  int64_t t_ms)
 {
@@ -567,24 +587,11 @@ static void emit(rule_engine *e, const rule_def *r, instance *in, rule_state fro
     in->summary = iocd_strdup(summary.data != NULL ? summary.data : "");
     in->description = iocd_strdup(description.data != NULL ? description.data : "");
     e->dirty = true;
-    memset(&ev, 0, sizeof(ev));
-    ev.rule = r->name;
+    fill_event(&ev, r, in, &labels, t_ms);
     ev.from = from;
     ev.to = to;
-    ev.labels = labels.data != NULL ? labels.data : "";
-    ev.labels_len = labels.len;
     ev.summary = summary.data != NULL ? summary.data : "";
     ev.description = description.data != NULL ? description.data : "";
-    ev.runbook = r->runbook != NULL ? r->runbook : "";
-    ev.severity = r->severity;
-    ev.domain = r->domain;
-    ev.value = in->value;
-    ev.t_ms = t_ms;
-    ev.active_since_ms = in->since_ms;
-    ev.shadow = r->shadow;
-    ev.inhibit_match = r->inhibit_match;
-    ev.inhibit_equal = r->inhibit_equal;
-    ev.n_inhibit_equal = r->n_inhibit_equal;
     ev.query = query.data != NULL ? query.data : "";
     if (to == RULE_FIRING || (from == RULE_FIRING && to == RULE_INACTIVE))
         log_info("rules", to == RULE_FIRING ? "alert firing" : "alert resolved",
@@ -608,23 +615,10 @@ static void emit_members(rule_engine *e, const rule_def *r, const instance *in, 
         return;
     iocd_buf_init(&labels, 0);
     alert_labels(r, in->glabels, in->glabels_len, &labels);
-    memset(&ev, 0, sizeof(ev));
-    ev.rule = r->name;
+    fill_event(&ev, r, in, &labels, t_ms);
     ev.from = ev.to = RULE_FIRING;
-    ev.labels = labels.data != NULL ? labels.data : "";
-    ev.labels_len = labels.len;
     ev.summary = in->summary != NULL ? in->summary : "";
     ev.description = in->description != NULL ? in->description : "";
-    ev.runbook = r->runbook != NULL ? r->runbook : "";
-    ev.severity = r->severity;
-    ev.domain = r->domain;
-    ev.value = in->value;
-    ev.t_ms = t_ms;
-    ev.active_since_ms = in->since_ms;
-    ev.shadow = r->shadow;
-    ev.inhibit_match = r->inhibit_match;
-    ev.inhibit_equal = r->inhibit_equal;
-    ev.n_inhibit_equal = r->n_inhibit_equal;
     ev.members = in->n_members;
     e->cfg.on_event(e->cfg.ud, &ev);
     iocd_buf_fini(&labels);
