@@ -159,5 +159,39 @@ iocd_err external_parse(const char *text, size_t len, const external_sink *sink,
 /* Resolves every alert of ac's table whose endsAt is at or before now_ms (the sweeper calls
  * it each second with iocd_now_ms()); returns how many. */
 size_t external_sweep(alert_center *ac, int64_t now_ms);
+/* Whether s is a valid label name (Prometheus' syntax, at most 200 bytes). */
+bool external_name_valid(const char *s);
+
+/* ---- Alertmanager's matchers and silences (alerts/external_silences.c) --------------------- */
+
+/* A selector's first matcher on this name lets a filter match the empty string (PromQL
+ * refuses a selector of only such matchers); external_sel_matches is told to skip it. */
+#define EXTERNAL_ANY_LABEL "__iocd_any__"
+
+/* Appends s as a PromQL double-quoted string. Errors: those of iocd_buf. */
+iocd_err external_put_quoted(iocd_buf *b, const char *s);
+/* Whether every matcher of sel (but those named skip, which may be NULL) accepts labels. */
+bool external_sel_matches(const query_selector *sel, const char *labels, size_t len,
+                          const char *skip);
+/* Alertmanager's filter= values (alertname="x", severity=~"crit.*", job=api, or a {...} list)
+ * as one selector led by EXTERNAL_ANY_LABEL; *sel is the caller's (query_selector_fini).
+ * Errors: IOCD_EINVAL (errbuf says why), IOCD_ENOMEM. */
+iocd_err external_filter_parse(const char *const *filters, size_t n, query_selector *sel,
+                               char *errbuf, size_t errlen);
+
+/* The active silences of a center, with their selectors parsed; owned by the caller. */
+typedef struct external_silence {
+    char id[24];
+    query_selector sel;
+} external_silence;
+
+typedef struct external_silences {
+    external_silence *s;
+    size_t n;
+} external_silences;
+
+/* Errors: IOCD_ENOMEM, IOCD_ECORRUPT (logged), those of alert_silences_list; *out is empty. */
+iocd_err external_silences_active(alert_center *ac, external_silences *out);
+void external_silences_fini(external_silences *ss);
 
 #endif

@@ -3,8 +3,8 @@
  * incident through alert_center_signal (its rule is the alertname label). The alerts still
  * active are kept by fingerprint in a table of the data file ("am_alerts") with their endsAt,
  * and a sweeper thread resolves each one whose endsAt passes without a re-send (no endsAt:
- * 5 minutes after the last one, Alertmanager's resolve_timeout). Silences are converted from
- * Alertmanager's matchers to iocd's selector text and back.
+ * 5 minutes after the last one, Alertmanager's resolve_timeout). Silences in Alertmanager's
+ * shape and the matchers are in alerts/external_silences.c.
  * Invariant: an alert is stored before its firing signal and deleted only after its resolving
  * one, so a crash in between is repaired by the next re-send or the next sweep. Lock order:
  * a table's mu, then the center's (alert_center_signal is called with mu held, so a POST and
@@ -26,397 +26,8 @@
 #define ANNOTATION_MAX     16384 /* bytes of an annotation value */
 #define URL_MAX            4096  /* bytes of a generatorURL */
 #define ALERT_BYTES_MAX    65536 /* one alert's labels, annotations and URL together */
-#define MATCHERS_MAX       64    /* of one silence */
 #define POST_NODES_MAX     500000
-#define SILENCE_NODES_MAX  4096
-#define LIST_NODES_MAX     2000000
 #define REASONS_SHOWN      3 /* refused alerts named in the answer */
-#define ANY_LABEL          "__iocd_any__"
-
-/* ---- A JSON reader -----------------------------------------------------------------------
- * Alertmanager's bodies nest (an array of alerts, each with label objects), which the flat
- * object reader of common/ refuses. This one builds a small tree: nodes in one array, linked
- * by index, strings decoded into one buffer. Bounded in depth and in nodes. */
-
-#define JNONE      UINT32_MAX
-#define JDEPTH_MAX 16
-
-typedef enum jkind {
-    J_NULL,
-    J_BOOL,
-    J_NUM,
-    J_STR,
-    J_ARR,
-    J_OBJ,
-} jkind;
-
-typedef struct jnode {
-    jkind kind;
-    bool truth;     /* J_BOOL */
-    uint32_t key;   /* a member's key: offset in text; JNONE for array items and the root */
-    uint32_t str;   /* J_STR, J_NUM: offset in text */
-    uint32_t n;     /* J_ARR, J_OBJ: how many children */
-    uint32_t child; /* the first child, or JNONE */
-    uint32_t next;  /* the next sibling, or JNONE */
-} jnode;
-
-typedef struct jdoc {
-    jnode *node; /* node[0] is the root */
-    size_t n, cap, max;
-    iocd_buf text; /* keys, strings and numbers, each NUL-terminated */
-} jdoc;
-
-typedef struct jparser {
-    const char *p, *start, *end;
-    jdoc *d;
-    char *errbuf;
-    size_t errlen;
-} jparser;
-
-static iocd_err jfail(jparser *j, const char *what)
-{
-    snprintf(j->errbuf, j->errlen, "invalid JSON at byte %zu: %s", (size_t)(j->p - j->start) + 1,
-             what);
-    return IOCD_EPARSE;
-}
-
-static void jws(jparser *j)
-{
-    while (j->p < j->end && (*j->p == ' ' || *j->p == '\t' || *j->p == '\n' || *j->p == '\r'))
-        j->p++;
-}
-
-static iocd_err jnew(jparser *j, jkind kind, uint32_t *out)
-{
-    jdoc *d = j->d;
-    jnode *nd;
-
-    if (d->n >= d->max) {
-        snprintf(j->errbuf, j->errlen, "the body holds more than %zu JSON values", d->max);
-        return IOCD_ETOOBIG;
-    }
-    if (d->n == d->cap) {
-        size_t cap = d->cap != 0 ? d->cap * 2 : 64;
-        jnode *g = iocd_realloc(d->node, cap * sizeof(*g));
-        if (g == NULL)
-            return IOCD_ENOMEM;
-        d->node = g;
-        d->cap = cap;
-    }
-    nd = &d->node[d->n];
-    memset(nd, 0, sizeof(*nd));
-    nd->kind = kind;
-    nd->key = nd->str = nd->child = nd->next = JNONE;
-    *out = (uint32_t)d->n++;
-    return IOCD_OK;
-}
-
-static iocd_err jmark(jparser *j, uint32_t *off)
-{
-    if (j->d->text.len >= UINT32_MAX / 2) {
-        snprintf(j->errbuf, j->errlen, "the body is too large");
-        return IOCD_ETOOBIG;
-    }
-    *off = (uint32_t)j->d->text.len;
-    return IOCD_OK;
-}
-
-static bool hex4(const char *p, const char *end, uint32_t *out)
-{
-    uint32_t v = 0;
-    int i, h;
-
-    if (end - p < 4)
-        return false;
-    for (i = 0; i < 4; i++) {
-        h = iocd_hexval(p[i]);
-        if (h < 0)
-            return false;
-        v = v * 16 + (uint32_t)h;
-    }
-    *out = v;
-    return true;
-}
-
-/* The string at j->p (its opening quote), decoded into the text buffer. */
-static iocd_err jstring(jparser *j, uint32_t *off)
-{
-    iocd_buf *b = &j->d->text;
-    iocd_err err = jmark(j, off);
-    uint32_t cp, lo;
-
-    j->p++;
-    while (err == IOCD_OK) {
-        unsigned char c;
-        if (j->p >= j->end)
-            return jfail(j, "unterminated string");
-        c = (unsigned char)*j->p;
-        if (c == '"') {
-            j->p++;
-            break;
-        }
-        if (c < 0x20)
-            return jfail(j, "control character in string");
-        j->p++;
-        if (c != '\\') {
-            err = iocd_buf_putc(b, (char)c);
-            continue;
-        }
-        if (j->p >= j->end)
-            return jfail(j, "unterminated string");
-        c = (unsigned char)*j->p++;
-        switch (c) {
-        case '"':
-        case '\\':
-        case '/':
-            err = iocd_buf_putc(b, (char)c);
-            break;
-        case 'b':
-            err = iocd_buf_putc(b, '\b');
-            break;
-        case 'f':
-            err = iocd_buf_putc(b, '\f');
-            break;
-        case 'n':
-            err = iocd_buf_putc(b, '\n');
-            break;
-        case 'r':
-            err = iocd_buf_putc(b, '\r');
-            break;
-        case 't':
-            err = iocd_buf_putc(b, '\t');
-            break;
-        case 'u':
-            if (!hex4(j->p, j->end, &cp))
-                return jfail(j, "bad \\u escape");
-            j->p += 4;
-            if (cp >= 0xD800 && cp <= 0xDBFF) { /* the first half of a surrogate pair */
-                if (j->end - j->p < 6 || j->p[0] != '\\' || j->p[1] != 'u' ||
-                    !hex4(j->p + 2, j->end, &lo) || lo < 0xDC00 || lo > 0xDFFF)
-                    return jfail(j, "lone surrogate");
-                j->p += 6;
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-                return jfail(j, "lone surrogate");
-            }
-            if (cp == 0) /* label sets are NUL-separated */
-                return jfail(j, "NUL in string");
-            err = iocd_buf_utf8(b, cp);
-            break;
-        default:
-            j->p--;
-            return jfail(j, "unknown escape");
-        }
-    }
-    if (err == IOCD_OK)
-        err = iocd_buf_putc(b, '\0');
-    if (err == IOCD_OK && !iocd_utf8_valid(b->data + *off, b->len - *off - 1))
-        return jfail(j, "string is not valid UTF-8");
-    return err;
-}
-
-static bool is_digit(char c)
-{
-    return c >= '0' && c <= '9';
-}
-
-static iocd_err jnumber(jparser *j, uint32_t *off)
-{
-    const char *s = j->p;
-    iocd_err err;
-
-    if (j->p < j->end && *j->p == '-')
-        j->p++;
-    if (j->p >= j->end || !is_digit(*j->p))
-        return jfail(j, "expected a value");
-    if (*j->p == '0')
-        j->p++;
-    else
-        while (j->p < j->end && is_digit(*j->p))
-            j->p++;
-    if (j->p < j->end && *j->p == '.') {
-        j->p++;
-        if (j->p >= j->end || !is_digit(*j->p))
-            return jfail(j, "expected a digit");
-        while (j->p < j->end && is_digit(*j->p))
-            j->p++;
-    }
-    if (j->p < j->end && (*j->p == 'e' || *j->p == 'E')) {
-        j->p++;
-        if (j->p < j->end && (*j->p == '+' || *j->p == '-'))
-            j->p++;
-        if (j->p >= j->end || !is_digit(*j->p))
-            return jfail(j, "expected a digit");
-        while (j->p < j->end && is_digit(*j->p))
-            j->p++;
-    }
-    err = jmark(j, off);
-    if (err == IOCD_OK)
-        err = iocd_buf_append(&j->d->text, s, (size_t)(j->p - s));
-    return err == IOCD_OK ? iocd_buf_putc(&j->d->text, '\0') : err;
-}
-
-static bool literal(jparser *j, const char *word)
-{
-    size_t n = strlen(word);
-
-    if ((size_t)(j->end - j->p) < n || memcmp(j->p, word, n) != 0)
-        return false;
-    j->p += n;
-    return true;
-}
-
-static iocd_err jvalue(jparser *j, int depth, uint32_t *out)
-{
-    uint32_t me, last = JNONE, child, key, off;
-    bool obj;
-    char close;
-    iocd_err err;
-
-    jws(j);
-    if (j->p >= j->end)
-        return jfail(j, "expected a value");
-    if (*j->p == '"') {
-        err = jnew(j, J_STR, &me);
-        if (err == IOCD_OK)
-            err = jstring(j, &off);
-        if (err == IOCD_OK)
-            j->d->node[me].str = off;
-        *out = me;
-        return err;
-    }
-    if (*j->p != '{' && *j->p != '[') {
-        const char *s = j->p;
-        if (literal(j, "true") || literal(j, "false")) {
-            err = jnew(j, J_BOOL, &me);
-            if (err == IOCD_OK)
-                j->d->node[me].truth = *s == 't';
-        } else if (literal(j, "null")) {
-            err = jnew(j, J_NULL, &me);
-        } else {
-            err = jnew(j, J_NUM, &me);
-            if (err == IOCD_OK)
-                err = jnumber(j, &off);
-            if (err == IOCD_OK)
-                j->d->node[me].str = off;
-        }
-        *out = me;
-        return err;
-    }
-    obj = *j->p == '{';
-    close = obj ? '}' : ']';
-    if (depth >= JDEPTH_MAX)
-        return jfail(j, "nested too deeply");
-    err = jnew(j, obj ? J_OBJ : J_ARR, &me);
-    if (err != IOCD_OK)
-        return err;
-    *out = me;
-    j->p++;
-    jws(j);
-    if (j->p < j->end && *j->p == close) {
-        j->p++;
-        return IOCD_OK;
-    }
-    for (;;) {
-        key = JNONE;
-        jws(j);
-        if (obj) {
-            if (j->p >= j->end || *j->p != '"')
-                return jfail(j, "expected a key in quotes");
-            err = jstring(j, &key);
-            if (err != IOCD_OK)
-                return err;
-            jws(j);
-            if (j->p >= j->end || *j->p != ':')
-                return jfail(j, "expected ':'");
-            j->p++;
-        }
-        err = jvalue(j, depth + 1, &child);
-        if (err != IOCD_OK)
-            return err;
-        j->d->node[child].key = key; /* by index: the array may have moved */
-        if (last == JNONE)
-            j->d->node[me].child = child;
-        else
-            j->d->node[last].next = child;
-        last = child;
-        j->d->node[me].n++;
-        jws(j);
-        if (j->p < j->end && *j->p == ',') {
-            j->p++;
-            continue;
-        }
-        if (j->p < j->end && *j->p == close) {
-            j->p++;
-            return IOCD_OK;
-        }
-        return jfail(j, obj ? "expected ',' or '}'" : "expected ',' or ']'");
-    }
-}
-
-static void jdoc_fini(jdoc *d)
-{
-    iocd_free(d->node);
-    iocd_buf_fini(&d->text);
-    memset(d, 0, sizeof(*d));
-}
-
-/* Parses text (one JSON value) into d, at most max_nodes values. Errors: IOCD_EPARSE,
- * IOCD_ETOOBIG (errbuf says which), IOCD_ENOMEM; d is left empty on error. */
-static iocd_err jdoc_parse(const char *text, size_t len, size_t max_nodes, jdoc *d, char *errbuf,
-                           size_t errlen)
-{
-    jparser j;
-    uint32_t root;
-    iocd_err err;
-
-    memset(d, 0, sizeof(*d));
-    d->max = max_nodes;
-    iocd_buf_init(&d->text, 0);
-    j = (jparser){ text, text, text + len, d, errbuf, errlen };
-    if (len >= 3 && memcmp(text, "\xEF\xBB\xBF", 3) == 0) /* a byte order mark */
-        j.p += 3;
-    err = jvalue(&j, 0, &root);
-    if (err == IOCD_OK) {
-        jws(&j);
-        if (j.p != j.end)
-            err = jfail(&j, "text after the value");
-    }
-    if (err != IOCD_OK)
-        jdoc_fini(d);
-    if (err == IOCD_ENOMEM)
-        snprintf(errbuf, errlen, "out of memory");
-    return err;
-}
-
-static const char *jtext(const jdoc *d, uint32_t off)
-{
-    return d->text.data + off;
-}
-
-/* The member key of object obj, or JNONE. */
-static uint32_t jget(const jdoc *d, uint32_t obj, const char *key)
-{
-    uint32_t c;
-
-    if (obj == JNONE || d->node[obj].kind != J_OBJ)
-        return JNONE;
-    for (c = d->node[obj].child; c != JNONE; c = d->node[c].next)
-        if (strcmp(jtext(d, d->node[c].key), key) == 0)
-            return c;
-    return JNONE;
-}
-
-static bool jabsent(const jdoc *d, uint32_t i)
-{
-    return i == JNONE || d->node[i].kind == J_NULL;
-}
-
-/* The text of a string node, or NULL when i is not one. */
-static const char *jstr(const jdoc *d, uint32_t i)
-{
-    return i != JNONE && d->node[i].kind == J_STR ? jtext(d, d->node[i].str) : NULL;
-}
 
 /* ---- Label sets --------------------------------------------------------------------------- */
 
@@ -429,7 +40,12 @@ static int lpair_cmp(const void *a, const void *b)
     return strcmp(((const lpair *)a)->name, ((const lpair *)b)->name);
 }
 
-static bool name_valid(const char *s)
+static bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+bool external_name_valid(const char *s)
 {
     size_t i;
 
@@ -444,24 +60,24 @@ static bool name_valid(const char *s)
 
 /* A labelSet object ({"name": "value"}) as "name\0value\0" sorted by name, appended to out.
  * An empty value is no label (as in Prometheus). False, with why, when it is not valid. */
-static bool labelset(const jdoc *d, uint32_t obj, const char *what, size_t value_max, iocd_buf *out,
-                     size_t *n_out, char *why, size_t whylen)
+static bool labelset(const iocd_jdoc *d, uint32_t obj, const char *what, size_t value_max,
+                     iocd_buf *out, size_t *n_out, char *why, size_t whylen)
 {
     lpair pairs[LABELS_MAX];
     size_t n = 0, i;
     uint32_t c;
 
-    if (d->node[obj].kind != J_OBJ) {
+    if (d->node[obj].kind != IOCD_J_OBJ) {
         snprintf(why, whylen, "%s must be an object of strings", what);
         return false;
     }
-    for (c = d->node[obj].child; c != JNONE; c = d->node[c].next) {
-        const char *name = jtext(d, d->node[c].key), *value = jstr(d, c);
+    for (c = d->node[obj].child; c != IOCD_JNONE; c = d->node[c].next) {
+        const char *name = iocd_jdoc_text(d, d->node[c].key), *value = iocd_jdoc_str(d, c);
         if (value == NULL) {
             snprintf(why, whylen, "%s: the value of \"%.100s\" must be a string", what, name);
             return false;
         }
-        if (!name_valid(name)) {
+        if (!external_name_valid(name)) {
             snprintf(why, whylen, "%s: invalid name \"%.100s\"", what, name);
             return false;
         }
@@ -499,14 +115,14 @@ static bool labelset(const jdoc *d, uint32_t obj, const char *what, size_t value
 /* ---- Parsing a POST /api/v2/alerts body --------------------------------------------------- */
 
 /* startsAt or endsAt: 0 when absent, null, "" or Go's zero time (year 1). */
-static bool time_field(const jdoc *d, uint32_t obj, const char *key, int64_t *ms, char *why,
+static bool time_field(const iocd_jdoc *d, uint32_t obj, const char *key, int64_t *ms, char *why,
                        size_t whylen)
 {
-    uint32_t i = jget(d, obj, key);
-    const char *s = jstr(d, i);
+    uint32_t i = iocd_jdoc_get(d, obj, key);
+    const char *s = iocd_jdoc_str(d, i);
 
     *ms = 0;
-    if (jabsent(d, i) || (s != NULL && s[0] == '\0'))
+    if (iocd_jdoc_is_absent(d, i) || (s != NULL && s[0] == '\0'))
         return true;
     if (s == NULL || query_time_parse(s, ms) != IOCD_OK) {
         snprintf(why, whylen, "%s must be an RFC 3339 time", key);
@@ -517,19 +133,19 @@ static bool time_field(const jdoc *d, uint32_t obj, const char *key, int64_t *ms
     return true;
 }
 
-static bool alert_check(const jdoc *d, uint32_t it, iocd_buf *ls, iocd_buf *as, external_alert *a,
-                        char *why, size_t whylen)
+static bool alert_check(const iocd_jdoc *d, uint32_t it, iocd_buf *ls, iocd_buf *as,
+                        external_alert *a, char *why, size_t whylen)
 {
-    uint32_t lab = jget(d, it, "labels"), ann = jget(d, it, "annotations");
-    uint32_t url = jget(d, it, "generatorURL");
+    uint32_t lab = iocd_jdoc_get(d, it, "labels"), ann = iocd_jdoc_get(d, it, "annotations");
+    uint32_t url = iocd_jdoc_get(d, it, "generatorURL");
     const char *name;
     size_t n = 0;
 
-    if (d->node[it].kind != J_OBJ) {
+    if (d->node[it].kind != IOCD_J_OBJ) {
         snprintf(why, whylen, "not an object");
         return false;
     }
-    if (jabsent(d, lab)) {
+    if (iocd_jdoc_is_absent(d, lab)) {
         snprintf(why, whylen, "labels are required");
         return false;
     }
@@ -544,11 +160,12 @@ static bool alert_check(const jdoc *d, uint32_t it, iocd_buf *ls, iocd_buf *as, 
         snprintf(why, whylen, "no alertname label (iocd names the incident's rule after it)");
         return false;
     }
-    if (!jabsent(d, ann) && !labelset(d, ann, "annotations", ANNOTATION_MAX, as, &n, why, whylen))
+    if (!iocd_jdoc_is_absent(d, ann) &&
+        !labelset(d, ann, "annotations", ANNOTATION_MAX, as, &n, why, whylen))
         return false;
     a->generator_url = "";
-    if (!jabsent(d, url)) {
-        a->generator_url = jstr(d, url);
+    if (!iocd_jdoc_is_absent(d, url)) {
+        a->generator_url = iocd_jdoc_str(d, url);
         if (a->generator_url == NULL || strlen(a->generator_url) > URL_MAX) {
             snprintf(why, whylen, "generatorURL must be a string of at most %d bytes", URL_MAX);
             return false;
@@ -577,31 +194,31 @@ static bool alert_check(const jdoc *d, uint32_t it, iocd_buf *ls, iocd_buf *as, 
 iocd_err external_parse(const char *text, size_t len, const external_sink *sink, char *errbuf,
                         size_t errlen)
 {
-    jdoc d;
+    iocd_jdoc d;
     iocd_buf ls, as;
     size_t index = 0;
     uint32_t it;
     iocd_err err;
 
-    err = jdoc_parse(text, len, POST_NODES_MAX, &d, errbuf, errlen);
+    err = iocd_jdoc_parse(text, len, POST_NODES_MAX, &d, errbuf, errlen);
     if (err != IOCD_OK)
         return err;
-    if (d.node[0].kind != J_ARR) {
+    if (d.node[0].kind != IOCD_J_ARR) {
         snprintf(errbuf, errlen,
                  "expected a JSON array of alerts: [{\"labels\": {...}, \"annotations\": {...}, "
                  "\"startsAt\": ..., \"endsAt\": ...}]");
-        jdoc_fini(&d);
+        iocd_jdoc_fini(&d);
         return IOCD_EPARSE;
     }
     if (d.node[0].n > ALERT_AM_BATCH_MAX) {
         snprintf(errbuf, errlen, "%u alerts in one request; at most %d", d.node[0].n,
                  ALERT_AM_BATCH_MAX);
-        jdoc_fini(&d);
+        iocd_jdoc_fini(&d);
         return IOCD_ETOOBIG;
     }
     iocd_buf_init(&ls, 0);
     iocd_buf_init(&as, 0);
-    for (it = d.node[0].child; err == IOCD_OK && it != JNONE; it = d.node[it].next) {
+    for (it = d.node[0].child; err == IOCD_OK && it != IOCD_JNONE; it = d.node[it].next) {
         external_alert a;
         char why[256];
         memset(&a, 0, sizeof(a));
@@ -615,7 +232,7 @@ iocd_err external_parse(const char *text, size_t len, const external_sink *sink,
     }
     iocd_buf_fini(&ls);
     iocd_buf_fini(&as);
-    jdoc_fini(&d);
+    iocd_jdoc_fini(&d);
     return err;
 }
 
@@ -1297,513 +914,12 @@ void alert_am_stop(alert_center *ac)
     table_free(t);
 }
 
-/* ---- Matchers ----------------------------------------------------------------------------- */
-
-/* Appends s as a PromQL double-quoted string. */
-static iocd_err put_quoted(iocd_buf *b, const char *s)
-{
-    iocd_err err = iocd_buf_putc(b, '"');
-
-    for (; err == IOCD_OK && *s != '\0'; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '\\' || c == '"')
-            err = iocd_buf_printf(b, "\\%c", c);
-        else if (c == '\n')
-            err = iocd_buf_puts(b, "\\n");
-        else if (c == '\r')
-            err = iocd_buf_puts(b, "\\r");
-        else if (c == '\t')
-            err = iocd_buf_puts(b, "\\t");
-        else if (c < 0x20 || c == 0x7f)
-            err = iocd_buf_printf(b, "\\x%02x", c);
-        else
-            err = iocd_buf_putc(b, (char)c);
-    }
-    return err == IOCD_OK ? iocd_buf_putc(b, '"') : err;
-}
-
-/* Whether every matcher of sel (but those named skip) accepts labels. */
-static bool sel_matches(const query_selector *sel, const char *labels, size_t len, const char *skip)
-{
-    size_t m;
-
-    for (m = 0; m < sel->n; m++) {
-        const char *v;
-        if (skip != NULL && strcmp(sel->m[m].name, skip) == 0)
-            continue;
-        v = iocd_label_value(labels, len, sel->m[m].name);
-        if (v == NULL)
-            v = "";
-        if (!query_matcher_matches(&sel->m[m], v, strlen(v)))
-            return false;
-    }
-    return true;
-}
-
-/* Alertmanager's filter= values (alertname="x", severity=~"crit.*", job=api, or a {...}
- * list) as one selector. A first matcher on ANY_LABEL lets a filter match the empty string
- * (PromQL refuses a selector of only such matchers); sel_matches skips it. */
-static iocd_err filter_parse(const char *const *filters, size_t n, query_selector *sel,
-                             char *errbuf, size_t errlen)
-{
-    iocd_buf b;
-    size_t i;
-    iocd_err err;
-
-    iocd_buf_init(&b, 1 << 20);
-    err = iocd_buf_puts(&b, "{" ANY_LABEL "=\"1\"");
-    for (i = 0; err == IOCD_OK && i < n; i++) {
-        const char *f = filters[i], *p, *end;
-        size_t len;
-        while (*f == ' ')
-            f++;
-        len = strlen(f);
-        while (len > 0 && f[len - 1] == ' ')
-            len--;
-        end = f + len;
-        if (len >= 2 && f[0] == '{' && f[len - 1] == '}') {
-            if (len > 2)
-                err = iocd_buf_printf(&b, ",%.*s", (int)(len - 2), f + 1);
-            continue;
-        }
-        for (p = f; (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || *p == '_' ||
-                    (p > f && is_digit(*p));
-             p++)
-            ;
-        err = iocd_buf_printf(&b, ",%.*s", (int)(p - f), f);
-        while (err == IOCD_OK && p < end && *p == ' ')
-            p++;
-        if (err == IOCD_OK &&
-            (strncmp(p, "=~", 2) == 0 || strncmp(p, "!~", 2) == 0 || strncmp(p, "!=", 2) == 0)) {
-            err = iocd_buf_append(&b, p, 2);
-            p += 2;
-        } else if (err == IOCD_OK && *p == '=') {
-            err = iocd_buf_putc(&b, '=');
-            p++;
-        } else if (err == IOCD_OK) {
-            snprintf(errbuf, errlen, "bad filter \"%.100s\": want name=\"value\" (=, !=, =~, !~)",
-                     filters[i]);
-            iocd_buf_fini(&b);
-            return IOCD_EINVAL;
-        }
-        while (err == IOCD_OK && p < end && *p == ' ')
-            p++;
-        if (err == IOCD_OK && (*p == '"' || *p == '\'' || *p == '`'))
-            err = iocd_buf_append(&b, p, (size_t)(end - p));
-        else if (err == IOCD_OK) { /* unquoted: the rest is the value */
-            char *v = iocd_strndup(p, (size_t)(end - p));
-            err = v != NULL ? put_quoted(&b, v) : IOCD_ENOMEM;
-            iocd_free(v);
-        }
-    }
-    if (err == IOCD_OK)
-        err = iocd_buf_putc(&b, '}');
-    if (err == IOCD_OK && query_selector_parse(b.data, sel, errbuf, errlen) != IOCD_OK) {
-        char why[256];
-        snprintf(why, sizeof(why), "%s", errbuf);
-        snprintf(errbuf, errlen, "bad filter: %s", why);
-        err = IOCD_EINVAL;
-    } else if (err != IOCD_OK) {
-        snprintf(errbuf, errlen, "bad filter: %s", iocd_strerror(err));
-        err = err == IOCD_ENOMEM ? err : IOCD_EINVAL;
-    }
-    iocd_buf_fini(&b);
-    return err;
-}
-
-/* ---- Silences in Alertmanager's shape ----------------------------------------------------- */
-
-typedef struct am_silence {
-    char id[24];
-    query_selector sel;
-} am_silence;
-
-typedef struct am_silences {
-    am_silence *s;
-    size_t n;
-} am_silences;
-
-static void silences_fini(am_silences *ss)
-{
-    size_t i;
-
-    for (i = 0; i < ss->n; i++)
-        query_selector_fini(&ss->s[i].sel);
-    iocd_free(ss->s);
-    ss->s = NULL;
-    ss->n = 0;
-}
-
-/* Every silence of the center, parsed (alert_silences_list's JSON is the one source). */
-static iocd_err silences_doc(alert_center *ac, jdoc *d)
-{
-    iocd_buf list;
-    char why[256];
-    iocd_err err;
-
-    iocd_buf_init(&list, 0);
-    err = alert_silences_list(ac, &list);
-    if (err == IOCD_OK)
-        err = jdoc_parse(list.data != NULL ? list.data : "[]", list.data != NULL ? list.len : 2,
-                         LIST_NODES_MAX, d, why, sizeof(why));
-    if (err == IOCD_OK && d->node[0].kind != J_ARR) {
-        jdoc_fini(d);
-        err = IOCD_ECORRUPT;
-    }
-    if (err != IOCD_OK && err != IOCD_ENOMEM)
-        log_error("alerts", "the silence list does not parse", "err=%s", iocd_strerror(err));
-    iocd_buf_fini(&list);
-    return err;
-}
-
-static const char *num_or_str(const jdoc *d, uint32_t i)
-{
-    if (i == JNONE)
-        return NULL;
-    if (d->node[i].kind == J_NUM || d->node[i].kind == J_STR)
-        return jtext(d, d->node[i].str);
-    return NULL;
-}
-
-/* The active silences, with their selectors parsed. */
-static iocd_err active_silences(alert_center *ac, am_silences *out)
-{
-    jdoc d;
-    uint32_t it;
-    size_t n = 0;
-    iocd_err err = silences_doc(ac, &d);
-
-    memset(out, 0, sizeof(*out));
-    if (err != IOCD_OK)
-        return err;
-    out->s = iocd_calloc(d.node[0].n + 1, sizeof(*out->s));
-    if (out->s == NULL) {
-        jdoc_fini(&d);
-        return IOCD_ENOMEM;
-    }
-    for (it = d.node[0].child; it != JNONE; it = d.node[it].next) {
-        const char *state = jstr(&d, jget(&d, it, "state"));
-        const char *id = num_or_str(&d, jget(&d, it, "id"));
-        const char *m = jstr(&d, jget(&d, it, "matchers"));
-        char why[256];
-        if (state == NULL || strcmp(state, "active") != 0 || id == NULL || m == NULL)
-            continue;
-        if (query_selector_parse(m, &out->s[n].sel, why, sizeof(why)) != IOCD_OK)
-            continue;
-        snprintf(out->s[n].id, sizeof(out->s[n].id), "%s", id);
-        n++;
-    }
-    out->n = n;
-    jdoc_fini(&d);
-    return IOCD_OK;
-}
+/* ---- GET /api/v2/alerts ------------------------------------------------------------------- */
 
 static iocd_err put_jstr(iocd_buf *b, const char *s)
 {
     return iocd_buf_json_str(b, s != NULL ? s : "", s != NULL ? strlen(s) : 0);
 }
-
-/* One silence of alert_silences_list as a gettableSilence. */
-static iocd_err silence_am_json(const jdoc *d, uint32_t it, iocd_buf *b)
-{
-    static const char *const ops[][2] = {
-        { "false", "true" }, { "false", "false" }, { "true", "true" }, { "true", "false" }
-    };
-    const char *id = num_or_str(d, jget(d, it, "id"));
-    const char *m = jstr(d, jget(d, it, "matchers"));
-    const char *state = jstr(d, jget(d, it, "state"));
-    query_selector sel = { NULL, 0 };
-    char why[256];
-    size_t i;
-    iocd_err err;
-
-    if (m != NULL && query_selector_parse(m, &sel, why, sizeof(why)) != IOCD_OK)
-        sel.n = 0;
-    err = iocd_buf_puts(b, "{\"id\":");
-    if (err == IOCD_OK)
-        err = put_jstr(b, id);
-    if (err == IOCD_OK)
-        err = iocd_buf_puts(b, ",\"status\":{\"state\":");
-    if (err == IOCD_OK)
-        err = put_jstr(b, state != NULL ? state : "expired");
-    if (err == IOCD_OK)
-        err = iocd_buf_puts(b, "},\"updatedAt\":");
-    if (err == IOCD_OK)
-        err = put_jstr(b, jstr(d, jget(d, it, "created_at")));
-    if (err == IOCD_OK)
-        err = iocd_buf_puts(b, ",\"matchers\":[");
-    for (i = 0; err == IOCD_OK && i < sel.n; i++) {
-        err = iocd_buf_printf(b, "%s{\"name\":", i > 0 ? "," : "");
-        if (err == IOCD_OK)
-            err = put_jstr(b, sel.m[i].name);
-        if (err == IOCD_OK)
-            err = iocd_buf_puts(b, ",\"value\":");
-        if (err == IOCD_OK)
-            err = put_jstr(b, sel.m[i].value);
-        if (err == IOCD_OK)
-            err = iocd_buf_printf(b, ",\"isRegex\":%s,\"isEqual\":%s}", ops[sel.m[i].op][0],
-                                  ops[sel.m[i].op][1]);
-    }
-    if (err == IOCD_OK)
-        err = iocd_buf_puts(b, "],\"startsAt\":");
-    if (err == IOCD_OK)
-        err = put_jstr(b, jstr(d, jget(d, it, "starts_at")));
-    if (err == IOCD_OK)
-        err = iocd_buf_puts(b, ",\"endsAt\":");
-    if (err == IOCD_OK)
-        err = put_jstr(b, jstr(d, jget(d, it, "ends_at")));
-    if (err == IOCD_OK)
-        err = iocd_buf_puts(b, ",\"createdBy\":");
-    if (err == IOCD_OK)
-        err = put_jstr(b, jstr(d, jget(d, it, "created_by")));
-    if (err == IOCD_OK)
-        err = iocd_buf_puts(b, ",\"comment\":");
-    if (err == IOCD_OK)
-        err = put_jstr(b, jstr(d, jget(d, it, "comment")));
-    query_selector_fini(&sel);
-    return err == IOCD_OK ? iocd_buf_putc(b, '}') : err;
-}
-
-/* Alertmanager's filter of silences: the labels a silence's equality matchers name must
- * satisfy every filter matcher. */
-static bool silence_passes(const jdoc *d, uint32_t it, const query_selector *filter)
-{
-    const char *m = jstr(d, jget(d, it, "matchers"));
-    query_selector sel = { NULL, 0 };
-    iocd_buf labels;
-    char why[256];
-    bool ok;
-    size_t i;
-
-    if (filter == NULL)
-        return true;
-    if (m == NULL || query_selector_parse(m, &sel, why, sizeof(why)) != IOCD_OK)
-        return false;
-    iocd_buf_init(&labels, 0);
-    for (i = 0; i < sel.n; i++)
-        if (sel.m[i].op == QUERY_MATCH_EQ && sel.m[i].value[0] != '\0') {
-            iocd_buf_append(&labels, sel.m[i].name, strlen(sel.m[i].name) + 1);
-            iocd_buf_append(&labels, sel.m[i].value, strlen(sel.m[i].value) + 1);
-        }
-    ok = sel_matches(filter, labels.data != NULL ? labels.data : "", labels.len, ANY_LABEL);
-    iocd_buf_fini(&labels);
-    query_selector_fini(&sel);
-    return ok;
-}
-
-iocd_err alert_am_silences_list(alert_center *ac, const char *const *filters, size_t n_filters,
-                                iocd_buf *out, char *errbuf, size_t errlen)
-{
-    query_selector filter = { NULL, 0 };
-    jdoc d;
-    uint32_t it;
-    bool first = true;
-    iocd_err err;
-
-    if (n_filters > 0) {
-        err = filter_parse(filters, n_filters, &filter, errbuf, errlen);
-        if (err != IOCD_OK)
-            return err;
-    }
-    err = silences_doc(ac, &d);
-    if (err != IOCD_OK) {
-        query_selector_fini(&filter);
-        snprintf(errbuf, errlen, "the silences cannot be read: %s", iocd_strerror(err));
-        return err;
-    }
-    err = iocd_buf_putc(out, '[');
-    for (it = d.node[0].child; err == IOCD_OK && it != JNONE; it = d.node[it].next) {
-        if (!silence_passes(&d, it, n_filters > 0 ? &filter : NULL))
-            continue;
-        if (!first)
-            err = iocd_buf_putc(out, ',');
-        first = false;
-        if (err == IOCD_OK)
-            err = silence_am_json(&d, it, out);
-    }
-    if (err == IOCD_OK)
-        err = iocd_buf_putc(out, ']');
-    jdoc_fini(&d);
-    query_selector_fini(&filter);
-    return err;
-}
-
-iocd_err alert_am_silence_get(alert_center *ac, uint64_t id, iocd_buf *out)
-{
-    jdoc d;
-    uint32_t it;
-    char want[24];
-    iocd_err err = silences_doc(ac, &d);
-
-    if (err != IOCD_OK)
-        return err;
-    snprintf(want, sizeof(want), "%llu", (unsigned long long)id);
-    err = IOCD_ENOTFOUND;
-    for (it = d.node[0].child; it != JNONE; it = d.node[it].next) {
-        const char *have = num_or_str(&d, jget(&d, it, "id"));
-        if (have != NULL && strcmp(have, want) == 0) {
-            err = silence_am_json(&d, it, out);
-            break;
-        }
-    }
-    jdoc_fini(&d);
-    return err;
-}
-
-static bool bool_field(const jdoc *d, uint32_t obj, const char *key, bool dflt, bool *out)
-{
-    uint32_t i = jget(d, obj, key);
-
-    *out = dflt;
-    if (jabsent(d, i))
-        return true;
-    if (d->node[i].kind != J_BOOL)
-        return false;
-    *out = d->node[i].truth;
-    return true;
-}
-
-/* Alertmanager's matchers as iocd's selector text: {name="v", name!~"v", ...}. */
-static iocd_err matchers_text(const jdoc *d, uint32_t arr, iocd_buf *sel, char *errbuf,
-                              size_t errlen)
-{
-    uint32_t it;
-    size_t k = 0;
-    iocd_err err;
-
-    if (jabsent(d, arr) || d->node[arr].kind != J_ARR || d->node[arr].n == 0) {
-        snprintf(errbuf, errlen, "matchers: at least one matcher is required");
-        return IOCD_EINVAL;
-    }
-    if (d->node[arr].n > MATCHERS_MAX) {
-        snprintf(errbuf, errlen, "matchers: at most %d", MATCHERS_MAX);
-        return IOCD_EINVAL;
-    }
-    err = iocd_buf_putc(sel, '{');
-    for (it = d->node[arr].child; err == IOCD_OK && it != JNONE; it = d->node[it].next) {
-        const char *name = jstr(d, jget(d, it, "name"));
-        const char *value = jstr(d, jget(d, it, "value"));
-        bool is_regex, is_equal;
-        k++;
-        if (d->node[it].kind != J_OBJ || name == NULL || value == NULL) {
-            snprintf(errbuf, errlen, "matcher %zu: \"name\" and \"value\" (strings) are required",
-                     k);
-            return IOCD_EINVAL;
-        }
-        if (!name_valid(name)) {
-            snprintf(errbuf, errlen, "matcher %zu: invalid label name \"%.100s\"", k, name);
-            return IOCD_EINVAL;
-        }
-        if (!bool_field(d, it, "isRegex", false, &is_regex) ||
-            !bool_field(d, it, "isEqual", true, &is_equal)) {
-            snprintf(errbuf, errlen, "matcher %zu: isRegex and isEqual must be true or false", k);
-            return IOCD_EINVAL;
-        }
-        err = iocd_buf_printf(sel, "%s%s%s", k > 1 ? ", " : "", name,
-                              is_equal ? (is_regex ? "=~" : "=") : (is_regex ? "!~" : "!="));
-        if (err == IOCD_OK)
-            err = put_quoted(sel, value);
-    }
-    return err == IOCD_OK ? iocd_buf_putc(sel, '}') : err;
-}
-
-iocd_err alert_am_silence_add(alert_center *ac, const char *body, size_t len, uint64_t *id_out,
-                              char *errbuf, size_t errlen)
-{
-    jdoc d;
-    iocd_buf sel, out;
-    iocd_json_obj made;
-    query_selector check = { NULL, 0 };
-    const char *by, *comment, *idtext, *s;
-    int64_t now = iocd_now_ms(), starts = 0, ends = 0;
-    uint64_t old_id = 0;
-    char why[256];
-    iocd_err err;
-
-    err = jdoc_parse(body, len, SILENCE_NODES_MAX, &d, errbuf, errlen);
-    if (err != IOCD_OK)
-        return err == IOCD_ETOOBIG ? IOCD_EINVAL : err;
-    iocd_buf_init(&sel, 1 << 20);
-    iocd_buf_init(&out, 0);
-    memset(&made, 0, sizeof(made));
-    if (d.node[0].kind != J_OBJ) {
-        snprintf(errbuf, errlen,
-                 "expected a JSON object: a silence with matchers, startsAt, "
-                 "endsAt, createdBy and comment");
-        err = IOCD_EPARSE;
-        goto out;
-    }
-    err = matchers_text(&d, jget(&d, 0, "matchers"), &sel, errbuf, errlen);
-    if (err != IOCD_OK)
-        goto out;
-    if (query_selector_parse(sel.data, &check, why, sizeof(why)) != IOCD_OK) {
-        snprintf(errbuf, errlen, "matchers: %s", why);
-        err = IOCD_EINVAL;
-        goto out;
-    }
-    query_selector_fini(&check);
-    by = jstr(&d, jget(&d, 0, "createdBy"));
-    comment = jstr(&d, jget(&d, 0, "comment"));
-    if (by == NULL || by[0] == '\0' || comment == NULL || comment[0] == '\0') {
-        snprintf(errbuf, errlen, "createdBy and comment are required (strings)");
-        err = IOCD_EINVAL;
-        goto out;
-    }
-    s = jstr(&d, jget(&d, 0, "startsAt"));
-    if (s != NULL && s[0] != '\0' && query_time_parse(s, &starts) != IOCD_OK) {
-        snprintf(errbuf, errlen, "startsAt must be an RFC 3339 time");
-        err = IOCD_EINVAL;
-        goto out;
-    }
-    s = jstr(&d, jget(&d, 0, "endsAt"));
-    if (s == NULL || query_time_parse(s, &ends) != IOCD_OK) {
-        snprintf(errbuf, errlen, "endsAt (an RFC 3339 time) is required");
-        err = IOCD_EINVAL;
-        goto out;
-    }
-    if (ends <= now) {
-        snprintf(errbuf, errlen, "end time can't be in the past");
-        err = IOCD_EINVAL;
-        goto out;
-    }
-    if (starts != 0 && ends <= starts) {
-        snprintf(errbuf, errlen, "start time must be before end time");
-        err = IOCD_EINVAL;
-        goto out;
-    }
-    if (starts <= now)
-        starts = 0; /* starts now, as Alertmanager does with a past start */
-    /* An id updates that silence: it ends now and the new one takes its place. */
-    idtext = num_or_str(&d, jget(&d, 0, "id"));
-    if (idtext != NULL && idtext[0] != '\0') {
-        char *end;
-        old_id = strtoull(idtext, &end, 10);
-        if (old_id == 0 || *end != '\0' || alert_silence_expire(ac, old_id, &out) != IOCD_OK) {
-            snprintf(errbuf, errlen, "silence %.60s not found", idtext);
-            err = IOCD_ENOTFOUND;
-            goto out;
-        }
-        iocd_buf_reset(&out);
-    }
-    err = alert_silence_add(ac, sel.data, starts, ends, by, comment, &out, errbuf, errlen);
-    if (err != IOCD_OK)
-        goto out;
-    if (iocd_json_object_parse(out.data, out.len, &made, why, sizeof(why)) != IOCD_OK ||
-        (s = iocd_json_get(&made, "id", NULL)) == NULL) {
-        snprintf(errbuf, errlen, "the silence was made but its id cannot be read");
-        err = IOCD_ECORRUPT;
-        goto out;
-    }
-    *id_out = strtoull(s, NULL, 10);
-out:
-    iocd_json_obj_fini(&made);
-    iocd_buf_fini(&sel);
-    iocd_buf_fini(&out);
-    jdoc_fini(&d);
-    return err;
-}
-
-/* ---- GET /api/v2/alerts ------------------------------------------------------------------- */
 
 static iocd_err put_set(iocd_buf *b, const char *set, size_t len)
 {
@@ -1876,9 +992,9 @@ static bool receiver_passes(const char *re, char *errbuf, size_t errlen, iocd_er
     if (re == NULL || re[0] == '\0')
         return true;
     iocd_buf_init(&text, 0);
-    *err = iocd_buf_puts(&text, "{" ANY_LABEL "=\"1\",r=~");
+    *err = iocd_buf_puts(&text, "{" EXTERNAL_ANY_LABEL "=\"1\",r=~");
     if (*err == IOCD_OK)
-        *err = put_quoted(&text, re);
+        *err = external_put_quoted(&text, re);
     if (*err == IOCD_OK)
         *err = iocd_buf_putc(&text, '}');
     if (*err == IOCD_OK && query_selector_parse(text.data, &sel, errbuf, errlen) != IOCD_OK) {
@@ -1887,7 +1003,8 @@ static bool receiver_passes(const char *re, char *errbuf, size_t errlen, iocd_er
         snprintf(errbuf, errlen, "bad receiver: %s", why);
         *err = IOCD_EINVAL;
     } else if (*err == IOCD_OK) {
-        ok = sel_matches(&sel, "r\0" ALERT_AM_RECEIVER, sizeof("r\0" ALERT_AM_RECEIVER), ANY_LABEL);
+        ok = external_sel_matches(&sel, "r\0" ALERT_AM_RECEIVER, sizeof("r\0" ALERT_AM_RECEIVER),
+                                  EXTERNAL_ANY_LABEL);
     }
     query_selector_fini(&sel);
     iocd_buf_fini(&text);
@@ -1899,7 +1016,7 @@ iocd_err alert_am_alerts_list(alert_center *ac, const alert_am_filter *f, bool g
 {
     am_table *t = table_of(ac);
     query_selector filter = { NULL, 0 };
-    am_silences sil = { NULL, 0 };
+    external_silences sil = { NULL, 0 };
     iocd_buf by;
     int64_t now;
     size_t i, k, shown = 0;
@@ -1914,11 +1031,11 @@ iocd_err alert_am_alerts_list(alert_center *ac, const alert_am_filter *f, bool g
     if (err != IOCD_OK)
         return err;
     if (f->n_matchers > 0) {
-        err = filter_parse(f->matchers, f->n_matchers, &filter, errbuf, errlen);
+        err = external_filter_parse(f->matchers, f->n_matchers, &filter, errbuf, errlen);
         if (err != IOCD_OK)
             return err;
     }
-    err = active_silences(ac, &sil);
+    err = external_silences_active(ac, &sil);
     if (err != IOCD_OK) {
         query_selector_fini(&filter);
         snprintf(errbuf, errlen, "the silences cannot be read: %s", iocd_strerror(err));
@@ -1935,11 +1052,12 @@ iocd_err alert_am_alerts_list(alert_center *ac, const alert_am_filter *f, bool g
         const am_alert *x = t->a[i];
         if (x->ends_ms <= now) /* expired, the sweeper not there yet */
             continue;
-        if (f->n_matchers > 0 && !sel_matches(&filter, x->labels, x->labels_len, ANY_LABEL))
+        if (f->n_matchers > 0 &&
+            !external_sel_matches(&filter, x->labels, x->labels_len, EXTERNAL_ANY_LABEL))
             continue;
         iocd_buf_reset(&by);
         for (k = 0; err == IOCD_OK && k < sil.n; k++)
-            if (sel_matches(&sil.s[k].sel, x->labels, x->labels_len, NULL))
+            if (external_sel_matches(&sil.s[k].sel, x->labels, x->labels_len, NULL))
                 err = iocd_buf_printf(&by, "%s\"%s\"", by.len > 0 ? "," : "", sil.s[k].id);
         if (err != IOCD_OK)
             break;
@@ -1962,7 +1080,7 @@ iocd_err alert_am_alerts_list(alert_center *ac, const alert_am_filter *f, bool g
     if (err == IOCD_OK)
         err = iocd_buf_putc(out, ']');
     iocd_buf_fini(&by);
-    silences_fini(&sil);
+    external_silences_fini(&sil);
     query_selector_fini(&filter);
     return err;
 }

@@ -169,6 +169,53 @@ void iocd_json_obj_fini(iocd_json_obj *o);
 /* The value of key (NULL when absent); its kind in *kind_out (may be NULL). */
 const char *iocd_json_get(const iocd_json_obj *o, const char *key, iocd_json_kind *kind_out);
 
+/* ---- JSON trees (common/jsonread.c) -------------------------------------------------------- */
+
+/* A parsed JSON value that may nest: every value is a node of one array (node[0] is the
+ * root), children linked by index; keys, strings and numbers are NUL-terminated in text.
+ * Strings are decoded, valid UTF-8 and contain no NUL. Owned by the caller (iocd_jdoc_fini). */
+#define IOCD_JNONE UINT32_MAX /* no node */
+
+typedef enum iocd_jkind {
+    IOCD_J_NULL,
+    IOCD_J_BOOL,
+    IOCD_J_NUM,
+    IOCD_J_STR,
+    IOCD_J_ARR,
+    IOCD_J_OBJ,
+} iocd_jkind;
+
+typedef struct iocd_jnode {
+    iocd_jkind kind;
+    bool truth;     /* IOCD_J_BOOL */
+    uint32_t key;   /* a member's key: offset in text; IOCD_JNONE for array items and the root */
+    uint32_t str;   /* IOCD_J_STR, IOCD_J_NUM: offset in text (a number's text as written) */
+    uint32_t n;     /* IOCD_J_ARR, IOCD_J_OBJ: how many children */
+    uint32_t child; /* the first child, or IOCD_JNONE */
+    uint32_t next;  /* the next sibling, or IOCD_JNONE */
+} iocd_jnode;
+
+typedef struct iocd_jdoc {
+    iocd_jnode *node;
+    size_t n, cap, max;
+    iocd_buf text;
+} iocd_jdoc;
+
+/* Parses text (one JSON value; a leading byte order mark is skipped) into d, at most
+ * max_nodes values and 16 levels deep. Errors: IOCD_EPARSE, IOCD_ETOOBIG (errbuf says which,
+ * with the byte offset of a syntax error), IOCD_ENOMEM; d is left empty on error. */
+iocd_err iocd_jdoc_parse(const char *text, size_t len, size_t max_nodes, iocd_jdoc *d, char *errbuf,
+                         size_t errlen);
+void iocd_jdoc_fini(iocd_jdoc *d);
+/* The NUL-terminated text at offset off of d's text (a node's key or str); borrowed from d. */
+const char *iocd_jdoc_text(const iocd_jdoc *d, uint32_t off);
+/* The member key of object obj, or IOCD_JNONE (also when obj is IOCD_JNONE or no object). */
+uint32_t iocd_jdoc_get(const iocd_jdoc *d, uint32_t obj, const char *key);
+/* Whether node i is missing (IOCD_JNONE) or null. */
+bool iocd_jdoc_is_absent(const iocd_jdoc *d, uint32_t i);
+/* The text of a string node (borrowed from d), or NULL when i is not one. */
+const char *iocd_jdoc_str(const iocd_jdoc *d, uint32_t i);
+
 /* ---- Logging --------------------------------------------------------------------------- */
 
 typedef enum iocd_log_level {
