@@ -1,5 +1,5 @@
-/* alerts/alerts_int.h - shared by the files of alerts/ only: the outbox, silences and the
- * device registry. */
+/* alerts/alerts_int.h - shared by the files of alerts/ only: the outbox, webhooks, silences,
+ * the device registry, external alerts, and the incident center's structs. */
 #ifndef IOCD_ALERTS_INT_H
 #define IOCD_ALERTS_INT_H
 
@@ -193,5 +193,136 @@ typedef struct external_silences {
 /* Errors: IOCD_ENOMEM, IOCD_ECORRUPT (logged), those of alert_silences_list; *out is empty. */
 iocd_err external_silences_active(alert_center *ac, external_silences *out);
 void external_silences_fini(external_silences *ss);
+
+/* ---- Incidents (alerts/incidents*.c) ------------------------------------------------------- */
+
+/* The center is split by concern: lifecycle, rule signals, inhibition and muted alerts,
+ * operator actions, reports, opening and closing (incidents.c); an incident's JSON, webhook
+ * and stored forms (incidents_codec.c); routes and noise control with its timer thread
+ * (incidents_noise.c); the API's reads (incidents_read.c). Unless a comment says otherwise,
+ * the caller of each function below holds ac->mu. */
+
+#define INCIDENT_STR_MAX  4096 /* longest text field kept */
+#define INCIDENT_FLAP_MAX 32   /* state changes remembered for flap detection */
+
+typedef enum inc_state {
+    INC_FIRING,
+    INC_ACKNOWLEDGED,
+    INC_RESOLVED,
+} inc_state;
+
+extern const char *const incident_state_names[]; /* by inc_state: "firing", ... */
+
+typedef struct inc_event {
+    char *type;
+    int64_t t_ms;
+    char *by, *note;
+    bool held; /* recorded, not sent (group wait, flapping) */
+} inc_event;
+
+typedef struct incident {
+    uint64_t id;
+    char fp[17];
+    char *rule, *labels; /* labels: "name\0value\0" sorted */
+    size_t labels_len;
+    char *severity, *domain, *ward, *summary, *description, *runbook, *reporter, *location;
+    char *acked_by, *ack_note, *assigned_to, *resolved_by, *resolve_reason;
+    char *device, *device_kind, *address; /* from the registry when it knows the device */
+    char *query; /* PromQL of the series behind a rule's incident, or NULL */
+    double latitude, longitude;
+    bool has_position;
+    inc_state state;
+    int64_t created_ms, updated_ms, acked_ms, resolved_ms;
+    uint32_t recurrences;
+    double value;
+    bool manual;
+    inc_event *ev;
+    size_t n_ev;
+    char *inhibit;       /* matchers of the alerts this one holds back while open, or NULL */
+    char *inhibit_equal; /* label names joined by '\x1f' */
+    query_selector inhibit_sel;
+    bool inhibit_parsed;
+    /* Noise control. */
+    int64_t fired_ms;             /* when it last began firing (opened or reopened) */
+    int64_t notified_ms;          /* the last event sent about it (0: none yet) */
+    int64_t escalated_ms;         /* the last escalation (0: none) */
+    bool first_held;              /* its first event waits for the group wait */
+    size_t members, members_told; /* series in its firing group now / last announced */
+    bool flapping;
+    int64_t flap_t[INCIDENT_FLAP_MAX]; /* times of its latest state changes, oldest first */
+    int n_flap;
+} incident;
+
+/* The incident center (opaque outside alerts/). */
+struct alert_center {
+    alert_config cfg;
+    pthread_mutex_t mu;
+    incident **inc; /* by id order (ids ascend) */
+    size_t n, cap;
+    uint64_t next_id;
+    alert_outbox *ob;
+    alert_silences *silences;
+    alert_devices *devices;
+    iocd_buf scratch, scratch2, scratch3;
+    alert_webhooks *webhooks;
+    iocd_metric *m_opened, *m_resolved, *m_acked, *m_open, *m_inhibited;
+    iocd_metric *m_held, *m_repeated, *m_escalated, *m_flapping;
+    struct muted *muted; /* firing alerts held back by a silence or an inhibition */
+    size_t n_muted, cap_muted;
+    alert_route *routes; /* copies, with their selectors parsed */
+    query_selector *route_sel;
+    size_t n_routes;
+    pthread_t ticker;
+    bool ticker_started, stopping;
+    pthread_cond_t wake;
+};
+
+/* incidents.c. A copy of s cut at INCIDENT_STR_MAX bytes replaces *slot (NULL for NULL, and
+ * when out of memory). */
+void incident_set_str(char **slot, const char *s);
+void incident_free(incident *in); /* NULL is a no-op */
+/* The incident with this id, or NULL. */
+incident *incident_find_id(alert_center *ac, uint64_t id);
+/* Appends to the history, which keeps the first and the latest events (at most 200).
+ * Errors: IOCD_ENOMEM. */
+iocd_err incident_history_add(incident *in, const char *type, int64_t t_ms, const char *by,
+                              const char *note);
+/* Stores in and, unless held, queues event `type` to the incidents topic (its route's or the
+ * center's), to topic2 (when not NULL) and to its route's webhook; by/note go to the history.
+ * Errors: storage errors, IOCD_ENOMEM. */
+iocd_err incident_commit_event(alert_center *ac, incident *in, const char *type, int64_t t_ms,
+                               const char *by, const char *note, bool held, const char *topic2);
+/* Muted alerts that nothing holds back any more open their incidents now. */
+void incidents_unmute(alert_center *ac, int64_t now_ms);
+
+/* incidents_codec.c. JSON values: s as a string (null for NULL); t_ms as RFC 3339 (null when
+ * not after the epoch); ,"name": and s. Errors: those of iocd_buf. */
+iocd_err incident_json_str(iocd_buf *b, const char *s);
+iocd_err incident_json_time(iocd_buf *b, int64_t t_ms);
+iocd_err incident_json_field(iocd_buf *b, const char *name, const char *s);
+/* The incident as the API and the events show it; with its events when history. */
+iocd_err incident_json(const incident *in, bool history, iocd_buf *b);
+/* An event in Alertmanager's webhook format: one group, one alert (the incident's labels and
+ * annotations), and event (the iocd event's JSON) under "iocd". */
+iocd_err incident_webhook_body(const incident *in, const char *type, const iocd_buf *event,
+                               iocd_buf *b);
+/* The stored record, appended to b. */
+iocd_err incident_encode(const incident *in, iocd_buf *b);
+/* A stored record; on success *out is the caller's (incident_free).
+ * Errors: IOCD_ECORRUPT (a broken pair, no id or no rule), IOCD_ENOMEM. */
+iocd_err incident_decode(const char *p, size_t len, incident **out);
+
+/* incidents_noise.c. The first route matching the incident (its labels, with its current
+ * severity, domain and ward), or NULL; borrowed from ac. */
+const alert_route *incident_route(const alert_center *ac, const incident *in);
+/* The group wait for an incident: its route's, else the center's. */
+int64_t incident_group_wait(const alert_center *ac, const incident *in);
+/* Records a rule-driven state change at t_ms; true when it makes the incident flapping now. */
+bool incident_flap_note(alert_center *ac, incident *in, int64_t t_ms);
+/* Sends the event saying the incident is flapping. Errors: those of incident_commit_event. */
+iocd_err incident_flapping_notice(alert_center *ac, incident *in, int64_t t_ms);
+/* The timer thread (arg: the center): alert_center_tick each second until ac->stopping; it
+ * takes ac->mu itself. */
+void *incidents_ticker(void *arg);
 
 #endif

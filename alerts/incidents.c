@@ -6,91 +6,18 @@
  * so a state change and its Kafka event are never one without the other. An incident about a
  * registered device carries what the device registry knows of it (kind, address, position).
  * Invariant: ac->mu is held across a change's sequence assignment, store write and queueing,
- * so events leave in the order their changes happened. */
+ * so events leave in the order their changes happened. Beside it: incidents_codec.c,
+ * incidents_noise.c, incidents_read.c (alerts_int.h says what each holds). */
 #include "alerts/alerts_int.h"
 
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define HISTORY_MAX 200
-#define STR_MAX     4096 /* longest text field kept */
 
-typedef enum inc_state {
-    INC_FIRING,
-    INC_ACKNOWLEDGED,
-    INC_RESOLVED,
-} inc_state;
-
-static const char *const state_names[] = { "firing", "acknowledged", "resolved" };
-
-typedef struct inc_event {
-    char *type;
-    int64_t t_ms;
-    char *by, *note;
-    bool held; /* recorded, not sent (group wait, flapping) */
-} inc_event;
-
-#define FLAP_MAX 32 /* state changes remembered for flap detection */
-
-typedef struct incident {
-    uint64_t id;
-    char fp[17];
-    char *rule, *labels; /* labels: "name\0value\0" sorted */
-    size_t labels_len;
-    char *severity, *domain, *ward, *summary, *description, *runbook, *reporter, *location;
-    char *acked_by, *ack_note, *assigned_to, *resolved_by, *resolve_reason;
-    char *device, *device_kind, *address; /* from the registry when it knows the device */
-    char *query; /* PromQL of the series behind a rule's incident, or NULL */
-    double latitude, longitude;
-    bool has_position;
-    inc_state state;
-    int64_t created_ms, updated_ms, acked_ms, resolved_ms;
-    uint32_t recurrences;
-    double value;
-    bool manual;
-    inc_event *ev;
-    size_t n_ev;
-    char *inhibit;       /* matchers of the alerts this one holds back while open, or NULL */
-    char *inhibit_equal; /* label names joined by '\x1f' */
-    query_selector inhibit_sel;
-    bool inhibit_parsed;
-    /* Noise control. */
-    int64_t fired_ms;             /* when it last began firing (opened or reopened) */
-    int64_t notified_ms;          /* the last event sent about it (0: none yet) */
-    int64_t escalated_ms;         /* the last escalation (0: none) */
-    bool first_held;              /* its first event waits for the group wait */
-    size_t members, members_told; /* series in its firing group now / last announced */
-    bool flapping;
-    int64_t flap_t[FLAP_MAX]; /* times of its latest state changes, oldest first */
-    int n_flap;
-} incident;
-
-struct alert_center {
-    alert_config cfg;
-    pthread_mutex_t mu;
-    incident **inc; /* by id order (ids ascend) */
-    size_t n, cap;
-    uint64_t next_id;
-    alert_outbox *ob;
-    alert_silences *silences;
-    alert_devices *devices;
-    iocd_buf scratch, scratch2, scratch3;
-    alert_webhooks *webhooks;
-    iocd_metric *m_opened, *m_resolved, *m_acked, *m_open, *m_inhibited;
-    iocd_metric *m_held, *m_repeated, *m_escalated, *m_flapping;
-    struct muted *muted; /* firing alerts held back by a silence or an inhibition */
-    size_t n_muted, cap_muted;
-    alert_route *routes; /* copies, with their selectors parsed */
-    query_selector *route_sel;
-    size_t n_routes;
-    pthread_t ticker;
-    bool ticker_started, stopping;
-    pthread_cond_t wake;
-};
+const char *const incident_state_names[] = { "firing", "acknowledged", "resolved" };
 
 /* ---- Small helpers ------------------------------------------------------------------------- */
 
@@ -102,8 +29,8 @@ static char *dup_capped(const char *s)
     if (s == NULL)
         return NULL;
     n = strlen(s);
-    if (n > STR_MAX)
-        n = STR_MAX;
+    if (n > INCIDENT_STR_MAX)
+        n = INCIDENT_STR_MAX;
     d = iocd_malloc(n + 1);
     if (d != NULL) {
         memcpy(d, s, n);
@@ -112,7 +39,7 @@ static char *dup_capped(const char *s)
     return d;
 }
 
-static void set_str(char **slot, const char *s)
+void incident_set_str(char **slot, const char *s)
 {
     char *d = dup_capped(s);
 
@@ -139,7 +66,7 @@ uint64_t alert_fingerprint(const char *rule, const char *labels, size_t len)
     return fnv(labels, len, h);
 }
 
-static void incident_free(incident *in)
+void incident_free(incident *in)
 {
     size_t i;
 
@@ -177,7 +104,7 @@ static void incident_free(incident *in)
     iocd_free(in);
 }
 
-static incident *find_id(alert_center *ac, uint64_t id)
+incident *incident_find_id(alert_center *ac, uint64_t id)
 {
     size_t lo = 0, hi = ac->n;
 
@@ -220,8 +147,8 @@ static iocd_err add_incident(alert_center *ac, incident *in)
     return IOCD_OK;
 }
 
-static iocd_err history_add(incident *in, const char *type, int64_t t_ms, const char *by,
-                            const char *note)
+iocd_err incident_history_add(incident *in, const char *type, int64_t t_ms, const char *by,
+                              const char *note)
 {
     inc_event *e;
 
@@ -254,524 +181,12 @@ static iocd_err history_add(incident *in, const char *type, int64_t t_ms, const 
     return IOCD_OK;
 }
 
-/* ---- JSON --------------------------------------------------------------------------------- */
-
-static iocd_err put_time(iocd_buf *b, int64_t t_ms)
-{
-    char ts[40];
-
-    if (t_ms <= 0)
-        return iocd_buf_puts(b, "null");
-    iocd_time_format(t_ms, ts, sizeof(ts));
-    return iocd_buf_printf(b, "\"%s\"", ts);
-}
-
-static iocd_err put_str(iocd_buf *b, const char *s)
-{
-    if (s == NULL)
-        return iocd_buf_puts(b, "null");
-    return iocd_buf_json_str(b, s, strlen(s));
-}
-
-static iocd_err put_field(iocd_buf *b, const char *name, const char *s)
-{
-    iocd_err err = iocd_buf_printf(b, ",\"%s\":", name);
-
-    return err == IOCD_OK ? put_str(b, s) : err;
-}
-
-static iocd_err put_tfield(iocd_buf *b, const char *name, int64_t t)
-{
-    iocd_err err = iocd_buf_printf(b, ",\"%s\":", name);
-
-    return err == IOCD_OK ? put_time(b, t) : err;
-}
-
-/* The incident as the API and the events show it. */
-static iocd_err incident_json(const incident *in, bool history, iocd_buf *b)
-{
-    const char *p = in->labels, *end = in->labels + in->labels_len;
-    iocd_err err = iocd_buf_printf(b, "{\"id\":%llu,\"fingerprint\":\"%s\",\"state\":\"%s\"",
-                                   (unsigned long long)in->id, in->fp, state_names[in->state]);
-    bool first = true;
-    size_t i;
-
-    if (err == IOCD_OK)
-        err = put_field(b, "rule", in->rule);
-    if (err == IOCD_OK)
-        err = put_field(b, "severity", in->severity);
-    if (err == IOCD_OK)
-        err = put_field(b, "domain", in->domain);
-    if (err == IOCD_OK)
-        err = put_field(b, "ward", in->ward);
-    if (err == IOCD_OK)
-        err = put_field(b, "summary", in->summary);
-    if (err == IOCD_OK)
-        err = put_field(b, "description", in->description);
-    if (err == IOCD_OK)
-        err = put_field(b, "runbook", in->runbook);
-    if (err == IOCD_OK)
-        err = put_field(b, "query", in->query);
-    if (err == IOCD_OK)
-        err = put_field(b, "source", in->manual ? "report" : "rule");
-    if (err == IOCD_OK)
-        err = put_field(b, "reporter", in->reporter);
-    if (err == IOCD_OK)
-        err = put_field(b, "location", in->location);
-    if (err == IOCD_OK)
-        err = put_field(b, "device", in->device);
-    if (err == IOCD_OK)
-        err = put_field(b, "device_kind", in->device_kind);
-    if (err == IOCD_OK)
-        err = put_field(b, "address", in->address);
-    if (err == IOCD_OK)
-        err = iocd_buf_puts(b, ",\"latitude\":");
-    if (err == IOCD_OK)
-        err = in->has_position ? iocd_buf_float(b, in->latitude) : iocd_buf_puts(b, "null");
-    if (err == IOCD_OK)
-        err = iocd_buf_puts(b, ",\"longitude\":");
-    if (err == IOCD_OK)
-        err = in->has_position ? iocd_buf_float(b, in->longitude) : iocd_buf_puts(b, "null");
-    if (err == IOCD_OK)
-        err = iocd_buf_puts(b, ",\"labels\":{");
-    while (err == IOCD_OK && p < end) {
-        const char *v = p + strlen(p) + 1;
-        if (!first)
-            err = iocd_buf_putc(b, ',');
-        first = false;
-        if (err == IOCD_OK)
-            err = put_str(b, p);
-        if (err == IOCD_OK)
-            err = iocd_buf_putc(b, ':');
-        if (err == IOCD_OK)
-            err = put_str(b, v);
-        p = v + strlen(v) + 1;
-    }
-    if (err == IOCD_OK)
-        err = iocd_buf_puts(b, "},\"value\":");
-    if (err == IOCD_OK)
-        err =
-            isfinite(in->value) ? iocd_buf_printf(b, "%.17g", in->value) : iocd_buf_puts(b, "null");
-    if (err == IOCD_OK)
-        err = put_tfield(b, "created", in->created_ms);
-    if (err == IOCD_OK)
-        err = put_tfield(b, "updated", in->updated_ms);
-    if (err == IOCD_OK)
-        err = put_tfield(b, "acknowledged_at", in->acked_ms);
-    if (err == IOCD_OK)
-        err = put_field(b, "acknowledged_by", in->acked_by);
-    if (err == IOCD_OK)
-        err = put_field(b, "ack_note", in->ack_note);
-    if (err == IOCD_OK)
-        err = put_field(b, "assigned_to", in->assigned_to);
-    if (err == IOCD_OK)
-        err = put_tfield(b, "resolved_at", in->resolved_ms);
-    if (err == IOCD_OK)
-        err = put_field(b, "resolved_by", in->resolved_by);
-    if (err == IOCD_OK)
-        err = put_field(b, "resolve_reason", in->resolve_reason);
-    if (err == IOCD_OK)
-        err = iocd_buf_printf(b, ",\"recurrences\":%u,\"flapping\":%s", in->recurrences,
-                              in->flapping ? "true" : "false");
-    if (err == IOCD_OK && history) {
-        err = iocd_buf_puts(b, ",\"events\":[");
-        for (i = 0; err == IOCD_OK && i < in->n_ev; i++) {
-            err = iocd_buf_printf(b, "%s{\"type\":\"%s\",\"time\":", i > 0 ? "," : "",
-                                  in->ev[i].type);
-            if (err == IOCD_OK)
-                err = put_time(b, in->ev[i].t_ms);
-            if (err == IOCD_OK)
-                err = put_field(b, "by", in->ev[i].by);
-            if (err == IOCD_OK)
-                err = put_field(b, "note", in->ev[i].note);
-            if (err == IOCD_OK && in->ev[i].held)
-                err = iocd_buf_puts(b, ",\"held\":true");
-            if (err == IOCD_OK)
-                err = iocd_buf_putc(b, '}');
-        }
-        if (err == IOCD_OK)
-            err = iocd_buf_putc(b, ']');
-    }
-    return err == IOCD_OK ? iocd_buf_putc(b, '}') : err;
-}
-
-/* ---- Persistence: "name\0value\0" pairs --------------------------------------------------- */
-
-static iocd_err kv(iocd_buf *b, const char *name, const char *value)
-{
-    iocd_err err;
-
-    if (value == NULL)
-        return IOCD_OK;
-    err = iocd_buf_append(b, name, strlen(name) + 1);
-    return err == IOCD_OK ? iocd_buf_append(b, value, strlen(value) + 1) : err;
-}
-
-static iocd_err kvi(iocd_buf *b, const char *name, long long v)
-{
-    char t[32];
-
-    snprintf(t, sizeof(t), "%lld", v);
-    return kv(b, name, t);
-}
-
-static iocd_err incident_encode(const incident *in, iocd_buf *b)
-{
-    const char *p = in->labels, *end = in->labels + in->labels_len;
-    char t[64];
-    iocd_err err = kvi(b, "id", (long long)in->id);
-    size_t i;
-
-    if (err == IOCD_OK)
-        err = kv(b, "fp", in->fp);
-    if (err == IOCD_OK)
-        err = kv(b, "rule", in->rule);
-    if (err == IOCD_OK)
-        err = kv(b, "severity", in->severity);
-    if (err == IOCD_OK)
-        err = kv(b, "domain", in->domain);
-    if (err == IOCD_OK)
-        err = kv(b, "ward", in->ward);
-    if (err == IOCD_OK)
-        err = kv(b, "summary", in->summary);
-    if (err == IOCD_OK)
-        err = kv(b, "description", in->description);
-    if (err == IOCD_OK)
-        err = kv(b, "runbook", in->runbook);
-    if (err == IOCD_OK)
-        err = kv(b, "reporter", in->reporter);
-    if (err == IOCD_OK)
-        err = kv(b, "location", in->location);
-    if (err == IOCD_OK)
-        err = kv(b, "query", in->query);
-    if (err == IOCD_OK)
-        err = kv(b, "device", in->device);
-    if (err == IOCD_OK)
-        err = kv(b, "device_kind", in->device_kind);
-    if (err == IOCD_OK)
-        err = kv(b, "address", in->address);
-    if (err == IOCD_OK && in->has_position) {
-        snprintf(t, sizeof(t), "%.17g", in->latitude);
-        err = kv(b, "latitude", t);
-        snprintf(t, sizeof(t), "%.17g", in->longitude);
-        if (err == IOCD_OK)
-            err = kv(b, "longitude", t);
-    }
-    if (err == IOCD_OK)
-        err = kv(b, "acked_by", in->acked_by);
-    if (err == IOCD_OK)
-        err = kv(b, "ack_note", in->ack_note);
-    if (err == IOCD_OK)
-        err = kv(b, "assigned_to", in->assigned_to);
-    if (err == IOCD_OK)
-        err = kv(b, "resolved_by", in->resolved_by);
-    if (err == IOCD_OK)
-        err = kv(b, "resolve_reason", in->resolve_reason);
-    if (err == IOCD_OK)
-        err = kvi(b, "state", in->state);
-    if (err == IOCD_OK)
-        err = kvi(b, "created", in->created_ms);
-    if (err == IOCD_OK)
-        err = kvi(b, "updated", in->updated_ms);
-    if (err == IOCD_OK)
-        err = kvi(b, "acked", in->acked_ms);
-    if (err == IOCD_OK)
-        err = kvi(b, "resolved", in->resolved_ms);
-    if (err == IOCD_OK)
-        err = kvi(b, "recurrences", in->recurrences);
-    if (err == IOCD_OK)
-        err = kvi(b, "manual", in->manual);
-    snprintf(t, sizeof(t), "%.17g", in->value);
-    if (err == IOCD_OK)
-        err = kv(b, "value", t);
-    if (err == IOCD_OK)
-        err = kv(b, "inhibit", in->inhibit);
-    if (err == IOCD_OK)
-        err = kv(b, "inhibit_equal", in->inhibit_equal);
-    if (err == IOCD_OK)
-        err = kvi(b, "fired", in->fired_ms);
-    if (err == IOCD_OK)
-        err = kvi(b, "notified", in->notified_ms);
-    if (err == IOCD_OK)
-        err = kvi(b, "escalated", in->escalated_ms);
-    if (err == IOCD_OK)
-        err = kvi(b, "first_held", in->first_held);
-    if (err == IOCD_OK)
-        err = kvi(b, "flapping", in->flapping);
-    for (i = 0; err == IOCD_OK && i < (size_t)in->n_flap; i++) {
-        char name[32];
-        snprintf(name, sizeof(name), "f.%zu", i);
-        err = kvi(b, name, in->flap_t[i]);
-    }
-    while (err == IOCD_OK && p < end) {
-        const char *v = p + strlen(p) + 1;
-        char name[300];
-        snprintf(name, sizeof(name), "l.%s", p);
-        err = kv(b, name, v);
-        p = v + strlen(v) + 1;
-    }
-    for (i = 0; err == IOCD_OK && i < in->n_ev; i++) {
-        char name[32];
-        iocd_buf e;
-        iocd_buf_init(&e, 0);
-        snprintf(name, sizeof(name), "e.%zu", i);
-        err = iocd_buf_printf(&e, "%s\x1f%lld\x1f%s\x1f%s%s", in->ev[i].type,
-                              (long long)in->ev[i].t_ms, in->ev[i].by, in->ev[i].note,
-                              in->ev[i].held ? "\x1fh" : "");
-        if (err == IOCD_OK)
-            err = kv(b, name, e.data);
-        iocd_buf_fini(&e);
-    }
-    return err;
-}
-
-static iocd_err incident_decode(const char *p, size_t len, incident **out)
-{
-    const char *end = p + len;
-    incident *in = iocd_calloc(1, sizeof(*in));
-    iocd_buf labels;
-    iocd_err err = IOCD_OK;
-
-    if (in == NULL)
-        return IOCD_ENOMEM;
-    iocd_buf_init(&labels, 0);
-    while (err == IOCD_OK && p < end) {
-        const char *v = p + strnlen(p, (size_t)(end - p)) + 1;
-        if (v >= end) {
-            err = IOCD_ECORRUPT;
-            break;
-        }
-        if (strcmp(p, "id") == 0)
-            in->id = strtoull(v, NULL, 10);
-        else if (strcmp(p, "fp") == 0)
-            snprintf(in->fp, sizeof(in->fp), "%s", v);
-        else if (strcmp(p, "rule") == 0)
-            set_str(&in->rule, v);
-        else if (strcmp(p, "severity") == 0)
-            set_str(&in->severity, v);
-        else if (strcmp(p, "domain") == 0)
-            set_str(&in->domain, v);
-        else if (strcmp(p, "ward") == 0)
-            set_str(&in->ward, v);
-        else if (strcmp(p, "summary") == 0)
-            set_str(&in->summary, v);
-        else if (strcmp(p, "description") == 0)
-            set_str(&in->description, v);
-        else if (strcmp(p, "runbook") == 0)
-            set_str(&in->runbook, v);
-        else if (strcmp(p, "reporter") == 0)
-            set_str(&in->reporter, v);
-        else if (strcmp(p, "location") == 0)
-            set_str(&in->location, v);
-        else if (strcmp(p, "device") == 0)
-            set_str(&in->device, v);
-        else if (strcmp(p, "query") == 0)
-            set_str(&in->query, v);
-        else if (strcmp(p, "device_kind") == 0)
-            set_str(&in->device_kind, v);
-        else if (strcmp(p, "address") == 0)
-            set_str(&in->address, v);
-        else if (strcmp(p, "latitude") == 0) {
-            in->latitude = strtod(v, NULL);
-            in->has_position = true;
-        } else if (strcmp(p, "longitude") == 0)
-            in->longitude = strtod(v, NULL);
-        else if (strcmp(p, "acked_by") == 0)
-            set_str(&in->acked_by, v);
-        else if (strcmp(p, "ack_note") == 0)
-            set_str(&in->ack_note, v);
-        else if (strcmp(p, "assigned_to") == 0)
-            set_str(&in->assigned_to, v);
-        else if (strcmp(p, "resolved_by") == 0)
-            set_str(&in->resolved_by, v);
-        else if (strcmp(p, "resolve_reason") == 0)
-            set_str(&in->resolve_reason, v);
-        else if (strcmp(p, "state") == 0)
-            in->state = (inc_state)(atoi(v) % 3);
-        else if (strcmp(p, "created") == 0)
-            in->created_ms = strtoll(v, NULL, 10);
-        else if (strcmp(p, "updated") == 0)
-            in->updated_ms = strtoll(v, NULL, 10);
-        else if (strcmp(p, "acked") == 0)
-            in->acked_ms = strtoll(v, NULL, 10);
-        else if (strcmp(p, "resolved") == 0)
-            in->resolved_ms = strtoll(v, NULL, 10);
-        else if (strcmp(p, "recurrences") == 0)
-            in->recurrences = (uint32_t)strtoul(v, NULL, 10);
-        else if (strcmp(p, "manual") == 0)
-            in->manual = atoi(v) != 0;
-        else if (strcmp(p, "value") == 0)
-            in->value = strtod(v, NULL);
-        else if (strcmp(p, "inhibit") == 0)
-            set_str(&in->inhibit, v);
-        else if (strcmp(p, "inhibit_equal") == 0)
-            set_str(&in->inhibit_equal, v);
-        else if (strcmp(p, "fired") == 0)
-            in->fired_ms = strtoll(v, NULL, 10);
-        else if (strcmp(p, "notified") == 0)
-            in->notified_ms = strtoll(v, NULL, 10);
-        else if (strcmp(p, "escalated") == 0)
-            in->escalated_ms = strtoll(v, NULL, 10);
-        else if (strcmp(p, "first_held") == 0)
-            in->first_held = atoi(v) != 0;
-        else if (strcmp(p, "flapping") == 0)
-            in->flapping = atoi(v) != 0;
-        else if (strncmp(p, "f.", 2) == 0) {
-            if (in->n_flap < FLAP_MAX)
-                in->flap_t[in->n_flap++] = strtoll(v, NULL, 10);
-        } else if (strncmp(p, "l.", 2) == 0) {
-            err = iocd_buf_append(&labels, p + 2, strlen(p + 2) + 1);
-            if (err == IOCD_OK)
-                err = iocd_buf_append(&labels, v, strlen(v) + 1);
-        } else if (strncmp(p, "e.", 2) == 0) {
-            char tmp[STR_MAX * 2 + 64], *f[5] = { NULL }, *q;
-            int k = 0;
-            snprintf(tmp, sizeof(tmp), "%s", v);
-            for (q = tmp, f[0] = tmp, k = 1; *q != '\0' && k < 5; q++)
-                if (*q == '\x1f') {
-                    *q = '\0';
-                    f[k++] = q + 1;
-                }
-            if (k >= 4)
-                err = history_add(in, f[0], strtoll(f[1], NULL, 10), f[2], f[3]);
-            if (err == IOCD_OK && k == 5 && in->n_ev > 0)
-                in->ev[in->n_ev - 1].held = strcmp(f[4], "h") == 0;
-        }
-        p = v + strnlen(v, (size_t)(end - v)) + 1;
-    }
-    in->labels_len = labels.len;
-    in->labels = iocd_buf_take(&labels, NULL);
-    if (in->labels == NULL)
-        in->labels = iocd_strdup("");
-    if (in->fired_ms == 0) /* written before noise control */
-        in->fired_ms = in->created_ms;
-    if (err == IOCD_OK && (in->id == 0 || in->rule == NULL || in->labels == NULL))
-        err = IOCD_ECORRUPT;
-    if (err != IOCD_OK) {
-        incident_free(in);
-        return err;
-    }
-    *out = in;
-    return IOCD_OK;
-}
-
-/* ---- Routes ------------------------------------------------------------------------------- */
-
-/* The first route matching the incident (its labels, with its current severity, domain and
- * ward), or NULL. */
-static const alert_route *route_for(const alert_center *ac, const incident *in)
-{
-    size_t r, m;
-
-    for (r = 0; r < ac->n_routes; r++) {
-        const query_selector *sel = &ac->route_sel[r];
-        for (m = 0; m < sel->n; m++) {
-            const char *name = sel->m[m].name, *v;
-            if (strcmp(name, "severity") == 0)
-                v = in->severity;
-            else if (strcmp(name, "domain") == 0)
-                v = in->domain;
-            else if (strcmp(name, "ward") == 0)
-                v = in->ward;
-            else
-                v = iocd_label_value(in->labels, in->labels_len, name);
-            if (v == NULL)
-                v = "";
-            if (!query_matcher_matches(&sel->m[m], v, strlen(v)))
-                break;
-        }
-        if (m == sel->n)
-            return &ac->routes[r];
-    }
-    return NULL;
-}
-
-/* An event in Alertmanager's webhook format (version 4): one group, one alert (the
- * incident's labels and annotations), and the iocd event itself under "iocd". */
-static iocd_err webhook_body(const incident *in, const char *type, const iocd_buf *event,
-                             iocd_buf *b)
-{
-    const char *p = in->labels, *end = in->labels + in->labels_len;
-    const char *status = in->state == INC_RESOLVED ? "resolved" : "firing";
-    iocd_buf labels;
-    iocd_err err;
-    bool first = true;
-
-    (void)type;
-    iocd_buf_init(&labels, 0);
-    err = iocd_buf_putc(&labels, '{');
-    while (err == IOCD_OK && p < end) {
-        const char *v = p + strlen(p) + 1;
-        if (!first)
-            err = iocd_buf_putc(&labels, ',');
-        first = false;
-        if (err == IOCD_OK)
-            err = put_str(&labels, p);
-        if (err == IOCD_OK)
-            err = iocd_buf_putc(&labels, ':');
-        if (err == IOCD_OK)
-            err = put_str(&labels, v);
-        p = v + strlen(v) + 1;
-    }
-    if (err == IOCD_OK)
-        err = iocd_buf_putc(&labels, '}');
-    if (err == IOCD_OK)
-        err = iocd_buf_printf(b,
-                              "{\"version\":\"4\",\"groupKey\":\"%s\",\"truncatedAlerts\":0,"
-                              "\"status\":\"%s\",\"receiver\":\"iocd\",\"groupLabels\":",
-                              in->fp, status);
-    if (err == IOCD_OK)
-        err = iocd_buf_append(b, labels.data, labels.len);
-    if (err == IOCD_OK)
-        err = iocd_buf_puts(b, ",\"commonLabels\":");
-    if (err == IOCD_OK)
-        err = iocd_buf_append(b, labels.data, labels.len);
-    if (err == IOCD_OK)
-        err = iocd_buf_puts(b, ",\"commonAnnotations\":{}");
-    if (err == IOCD_OK)
-        err = iocd_buf_printf(
-            b, ",\"externalURL\":\"\",\"alerts\":[{\"status\":\"%s\",\"labels\":", status);
-    if (err == IOCD_OK)
-        err = iocd_buf_append(b, labels.data, labels.len);
-    if (err == IOCD_OK)
-        err = iocd_buf_puts(b, ",\"annotations\":{\"summary\":");
-    if (err == IOCD_OK)
-        err = put_str(b, in->summary != NULL ? in->summary : "");
-    if (err == IOCD_OK)
-        err = iocd_buf_puts(b, ",\"description\":");
-    if (err == IOCD_OK)
-        err = put_str(b, in->description != NULL ? in->description : "");
-    if (err == IOCD_OK && in->runbook != NULL) {
-        err = iocd_buf_puts(b, ",\"runbook_url\":");
-        if (err == IOCD_OK)
-            err = put_str(b, in->runbook);
-    }
-    if (err == IOCD_OK)
-        err = iocd_buf_puts(b, "},\"startsAt\":");
-    if (err == IOCD_OK)
-        err = put_time(b, in->fired_ms);
-    if (err == IOCD_OK)
-        err = iocd_buf_puts(b, ",\"endsAt\":");
-    if (err == IOCD_OK)
-        err = in->state == INC_RESOLVED ? put_time(b, in->resolved_ms)
-                                        : iocd_buf_puts(b, "\"0001-01-01T00:00:00Z\"");
-    if (err == IOCD_OK)
-        err =
-            iocd_buf_printf(b, ",\"generatorURL\":\"\",\"fingerprint\":\"%s\"}],\"iocd\":", in->fp);
-    if (err == IOCD_OK)
-        err = iocd_buf_append(b, event->data, event->len);
-    if (err == IOCD_OK)
-        err = iocd_buf_putc(b, '}');
-    iocd_buf_fini(&labels);
-    return err;
-}
-
 /* ---- Changes: the incident and its event, in one transaction ------------------------------ */
 
 /* Stores in and, unless held, queues event `type` to the incidents topic and to topic2 (when
  * not NULL); by/note go to the history. Caller holds ac->mu. */
-static iocd_err commit_event(alert_center *ac, incident *in, const char *type, int64_t t_ms,
-                             const char *by, const char *note, bool held, const char *topic2)
+iocd_err incident_commit_event(alert_center *ac, incident *in, const char *type, int64_t t_ms,
+                               const char *by, const char *note, bool held, const char *topic2)
 {
     iocd_buf rec, val, evid;
     char idkey[8], ce_type[64], ce_time[40], ce_subject[32], ce_id[64];
@@ -779,7 +194,7 @@ static iocd_err commit_event(alert_center *ac, incident *in, const char *type, i
     alert_kafka_header h[7];
     uint64_t seq = 0, seq2 = 0, seqw = 0;
     size_t n_ops = 1;
-    const alert_route *route = route_for(ac, in);
+    const alert_route *route = incident_route(ac, in);
     const char *topic = route != NULL && route->topic != NULL ? route->topic : ac->cfg.topic;
     const char *hook = held || route == NULL ? NULL : route->webhook;
     iocd_buf hookbody;
@@ -788,7 +203,7 @@ static iocd_err commit_event(alert_center *ac, incident *in, const char *type, i
     iocd_err err;
 
     in->updated_ms = t_ms;
-    err = history_add(in, type, t_ms, by, note);
+    err = incident_history_add(in, type, t_ms, by, note);
     if (err != IOCD_OK)
         return err;
     in->ev[in->n_ev - 1].held = held;
@@ -812,9 +227,9 @@ static iocd_err commit_event(alert_center *ac, incident *in, const char *type, i
         err = iocd_buf_printf(&val, "{\"event\":\"%s\",\"event_id\":\"%s\",\"time\":\"%s\"", type,
                               ce_id, ce_time);
     if (err == IOCD_OK)
-        err = put_field(&val, "by", by);
+        err = incident_json_field(&val, "by", by);
     if (err == IOCD_OK)
-        err = put_field(&val, "note", note);
+        err = incident_json_field(&val, "note", note);
     if (err == IOCD_OK)
         err = iocd_buf_puts(&val, ",\"incident\":");
     if (err == IOCD_OK)
@@ -850,7 +265,7 @@ static iocd_err commit_event(alert_center *ac, incident *in, const char *type, i
     }
     iocd_buf_init(&hookbody, 0);
     if (err == IOCD_OK && hook != NULL && ac->webhooks != NULL) {
-        err = webhook_body(in, type, &val, &hookbody);
+        err = incident_webhook_body(in, type, &val, &hookbody);
         if (err == IOCD_OK)
             err = webhooks_prepare(ac->webhooks, hook, hookbody.data, hookbody.len, &ac->scratch3,
                                    &ops[n_ops], &seqw);
@@ -884,7 +299,7 @@ static iocd_err commit_event(alert_center *ac, incident *in, const char *type, i
     }
     if (err == IOCD_OK)
         log_info("alerts", "incident event", "id=%llu event=%s state=%s rule=%s%s",
-                 (unsigned long long)in->id, type, state_names[in->state], in->rule,
+                 (unsigned long long)in->id, type, incident_state_names[in->state], in->rule,
                  held ? " held=1" : "");
     iocd_buf_fini(&rec);
     iocd_buf_fini(&val);
@@ -896,56 +311,7 @@ static iocd_err commit_event(alert_center *ac, incident *in, const char *type, i
 static iocd_err commit_change(alert_center *ac, incident *in, const char *type, int64_t t_ms,
                               const char *by, const char *note)
 {
-    return commit_event(ac, in, type, t_ms, by, note, false, NULL);
-}
-
-/* The group wait and flap window for an incident: its route's, else the global ones (a
- * negative window: no flap detection). */
-static int64_t group_wait_of(const alert_center *ac, const incident *in)
-{
-    const alert_route *r = route_for(ac, in);
-
-    return r != NULL && r->group_wait_ms >= 0 ? r->group_wait_ms : ac->cfg.group_wait_ms;
-}
-
-static int64_t flap_window_of(const alert_center *ac, const incident *in)
-{
-    const alert_route *r = route_for(ac, in);
-
-    if (r != NULL && r->flap_window_ms >= 0)
-        return r->flap_window_ms > 0 ? r->flap_window_ms : -1;
-    return ac->cfg.flap_window_ms;
-}
-
-/* ---- Flapping -------------------------------------------------------------------------------- */
-
-/* Records a rule-driven state change at t_ms; true when it makes the incident flapping now. */
-static bool flap_note(alert_center *ac, incident *in, int64_t t_ms)
-{
-    int k, n = 0;
-    int64_t window = flap_window_of(ac, in);
-
-    if (window < 0)
-        return false;
-    if (in->n_flap == FLAP_MAX) {
-        memmove(in->flap_t, in->flap_t + 1, (FLAP_MAX - 1) * sizeof(*in->flap_t));
-        in->n_flap--;
-    }
-    in->flap_t[in->n_flap++] = t_ms;
-    for (k = 0; k < in->n_flap; k++)
-        if (t_ms - in->flap_t[k] <= window)
-            n++;
-    if (in->flapping || n < ac->cfg.flap_changes)
-        return false;
-    in->flapping = true;
-    iocd_metric_add(ac->m_flapping, 1);
-    return true;
-}
-
-/* Rule-driven events of this incident are held back now. */
-static bool held_now(const incident *in)
-{
-    return in->flapping || in->first_held;
+    return incident_commit_event(ac, in, type, t_ms, by, note, false, NULL);
 }
 
 /* ---- Inhibition ------------------------------------------------------------------------------ */
@@ -1053,20 +419,6 @@ static void enrich(incident *in, device_info *info)
 alert_devices *alert_center_devices(alert_center *ac)
 {
     return ac->devices;
-}
-
-/* Announces that an incident started flapping (this event is sent; the next rule-driven
- * ones are held until it settles). */
-static iocd_err flapping_notice(alert_center *ac, incident *in, int64_t t_ms)
-{
-    char note[160];
-
-    snprintf(note, sizeof(note),
-             "flapping: %d state changes within %llds; its next changes are held until it "
-             "stays %s for %llds",
-             ac->cfg.flap_changes, (long long)(flap_window_of(ac, in) / 1000),
-             state_names[in->state], (long long)(flap_window_of(ac, in) / 1000));
-    return commit_event(ac, in, "updated", t_ms, "iocd", note, false, NULL);
 }
 
 /* ---- Muted alerts ---------------------------------------------------------------------------- */
@@ -1195,16 +547,16 @@ static void signal_locked(alert_center *ac, const alert_signal *sig, int64_t now
     if (!sig->firing) {
         if (in != NULL && in->state != INC_RESOLVED) {
             /* Cleared within the group wait: a blip, and nothing was ever sent about it. */
-            bool blip = in->first_held, flap = flap_note(ac, in, sig->t_ms);
+            bool blip = in->first_held, flap = incident_flap_note(ac, in, sig->t_ms);
             in->first_held = false;
             in->state = INC_RESOLVED;
             in->resolved_ms = sig->t_ms;
-            set_str(&in->resolved_by, "rule");
-            set_str(&in->resolve_reason, "the condition cleared");
-            err = commit_event(ac, in, "resolved", sig->t_ms, "rule", "the condition cleared",
-                               blip || in->flapping, NULL);
+            incident_set_str(&in->resolved_by, "rule");
+            incident_set_str(&in->resolve_reason, "the condition cleared");
+            err = incident_commit_event(ac, in, "resolved", sig->t_ms, "rule",
+                                        "the condition cleared", blip || in->flapping, NULL);
             if (err == IOCD_OK && flap)
-                err = flapping_notice(ac, in, sig->t_ms);
+                err = incident_flapping_notice(ac, in, sig->t_ms);
             iocd_metric_add(ac->m_resolved, 1);
             iocd_metric_add(ac->m_open, -1);
         }
@@ -1232,21 +584,22 @@ static void signal_locked(alert_center *ac, const alert_signal *sig, int64_t now
         goto out;
     }
     if (in != NULL && sig->t_ms - in->resolved_ms <= ac->cfg.reopen_window_ms) {
-        bool flap = flap_note(ac, in, sig->t_ms);
+        bool flap = incident_flap_note(ac, in, sig->t_ms);
         in->state = INC_FIRING;
         in->fired_ms = sig->t_ms;
         in->escalated_ms = 0;
         in->recurrences++;
         in->resolved_ms = 0;
         in->acked_ms = 0;
-        set_str(&in->acked_by, NULL);
-        set_str(&in->resolved_by, NULL);
-        set_str(&in->resolve_reason, NULL);
+        incident_set_str(&in->acked_by, NULL);
+        incident_set_str(&in->resolved_by, NULL);
+        incident_set_str(&in->resolve_reason, NULL);
         in->value = sig->value;
-        set_str(&in->summary, sig->summary);
-        err = commit_event(ac, in, "reopened", sig->t_ms, "rule", sig->summary, in->flapping, NULL);
+        incident_set_str(&in->summary, sig->summary);
+        err = incident_commit_event(ac, in, "reopened", sig->t_ms, "rule", sig->summary,
+                                    in->flapping, NULL);
         if (err == IOCD_OK && flap)
-            err = flapping_notice(ac, in, sig->t_ms);
+            err = incident_flapping_notice(ac, in, sig->t_ms);
         iocd_metric_add(ac->m_opened, 1);
         iocd_metric_add(ac->m_open, 1);
         goto out;
@@ -1282,13 +635,14 @@ static void signal_locked(alert_center *ac, const alert_signal *sig, int64_t now
         in->inhibit = dup_capped(sig->inhibit_match);
         in->inhibit_equal = join_names(sig->inhibit_equal, sig->n_inhibit_equal);
     }
-    in->first_held = in->labels != NULL && group_wait_of(ac, in) > 0; /* its route is known */
+    in->first_held = in->labels != NULL && incident_group_wait(ac, in) > 0; /* its route is known */
     if (in->rule == NULL || in->labels == NULL || add_incident(ac, in) != IOCD_OK) {
         incident_free(in);
         err = IOCD_ENOMEM;
         goto out;
     }
-    err = commit_event(ac, in, "firing", sig->t_ms, "rule", sig->summary, in->first_held, NULL);
+    err = incident_commit_event(ac, in, "firing", sig->t_ms, "rule", sig->summary, in->first_held,
+                                NULL);
     iocd_metric_add(ac->m_opened, 1);
     iocd_metric_add(ac->m_open, 1);
 out:
@@ -1298,7 +652,7 @@ out:
 }
 
 /* Muted alerts that nothing holds back any more open their incidents now. Caller holds mu. */
-static void unmute(alert_center *ac, int64_t now_ms)
+void incidents_unmute(alert_center *ac, int64_t now_ms)
 {
     size_t i = 0;
 
@@ -1317,104 +671,6 @@ static void unmute(alert_center *ac, int64_t now_ms)
     }
 }
 
-/* ---- Timed noise control ------------------------------------------------------------------ */
-
-static const char *severity_up(const char *sev)
-{
-    return sev != NULL && strcmp(sev, "info") == 0 ? "warning" : "critical";
-}
-
-void alert_center_tick(alert_center *ac, int64_t now_ms)
-{
-    size_t i;
-    iocd_err err = IOCD_OK;
-
-    pthread_mutex_lock(&ac->mu);
-    if (ac->n_muted > 0)
-        unmute(ac, now_ms);
-    for (i = 0; i < ac->n && err == IOCD_OK; i++) {
-        incident *in = ac->inc[i];
-        const alert_route *route;
-        int64_t escalate_after, repeat;
-        char note[200];
-        if (in->state == INC_RESOLVED && !in->flapping)
-            continue;
-        if (in->first_held && now_ms - in->fired_ms >= group_wait_of(ac, in)) {
-            in->first_held = false; /* the group wait is over: now it is news */
-            err = commit_event(ac, in, "firing", now_ms, "iocd", in->summary, in->flapping, NULL);
-            continue;
-        }
-        if (in->flapping && in->n_flap > 0 &&
-            now_ms - in->flap_t[in->n_flap - 1] >=
-                (flap_window_of(ac, in) > 0 ? flap_window_of(ac, in) : 0)) {
-            in->flapping = false;
-            snprintf(note, sizeof(note), "settled: %s for %llds", state_names[in->state],
-                     (long long)((now_ms - in->flap_t[in->n_flap - 1]) / 1000));
-            err = commit_event(ac, in, "updated", now_ms, "iocd", note, false, NULL);
-            continue;
-        }
-        if (in->state != INC_RESOLVED && !held_now(in) && in->members > in->members_told &&
-            in->members > 1 && ac->cfg.group_interval_ms > 0 &&
-            now_ms - in->notified_ms >= ac->cfg.group_interval_ms) {
-            snprintf(note, sizeof(note), "%zu alerts in this group now (was %zu)", in->members,
-                     in->members_told > 0 ? in->members_told : 1);
-            in->members_told = in->members;
-            err = commit_event(ac, in, "updated", now_ms, "iocd", note, false, NULL);
-            continue;
-        }
-        if (in->state != INC_FIRING || held_now(in))
-            continue;
-        route = route_for(ac, in);
-        escalate_after = route != NULL && route->escalate_after_ms >= 0 ? route->escalate_after_ms
-                                                                        : ac->cfg.escalate_after_ms;
-        repeat = route != NULL && route->repeat_interval_ms >= 0 ? route->repeat_interval_ms
-                                                                 : ac->cfg.repeat_interval_ms;
-        if (escalate_after > 0 && in->severity != NULL && strcmp(in->severity, "critical") != 0 &&
-            now_ms - (in->escalated_ms > 0 ? in->escalated_ms : in->fired_ms) >= escalate_after) {
-            const char *to = severity_up(in->severity);
-            snprintf(note, sizeof(note), "unacknowledged for %llds: severity %s -> %s",
-                     (long long)((now_ms - in->fired_ms) / 1000), in->severity, to);
-            set_str(&in->severity, to);
-            in->escalated_ms = now_ms;
-            iocd_metric_add(ac->m_escalated, 1);
-            err = commit_event(ac, in, "escalated", now_ms, "iocd", note, false,
-                               route != NULL && route->escalation_topic != NULL
-                                   ? route->escalation_topic
-                                   : ac->cfg.escalation_topic);
-            continue;
-        }
-        if (repeat > 0 && now_ms - in->notified_ms >= repeat) {
-            snprintf(note, sizeof(note), "still firing, unacknowledged for %llds",
-                     (long long)((now_ms - in->fired_ms) / 1000));
-            iocd_metric_add(ac->m_repeated, 1);
-            err = commit_event(ac, in, "repeated", now_ms, "iocd", note, false, NULL);
-        }
-    }
-    pthread_mutex_unlock(&ac->mu);
-    if (err != IOCD_OK)
-        log_error("alerts", "timed incident change not saved", "err=%s", iocd_strerror(err));
-}
-
-static void *ticker(void *arg)
-{
-    alert_center *ac = arg;
-
-    pthread_mutex_lock(&ac->mu);
-    while (!ac->stopping) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += 1;
-        pthread_cond_timedwait(&ac->wake, &ac->mu, &ts);
-        if (ac->stopping)
-            break;
-        pthread_mutex_unlock(&ac->mu);
-        alert_center_tick(ac, iocd_now_ms());
-        pthread_mutex_lock(&ac->mu);
-    }
-    pthread_mutex_unlock(&ac->mu);
-    return NULL;
-}
-
 /* ---- Operator actions ----------------------------------------------------------------------- */
 
 iocd_err alert_incident_act(alert_center *ac, uint64_t id, alert_action act, const char *by,
@@ -1426,7 +682,7 @@ iocd_err alert_incident_act(alert_center *ac, uint64_t id, alert_action act, con
     iocd_err err = IOCD_OK;
 
     pthread_mutex_lock(&ac->mu);
-    in = find_id(ac, id);
+    in = incident_find_id(ac, id);
     if (in == NULL) {
         pthread_mutex_unlock(&ac->mu);
         snprintf(errbuf, errlen, "no incident %llu", (unsigned long long)id);
@@ -1436,14 +692,14 @@ iocd_err alert_incident_act(alert_center *ac, uint64_t id, alert_action act, con
     case ALERT_ACK:
         if (in->state != INC_FIRING) {
             snprintf(errbuf, errlen, "incident %llu is %s, not firing", (unsigned long long)id,
-                     state_names[in->state]);
+                     incident_state_names[in->state]);
             err = IOCD_EINVAL;
             break;
         }
         in->state = INC_ACKNOWLEDGED;
         in->acked_ms = now;
-        set_str(&in->acked_by, by);
-        set_str(&in->ack_note, text);
+        incident_set_str(&in->acked_by, by);
+        incident_set_str(&in->ack_note, text);
         type = "acknowledged";
         iocd_metric_add(ac->m_acked, 1);
         break;
@@ -1453,7 +709,7 @@ iocd_err alert_incident_act(alert_center *ac, uint64_t id, alert_action act, con
             err = IOCD_EINVAL;
             break;
         }
-        set_str(&in->assigned_to, text);
+        incident_set_str(&in->assigned_to, text);
         break;
     case ALERT_RESOLVE:
         if (in->state == INC_RESOLVED) {
@@ -1463,8 +719,8 @@ iocd_err alert_incident_act(alert_center *ac, uint64_t id, alert_action act, con
         }
         in->state = INC_RESOLVED;
         in->resolved_ms = now;
-        set_str(&in->resolved_by, by);
-        set_str(&in->resolve_reason, text);
+        incident_set_str(&in->resolved_by, by);
+        incident_set_str(&in->resolve_reason, text);
         type = "resolved";
         iocd_metric_add(ac->m_resolved, 1);
         iocd_metric_add(ac->m_open, -1);
@@ -1565,153 +821,6 @@ iocd_err alert_incident_report(alert_center *ac, const alert_report *r, iocd_buf
         err = incident_json(in, true, out);
     pthread_mutex_unlock(&ac->mu);
     return err;
-}
-
-/* ---- Reading -------------------------------------------------------------------------------- */
-
-static bool eq_or_any(const char *want, const char *have)
-{
-    return want == NULL || want[0] == '\0' || (have != NULL && strcmp(want, have) == 0);
-}
-
-iocd_err alert_incidents_list(alert_center *ac, const alert_filter *f, iocd_buf *out)
-{
-    size_t i, total = 0, shown = 0, limit = f->limit != 0 ? f->limit : 100;
-    iocd_err err = iocd_buf_puts(out, "{\"incidents\":[");
-
-    pthread_mutex_lock(&ac->mu);
-    for (i = ac->n; err == IOCD_OK && i > 0; i--) { /* newest first */
-        const incident *in = ac->inc[i - 1];
-        if (!eq_or_any(f->state, state_names[in->state]) || !eq_or_any(f->domain, in->domain) ||
-            !eq_or_any(f->ward, in->ward) || !eq_or_any(f->severity, in->severity) ||
-            (f->since_ms != 0 && in->created_ms < f->since_ms) ||
-            (f->until_ms != 0 && in->created_ms > f->until_ms))
-            continue;
-        total++;
-        if (total <= f->offset || shown >= limit)
-            continue;
-        if (shown++ > 0)
-            err = iocd_buf_putc(out, ',');
-        if (err == IOCD_OK)
-            err = incident_json(in, false, out);
-    }
-    pthread_mutex_unlock(&ac->mu);
-    if (err == IOCD_OK)
-        err = iocd_buf_printf(out, "],\"total\":%zu}", total);
-    return err;
-}
-
-iocd_err alert_incident_get(alert_center *ac, uint64_t id, iocd_buf *out)
-{
-    incident *in;
-    iocd_err err;
-
-    pthread_mutex_lock(&ac->mu);
-    in = find_id(ac, id);
-    err = in != NULL ? incident_json(in, true, out) : IOCD_ENOTFOUND;
-    pthread_mutex_unlock(&ac->mu);
-    return err;
-}
-
-typedef struct stat_row {
-    char key[160];
-    uint64_t received, acked, resolved, open;
-    double ack_s, resolve_s; /* sums, for the means */
-} stat_row;
-
-static stat_row *row_for(stat_row *rows, size_t *n, size_t cap, const char *key)
-{
-    size_t i;
-
-    for (i = 0; i < *n; i++)
-        if (strcmp(rows[i].key, key) == 0)
-            return &rows[i];
-    if (*n == cap)
-        return NULL;
-    memset(&rows[*n], 0, sizeof(rows[*n]));
-    snprintf(rows[*n].key, sizeof(rows[*n].key), "%s", key);
-    return &rows[(*n)++];
-}
-
-static void count(stat_row *r, const incident *in)
-{
-    if (r == NULL)
-        return;
-    r->received++;
-    if (in->acked_ms > 0) {
-        r->acked++;
-        r->ack_s += (double)(in->acked_ms - in->created_ms) / 1000.0;
-    }
-    if (in->state == INC_RESOLVED) {
-        r->resolved++;
-        r->resolve_s += (double)(in->resolved_ms - in->created_ms) / 1000.0;
-    } else {
-        r->open++;
-    }
-}
-
-static iocd_err put_rows(iocd_buf *b, const char *name, const stat_row *rows, size_t n)
-{
-    iocd_err err = iocd_buf_printf(b, ",\"%s\":[", name);
-    size_t i;
-
-    for (i = 0; err == IOCD_OK && i < n; i++) {
-        err = iocd_buf_printf(b, "%s{\"key\":", i > 0 ? "," : "");
-        if (err == IOCD_OK)
-            err = put_str(b, rows[i].key);
-        if (err == IOCD_OK)
-            err = iocd_buf_printf(
-                b,
-                ",\"received\":%llu,\"acknowledged\":%llu,\"resolved\":%llu,\"open\":%llu,"
-                "\"mean_time_to_acknowledge_s\":%.1f,\"mean_time_to_resolve_s\":%.1f}",
-                (unsigned long long)rows[i].received, (unsigned long long)rows[i].acked,
-                (unsigned long long)rows[i].resolved, (unsigned long long)rows[i].open,
-                rows[i].acked > 0 ? rows[i].ack_s / (double)rows[i].acked : 0.0,
-                rows[i].resolved > 0 ? rows[i].resolve_s / (double)rows[i].resolved : 0.0);
-    }
-    return err == IOCD_OK ? iocd_buf_putc(b, ']') : err;
-}
-
-iocd_err alert_incidents_stats(alert_center *ac, int64_t since_ms, int64_t until_ms, iocd_buf *out)
-{
-    static stat_row total[1], domains[64], wards[256], days[400];
-    size_t n_total = 0, n_dom = 0, n_ward = 0, n_day = 0, i;
-    iocd_err err;
-
-    pthread_mutex_lock(&ac->mu);
-    for (i = 0; i < ac->n; i++) {
-        const incident *in = ac->inc[i];
-        char day[16];
-        if ((since_ms != 0 && in->created_ms < since_ms) ||
-            (until_ms != 0 && in->created_ms > until_ms))
-            continue;
-        iocd_time_format(in->created_ms + (int64_t)ac->cfg.tz_offset_s * 1000, day,
-                         sizeof(day)); /* local date */
-        day[10] = '\0';
-        count(row_for(total, &n_total, 1, "all"), in);
-        count(row_for(domains, &n_dom, 64, in->domain != NULL ? in->domain : ""), in);
-        count(row_for(wards, &n_ward, 256, in->ward != NULL ? in->ward : ""), in);
-        count(row_for(days, &n_day, 400, day), in);
-    }
-    err = iocd_buf_puts(out, "{\"period\":{\"since\":");
-    if (err == IOCD_OK)
-        err = put_time(out, since_ms);
-    if (err == IOCD_OK)
-        err = iocd_buf_puts(out, ",\"until\":");
-    if (err == IOCD_OK)
-        err = put_time(out, until_ms);
-    if (err == IOCD_OK)
-        err = iocd_buf_putc(out, '}');
-    if (err == IOCD_OK)
-        err = put_rows(out, "total", total, n_total);
-    if (err == IOCD_OK)
-        err = put_rows(out, "by_domain", domains, n_dom);
-    if (err == IOCD_OK)
-        err = put_rows(out, "by_ward", wards, n_ward);
-    if (err == IOCD_OK)
-        err = put_rows(out, "by_day", days, n_day);
-    pthread_mutex_unlock(&ac->mu);
-    return err == IOCD_OK ? iocd_buf_putc(out, '}') : err;
 }
 
 /* ---- Opening -------------------------------------------------------------------------------- */
@@ -1829,7 +938,7 @@ iocd_err alert_center_open(const alert_config *cfg, alert_center **out, char *er
         return err;
     }
     if (!ac->cfg.no_ticker) {
-        if (pthread_create(&ac->ticker, NULL, ticker, ac) != 0) {
+        if (pthread_create(&ac->ticker, NULL, incidents_ticker, ac) != 0) {
             snprintf(errbuf, errlen, "incidents: cannot start the timer thread");
             alert_center_close(ac);
             return IOCD_ENOMEM;
