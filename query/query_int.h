@@ -245,6 +245,11 @@ void pq_value_fini(pq_value *v);
 /* A vector of cap series with per-step arrays allocated (not yet labelled). */
 iocd_err pq_vector_alloc(pq_eval *ev, pq_value *out, size_t n);
 iocd_err pq_scalar_alloc(pq_eval *ev, pq_value *out);
+/* Gives series s its per-step arrays (values unset). Errors: IOCD_ENOMEM. */
+iocd_err pq_series_alloc(pq_eval *ev, pq_series *s);
+/* Counts n more samples held by the query against its limit.
+ * Errors: IOCD_ELIMIT, with the message in ev->errbuf. */
+iocd_err pq_hold(pq_eval *ev, uint64_t n);
 /* Evaluates a vector selector; with want_ts each series also gets the times of the samples
  * chosen (timestamp() reports those, not the step times). */
 iocd_err pq_eval_selector(pq_eval *ev, const pq_node *n, bool want_ts, pq_value *out);
@@ -260,11 +265,8 @@ void pq_index_fini(pq_index *ix); /* frees the table, not the keys' strings */
 /* Index of ls, or, when absent and add, the new entry's index (ls's string is then owned by
  * the index's keys array, as given); SIZE_MAX when absent and !add. */
 iocd_err pq_index_find(pq_index *ix, const lset *ls, bool add, size_t *idx_out);
-/* qsort orders of series by their first step's value, NaN last. */
-int pq_by_value_asc(const void *a, const void *b);
-int pq_by_value_desc(const void *a, const void *b);
-/* Prometheus' quantile of v (sorted in place): linear interpolation between ranks. */
-double pq_quantile(double q, double *v, size_t n);
+/* Frees the keys' label sets (an index that owns them), then the table. */
+void pq_index_free_keys(pq_index *ix);
 /* Checks the deadline; IOCD_ETIMEDOUT with the message once it has passed. */
 iocd_err pq_check_deadline(pq_eval *ev);
 /* Drops __name__ from series marked drop_name, then removes series with no point and
@@ -274,5 +276,20 @@ iocd_err pq_vector_finish(pq_eval *ev, pq_value *v);
 void pq_window(const pq_eval *ev, const pq_value *v, int64_t t, int64_t *lo, int64_t *hi);
 /* The time a selector or subquery is evaluated at for step time t (offset and @). */
 int64_t pq_ref_time(const pq_eval *ev, pq_at at, int64_t at_ms, int64_t offset_ms, int64_t t);
+
+/* ---- Binary operators (query/binop.c) --------------------------------------------------- */
+
+/* Evaluates a PQ_BIN node (both operands, then the operation for all steps). */
+iocd_err pq_eval_binary(pq_eval *ev, const pq_node *n, pq_value *out);
+
+/* ---- Aggregations (query/aggr.c) -------------------------------------------------------- */
+
+/* Evaluates a PQ_AGG node (its parameter, its input, then the groups for all steps). */
+iocd_err pq_eval_aggregation(pq_eval *ev, const pq_node *n, pq_value *out);
+/* qsort orders of series by their first step's value, NaN last. */
+int pq_by_value_asc(const void *a, const void *b);
+int pq_by_value_desc(const void *a, const void *b);
+/* Prometheus' quantile of v (sorted in place): linear interpolation between ranks. */
+double pq_quantile(double q, double *v, size_t n);
 
 #endif
