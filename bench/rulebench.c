@@ -1,11 +1,12 @@
 /* bench/rulebench.c - the rules benchmark (make bench-rules): 1,000 rules (streaming
  * thresholds, 5-minute windows, absence checks) over 100k series while samples are written at
  * a target rate through the real store (group commits, the store listener, the rule engine on
- * its own thread). Every 50 ms one series crosses its threshold; the time from handing that
- * sample to the store (its batch: --batch samples, 5,000 by default as gateways send them,
- * committed with fsync) to the alert's state change is the latency. Prints evaluations per second,
- * the engine's lag (queue) and latency p50/p99.
- *   rulebench [--series N] [--rules N] [--rate SAMPLES_PER_S] [--seconds S] [--batch N]
+ * its own thread). Every 10 ms (--cross-ms) one series crosses its threshold; the time from
+ * handing that sample to the store (its batch: --batch samples, 5,000 by default as gateways send
+ * them, committed with fsync) to the alert's state change is the latency. Prints evaluations per
+ * second, the engine's lag (queue) and latency p50/p99. rulebench [--series N] [--rules N] [--rate
+ * SAMPLES_PER_S] [--seconds S] [--batch N]
+ *             [--cross-ms MS]
  */
 #define _XOPEN_SOURCE 700
 #include <ftw.h>
@@ -77,7 +78,7 @@ static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW 
 int main(int argc, char **argv)
 {
     char dir[] = "/tmp/iocd-rulebench-XXXXXX", path[256], errbuf[512], dev[32], shard[32];
-    double rate = 1000000, seconds = 10;
+    double rate = 1000000, seconds = 10, cross_ms = 10;
     size_t batch = 5000;
     store *st = NULL;
     rule_engine *e = NULL;
@@ -99,6 +100,8 @@ int main(int argc, char **argv)
             seconds = atof(argv[i + 1]);
         else if (strcmp(argv[i], "--batch") == 0)
             batch = (size_t)atol(argv[i + 1]);
+        else if (strcmp(argv[i], "--cross-ms") == 0)
+            cross_ms = atof(argv[i + 1]);
     }
     if (n_series > (1 << 20) || n_rules == 0 || n_series < n_rules) {
         fprintf(stderr, "rulebench: --series up to 1048576, at least --rules\n");
@@ -160,7 +163,7 @@ int main(int argc, char **argv)
                 rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
                 cross = (written + (size_t)(rng >> 33) % n) % n_series;
             } while ((cross % n_rules) % 10 >= 6);
-            next_cross += 50000000;
+            next_cross += (int64_t)(cross_ms * 1e6);
         }
         if (store_batch_new(st, &b) != IOCD_OK)
             return 1;

@@ -70,6 +70,8 @@ fi
 if [ "$only" = all ] || [ "$only" = rules ]; then
     # The shipped example rules and their tests, through the real `iocd rules test`.
     run_suite "rules/examples" "$IOCD_BIN" rules test examples/rules/*_test.lua
+    # The engine's own cases: instances created and freed under its per-series cache.
+    run_suite "rules/engine" "$IOCD_BIN" rules test tests/rules/*_test.lua
 fi
 
 if [ "$only" = all ] || [ "$only" = integration ]; then
