@@ -6,6 +6,10 @@
  *                                reads TOPIC from the start until COUNT messages or the
  *                                timeout, printing one JSON object per message: key, value
  *                                (as a string), headers, partition, offset.
+ *                                KAFKATOOL_FETCH_WAIT_MS (5) is its fetch.wait.max.ms: the
+ *                                mock broker holds an empty fetch that long even when a
+ *                                message arrives meanwhile (a real broker answers at once),
+ *                                so a latency benchmark sets it to 1.
  *   kafkatool produce BOOTSTRAP TOPIC [KEY]
  *                                sends each stdin line as one message (with KEY, so all go
  *                                to one partition, in order; else no key), waits for
@@ -71,6 +75,7 @@ static int mock(void)
 static int consume(const char *bootstrap, const char *topic, long count, double timeout_s)
 {
     char err[512], group[64];
+    const char *wait_ms = getenv("KAFKATOOL_FETCH_WAIT_MS");
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_topic_partition_list_t *subs;
     rd_kafka_t *rk;
@@ -82,7 +87,8 @@ static int consume(const char *bootstrap, const char *topic, long count, double 
         rd_kafka_conf_set(conf, "group.id", group, err, sizeof(err)) ||
         rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", err, sizeof(err)) ||
         rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof(err)) ||
-        rd_kafka_conf_set(conf, "fetch.wait.max.ms", "5", err, sizeof(err)) ||
+        rd_kafka_conf_set(conf, "fetch.wait.max.ms", wait_ms != NULL ? wait_ms : "5", err,
+                          sizeof(err)) ||
         rd_kafka_conf_set(conf, "fetch.error.backoff.ms", "10", err, sizeof(err))) {
         fprintf(stderr, "kafkatool: %s\n", err);
         return 1;
