@@ -543,6 +543,76 @@ static iocd_err msel_series(void *ud, size_t i, const iocd_sample *s, size_t n)
     return IOCD_OK;
 }
 
+/* ---- Matrix selectors streamed into a function ------------------------------------------ */
+
+typedef struct stream_ctx {
+    pq_eval *ev;
+    size_t base;
+    pq_matrix_fn fn;
+    void *ud;
+    iocd_sample *tmp; /* the samples without staleness markers, when there are some */
+    size_t tmp_cap;
+} stream_ctx;
+
+static iocd_err stream_series(void *ud, size_t i, const iocd_sample *s, size_t n)
+{
+    stream_ctx *c = ud;
+    size_t j, k;
+    iocd_err err;
+
+    c->ev->samples_loaded += n;
+    err = pq_hold(c->ev, n);
+    if (err == IOCD_OK && (i & 255) == 0)
+        err = pq_check_deadline(c->ev);
+    if (err != IOCD_OK)
+        return err;
+    for (j = 0; j < n && !is_stale(s[j].v); j++)
+        ;
+    if (j < n) { /* range windows skip staleness markers */
+        if (n > c->tmp_cap) {
+            iocd_sample *g = iocd_realloc(c->tmp, n * sizeof(*g));
+            if (g == NULL)
+                return IOCD_ENOMEM;
+            c->tmp = g;
+            c->tmp_cap = n;
+        }
+        for (j = 0, k = 0; j < n; j++)
+            if (!is_stale(s[j].v))
+                c->tmp[k++] = s[j];
+        s = c->tmp;
+        n = k;
+    }
+    return c->fn(c->ev, c->ud, c->base + i, s, n);
+}
+
+iocd_err pq_matrix_select(pq_eval *ev, pq_value *m, uint64_t **ids_out)
+{
+    const pq_node *n = m->lazy, *vs = n->args[0];
+
+    m->type = QUERY_MATRIX;
+    m->range_ms = n->range_ms;
+    m->offset_ms = vs->offset_ms;
+    m->at = vs->at;
+    m->at_ms = vs->at_ms;
+    m->sel = vs;
+    return select_series(ev, vs, m, ids_out);
+}
+
+iocd_err pq_matrix_read(pq_eval *ev, pq_value *m, const uint64_t *ids, pq_matrix_fn fn, void *ud)
+{
+    const pq_node *n = m->lazy, *vs = n->args[0];
+    stream_ctx c = { ev, 0, fn, ud, NULL, 0 }, c2 = c;
+    int64_t lo, hi;
+    iocd_err err;
+
+    ref_span(ev, vs->at, vs->at_ms, vs->offset_ms, &lo, &hi);
+    err = read_selection(ev, ids, m->n, lo - n->range_ms, hi, stream_series, &c, &c2, &c2.ev,
+                         &c2.base);
+    iocd_free(c.tmp);
+    iocd_free(c2.tmp);
+    return err;
+}
+
 static iocd_err eval_matrix_selector(pq_eval *ev, const pq_node *n, pq_value *out)
 {
     const pq_node *vs = n->args[0];
@@ -673,6 +743,8 @@ static iocd_err eval_call(pq_eval *ev, const pq_node *n, pq_value *out)
             a = a->args[0];
         if (strcmp(n->fn->name, "timestamp") == 0 && a->kind == PQ_VSEL)
             err = pq_eval_selector(ev, a, true, &args[i]);
+        else if (n->fn->streams_matrix && a->kind == PQ_MSEL)
+            args[i].lazy = a; /* read by the function itself */
         else
             err = pq_eval_node(ev, n->args[i], &args[i]);
     }

@@ -297,69 +297,91 @@ static bool r_rate(pq_eval *ev, const pq_node *call, pq_value *args, size_t step
 static bool r_increase(pq_eval *ev, const pq_node *call, pq_value *args, size_t step,
                        const iocd_sample *s, size_t n, int64_t lo, int64_t hi, double *v_out);
 
-/* Applies fn to every window of the range argument args[ai]. */
+/* One range function over a range argument m, into out (one series per series of m). */
+typedef struct range_job {
+    const pq_node *call;
+    pq_value *args, *m, *out;
+    range_fn fn;
+    bool counter, keep_name;
+} range_job;
+
+/* Applies the job's function to every window of series i, whose samples (ascending, without
+ * staleness markers) are pts. Touches only series i of m and out, so the two halves of a
+ * streamed read run it side by side, each with its own ev. */
+static iocd_err range_series(pq_eval *ev, void *ud, size_t i, const iocd_sample *pts, size_t n_pts)
+{
+    const range_job *rj = ud;
+    pq_series *o = &rj->out->s[i];
+    uint32_t stack_rc[512], *rc = NULL;
+    size_t a = 0, b = 0, j;
+
+    o->ls = rj->m->s[i].ls;
+    rj->m->s[i].ls.s = NULL;
+    rj->m->s[i].ls.len = 0;
+    o->drop_name = !rj->keep_name;
+    if (rj->counter && n_pts > 0) { /* resets up to each sample: windows without one are O(1) */
+        rc = n_pts <= IOCD_ARRAY_LEN(stack_rc) ? stack_rc : iocd_malloc(n_pts * sizeof(*rc));
+        if (rc == NULL)
+            return IOCD_ENOMEM;
+        rc[0] = 0;
+        for (j = 1; j < n_pts; j++)
+            rc[j] = rc[j - 1] + (pts[j].v < pts[j - 1].v);
+        ev->win_base = pts;
+        ev->win_resets = rc;
+    }
+    for (j = 0; j < ev->n_steps; j++) {
+        int64_t lo, hi;
+        pq_window(ev, rj->m, pq_step_t(ev, j), &lo, &hi);
+        if (rj->m->at != PQ_AT_NONE) {
+            a = 0;
+            b = 0;
+        }
+        while (a < n_pts && pts[a].t_ms < lo)
+            a++;
+        if (b < a)
+            b = a;
+        while (b < n_pts && pts[b].t_ms <= hi)
+            b++;
+        if (b == a) /* an empty window has no value */
+            continue;
+        o->ok[j] = rj->fn(ev, rj->call, rj->args, j, pts + a, b - a, lo, hi, &o->v[j]);
+    }
+    ev->win_base = NULL;
+    ev->win_resets = NULL;
+    if (rc != stack_rc)
+        iocd_free(rc);
+    return o->ls.s == NULL ? empty_lset(&o->ls) : IOCD_OK;
+}
+
+/* Applies fn to every window of the range argument args[ai]: a selector is streamed series by
+ * series as it is read (on two threads when large), anything else (a subquery) was
+ * evaluated whole. */
 static iocd_err range_apply(pq_eval *ev, const pq_node *call, pq_value *args, size_t ai,
                             range_fn fn, bool keep_name, pq_value *out)
 {
-    pq_value *m = &args[ai];
-    size_t i, j;
-    bool counter = fn == r_rate || fn == r_increase;
-    uint32_t *resets = NULL;
+    range_job rj = { call, args, &args[ai], out, fn, fn == r_rate || fn == r_increase, keep_name };
+    uint64_t *ids = NULL;
+    size_t i;
     iocd_err err = IOCD_OK;
 
     memset(out, 0, sizeof(*out));
     out->type = QUERY_VECTOR;
-    err = pq_vector_alloc(ev, out, m->n);
-    for (i = 0; err == IOCD_OK && i < m->n; i++) {
-        pq_series *s = &m->s[i], *o = &out->s[i];
-        size_t a = 0, b = 0;
-        if ((i & 255) == 0) {
-            err = pq_check_deadline(ev);
-            if (err != IOCD_OK)
-                break;
+    if (rj.m->lazy != NULL) {
+        err = pq_matrix_select(ev, rj.m, &ids);
+        if (err == IOCD_OK)
+            err = pq_vector_alloc(ev, out, rj.m->n);
+        if (err == IOCD_OK)
+            err = pq_matrix_read(ev, rj.m, ids, range_series, &rj);
+        iocd_free(ids);
+    } else {
+        err = pq_vector_alloc(ev, out, rj.m->n);
+        for (i = 0; err == IOCD_OK && i < rj.m->n; i++) {
+            if ((i & 255) == 0)
+                err = pq_check_deadline(ev);
+            if (err == IOCD_OK)
+                err = range_series(ev, &rj, i, rj.m->s[i].pts, rj.m->s[i].n_pts);
         }
-        o->ls = s->ls;
-        s->ls.s = NULL;
-        s->ls.len = 0;
-        o->drop_name = !keep_name;
-        if (counter && s->n_pts > 0) {
-            uint32_t *rc = iocd_malloc(s->n_pts * sizeof(*rc));
-            size_t k;
-            if (rc == NULL) {
-                err = IOCD_ENOMEM;
-                break;
-            }
-            rc[0] = 0;
-            for (k = 1; k < s->n_pts; k++)
-                rc[k] = rc[k - 1] + (s->pts[k].v < s->pts[k - 1].v);
-            iocd_free(resets);
-            resets = rc;
-            ev->win_base = s->pts;
-            ev->win_resets = rc;
-        }
-        for (j = 0; j < ev->n_steps; j++) {
-            int64_t lo, hi;
-            pq_window(ev, m, pq_step_t(ev, j), &lo, &hi);
-            if (m->at != PQ_AT_NONE) {
-                a = 0;
-                b = 0;
-            }
-            while (a < s->n_pts && s->pts[a].t_ms < lo)
-                a++;
-            if (b < a)
-                b = a;
-            while (b < s->n_pts && s->pts[b].t_ms <= hi)
-                b++;
-            if (b == a) /* an empty window has no value */
-                continue;
-            o->ok[j] = fn(ev, call, args, j, s->pts + a, b - a, lo, hi, &o->v[j]);
-        }
-        if (o->ls.s == NULL)
-            err = empty_lset(&o->ls);
     }
-    ev->win_base = NULL;
-    ev->win_resets = NULL;
-    iocd_free(resets);
     if (err != IOCD_OK)
         return err;
     return pq_vector_finish(ev, out);
@@ -1157,73 +1179,73 @@ DATE_FUNC(year, D_YEAR)
 #define STR QUERY_STRING
 
 static const pq_func funcs[] = {
-    { "abs", V, { V }, 1, 0, f_abs },
-    { "absent", V, { V }, 1, 0, f_absent },
-    { "absent_over_time", V, { M }, 1, 0, f_absent_over_time },
-    { "acos", V, { V }, 1, 0, f_acos },
-    { "acosh", V, { V }, 1, 0, f_acosh },
-    { "asin", V, { V }, 1, 0, f_asin },
-    { "asinh", V, { V }, 1, 0, f_asinh },
-    { "atan", V, { V }, 1, 0, f_atan },
-    { "atanh", V, { V }, 1, 0, f_atanh },
-    { "avg_over_time", V, { M }, 1, 0, f_avg_over_time },
-    { "ceil", V, { V }, 1, 0, f_ceil },
-    { "changes", V, { M }, 1, 0, f_changes },
-    { "clamp", V, { V, S, S }, 3, 0, f_clamp },
-    { "clamp_max", V, { V, S }, 2, 0, f_clamp_max },
-    { "clamp_min", V, { V, S }, 2, 0, f_clamp_min },
-    { "cos", V, { V }, 1, 0, f_cos },
-    { "cosh", V, { V }, 1, 0, f_cosh },
-    { "count_over_time", V, { M }, 1, 0, f_count_over_time },
-    { "day_of_month", V, { V }, 0, 1, f_day_of_month },
-    { "day_of_week", V, { V }, 0, 1, f_day_of_week },
-    { "day_of_year", V, { V }, 0, 1, f_day_of_year },
-    { "days_in_month", V, { V }, 0, 1, f_days_in_month },
-    { "deg", V, { V }, 1, 0, f_deg },
-    { "delta", V, { M }, 1, 0, f_delta },
-    { "deriv", V, { M }, 1, 0, f_deriv },
-    { "exp", V, { V }, 1, 0, f_exp },
-    { "floor", V, { V }, 1, 0, f_floor },
-    { "histogram_quantile", V, { S, V }, 2, 0, f_histogram_quantile },
-    { "holt_winters", V, { M, S, S }, 3, 0, f_holt_winters },
-    { "hour", V, { V }, 0, 1, f_hour },
-    { "idelta", V, { M }, 1, 0, f_idelta },
-    { "increase", V, { M }, 1, 0, f_increase },
-    { "irate", V, { M }, 1, 0, f_irate },
-    { "label_join", V, { V, STR, STR, STR }, 3, -1, f_label_join },
-    { "label_replace", V, { V, STR, STR, STR }, 5, 0, f_label_replace },
-    { "last_over_time", V, { M }, 1, 0, f_last_over_time },
-    { "ln", V, { V }, 1, 0, f_ln },
-    { "log10", V, { V }, 1, 0, f_log10 },
-    { "log2", V, { V }, 1, 0, f_log2 },
-    { "max_over_time", V, { M }, 1, 0, f_max_over_time },
-    { "min_over_time", V, { M }, 1, 0, f_min_over_time },
-    { "minute", V, { V }, 0, 1, f_minute },
-    { "month", V, { V }, 0, 1, f_month },
-    { "pi", S, { S }, 0, 0, f_pi },
-    { "predict_linear", V, { M, S }, 2, 0, f_predict_linear },
-    { "present_over_time", V, { M }, 1, 0, f_present_over_time },
-    { "quantile_over_time", V, { S, M }, 2, 0, f_quantile_over_time },
-    { "rad", V, { V }, 1, 0, f_rad },
-    { "rate", V, { M }, 1, 0, f_rate },
-    { "resets", V, { M }, 1, 0, f_resets },
-    { "round", V, { V, S }, 1, 1, f_round },
-    { "scalar", S, { V }, 1, 0, f_scalar },
-    { "sgn", V, { V }, 1, 0, f_sgn },
-    { "sin", V, { V }, 1, 0, f_sin },
-    { "sinh", V, { V }, 1, 0, f_sinh },
-    { "sort", V, { V }, 1, 0, f_sort },
-    { "sort_desc", V, { V }, 1, 0, f_sort_desc },
-    { "sqrt", V, { V }, 1, 0, f_sqrt },
-    { "stddev_over_time", V, { M }, 1, 0, f_stddev_over_time },
-    { "stdvar_over_time", V, { M }, 1, 0, f_stdvar_over_time },
-    { "sum_over_time", V, { M }, 1, 0, f_sum_over_time },
-    { "tan", V, { V }, 1, 0, f_tan },
-    { "tanh", V, { V }, 1, 0, f_tanh },
-    { "time", S, { S }, 0, 0, f_time },
-    { "timestamp", V, { V }, 1, 0, f_timestamp },
-    { "vector", V, { S }, 1, 0, f_vector },
-    { "year", V, { V }, 0, 1, f_year },
+    { "abs", V, { V }, 1, 0, f_abs, false },
+    { "absent", V, { V }, 1, 0, f_absent, false },
+    { "absent_over_time", V, { M }, 1, 0, f_absent_over_time, false },
+    { "acos", V, { V }, 1, 0, f_acos, false },
+    { "acosh", V, { V }, 1, 0, f_acosh, false },
+    { "asin", V, { V }, 1, 0, f_asin, false },
+    { "asinh", V, { V }, 1, 0, f_asinh, false },
+    { "atan", V, { V }, 1, 0, f_atan, false },
+    { "atanh", V, { V }, 1, 0, f_atanh, false },
+    { "avg_over_time", V, { M }, 1, 0, f_avg_over_time, true },
+    { "ceil", V, { V }, 1, 0, f_ceil, false },
+    { "changes", V, { M }, 1, 0, f_changes, true },
+    { "clamp", V, { V, S, S }, 3, 0, f_clamp, false },
+    { "clamp_max", V, { V, S }, 2, 0, f_clamp_max, false },
+    { "clamp_min", V, { V, S }, 2, 0, f_clamp_min, false },
+    { "cos", V, { V }, 1, 0, f_cos, false },
+    { "cosh", V, { V }, 1, 0, f_cosh, false },
+    { "count_over_time", V, { M }, 1, 0, f_count_over_time, true },
+    { "day_of_month", V, { V }, 0, 1, f_day_of_month, false },
+    { "day_of_week", V, { V }, 0, 1, f_day_of_week, false },
+    { "day_of_year", V, { V }, 0, 1, f_day_of_year, false },
+    { "days_in_month", V, { V }, 0, 1, f_days_in_month, false },
+    { "deg", V, { V }, 1, 0, f_deg, false },
+    { "delta", V, { M }, 1, 0, f_delta, true },
+    { "deriv", V, { M }, 1, 0, f_deriv, true },
+    { "exp", V, { V }, 1, 0, f_exp, false },
+    { "floor", V, { V }, 1, 0, f_floor, false },
+    { "histogram_quantile", V, { S, V }, 2, 0, f_histogram_quantile, false },
+    { "holt_winters", V, { M, S, S }, 3, 0, f_holt_winters, true },
+    { "hour", V, { V }, 0, 1, f_hour, false },
+    { "idelta", V, { M }, 1, 0, f_idelta, true },
+    { "increase", V, { M }, 1, 0, f_increase, true },
+    { "irate", V, { M }, 1, 0, f_irate, true },
+    { "label_join", V, { V, STR, STR, STR }, 3, -1, f_label_join, false },
+    { "label_replace", V, { V, STR, STR, STR }, 5, 0, f_label_replace, false },
+    { "last_over_time", V, { M }, 1, 0, f_last_over_time, true },
+    { "ln", V, { V }, 1, 0, f_ln, false },
+    { "log10", V, { V }, 1, 0, f_log10, false },
+    { "log2", V, { V }, 1, 0, f_log2, false },
+    { "max_over_time", V, { M }, 1, 0, f_max_over_time, true },
+    { "min_over_time", V, { M }, 1, 0, f_min_over_time, true },
+    { "minute", V, { V }, 0, 1, f_minute, false },
+    { "month", V, { V }, 0, 1, f_month, false },
+    { "pi", S, { S }, 0, 0, f_pi, false },
+    { "predict_linear", V, { M, S }, 2, 0, f_predict_linear, true },
+    { "present_over_time", V, { M }, 1, 0, f_present_over_time, true },
+    { "quantile_over_time", V, { S, M }, 2, 0, f_quantile_over_time, true },
+    { "rad", V, { V }, 1, 0, f_rad, false },
+    { "rate", V, { M }, 1, 0, f_rate, true },
+    { "resets", V, { M }, 1, 0, f_resets, true },
+    { "round", V, { V, S }, 1, 1, f_round, false },
+    { "scalar", S, { V }, 1, 0, f_scalar, false },
+    { "sgn", V, { V }, 1, 0, f_sgn, false },
+    { "sin", V, { V }, 1, 0, f_sin, false },
+    { "sinh", V, { V }, 1, 0, f_sinh, false },
+    { "sort", V, { V }, 1, 0, f_sort, false },
+    { "sort_desc", V, { V }, 1, 0, f_sort_desc, false },
+    { "sqrt", V, { V }, 1, 0, f_sqrt, false },
+    { "stddev_over_time", V, { M }, 1, 0, f_stddev_over_time, true },
+    { "stdvar_over_time", V, { M }, 1, 0, f_stdvar_over_time, true },
+    { "sum_over_time", V, { M }, 1, 0, f_sum_over_time, true },
+    { "tan", V, { V }, 1, 0, f_tan, false },
+    { "tanh", V, { V }, 1, 0, f_tanh, false },
+    { "time", S, { S }, 0, 0, f_time, false },
+    { "timestamp", V, { V }, 1, 0, f_timestamp, false },
+    { "vector", V, { S }, 1, 0, f_vector, false },
+    { "year", V, { V }, 0, 1, f_year, false },
 };
 
 const pq_func *pq_func_find(const char *name)

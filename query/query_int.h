@@ -184,6 +184,9 @@ struct pq_func {
     int n_args;     /* required */
     int n_optional; /* more that may follow (variadic: -1 for label_join's sources) */
     pq_func_fn fn;
+    /* Its matrix argument, when a plain selector, is not read beforehand: the function reads
+     * it series by series (pq_matrix_select, pq_matrix_read), never holding all of it. */
+    bool streams_matrix;
 };
 
 const pq_func *pq_func_find(const char *name);
@@ -212,7 +215,8 @@ struct pq_value {
     int64_t range_ms, offset_ms;
     pq_at at;
     int64_t at_ms;
-    const pq_node *sel; /* the selector node (absent_over_time's labels), or NULL */
+    const pq_node *sel;  /* the selector node (absent_over_time's labels), or NULL */
+    const pq_node *lazy; /* a matrix selector left for the function to stream, or NULL */
 };
 
 struct pq_eval {
@@ -272,6 +276,14 @@ iocd_err pq_check_deadline(pq_eval *ev);
 /* Drops __name__ from series marked drop_name, then removes series with no point and
  * refuses two series with the same labels at one step. */
 iocd_err pq_vector_finish(pq_eval *ev, pq_value *v);
+/* A lazy matrix argument, streamed: pq_matrix_select gives m its window shape and the
+ * selected series' labels (m->s[i].ls, no samples) and *ids_out (the caller frees it);
+ * pq_matrix_read then hands each series' samples in the windows' span, staleness markers
+ * left out, to fn with its index in m. A large selection is read on two threads: fn gets
+ * each half's own copy of the evaluation state, and must touch only series i's output. */
+typedef iocd_err (*pq_matrix_fn)(pq_eval *ev, void *ud, size_t i, const iocd_sample *s, size_t n);
+iocd_err pq_matrix_select(pq_eval *ev, pq_value *m, uint64_t **ids_out);
+iocd_err pq_matrix_read(pq_eval *ev, pq_value *m, const uint64_t *ids, pq_matrix_fn fn, void *ud);
 /* The window [lo, hi] of range value v at step time t. */
 void pq_window(const pq_eval *ev, const pq_value *v, int64_t t, int64_t *lo, int64_t *hi);
 /* The time a selector or subquery is evaluated at for step time t (offset and @). */
