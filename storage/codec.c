@@ -15,9 +15,80 @@
 #include "storage/storage_int.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <zstd.h>
+
+/* ---- zstd contexts ----------------------------------------------------------------------
+ * Each thread keeps its zstd contexts, made on first use and freed when the thread ends:
+ * ZSTD_compress and ZSTD_decompress make and free one per call, which cost 40 % of
+ * decompressing a 14 KB block (a query reading 246 series from as many blocks) and 25 % of
+ * compressing one. A thread that cannot get one falls back to the one-shot calls. */
+
+typedef struct zctx {
+    ZSTD_CCtx *c;
+    ZSTD_DCtx *d;
+} zctx;
+
+static pthread_key_t zkey;
+static pthread_once_t zonce = PTHREAD_ONCE_INIT;
+static bool zkey_ok;
+
+static void zctx_free(void *p)
+{
+    zctx *z = p;
+
+    ZSTD_freeCCtx(z->c);
+    ZSTD_freeDCtx(z->d);
+    free(z);
+}
+
+static void zkey_make(void)
+{
+    zkey_ok = pthread_key_create(&zkey, zctx_free) == 0;
+}
+
+static zctx *zctx_get(void)
+{
+    zctx *z;
+
+    pthread_once(&zonce, zkey_make);
+    if (!zkey_ok)
+        return NULL;
+    z = pthread_getspecific(zkey);
+    if (z == NULL) {
+        z = calloc(1, sizeof(*z));
+        if (z != NULL && pthread_setspecific(zkey, z) != 0) {
+            free(z);
+            z = NULL;
+        }
+    }
+    return z;
+}
+
+static size_t z_compress(void *dst, size_t cap, const void *src, size_t len, int level)
+{
+    zctx *z = zctx_get();
+
+    if (z != NULL && z->c == NULL)
+        z->c = ZSTD_createCCtx();
+    if (z == NULL || z->c == NULL)
+        return ZSTD_compress(dst, cap, src, len, level);
+    return ZSTD_compressCCtx(z->c, dst, cap, src, len, level);
+}
+
+static size_t z_decompress(void *dst, size_t cap, const void *src, size_t len)
+{
+    zctx *z = zctx_get();
+
+    if (z != NULL && z->d == NULL)
+        z->d = ZSTD_createDCtx();
+    if (z == NULL || z->d == NULL)
+        return ZSTD_decompress(dst, cap, src, len);
+    return ZSTD_decompressDCtx(z->d, dst, cap, src, len);
+}
 
 #define BLOCK_VERSION 1
 #define E_MAX         CODEC_E_MAX
@@ -191,7 +262,7 @@ iocd_err codec_block_encode(const codec_series *list, size_t n, int level, iocd_
         err = iocd_buf_reserve(out, bound);
     }
     if (err == IOCD_OK) {
-        zn = ZSTD_compress(out->data + out->len, bound, raw.data, raw.len, level);
+        zn = z_compress(out->data + out->len, bound, raw.data, raw.len, level);
         if (ZSTD_isError(zn))
             err = IOCD_EIO;
         else
@@ -221,7 +292,7 @@ static iocd_err block_walk(const void *data, size_t len, size_t max_raw, stream_
     raw = iocd_malloc((size_t)raw_len);
     if (raw == NULL)
         return IOCD_ENOMEM;
-    got = ZSTD_decompress(raw, (size_t)raw_len, data, len);
+    got = z_decompress(raw, (size_t)raw_len, data, len);
     if (ZSTD_isError(got) || got != raw_len || raw[0] != BLOCK_VERSION) {
         iocd_free(raw);
         return IOCD_ECORRUPT;
@@ -363,7 +434,7 @@ iocd_err codec_wal_pack(const void *entries, size_t len, iocd_buf *out)
 
     if (err != IOCD_OK)
         return err;
-    zn = ZSTD_compress(out->data + out->len + 1, bound, entries, len, WAL_ZSTD_LVL);
+    zn = z_compress(out->data + out->len + 1, bound, entries, len, WAL_ZSTD_LVL);
     if (ZSTD_isError(zn) || zn >= len) {
         tag = WAL_RAW; /* incompressible: store as is */
         err = iocd_buf_append(out, &tag, 1);
@@ -398,7 +469,7 @@ iocd_err codec_wal_unpack(const void *rec, size_t len, iocd_buf *scratch, const 
     err = iocd_buf_reserve(scratch, (size_t)raw);
     if (err != IOCD_OK)
         return err;
-    got = ZSTD_decompress(scratch->data, (size_t)raw + 1, p + 1, len - 1);
+    got = z_decompress(scratch->data, (size_t)raw + 1, p + 1, len - 1);
     if (ZSTD_isError(got) || got != raw)
         return IOCD_ECORRUPT;
     scratch->len = got;
