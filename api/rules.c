@@ -14,18 +14,19 @@ static rule_engine *engine(api_req *req)
     return e;
 }
 
-static api_status reply_view(api_req *req, iocd_err (*view)(rule_engine *, iocd_buf *))
+/* Without --rules the views are empty, as Prometheus answers without rule files: Grafana's
+ * alert list reports a 404 from them as an error. */
+static api_status reply_view(api_req *req, iocd_err (*view)(rule_engine *, iocd_buf *),
+                             const char *empty)
 {
     iocd_buf *b = &req->resp.body;
-    rule_engine *e = engine(req);
+    rule_engine *e = atomic_load(&req->srv->rules);
     iocd_err err;
 
-    if (e == NULL)
-        return API_DONE;
     iocd_buf_reset(b);
     err = iocd_buf_puts(b, "{\"status\":\"success\",\"data\":");
     if (err == IOCD_OK)
-        err = view(e, b);
+        err = e != NULL ? view(e, b) : iocd_buf_puts(b, empty);
     if (err == IOCD_OK)
         err = iocd_buf_putc(b, '}');
     if (err != IOCD_OK) {
@@ -40,13 +41,13 @@ static api_status reply_view(api_req *req, iocd_err (*view)(rule_engine *, iocd_
 static api_status h_rules(api_req *req, void *ud)
 {
     (void)ud;
-    return reply_view(req, rule_engine_rules_json);
+    return reply_view(req, rule_engine_rules_json, "{\"groups\":[]}");
 }
 
 static api_status h_alerts(api_req *req, void *ud)
 {
     (void)ud;
-    return reply_view(req, rule_engine_alerts_json);
+    return reply_view(req, rule_engine_alerts_json, "{\"alerts\":[]}");
 }
 
 static api_status h_reload(api_req *req, void *ud)

@@ -1565,6 +1565,53 @@ static iocd_err put_alert_json(rule_engine *e, iocd_buf *b, const instance *in)
 }
 
 /* Renders both views (on the engine thread) and publishes them under mu. */
+/* A rule's static labels and its annotation templates, as Prometheus lists them in
+ * /api/v1/rules (Grafana reads both of every rule). */
+static iocd_err put_rule_meta_json(iocd_buf *b, const rule_def *r)
+{
+    const char *ann[3][2] = { { "summary", r->summary.tmpl },
+                              { "description", r->description.tmpl },
+                              { "runbook_url", r->runbook } };
+    iocd_err rc = iocd_buf_puts(b, ",\"labels\":{");
+    size_t i, n = 0;
+
+    if (rc == IOCD_OK && r->kind != RULE_RECORD && r->severity != NULL) {
+        rc = iocd_buf_puts(b, "\"severity\":");
+        if (rc == IOCD_OK)
+            rc = iocd_buf_json_str(b, r->severity, strlen(r->severity));
+        n++;
+    }
+    if (rc == IOCD_OK && r->kind != RULE_RECORD && r->domain != NULL) {
+        rc = iocd_buf_puts(b, n++ > 0 ? ",\"domain\":" : "\"domain\":");
+        if (rc == IOCD_OK)
+            rc = iocd_buf_json_str(b, r->domain, strlen(r->domain));
+    }
+    for (i = 0; rc == IOCD_OK && i < r->n_labels; i++) {
+        if (n++ > 0)
+            rc = iocd_buf_putc(b, ',');
+        if (rc == IOCD_OK)
+            rc = iocd_buf_json_str(b, r->label_names[i], strlen(r->label_names[i]));
+        if (rc == IOCD_OK)
+            rc = iocd_buf_putc(b, ':');
+        if (rc == IOCD_OK)
+            rc = iocd_buf_json_str(b, r->label_values[i], strlen(r->label_values[i]));
+    }
+    if (rc == IOCD_OK)
+        rc = iocd_buf_putc(b, '}');
+    if (r->kind == RULE_RECORD)
+        return rc;
+    if (rc == IOCD_OK)
+        rc = iocd_buf_puts(b, ",\"annotations\":{");
+    for (i = 0, n = 0; rc == IOCD_OK && i < IOCD_ARRAY_LEN(ann); i++) {
+        if (ann[i][1] == NULL)
+            continue;
+        rc = iocd_buf_printf(b, "%s\"%s\":", n++ > 0 ? "," : "", ann[i][0]);
+        if (rc == IOCD_OK)
+            rc = iocd_buf_json_str(b, ann[i][1], strlen(ann[i][1]));
+    }
+    return rc == IOCD_OK ? iocd_buf_putc(b, '}') : rc;
+}
+
 static void render_views(rule_engine *e)
 {
     iocd_buf rj, aj;
@@ -1629,8 +1676,23 @@ static void render_views(rule_engine *e)
                 rc = iocd_buf_puts(&rj, ",\"file\":");
             if (rc == IOCD_OK)
                 rc = iocd_buf_json_str(&rj, r->file, strlen(r->file));
-            if (rc == IOCD_OK)
-                rc = iocd_buf_printf(&rj, ",\"interval\":%g,\"rules\":[", (double)TICK_MS / 1000.0);
+            if (rc == IOCD_OK) { /* the group's evaluation: its rules' summed, the newest */
+                double secs = 0;
+                int64_t last = 0;
+                for (j = i; j < e->rs->n && strcmp(e->rs->rules[j].file, r->file) == 0; j++) {
+                    secs += e->health[j].eval_seconds;
+                    if (e->health[j].last_eval_ms > last)
+                        last = e->health[j].last_eval_ms;
+                }
+                rc = iocd_buf_printf(&rj,
+                                     ",\"interval\":%g,\"limit\":0,\"evaluationTime\":%.6f,"
+                                     "\"lastEvaluation\":",
+                                     (double)TICK_MS / 1000.0, secs);
+                if (rc == IOCD_OK)
+                    rc = put_time_json(&rj, last);
+                if (rc == IOCD_OK)
+                    rc = iocd_buf_puts(&rj, ",\"rules\":[");
+            }
         } else if (rc == IOCD_OK) {
             rc = iocd_buf_putc(&rj, ',');
         }
@@ -1638,6 +1700,8 @@ static void render_views(rule_engine *e)
             rc = iocd_buf_puts(&rj, "{\"name\":");
         if (rc == IOCD_OK)
             rc = iocd_buf_json_str(&rj, r->name, strlen(r->name));
+        if (rc == IOCD_OK)
+            rc = put_rule_meta_json(&rj, r);
         if (rc == IOCD_OK) {
             const char *q = r->expr_text != NULL ? r->expr_text : r->select_text;
             rc = iocd_buf_puts(&rj, ",\"query\":");

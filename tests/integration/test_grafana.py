@@ -449,5 +449,58 @@ def test_range_of_11000_steps_is_accepted():
            "points from BASE to BASE + 3600")
 
 
+
+def test_alert_list_reads_rules_and_alerts():
+    """Grafana's alert list reads a Prometheus data source's /api/v1/rules and
+    /api/v1/alerts, and reports a 404 from them as an error ("Perhaps ruler API is not
+    enabled?"). Without rules Prometheus answers empty lists; with rules each group has name,
+    file, interval and rules, each rule name, query, type, health, state, labels, annotations,
+    alerts and its evaluation time, and a firing alert its labels, state, activeAt and value."""
+    with Daemon() as d:
+        d.start()
+        for path, key in (("/api/v1/rules", "groups"), ("/api/v1/alerts", "alerts")):
+            r = get(d, path)
+            eq(r.status, 200, path + " without rules")
+            eq(r.json(), {"status": "success", "data": {key: []}}, path + " is empty")
+    rules = os.path.join(os.environ.get("TMPDIR", "/tmp"), "grafana-rules-%d.lua" % os.getpid())
+    with open(rules, "w") as f:
+        f.write('rule "pressure_low" { select = \'water_pressure_bar\', when = "value < 1",\n'
+                '  severity = "critical", domain = "water", summary = "Low {{ward}}" }\n')
+    try:
+        with Daemon("--rules", rules) as d:
+            d.start()
+            d.wait_log(r"rules loaded")
+            now = int(time.time() * 1000)
+            r = d.post("/write?precision=ms", ("water,ward=gia_sang,device=ws-1 pressure_bar=0.5 %d"
+                                               % now).encode())
+            eq(r.status, 204, "write")
+            deadline = time.time() + 20
+            while time.time() < deadline:
+                alerts = get(d, "/api/v1/alerts").json()["data"]["alerts"]
+                if alerts and alerts[0]["state"] == "firing":
+                    break
+                time.sleep(0.05)
+            eq(len(alerts), 1, "one alert")
+            a = alerts[0]
+            eq((a["state"], a["labels"]["alertname"], a["labels"]["ward"], float(a["value"])),
+               ("firing", "pressure_low", "gia_sang", 0.5), "the alert as Grafana lists it")
+            check(isinstance(a["activeAt"], str) and a["activeAt"].endswith("Z"), "activeAt")
+            groups = get(d, "/api/v1/rules").json()["data"]["groups"]
+            eq(len(groups), 1, "one group per file")
+            g = groups[0]
+            for k in ("name", "file", "interval", "rules", "evaluationTime", "lastEvaluation"):
+                check(k in g, "group has " + k)
+            rule = g["rules"][0]
+            for k in ("name", "query", "type", "health", "state", "labels", "annotations",
+                      "alerts", "evaluationTime", "lastEvaluation"):
+                check(k in rule, "rule has " + k)
+            eq((rule["name"], rule["type"], rule["health"], rule["state"], len(rule["alerts"])),
+               ("pressure_low", "alerting", "ok", "firing", 1), "the rule as Grafana lists it")
+            eq(rule["labels"], {"severity": "critical", "domain": "water"}, "the rule's labels")
+            eq(rule["annotations"], {"summary": "Low {{ward}}"}, "its annotation templates")
+    finally:
+        os.unlink(rules)
+
+
 if __name__ == "__main__":
     run(globals())
