@@ -23,6 +23,8 @@
 #define MHD_MEMORY_LIMIT (256 * 1024)
 
 /* MHD passes its own printf format; clang cannot see that through the callback type. */
+#define BODY_RESERVE_MAX (8u << 20) /* bytes reserved up front for a request body */
+
 static void on_mhd_log(void *cls, const char *fmt, va_list ap) IOCD_PRINTF(2, 0);
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -228,6 +230,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             req->handled = true;
             atomic_fetch_add(&srv->handling, 1);
             return send_reply(conn, req);
+        }
+        /* The body arrives in pieces: room for all of it at once saves growing the buffer
+         * (and copying what came so far) a dozen times for a 5,000-line batch. Up to 8 MiB
+         * only: a Content-Length is a claim, and larger bodies can grow as they come. */
+        if (cl != NULL) {
+            unsigned long long want = strtoull(cl, NULL, 10);
+            if (want > 0 && want <= BODY_RESERVE_MAX)
+                (void)iocd_buf_reserve(&req->body, (size_t)want);
         }
         return MHD_YES;
     }
