@@ -258,12 +258,18 @@ iocd_err store_key_walk(const uint8_t *key, size_t len, store_label_fn fn, void 
 
 iocd_err store_wal_put(iocd_buf *b, uint64_t id, int64_t t, double v)
 {
-    uint8_t tmp[28];
-    size_t n = store_varint_put(tmp, id);
+    iocd_err err = iocd_buf_reserve(b, STORE_WAL_ENTRY_MAX);
+    uint8_t *w;
+    size_t n;
 
-    n += store_varint_put(tmp + n, ((uint64_t)t << 1) ^ ((uint64_t)0 - ((uint64_t)t >> 63)));
-    memcpy(tmp + n, &v, 8);
-    return iocd_buf_append(b, tmp, n + 8);
+    if (err != IOCD_OK)
+        return err;
+    w = (uint8_t *)b->data + b->len; /* encoded in place: this runs once per sample */
+    n = store_varint_put(w, id);
+    n += store_varint_put(w + n, ((uint64_t)t << 1) ^ ((uint64_t)0 - ((uint64_t)t >> 63)));
+    memcpy(w + n, &v, 8);
+    b->len += n + 8;
+    return IOCD_OK;
 }
 
 bool store_wal_next(const uint8_t **p, const uint8_t *end, uint64_t *id, int64_t *t, double *v,

@@ -246,7 +246,10 @@ iocd_err store_batch_submit(store_batch *b, store_done_fn done, void *ud)
     p->done = done;
     p->ud = ud;
     iocd_buf_init(&p->wal, 0);
-    err = iocd_buf_reserve(&p->wal, b->n * 14);
+    /* Room for the usual entries (an unusual one grows the buffer): a reservation for the
+     * worst case would put a 5,000-sample batch's buffer past malloc's mmap threshold, and
+     * every batch would fault its pages in afresh. */
+    err = iocd_buf_reserve(&p->wal, b->n * STORE_WAL_ENTRY_TYPICAL + STORE_WAL_ENTRY_MAX);
     pthread_mutex_lock(&st->mu);
     if (st->closing) {
         err = IOCD_ECLOSED;
