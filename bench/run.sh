@@ -9,7 +9,7 @@
 # IOCD_ARGS (extra flags for iocd serve, e.g. "--chunk 5m").
 set -euo pipefail
 cd "$(dirname "$0")/.."
-IOCD=build/iocd
+IOCD=${IOCD:-build/iocd}
 LOADGEN=build/bench/loadgen
 SIZES=${BENCH_SIZES:-"10000:360 100000:360"}
 RATE=${BENCH_RATE:-1000000}

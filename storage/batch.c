@@ -217,15 +217,16 @@ iocd_err store_batch_add(store_batch *b, const iocd_label *labels, size_t n_labe
     it = &b->items[b->n];
     it->key_len = (uint32_t)(b->keys.len - key_start);
     it->key_off = (uint32_t)key_start;
-    /* Consecutive samples of one series (a batch of one device's history) share a key. */
-    if (b->n > 0 && b->items[b->n - 1].key_len == it->key_len &&
+    /* Consecutive samples of one series (a batch of one device's history) share a key. The
+     * hash goes first: keys of one metric often have one length, and comparing them byte by
+     * byte up to the device's name cost more than the hash. */
+    it->hash = store_hash(b->keys.data + key_start, it->key_len);
+    if (b->n > 0 && b->items[b->n - 1].hash == it->hash &&
+        b->items[b->n - 1].key_len == it->key_len &&
         memcmp(b->keys.data + b->items[b->n - 1].key_off, b->keys.data + key_start, it->key_len) ==
             0) {
         b->keys.len = key_start;
         it->key_off = b->items[b->n - 1].key_off;
-        it->hash = b->items[b->n - 1].hash;
-    } else {
-        it->hash = store_hash(b->keys.data + key_start, it->key_len);
     }
     it->s.t_ms = t_ms;
     it->s.v = v;
