@@ -520,17 +520,25 @@ typedef struct msel_ctx {
     size_t base;
 } msel_ctx;
 
+/* Counts series i's n samples as loaded and held, and checks the deadline every 256 series. */
+static iocd_err count_loaded(pq_eval *ev, size_t i, size_t n)
+{
+    iocd_err err;
+
+    ev->samples_loaded += n;
+    err = pq_hold(ev, n);
+    if (err == IOCD_OK && (i & 255) == 0)
+        err = pq_check_deadline(ev);
+    return err;
+}
+
 static iocd_err msel_series(void *ud, size_t i, const iocd_sample *s, size_t n)
 {
     msel_ctx *c = ud;
     pq_series *ps = &c->out->s[c->base + i];
     size_t j, k = 0;
-    iocd_err err;
+    iocd_err err = count_loaded(c->ev, i, n);
 
-    c->ev->samples_loaded += n;
-    err = pq_hold(c->ev, n);
-    if (err == IOCD_OK && (i & 255) == 0)
-        err = pq_check_deadline(c->ev);
     if (err != IOCD_OK)
         return err;
     ps->pts = iocd_malloc((n + 1) * sizeof(*ps->pts));
@@ -558,12 +566,8 @@ static iocd_err stream_series(void *ud, size_t i, const iocd_sample *s, size_t n
 {
     stream_ctx *c = ud;
     size_t j, k;
-    iocd_err err;
+    iocd_err err = count_loaded(c->ev, i, n);
 
-    c->ev->samples_loaded += n;
-    err = pq_hold(c->ev, n);
-    if (err == IOCD_OK && (i & 255) == 0)
-        err = pq_check_deadline(c->ev);
     if (err != IOCD_OK)
         return err;
     for (j = 0; j < n && !is_stale(s[j].v); j++)

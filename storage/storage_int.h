@@ -77,7 +77,7 @@ static inline bool store_varint_get(const uint8_t **p, const uint8_t *end, uint6
 
 /* Write-ahead-log entries: varint id, zigzag varint t, 8 raw bytes of v (bit-exact).
  * store_wal_next returns false at the end of rec; *corrupt is set if it stopped early. */
-#define STORE_WAL_ENTRY_MAX 28 /* two varints and the 8 bytes of the value */
+#define STORE_WAL_ENTRY_MAX     28 /* two varints and the 8 bytes of the value */
 #define STORE_WAL_ENTRY_TYPICAL 18 /* an id under 2^21, a millisecond time of this century */
 iocd_err store_wal_put(iocd_buf *b, uint64_t id, int64_t t, double v);
 bool store_wal_next(const uint8_t **p, const uint8_t *end, uint64_t *id, int64_t *t, double *v,
