@@ -68,8 +68,13 @@ static int label_cmp(const void *a, const void *b)
 {
     const iocd_label *x = a, *y = b;
     size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
-    int c = memcmp(x->name, y->name, n);
+    int c;
 
+    /* Names mostly differ in their first byte (ward, device, domain): decided without a call
+     * to memcmp, which was 7% of ingest through the sort and the duplicate check. */
+    if (n > 0 && x->name[0] != y->name[0])
+        return (unsigned char)x->name[0] < (unsigned char)y->name[0] ? -1 : 1;
+    c = memcmp(x->name, y->name, n);
     if (c != 0)
         return c;
     return x->name_len < y->name_len ? -1 : x->name_len > y->name_len;
