@@ -183,7 +183,10 @@ iocd_err codec_stream_encode(const iocd_sample *s, size_t n, iocd_buf *out)
     return err;
 }
 
-iocd_err codec_stream_decode(const uint8_t *p, size_t len, iocd_sample **out, size_t *n_out)
+/* Decodes a stream into *buf (grown as needed, *cap samples; reused across calls by readers
+ * that decode many series). */
+static iocd_err stream_decode(const uint8_t *p, size_t len, iocd_sample **buf, size_t *cap,
+                              size_t *n_out)
 {
     const uint8_t *end = p + len;
     uint64_t n, u;
@@ -197,9 +200,15 @@ iocd_err codec_stream_decode(const uint8_t *p, size_t len, iocd_sample **out, si
     e = *p++;
     if (e > E_MAX)
         return IOCD_ECORRUPT;
-    s = iocd_malloc((n != 0 ? n : 1) * sizeof(*s));
-    if (s == NULL)
-        return IOCD_ENOMEM;
+    if (n > *cap || *buf == NULL) {
+        size_t want = n > 256 ? (size_t)n : 256;
+        s = iocd_realloc(*buf, want * sizeof(*s));
+        if (s == NULL)
+            return IOCD_ENOMEM;
+        *buf = s;
+        *cap = want;
+    }
+    s = *buf;
     for (i = 0; i < n; i++) {
         if (!store_varint_get(&p, end, &u))
             goto corrupt;
@@ -223,12 +232,25 @@ iocd_err codec_stream_decode(const uint8_t *p, size_t len, iocd_sample **out, si
             s[i].v = (double)m / codec_pow10[e];
         }
     }
-    *out = s;
     *n_out = (size_t)n;
     return IOCD_OK;
 corrupt:
-    iocd_free(s);
     return IOCD_ECORRUPT;
+}
+
+iocd_err codec_stream_decode(const uint8_t *p, size_t len, iocd_sample **out, size_t *n_out)
+{
+    iocd_sample *s = NULL;
+    size_t cap = 0, n = 0;
+    iocd_err err = stream_decode(p, len, &s, &cap, &n);
+
+    if (err != IOCD_OK) {
+        iocd_free(s);
+        return err;
+    }
+    *out = s;
+    *n_out = n;
+    return IOCD_OK;
 }
 
 /* ---- Blocks ---------------------------------------------------------------------------- */
@@ -354,38 +376,28 @@ iocd_err codec_block_find(const void *data, size_t len, uint64_t id, size_t max_
     return err == IOCD_OK ? IOCD_ENOTFOUND : err;
 }
 
-typedef struct each_ctx {
-    codec_series_fn fn;
-    void *ud;
-} each_ctx;
-
-static iocd_err each_one(void *ud, uint64_t id, const uint8_t *p, size_t len)
-{
-    each_ctx *e = ud;
-    iocd_sample *s = NULL;
-    size_t n = 0;
-    iocd_err err = codec_stream_decode(p, len, &s, &n);
-
-    if (err == IOCD_OK)
-        err = e->fn(e->ud, id, s, n);
-    iocd_free(s);
-    return err;
-}
-
+/* Walks a block's series through fn, decoding the wanted ones (all when ids is NULL) into one
+ * buffer reused across them. */
 typedef struct select_ctx {
     const uint64_t *ids;
     size_t n;
     codec_series_fn fn;
     void *ud;
+    iocd_sample *buf;
+    size_t cap;
 } select_ctx;
 
 static iocd_err select_one(void *ud, uint64_t id, const uint8_t *p, size_t len)
 {
     select_ctx *c = ud;
     size_t lo = 0, hi = c->n;
-    iocd_sample *s = NULL;
     size_t n = 0;
     iocd_err err;
+
+    if (c->ids == NULL) {
+        err = stream_decode(p, len, &c->buf, &c->cap, &n);
+        return err == IOCD_OK ? c->fn(c->ud, id, c->buf, n) : err;
+    }
 
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
@@ -396,27 +408,24 @@ static iocd_err select_one(void *ud, uint64_t id, const uint8_t *p, size_t len)
     }
     if (lo == c->n || c->ids[lo] != id)
         return IOCD_OK; /* not wanted: left encoded */
-    err = codec_stream_decode(p, len, &s, &n);
-    if (err == IOCD_OK)
-        err = c->fn(c->ud, id, s, n);
-    iocd_free(s);
-    return err;
+    err = stream_decode(p, len, &c->buf, &c->cap, &n);
+    return err == IOCD_OK ? c->fn(c->ud, id, c->buf, n) : err;
 }
 
 iocd_err codec_block_select(const void *data, size_t len, size_t max_raw, const uint64_t *ids,
                             size_t n, codec_series_fn fn, void *ud)
 {
-    select_ctx c = { ids, n, fn, ud };
+    select_ctx c = { ids, n, fn, ud, NULL, 0 };
+    iocd_err err = block_walk(data, len, max_raw, select_one, &c);
 
-    return block_walk(data, len, max_raw, select_one, &c);
+    iocd_free(c.buf);
+    return err;
 }
 
 iocd_err codec_block_each(const void *data, size_t len, size_t max_raw, codec_series_fn fn,
                           void *ud)
 {
-    each_ctx e = { fn, ud };
-
-    return block_walk(data, len, max_raw, each_one, &e);
+    return codec_block_select(data, len, max_raw, NULL, 0, fn, ud);
 }
 
 /* ---- WAL records ----------------------------------------------------------------------- */
