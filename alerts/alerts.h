@@ -103,6 +103,8 @@ typedef struct alert_signal {
     size_t n_inhibit_equal;
     const char *query; /* PromQL of the series behind it (shown with the incident); may be NULL */
     size_t members;    /* > 0: a series joined the firing group, which now has this many */
+    bool restored;     /* firing across a restart, since t_ms: opens an incident only if this
+                        * episode never had one (a silence or an inhibition held it back) */
 } alert_signal;
 
 /* Loads incidents and the outbox from the store and starts dispatch. Errors: IOCD_ENOMEM,

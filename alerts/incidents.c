@@ -426,8 +426,8 @@ alert_devices *alert_center_devices(alert_center *ac)
 /* A firing alert that a silence or an inhibition kept from opening an incident. The timer
  * checks it again each second: when nothing holds it back any more and it still fires, it
  * opens its incident then (so an alert silenced during maintenance is not forgotten when the
- * silence ends). Its resolution removes it. Kept in memory only: one held back across a
- * restart opens its incident when its rule next fires. */
+ * silence ends). Its resolution removes it. Kept in memory: after a restart the rule engine
+ * tells its still-firing alerts again (alert_signal.restored), which holds them back anew. */
 #define MUTED_MAX 100000
 
 typedef struct muted {
@@ -544,6 +544,8 @@ static void signal_locked(alert_center *ac, const alert_signal *sig, int64_t now
     in = find_fp(ac, fp);
     if (ac->n_muted > 0)
         muted_remove(ac, fp); /* resolved, or firing again: decided afresh below */
+    if (sig->restored && in != NULL && (in->state != INC_RESOLVED || in->resolved_ms >= sig->t_ms))
+        goto out; /* this episode has its incident (open, or resolved by an operator) */
     if (!sig->firing) {
         if (in != NULL && in->state != INC_RESOLVED) {
             /* Cleared within the group wait: a blip, and nothing was ever sent about it. */

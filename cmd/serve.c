@@ -118,6 +118,7 @@ static void on_rule_event(void *ud, const rule_event *ev)
     sig.n_inhibit_equal = ev->n_inhibit_equal;
     sig.query = ev->query;
     sig.members = ev->members;
+    sig.restored = ev->restored;
     alert_center_signal(d->alerts, &sig);
 }
 

@@ -492,6 +492,8 @@ static iocd_err restore_one(void *ud, const void *key, size_t klen, const void *
     return IOCD_OK;
 }
 
+static void announce_restored(rule_engine *e);
+
 static void restore(rule_engine *e)
 {
     restore_ctx c = { e, 0 };
@@ -503,6 +505,7 @@ static void restore(rule_engine *e)
         log_warn("rules", "could not read the saved alert state", NULL);
     if (c.n > 0)
         log_info("rules", "alert state restored", "alerts=%zu", c.n);
+    announce_restored(e);
 }
 
 /* The PromQL of the series behind an alert: the rule's selector with a matcher for each of
@@ -617,6 +620,54 @@ static void emit(rule_engine *e, const rule_def *r, instance *in, rule_state fro
     iocd_buf_fini(&summary);
     iocd_buf_fini(&description);
     iocd_buf_fini(&query);
+}
+
+/* Alerts firing across a restart are told to the listener once more (restored = true), so
+ * that one a silence or an inhibition kept from opening an incident is held back again, and
+ * opens its incident when that ends; one whose episode has an incident changes nothing. */
+static void announce_restored(rule_engine *e)
+{
+    size_t i;
+
+    for (i = 0; e->cfg.on_event != NULL && i < e->inst_cap; i++) {
+        instance *in = e->inst[i];
+        const rule_def *r;
+        iocd_buf labels, summary, description, query;
+        char err[ERR_MAX] = "";
+        rule_event ev;
+        if (in == NULL || in->state != RULE_FIRING)
+            continue;
+        r = &e->rs->rules[in->rule];
+        iocd_buf_init(&labels, 0);
+        iocd_buf_init(&summary, 64 * 1024);
+        iocd_buf_init(&description, 64 * 1024);
+        iocd_buf_init(&query, 64 * 1024);
+        alert_labels(r, in->glabels, in->glabels_len, &labels);
+        (void)series_query(r, in->glabels, in->glabels_len, &query);
+        if ((r->summary.tmpl != NULL || r->summary.ref != LUA_NOREF) &&
+            rule_text_render(e->rs, &r->summary, labels.data, labels.len, in->value, &summary, err,
+                             sizeof(err)) != IOCD_OK)
+            log_warn("rules", "summary template failed", "rule=%s err=%s", r->name, err);
+        if ((r->description.tmpl != NULL || r->description.ref != LUA_NOREF) &&
+            rule_text_render(e->rs, &r->description, labels.data, labels.len, in->value,
+                             &description, err, sizeof(err)) != IOCD_OK)
+            log_warn("rules", "description template failed", "rule=%s err=%s", r->name, err);
+        iocd_free(in->summary);
+        iocd_free(in->description);
+        in->summary = iocd_strdup(summary.data != NULL ? summary.data : "");
+        in->description = iocd_strdup(description.data != NULL ? description.data : "");
+        fill_event(&ev, r, in, &labels, in->since_ms);
+        ev.from = ev.to = RULE_FIRING;
+        ev.restored = true;
+        ev.summary = summary.data != NULL ? summary.data : "";
+        ev.description = description.data != NULL ? description.data : "";
+        ev.query = query.data != NULL ? query.data : "";
+        e->cfg.on_event(e->cfg.ud, &ev);
+        iocd_buf_fini(&labels);
+        iocd_buf_fini(&summary);
+        iocd_buf_fini(&description);
+        iocd_buf_fini(&query);
+    }
 }
 
 /* A series joined a firing group: tells the listener how many the group has now (its

@@ -86,6 +86,8 @@ typedef struct rule_event {
                         * alert's grouping labels, or its expr */
     size_t members;    /* from == to == RULE_FIRING: a series joined the firing group, which now
                         * has this many; else 0 */
+    bool restored;     /* from == to == RULE_FIRING: it was firing when the daemon stopped and
+                        * fires still (told once after a restart, t_ms = when it began) */
 } rule_event;
 
 typedef void (*rule_event_fn)(void *ud, const rule_event *ev);
