@@ -72,6 +72,16 @@ build: build/iocd
 build/iocd: $(REL_LIB_OBJ) $(REL_CMD_OBJ)
 	@echo "  LD $@"; $(CC) -o $@ $^ $(PKG_LIBS)
 
+# The files that print the revision are rebuilt when it changes: an incremental build kept
+# an old revision in `iocd --version` and /api/v1/status/buildinfo.
+REV_OBJ := $(foreach d,rel asan clang,$(addprefix build/$(d)/,api/ops.o api/alertmanager.o \
+           common/metrics.o cmd/serve.o cmd/main.o))
+build/revision: FORCE
+	@mkdir -p build; [ "$$(cat $@ 2> /dev/null)" = "$(REVISION)" ] || echo "$(REVISION)" > $@
+$(REV_OBJ): build/revision
+.PHONY: FORCE
+FORCE:
+
 build/rel/%.o: %.c
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(REL_CFLAGS) -c -o $@ $<
