@@ -6,8 +6,9 @@
  * while any of its member series satisfies the rule (entered by `when`, left by `clear`).
  * Invariant: the rule set, series states and instances are touched by the engine thread only
  * (or by the caller of rule_engine_step when there is no thread); the queue and the pending
- * rule set are shared under e->mu. */
-#include "rules/rules_int.h"
+ * rule set are shared under e->mu. Alert labels and events are in lua_events.c, alert state in
+ * the store in lua_persist.c, the API's views in lua_views.c. */
+#include "rules/lua_engine_int.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -16,99 +17,8 @@
 #include <string.h>
 
 #define QUEUE_DEFAULT (4u << 20)
-#define TICK_MS       1000
 #define WINDOW_MAX_N  100000 /* samples one series' window may hold */
-#define ERR_MAX       300
-#define ROUND_MAX     4096 /* samples taken from the queue at once */
-
-/* A series' instance of one rule, valid while the rule's inst_epoch (in its rule_health) equals
- * epoch: creating or freeing any instance of the rule moves it, so a stale pointer is never
- * followed, and a busy rule does not make the other rules' series look theirs up again. */
-typedef struct inst_ref {
-    struct instance *in; /* NULL: the rule has no instance for the series' group */
-    uint64_t epoch;
-} inst_ref;
-
-typedef struct series_state {
-    uint64_t id;
-    uint32_t gen; /* the rule set generation rules[] was matched for */
-    char *labels; /* lset string */
-    uint32_t labels_len;
-    uint32_t *rules;       /* stream/absent rules selecting it */
-    struct inst_ref *inst; /* per rules[k]: its instance for this series, cached */
-    uint32_t n_rules;
-    int64_t window_ms; /* longest window of those rules */
-    iocd_sample *win;  /* samples within window_ms of the newest, ascending */
-    uint32_t n_win, cap_win;
-} series_state;
-
-typedef struct instance instance;
-struct instance {
-    char *key; /* rule name \xff group labels */
-    size_t key_len;
-    uint32_t rule;
-    char *glabels; /* the grouping labels (lset string), for templates and output */
-    uint32_t glabels_len;
-    rule_state state;
-    bool keeping;
-    int64_t since_ms, clear_ms, last_ms;
-    double value;
-    uint64_t *members; /* series (stream), or 1 (expr) */
-    size_t n_members, cap_members;
-    int64_t last_seen_ms;        /* absence: the group's newest sample */
-    bool seen;                   /* expr: present in this round */
-    char *summary, *description; /* rendered when it last changed state */
-};
-
-typedef struct rule_health {
-    char err[ERR_MAX];
-    bool failed;
-    int64_t last_eval_ms, next_eval_ms;
-    double eval_seconds;
-    uint64_t evaluations; /* samples checked (stream), checks (absent), runs (expr, record) */
-    uint64_t inst_epoch;  /* moves whenever an instance of the rule is created or freed */
-} rule_health;
-
-typedef struct rule_index rule_index;
-
-typedef struct qitem {
-    uint64_t id;
-    iocd_sample s;
-} qitem;
-
-struct rule_engine {
-    rule_engine_config cfg;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    pthread_t thread;
-    bool started, stopping;
-    /* shared under mu */
-    qitem *q;
-    size_t q_head, q_len, q_cap;
-    rule_set *pending; /* a loaded set waiting to be swapped in */
-    bool pending_set;
-    /* engine thread only */
-    rule_set *rs;
-    rule_index *index; /* of rs */
-    rule_health *health;
-    uint32_t gen;
-    series_state **series; /* open addressing by id */
-    size_t series_cap, n_series;
-    instance **inst; /* open addressing by key */
-    size_t inst_cap, n_inst;
-    int64_t now_ms;
-    /* rendered for the API under mu, when it asks (view_wanted) and something changed */
-    iocd_buf rules_json, alerts_json;
-    bool view_wanted;   /* under mu: a reader waits for fresh views */
-    uint64_t views_gen; /* under mu: rounds that answered view_wanted */
-    pthread_cond_t view_cv;
-    bool dirty;       /* the views need rendering */
-    bool restored;    /* alert state was read back from the store */
-    iocd_buf persist; /* state changes of this round, written together at its end */
-    size_t n_persist;
-    qitem *batch; /* samples taken from the queue, one round's worth */
-    iocd_metric *m_queued, *m_samples, *m_dropped, *m_evals, *m_failures, *m_firing, *m_lag;
-};
+#define ROUND_MAX     4096   /* samples taken from the queue at once */
 
 /* ---- Small maps ------------------------------------------------------------------------------ */
 
@@ -255,441 +165,6 @@ static void inst_remove(rule_engine *e, size_t slot)
     }
 }
 
-/* ---- Labels --------------------------------------------------------------------------------- */
-
-typedef struct lbuf {
-    iocd_buf b;
-} lbuf;
-
-static iocd_err collect_label(void *ud, const char *name, size_t name_len, const char *value,
-                              size_t value_len)
-{
-    iocd_buf *b = ud;
-    iocd_err err = iocd_buf_append(b, name, name_len);
-
-    if (err == IOCD_OK)
-        err = iocd_buf_putc(b, '\0');
-    if (err == IOCD_OK)
-        err = iocd_buf_append(b, value, value_len);
-    if (err == IOCD_OK)
-        err = iocd_buf_putc(b, '\0');
-    return err;
-}
-
-static bool listed(char *const *names, size_t n, const char *name)
-{
-    size_t i;
-
-    for (i = 0; i < n; i++)
-        if (strcmp(names[i], name) == 0)
-            return true;
-    return false;
-}
-
-/* The grouping labels of a series' labels: group_by's names, or all but __name__. */
-static iocd_err group_labels(const rule_def *r, const char *ls, size_t len, iocd_buf *out)
-{
-    const char *p = ls, *end = ls + len;
-    iocd_err err = IOCD_OK;
-
-    while (p < end && err == IOCD_OK) {
-        const char *v = p + strlen(p) + 1, *next = v + strlen(v) + 1;
-        bool keep =
-            r->n_group_by > 0 ? listed(r->group_by, r->n_group_by, p) : strcmp(p, "__name__") != 0;
-        if (keep)
-            err = iocd_buf_append(out, p, (size_t)(next - p));
-        p = next;
-    }
-    return err;
-}
-
-/* A label set from (name, value) pairs, sorted, the later of a repeated name winning. */
-typedef struct kv {
-    const char *k, *v;
-    size_t order;
-} kv;
-
-static int kv_cmp(const void *a, const void *b)
-{
-    const kv *x = a, *y = b;
-    int c = strcmp(x->k, y->k);
-
-    return c != 0 ? c : (x->order < y->order ? -1 : 1);
-}
-
-/* The labels an alert carries: its grouping labels, the rule's extra labels, then alertname,
- * severity and domain. */
-static iocd_err alert_labels(const rule_def *r, const char *g, size_t glen, iocd_buf *out)
-{
-    kv items[128];
-    size_t n = 0, i;
-    const char *p = g, *end = g + glen;
-    iocd_err err = IOCD_OK;
-
-    while (p < end && n < 120) {
-        const char *v = p + strlen(p) + 1;
-        items[n] = (kv){ p, v, n };
-        n++;
-        p = v + strlen(v) + 1;
-    }
-    for (i = 0; i < r->n_labels && n < 124; i++, n++)
-        items[n] = (kv){ r->label_names[i], r->label_values[i], n };
-    items[n] = (kv){ "alertname", r->name, n };
-    n++;
-    items[n] = (kv){ "severity", r->severity, n };
-    n++;
-    items[n] = (kv){ "domain", r->domain, n };
-    n++;
-    iocd_qsort(items, n, sizeof(*items), kv_cmp);
-    for (i = 0; i < n && err == IOCD_OK; i++) {
-        if (i + 1 < n && strcmp(items[i].k, items[i + 1].k) == 0)
-            continue;
-        err = collect_label(out, items[i].k, strlen(items[i].k), items[i].v, strlen(items[i].v));
-    }
-    return err;
-}
-
-/* ---- Events ---------------------------------------------------------------------------------- */
-
-/* ---- Alert state in the store (survives restarts) ----------------------------------------------
- * A record per active alert: key "rule \xff grouping labels" in table "alerts", value
- * version, digest, state, keeping, since, clear, value, last_seen, members, written when the
- * state changes (together, once per round) and deleted when it resolves. */
-
-#define PERSIST_VERSION 1
-#define PERSIST_MEMBERS 64
-
-static void put_u64(iocd_buf *b, uint64_t v)
-{
-    iocd_buf_append(b, &v, sizeof(v));
-}
-
-/* Queues the instance's record (or its deletion) for the end of the round. Layout in the
- * buffer: klen, key, vlen (0: delete), value. */
-static void persist(rule_engine *e, const rule_def *r, const instance *in, bool del)
-{
-    iocd_buf v;
-    size_t i, n = in->n_members < PERSIST_MEMBERS ? in->n_members : PERSIST_MEMBERS;
-    uint8_t b;
-    double d;
-
-    if (e->cfg.st == NULL || e->cfg.no_persist)
-        return;
-    iocd_buf_init(&v, 0);
-    if (!del) {
-        b = PERSIST_VERSION;
-        iocd_buf_append(&v, &b, 1);
-        put_u64(&v, r->digest);
-        b = (uint8_t)in->state;
-        iocd_buf_append(&v, &b, 1);
-        b = in->keeping;
-        iocd_buf_append(&v, &b, 1);
-        put_u64(&v, (uint64_t)in->since_ms);
-        put_u64(&v, (uint64_t)in->clear_ms);
-        d = in->value;
-        iocd_buf_append(&v, &d, sizeof(d));
-        put_u64(&v, (uint64_t)in->last_seen_ms);
-        put_u64(&v, n);
-        for (i = 0; i < n; i++)
-            put_u64(&v, in->members[i]);
-    }
-    put_u64(&e->persist, in->key_len);
-    iocd_buf_append(&e->persist, in->key, in->key_len);
-    put_u64(&e->persist, v.len);
-    if (v.len > 0)
-        iocd_buf_append(&e->persist, v.data, v.len);
-    e->n_persist++;
-    iocd_buf_fini(&v);
-}
-
-static void persist_flush(rule_engine *e)
-{
-    store_kv_op *ops;
-    const char *p = e->persist.data, *end = p + e->persist.len;
-    size_t i = 0;
-    iocd_err err;
-
-    if (e->n_persist == 0)
-        return;
-    ops = iocd_calloc(e->n_persist + 1, sizeof(*ops));
-    while (ops != NULL && p < end && i < e->n_persist) {
-        uint64_t kl, vl;
-        memcpy(&kl, p, 8);
-        ops[i].table = "alerts";
-        ops[i].key = p + 8;
-        ops[i].klen = (size_t)kl;
-        p += 8 + kl;
-        memcpy(&vl, p, 8);
-        ops[i].val = vl > 0 ? p + 8 : NULL;
-        ops[i].vlen = (size_t)vl;
-        p += 8 + vl;
-        i++;
-    }
-    err = ops != NULL ? store_kv_write(e->cfg.st, ops, i) : IOCD_ENOMEM;
-    if (err != IOCD_OK)
-        log_warn("rules", "alert state not saved (it will be re-derived)", "err=%s changes=%zu",
-                 iocd_strerror(err), e->n_persist);
-    else
-        log_debug("rules", "alert state saved", "changes=%zu", e->n_persist);
-    iocd_free(ops);
-    iocd_buf_reset(&e->persist);
-    e->n_persist = 0;
-}
-
-static instance *instance_get(rule_engine *e, uint32_t ri, const char *g, size_t glen, bool create);
-static iocd_err member_add(instance *in, uint64_t id);
-
-typedef struct restore_ctx {
-    rule_engine *e;
-    size_t n;
-} restore_ctx;
-
-static iocd_err restore_one(void *ud, const void *key, size_t klen, const void *val, size_t vlen)
-{
-    restore_ctx *c = ud;
-    rule_engine *e = c->e;
-    const char *k = key, *sep = memchr(k, 0xff, klen);
-    const uint8_t *v = val;
-    uint64_t digest, since, clear, last_seen, n, i;
-    double value;
-    instance *in;
-    size_t ri;
-
-    if (sep == NULL || vlen < 1 + 8 + 2 + 8 * 6 || v[0] != PERSIST_VERSION)
-        return IOCD_OK;
-    memcpy(&digest, v + 1, 8);
-    for (ri = 0; ri < e->rs->n; ri++)
-        if (strlen(e->rs->rules[ri].name) == (size_t)(sep - k) &&
-            memcmp(e->rs->rules[ri].name, k, (size_t)(sep - k)) == 0)
-            break;
-    if (ri == e->rs->n || e->rs->rules[ri].digest != digest)
-        return IOCD_OK; /* the rule changed or went: its old alert is gone */
-    memcpy(&since, v + 11, 8);
-    memcpy(&clear, v + 19, 8);
-    memcpy(&value, v + 27, 8);
-    memcpy(&last_seen, v + 35, 8);
-    memcpy(&n, v + 43, 8);
-    if (vlen < 51 + 8 * n)
-        return IOCD_OK;
-    in = instance_get(e, (uint32_t)ri, sep + 1, klen - (size_t)(sep + 1 - k), true);
-    if (in == NULL)
-        return IOCD_ENOMEM;
-    in->state = (rule_state)v[9];
-    in->keeping = v[10] != 0;
-    in->since_ms = (int64_t)since;
-    in->clear_ms = (int64_t)clear;
-    in->value = value;
-    in->last_seen_ms = (int64_t)last_seen;
-    in->n_members = 0;
-    for (i = 0; i < n; i++) {
-        uint64_t id;
-        memcpy(&id, v + 51 + 8 * i, 8);
-        member_add(in, id);
-    }
-    if (in->state == RULE_FIRING)
-        iocd_metric_add(e->m_firing, 1);
-    c->n++;
-    return IOCD_OK;
-}
-
-static void announce_restored(rule_engine *e);
-
-static void restore(rule_engine *e)
-{
-    restore_ctx c = { e, 0 };
-
-    e->restored = true;
-    if (e->cfg.st == NULL || e->cfg.no_persist)
-        return;
-    if (store_kv_each(e->cfg.st, "alerts", restore_one, &c) != IOCD_OK)
-        log_warn("rules", "could not read the saved alert state", NULL);
-    if (c.n > 0)
-        log_info("rules", "alert state restored", "alerts=%zu", c.n);
-    announce_restored(e);
-}
-
-/* The PromQL of the series behind an alert: the rule's selector with a matcher for each of
- * the alert's grouping labels (camera_online{device="cam-001",ward="gia_sang"}), or its expr. */
-static iocd_err series_query(const rule_def *r, const char *gl, size_t len, iocd_buf *out)
-{
-    const char *sel = r->select_text, *brace, *p = gl, *end = gl + len;
-    iocd_err err = IOCD_OK;
-    bool any = false;
-
-    if (sel == NULL)
-        return r->expr_text != NULL ? iocd_buf_puts(out, r->expr_text) : IOCD_OK;
-    brace = strchr(sel, '{');
-    err =
-        brace != NULL ? iocd_buf_append(out, sel, (size_t)(brace - sel)) : iocd_buf_puts(out, sel);
-    if (err == IOCD_OK)
-        err = iocd_buf_putc(out, '{');
-    while (err == IOCD_OK && p < end) {
-        const char *v = p + strlen(p) + 1;
-        size_t i;
-        if (strcmp(p, "__name__") != 0) {
-            err = iocd_buf_printf(out, "%s%s=\"", any ? "," : "", p);
-            for (i = 0; err == IOCD_OK && v[i] != '\0'; i++)
-                err = v[i] == '"' || v[i] == '\\' ? iocd_buf_printf(out, "\\%c", v[i])
-                      : v[i] == '\n'              ? iocd_buf_puts(out, "\\n")
-                                                  : iocd_buf_putc(out, v[i]);
-            if (err == IOCD_OK)
-                err = iocd_buf_putc(out, '"');
-            any = true;
-        }
-        p = v + strlen(v) + 1;
-    }
-    if (err == IOCD_OK && brace != NULL) { /* the selector's own matchers follow */
-        const char *rest = brace + 1;
-        while (*rest == ' ')
-            rest++;
-        if (*rest != '}' && any)
-            err = iocd_buf_putc(out, ',');
-        if (err == IOCD_OK)
-            err = iocd_buf_puts(out, rest);
-    } else if (err == IOCD_OK) {
-        err = iocd_buf_putc(out, '}');
-    }
-    return err;
-}
-
-/* What every event of an alert carries: the rule's fields and the instance's. */
-static void fill_event(rule_event *ev, const rule_def *r, const instance *in,
-                       const iocd_buf *labels, int64_t t_ms)
-{
-    memset(ev, 0, sizeof(*ev));
-    ev->rule = r->name;
-    ev->labels = labels->data != NULL ? labels->data : "";
-    ev->labels_len = labels->len;
-    ev->runbook = r->runbook != NULL ? r->runbook : "";
-    ev->severity = r->severity;
-    ev->domain = r->domain;
-    ev->value = in->value;
-    ev->t_ms = t_ms;
-    ev->active_since_ms = in->since_ms;
-    ev->shadow = r->shadow;
-    ev->inhibit_match = r->inhibit_match;
-    ev->inhibit_equal = r->inhibit_equal;
-    ev->n_inhibit_equal = r->n_inhibit_equal;
-}
-
-static void emit(rule_engine *e, const rule_def *r, instance *in, rule_state from, rule_state to,
-                 int64_t t_ms)
-{
-    iocd_buf labels, summary, description, query;
-    char err[ERR_MAX] = "";
-    rule_event ev;
-
-    if (from == to)
-        return;
-    persist(e, r, in, to == RULE_INACTIVE);
-    if (to == RULE_FIRING)
-        iocd_metric_add(e->m_firing, 1);
-    if (from == RULE_FIRING)
-        iocd_metric_add(e->m_firing, -1);
-    iocd_buf_init(&labels, 0);
-    iocd_buf_init(&summary, 64 * 1024);
-    iocd_buf_init(&description, 64 * 1024);
-    iocd_buf_init(&query, 64 * 1024);
-    alert_labels(r, in->glabels, in->glabels_len, &labels);
-    (void)series_query(r, in->glabels, in->glabels_len, &query);
-    if ((r->summary.tmpl != NULL || r->summary.ref != LUA_NOREF) &&
-        rule_text_render(e->rs, &r->summary, labels.data, labels.len, in->value, &summary, err,
-                         sizeof(err)) != IOCD_OK)
-        log_warn("rules", "summary template failed", "rule=%s err=%s", r->name, err);
-    if ((r->description.tmpl != NULL || r->description.ref != LUA_NOREF) &&
-        rule_text_render(e->rs, &r->description, labels.data, labels.len, in->value, &description,
-                         err, sizeof(err)) != IOCD_OK)
-        log_warn("rules", "description template failed", "rule=%s err=%s", r->name, err);
-    iocd_free(in->summary);
-    iocd_free(in->description);
-    in->summary = iocd_strdup(summary.data != NULL ? summary.data : "");
-    in->description = iocd_strdup(description.data != NULL ? description.data : "");
-    e->dirty = true;
-    fill_event(&ev, r, in, &labels, t_ms);
-    ev.from = from;
-    ev.to = to;
-    ev.summary = summary.data != NULL ? summary.data : "";
-    ev.description = description.data != NULL ? description.data : "";
-    ev.query = query.data != NULL ? query.data : "";
-    if (to == RULE_FIRING || (from == RULE_FIRING && to == RULE_INACTIVE))
-        log_info("rules", to == RULE_FIRING ? "alert firing" : "alert resolved",
-                 "rule=%s summary=%s shadow=%d", r->name, ev.summary, (int)r->shadow);
-    if (e->cfg.on_event != NULL)
-        e->cfg.on_event(e->cfg.ud, &ev);
-    iocd_buf_fini(&labels);
-    iocd_buf_fini(&summary);
-    iocd_buf_fini(&description);
-    iocd_buf_fini(&query);
-}
-
-/* Alerts firing across a restart are told to the listener once more (restored = true), so
- * that one a silence or an inhibition kept from opening an incident is held back again, and
- * opens its incident when that ends; one whose episode has an incident changes nothing. */
-static void announce_restored(rule_engine *e)
-{
-    size_t i;
-
-    for (i = 0; e->cfg.on_event != NULL && i < e->inst_cap; i++) {
-        instance *in = e->inst[i];
-        const rule_def *r;
-        iocd_buf labels, summary, description, query;
-        char err[ERR_MAX] = "";
-        rule_event ev;
-        if (in == NULL || in->state != RULE_FIRING)
-            continue;
-        r = &e->rs->rules[in->rule];
-        iocd_buf_init(&labels, 0);
-        iocd_buf_init(&summary, 64 * 1024);
-        iocd_buf_init(&description, 64 * 1024);
-        iocd_buf_init(&query, 64 * 1024);
-        alert_labels(r, in->glabels, in->glabels_len, &labels);
-        (void)series_query(r, in->glabels, in->glabels_len, &query);
-        if ((r->summary.tmpl != NULL || r->summary.ref != LUA_NOREF) &&
-            rule_text_render(e->rs, &r->summary, labels.data, labels.len, in->value, &summary, err,
-                             sizeof(err)) != IOCD_OK)
-            log_warn("rules", "summary template failed", "rule=%s err=%s", r->name, err);
-        if ((r->description.tmpl != NULL || r->description.ref != LUA_NOREF) &&
-            rule_text_render(e->rs, &r->description, labels.data, labels.len, in->value,
-                             &description, err, sizeof(err)) != IOCD_OK)
-            log_warn("rules", "description template failed", "rule=%s err=%s", r->name, err);
-        iocd_free(in->summary);
-        iocd_free(in->description);
-        in->summary = iocd_strdup(summary.data != NULL ? summary.data : "");
-        in->description = iocd_strdup(description.data != NULL ? description.data : "");
-        fill_event(&ev, r, in, &labels, in->since_ms);
-        ev.from = ev.to = RULE_FIRING;
-        ev.restored = true;
-        ev.summary = summary.data != NULL ? summary.data : "";
-        ev.description = description.data != NULL ? description.data : "";
-        ev.query = query.data != NULL ? query.data : "";
-        e->cfg.on_event(e->cfg.ud, &ev);
-        iocd_buf_fini(&labels);
-        iocd_buf_fini(&summary);
-        iocd_buf_fini(&description);
-        iocd_buf_fini(&query);
-    }
-}
-
-/* A series joined a firing group: tells the listener how many the group has now (its
- * incident may announce it, at most every group interval). */
-static void emit_members(rule_engine *e, const rule_def *r, const instance *in, int64_t t_ms)
-{
-    iocd_buf labels;
-    rule_event ev;
-
-    if (e->cfg.on_event == NULL || !e->cfg.member_events)
-        return;
-    iocd_buf_init(&labels, 0);
-    alert_labels(r, in->glabels, in->glabels_len, &labels);
-    fill_event(&ev, r, in, &labels, t_ms);
-    ev.from = ev.to = RULE_FIRING;
-    ev.summary = in->summary != NULL ? in->summary : "";
-    ev.description = in->description != NULL ? in->description : "";
-    ev.members = in->n_members;
-    e->cfg.on_event(e->cfg.ud, &ev);
-    iocd_buf_fini(&labels);
-}
-
 /* Advances an instance's state machine at t_ms; true when it can be dropped. */
 static bool advance(rule_engine *e, const rule_def *r, instance *in, int64_t t_ms)
 {
@@ -705,21 +180,21 @@ static bool advance(rule_engine *e, const rule_def *r, instance *in, int64_t t_m
         in->keeping = false;
         if (r->hold_ms == 0) {
             in->state = RULE_FIRING;
-            emit(e, r, in, RULE_INACTIVE, RULE_FIRING, t_ms);
+            rule_emit(e, r, in, RULE_INACTIVE, RULE_FIRING, t_ms);
         } else {
             in->state = RULE_PENDING;
-            emit(e, r, in, RULE_INACTIVE, RULE_PENDING, t_ms);
+            rule_emit(e, r, in, RULE_INACTIVE, RULE_PENDING, t_ms);
         }
         return false;
     case RULE_PENDING:
         if (!active) {
             in->state = RULE_INACTIVE;
-            emit(e, r, in, RULE_PENDING, RULE_INACTIVE, t_ms);
+            rule_emit(e, r, in, RULE_PENDING, RULE_INACTIVE, t_ms);
             return true;
         }
         if (t_ms - in->since_ms >= r->hold_ms) {
             in->state = RULE_FIRING;
-            emit(e, r, in, RULE_PENDING, RULE_FIRING, t_ms);
+            rule_emit(e, r, in, RULE_PENDING, RULE_FIRING, t_ms);
         }
         return false;
     case RULE_FIRING:
@@ -733,7 +208,7 @@ static bool advance(rule_engine *e, const rule_def *r, instance *in, int64_t t_m
         }
         if (t_ms - in->clear_ms >= r->keep_ms) {
             in->state = RULE_INACTIVE;
-            emit(e, r, in, RULE_FIRING, RULE_INACTIVE, t_ms);
+            rule_emit(e, r, in, RULE_FIRING, RULE_INACTIVE, t_ms);
             return true;
         }
         return false;
@@ -742,7 +217,7 @@ static bool advance(rule_engine *e, const rule_def *r, instance *in, int64_t t_m
 }
 
 /* The instance of rule ri for grouping labels g, created when create. */
-static instance *instance_get(rule_engine *e, uint32_t ri, const char *g, size_t glen, bool create)
+instance *rule_instance_get(rule_engine *e, uint32_t ri, const char *g, size_t glen, bool create)
 {
     const rule_def *r = &e->rs->rules[ri];
     size_t nlen = strlen(r->name), klen = nlen + 1 + glen, slot;
@@ -811,7 +286,7 @@ static bool member_has(const instance *in, uint64_t id, size_t *at)
     return false;
 }
 
-static iocd_err member_add(instance *in, uint64_t id)
+iocd_err rule_member_add(instance *in, uint64_t id)
 {
     if (in->n_members == in->cap_members) {
         size_t cap = in->cap_members != 0 ? in->cap_members * 2 : 4;
@@ -847,10 +322,10 @@ static void rule_failed(rule_engine *e, uint32_t ri, const char *why)
         rule_event ev;
         iocd_buf_init(&labels, 0);
         iocd_buf_init(&summary, 0);
-        collect_label(&labels, "alertname", 9, "iocd_rule_failed", 16);
-        collect_label(&labels, "domain", 6, "platform", 8);
-        collect_label(&labels, "rule", 4, r->name, strlen(r->name));
-        collect_label(&labels, "severity", 8, "warning", 7);
+        rule_label_collect(&labels, "alertname", 9, "iocd_rule_failed", 16);
+        rule_label_collect(&labels, "domain", 6, "platform", 8);
+        rule_label_collect(&labels, "rule", 4, r->name, strlen(r->name));
+        rule_label_collect(&labels, "severity", 8, "warning", 7);
         iocd_buf_printf(&summary, "Rule %s (%s:%d) failed and is disabled: %s", r->name, r->file,
                         r->line, why);
         memset(&ev, 0, sizeof(ev));
@@ -1083,7 +558,7 @@ static series_state *series_for(rule_engine *e, uint64_t id)
         return NULL;
     s->id = id;
     iocd_buf_init(&b, 0);
-    if (store_series_labels(e->cfg.st, id, collect_label, &b) != IOCD_OK || b.len == 0 ||
+    if (store_series_labels(e->cfg.st, id, rule_label_collect, &b) != IOCD_OK || b.len == 0 ||
         series_insert(e, s) != IOCD_OK) {
         iocd_buf_fini(&b);
         iocd_free(s);
@@ -1142,8 +617,8 @@ static instance *series_instance(rule_engine *e, series_state *s, uint32_t k, bo
     if (c->epoch == *epoch && (c->in != NULL || !create))
         return c->in;
     iocd_buf_init(&g, 0);
-    if (group_labels(r, s->labels, s->labels_len, &g) == IOCD_OK) {
-        in = instance_get(e, s->rules[k], g.data != NULL ? g.data : "", g.len, create);
+    if (rule_group_labels(r, s->labels, s->labels_len, &g) == IOCD_OK) {
+        in = rule_instance_get(e, s->rules[k], g.data != NULL ? g.data : "", g.len, create);
         c->in = in;
         c->epoch = *epoch;
     }
@@ -1193,11 +668,11 @@ static void stream_sample(rule_engine *e, series_state *s, uint32_t k, iocd_samp
     }
     if (!member && result) {
         in = series_instance(e, s, k, true);
-        if (in != NULL && member_add(in, s->id) == IOCD_OK) {
+        if (in != NULL && rule_member_add(in, s->id) == IOCD_OK) {
             in->value =
                 r->window_ms > 0 && r->when.native ? rule_window_field(&w, r->when.field) : x.v;
             if (in->state == RULE_FIRING && in->n_members > 1)
-                emit_members(e, r, in, x.t_ms);
+                rule_emit_members(e, r, in, x.t_ms);
         }
     } else if (member && result) {
         in->members[at] = in->members[--in->n_members];
@@ -1276,7 +751,7 @@ static void tick_instances(rule_engine *e, int64_t now_ms)
         }
         if (r->kind == RULE_ABSENT && in->last_seen_ms > 0 &&
             now_ms - in->last_seen_ms >= r->absent_ms && in->n_members == 0) {
-            member_add(in, 1);
+            rule_member_add(in, 1);
             in->value = (double)(now_ms - in->last_seen_ms) / 1000.0;
         }
         if (in->state == RULE_INACTIVE && in->n_members == 0) {
@@ -1331,13 +806,13 @@ static void expr_rule(rule_engine *e, uint32_t ri, int64_t now_ms)
         if (!ok)
             continue;
         iocd_buf_init(&g, 0);
-        if (group_labels(r, ls, ll, &g) == IOCD_OK) {
-            in = instance_get(e, ri, g.data != NULL ? g.data : "", g.len, true);
+        if (rule_group_labels(r, ls, ll, &g) == IOCD_OK) {
+            in = rule_instance_get(e, ri, g.data != NULL ? g.data : "", g.len, true);
             if (in != NULL) {
                 in->seen = true;
                 in->value = v;
                 if (in->n_members == 0)
-                    member_add(in, 1);
+                    rule_member_add(in, 1);
             }
         }
         iocd_buf_fini(&g);
@@ -1391,7 +866,7 @@ static void record_rule(rule_engine *e, uint32_t ri, int64_t now_ms)
         l[n++] = (iocd_label){ "__name__", 8, r->name, strlen(r->name) };
         while (p < end && n < 64) {
             const char *val = p + strlen(p) + 1;
-            if (strcmp(p, "__name__") != 0 && !listed(r->label_names, r->n_labels, p))
+            if (strcmp(p, "__name__") != 0 && !rule_name_listed(r->label_names, r->n_labels, p))
                 l[n++] = (iocd_label){ p, strlen(p), val, strlen(val) };
             p = val + strlen(val) + 1;
         }
@@ -1513,7 +988,7 @@ static void swap_set(rule_engine *e, rule_set *ns, int64_t now_ms)
             continue;
         }
         if (in->state != RULE_INACTIVE)
-            emit(e, old, in, in->state, RULE_INACTIVE, now_ms);
+            rule_emit(e, old, in, in->state, RULE_INACTIVE, now_ms);
         inst_free(in); /* every series matches the new set afresh: no inst_ref survives */
         e->inst[i] = NULL;
         e->n_inst--;
@@ -1534,294 +1009,9 @@ static void swap_set(rule_engine *e, rule_set *ns, int64_t now_ms)
     e->gen++;
     e->dirty = true;
     if (!e->restored)
-        restore(e);
+        rule_persist_restore(e);
     seed_absence(e, now_ms);
     log_info("rules", "rule set loaded", "rules=%zu", ns->n);
-}
-
-/* ---- The API's views ------------------------------------------------------------------------- */
-
-static iocd_err put_labels_json(iocd_buf *b, const char *ls, size_t len)
-{
-    const char *p = ls, *end = ls + len;
-    iocd_err err = iocd_buf_putc(b, '{');
-    bool first = true;
-
-    while (p < end && err == IOCD_OK) {
-        const char *v = p + strlen(p) + 1;
-        if (!first)
-            err = iocd_buf_putc(b, ',');
-        first = false;
-        if (err == IOCD_OK)
-            err = iocd_buf_json_str(b, p, strlen(p));
-        if (err == IOCD_OK)
-            err = iocd_buf_putc(b, ':');
-        if (err == IOCD_OK)
-            err = iocd_buf_json_str(b, v, strlen(v));
-        p = v + strlen(v) + 1;
-    }
-    return err == IOCD_OK ? iocd_buf_putc(b, '}') : err;
-}
-
-static iocd_err put_time_json(iocd_buf *b, int64_t t_ms)
-{
-    char ts[40];
-
-    if (t_ms <= 0)
-        return iocd_buf_puts(b, "\"0001-01-01T00:00:00Z\"");
-    iocd_time_format(t_ms, ts, sizeof(ts));
-    return iocd_buf_printf(b, "\"%s\"", ts);
-}
-
-static iocd_err put_alert_json(rule_engine *e, iocd_buf *b, const instance *in)
-{
-    const rule_def *r = &e->rs->rules[in->rule];
-    iocd_buf labels;
-    iocd_err rc;
-
-    iocd_buf_init(&labels, 0);
-    rc = alert_labels(r, in->glabels, in->glabels_len, &labels);
-    if (rc == IOCD_OK)
-        rc = iocd_buf_puts(b, "{\"labels\":");
-    if (rc == IOCD_OK)
-        rc = put_labels_json(b, labels.data != NULL ? labels.data : "", labels.len);
-    if (rc == IOCD_OK)
-        rc = iocd_buf_puts(b, ",\"annotations\":{\"summary\":");
-    if (rc == IOCD_OK)
-        rc = iocd_buf_json_str(b, in->summary != NULL ? in->summary : "",
-                               in->summary != NULL ? strlen(in->summary) : 0);
-    if (rc == IOCD_OK)
-        rc = iocd_buf_puts(b, ",\"description\":");
-    if (rc == IOCD_OK)
-        rc = iocd_buf_json_str(b, in->description != NULL ? in->description : "",
-                               in->description != NULL ? strlen(in->description) : 0);
-    if (rc == IOCD_OK && r->runbook != NULL) {
-        rc = iocd_buf_puts(b, ",\"runbook_url\":");
-        if (rc == IOCD_OK)
-            rc = iocd_buf_json_str(b, r->runbook, strlen(r->runbook));
-    }
-    if (rc == IOCD_OK)
-        rc = iocd_buf_printf(
-            b, "},\"state\":\"%s\",\"activeAt\":", in->state == RULE_FIRING ? "firing" : "pending");
-    if (rc == IOCD_OK)
-        rc = put_time_json(b, in->since_ms);
-    if (rc == IOCD_OK)
-        rc = iocd_buf_puts(b, ",\"value\":\"");
-    if (rc == IOCD_OK)
-        rc = iocd_buf_float(b, in->value);
-    if (rc == IOCD_OK)
-        rc = iocd_buf_printf(b, "\",\"shadow\":%s}", r->shadow ? "true" : "false");
-    iocd_buf_fini(&labels);
-    return rc;
-}
-
-/* Renders both views (on the engine thread) and publishes them under mu. */
-/* A rule's static labels and its annotation templates, as Prometheus lists them in
- * /api/v1/rules (Grafana reads both of every rule). */
-static iocd_err put_rule_meta_json(iocd_buf *b, const rule_def *r)
-{
-    const char *ann[3][2] = { { "summary", r->summary.tmpl },
-                              { "description", r->description.tmpl },
-                              { "runbook_url", r->runbook } };
-    iocd_err rc = iocd_buf_puts(b, ",\"labels\":{");
-    size_t i, n = 0;
-
-    if (rc == IOCD_OK && r->kind != RULE_RECORD && r->severity != NULL) {
-        rc = iocd_buf_puts(b, "\"severity\":");
-        if (rc == IOCD_OK)
-            rc = iocd_buf_json_str(b, r->severity, strlen(r->severity));
-        n++;
-    }
-    if (rc == IOCD_OK && r->kind != RULE_RECORD && r->domain != NULL) {
-        rc = iocd_buf_puts(b, n++ > 0 ? ",\"domain\":" : "\"domain\":");
-        if (rc == IOCD_OK)
-            rc = iocd_buf_json_str(b, r->domain, strlen(r->domain));
-    }
-    for (i = 0; rc == IOCD_OK && i < r->n_labels; i++) {
-        if (n++ > 0)
-            rc = iocd_buf_putc(b, ',');
-        if (rc == IOCD_OK)
-            rc = iocd_buf_json_str(b, r->label_names[i], strlen(r->label_names[i]));
-        if (rc == IOCD_OK)
-            rc = iocd_buf_putc(b, ':');
-        if (rc == IOCD_OK)
-            rc = iocd_buf_json_str(b, r->label_values[i], strlen(r->label_values[i]));
-    }
-    if (rc == IOCD_OK)
-        rc = iocd_buf_putc(b, '}');
-    if (r->kind == RULE_RECORD)
-        return rc;
-    if (rc == IOCD_OK)
-        rc = iocd_buf_puts(b, ",\"annotations\":{");
-    for (i = 0, n = 0; rc == IOCD_OK && i < IOCD_ARRAY_LEN(ann); i++) {
-        if (ann[i][1] == NULL)
-            continue;
-        rc = iocd_buf_printf(b, "%s\"%s\":", n++ > 0 ? "," : "", ann[i][0]);
-        if (rc == IOCD_OK)
-            rc = iocd_buf_json_str(b, ann[i][1], strlen(ann[i][1]));
-    }
-    return rc == IOCD_OK ? iocd_buf_putc(b, '}') : rc;
-}
-
-static void render_views(rule_engine *e)
-{
-    iocd_buf rj, aj;
-    size_t i, j, k, n_active = 0, *first = NULL, *count = NULL;
-    instance **active = NULL;
-    iocd_err rc;
-
-    /* The active instances grouped by rule in one pass: rendering stays O(rules + alerts). */
-    if (e->rs != NULL) {
-        first = iocd_calloc(e->rs->n + 1, sizeof(*first));
-        count = iocd_calloc(e->rs->n + 1, sizeof(*count));
-        active = iocd_calloc(e->n_inst + 1, sizeof(*active));
-        if (first == NULL || count == NULL || active == NULL) {
-            iocd_free(first);
-            iocd_free(count);
-            iocd_free(active);
-            return;
-        }
-        for (i = 0; i < e->inst_cap; i++)
-            if (e->inst[i] != NULL && e->inst[i]->state != RULE_INACTIVE)
-                count[e->inst[i]->rule]++;
-        for (i = 0, k = 0; i < e->rs->n; i++) {
-            first[i] = k;
-            k += count[i];
-            count[i] = 0;
-        }
-        for (i = 0; i < e->inst_cap; i++)
-            if (e->inst[i] != NULL && e->inst[i]->state != RULE_INACTIVE) {
-                uint32_t r = e->inst[i]->rule;
-                active[first[r] + count[r]++] = e->inst[i];
-                n_active++;
-            }
-    }
-
-    iocd_buf_init(&rj, 0);
-    iocd_buf_init(&aj, 0);
-    rc = iocd_buf_puts(&aj, "{\"alerts\":[");
-    for (i = 0; rc == IOCD_OK && i < n_active; i++) {
-        if (i > 0)
-            rc = iocd_buf_putc(&aj, ',');
-        if (rc == IOCD_OK)
-            rc = put_alert_json(e, &aj, active[i]);
-    }
-    if (rc == IOCD_OK)
-        rc = iocd_buf_puts(&aj, "]}");
-    /* Rules, one group per file. */
-    if (rc == IOCD_OK)
-        rc = iocd_buf_puts(&rj, "{\"groups\":[");
-    for (i = 0; rc == IOCD_OK && e->rs != NULL && i < e->rs->n; i++) {
-        const rule_def *r = &e->rs->rules[i];
-        const rule_health *h = &e->health[i];
-        bool first_in_file = i == 0 || strcmp(e->rs->rules[i - 1].file, r->file) != 0;
-        bool last_in_file = i + 1 == e->rs->n || strcmp(e->rs->rules[i + 1].file, r->file) != 0;
-        if (first_in_file) {
-            if (i > 0)
-                rc = iocd_buf_putc(&rj, ',');
-            if (rc == IOCD_OK)
-                rc = iocd_buf_puts(&rj, "{\"name\":");
-            if (rc == IOCD_OK)
-                rc = iocd_buf_json_str(&rj, r->file, strlen(r->file));
-            if (rc == IOCD_OK)
-                rc = iocd_buf_puts(&rj, ",\"file\":");
-            if (rc == IOCD_OK)
-                rc = iocd_buf_json_str(&rj, r->file, strlen(r->file));
-            if (rc == IOCD_OK) { /* the group's evaluation: its rules' summed, the newest */
-                double secs = 0;
-                int64_t last = 0;
-                for (j = i; j < e->rs->n && strcmp(e->rs->rules[j].file, r->file) == 0; j++) {
-                    secs += e->health[j].eval_seconds;
-                    if (e->health[j].last_eval_ms > last)
-                        last = e->health[j].last_eval_ms;
-                }
-                rc = iocd_buf_printf(&rj,
-                                     ",\"interval\":%g,\"limit\":0,\"evaluationTime\":%.6f,"
-                                     "\"lastEvaluation\":",
-                                     (double)TICK_MS / 1000.0, secs);
-                if (rc == IOCD_OK)
-                    rc = put_time_json(&rj, last);
-                if (rc == IOCD_OK)
-                    rc = iocd_buf_puts(&rj, ",\"rules\":[");
-            }
-        } else if (rc == IOCD_OK) {
-            rc = iocd_buf_putc(&rj, ',');
-        }
-        if (rc == IOCD_OK)
-            rc = iocd_buf_puts(&rj, "{\"name\":");
-        if (rc == IOCD_OK)
-            rc = iocd_buf_json_str(&rj, r->name, strlen(r->name));
-        if (rc == IOCD_OK)
-            rc = put_rule_meta_json(&rj, r);
-        if (rc == IOCD_OK) {
-            const char *q = r->expr_text != NULL ? r->expr_text : r->select_text;
-            rc = iocd_buf_puts(&rj, ",\"query\":");
-            if (rc == IOCD_OK)
-                rc = iocd_buf_json_str(&rj, q, strlen(q));
-        }
-        if (rc == IOCD_OK && r->kind == RULE_RECORD) {
-            rc = iocd_buf_puts(&rj, ",\"type\":\"recording\"");
-        } else if (rc == IOCD_OK) {
-            rc = iocd_buf_printf(&rj,
-                                 ",\"type\":\"alerting\",\"duration\":%g,\"keepFiringFor\":%g,"
-                                 "\"mode\":\"%s\",\"kind\":\"%s\",\"alerts\":[",
-                                 (double)r->hold_ms / 1000.0, (double)r->keep_ms / 1000.0,
-                                 r->shadow ? "shadow" : "live",
-                                 r->kind == RULE_STREAM   ? "stream"
-                                 : r->kind == RULE_ABSENT ? "absent"
-                                                          : "expr");
-            for (j = 0, k = 0; rc == IOCD_OK && j < count[i]; j++) {
-                if (k++ > 0)
-                    rc = iocd_buf_putc(&rj, ',');
-                if (rc == IOCD_OK)
-                    rc = put_alert_json(e, &rj, active[first[i] + j]);
-            }
-            if (rc == IOCD_OK)
-                rc = iocd_buf_printf(&rj, "],\"state\":\"%s\"", k > 0 ? "firing" : "inactive");
-        }
-        if (rc == IOCD_OK)
-            rc = iocd_buf_printf(&rj, ",\"health\":\"%s\",\"lastError\":",
-                                 h->failed || h->err[0] != '\0' ? "err" : "ok");
-        if (rc == IOCD_OK)
-            rc = iocd_buf_json_str(&rj, h->err, strlen(h->err));
-        if (rc == IOCD_OK && r->when.text != NULL) {
-            rc = iocd_buf_puts(&rj, ",\"when\":");
-            if (rc == IOCD_OK)
-                rc = iocd_buf_json_str(&rj, r->when.text, strlen(r->when.text));
-        }
-        if (rc == IOCD_OK && r->clear.text != NULL) {
-            rc = iocd_buf_puts(&rj, ",\"clear\":");
-            if (rc == IOCD_OK)
-                rc = iocd_buf_json_str(&rj, r->clear.text, strlen(r->clear.text));
-        }
-        if (rc == IOCD_OK)
-            rc = iocd_buf_printf(&rj, ",\"evaluations\":%llu", (unsigned long long)h->evaluations);
-        if (rc == IOCD_OK)
-            rc = iocd_buf_printf(&rj,
-                                 ",\"evaluationTime\":%.6f,\"lastEvaluation\":", h->eval_seconds);
-        if (rc == IOCD_OK)
-            rc = put_time_json(&rj, h->last_eval_ms);
-        if (rc == IOCD_OK)
-            rc = iocd_buf_printf(&rj, ",\"line\":%d}", r->line);
-        if (rc == IOCD_OK && last_in_file)
-            rc = iocd_buf_puts(&rj, "]}");
-    }
-    if (rc == IOCD_OK)
-        rc = iocd_buf_puts(&rj, "]}");
-    iocd_free(first);
-    iocd_free(count);
-    iocd_free(active);
-    if (rc == IOCD_OK) {
-        pthread_mutex_lock(&e->mu);
-        iocd_buf_fini(&e->rules_json);
-        iocd_buf_fini(&e->alerts_json);
-        e->rules_json = rj;
-        e->alerts_json = aj;
-        pthread_mutex_unlock(&e->mu);
-    } else {
-        iocd_buf_fini(&rj);
-        iocd_buf_fini(&aj);
-    }
 }
 
 /* ---- The loop ---------------------------------------------------------------------------------
@@ -1892,14 +1082,14 @@ static void round_once(rule_engine *e, int64_t now_ms, bool force_tick)
         tick(e, now_ms);
         e->dirty = true; /* evaluation times moved */
     }
-    persist_flush(e);
+    rule_persist_flush(e);
     /* The API's views are rendered only when a reader asks (1,000 rules take ~2 ms, which a
      * sample arriving meanwhile would wait for); tests stepping the engine render each step. */
     pthread_mutex_lock(&e->mu);
     wanted = e->view_wanted;
     pthread_mutex_unlock(&e->mu);
     if (e->dirty && (force_tick || wanted)) {
-        render_views(e);
+        rule_views_render(e);
         e->dirty = false;
     }
     if (wanted) {
@@ -2076,46 +1266,4 @@ iocd_err rule_engine_step(rule_engine *e, int64_t now_ms)
 {
     round_once(e, now_ms, true);
     return IOCD_OK;
-}
-
-/* Asks the engine thread for fresh views and waits for its round (a second at most, then the
- * last views serve). Call with e->mu held. */
-static void views_refresh(rule_engine *e)
-{
-    uint64_t gen = e->views_gen;
-    struct timespec ts;
-
-    if (!e->started || e->stopping)
-        return;
-    e->view_wanted = true;
-    pthread_cond_signal(&e->cv);
-    clock_gettime(CLOCK_REALTIME, &ts);
-    ts.tv_sec += 1;
-    while (e->views_gen == gen && !e->stopping)
-        if (pthread_cond_timedwait(&e->view_cv, &e->mu, &ts) != 0)
-            break;
-}
-
-iocd_err rule_engine_rules_json(rule_engine *e, iocd_buf *out)
-{
-    iocd_err err;
-
-    pthread_mutex_lock(&e->mu);
-    views_refresh(e);
-    err = e->rules_json.len > 0 ? iocd_buf_append(out, e->rules_json.data, e->rules_json.len)
-                                : iocd_buf_puts(out, "{\"groups\":[]}");
-    pthread_mutex_unlock(&e->mu);
-    return err;
-}
-
-iocd_err rule_engine_alerts_json(rule_engine *e, iocd_buf *out)
-{
-    iocd_err err;
-
-    pthread_mutex_lock(&e->mu);
-    views_refresh(e);
-    err = e->alerts_json.len > 0 ? iocd_buf_append(out, e->alerts_json.data, e->alerts_json.len)
-                                 : iocd_buf_puts(out, "{\"alerts\":[]}");
-    pthread_mutex_unlock(&e->mu);
-    return err;
 }
