@@ -124,30 +124,45 @@ static iocd_err unescape(iocd_buf *b, const char *p, const char *end)
     return err;
 }
 
+/* A decimal integer as strtoll and strtoull (base 10) take one here, without their cost (a
+ * copy to terminate it, then locale-aware scanning; 3% of ingest for the timestamps alone):
+ * an optional '-' when signed, then 1 to 31 digits and nothing else; false on overflow. */
+static bool parse_dec(const char *p, const char *end, bool is_unsigned, int64_t *v_out,
+                      uint64_t *u_out)
+{
+    bool neg = false;
+    uint64_t m = 0, limit;
+
+    if (end - p <= 0 || end - p >= 32)
+        return false;
+    if (*p == '-' && !is_unsigned) {
+        neg = true;
+        p++;
+    }
+    if (p == end)
+        return false;
+    limit = is_unsigned ? UINT64_MAX : neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+    for (; p < end; p++) {
+        unsigned d = (unsigned)((unsigned char)*p - '0');
+        if (d > 9 || m > (limit - d) / 10)
+            return false;
+        m = m * 10 + d;
+    }
+    if (is_unsigned)
+        *u_out = m;
+    else
+        *v_out = !neg ? (int64_t)m : m == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)m;
+    return true;
+}
+
 static bool parse_int(const char *p, const char *end, bool is_unsigned, double *out)
 {
-    char tmp[32];
-    char *e;
-    size_t n = (size_t)(end - p);
+    int64_t v = 0;
+    uint64_t u = 0;
 
-    if (n == 0 || n >= sizeof(tmp))
+    if (!parse_dec(p, end, is_unsigned, &v, &u))
         return false;
-    memcpy(tmp, p, n);
-    tmp[n] = '\0';
-    if (tmp[0] == '+' || (is_unsigned && tmp[0] == '-'))
-        return false;
-    errno = 0;
-    if (is_unsigned) {
-        unsigned long long u = strtoull(tmp, &e, 10);
-        if (*e != '\0' || errno != 0)
-            return false;
-        *out = (double)u;
-    } else {
-        long long v = strtoll(tmp, &e, 10);
-        if (*e != '\0' || errno != 0)
-            return false;
-        *out = (double)v;
-    }
+    *out = is_unsigned ? (double)u : (double)v;
     return true;
 }
 
@@ -459,20 +474,16 @@ static iocd_err parse_line(line_ctx *c, const char *p, const char *end, uint64_t
         q++;
     if (q < end) {
         const char *ts = q;
-        char tmp[32], *e;
-        long long v;
+        int64_t v;
+        uint64_t unused;
         while (q < end && *q != ' ')
             q++;
-        if ((size_t)(q - ts) >= sizeof(tmp)) {
+        if (q - ts >= 32) {
             reject(c, line_no, "invalid timestamp '%.*s'", 31, ts);
             return IOCD_OK;
         }
-        memcpy(tmp, ts, (size_t)(q - ts));
-        tmp[q - ts] = '\0';
-        errno = 0;
-        v = strtoll(tmp, &e, 10);
-        if (*e != '\0' || errno != 0 || tmp[0] == '+' || !to_ms(v, c->opts->precision, &t_ms)) {
-            reject(c, line_no, "invalid timestamp '%s'", tmp);
+        if (!parse_dec(ts, q, false, &v, &unused) || !to_ms(v, c->opts->precision, &t_ms)) {
+            reject(c, line_no, "invalid timestamp '%.*s'", (int)(q - ts), ts);
             return IOCD_OK;
         }
         while (q < end && *q == ' ')

@@ -67,6 +67,33 @@ TEST(lp_fields_types_and_names)
                           "camera{} 1700000000000 25\n");
 }
 
+/* Integers and timestamps as strtoll/strtoull take them: the extremes pass, one past them,
+ * a '+', a lone '-', a negative unsigned and trailing text are refused with the line. */
+TEST(lp_integer_and_timestamp_edges)
+{
+    rec *r = lp("m a=9223372036854775807i,b=-9223372036854775808i,c=18446744073709551615u,"
+                "d=-0i,e=007i 1\n"
+                "m v=9223372036854775808i 2\nm v=18446744073709551616u 3\nm v=+5i 4\n"
+                "m v=-5u 5\nm v=-i 6\nm v=5xi 7\nm v=1 +8\nm v=1 -\nm v=1 9223372036854775808\n"
+                "m v=1 -9223372036854775808\nm v=1 12a\n",
+                COL_PREC_NS);
+
+    ASSERT_STR_EQ(r->out, "m_a{} 0 9.2233720368547758e+18\nm_b{} 0 -9.2233720368547758e+18\n"
+                          "m_c{} 0 1.8446744073709552e+19\nm_d{} 0 0\nm_e{} 0 7\n"
+                          "m_v{} -9223372036855 1\n");
+    ASSERT_STR_CONTAINS(r->rejects, "2:invalid field value for 'v'");
+    ASSERT_STR_CONTAINS(r->rejects, "3:invalid field value for 'v'");
+    ASSERT_STR_CONTAINS(r->rejects, "4:invalid field value for 'v'");
+    ASSERT_STR_CONTAINS(r->rejects, "5:invalid field value for 'v'");
+    ASSERT_STR_CONTAINS(r->rejects, "6:invalid field value for 'v'");
+    ASSERT_STR_CONTAINS(r->rejects, "7:invalid field value for 'v'");
+    ASSERT_STR_CONTAINS(r->rejects, "8:invalid timestamp '+8'\n");
+    ASSERT_STR_CONTAINS(r->rejects, "9:invalid timestamp '-'\n");
+    ASSERT_STR_CONTAINS(r->rejects, "10:invalid timestamp '9223372036854775808'\n");
+    ASSERT_STR_CONTAINS(r->rejects, "12:invalid timestamp '12a'\n");
+    ASSERT_EQ(r->n_rej, 10);
+}
+
 TEST(lp_escapes_and_quoted_strings)
 {
     rec *r = lp("my\\ m\\,x,t\\ k=v\\,1\\=2 f\\=k=1,s=\"a \\\"b\\\", c=d\" 5\n", COL_PREC_MS);
