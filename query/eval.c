@@ -589,9 +589,10 @@ static iocd_err stream_series(void *ud, size_t i, const iocd_sample *s, size_t n
     return c->fn(c->ev, c->ud, c->base + i, s, n);
 }
 
-iocd_err pq_matrix_select(pq_eval *ev, pq_value *m, uint64_t **ids_out)
+/* Gives m the window shape of matrix selector n and selects its series. */
+static iocd_err matrix_select(pq_eval *ev, const pq_node *n, pq_value *m, uint64_t **ids_out)
 {
-    const pq_node *n = m->lazy, *vs = n->args[0];
+    const pq_node *vs = n->args[0];
 
     m->type = QUERY_MATRIX;
     m->range_ms = n->range_ms;
@@ -600,6 +601,11 @@ iocd_err pq_matrix_select(pq_eval *ev, pq_value *m, uint64_t **ids_out)
     m->at_ms = vs->at_ms;
     m->sel = vs;
     return select_series(ev, vs, m, ids_out);
+}
+
+iocd_err pq_matrix_select(pq_eval *ev, pq_value *m, uint64_t **ids_out)
+{
+    return matrix_select(ev, m->lazy, m, ids_out);
 }
 
 iocd_err pq_matrix_read(pq_eval *ev, pq_value *m, const uint64_t *ids, pq_matrix_fn fn, void *ud)
@@ -626,13 +632,7 @@ static iocd_err eval_matrix_selector(pq_eval *ev, const pq_node *n, pq_value *ou
     iocd_err err;
 
     memset(out, 0, sizeof(*out));
-    out->type = QUERY_MATRIX;
-    out->range_ms = n->range_ms;
-    out->offset_ms = vs->offset_ms;
-    out->at = vs->at;
-    out->at_ms = vs->at_ms;
-    out->sel = vs;
-    err = select_series(ev, vs, out, &ids);
+    err = matrix_select(ev, n, out, &ids);
     if (err != IOCD_OK)
         return err;
     ref_span(ev, vs->at, vs->at_ms, vs->offset_ms, &lo, &hi);

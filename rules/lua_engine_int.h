@@ -126,6 +126,14 @@ iocd_err rule_series_query(const rule_def *r, const char *gl, size_t len, iocd_b
 /* What every event of an alert carries: the rule's fields and the instance's. */
 void rule_event_fill(rule_event *ev, const rule_def *r, const instance *in, const iocd_buf *labels,
                      int64_t t_ms);
+/* The texts of an alert's event: its labels, rendered summary and description (also kept in
+ * the instance) and series query; the event points into them until rule_event_text_fini. */
+typedef struct rule_event_text {
+    iocd_buf labels, summary, description, query;
+} rule_event_text;
+void rule_event_render(rule_engine *e, const rule_def *r, instance *in, int64_t t_ms,
+                       rule_event_text *txt, rule_event *ev);
+void rule_event_text_fini(rule_event_text *txt);
 /* A state change of an instance: saved, rendered and told to the listener. */
 void rule_emit(rule_engine *e, const rule_def *r, instance *in, rule_state from, rule_state to,
                int64_t t_ms);

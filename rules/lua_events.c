@@ -167,11 +167,47 @@ void rule_event_fill(rule_event *ev, const rule_def *r, const instance *in, cons
     ev->n_inhibit_equal = r->n_inhibit_equal;
 }
 
+void rule_event_render(rule_engine *e, const rule_def *r, instance *in, int64_t t_ms,
+                       rule_event_text *txt, rule_event *ev)
+{
+    char err[ERR_MAX] = "";
+
+    iocd_buf_init(&txt->labels, 0);
+    iocd_buf_init(&txt->summary, 64 * 1024);
+    iocd_buf_init(&txt->description, 64 * 1024);
+    iocd_buf_init(&txt->query, 64 * 1024);
+    rule_alert_labels(r, in->glabels, in->glabels_len, &txt->labels);
+    (void)rule_series_query(r, in->glabels, in->glabels_len, &txt->query);
+    if ((r->summary.tmpl != NULL || r->summary.ref != LUA_NOREF) &&
+        rule_text_render(e->rs, &r->summary, txt->labels.data, txt->labels.len, in->value,
+                         &txt->summary, err, sizeof(err)) != IOCD_OK)
+        log_warn("rules", "summary template failed", "rule=%s err=%s", r->name, err);
+    if ((r->description.tmpl != NULL || r->description.ref != LUA_NOREF) &&
+        rule_text_render(e->rs, &r->description, txt->labels.data, txt->labels.len, in->value,
+                         &txt->description, err, sizeof(err)) != IOCD_OK)
+        log_warn("rules", "description template failed", "rule=%s err=%s", r->name, err);
+    iocd_free(in->summary);
+    iocd_free(in->description);
+    in->summary = iocd_strdup(txt->summary.data != NULL ? txt->summary.data : "");
+    in->description = iocd_strdup(txt->description.data != NULL ? txt->description.data : "");
+    rule_event_fill(ev, r, in, &txt->labels, t_ms);
+    ev->summary = txt->summary.data != NULL ? txt->summary.data : "";
+    ev->description = txt->description.data != NULL ? txt->description.data : "";
+    ev->query = txt->query.data != NULL ? txt->query.data : "";
+}
+
+void rule_event_text_fini(rule_event_text *txt)
+{
+    iocd_buf_fini(&txt->labels);
+    iocd_buf_fini(&txt->summary);
+    iocd_buf_fini(&txt->description);
+    iocd_buf_fini(&txt->query);
+}
+
 void rule_emit(rule_engine *e, const rule_def *r, instance *in, rule_state from, rule_state to,
                int64_t t_ms)
 {
-    iocd_buf labels, summary, description, query;
-    char err[ERR_MAX] = "";
+    rule_event_text txt;
     rule_event ev;
 
     if (from == to)
@@ -181,40 +217,16 @@ void rule_emit(rule_engine *e, const rule_def *r, instance *in, rule_state from,
         iocd_metric_add(e->m_firing, 1);
     if (from == RULE_FIRING)
         iocd_metric_add(e->m_firing, -1);
-    iocd_buf_init(&labels, 0);
-    iocd_buf_init(&summary, 64 * 1024);
-    iocd_buf_init(&description, 64 * 1024);
-    iocd_buf_init(&query, 64 * 1024);
-    rule_alert_labels(r, in->glabels, in->glabels_len, &labels);
-    (void)rule_series_query(r, in->glabels, in->glabels_len, &query);
-    if ((r->summary.tmpl != NULL || r->summary.ref != LUA_NOREF) &&
-        rule_text_render(e->rs, &r->summary, labels.data, labels.len, in->value, &summary, err,
-                         sizeof(err)) != IOCD_OK)
-        log_warn("rules", "summary template failed", "rule=%s err=%s", r->name, err);
-    if ((r->description.tmpl != NULL || r->description.ref != LUA_NOREF) &&
-        rule_text_render(e->rs, &r->description, labels.data, labels.len, in->value, &description,
-                         err, sizeof(err)) != IOCD_OK)
-        log_warn("rules", "description template failed", "rule=%s err=%s", r->name, err);
-    iocd_free(in->summary);
-    iocd_free(in->description);
-    in->summary = iocd_strdup(summary.data != NULL ? summary.data : "");
-    in->description = iocd_strdup(description.data != NULL ? description.data : "");
+    rule_event_render(e, r, in, t_ms, &txt, &ev);
     e->dirty = true;
-    rule_event_fill(&ev, r, in, &labels, t_ms);
     ev.from = from;
     ev.to = to;
-    ev.summary = summary.data != NULL ? summary.data : "";
-    ev.description = description.data != NULL ? description.data : "";
-    ev.query = query.data != NULL ? query.data : "";
     if (to == RULE_FIRING || (from == RULE_FIRING && to == RULE_INACTIVE))
         log_info("rules", to == RULE_FIRING ? "alert firing" : "alert resolved",
                  "rule=%s summary=%s shadow=%d", r->name, ev.summary, (int)r->shadow);
     if (e->cfg.on_event != NULL)
         e->cfg.on_event(e->cfg.ud, &ev);
-    iocd_buf_fini(&labels);
-    iocd_buf_fini(&summary);
-    iocd_buf_fini(&description);
-    iocd_buf_fini(&query);
+    rule_event_text_fini(&txt);
 }
 
 /* A series joined a firing group: tells the listener how many the group has now (its

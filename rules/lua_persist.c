@@ -152,42 +152,15 @@ static void announce_restored(rule_engine *e)
 
     for (i = 0; e->cfg.on_event != NULL && i < e->inst_cap; i++) {
         instance *in = e->inst[i];
-        const rule_def *r;
-        iocd_buf labels, summary, description, query;
-        char err[ERR_MAX] = "";
+        rule_event_text txt;
         rule_event ev;
         if (in == NULL || in->state != RULE_FIRING)
             continue;
-        r = &e->rs->rules[in->rule];
-        iocd_buf_init(&labels, 0);
-        iocd_buf_init(&summary, 64 * 1024);
-        iocd_buf_init(&description, 64 * 1024);
-        iocd_buf_init(&query, 64 * 1024);
-        rule_alert_labels(r, in->glabels, in->glabels_len, &labels);
-        (void)rule_series_query(r, in->glabels, in->glabels_len, &query);
-        if ((r->summary.tmpl != NULL || r->summary.ref != LUA_NOREF) &&
-            rule_text_render(e->rs, &r->summary, labels.data, labels.len, in->value, &summary, err,
-                             sizeof(err)) != IOCD_OK)
-            log_warn("rules", "summary template failed", "rule=%s err=%s", r->name, err);
-        if ((r->description.tmpl != NULL || r->description.ref != LUA_NOREF) &&
-            rule_text_render(e->rs, &r->description, labels.data, labels.len, in->value,
-                             &description, err, sizeof(err)) != IOCD_OK)
-            log_warn("rules", "description template failed", "rule=%s err=%s", r->name, err);
-        iocd_free(in->summary);
-        iocd_free(in->description);
-        in->summary = iocd_strdup(summary.data != NULL ? summary.data : "");
-        in->description = iocd_strdup(description.data != NULL ? description.data : "");
-        rule_event_fill(&ev, r, in, &labels, in->since_ms);
+        rule_event_render(e, &e->rs->rules[in->rule], in, in->since_ms, &txt, &ev);
         ev.from = ev.to = RULE_FIRING;
         ev.restored = true;
-        ev.summary = summary.data != NULL ? summary.data : "";
-        ev.description = description.data != NULL ? description.data : "";
-        ev.query = query.data != NULL ? query.data : "";
         e->cfg.on_event(e->cfg.ud, &ev);
-        iocd_buf_fini(&labels);
-        iocd_buf_fini(&summary);
-        iocd_buf_fini(&description);
-        iocd_buf_fini(&query);
+        rule_event_text_fini(&txt);
     }
 }
 
