@@ -1,5 +1,5 @@
 /* storage/read.c - reading series: ids, postings, labels, samples (blocks merged with the
- * head, the last write of a timestamp winning) and rollups (partial buckets combined).
+ * head, the last write of a timestamp winning); rollups are read in rollup.c.
  * Readers never block the writer: blocks are read in LMDB read transactions, and the head
  * is copied under st->mu before them, so a seal in between can only show a sample twice
  * (removed), never lose it. */
@@ -111,9 +111,7 @@ static iocd_err read_block(void *ud, int64_t period, const void *data, size_t le
     return err;
 }
 
-/* Sorts by time keeping, for equal times, the sample written last (later in the list):
- * blocks come in the order they were sealed, then the head. */
-static size_t sort_dedupe(iocd_sample *s, size_t n)
+size_t store_samples_dedupe(iocd_sample *s, size_t n)
 {
     size_t i, k = 0, w, lo, hi, mid;
     iocd_sample *tmp;
@@ -230,7 +228,7 @@ iocd_err store_read(store *st, uint64_t id, int64_t start_ms, int64_t end_ms, io
             return IOCD_ENOMEM;
     }
     *out = r.s;
-    *n_out = sort_dedupe(r.s, r.n);
+    *n_out = store_samples_dedupe(r.s, r.n);
     return IOCD_OK;
 }
 
@@ -320,7 +318,7 @@ iocd_err store_read_many(store *st, const uint64_t *ids, size_t n, int64_t start
         for (j = 0; err == IOCD_OK && j < g; j++) {
             err = read_append(&r[j], head[j], n_head[j]);
             if (err == IOCD_OK)
-                err = fn(ud, i + j, r[j].s, sort_dedupe(r[j].s, r[j].n));
+                err = fn(ud, i + j, r[j].s, store_samples_dedupe(r[j].s, r[j].n));
         }
         for (k = 0; k < g; k++) {
             iocd_free(head[k]);
@@ -329,138 +327,4 @@ iocd_err store_read_many(store *st, const uint64_t *ids, size_t n, int64_t start
         i += g;
     }
     return err;
-}
-
-typedef struct rollup_ctx {
-    uint64_t id;
-    int64_t start_ms, end_ms;
-    store_rollup *r;
-    size_t n, cap;
-    iocd_sample *agg[ROLLUP_AGGS];
-    size_t agg_n[ROLLUP_AGGS];
-} rollup_ctx;
-
-static iocd_err collect_agg(void *ud, uint64_t vid, const iocd_sample *s, size_t n)
-{
-    rollup_ctx *c = ud;
-    size_t a = (size_t)(vid & 7);
-
-    if (vid >> 3 != c->id || a >= ROLLUP_AGGS)
-        return IOCD_OK;
-    c->agg[a] = iocd_malloc((n + 1) * sizeof(*s));
-    if (c->agg[a] == NULL)
-        return IOCD_ENOMEM;
-    memcpy(c->agg[a], s, n * sizeof(*s));
-    c->agg_n[a] = n;
-    return IOCD_OK;
-}
-
-/* Collects one block's buckets for the series; partial buckets (a 1 h bucket spans several
- * periods; late data adds patch blocks) are combined after sorting. */
-static iocd_err merge_rollup_block(void *ud, int64_t period, const void *data, size_t len)
-{
-    rollup_ctx *c = ud;
-    size_t a, i;
-    iocd_err err;
-
-    (void)period;
-    memset(c->agg, 0, sizeof(c->agg));
-    memset(c->agg_n, 0, sizeof(c->agg_n));
-    err = codec_block_each(data, len, BLOCK_RAW_MAX, collect_agg, c);
-    for (i = 0; err == IOCD_OK && c->agg[0] != NULL && i < c->agg_n[0]; i++) {
-        store_rollup b;
-        if (c->agg_n[1] != c->agg_n[0] || c->agg_n[2] != c->agg_n[0] ||
-            c->agg_n[3] != c->agg_n[0] || c->agg_n[4] != c->agg_n[0] ||
-            c->agg_n[5] != c->agg_n[0]) {
-            err = IOCD_ECORRUPT;
-            break;
-        }
-        b.t_ms = c->agg[0][i].t_ms;
-        if (b.t_ms < c->start_ms || b.t_ms > c->end_ms)
-            continue;
-        b.min = c->agg[0][i].v;
-        b.max = c->agg[1][i].v;
-        b.sum = c->agg[2][i].v;
-        b.count = c->agg[3][i].v;
-        b.last = c->agg[4][i].v;
-        b.last_t_ms = (int64_t)c->agg[5][i].v;
-        if (c->n == c->cap) {
-            size_t cap = c->cap != 0 ? c->cap * 2 : 64;
-            store_rollup *g = iocd_realloc(c->r, cap * sizeof(*g));
-            if (g == NULL) {
-                err = IOCD_ENOMEM;
-                break;
-            }
-            c->r = g;
-            c->cap = cap;
-        }
-        c->r[c->n++] = b;
-    }
-    for (a = 0; a < ROLLUP_AGGS; a++)
-        iocd_free(c->agg[a]);
-    return err;
-}
-
-static int rollup_cmp(const void *a, const void *b)
-{
-    const store_rollup *x = a, *y = b;
-
-    return x->t_ms < y->t_ms ? -1 : x->t_ms > y->t_ms;
-}
-
-iocd_err store_read_rollup(store *st, uint64_t id, int64_t res_ms, int64_t start_ms, int64_t end_ms,
-                           store_rollup **out, size_t *n_out)
-{
-    rollup_ctx c;
-    bool exists;
-    iocd_err err;
-
-    if (res_ms != STORE_ROLLUP_5M && res_ms != STORE_ROLLUP_1H)
-        return IOCD_EINVAL;
-    pthread_mutex_lock(&st->mu);
-    exists = store_series_get(st, id) != NULL;
-    pthread_mutex_unlock(&st->mu);
-    if (!exists)
-        return IOCD_ENOTFOUND;
-    memset(&c, 0, sizeof(c));
-    c.id = id;
-    c.start_ms = start_ms;
-    c.end_ms = end_ms;
-    /* A bucket starting in range has parts in every period it overlaps, up to end + res. */
-    err = store_db_blocks(
-        st->db, res_ms == STORE_ROLLUP_5M ? STORE_DB_ROLLUP_5M : STORE_DB_ROLLUP_1H, id >> 6,
-        start_ms == INT64_MIN ? INT64_MIN : store_period_of(st, start_ms),
-        end_ms > INT64_MAX - res_ms ? INT64_MAX : end_ms + res_ms, merge_rollup_block, &c);
-    if (err == IOCD_OK && c.r == NULL) {
-        c.r = iocd_malloc(sizeof(*c.r));
-        if (c.r == NULL)
-            err = IOCD_ENOMEM;
-    }
-    if (err != IOCD_OK) {
-        iocd_free(c.r);
-        return err;
-    }
-    iocd_qsort(c.r, c.n, sizeof(*c.r), rollup_cmp);
-    {
-        size_t i, k = 0;
-        for (i = 0; i < c.n; i++) {
-            store_rollup *m = k > 0 ? &c.r[k - 1] : NULL, *b = &c.r[i];
-            if (m == NULL || m->t_ms != b->t_ms) {
-                c.r[k++] = *b;
-                continue;
-            }
-            m->min = b->min < m->min ? b->min : m->min;
-            m->max = b->max > m->max ? b->max : m->max;
-            m->sum += b->sum;
-            m->count += b->count;
-            if (b->last_t_ms >= m->last_t_ms) {
-                m->last = b->last;
-                m->last_t_ms = b->last_t_ms;
-            }
-        }
-        c.n = k;
-    }
-    *out = c.r;
-    *n_out = c.n;
-    return IOCD_OK;
 }

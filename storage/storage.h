@@ -123,8 +123,10 @@ iocd_err store_read_many(store *st, const uint64_t *ids, size_t n, int64_t start
                          store_series_fn fn, void *ud);
 
 /* Rollups, built as samples are sealed: per bucket of 5 minutes or 1 hour, the min, max,
- * sum, count and last value of a series (staleness markers left out). They cover sealed
- * samples only: for a range that reaches the head, read raw samples for the rest. */
+ * sum, count and last value of a series (staleness markers left out; min and max as
+ * Prometheus' min_over_time and max_over_time fold them, a NaN giving way to any later
+ * value). They cover sealed samples only: for a range that reaches the head, read raw
+ * samples for the rest (store_read_rollup_many does both). */
 typedef struct store_rollup {
     int64_t t_ms; /* bucket start */
     double min, max, sum, count, last;
@@ -139,6 +141,32 @@ typedef struct store_rollup {
  * IOCD_ENOTFOUND, IOCD_ENOMEM, IOCD_ECORRUPT. */
 iocd_err store_read_rollup(store *st, uint64_t id, int64_t res_ms, int64_t start_ms, int64_t end_ms,
                            store_rollup **out, size_t *n_out);
+
+/* A closed span of time [start_ms, end_ms]. */
+typedef struct store_span {
+    int64_t start_ms, end_ms;
+} store_span;
+
+/* What store_read_rollup_many gives for ids[i]: its exact buckets r (ascending) and raw
+ * samples s (ascending, one per timestamp, staleness markers included), both borrowed for
+ * the call. fn may read the store. */
+typedef iocd_err (*store_rollup_fn)(void *ud, size_t i, const store_rollup *r, size_t n_r,
+                                    const iocd_sample *s, size_t n_s);
+
+/* Reads many series (ids ascending, no duplicates) at once for a query over long windows,
+ * one pass per id group as store_read_many. For each ids[i], in order, fn gets:
+ *  - r: the buckets at res_ms whose whole span [t, t + res_ms - 1] lies in [start_ms,
+ *    end_ms] and that are exact: each is the aggregate of the samples store_read gives for
+ *    its span (a series' unsealed samples make their bucket left out, never stale);
+ *  - s: the samples store_read would give at every time within spans (any order, may
+ *    overlap) and within every bucket span inside [start_ms, end_ms] not in r; s may hold
+ *    others too, which the caller ignores.
+ * Only the blocks of periods that meet those spans are decompressed. A series deleted
+ * meanwhile is reported empty. fn returning an error stops the walk and is returned.
+ * Errors: IOCD_EINVAL (resolution), IOCD_ENOMEM, IOCD_ECORRUPT, IOCD_EIO. */
+iocd_err store_read_rollup_many(store *st, const uint64_t *ids, size_t n, int64_t res_ms,
+                                int64_t start_ms, int64_t end_ms, const store_span *spans,
+                                size_t n_spans, store_rollup_fn fn, void *ud);
 
 /* Deletes the series (ids from store_series_all or a selection): they vanish from the index,
  * postings and reads at once; their sealed samples are reclaimed by retention. A later

@@ -282,6 +282,10 @@ typedef struct store_series {
     size_t n_sealing;
 } store_series;
 
+/* Sorts s by time keeping, for equal times, the sample latest in the list (blocks in the order
+ * they were sealed, then the head: the last write wins); returns the new length. */
+size_t store_samples_dedupe(iocd_sample *s, size_t n);
+
 /* The head's samples merged with those being sealed, ascending, a head sample winning a tie.
  * Call with st->mu held; the caller frees *out. Errors: IOCD_ENOMEM. */
 iocd_err store_series_samples(const store_series *s, iocd_sample **out, size_t *n_out);

@@ -3,8 +3,9 @@
  * (when a period is due) its sealed blocks and rollups in one LMDB transaction; only then are
  * the batches acknowledged. Sealing takes head samples slice by slice so its memory stays
  * small; a failed seal puts them back from its blocks (the WAL still has them).
- * Invariant: st->commit_mu is held from the capture of new series to the commit, so a
- * deletion never races a commit that would persist the series it deletes. */
+ * Invariants: st->commit_mu is held from the capture of new series to the commit, so a
+ * deletion never races a commit that would persist the series it deletes; a series' rollup
+ * part for a period is built from all its samples of that period (older blocks included). */
 #define _GNU_SOURCE /* malloc_trim */
 #include "storage/storage_int.h"
 
@@ -291,24 +292,114 @@ static iocd_err encode_rollups(const codec_series *cs, size_t k, int64_t res, io
     return err;
 }
 
+/* ---- Patches: rollups from the whole period --------------------------------------------- */
+
+/* The samples older blocks of one period and id group hold for the series of a new block. */
+typedef struct prior_ctx {
+    const codec_series *cs; /* the new block's series, ascending by id */
+    uint64_t ids[64];
+    size_t k;
+    iocd_sample *s[64]; /* per series: its older samples, blocks in sequence order */
+    size_t n[64], cap[64];
+} prior_ctx;
+
+static iocd_err prior_series(void *ud, uint64_t id, const iocd_sample *s, size_t n)
+{
+    prior_ctx *c = ud;
+    size_t lo = 0, hi = c->k, mid, i;
+
+    while (lo < hi) {
+        mid = (lo + hi) / 2;
+        if (c->ids[mid] < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == c->k || c->ids[lo] != id || n == 0)
+        return IOCD_OK;
+    i = lo;
+    if (c->n[i] + n + c->cs[i].n > c->cap[i]) { /* room for the new run too (see below) */
+        size_t cap = (c->n[i] + n + c->cs[i].n) * 2;
+        iocd_sample *g = iocd_realloc(c->s[i], cap * sizeof(*g));
+        if (g == NULL)
+            return IOCD_ENOMEM;
+        c->s[i] = g;
+        c->cap[i] = cap;
+    }
+    memcpy(c->s[i] + c->n[i], s, n * sizeof(*s));
+    c->n[i] += n;
+    return IOCD_OK;
+}
+
+static iocd_err prior_block(void *ud, int64_t period, const void *data, size_t len)
+{
+    prior_ctx *c = ud;
+
+    (void)period;
+    return codec_block_select(data, len, BLOCK_RAW_MAX, c->ids, c->k, prior_series, c);
+}
+
+/* A block for (period, group) that is not the first (a patch of late samples, or the rest
+ * of a period sealed at a stop) must not get rollups of its own samples alone: a rewritten
+ * timestamp would count twice. So each of its series' rollups is rebuilt from every sample
+ * of the period (older blocks merged with the new run, the new run winning a tie) and
+ * readers take, per series and period, the part of the latest sequence (rollup.c). out[i]
+ * is cs[i] or the merged samples (owned by c). */
+static iocd_err merge_prior(store *st, int64_t period, uint64_t group, const codec_series *cs,
+                            size_t k, prior_ctx *c, codec_series *out)
+{
+    size_t i;
+    iocd_err err;
+
+    memset(c, 0, sizeof(*c));
+    c->cs = cs;
+    c->k = k;
+    for (i = 0; i < k; i++) {
+        c->ids[i] = cs[i].id;
+        out[i] = cs[i];
+    }
+    err = store_db_blocks(st->db, STORE_DB_CHUNKS, group, period, period, prior_block, c);
+    for (i = 0; err == IOCD_OK && i < k; i++) {
+        if (c->n[i] == 0)
+            continue;
+        memcpy(c->s[i] + c->n[i], cs[i].s, cs[i].n * sizeof(*cs[i].s));
+        out[i].s = c->s[i];
+        out[i].n = store_samples_dedupe(c->s[i], c->n[i] + cs[i].n);
+    }
+    return err;
+}
+
+static void prior_fini(prior_ctx *c)
+{
+    size_t i;
+
+    for (i = 0; i < c->k; i++)
+        iocd_free(c->s[i]);
+}
+
 /* Encodes the runs as blocks of one period and one id group each, appended to *blocks (with
  * their bytes in space; .data is set by the caller once space stops growing, from the
  * offset kept in .data meanwhile). */
-static iocd_err build_blocks(const seal_set *ss, store_db_block **blocks_io, size_t *n_io,
-                             size_t *cap_io, iocd_buf *space)
+static iocd_err build_blocks(store *st, const seal_set *ss, store_db_block **blocks_io,
+                             size_t *n_io, size_t *cap_io, iocd_buf *space)
 {
     store_db_block *blocks = *blocks_io;
-    codec_series cs[64];
+    codec_series cs[64], whole[64];
+    prior_ctx *prior = iocd_calloc(1, sizeof(*prior));
     size_t i = 0, n = *n_io;
     int r;
     iocd_err err = IOCD_OK;
 
+    if (prior == NULL)
+        return IOCD_ENOMEM;
     iocd_qsort(ss->runs, ss->n_runs, sizeof(*ss->runs), run_cmp);
     if (n + 3 * ss->n_runs > *cap_io) {
         size_t cap = (n + 3 * ss->n_runs) * 2;
         store_db_block *g = iocd_realloc(blocks, cap * sizeof(*g));
-        if (g == NULL)
+        if (g == NULL) {
+            iocd_free(prior);
             return IOCD_ENOMEM;
+        }
         *blocks_io = blocks = g;
         *cap_io = cap;
     }
@@ -327,9 +418,11 @@ static iocd_err build_blocks(const seal_set *ss, store_db_block **blocks_io, siz
         blocks[n].len = space->len - before;
         blocks[n].data = (const void *)(uintptr_t)before; /* an offset until the end */
         n++;
+        if (err == IOCD_OK)
+            err = merge_prior(st, period, group, cs, k, prior, whole);
         for (r = 0; err == IOCD_OK && r < 2; r++) {
             before = space->len;
-            err = encode_rollups(cs, k, r == 0 ? STORE_ROLLUP_5M : STORE_ROLLUP_1H, space);
+            err = encode_rollups(whole, k, r == 0 ? STORE_ROLLUP_5M : STORE_ROLLUP_1H, space);
             blocks[n].kind = r == 0 ? STORE_DB_ROLLUP_5M : STORE_DB_ROLLUP_1H;
             blocks[n].period = period;
             blocks[n].group = group;
@@ -337,7 +430,10 @@ static iocd_err build_blocks(const seal_set *ss, store_db_block **blocks_io, siz
             blocks[n].data = (const void *)(uintptr_t)before;
             n++;
         }
+        prior_fini(prior);
+        memset(prior, 0, sizeof(*prior));
     }
+    iocd_free(prior);
     *n_io = n;
     return err;
 }
@@ -374,7 +470,7 @@ static iocd_err seal_slices(store *st, int64_t before, size_t *from_io, size_t m
         slices++;
         *n_samples += ss.n;
         if (ss.n_runs > 0)
-            err = build_blocks(&ss, blocks, n_blocks, &cap_blocks, space);
+            err = build_blocks(st, &ss, blocks, n_blocks, &cap_blocks, space);
         if (err != IOCD_OK)
             break;
         ss.n = 0;

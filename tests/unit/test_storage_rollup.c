@@ -1,0 +1,320 @@
+/* tests/unit/test_storage_rollup.c - rollups stay what raw reads give: after late samples and
+ * rewrites of sealed timestamps (patch blocks), across a restart, and, in the many-series
+ * read, with unsealed samples in a bucket (left out, served raw). */
+#include "tests/unit/harness.h"
+
+#include <math.h>
+#include <time.h>
+
+#include "storage/storage.h"
+
+#define L(n, v)                                                                                    \
+    {                                                                                              \
+        n, sizeof(n) - 1, v, sizeof(v) - 1                                                         \
+    }
+
+#define MIN_MS 60000
+#define HOUR   3600000
+
+static const char *sub(const char *name)
+{
+    static char path[512];
+
+    snprintf(path, sizeof(path), "%s/%s", test_tmpdir(), name);
+    return path;
+}
+
+static store *open_at(const char *name, const store_config *cfg)
+{
+    char errbuf[256];
+    store *st = NULL;
+
+    if (store_open(sub(name), cfg, &st, errbuf, sizeof(errbuf)) != IOCD_OK)
+        test_fail_at(__FILE__, __LINE__, "store_open: %s", errbuf);
+    return st;
+}
+
+static void add(store_batch *b, const iocd_label *l, size_t n, int64_t t, double v)
+{
+    store_reject why;
+
+    ASSERT_OK(store_batch_add(b, l, n, t, v, &why));
+}
+
+static void wait_sealed(store *st, int64_t before)
+{
+    store_stats s;
+    int i;
+
+    for (i = 0; i < 2000; i++) { /* the writer seals right after the commit that passes */
+        ASSERT_OK(store_stats_get(st, &s));
+        if (s.sealed_before >= before)
+            return;
+        nanosleep(&(struct timespec){ 0, 5000000 }, NULL);
+    }
+    test_fail_at(__FILE__, __LINE__, "not sealed before %lld", (long long)before);
+}
+
+static double stale_marker(void)
+{
+    uint64_t bits = 0x7ff0000000000002ULL;
+    double v;
+
+    memcpy(&v, &bits, sizeof(v));
+    return v;
+}
+
+static bool is_stale(double v)
+{
+    uint64_t bits;
+
+    memcpy(&bits, &v, sizeof(bits));
+    return bits == 0x7ff0000000000002ULL;
+}
+
+static bool same_bits(double a, double b)
+{
+    return memcmp(&a, &b, sizeof(a)) == 0;
+}
+
+/* The buckets a fold over the raw samples of series id gives, as min_over_time & co. would. */
+static size_t raw_buckets(store *st, uint64_t id, int64_t res, int64_t start, int64_t end,
+                          store_rollup *out, size_t cap)
+{
+    iocd_sample *s = NULL;
+    size_t n = 0, i, k = 0;
+
+    ASSERT_OK(store_read(st, id, start, end, &s, &n));
+    for (i = 0; i < n; i++) {
+        int64_t b = s[i].t_ms / res * res;
+        double v = s[i].v;
+        if (is_stale(v))
+            continue;
+        if (k == 0 || out[k - 1].t_ms != b) {
+            ASSERT_LT(k, cap);
+            out[k++] = (store_rollup){ b, v, v, 0, 0, v, s[i].t_ms };
+        }
+        if (v < out[k - 1].min || isnan(out[k - 1].min))
+            out[k - 1].min = v;
+        if (v > out[k - 1].max || isnan(out[k - 1].max))
+            out[k - 1].max = v;
+        out[k - 1].sum += v;
+        out[k - 1].count++;
+        out[k - 1].last = v;
+        out[k - 1].last_t_ms = s[i].t_ms;
+    }
+    iocd_free(s);
+    return k;
+}
+
+static void check_bucket(const store_rollup *got, const store_rollup *want)
+{
+    ASSERT_EQ(got->t_ms, want->t_ms);
+    ASSERT_DBL_EQ(got->count, want->count, 0);
+    if (!same_bits(got->min, want->min) || !same_bits(got->max, want->max))
+        test_fail_at(__FILE__, __LINE__, "bucket %lld: min/max %.17g/%.17g, raw %.17g/%.17g",
+                     (long long)got->t_ms, got->min, got->max, want->min, want->max);
+    if (isnan(want->sum))
+        ASSERT_TRUE(isnan(got->sum));
+    else
+        ASSERT_DBL_EQ(got->sum, want->sum, 1e-9 * (fabs(want->sum) + 1));
+    ASSERT_TRUE(same_bits(got->last, want->last));
+    ASSERT_EQ(got->last_t_ms, want->last_t_ms);
+}
+
+/* Every bucket of both resolutions over [start, end) equals the fold over raw reads. */
+static void check_rollups(store *st, uint64_t id, int64_t start, int64_t end)
+{
+    static store_rollup want[512];
+    int r;
+
+    for (r = 0; r < 2; r++) {
+        int64_t res = r == 0 ? STORE_ROLLUP_5M : STORE_ROLLUP_1H;
+        store_rollup *got = NULL;
+        size_t n_got = 0, n_want = raw_buckets(st, id, res, start, end - 1, want, 512), i;
+        ASSERT_OK(store_read_rollup(st, id, res, start, end - 1, &got, &n_got));
+        if (n_got != n_want)
+            test_fail_at(__FILE__, __LINE__, "res %lld: %zu buckets, raw %zu (first %lld, %lld)",
+                         (long long)res, n_got, n_want,
+                         n_got ? (long long)(got[0].t_ms - start) : -1LL,
+                         (long long)(want[0].t_ms - start));
+        ASSERT_EQ(n_got, n_want);
+        for (i = 0; i < n_got; i++)
+            check_bucket(&got[i], &want[i]);
+        iocd_free(got);
+    }
+}
+
+static double value_at(int64_t k, size_t series)
+{
+    if (k % 97 == 13)
+        return NAN;
+    if (series == 1 && k % 53 == 0)
+        return -0.0;
+    return (double)((k * 7 + (int64_t)series * 3) % 41) / 4.0 - 3.0;
+}
+
+TEST(rollups_equal_raw_reads_after_sealed_timestamps_are_rewritten)
+{
+    store_config cfg = { .chunk_ms = 10 * MIN_MS, .seal_grace_ms = 1000 };
+    store *st = open_at("data", &cfg);
+    store_batch *b = NULL;
+    int64_t t0 = (iocd_now_ms() - 3 * HOUR) / HOUR * HOUR, t;
+    iocd_label l0[] = { L("__name__", "water_pressure_bar"), L("device", "wp-1") };
+    iocd_label l1[] = { L("__name__", "water_pressure_bar"), L("device", "wp-2") };
+    uint64_t *ids = NULL;
+    size_t n;
+
+    ASSERT_OK(store_batch_new(st, &b));
+    for (t = t0; t < t0 + 70 * MIN_MS; t += 10000) {
+        int64_t k = (t - t0) / 10000;
+        add(b, l0, 2, t, value_at(k, 0));
+        if (k % 60 != 59) /* gaps */
+            add(b, l1, 2, t, value_at(k, 1));
+    }
+    add(b, l0, 2, t0 + 5000, stale_marker());
+    ASSERT_OK(store_batch_commit(b, NULL));
+    wait_sealed(st, t0 + HOUR);
+    ASSERT_OK(store_series_all(st, &ids, &n));
+    ASSERT_EQ(n, 2);
+    check_rollups(st, ids[0], t0, t0 + HOUR);
+    /* Late samples for sealed periods: rewrites (a smaller value, a NaN, a staleness marker,
+     * a larger value twice) and a new timestamp. They go to patch blocks: by the late seal,
+     * or at the latest by the final seal of the close below. */
+    ASSERT_OK(store_batch_new(st, &b));
+    add(b, l0, 2, t0 + 10000, -70.5);
+    add(b, l0, 2, t0 + 20000, NAN);
+    add(b, l0, 2, t0 + 30000, stale_marker());
+    add(b, l0, 2, t0 + 25 * MIN_MS, 99.0);
+    add(b, l0, 2, t0 + 25 * MIN_MS + 1, 1.25);
+    add(b, l1, 2, t0 + 40 * MIN_MS, -0.0);
+    ASSERT_OK(store_batch_commit(b, NULL));
+    ASSERT_OK(store_batch_new(st, &b));
+    add(b, l0, 2, t0 + 25 * MIN_MS, 98.0); /* a rewrite of a rewrite */
+    ASSERT_OK(store_batch_commit(b, NULL));
+    store_close(st);
+    st = open_at("data", &cfg);
+    check_rollups(st, ids[0], t0, t0 + 70 * MIN_MS);
+    check_rollups(st, ids[1], t0, t0 + 70 * MIN_MS);
+    /* Another patch after the restart, of a period patched already. */
+    ASSERT_OK(store_batch_new(st, &b));
+    add(b, l0, 2, t0 + 10000, 3.5);
+    add(b, l1, 2, t0 + 40 * MIN_MS, 0.0);
+    ASSERT_OK(store_batch_commit(b, NULL));
+    store_close(st);
+    st = open_at("data", &cfg);
+    check_rollups(st, ids[0], t0, t0 + 70 * MIN_MS);
+    check_rollups(st, ids[1], t0, t0 + 70 * MIN_MS);
+    iocd_free(ids);
+    store_close(st);
+}
+
+/* ---- Many series ------------------------------------------------------------------------ */
+
+typedef struct many_seen {
+    store *st;
+    const uint64_t *ids;
+    int64_t res, start, end;
+    size_t calls, buckets, samples;
+    bool head_every_3rd; /* series 0, 3, 6... have unsealed samples from t0 + 70m */
+} many_seen;
+
+static iocd_err many_check(void *ud, size_t i, const store_rollup *r, size_t n_r,
+                           const iocd_sample *s, size_t n_s)
+{
+    many_seen *m = ud;
+    static store_rollup want[512];
+    size_t n_want = raw_buckets(m->st, m->ids[i], m->res, m->start, m->end, want, 512), a, k = 0;
+
+    ASSERT_EQ(i, m->calls);
+    m->calls++;
+    for (a = 0; a < n_r; a++) {
+        ASSERT_GE(r[a].t_ms, m->start);
+        ASSERT_LE(r[a].t_ms + m->res - 1, m->end);
+        while (k < n_want && want[k].t_ms < r[a].t_ms)
+            k++;
+        ASSERT_LT(k, n_want);
+        check_bucket(&r[a], &want[k]);
+    }
+    for (a = 1; a < n_s; a++)
+        ASSERT_LT(s[a - 1].t_ms, s[a].t_ms);
+    m->buckets += n_r;
+    m->samples += n_s;
+    if (m->head_every_3rd && i % 3 == 0) {
+        /* The second hour is left out; its samples are there, sealed ones and the head's. */
+        bool sealed = false, unsealed = false;
+        ASSERT_EQ(n_r, 1);
+        for (a = 0; a < n_s; a++) {
+            sealed |= s[a].t_ms == m->start + 65 * MIN_MS;
+            unsealed |= s[a].t_ms == m->start + 70 * MIN_MS && s[a].v == 5.0;
+        }
+        ASSERT_TRUE(sealed && unsealed);
+    } else if (m->head_every_3rd) {
+        ASSERT_EQ(n_r, 2);
+    }
+    return IOCD_OK;
+}
+
+TEST(read_rollup_many_leaves_unsealed_buckets_to_raw_samples)
+{
+    store_config cfg = { .chunk_ms = 10 * MIN_MS, .seal_grace_ms = 1000 };
+    store *st = open_at("data", &cfg);
+    store_batch *b = NULL;
+    int64_t t0 = (iocd_now_ms() - 3 * HOUR) / HOUR * HOUR, t;
+    char dev[16];
+    uint64_t *ids = NULL;
+    size_t n, i;
+    store_span spans[2];
+    many_seen m;
+
+    ASSERT_OK(store_batch_new(st, &b));
+    for (i = 0; i < 70; i++) { /* two id groups */
+        iocd_label l[] = { L("__name__", "camera_fps"), { "device", 6, dev, 0 } };
+        l[1].value_len = (size_t)snprintf(dev, sizeof(dev), "c-%02zu", i);
+        for (t = t0; t < t0 + 70 * MIN_MS; t += 30000)
+            add(b, l, 2, t, value_at((t - t0) / 30000, i % 2));
+    }
+    ASSERT_OK(store_batch_commit(b, NULL));
+    store_close(st); /* seals everything */
+    st = open_at("data", &cfg);
+    /* Unsealed samples in [t0 + 70m, t0 + 75m): the 1 h bucket from t0 + 60m has a sealed
+     * part and a head part, so it must be left out. */
+    ASSERT_OK(store_batch_new(st, &b));
+    for (i = 0; i < 70; i += 3) {
+        iocd_label l[] = { L("__name__", "camera_fps"), { "device", 6, dev, 0 } };
+        l[1].value_len = (size_t)snprintf(dev, sizeof(dev), "c-%02zu", i);
+        for (t = t0 + 70 * MIN_MS; t < t0 + 75 * MIN_MS; t += 30000)
+            add(b, l, 2, t, 5.0);
+    }
+    ASSERT_OK(store_batch_commit(b, NULL));
+    ASSERT_OK(store_series_all(st, &ids, &n));
+    ASSERT_EQ(n, 70);
+    spans[0] = (store_span){ t0 + 2 * HOUR - 1, t0 + 2 * HOUR }; /* past the data */
+    spans[1] = (store_span){ t0 + 7 * MIN_MS, t0 + 9 * MIN_MS };
+    memset(&m, 0, sizeof(m));
+    m.st = st;
+    m.ids = ids;
+    m.res = STORE_ROLLUP_1H;
+    m.start = t0;
+    m.end = t0 + 2 * HOUR - 1;
+    m.head_every_3rd = true;
+    ASSERT_OK(store_read_rollup_many(st, ids, n, m.res, m.start, m.end, spans, 2, many_check, &m));
+    ASSERT_EQ(m.calls, 70);
+    ASSERT_EQ(m.buckets, 24 + 46 * 2);
+    /* 5 m buckets of the head-free range, with raw samples asked for at the edges only. */
+    memset(&m, 0, sizeof(m));
+    m.st = st;
+    m.ids = ids;
+    m.res = STORE_ROLLUP_5M;
+    m.start = t0 + 3 * MIN_MS;
+    m.end = t0 + 62 * MIN_MS;
+    spans[0] = (store_span){ t0 + 3 * MIN_MS, t0 + 5 * MIN_MS - 1 };
+    spans[1] = (store_span){ t0 + 60 * MIN_MS, t0 + 62 * MIN_MS };
+    ASSERT_OK(store_read_rollup_many(st, ids, n, m.res, m.start, m.end, spans, 2, many_check, &m));
+    ASSERT_EQ(m.buckets, 70 * 11);
+    ASSERT_GE(m.samples, 70 * 9); /* at least the edges' samples */
+    ASSERT_ERR(store_read_rollup_many(st, ids, n, 60000, m.start, m.end, NULL, 0, many_check, &m),
+               IOCD_EINVAL);
+    iocd_free(ids);
+    store_close(st);
+}
