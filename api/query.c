@@ -375,6 +375,7 @@ static void run_job(api_server *srv, qjob *job)
     lim.max_samples = (size_t)cfg->query_max_samples;
     lim.max_points = (size_t)cfg->query_max_points;
     lim.lookback_ms = cfg->query_lookback_ms;
+    lim.rollup_range_ms = cfg->query_rollup_range_ms > 0 ? cfg->query_rollup_range_ms : -1;
     rs = iocd_calloc(1, sizeof(*rs));
     if (rs == NULL) {
         err = IOCD_ENOMEM;

@@ -48,6 +48,7 @@ static void engine_defaults(rule_engine_config *rc)
         rc->tz_offset_s = (int)cfg.tz_offset_s;
         rc->qlim.timeout_ms = cfg.query_timeout_ms;
         rc->qlim.lookback_ms = cfg.query_lookback_ms;
+        rc->qlim.rollup_range_ms = cfg.query_rollup_range_ms > 0 ? cfg.query_rollup_range_ms : -1;
         col_config_fini(&cfg);
     }
 }

@@ -290,6 +290,8 @@ int cmd_serve(int argc, char **argv)
         rcfg.qlim.max_series = (size_t)d.cfg.query_max_series;
         rcfg.qlim.max_samples = (size_t)d.cfg.query_max_samples;
         rcfg.qlim.lookback_ms = d.cfg.query_lookback_ms;
+        rcfg.qlim.rollup_range_ms =
+            d.cfg.query_rollup_range_ms > 0 ? d.cfg.query_rollup_range_ms : -1;
         rcfg.latitude = d.cfg.latitude;
         rcfg.longitude = d.cfg.longitude;
         rcfg.tz_offset_s = (int)d.cfg.tz_offset_s;

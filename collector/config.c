@@ -129,6 +129,10 @@ static const opt options[] = {
       "Queries that may wait for a turn; beyond that a query is refused with 503." },
     { "query-lookback-delta", OPT_DURATION, F(query_lookback_ms), "DURATION", "5m",
       "How far back an instant selector looks for a sample (Prometheus' lookback delta)." },
+    { "query-rollup-range", OPT_DURATION, F(query_rollup_range_ms), "DURATION", "1h",
+      "Ranges at least this long let min, max, count, sum and avg _over_time read sealed rollups "
+      "where the answer is the raw one; "
+      "0s reads raw samples only." },
     { "latitude", OPT_FLOAT, F(latitude), "DEGREES", "21.59",
       "The city's latitude (north positive), for sunrise and sunset in lighting rules." },
     { "longitude", OPT_FLOAT, F(longitude), "DEGREES", "105.85",

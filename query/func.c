@@ -289,8 +289,7 @@ static iocd_err f_absent(pq_eval *ev, const pq_node *call, pq_value *args, pq_va
 /* ---- Range functions ------------------------------------------------------------------------ */
 
 /* Computes one value from the samples of one window; returns false for "no value". */
-typedef bool (*range_fn)(pq_eval *ev, const pq_node *call, pq_value *args, size_t step,
-                         const iocd_sample *s, size_t n, int64_t lo, int64_t hi, double *v_out);
+typedef pq_window_fn range_fn;
 
 static bool r_rate(pq_eval *ev, const pq_node *call, pq_value *args, size_t step,
                    const iocd_sample *s, size_t n, int64_t lo, int64_t hi, double *v_out);
@@ -362,10 +361,13 @@ static iocd_err range_apply(pq_eval *ev, const pq_node *call, pq_value *args, si
     range_job rj = { call, args, &args[ai], out, fn, fn == r_rate || fn == r_increase, keep_name };
     uint64_t *ids = NULL;
     size_t i;
+    int64_t res;
     iocd_err err = IOCD_OK;
 
     memset(out, 0, sizeof(*out));
     out->type = QUERY_VECTOR;
+    if (rj.m->lazy != NULL && (res = pq_rollup_res(ev, call, rj.m->lazy)) != 0)
+        return pq_rollup_over_time(ev, call, args, rj.m, res, fn, out); /* long ranges */
     if (rj.m->lazy != NULL) {
         err = pq_matrix_select(ev, rj.m, &ids);
         if (err == IOCD_OK)

@@ -79,6 +79,10 @@ typedef struct query_limits {
     size_t max_points;        /* steps of a range query; 0 = 11000 */
     int64_t lookback_ms;      /* 0 = 5 minutes */
     int64_t subquery_step_ms; /* a subquery's step when it gives none; 0 = 1 minute */
+    /* min, max, count, sum and avg _over_time of a selector with a range at least this long
+     * read sealed rollups where the answer is the raw one (docs/PROMQL.md); 0 = 1 hour,
+     * negative = never (always raw samples) */
+    int64_t rollup_range_ms;
 } query_limits;
 
 /* One series of a result: its labels ("name\0value\0" pairs sorted by name) and points

@@ -289,6 +289,21 @@ void pq_window(const pq_eval *ev, const pq_value *v, int64_t t, int64_t *lo, int
 /* The time a selector or subquery is evaluated at for step time t (offset and @). */
 int64_t pq_ref_time(const pq_eval *ev, pq_at at, int64_t at_ms, int64_t offset_ms, int64_t t);
 
+/* ---- Rollups (query/rollup.c) ------------------------------------------------------------ */
+
+/* A range function's value over one window's samples (func.c's r_* functions); false: none. */
+typedef bool (*pq_window_fn)(pq_eval *ev, const pq_node *call, pq_value *args, size_t step,
+                             const iocd_sample *s, size_t n, int64_t lo, int64_t hi, double *v_out);
+/* The rollup resolution (STORE_ROLLUP_5M or _1H) with which call, one of min, max, count,
+ * sum and avg _over_time, reads its matrix selector msel, or 0: read it raw (another
+ * function, a range shorter than ev->lim.rollup_range_ms, or rollups turned off). */
+int64_t pq_rollup_res(const pq_eval *ev, const pq_node *call, const pq_node *msel);
+/* Evaluates call over the lazy matrix argument m from rollups at res and raw samples at the
+ * windows' edges, into the vector out; raw is the function's raw path, used for a series
+ * whose sum could differ beyond rounding. */
+iocd_err pq_rollup_over_time(pq_eval *ev, const pq_node *call, pq_value *args, pq_value *m,
+                             int64_t res, pq_window_fn raw, pq_value *out);
+
 /* ---- Binary operators (query/binop.c) --------------------------------------------------- */
 
 /* Evaluates a PQ_BIN node (both operands, then the operation for all steps). */

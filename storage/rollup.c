@@ -304,12 +304,16 @@ typedef struct many_rollup {
     size_t n_raw[64], cap_raw[64];
 } many_rollup;
 
-static iocd_err raw_append(many_rollup *m, size_t j, const iocd_sample *s, size_t n)
+/* Appends series j's samples within [m->lo, m->hi], only those in the wanted spans when
+ * `wanted` (a block's others are not needed: the caller has their buckets). */
+static iocd_err raw_append(many_rollup *m, size_t j, const iocd_sample *s, size_t n, bool wanted)
 {
     size_t i;
 
     for (i = 0; i < n; i++) {
         if (s[i].t_ms < m->lo || s[i].t_ms > m->hi)
+            continue;
+        if (wanted && !spans_meet(m->need, m->n_need, s[i].t_ms, s[i].t_ms))
             continue;
         if (m->n_raw[j] == m->cap_raw[j]) {
             size_t cap = m->cap_raw[j] != 0 ? m->cap_raw[j] * 2 : 256;
@@ -338,7 +342,7 @@ static iocd_err raw_series(void *ud, uint64_t id, const iocd_sample *s, size_t n
     }
     if (lo == m->n || m->ids[lo] != id)
         return IOCD_OK;
-    return raw_append(m, lo, s, n);
+    return raw_append(m, lo, s, n, true);
 }
 
 /* Decompresses only the blocks of periods where raw samples are wanted. */
@@ -368,7 +372,9 @@ static iocd_err need_add(many_rollup *m, int64_t start_ms, int64_t end_ms)
 }
 
 /* Keeps the buckets wholly inside [start, end] with no head sample in them; the spans of
- * the others that have one are added to m->need, so their samples are read raw. */
+ * the others that have one are added to m->need, so their samples are read raw. A bucket
+ * with no rollup part has no sealed sample (parts are written with their blocks): its head
+ * samples, all handed over, are all it has. */
 static iocd_err keep_clean(many_rollup *m, rollup_acc *acc, int64_t res_ms, int64_t start_ms,
                            int64_t end_ms, const iocd_sample *head, size_t n_head)
 {
@@ -494,7 +500,7 @@ iocd_err store_read_rollup_many(store *st, const uint64_t *ids, size_t n, int64_
                 acc[j].n = 0;
                 m->n_raw[j] = 0;
             } else {
-                err = raw_append(m, j, head[j], n_head[j]);
+                err = raw_append(m, j, head[j], n_head[j], false); /* all: see keep_clean */
             }
             if (err == IOCD_OK)
                 err = fn(ud, i + j, acc[j].r, acc[j].n, m->raw[j],
