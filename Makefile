@@ -56,7 +56,7 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=build/asan/tests/%)
 FUZZ_REPLAY_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/asan/tests/replay_%)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=build/bench/%)
 
-.PHONY: all deps test-deps build build-test test unit integration check format run bench bench-rules bench-incidents bench-query compare compat fuzz clean
+.PHONY: all deps test-deps build build-test test unit integration check format run bench bench-rules bench-incidents bench-query bench-rollup compare compat fuzz clean
 
 all: deps
 	@$(MAKE) --no-print-directory build
@@ -177,6 +177,11 @@ bench-query: all
 	@$(MAKE) --no-print-directory build/bench/loadgen
 	@command -v victoria-metrics > /dev/null || tools/install_peer.sh victoria-metrics
 	/usr/bin/python3 bench/query.py
+
+# Long-range *_over_time with rollups on and off, on hours of sealed data (bench/query_rollup.py).
+bench-rollup: all
+	@$(MAKE) --no-print-directory build/bench/loadgen
+	/usr/bin/python3 bench/query_rollup.py
 
 # Side by side: iocd, VictoriaMetrics, Prometheus (+ Alertmanager) and InfluxDB on the same
 # workload; writes bench/results/<date>.md and plots (bench/compare.py, bench/README.md).

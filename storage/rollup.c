@@ -277,18 +277,26 @@ static size_t spans_merge(store_span *s, size_t n)
     return k;
 }
 
-/* Whether [lo, hi] meets one of the merged spans s. */
-static bool spans_meet(const store_span *s, size_t n, int64_t lo, int64_t hi)
+/* The first of the merged spans s that ends at or after t (n if none). */
+static size_t span_at(const store_span *s, size_t n, int64_t t)
 {
     size_t a = 0, b = n, mid;
 
-    while (a < b) { /* the first span ending at or after lo */
+    while (a < b) {
         mid = (a + b) / 2;
-        if (s[mid].end_ms < lo)
+        if (s[mid].end_ms < t)
             a = mid + 1;
         else
             b = mid;
     }
+    return a;
+}
+
+/* Whether [lo, hi] meets one of the merged spans s. */
+static bool spans_meet(const store_span *s, size_t n, int64_t lo, int64_t hi)
+{
+    size_t a = span_at(s, n, lo);
+
     return a < n && s[a].start_ms <= hi;
 }
 
@@ -308,13 +316,22 @@ typedef struct many_rollup {
  * `wanted` (a block's others are not needed: the caller has their buckets). */
 static iocd_err raw_append(many_rollup *m, size_t j, const iocd_sample *s, size_t n, bool wanted)
 {
-    size_t i;
+    size_t i, k = 0;
+    int64_t prev = INT64_MAX;
 
     for (i = 0; i < n; i++) {
-        if (s[i].t_ms < m->lo || s[i].t_ms > m->hi)
+        int64_t t = s[i].t_ms;
+        if (t < m->lo || t > m->hi)
             continue;
-        if (wanted && !spans_meet(m->need, m->n_need, s[i].t_ms, s[i].t_ms))
-            continue;
+        if (wanted) { /* a cursor over the spans: samples ascend (else it starts over) */
+            if (t < prev)
+                k = span_at(m->need, m->n_need, t);
+            prev = t;
+            while (k < m->n_need && m->need[k].end_ms < t)
+                k++;
+            if (k == m->n_need || m->need[k].start_ms > t)
+                continue;
+        }
         if (m->n_raw[j] == m->cap_raw[j]) {
             size_t cap = m->cap_raw[j] != 0 ? m->cap_raw[j] * 2 : 256;
             iocd_sample *g = iocd_realloc(m->raw[j], cap * sizeof(*g));
