@@ -37,8 +37,8 @@ typedef struct part_ctx {
     unsigned seen; /* which of its streams came (bit per aggregate) */
 } part_ctx;
 
-static iocd_err part_init(part_ctx *c, const uint64_t *ids, size_t n, rollup_acc *acc,
-                          int64_t start_ms, int64_t end_ms)
+static void part_init(part_ctx *c, const uint64_t *ids, size_t n, rollup_acc *acc, int64_t start_ms,
+                      int64_t end_ms)
 {
     size_t i, a;
 
@@ -54,7 +54,6 @@ static iocd_err part_init(part_ctx *c, const uint64_t *ids, size_t n, rollup_acc
         for (a = 0; a < ROLLUP_AGGS; a++)
             c->vids[i * ROLLUP_AGGS + a] = ids[i] * 8 + a;
     }
-    return IOCD_OK;
 }
 
 static void part_fini(part_ctx *c)
@@ -222,13 +221,11 @@ iocd_err store_read_rollup(store *st, uint64_t id, int64_t res_ms, int64_t start
     c = iocd_malloc(sizeof(*c));
     if (c == NULL)
         return IOCD_ENOMEM;
-    err = part_init(c, &id, 1, &acc, start_ms, end_ms);
+    part_init(c, &id, 1, &acc, start_ms, end_ms);
     /* A bucket starting in range has parts in every period it overlaps, up to end + res. */
-    if (err == IOCD_OK)
-        err = store_db_blocks(st->db, res_kind(res_ms), id >> GROUP_SHIFT,
-                              start_ms == INT64_MIN ? INT64_MIN : store_period_of(st, start_ms),
-                              end_ms > INT64_MAX - res_ms ? INT64_MAX : end_ms + res_ms, part_block,
-                              c);
+    err = store_db_blocks(st->db, res_kind(res_ms), id >> GROUP_SHIFT,
+                          start_ms == INT64_MIN ? INT64_MIN : store_period_of(st, start_ms),
+                          end_ms > INT64_MAX - res_ms ? INT64_MAX : end_ms + res_ms, part_block, c);
     part_fini(c);
     iocd_free(c);
     if (err == IOCD_OK)
@@ -493,10 +490,9 @@ iocd_err store_read_rollup_many(store *st, const uint64_t *ids, size_t n, int64_
         }
         pthread_mutex_unlock(&st->mu);
         if (err == IOCD_OK && start_ms <= end_ms) {
-            err = part_init(pc, ids + i, g, acc, start_ms, end_ms);
-            if (err == IOCD_OK)
-                err = store_db_blocks(st->db, res_kind(res_ms), group,
-                                      store_period_of(st, start_ms), end_ms, part_block, pc);
+            part_init(pc, ids + i, g, acc, start_ms, end_ms);
+            err = store_db_blocks(st->db, res_kind(res_ms), group, store_period_of(st, start_ms),
+                                  end_ms, part_block, pc);
             part_fini(pc);
         }
         for (j = 0; err == IOCD_OK && j < g; j++) {
