@@ -124,6 +124,9 @@ iocd_err codec_block_select(const void *data, size_t len, size_t max_raw, const 
  * payload. pack appends to out; unpack sets *entries to the raw entries, which point into
  * rec or into scratch. Errors: IOCD_ECORRUPT, IOCD_ENOMEM, IOCD_EIO. */
 iocd_err codec_wal_pack(const void *entries, size_t len, iocd_buf *out);
+/* The same format at a chosen zstd level (the packed series index); read with
+ * codec_wal_unpack. */
+iocd_err codec_pack(const void *entries, size_t len, int level, iocd_buf *out);
 iocd_err codec_wal_unpack(const void *rec, size_t len, iocd_buf *scratch, const uint8_t **entries,
                           size_t *entries_len);
 

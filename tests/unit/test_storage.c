@@ -347,6 +347,103 @@ TEST(sealing_moves_heads_to_blocks_and_reads_merge)
     store_close(st);
 }
 
+static void count_problem(void *ud, const char *msg)
+{
+    fprintf(stderr, "check: %s\n", msg);
+    ++*(int *)ud;
+}
+
+static void add_series(store_batch *b, const char *metric, const char *kind, size_t i, int64_t t)
+{
+    char dev[64];
+    iocd_label l[] = { { "__name__", 8, metric, strlen(metric) }, { "device", 6, dev, 0 } };
+
+    l[1].value_len = (size_t)snprintf(dev, sizeof(dev), "%s-%03zu", kind, i);
+    add(b, l, 2, t, (double)i);
+}
+
+/* Series keys move into packed groups when a seal completes; a deleted series leaves its
+ * group (packed or not) and every read; a restart and `iocd check` agree. */
+TEST(series_index_packs_and_deletes)
+{
+    store_config cfg = { .chunk_ms = 60000, .seal_grace_ms = 1000 };
+    store *st = open_at("data", &cfg);
+    store_batch *b = NULL;
+    int64_t now = iocd_now_ms(), t0 = (now - 600000) / 60000 * 60000;
+    char long_dev[600], errbuf[256];
+    uint64_t *ids = NULL, del[3];
+    size_t n, i;
+    int problems = 0;
+    uint64_t n_problems = 0;
+    label_text t = { { 0 } };
+    char **vals = NULL;
+
+    memset(long_dev, 'x', 450);
+    snprintf(long_dev + 450, sizeof(long_dev) - 450, "-%d", 7);
+    ASSERT_OK(store_batch_new(st, &b));
+    for (i = 0; i < 100; i++)
+        add_series(b, "lux", "lamp", i, t0);
+    for (i = 0; i < 30; i++)
+        add_series(b, "fps", "cam", i, t0);
+    ASSERT_OK(store_batch_commit(b, NULL));
+    ASSERT_OK(store_batch_new(st, &b));
+    {
+        iocd_label l[] = { L("__name__", "fps"), { "device", 6, long_dev, strlen(long_dev) } };
+        add(b, l, 2, t0, 1);
+        add(b, l, 2, now, 1); /* the newest sample passes the period: the seal runs */
+    }
+    ASSERT_OK(store_batch_commit(b, NULL));
+    wait_sealed(st, t0 + 60000);
+    /* Created after the seal: still in series_by_id, one of them in a packed group. */
+    ASSERT_OK(store_batch_new(st, &b));
+    for (i = 30; i < 40; i++)
+        add_series(b, "fps", "cam", i, now);
+    ASSERT_OK(store_batch_commit(b, NULL));
+    ASSERT_OK(store_postings(st, "device", "lamp-042", &ids, &n)); /* packed */
+    ASSERT_EQ(n, 1);
+    del[0] = ids[0];
+    iocd_free(ids);
+    ASSERT_OK(store_postings(st, "device", "cam-035", &ids, &n)); /* not packed yet */
+    ASSERT_EQ(n, 1);
+    del[1] = ids[0];
+    iocd_free(ids);
+    ASSERT_OK(store_postings(st, "device", "cam-007", &ids, &n));
+    ASSERT_EQ(n, 1);
+    del[2] = ids[0];
+    iocd_free(ids);
+    ASSERT_OK(store_delete_series(st, del, 3));
+    /* The long value comes back whole from its (packed) series key. */
+    ASSERT_OK(store_label_values(st, "device", &vals, &n));
+    ASSERT_EQ(n, 100 + 40 + 1 - 3);
+    for (i = 0; i < n; i++) {
+        if (strlen(vals[i]) > 400)
+            ASSERT_STR_EQ(vals[i], long_dev);
+        iocd_free(vals[i]);
+    }
+    iocd_free(vals);
+    store_close(st);
+
+    st = open_at("data", &cfg);
+    ASSERT_OK(store_series_all(st, &ids, &n));
+    ASSERT_EQ(n, 100 + 40 + 1 - 3);
+    iocd_free(ids);
+    for (i = 0; i < 3; i++)
+        ASSERT_EQ(store_series_labels(st, del[i], append_label, &t), IOCD_ENOTFOUND);
+    ASSERT_OK(store_postings(st, "device", "cam-036", &ids, &n));
+    ASSERT_EQ(n, 1);
+    ASSERT_OK(store_series_labels(st, ids[0], append_label, &t));
+    ASSERT_STR_EQ(t.buf, "__name__=fps;device=cam-036;");
+    iocd_free(ids);
+    ASSERT_OK(store_postings(st, "device", "lamp-042", &ids, &n));
+    ASSERT_EQ(n, 0);
+    iocd_free(ids);
+    store_close(st);
+    ASSERT_OK(store_check(sub("data"), count_problem, &problems, &n_problems, errbuf,
+                          sizeof(errbuf)));
+    ASSERT_EQ(problems, 0);
+    ASSERT_EQ(n_problems, 0);
+}
+
 TEST(rollups_match_the_raw_samples)
 {
     store_config cfg = { .chunk_ms = 600000, .seal_grace_ms = 1000 };
