@@ -17,7 +17,6 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-
 #define FORMAT_KEY     "format"
 #define FORMAT_VERSION "iocd-store-2"
 #define FORMAT_PREV    "iocd-store-1" /* before the packed series index: upgraded on open */
@@ -26,7 +25,6 @@
 
 #define POSTING_KEY_MAX  480 /* LMDB keys are at most 511 bytes */
 #define POSTING_VAL_KEEP 400
-
 
 static MDB_dbi kind_dbi(const store_db *db, store_db_kind kind)
 {

@@ -1,5 +1,5 @@
 /* storage/lmdb_int.h - what the files that see <lmdb.h> share: the environment and its
- * databases, big-endian key helpers, and the packed series index (storage/series_pack.c). */
+ * databases, big-endian key helpers, and the packed series index (storage/lmdb_series.c). */
 #ifndef IOCD_STORAGE_LMDB_INT_H
 #define IOCD_STORAGE_LMDB_INT_H
 
@@ -10,14 +10,14 @@
 struct store_db {
     MDB_env *env;
     MDB_dbi meta;
-    MDB_dbi series_by_id; /* id -> canonical key, for series not yet packed */
+    MDB_dbi series_by_id;  /* id -> canonical key, for series not yet packed */
     MDB_dbi series_packed; /* first id of a group of 64 -> its series keys, compressed */
-    MDB_dbi postings;     /* "name=value" -> ids (dupsort, dupfixed, big-endian) */
-    MDB_dbi wal;          /* period, sequence -> record */
-    MDB_dbi chunks;       /* period, id group, sequence -> compressed block */
-    MDB_dbi rollup_5m;    /* the same keys -> 5-minute min, max, sum, count, last */
-    MDB_dbi rollup_1h;    /* the same keys -> 1-hour aggregates */
-    MDB_dbi kv;           /* table \0 key -> value: alert state, incidents, silences */
+    MDB_dbi postings;      /* "name=value" -> ids (dupsort, dupfixed, big-endian) */
+    MDB_dbi wal;           /* period, sequence -> record */
+    MDB_dbi chunks;        /* period, id group, sequence -> compressed block */
+    MDB_dbi rollup_5m;     /* the same keys -> 5-minute min, max, sum, count, last */
+    MDB_dbi rollup_1h;     /* the same keys -> 1-hour aggregates */
+    MDB_dbi kv;            /* table \0 key -> value: alert state, incidents, silences */
 };
 
 /* LMDB's return codes as ours. */
@@ -54,7 +54,7 @@ static inline int64_t get_be_time(const uint8_t *p)
     return (int64_t)(get_be64(p) ^ (1ULL << 63));
 }
 
-/* ---- The series index (storage/series_pack.c) -------------------------------------------
+/* ---- The series index (storage/lmdb_series.c) -------------------------------------------
  * A new series is written to series_by_id (id -> key). When a seal completes, every series
  * there moves into series_packed: one record per id group of 64, its keys compressed
  * together (series of a group share one metric, so they compress ~8x). Return LMDB codes. */
@@ -63,8 +63,8 @@ static inline int64_t get_be_time(const uint8_t *p)
 int store_spack_pack(store_db *db, MDB_txn *txn);
 
 /* The key of series id, from series_by_id or its group (*key may point into scratch). */
-int store_spack_get(store_db *db, MDB_txn *txn, uint64_t id, iocd_buf *scratch,
-                    const uint8_t **key, size_t *len);
+int store_spack_get(store_db *db, MDB_txn *txn, uint64_t id, iocd_buf *scratch, const uint8_t **key,
+                    size_t *len);
 
 /* Calls fn for every series, packed groups first (ids ascending within each). fn's error
  * stops the walk: *err gets it and the call returns 0. */

@@ -438,8 +438,8 @@ TEST(series_index_packs_and_deletes)
     ASSERT_EQ(n, 0);
     iocd_free(ids);
     store_close(st);
-    ASSERT_OK(store_check(sub("data"), count_problem, &problems, &n_problems, errbuf,
-                          sizeof(errbuf)));
+    ASSERT_OK(
+        store_check(sub("data"), count_problem, &problems, &n_problems, errbuf, sizeof(errbuf)));
     ASSERT_EQ(problems, 0);
     ASSERT_EQ(n_problems, 0);
 }

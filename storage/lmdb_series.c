@@ -1,4 +1,4 @@
-/* storage/series_pack.c - the packed series index. series_by_id holds one record per series
+/* storage/lmdb_series.c - the packed series index. series_by_id holds one record per series
  * (id -> canonical key), ~150 bytes on disk each with LMDB's node and page overhead: at 360
  * samples per series that alone was 0.41 bytes per sample. Series ids come in groups of 64
  * that share a metric, so once a seal completes their keys move into one record per group,
@@ -9,7 +9,7 @@
 #include <errno.h>
 #include <string.h>
 
-#define PACK_LEVEL 6 /* off the hot path: once per seal, for the series created since */
+#define PACK_LEVEL   6 /* off the hot path: once per seal, for the series created since */
 #define GROUP_OF(id) ((id) & ~(uint64_t)63)
 
 typedef struct pack_entry {
@@ -30,8 +30,8 @@ static bool entry_next(const uint8_t **p, const uint8_t *end, int *last_off, pac
         return false;
     e->off = **p;
     (*p)++;
-    if ((int)e->off <= *last_off || e->off > 63 || !store_varint_get(p, end, &len) ||
-        len == 0 || len > (uint64_t)(end - *p)) {
+    if ((int)e->off <= *last_off || e->off > 63 || !store_varint_get(p, end, &len) || len == 0 ||
+        len > (uint64_t)(end - *p)) {
         *bad = true;
         return false;
     }
@@ -69,8 +69,7 @@ static int group_read(store_db *db, MDB_txn *txn, uint64_t group, iocd_buf *scra
     rc = mdb_get(txn, db->series_packed, &k, &v);
     if (rc != 0)
         return rc;
-    return codec_wal_unpack(v.mv_data, v.mv_size, scratch, raw, len) == IOCD_OK ? 0
-                                                                                : MDB_CORRUPTED;
+    return codec_wal_unpack(v.mv_data, v.mv_size, scratch, raw, len) == IOCD_OK ? 0 : MDB_CORRUPTED;
 }
 
 /* Writes group's record from raw entries (deleting it when there are none). */
@@ -186,8 +185,8 @@ int store_spack_pack(store_db *db, MDB_txn *txn)
     return rc;
 }
 
-int store_spack_get(store_db *db, MDB_txn *txn, uint64_t id, iocd_buf *scratch,
-                    const uint8_t **key, size_t *len)
+int store_spack_get(store_db *db, MDB_txn *txn, uint64_t id, iocd_buf *scratch, const uint8_t **key,
+                    size_t *len)
 {
     uint8_t kb[8];
     MDB_val k = { 8, kb }, v;
@@ -231,8 +230,8 @@ int store_spack_each(store_db *db, MDB_txn *txn, store_spack_fn fn, void *ud, io
     iocd_buf_init(&scratch, 0);
     for (pass = 0, rc = 0; rc == 0 && *err == IOCD_OK && pass < 2; pass++) {
         rc = mdb_cursor_open(txn, pass == 0 ? db->series_packed : db->series_by_id, &cur);
-        for (rc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_FIRST) : rc;
-             rc == 0 && *err == IOCD_OK; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        for (rc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_FIRST) : rc; rc == 0 && *err == IOCD_OK;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
             uint64_t first;
             const uint8_t *raw, *p, *end;
             size_t raw_len;
