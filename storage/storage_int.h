@@ -35,6 +35,10 @@ struct store_batch {
     batch_item *items;
     size_t n, cap;
     int64_t now_ms;
+    /* The label part after __name__ of the last tagset's key (store_batch_add_tagged). */
+    uint64_t tagset, rest_hash;
+    size_t rest_labels;
+    iocd_buf rest;
 };
 
 /* The store's limits (config with defaults applied); lives as long as st. */
@@ -43,6 +47,14 @@ const store_limits *store_limits_get(const store *st);
 iocd_err store_key_build(const store_limits *lim, const iocd_label *labels, size_t n_labels,
                          iocd_buf *out, store_reject *why);
 uint64_t store_hash(const void *data, size_t len);
+/* The series table's hash of a canonical key: its first label and the rest hashed apart and
+ * combined, so that keys sharing all but __name__ (the fields of one line) hash the rest
+ * once. */
+uint64_t store_key_hash(const void *key, size_t len);
+static inline uint64_t store_key_hash_parts(uint64_t first, uint64_t rest)
+{
+    return first ^ (rest * 0x9e3779b97f4a7c15ULL);
+}
 /* Walks a canonical key: calls fn per label. IOCD_ECORRUPT if malformed. */
 iocd_err store_key_walk(const uint8_t *key, size_t len, store_label_fn fn, void *ud);
 

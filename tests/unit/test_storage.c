@@ -275,6 +275,81 @@ TEST(many_series_survive_reopen)
     store_close(st);
 }
 
+/* Samples sharing their labels after __name__ (one line's fields) reuse that part of the
+ * key: the series they name are exactly those the plain path names, whatever the labels. */
+TEST(tagged_samples_name_the_same_series)
+{
+    store *st = open_at("data", NULL);
+    store_batch *b = NULL;
+    int64_t now = iocd_now_ms();
+    store_reject why;
+    uint64_t *ids = NULL;
+    size_t n, i;
+    const char *names[] = { "water_pressure_bar", "water_flow_m3h", "water_level_m" };
+    iocd_label line1[] = { L("__name__", "x"), L("ward", "Phan Dinh Phung"), L("device", "wp-1"),
+                           L("domain", "water") };
+    iocd_label line2[] = { L("__name__", "x"), L("Zone", "A"), L("device", "wp-1") };
+    iocd_label line3[] = { L("__name__", "x"), L("device", "wp-2"), L("empty", "") };
+
+    ASSERT_OK(store_batch_new(st, &b));
+    for (i = 0; i < 3; i++) { /* three "lines", each with three fields */
+        size_t k;
+        for (k = 0; k < 3; k++) {
+            iocd_label *l = i == 0 ? line1 : i == 1 ? line2 : line3;
+            size_t nl = i == 0 ? 4 : 3;
+            l[0].value = names[k];
+            l[0].value_len = strlen(names[k]);
+            ASSERT_OK(store_batch_add_tagged(b, l, nl, 1000 + i, now, (double)k, &why));
+        }
+    }
+    /* A refused name on the cached path is refused as on the plain one. */
+    line1[0].value = "";
+    line1[0].value_len = 0;
+    ASSERT_EQ(store_batch_add_tagged(b, line1, 4, 1000, now, 1, &why), IOCD_EINVAL);
+    ASSERT_EQ(why, STORE_REJECT_NO_NAME);
+    /* The same label sets again through the plain path, in another order. */
+    {
+        iocd_label a[] = { L("device", "wp-1"), L("domain", "water"), L("ward", "Phan Dinh Phung"),
+                           L("__name__", "water_flow_m3h") };
+        iocd_label c[] = { L("device", "wp-1"), L("__name__", "water_level_m"), L("Zone", "A") };
+        iocd_label d[] = { L("__name__", "water_pressure_bar"), L("device", "wp-2") };
+        ASSERT_OK(store_batch_add(b, a, 4, now + 1000, 5, &why));
+        ASSERT_OK(store_batch_add(b, c, 3, now + 1000, 5, &why));
+        ASSERT_OK(store_batch_add(b, d, 2, now + 1000, 5, &why));
+    }
+    ASSERT_OK(store_batch_commit(b, NULL));
+    ASSERT_OK(store_series_all(st, &ids, &n));
+    ASSERT_EQ(n, 9);
+    for (i = 0; i < n; i++) {
+        iocd_sample *s = read_all(st, ids[i], &n);
+        label_text t = { { 0 } };
+        ASSERT_OK(store_series_labels(st, ids[i], append_label, &t));
+        if (strstr(t.buf, "device=wp-1;domain") != NULL && strstr(t.buf, "flow") != NULL)
+            ASSERT_EQ(n, 2);
+        if (strstr(t.buf, "Zone=A") != NULL && strstr(t.buf, "level") != NULL)
+            ASSERT_EQ(n, 2);
+        if (strstr(t.buf, "wp-2") != NULL && strstr(t.buf, "pressure") != NULL)
+            ASSERT_EQ(n, 2);
+        ASSERT_TRUE(strstr(t.buf, "empty") == NULL);
+        iocd_free(s);
+        n = 9;
+    }
+    iocd_free(ids);
+    store_close(st);
+    /* After a restart (hashes recomputed from the keys), the same series are found. */
+    st = open_at("data", NULL);
+    ASSERT_OK(store_batch_new(st, &b));
+    line3[0].value = "water_level_m";
+    line3[0].value_len = strlen("water_level_m");
+    ASSERT_OK(store_batch_add_tagged(b, line3, 3, 7, now + 2000, 1, &why));
+    ASSERT_OK(store_batch_add_tagged(b, line3, 3, 7, now + 3000, 2, &why));
+    ASSERT_OK(store_batch_commit(b, NULL));
+    ASSERT_OK(store_series_all(st, &ids, &n));
+    ASSERT_EQ(n, 9);
+    iocd_free(ids);
+    store_close(st);
+}
+
 /* ---- Sealing --------------------------------------------------------------------------- */
 
 static store_stats wait_sealed(store *st, int64_t before)
