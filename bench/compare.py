@@ -15,9 +15,10 @@ For each size, run and system (in that nesting, so one run's systems follow each
      (must equal what loadgen sent), stop gracefully and measure the data dir (du);
   4. restart on the same data dir, ready to alert; run the dashboard queries of
      bench/query.py (PromQL; InfluxQL equivalents for InfluxDB), each answer checked first;
-  5. alert latency (iocd, Prometheus + Alertmanager): write samples that cross a threshold
-     and time their notifications: iocd's incident read from Kafka (build/tools/kafkatool,
-     as bench/incidents.py), Alertmanager's webhook served here.
+  5. alert latency (iocd; Prometheus, and VictoriaMetrics with vmalert, each notifying
+     through Alertmanager): write samples that cross a threshold and time their
+     notifications: iocd's incident read from Kafka (build/tools/kafkatool, as
+     bench/incidents.py), Alertmanager's webhook served here.
 
 Environment:
   COMPARE_SIZES        "series:points[:runs] ..." (default "10000:360 100000:360")
@@ -517,20 +518,106 @@ class Iocd(System):
             proc.wait()
 
 
+def start_alertmanager(tag, ctx):
+    """Alertmanager with AM_CONFIG, notifying a Webhook; returns its address."""
+    rules = os.path.join(TMP, "prometheus-rules.yml")
+    with open(rules, "w") as f:
+        f.write(PROM_RULES)
+    ctx["rules"] = rules
+    hook = Webhook()
+    ctx["hook"] = hook
+    am_addr = "127.0.0.1:%d" % free_port()
+    am_cfg = os.path.join(TMP, "alertmanager.yml")
+    with open(am_cfg, "w") as f:
+        f.write(AM_CONFIG % hook.port)
+    am_argv = [shutil.which("prometheus-alertmanager"), "--config.file", am_cfg,
+               "--storage.path", os.path.join(TMP, "am-" + tag), "--web.listen-address",
+               am_addr, "--cluster.listen-address=", "--log.level=info"]
+    am = Proc("Alertmanager", am_argv, os.path.join(TMP, "am-%s.log" % tag), am_addr)
+    am.wait_for(lambda: http_status(am_addr, "/-/ready") == 200, "/-/ready")
+    ctx["am"] = am
+    ctx["am_shown"] = shown(am_argv).replace(str(hook.port), "<hook port>")
+    return am_addr
+
+
+def alert_through_am(srv, ctx, run_tag, probe, evaluator):
+    """PROBES threshold crossings written with probe(device); the latency of each to its
+    Alertmanager webhook notification, per rule group ("fast", "default")."""
+    hook = ctx["hook"]
+    rnd = random.Random(run_tag)
+    warm = "warmup-%s" % run_tag
+    probe(warm)
+    if not hook.wait({("WaterPressureLowFast", warm)}, 90):
+        srv.fail("no webhook notification within 90 s of a threshold crossing; %s's log "
+                 "ends:\n%s\nAlertmanager's log ends:\n%s" % (
+                     evaluator.name, evaluator.log_tail(), ctx["am"].log_tail()))
+    sent = {}
+    for i in range(PROBES):
+        dev = "probe-%s-%d" % (run_tag, i)
+        sent[dev] = time.monotonic()
+        probe(dev)
+        time.sleep(1.5 + rnd.random())
+    out = {}
+    modes = [("fast", "WaterPressureLowFast", 60)]
+    if ALERT_DEFAULTS:
+        modes.append(("default", "WaterPressureLow", 60 + 30 + 60 + 30))
+    for mode, alertname, wait_s in modes:
+        keys = {(alertname, d) for d in sent}
+        if not hook.wait(keys, wait_s):
+            got = sum(1 for k in keys if k in hook.arrivals)
+            srv.fail("only %d of %d %s notifications arrived; Alertmanager's log ends:\n%s"
+                     % (got, len(keys), alertname, ctx["am"].log_tail()))
+        out[mode] = [(hook.arrivals[(alertname, d)] - t) * 1000 for d, t in sent.items()]
+    return out
+
+
 class VictoriaMetrics(System):
     name, label, short = "victoria-metrics", "VictoriaMetrics", "VM"
+    alerts = True
 
     def version(self):
-        return "victoria-metrics %s (Debian)" % pkg_version("victoria-metrics")
+        a = subprocess.run(["prometheus-alertmanager", "--version"], capture_output=True,
+                           text=True)
+        return "victoria-metrics and vmalert %s (Debian); %s" % (
+            pkg_version("victoria-metrics"), (a.stdout or a.stderr).splitlines()[0])
 
     def start(self, d, tag, alerting, ctx):
         addr = "127.0.0.1:%d" % free_port()
         argv = [shutil.which("victoria-metrics"), "-storageDataPath", d, "-httpListenAddr", addr,
                 "-search.disableCache", "-retentionPeriod", "1y", "-loggerLevel", "ERROR"]
+        if alerting:
+            # By default the last 30 s of data are hidden from queries (and so from vmalert);
+            # its smallest setting is the fastest alerting VictoriaMetrics offers.
+            argv += ["-search.latencyOffset", "1s"]
         srv = Proc("VictoriaMetrics", argv, os.path.join(TMP, "vm-%s.log" % tag), addr)
         srv.shown = shown(argv)
         srv.wait_for(lambda: http_status(addr, "/health") == 200, "/health")
+        if alerting:
+            am_addr = start_alertmanager(tag, ctx)
+            va_addr = "127.0.0.1:%d" % free_port()
+            va_argv = [shutil.which("vmalert"), "-datasource.url", "http://" + addr,
+                       "-notifier.url", "http://" + am_addr, "-rule", ctx["rules"],
+                       "-httpListenAddr", va_addr, "-loggerLevel", "INFO"]
+            va = Proc("vmalert", va_argv, os.path.join(TMP, "vmalert-%s.log" % tag), va_addr)
+            va.wait_for(lambda: http_status(va_addr, "/health") == 200, "/health")
+            ctx["vmalert"] = va
+            ctx["am_shown"] += "\nvmalert: " + shown(va_argv).replace(
+                ctx["rules"], "<rule file>")
         return srv
+
+    def alert(self, srv, ctx, run_tag):
+        host, port = srv.addr.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=30)
+
+        def probe(dev):
+            line = "water,ward=probe,domain=water,device=%s pressure_bar=0.5 %d" % (
+                dev, int(time.time() * 1000))
+            conn.request("POST", "/write?precision=ms", line.encode())
+            r = conn.getresponse()
+            r.read()
+            if r.status // 100 != 2:
+                srv.fail("probe write answered %d" % r.status)
+        return alert_through_am(srv, ctx, run_tag, probe, ctx["vmalert"])
 
     def flush(self, srv, d, info):
         get_json(srv, "/internal/force_flush")
@@ -585,24 +672,9 @@ class Prometheus(System):
         cfg = os.path.join(TMP, "prometheus-%s.yml" % ("alerting" if alerting else "plain"))
         text = "global:\n  scrape_interval: 1h\n"
         if alerting:
-            rules = os.path.join(TMP, "prometheus-rules.yml")
-            with open(rules, "w") as f:
-                f.write(PROM_RULES)
-            hook = Webhook()
-            ctx["hook"] = hook
-            am_addr = "127.0.0.1:%d" % free_port()
-            am_cfg = os.path.join(TMP, "alertmanager.yml")
-            with open(am_cfg, "w") as f:
-                f.write(AM_CONFIG % hook.port)
-            am_argv = [shutil.which("prometheus-alertmanager"), "--config.file", am_cfg,
-                       "--storage.path", os.path.join(TMP, "am-" + tag), "--web.listen-address",
-                       am_addr, "--cluster.listen-address=", "--log.level=info"]
-            am = Proc("Alertmanager", am_argv, os.path.join(TMP, "am-%s.log" % tag), am_addr)
-            am.wait_for(lambda: http_status(am_addr, "/-/ready") == 200, "/-/ready")
-            ctx["am"] = am
-            ctx["am_shown"] = shown(am_argv).replace(str(hook.port), "<hook port>")
+            am_addr = start_alertmanager(tag, ctx)
             text += ("rule_files:\n  - %s\nalerting:\n  alertmanagers:\n    - static_configs:\n"
-                     "        - targets: ['%s']\n" % (rules, am_addr))
+                     "        - targets: ['%s']\n" % (ctx["rules"], am_addr))
         with open(cfg, "w") as f:
             f.write(text)
         argv = [shutil.which("prometheus"), "--config.file", cfg, "--storage.tsdb.path", d,
@@ -630,9 +702,6 @@ class Prometheus(System):
         return du(d, exclude=("snapshots",))
 
     def alert(self, srv, ctx, run_tag):
-        hook = ctx["hook"]
-        rnd = random.Random(run_tag)
-
         def probe(dev):
             body = remote_write_body([({"__name__": "water_pressure_bar", "ward": "probe",
                                         "domain": "water", "device": dev}, 0.5,
@@ -642,29 +711,7 @@ class Prometheus(System):
                 "X-Prometheus-Remote-Write-Version": "0.1.0"})
             if st // 100 != 2:
                 srv.fail("probe remote write answered %d: %s" % (st, resp[:200]))
-        warm = "warmup-%s" % run_tag
-        probe(warm)
-        if not hook.wait({("WaterPressureLowFast", warm)}, 60):
-            srv.fail("no webhook notification within 60 s of a threshold crossing; "
-                     "Alertmanager's log ends:\n" + ctx["am"].log_tail())
-        sent = {}
-        for i in range(PROBES):
-            dev = "probe-%s-%d" % (run_tag, i)
-            sent[dev] = time.monotonic()
-            probe(dev)
-            time.sleep(1.5 + rnd.random())
-        out = {}
-        modes = [("fast", "WaterPressureLowFast", 30)]
-        if ALERT_DEFAULTS:
-            modes.append(("default", "WaterPressureLow", 60 + 30 + 60))
-        for mode, alertname, wait_s in modes:
-            keys = {(alertname, d) for d in sent}
-            if not hook.wait(keys, wait_s):
-                got = sum(1 for k in keys if k in hook.arrivals)
-                srv.fail("only %d of %d %s notifications arrived; Alertmanager's log ends:\n%s"
-                         % (got, len(keys), alertname, ctx["am"].log_tail()))
-            out[mode] = [(hook.arrivals[(alertname, d)] - t) * 1000 for d, t in sent.items()]
-        return out
+        return alert_through_am(srv, ctx, run_tag, probe, srv)
 
 
 class InfluxDB(System):
@@ -915,7 +962,7 @@ def run_one(sys_, series, points, run, ref):
     finally:
         if "hook" in ctx:
             ctx["hook"].close()
-        for k in ("am", "kafka"):
+        for k in ("vmalert", "am", "kafka"):
             if k in ctx:
                 ctx[k].stop(timeout=30, graceful=False)
         srv.stop(timeout=30, graceful=False)
@@ -1106,8 +1153,7 @@ def notes_for(results, systems, size):
     if "iocd" in systems:
         out.append("iocd's alert latency is one figure for both rows: it has no evaluation "
                    "interval or grouping delay to set.")
-    out.append("VictoriaMetrics and InfluxDB have no alert latency here: their packages' "
-               "alerting (vmalert; Kapacitor, not in Debian) is not part of this comparison.")
+    out.append("InfluxDB has no alert latency here: its alerting (Kapacitor) is not in Debian.")
     return " ".join(out)
 
 
@@ -1186,8 +1232,12 @@ def method_text(settings, systems):
              "routes with `group_wait: 0s`, one at the defaults (`evaluation_interval` 1 m, "
              "`group_wait` 30 s); `group_by: ['...']` so each device notifies on its own; a "
              "webhook served by compare.py timestamps arrival. %d crossings 1.5–2.5 s apart "
-             "(random, so they fall at every phase of the evaluation cycle)." % (
-                 IOCD_PROBES, PROBES))
+             "(random, so they fall at every phase of the evaluation cycle). "
+             "VictoriaMetrics: the sample written as a line; vmalert evaluates the same two "
+             "groups against it (the default group at vmalert's default `-evaluationInterval` "
+             "1 m) and notifies the same Alertmanager; VictoriaMetrics restarted for this with "
+             "`-search.latencyOffset 1s` (by default it hides the last 30 s of data from "
+             "queries, which would add ~30 s to both rows)." % (IOCD_PROBES, PROBES))
     L.append("")
     for s in systems:
         st = settings.get(s, {})
@@ -1211,7 +1261,7 @@ def method_text(settings, systems):
                 L.append("```")
         if s == "iocd":
             L += ["", "rule file:", "", "```lua", IOCD_RULES.rstrip(), "```"]
-        if s == "prometheus":
+        if s in ("prometheus", "victoria-metrics"):
             L += ["", "rule file:", "", "```yaml", PROM_RULES.rstrip(), "```", "",
                   "alertmanager.yml:", "", "```yaml",
                   (AM_CONFIG % 0).replace("127.0.0.1:0", "127.0.0.1:<hook port>").rstrip(),
@@ -1319,6 +1369,12 @@ def plots(results, systems):
                        colors["prometheus"]))
         if ALERT_DEFAULTS:
             groups.append(("Prometheus + AM defaults", "prometheus", "default", "#ff9896"))
+    if "victoria-metrics" in systems:
+        groups.append(("VM + vmalert 1 s + AM group_wait 0 s", "victoria-metrics", "fast",
+                       colors["victoria-metrics"]))
+        if ALERT_DEFAULTS:
+            groups.append(("VM + vmalert + AM defaults", "victoria-metrics", "default",
+                           "#aec7e8"))
     width = 0.8 / max(1, len(groups))
     for i, (name, s, mode, col) in enumerate(groups):
         meds, lo, hi = [], [], []
@@ -1349,7 +1405,8 @@ def main():
     for s in SYSTEMS:
         if s not in ALL:
             sys.exit("compare: unknown system %r (known: %s)" % (s, ", ".join(ALL)))
-    need = {"iocd": [IOCD, KAFKATOOL], "victoria-metrics": ["victoria-metrics"],
+    need = {"iocd": [IOCD, KAFKATOOL],
+            "victoria-metrics": ["victoria-metrics", "vmalert", "prometheus-alertmanager"],
             "prometheus": ["prometheus", "prometheus-alertmanager"], "influxdb": ["influxd"]}
     missing = [p for s in SYSTEMS for p in need[s] if not (
         os.access(p, os.X_OK) if os.sep in p else shutil.which(p))]

@@ -169,8 +169,8 @@ static iocd_err op_flush(write_op *op)
     return err;
 }
 
-static iocd_err sink_sample(void *ud, const iocd_label *labels, size_t n_labels, int64_t t_ms,
-                            double v)
+static iocd_err sink_sample(void *ud, const iocd_label *labels, size_t n_labels, uint64_t tagset,
+                            int64_t t_ms, double v)
 {
     write_op *op = ud;
     store_reject why = STORE_REJECT_NONE;
@@ -181,13 +181,13 @@ static iocd_err sink_sample(void *ud, const iocd_label *labels, size_t n_labels,
         if (err != IOCD_OK)
             return err;
     }
-    err = store_batch_add(op->batch, labels, n_labels, t_ms, v, &why);
+    err = store_batch_add_tagged(op->batch, labels, n_labels, tagset, t_ms, v, &why);
     if (err == IOCD_ETOOBIG) {
         err = op_flush(op);
         if (err == IOCD_OK)
             err = store_batch_new(op->ing->st, &op->batch);
         if (err == IOCD_OK)
-            err = store_batch_add(op->batch, labels, n_labels, t_ms, v, &why);
+            err = store_batch_add_tagged(op->batch, labels, n_labels, tagset, t_ms, v, &why);
     }
     if (err == IOCD_EINVAL) {
         char reason[160];

@@ -482,7 +482,7 @@ iocd_err col_jsonl_parse(const char *buf, size_t len, uint64_t first_line,
                          const col_parse_limits *lim, const col_sink *sink, col_parse_stats *stats)
 {
     const char *p = buf, *end = buf + len;
-    uint64_t line_no = first_line != 0 ? first_line : 1;
+    uint64_t line_no = first_line != 0 ? first_line : 1, tagset = col_tagset_base();
     iocd_label labels[LABELS_MAX];
     iocd_buf scratch;
     record r;
@@ -538,7 +538,8 @@ iocd_err col_jsonl_parse(const char *buf, size_t len, uint64_t first_line,
                 if (is_absent(r.values[i]))
                     continue;
                 stats->samples++;
-                err = sink->sample(sink->ud, labels, n, r.ts[i], r.values[i]);
+                err = sink->sample(sink->ud, labels, n, tagset + (line_no & 0xffffffffu), r.ts[i],
+                                   r.values[i]);
             }
         }
     next:

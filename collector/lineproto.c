@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,8 +39,16 @@ typedef struct line_ctx {
     iocd_label *labels;
     tag *tags;
     field *fields;
+    uint64_t tagset; /* this call's base; + line number for a line's samples */
     char why[192];
 } line_ctx;
+
+uint64_t col_tagset_base(void)
+{
+    static _Atomic uint64_t next = 1;
+
+    return atomic_fetch_add(&next, 1) << 32;
+}
 
 iocd_err col_precision_parse(const char *s, col_precision *out)
 {
@@ -560,7 +569,8 @@ static iocd_err parse_line(line_ctx *c, const char *p, const char *end, uint64_t
                 }
             }
             c->stats->samples++;
-            err = c->sink->sample(c->sink->ud, c->labels, n_tags + 1, t_ms, c->fields[i].v);
+            err = c->sink->sample(c->sink->ud, c->labels, n_tags + 1,
+                                  c->tagset + (line_no & 0xffffffffu), t_ms, c->fields[i].v);
         }
     }
     return err;
@@ -579,6 +589,7 @@ iocd_err col_lp_parse(const char *buf, size_t len, const col_lp_opts *opts, cons
     c.opts = opts;
     c.sink = sink;
     c.stats = stats;
+    c.tagset = col_tagset_base();
     iocd_buf_init(&c.scratch, 0);
     c.labels = iocd_malloc(LABELS_MAX * sizeof(*c.labels));
     c.tags = iocd_malloc(LABELS_MAX * sizeof(*c.tags));

@@ -13,13 +13,20 @@ typedef struct col_sink {
     /* One sample of one series. labels[0] is __name__ (the metric name); the rest are in
      * input order, not sorted, possibly with duplicate names (the store canonicalises and
      * rejects duplicates). Returning non-OK stops the parse with that error (e.g. a full
-     * batch is IOCD_ETOOBIG, handled by the caller). */
-    iocd_err (*sample)(void *ud, const iocd_label *labels, size_t n_labels, int64_t t_ms, double v);
+     * batch is IOCD_ETOOBIG, handled by the caller). tagset != 0 promises that labels[1..]
+     * are the same as in the previous call with that tagset (the fields of one line, the
+     * samples of one remote-write series): see store_batch_add_tagged. */
+    iocd_err (*sample)(void *ud, const iocd_label *labels, size_t n_labels, uint64_t tagset,
+                       int64_t t_ms, double v);
     /* A rejected line (1-based line_no within this call's input plus first_line - 1) with a
      * short human reason ("invalid field value: expected number, got 'abc'"). */
     void (*reject)(void *ud, uint64_t line_no, const char *reason);
     void *ud;
 } col_sink;
+
+/* A fresh range of 2^32 tagsets (base + 1 .. base + 2^32 - 1), unique in the process; each
+ * parse call takes one. */
+uint64_t col_tagset_base(void);
 
 typedef struct col_parse_stats {
     uint64_t lines;           /* non-blank, non-comment lines (or records) seen */

@@ -97,6 +97,7 @@ typedef struct rw_ctx {
     const col_sink *sink; /* NULL in the validating pass */
     col_parse_stats *stats;
     iocd_label labels[LABELS_MAX];
+    uint64_t tagset; /* one per series: its samples share their labels */
     char *errbuf;
     size_t errlen;
 } rw_ctx;
@@ -164,6 +165,7 @@ static iocd_err one_series(rw_ctx *c, pb ts)
     if (!have_name)
         return bad(c, "series without __name__ label");
     c->stats->lines++;
+    c->tagset++;
     in = ts;
     while (in.p < in.end && err == IOCD_OK) {
         if (!next_field(&in, &num, &wire, &f, &why))
@@ -190,7 +192,7 @@ static iocd_err one_series(rw_ctx *c, pb ts)
             }
             if (c->sink != NULL) {
                 c->stats->samples++;
-                err = c->sink->sample(c->sink->ud, c->labels, n, t, val);
+                err = c->sink->sample(c->sink->ud, c->labels, n, c->tagset, t, val);
             }
         }
     }
@@ -245,6 +247,7 @@ iocd_err col_rw_parse(const char *body, size_t len, size_t max_raw, const col_pa
     }
     memset(&c, 0, sizeof(c));
     memset(&scratch_stats, 0, sizeof(scratch_stats));
+    c.tagset = col_tagset_base();
     c.lim = lim;
     c.stats = &scratch_stats;
     c.errbuf = errbuf;

@@ -30,6 +30,7 @@ iocd_err store_batch_new(store *st, store_batch **out)
         return IOCD_ENOMEM;
     b->st = st;
     iocd_buf_init(&b->keys, BATCH_KEYS_MAX);
+    iocd_buf_init(&b->rest, BATCH_KEYS_MAX);
     b->now_ms = iocd_now_ms();
     *out = b;
     return IOCD_OK;
@@ -40,6 +41,7 @@ void store_batch_free(store_batch *b)
     if (b == NULL)
         return;
     iocd_buf_fini(&b->keys);
+    iocd_buf_fini(&b->rest);
     iocd_free(b->items);
     iocd_free(b);
 }
@@ -189,12 +191,96 @@ iocd_err store_key_build(const store_limits *lim, const iocd_label *labels, size
     return err;
 }
 
+uint64_t store_key_hash(const void *key, size_t len)
+{
+    const uint8_t *p = key, *end = p + len;
+    uint64_t nl, vl;
+    size_t first;
+
+    if (!store_varint_get(&p, end, &nl) || nl > (uint64_t)(end - p))
+        return store_hash(key, len);
+    p += nl;
+    if (!store_varint_get(&p, end, &vl) || vl > (uint64_t)(end - p))
+        return store_hash(key, len);
+    first = (size_t)(p + vl - (const uint8_t *)key);
+    return store_key_hash_parts(store_hash(key, first),
+                                store_hash((const uint8_t *)key + first, len - first));
+}
+
+/* The key of a sample whose labels after __name__ are the cached tagset's: __name__'s label
+ * encoded, then the cached rest. *why set on a refused name. */
+static iocd_err key_from_rest(store_batch *b, const store_limits *lim, const iocd_label *name,
+                              uint64_t *hash, store_reject *why)
+{
+    size_t start = b->keys.len;
+    uint8_t *w;
+    iocd_err err;
+
+    if (name->value_len == 0) {
+        *why = STORE_REJECT_NO_NAME;
+        return IOCD_EINVAL;
+    }
+    if (name->value_len > lim->label_len_max) {
+        *why = STORE_REJECT_LABEL_TOO_LONG;
+        return IOCD_EINVAL;
+    }
+    err = iocd_buf_reserve(&b->keys, name->value_len + 20 + b->rest.len);
+    if (err != IOCD_OK)
+        return err;
+    w = (uint8_t *)b->keys.data + start;
+    *w++ = 8;
+    memcpy(w, "__name__", 8);
+    w += 8;
+    w += store_varint_put(w, name->value_len);
+    memcpy(w, name->value, name->value_len);
+    w += name->value_len;
+    *hash = store_key_hash_parts(
+        store_hash(b->keys.data + start, (size_t)((char *)w - b->keys.data) - start), b->rest_hash);
+    if (b->rest.len > 0)
+        memcpy(w, b->rest.data, b->rest.len);
+    b->keys.len = (size_t)((char *)w - b->keys.data) + b->rest.len;
+    b->keys.data[b->keys.len] = '\0';
+    return IOCD_OK;
+}
+
+/* Remembers the label part after __name__ of a key just built for tagset, when __name__
+ * sorted first (a label name sorting before it, e.g. "Zone", leaves nothing cached). */
+static void cache_rest(store_batch *b, const iocd_label *labels, size_t n_labels, uint64_t tagset,
+                       const uint8_t *key, size_t len)
+{
+    const uint8_t *p = key, *end = key + len;
+    uint64_t nl, vl;
+
+    b->tagset = 0;
+    if (n_labels == 0 || labels[0].name_len != 8 || memcmp(labels[0].name, "__name__", 8) != 0 ||
+        !store_varint_get(&p, end, &nl) || nl != 8 || (size_t)(end - p) < 8 ||
+        memcmp(p, "__name__", 8) != 0)
+        return;
+    p += 8;
+    if (!store_varint_get(&p, end, &vl) || vl > (uint64_t)(end - p))
+        return;
+    p += vl;
+    iocd_buf_reset(&b->rest);
+    if (iocd_buf_append(&b->rest, p, (size_t)(end - p)) != IOCD_OK)
+        return;
+    b->rest_hash = store_hash(p, (size_t)(end - p));
+    b->rest_labels = n_labels;
+    b->tagset = tagset;
+}
+
 iocd_err store_batch_add(store_batch *b, const iocd_label *labels, size_t n_labels, int64_t t_ms,
                          double v, store_reject *why)
+{
+    return store_batch_add_tagged(b, labels, n_labels, 0, t_ms, v, why);
+}
+
+iocd_err store_batch_add_tagged(store_batch *b, const iocd_label *labels, size_t n_labels,
+                                uint64_t tagset, int64_t t_ms, double v, store_reject *why)
 {
     const store_limits *lim = store_limits_get(b->st);
     size_t key_start = b->keys.len;
     batch_item *it;
+    uint64_t hash;
     iocd_err err;
 
     *why = STORE_REJECT_NONE;
@@ -216,16 +302,27 @@ iocd_err store_batch_add(store_batch *b, const iocd_label *labels, size_t n_labe
         b->items = grown;
         b->cap = cap;
     }
-    err = store_key_build(lim, labels, n_labels, &b->keys, why);
-    if (err != IOCD_OK)
-        return err;
+    if (tagset != 0 && tagset == b->tagset && n_labels == b->rest_labels &&
+        labels[0].name_len == 8 && memcmp(labels[0].name, "__name__", 8) == 0) {
+        err = key_from_rest(b, lim, &labels[0], &hash, why);
+        if (err != IOCD_OK)
+            return err;
+    } else {
+        err = store_key_build(lim, labels, n_labels, &b->keys, why);
+        if (err != IOCD_OK)
+            return err;
+        hash = store_key_hash(b->keys.data + key_start, b->keys.len - key_start);
+        if (tagset != 0)
+            cache_rest(b, labels, n_labels, tagset, (const uint8_t *)b->keys.data + key_start,
+                       b->keys.len - key_start);
+    }
     it = &b->items[b->n];
     it->key_len = (uint32_t)(b->keys.len - key_start);
     it->key_off = (uint32_t)key_start;
+    it->hash = hash;
     /* Consecutive samples of one series (a batch of one device's history) share a key. The
      * hash goes first: keys of one metric often have one length, and comparing them byte by
      * byte up to the device's name cost more than the hash. */
-    it->hash = store_hash(b->keys.data + key_start, it->key_len);
     if (b->n > 0 && b->items[b->n - 1].hash == it->hash &&
         b->items[b->n - 1].key_len == it->key_len &&
         memcmp(b->keys.data + b->items[b->n - 1].key_off, b->keys.data + key_start, it->key_len) ==

@@ -437,13 +437,18 @@ iocd_err codec_block_each(const void *data, size_t len, size_t max_raw, codec_se
 
 iocd_err codec_wal_pack(const void *entries, size_t len, iocd_buf *out)
 {
+    return codec_pack(entries, len, WAL_ZSTD_LVL, out);
+}
+
+iocd_err codec_pack(const void *entries, size_t len, int level, iocd_buf *out)
+{
     size_t bound = ZSTD_compressBound(len), zn;
     uint8_t tag = WAL_ZSTD;
     iocd_err err = iocd_buf_reserve(out, bound + 1);
 
     if (err != IOCD_OK)
         return err;
-    zn = z_compress(out->data + out->len + 1, bound, entries, len, WAL_ZSTD_LVL);
+    zn = z_compress(out->data + out->len + 1, bound, entries, len, level);
     if (ZSTD_isError(zn) || zn >= len) {
         tag = WAL_RAW; /* incompressible: store as is */
         err = iocd_buf_append(out, &tag, 1);

@@ -3,41 +3,28 @@
  * file), opened MDB_NOTLS because HTTP worker threads share read transactions.
  * The "meta" database holds the format marker: a file without it is not ours, and we refuse
  * to write into it. */
-#include "storage/storage_int.h"
+#include "storage/lmdb_int.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include <lmdb.h>
-
 #define FORMAT_KEY     "format"
-#define FORMAT_VERSION "iocd-store-1"
+#define FORMAT_VERSION "iocd-store-2"
+#define FORMAT_PREV    "iocd-store-1" /* before the packed series index: upgraded on open */
 #define DEFAULT_MAP    (256ULL << 30) /* address space only: the file grows as data is written */
 #define MAX_DBS        32
 
 #define POSTING_KEY_MAX  480 /* LMDB keys are at most 511 bytes */
 #define POSTING_VAL_KEEP 400
-
-struct store_db {
-    MDB_env *env;
-    MDB_dbi meta;
-    MDB_dbi series;       /* hash(key) -> id (dupsort: collisions) */
-    MDB_dbi series_by_id; /* id -> canonical key */
-    MDB_dbi postings;     /* "name=value" -> ids (dupsort, dupfixed, big-endian) */
-    MDB_dbi wal;          /* period, sequence -> record */
-    MDB_dbi chunks;       /* period, id group, sequence -> compressed block */
-    MDB_dbi rollup_5m;    /* the same keys -> 5-minute min, max, sum, count, last */
-    MDB_dbi rollup_1h;    /* the same keys -> 1-hour aggregates */
-    MDB_dbi kv;           /* table \0 key -> value: alert state, incidents, silences */
-};
 
 static MDB_dbi kind_dbi(const store_db *db, store_db_kind kind)
 {
@@ -46,7 +33,7 @@ static MDB_dbi kind_dbi(const store_db *db, store_db_kind kind)
                                         : db->chunks;
 }
 
-static iocd_err err_from_mdb(int rc)
+iocd_err store_mdb_err(int rc)
 {
     switch (rc) {
     case 0:
@@ -80,7 +67,7 @@ static iocd_err check_format(store_db *db, const char *path, char *errbuf, size_
     if (rc == 0)
         rc = mdb_stat(txn, 0, &st); /* the main DB lists named DBs */
     if (rc != 0) {
-        err = err_from_mdb(rc);
+        err = store_mdb_err(rc);
         snprintf(errbuf, errlen, "%s: %s", path, mdb_strerror(rc));
         goto out;
     }
@@ -92,6 +79,14 @@ static iocd_err check_format(store_db *db, const char *path, char *errbuf, size_
     }
     if (rc == 0) {
         rc = mdb_get(txn, db->meta, &k, &v);
+        if (rc == 0 && v.mv_size == sizeof(FORMAT_PREV) - 1 &&
+            memcmp(v.mv_data, FORMAT_PREV, v.mv_size) == 0) {
+            /* Its series_by_id is read as is; open_dbs drops the old hash index. */
+            log_info("store", "upgrading the data file", "from=%s to=%s", FORMAT_PREV,
+                     FORMAT_VERSION);
+            rc = MDB_NOTFOUND;
+            st.ms_entries = 0;
+        }
         if (rc == MDB_NOTFOUND && st.ms_entries == 0) {
             v.mv_size = sizeof(FORMAT_VERSION) - 1;
             v.mv_data = (void *)FORMAT_VERSION;
@@ -110,7 +105,7 @@ static iocd_err check_format(store_db *db, const char *path, char *errbuf, size_
         }
     }
     if (rc != 0) {
-        err = rc == MDB_NOTFOUND ? IOCD_ECORRUPT : err_from_mdb(rc);
+        err = rc == MDB_NOTFOUND ? IOCD_ECORRUPT : store_mdb_err(rc);
         snprintf(errbuf, errlen, "%s: %s", path,
                  rc == MDB_NOTFOUND ? "not an iocd data file (no format marker)"
                                     : mdb_strerror(rc));
@@ -121,37 +116,6 @@ out:
     return err;
 }
 
-static void be64(uint8_t *p, uint64_t v)
-{
-    int i;
-
-    for (i = 7; i >= 0; i--) {
-        p[i] = (uint8_t)v;
-        v >>= 8;
-    }
-}
-
-static uint64_t get_be64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    int i;
-
-    for (i = 0; i < 8; i++)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-/* Signed times as big-endian keys that sort in numeric order. */
-static void be_time(uint8_t *p, int64_t t)
-{
-    be64(p, (uint64_t)t ^ (1ULL << 63));
-}
-
-static int64_t get_be_time(const uint8_t *p)
-{
-    return (int64_t)(get_be64(p) ^ (1ULL << 63));
-}
-
 static iocd_err open_dbs(store_db *db, char *errbuf, size_t errlen)
 {
     static const struct {
@@ -159,8 +123,8 @@ static iocd_err open_dbs(store_db *db, char *errbuf, size_t errlen)
         unsigned flags;
         size_t off;
     } dbs[] = {
-        { "series", MDB_DUPSORT | MDB_DUPFIXED, offsetof(store_db, series) },
         { "series_by_id", 0, offsetof(store_db, series_by_id) },
+        { "series_packed", 0, offsetof(store_db, series_packed) },
         { "postings", MDB_DUPSORT | MDB_DUPFIXED, offsetof(store_db, postings) },
         { "wal", 0, offsetof(store_db, wal) },
         { "chunks", 0, offsetof(store_db, chunks) },
@@ -177,6 +141,13 @@ static iocd_err open_dbs(store_db *db, char *errbuf, size_t errlen)
         rc = mdb_dbi_open(txn, dbs[i].name, dbs[i].flags | MDB_CREATE,
                           (MDB_dbi *)(void *)((char *)db + dbs[i].off));
     if (rc == 0) {
+        /* Stores written before the packed index had a hash -> id database that nothing
+         * reads (the series table is rebuilt in memory at open): reclaim its pages. */
+        MDB_dbi old;
+        rc = mdb_dbi_open(txn, "series", 0, &old);
+        rc = rc == 0 ? mdb_drop(txn, old, 1) : rc == MDB_NOTFOUND ? 0 : rc;
+    }
+    if (rc == 0) {
         rc = mdb_txn_commit(txn);
         txn = NULL;
     }
@@ -184,7 +155,7 @@ static iocd_err open_dbs(store_db *db, char *errbuf, size_t errlen)
         mdb_txn_abort(txn);
     if (rc != 0) {
         snprintf(errbuf, errlen, "opening databases: %s", mdb_strerror(rc));
-        return err_from_mdb(rc);
+        return store_mdb_err(rc);
     }
     return IOCD_OK;
 }
@@ -256,7 +227,7 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
 {
     MDB_txn *txn = NULL;
     MDB_cursor *cur = NULL;
-    uint8_t idb[8], hb[8], key[20];
+    uint8_t idb[8], key[20];
     MDB_val k, v;
     posting_ctx pc;
     size_t i;
@@ -265,19 +236,11 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
     rc = mdb_txn_begin(db->env, NULL, 0, &txn);
     for (i = 0; rc == 0 && i < n_series; i++) {
         be64(idb, series[i].id);
-        be64(hb, store_hash(series[i].key, series[i].key_len));
         k = (MDB_val){ 8, idb };
         v = (MDB_val){ series[i].key_len, (void *)series[i].key };
         rc = mdb_put(txn, db->series_by_id, &k, &v, MDB_APPEND);
         if (rc == MDB_KEYEXIST)
             rc = mdb_put(txn, db->series_by_id, &k, &v, 0);
-        if (rc == 0) {
-            k = (MDB_val){ 8, hb };
-            v = (MDB_val){ 8, idb };
-            rc = mdb_put(txn, db->series, &k, &v, MDB_NODUPDATA);
-            if (rc == MDB_KEYEXIST)
-                rc = 0;
-        }
         if (rc == 0) {
             pc = (posting_ctx){ txn, db, { 0 }, 0 };
             memcpy(pc.id, idb, 8);
@@ -334,6 +297,9 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
         mdb_cursor_close(cur);
         cur = NULL;
     }
+    /* A completed seal also packs the series created since the last one. */
+    if (rc == 0 && wal_before != INT64_MIN)
+        rc = store_spack_pack(db, txn);
     /* Sealed periods leave the WAL; expired periods leave the data file. */
     for (i = 0; rc == 0 && i < 4; i++) {
         MDB_dbi dbi = i == 0   ? db->wal
@@ -374,7 +340,7 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
         log_warn("store", "commit failed", "lmdb=%s", mdb_strerror(rc));
     if (rc == EIO && out_of_space(db))
         return IOCD_ENOSPC;
-    return err_from_mdb(rc);
+    return store_mdb_err(rc);
 }
 
 static iocd_err del_posting(void *ud, const char *name, size_t name_len, const char *value,
@@ -395,38 +361,32 @@ static iocd_err del_posting(void *ud, const char *name, size_t name_len, const c
 iocd_err store_db_delete_series(store_db *db, const store_db_series *series, size_t n)
 {
     MDB_txn *txn = NULL;
-    uint8_t idb[8], hb[8];
-    MDB_val k, v;
     posting_ctx pc;
+    uint64_t *ids = n > 0 ? iocd_malloc(n * sizeof(*ids)) : NULL;
     size_t i;
     int rc;
 
+    if (n > 0 && ids == NULL)
+        return IOCD_ENOMEM;
     rc = mdb_txn_begin(db->env, NULL, 0, &txn);
     for (i = 0; rc == 0 && i < n; i++) {
-        be64(idb, series[i].id);
-        be64(hb, store_hash(series[i].key, series[i].key_len));
-        k = (MDB_val){ 8, idb };
-        rc = mdb_del(txn, db->series_by_id, &k, NULL);
-        if (rc == 0 || rc == MDB_NOTFOUND) {
-            k = (MDB_val){ 8, hb };
-            v = (MDB_val){ 8, idb };
-            rc = mdb_del(txn, db->series, &k, &v);
-        }
-        if (rc == 0 || rc == MDB_NOTFOUND) {
-            pc = (posting_ctx){ txn, db, { 0 }, 0 };
-            memcpy(pc.id, idb, 8);
-            rc = store_key_walk(series[i].key, series[i].key_len, del_posting, &pc) == IOCD_OK
-                     ? 0
-                     : (pc.rc != 0 ? pc.rc : MDB_CORRUPTED);
-        }
+        ids[i] = series[i].id;
+        pc = (posting_ctx){ txn, db, { 0 }, 0 };
+        be64(pc.id, series[i].id);
+        rc = store_key_walk(series[i].key, series[i].key_len, del_posting, &pc) == IOCD_OK
+                 ? 0
+                 : (pc.rc != 0 ? pc.rc : MDB_CORRUPTED);
     }
+    if (rc == 0)
+        rc = store_spack_del(db, txn, ids, n);
+    iocd_free(ids);
     if (rc == 0) {
         rc = mdb_txn_commit(txn);
         txn = NULL;
     }
     if (txn != NULL)
         mdb_txn_abort(txn);
-    return err_from_mdb(rc);
+    return store_mdb_err(rc);
 }
 
 iocd_err store_db_blocks(store_db *db, store_db_kind kind, uint64_t group, int64_t from, int64_t to,
@@ -491,7 +451,7 @@ iocd_err store_db_blocks(store_db *db, store_db_kind kind, uint64_t group, int64
         mdb_cursor_close(cur);
     if (txn != NULL)
         mdb_txn_abort(txn);
-    return err != IOCD_OK ? err : err_from_mdb(rc);
+    return err != IOCD_OK ? err : store_mdb_err(rc);
 }
 
 iocd_err store_db_stats(store_db *db, uint64_t *bytes_used, uint64_t *n_blocks,
@@ -514,7 +474,7 @@ iocd_err store_db_stats(store_db *db, uint64_t *bytes_used, uint64_t *n_blocks,
     if (txn != NULL)
         mdb_txn_abort(txn);
     if (rc != 0)
-        return err_from_mdb(rc);
+        return store_mdb_err(rc);
     *bytes_used = (uint64_t)(info.me_last_pgno + 1) * st.ms_psize;
     *n_blocks = cs.ms_entries;
     *wal_records = ws.ms_entries;
@@ -527,33 +487,30 @@ iocd_err store_db_load(store_db *db, store_db_series_fn series_fn, store_db_wal_
     MDB_cursor *cur = NULL;
     MDB_val k, v;
     iocd_err err = IOCD_OK;
-    int rc, pass;
+    int rc;
 
     rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
-    for (pass = 0; rc == 0 && err == IOCD_OK && pass < 2; pass++) {
-        rc = mdb_cursor_open(txn, pass == 0 ? db->series_by_id : db->wal, &cur);
-        if (rc != 0)
-            break;
+    if (rc == 0)
+        rc = store_spack_each(db, txn, series_fn, ud, &err);
+    if (rc == 0 && err == IOCD_OK)
+        rc = mdb_cursor_open(txn, db->wal, &cur);
+    if (cur != NULL) {
         for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0 && err == IOCD_OK;
              rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-            if (k.mv_size != (pass == 0 ? 8u : 16u)) {
+            if (k.mv_size != 16u) {
                 err = IOCD_ECORRUPT;
                 break;
             }
-            if (pass == 0)
-                err = series_fn(ud, get_be64(k.mv_data), v.mv_data, v.mv_size);
-            else
-                err = wal_fn(ud, get_be_time(k.mv_data), get_be64((const uint8_t *)k.mv_data + 8),
-                             v.mv_data, v.mv_size);
+            err = wal_fn(ud, get_be_time(k.mv_data), get_be64((const uint8_t *)k.mv_data + 8),
+                         v.mv_data, v.mv_size);
         }
         mdb_cursor_close(cur);
-        cur = NULL;
         if (rc == MDB_NOTFOUND)
             rc = 0;
     }
     if (txn != NULL)
         mdb_txn_abort(txn);
-    return err != IOCD_OK ? err : err_from_mdb(rc);
+    return err != IOCD_OK ? err : store_mdb_err(rc);
 }
 
 iocd_err store_db_postings(store_db *db, const char *name, const char *value, uint64_t **ids_out,
@@ -590,7 +547,7 @@ iocd_err store_db_postings(store_db *db, const char *name, const char *value, ui
         ids[n++] = get_be64(v.mv_data);
     }
     if (rc != MDB_NOTFOUND)
-        err = err_from_mdb(rc);
+        err = store_mdb_err(rc);
 out:
     if (cur != NULL)
         mdb_cursor_close(cur);
@@ -629,12 +586,14 @@ iocd_err store_db_label_values(store_db *db, const char *name, char ***values_ou
     char prefix[256], **vals = NULL;
     MDB_txn *txn = NULL;
     MDB_cursor *cur = NULL;
-    MDB_val k, v, kk, kv;
+    MDB_val k, v;
+    iocd_buf scratch;
     iocd_err err = IOCD_OK;
     int rc;
 
     if (name_len > 200)
         return IOCD_EINVAL;
+    iocd_buf_init(&scratch, 0);
     memcpy(prefix, name, name_len);
     prefix[name_len] = '=';
     k = (MDB_val){ name_len + 1, prefix };
@@ -652,10 +611,11 @@ iocd_err store_db_label_values(store_db *db, const char *name, char ***values_ou
         if (vlen == POSTING_VAL_KEEP + 17 && val[POSTING_VAL_KEEP] == '#') {
             /* A shortened key: read the whole value from one of its series. */
             value_ctx vc = { name, name_len, NULL };
-            kk = (MDB_val){ 8, v.mv_data };
-            if (mdb_get(txn, db->series_by_id, &kk, &kv) != 0 ||
-                store_key_walk(kv.mv_data, kv.mv_size, find_value, &vc) != IOCD_OK ||
-                vc.found == NULL) {
+            const uint8_t *skey;
+            size_t skey_len;
+            if (v.mv_size != 8 ||
+                store_spack_get(db, txn, get_be64(v.mv_data), &scratch, &skey, &skey_len) != 0 ||
+                store_key_walk(skey, skey_len, find_value, &vc) != IOCD_OK || vc.found == NULL) {
                 iocd_free(vc.found);
                 err = IOCD_ECORRUPT;
                 goto out;
@@ -680,8 +640,9 @@ iocd_err store_db_label_values(store_db *db, const char *name, char ***values_ou
         vals[n++] = copy;
     }
     if (rc != 0 && rc != MDB_NOTFOUND)
-        err = err_from_mdb(rc);
+        err = store_mdb_err(rc);
 out:
+    iocd_buf_fini(&scratch);
     if (cur != NULL)
         mdb_cursor_close(cur);
     if (txn != NULL)
@@ -725,7 +686,7 @@ iocd_err store_db_kv_write(store_db *db, const store_db_kv *ops, size_t n)
         mdb_txn_abort(txn);
     if (rc == 0)
         rc = mdb_env_sync(db->env, 1); /* durable on return, whatever the sync window */
-    return rc == 0 ? IOCD_OK : err_from_mdb(rc);
+    return rc == 0 ? IOCD_OK : store_mdb_err(rc);
 }
 
 iocd_err store_db_kv_each(store_db *db, const void *prefix, size_t plen, store_kv_fn fn, void *ud)
@@ -753,7 +714,7 @@ iocd_err store_db_kv_each(store_db *db, const void *prefix, size_t plen, store_k
         mdb_txn_abort(txn);
     if (err != IOCD_OK)
         return err;
-    return rc == 0 || rc == MDB_NOTFOUND ? IOCD_OK : err_from_mdb(rc);
+    return rc == 0 || rc == MDB_NOTFOUND ? IOCD_OK : store_mdb_err(rc);
 }
 
 iocd_err store_db_label_names(store_db *db, char ***names_out, size_t *n_out)
@@ -803,7 +764,7 @@ iocd_err store_db_label_names(store_db *db, char ***names_out, size_t *n_out)
         rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
     }
     if (rc != 0 && rc != MDB_NOTFOUND)
-        err = err_from_mdb(rc);
+        err = store_mdb_err(rc);
 out:
     if (cur != NULL)
         mdb_cursor_close(cur);
@@ -844,7 +805,7 @@ iocd_err store_db_open(const char *dir, uint64_t map_size, bool nosync, store_db
                           MDB_NOSUBDIR | MDB_NOTLS | MDB_NORDAHEAD | (nosync ? MDB_NOSYNC : 0),
                           0640);
     if (rc != 0) {
-        err = err_from_mdb(rc);
+        err = store_mdb_err(rc);
         snprintf(errbuf, errlen, "%s: %s", path, mdb_strerror(rc));
         goto out;
     }
@@ -862,7 +823,7 @@ out:
 
 iocd_err store_db_sync(store_db *db)
 {
-    return err_from_mdb(mdb_env_sync(db->env, 1));
+    return store_mdb_err(mdb_env_sync(db->env, 1));
 }
 
 void store_db_close(store_db *db)
@@ -977,9 +938,19 @@ static iocd_err open_readonly(const char *dir, store_db *db, char *errbuf, size_
     if (rc == 0)
         rc = mdb_dbi_open(txn, "meta", 0, &db->meta);
     if (rc == 0)
-        rc = mdb_dbi_open(txn, "series", MDB_DUPSORT | MDB_DUPFIXED, &db->series);
-    if (rc == 0)
         rc = mdb_dbi_open(txn, "series_by_id", 0, &db->series_by_id);
+    if (rc == 0) {
+        rc = mdb_dbi_open(txn, "series_packed", 0, &db->series_packed);
+        if (rc == MDB_NOTFOUND) {
+            snprintf(errbuf, errlen,
+                     "%s: written by an older iocd; start `iocd serve` on it once to upgrade it",
+                     path);
+            mdb_txn_abort(txn);
+            mdb_env_close(db->env);
+            db->env = NULL;
+            return IOCD_EINVAL;
+        }
+    }
     if (rc == 0)
         rc = mdb_dbi_open(txn, "postings", MDB_DUPSORT | MDB_DUPFIXED, &db->postings);
     if (rc == 0)
@@ -998,7 +969,7 @@ static iocd_err open_readonly(const char *dir, store_db *db, char *errbuf, size_
         if (db->env != NULL)
             mdb_env_close(db->env);
         db->env = NULL;
-        return rc == MDB_NOTFOUND ? IOCD_ECORRUPT : err_from_mdb(rc);
+        return rc == MDB_NOTFOUND ? IOCD_ECORRUPT : store_mdb_err(rc);
     }
     return IOCD_OK;
 }
@@ -1038,7 +1009,7 @@ iocd_err store_backup(const char *dir, const char *dest_dir, char *errbuf, size_
     if (rc != 0) {
         snprintf(errbuf, errlen, "copying to %s: %s", dest, mdb_strerror(rc));
         unlink(dest);
-        return err_from_mdb(rc);
+        return store_mdb_err(rc);
     }
     return IOCD_OK;
 }
@@ -1050,6 +1021,9 @@ typedef struct check_ctx {
     MDB_txn *txn;
     store_db *db;
     uint64_t id;
+    uint64_t *ids; /* every series id seen, for the postings' check */
+    size_t n_ids, cap_ids;
+    uint64_t max_id;
 } check_ctx;
 
 static void problem(check_ctx *c, const char *fmt, ...) IOCD_PRINTF(2, 3);
@@ -1098,6 +1072,38 @@ static iocd_err count_label(void *ud, const char *name, size_t name_len, const c
     return IOCD_OK;
 }
 
+/* One series of the index: a valid key, with a posting for each label. */
+static iocd_err check_series(void *ud, uint64_t id, const uint8_t *key, size_t len)
+{
+    check_ctx *c = ud;
+    size_t n_labels = 0;
+
+    if (c->n_ids == c->cap_ids) {
+        size_t cap = c->cap_ids != 0 ? c->cap_ids * 2 : 1024;
+        uint64_t *g = iocd_realloc(c->ids, cap * sizeof(*g));
+        if (g == NULL)
+            return IOCD_ENOMEM;
+        c->ids = g;
+        c->cap_ids = cap;
+    }
+    c->ids[c->n_ids++] = id;
+    c->id = id;
+    if (id > c->max_id)
+        c->max_id = id;
+    if (id == 0 || store_key_walk(key, len, count_label, &n_labels) != IOCD_OK || n_labels == 0) {
+        problem(c, "series %llu: malformed series key", (unsigned long long)id);
+        return IOCD_OK;
+    }
+    return store_key_walk(key, len, check_posting, c);
+}
+
+static int u64_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
 typedef struct check_block {
     check_ctx *c;
     uint64_t max_id, group, samples;
@@ -1122,7 +1128,7 @@ iocd_err store_check(const char *dir, store_report_fn fn, void *ud, uint64_t *pr
     check_ctx c;
     MDB_txn *txn = NULL;
     MDB_cursor *cur = NULL;
-    MDB_val k, v, k2, v2;
+    MDB_val k, v;
     uint64_t max_id = 0, n_series = 0, n_postings = 0, n_wal = 0, n_samples = 0, n_blocks = 0,
              n_block_samples = 0;
     iocd_buf scratch;
@@ -1146,49 +1152,27 @@ iocd_err store_check(const char *dir, store_report_fn fn, void *ud, uint64_t *pr
     if (mdb_get(txn, db.meta, &k, &v) != 0 || v.mv_size != sizeof(FORMAT_VERSION) - 1 ||
         memcmp(v.mv_data, FORMAT_VERSION, v.mv_size) != 0)
         problem(&c, "format marker missing or unknown");
-    /* Every series: a valid key, found by its hash, with a posting for each label. */
-    rc = mdb_cursor_open(txn, db.series_by_id, &cur);
-    for (rc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_FIRST) : rc; rc == 0;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        uint8_t hb[8];
-        size_t n_labels = 0;
-        n_series++;
-        if (k.mv_size != 8) {
-            problem(&c, "series_by_id: key of %zu bytes", k.mv_size);
-            continue;
-        }
-        c.id = get_be64(k.mv_data);
-        if (c.id > max_id)
-            max_id = c.id;
-        if (store_key_walk(v.mv_data, v.mv_size, count_label, &n_labels) != IOCD_OK ||
-            n_labels == 0) {
-            problem(&c, "series %llu: malformed series key", (unsigned long long)c.id);
-            continue;
-        }
-        be64(hb, store_hash(v.mv_data, v.mv_size));
-        k2 = (MDB_val){ 8, hb };
-        v2 = (MDB_val){ 8, k.mv_data };
-        {
-            MDB_cursor *hc = NULL;
-            if (mdb_cursor_open(txn, db.series, &hc) != 0 ||
-                mdb_cursor_get(hc, &k2, &v2, MDB_GET_BOTH) != 0)
-                problem(&c, "series %llu: missing from the series index", (unsigned long long)c.id);
-            if (hc != NULL)
-                mdb_cursor_close(hc);
-        }
-        store_key_walk(v.mv_data, v.mv_size, check_posting, &c);
+    /* Every series: a valid key, with a posting for each label, under one id. */
+    rc = store_spack_each(&db, txn, check_series, &c, &err);
+    if (rc == MDB_CORRUPTED) {
+        problem(&c, "series index: a packed group does not decode");
+        rc = 0;
     }
-    mdb_cursor_close(cur);
-    cur = NULL;
-    if (rc != MDB_NOTFOUND)
+    if (rc != 0 || err != IOCD_OK)
         goto out;
+    n_series = c.n_ids;
+    max_id = c.max_id;
+    iocd_qsort(c.ids, c.n_ids, sizeof(*c.ids), u64_cmp);
+    for (size_t i = 1; i < c.n_ids; i++)
+        if (c.ids[i] == c.ids[i - 1])
+            problem(&c, "series %llu: indexed twice", (unsigned long long)c.ids[i]);
     /* Every posting names an existing series. */
     rc = mdb_cursor_open(txn, db.postings, &cur);
     for (rc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_FIRST) : rc; rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        uint64_t pid = v.mv_size == 8 ? get_be64(v.mv_data) : 0;
         n_postings++;
-        k2 = (MDB_val){ 8, v.mv_data };
-        if (v.mv_size != 8 || mdb_get(txn, db.series_by_id, &k2, &v2) != 0)
+        if (pid == 0 || bsearch(&pid, c.ids, c.n_ids, sizeof(*c.ids), u64_cmp) == NULL)
             problem(&c, "posting %.*s names a missing series",
                     (int)(k.mv_size < 100 ? k.mv_size : 100), (const char *)k.mv_data);
     }
@@ -1258,9 +1242,14 @@ out:
         mdb_txn_abort(txn);
     mdb_env_close(db.env);
     iocd_buf_fini(&scratch);
+    iocd_free(c.ids);
+    if (err != IOCD_OK) {
+        snprintf(errbuf, errlen, "%s/iocd.mdb: %s", dir, iocd_strerror(err));
+        return err;
+    }
     if (rc != 0) {
         snprintf(errbuf, errlen, "%s/iocd.mdb: %s", dir, mdb_strerror(rc));
-        return err_from_mdb(rc);
+        return store_mdb_err(rc);
     }
     log_info("store", "check finished",
              "series=%llu postings=%llu wal_records=%llu wal_samples=%llu blocks=%llu "

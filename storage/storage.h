@@ -60,6 +60,14 @@ void store_batch_free(store_batch *b); /* NULL is a no-op */
  * IOCD_ETOOBIG: the batch is full (submit it and start another). */
 iocd_err store_batch_add(store_batch *b, const iocd_label *labels, size_t n_labels, int64_t t_ms,
                          double v, store_reject *why);
+/* The same, for parsers that send several samples sharing their other labels (the fields of
+ * one line-protocol line, the samples of one remote-write series): tagset != 0 promises
+ * that labels[1..] have the same names and values as in the previous call with that tagset
+ * (labels[0] may differ). The store then builds and hashes that part of the key once per
+ * tagset. A tagset must not be reused for other labels while the batch lives. 0 promises
+ * nothing. */
+iocd_err store_batch_add_tagged(store_batch *b, const iocd_label *labels, size_t n_labels,
+                                uint64_t tagset, int64_t t_ms, double v, store_reject *why);
 size_t store_batch_len(const store_batch *b);
 
 /* What happened to a submitted batch. */

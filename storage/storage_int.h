@@ -35,6 +35,10 @@ struct store_batch {
     batch_item *items;
     size_t n, cap;
     int64_t now_ms;
+    /* The label part after __name__ of the last tagset's key (store_batch_add_tagged). */
+    uint64_t tagset, rest_hash;
+    size_t rest_labels;
+    iocd_buf rest;
 };
 
 /* The store's limits (config with defaults applied); lives as long as st. */
@@ -43,6 +47,14 @@ const store_limits *store_limits_get(const store *st);
 iocd_err store_key_build(const store_limits *lim, const iocd_label *labels, size_t n_labels,
                          iocd_buf *out, store_reject *why);
 uint64_t store_hash(const void *data, size_t len);
+/* The series table's hash of a canonical key: its first label and the rest hashed apart and
+ * combined, so that keys sharing all but __name__ (the fields of one line) hash the rest
+ * once. */
+uint64_t store_key_hash(const void *key, size_t len);
+static inline uint64_t store_key_hash_parts(uint64_t first, uint64_t rest)
+{
+    return first ^ (rest * 0x9e3779b97f4a7c15ULL);
+}
 /* Walks a canonical key: calls fn per label. IOCD_ECORRUPT if malformed. */
 iocd_err store_key_walk(const uint8_t *key, size_t len, store_label_fn fn, void *ud);
 
@@ -124,6 +136,9 @@ iocd_err codec_block_select(const void *data, size_t len, size_t max_raw, const 
  * payload. pack appends to out; unpack sets *entries to the raw entries, which point into
  * rec or into scratch. Errors: IOCD_ECORRUPT, IOCD_ENOMEM, IOCD_EIO. */
 iocd_err codec_wal_pack(const void *entries, size_t len, iocd_buf *out);
+/* The same format at a chosen zstd level (the packed series index); read with
+ * codec_wal_unpack. */
+iocd_err codec_pack(const void *entries, size_t len, int level, iocd_buf *out);
 iocd_err codec_wal_unpack(const void *rec, size_t len, iocd_buf *scratch, const uint8_t **entries,
                           size_t *entries_len);
 

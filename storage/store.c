@@ -377,7 +377,7 @@ static iocd_err load_series(void *ud, uint64_t id, const uint8_t *key, size_t le
 
     if (id == 0)
         return IOCD_ECORRUPT;
-    return series_add(st, id, store_hash(key, len), key, len, true, &s);
+    return series_add(st, id, store_key_hash(key, len), key, len, true, &s);
 }
 
 static iocd_err load_wal(void *ud, int64_t period, uint64_t seq, const uint8_t *rec, size_t len)

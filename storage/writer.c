@@ -438,8 +438,8 @@ static iocd_err build_blocks(store *st, const seal_set *ss, store_db_block **blo
     return err;
 }
 
-#define SEAL_SLICE             4096 /* series per slice: bounds the seal's memory */
-#define SEAL_SLICES_PER_COMMIT 2    /* bounds how long one group commit spends sealing */
+#define SEAL_SLICE             256 /* series ids per slice (a multiple of the id group, 64) */
+#define SEAL_SLICES_PER_COMMIT 1   /* bounds how long one group commit spends sealing */
 
 /* Takes and encodes, slice by slice from series id *from, every head sample before `before`:
  * at most max_slices slices (0: all). *from is where the next call goes on; *done is set when
@@ -713,8 +713,8 @@ void *store_writer_main(void *arg)
         pthread_mutex_unlock(&st->mu);
         group_commit(st, batch, seal);
 #ifdef __GLIBC__
-        if (seal != INT64_MIN)
-            malloc_trim(0); /* a seal frees its slices' buffers: give the pages back */
+        if (seal != INT64_MIN && st->seal_target == INT64_MIN)
+            malloc_trim(0); /* a finished seal freed its slices' buffers: give the pages back */
 #endif
         pthread_mutex_lock(&st->mu);
     }

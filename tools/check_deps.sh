@@ -38,7 +38,7 @@ check_lib() { # pattern, allowed-file-regex
     hits=$(git grep -l -E "#[[:space:]]*include[[:space:]]*<$pat" -- '*.c' '*.h' | grep -v '^tests/' | grep -v -E "$allowed")
     [ -n "$hits" ] && report "<$pat...> included outside its wrapper: $hits"
 }
-check_lib 'lmdb\.h' '^storage/lmdb(_[a-z]+)?\.c$'
+check_lib 'lmdb\.h' '^storage/lmdb(_[a-z]+)?\.[ch]$'
 check_lib 'event2/' '^collector/loop\.c$'
 check_lib 'lua|lauxlib|lualib' '^rules/lua_[a-z_]+\.(c|h)$|^rules/rules_int\.h$'
 check_lib 'librdkafka/' '^alerts/kafka(_[a-z]+)?\.c$'

@@ -13,11 +13,13 @@ typedef struct fuzz_counts {
     uint64_t samples, rejects;
 } fuzz_counts;
 
-static iocd_err fuzz_sample(void *ud, const iocd_label *labels, size_t n, int64_t t_ms, double v)
+static iocd_err fuzz_sample(void *ud, const iocd_label *labels, size_t n, uint64_t tagset,
+                            int64_t t_ms, double v)
 {
     fuzz_counts *c = ud;
     size_t i;
 
+    (void)tagset;
     (void)t_ms;
     (void)v;
     if (n == 0 || labels[0].name_len != 8 || memcmp(labels[0].name, "__name__", 8) != 0 ||

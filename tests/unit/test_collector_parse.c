@@ -13,9 +13,11 @@ typedef struct rec {
     iocd_err fail_with;
 } rec;
 
-static iocd_err rec_sample(void *ud, const iocd_label *l, size_t n, int64_t t, double v)
+static iocd_err rec_sample(void *ud, const iocd_label *l, size_t n, uint64_t tagset, int64_t t,
+                           double v)
 {
     rec *r = ud;
+    (void)tagset;
     size_t len = strlen(r->out), i;
 
     len += (size_t)snprintf(r->out + len, sizeof(r->out) - len, "%.*s{", (int)l[0].value_len,

@@ -275,6 +275,81 @@ TEST(many_series_survive_reopen)
     store_close(st);
 }
 
+/* Samples sharing their labels after __name__ (one line's fields) reuse that part of the
+ * key: the series they name are exactly those the plain path names, whatever the labels. */
+TEST(tagged_samples_name_the_same_series)
+{
+    store *st = open_at("data", NULL);
+    store_batch *b = NULL;
+    int64_t now = iocd_now_ms();
+    store_reject why;
+    uint64_t *ids = NULL;
+    size_t n, i;
+    const char *names[] = { "water_pressure_bar", "water_flow_m3h", "water_level_m" };
+    iocd_label line1[] = { L("__name__", "x"), L("ward", "Phan Dinh Phung"), L("device", "wp-1"),
+                           L("domain", "water") };
+    iocd_label line2[] = { L("__name__", "x"), L("Zone", "A"), L("device", "wp-1") };
+    iocd_label line3[] = { L("__name__", "x"), L("device", "wp-2"), L("empty", "") };
+
+    ASSERT_OK(store_batch_new(st, &b));
+    for (i = 0; i < 3; i++) { /* three "lines", each with three fields */
+        size_t k;
+        for (k = 0; k < 3; k++) {
+            iocd_label *l = i == 0 ? line1 : i == 1 ? line2 : line3;
+            size_t nl = i == 0 ? 4 : 3;
+            l[0].value = names[k];
+            l[0].value_len = strlen(names[k]);
+            ASSERT_OK(store_batch_add_tagged(b, l, nl, 1000 + i, now, (double)k, &why));
+        }
+    }
+    /* A refused name on the cached path is refused as on the plain one. */
+    line1[0].value = "";
+    line1[0].value_len = 0;
+    ASSERT_EQ(store_batch_add_tagged(b, line1, 4, 1000, now, 1, &why), IOCD_EINVAL);
+    ASSERT_EQ(why, STORE_REJECT_NO_NAME);
+    /* The same label sets again through the plain path, in another order. */
+    {
+        iocd_label a[] = { L("device", "wp-1"), L("domain", "water"), L("ward", "Phan Dinh Phung"),
+                           L("__name__", "water_flow_m3h") };
+        iocd_label c[] = { L("device", "wp-1"), L("__name__", "water_level_m"), L("Zone", "A") };
+        iocd_label d[] = { L("__name__", "water_pressure_bar"), L("device", "wp-2") };
+        ASSERT_OK(store_batch_add(b, a, 4, now + 1000, 5, &why));
+        ASSERT_OK(store_batch_add(b, c, 3, now + 1000, 5, &why));
+        ASSERT_OK(store_batch_add(b, d, 2, now + 1000, 5, &why));
+    }
+    ASSERT_OK(store_batch_commit(b, NULL));
+    ASSERT_OK(store_series_all(st, &ids, &n));
+    ASSERT_EQ(n, 9);
+    for (i = 0; i < n; i++) {
+        iocd_sample *s = read_all(st, ids[i], &n);
+        label_text t = { { 0 } };
+        ASSERT_OK(store_series_labels(st, ids[i], append_label, &t));
+        if (strstr(t.buf, "device=wp-1;domain") != NULL && strstr(t.buf, "flow") != NULL)
+            ASSERT_EQ(n, 2);
+        if (strstr(t.buf, "Zone=A") != NULL && strstr(t.buf, "level") != NULL)
+            ASSERT_EQ(n, 2);
+        if (strstr(t.buf, "wp-2") != NULL && strstr(t.buf, "pressure") != NULL)
+            ASSERT_EQ(n, 2);
+        ASSERT_TRUE(strstr(t.buf, "empty") == NULL);
+        iocd_free(s);
+        n = 9;
+    }
+    iocd_free(ids);
+    store_close(st);
+    /* After a restart (hashes recomputed from the keys), the same series are found. */
+    st = open_at("data", NULL);
+    ASSERT_OK(store_batch_new(st, &b));
+    line3[0].value = "water_level_m";
+    line3[0].value_len = strlen("water_level_m");
+    ASSERT_OK(store_batch_add_tagged(b, line3, 3, 7, now + 2000, 1, &why));
+    ASSERT_OK(store_batch_add_tagged(b, line3, 3, 7, now + 3000, 2, &why));
+    ASSERT_OK(store_batch_commit(b, NULL));
+    ASSERT_OK(store_series_all(st, &ids, &n));
+    ASSERT_EQ(n, 9);
+    iocd_free(ids);
+    store_close(st);
+}
+
 /* ---- Sealing --------------------------------------------------------------------------- */
 
 static store_stats wait_sealed(store *st, int64_t before)
@@ -345,6 +420,103 @@ TEST(sealing_moves_heads_to_blocks_and_reads_merge)
     iocd_free(s);
     iocd_free(ids);
     store_close(st);
+}
+
+static void count_problem(void *ud, const char *msg)
+{
+    fprintf(stderr, "check: %s\n", msg);
+    ++*(int *)ud;
+}
+
+static void add_series(store_batch *b, const char *metric, const char *kind, size_t i, int64_t t)
+{
+    char dev[64];
+    iocd_label l[] = { { "__name__", 8, metric, strlen(metric) }, { "device", 6, dev, 0 } };
+
+    l[1].value_len = (size_t)snprintf(dev, sizeof(dev), "%s-%03zu", kind, i);
+    add(b, l, 2, t, (double)i);
+}
+
+/* Series keys move into packed groups when a seal completes; a deleted series leaves its
+ * group (packed or not) and every read; a restart and `iocd check` agree. */
+TEST(series_index_packs_and_deletes)
+{
+    store_config cfg = { .chunk_ms = 60000, .seal_grace_ms = 1000 };
+    store *st = open_at("data", &cfg);
+    store_batch *b = NULL;
+    int64_t now = iocd_now_ms(), t0 = (now - 600000) / 60000 * 60000;
+    char long_dev[600], errbuf[256];
+    uint64_t *ids = NULL, del[3];
+    size_t n, i;
+    int problems = 0;
+    uint64_t n_problems = 0;
+    label_text t = { { 0 } };
+    char **vals = NULL;
+
+    memset(long_dev, 'x', 450);
+    snprintf(long_dev + 450, sizeof(long_dev) - 450, "-%d", 7);
+    ASSERT_OK(store_batch_new(st, &b));
+    for (i = 0; i < 100; i++)
+        add_series(b, "lux", "lamp", i, t0);
+    for (i = 0; i < 30; i++)
+        add_series(b, "fps", "cam", i, t0);
+    ASSERT_OK(store_batch_commit(b, NULL));
+    ASSERT_OK(store_batch_new(st, &b));
+    {
+        iocd_label l[] = { L("__name__", "fps"), { "device", 6, long_dev, strlen(long_dev) } };
+        add(b, l, 2, t0, 1);
+        add(b, l, 2, now, 1); /* the newest sample passes the period: the seal runs */
+    }
+    ASSERT_OK(store_batch_commit(b, NULL));
+    wait_sealed(st, t0 + 60000);
+    /* Created after the seal: still in series_by_id, one of them in a packed group. */
+    ASSERT_OK(store_batch_new(st, &b));
+    for (i = 30; i < 40; i++)
+        add_series(b, "fps", "cam", i, now);
+    ASSERT_OK(store_batch_commit(b, NULL));
+    ASSERT_OK(store_postings(st, "device", "lamp-042", &ids, &n)); /* packed */
+    ASSERT_EQ(n, 1);
+    del[0] = ids[0];
+    iocd_free(ids);
+    ASSERT_OK(store_postings(st, "device", "cam-035", &ids, &n)); /* not packed yet */
+    ASSERT_EQ(n, 1);
+    del[1] = ids[0];
+    iocd_free(ids);
+    ASSERT_OK(store_postings(st, "device", "cam-007", &ids, &n));
+    ASSERT_EQ(n, 1);
+    del[2] = ids[0];
+    iocd_free(ids);
+    ASSERT_OK(store_delete_series(st, del, 3));
+    /* The long value comes back whole from its (packed) series key. */
+    ASSERT_OK(store_label_values(st, "device", &vals, &n));
+    ASSERT_EQ(n, 100 + 40 + 1 - 3);
+    for (i = 0; i < n; i++) {
+        if (strlen(vals[i]) > 400)
+            ASSERT_STR_EQ(vals[i], long_dev);
+        iocd_free(vals[i]);
+    }
+    iocd_free(vals);
+    store_close(st);
+
+    st = open_at("data", &cfg);
+    ASSERT_OK(store_series_all(st, &ids, &n));
+    ASSERT_EQ(n, 100 + 40 + 1 - 3);
+    iocd_free(ids);
+    for (i = 0; i < 3; i++)
+        ASSERT_EQ(store_series_labels(st, del[i], append_label, &t), IOCD_ENOTFOUND);
+    ASSERT_OK(store_postings(st, "device", "cam-036", &ids, &n));
+    ASSERT_EQ(n, 1);
+    ASSERT_OK(store_series_labels(st, ids[0], append_label, &t));
+    ASSERT_STR_EQ(t.buf, "__name__=fps;device=cam-036;");
+    iocd_free(ids);
+    ASSERT_OK(store_postings(st, "device", "lamp-042", &ids, &n));
+    ASSERT_EQ(n, 0);
+    iocd_free(ids);
+    store_close(st);
+    ASSERT_OK(
+        store_check(sub("data"), count_problem, &problems, &n_problems, errbuf, sizeof(errbuf)));
+    ASSERT_EQ(problems, 0);
+    ASSERT_EQ(n_problems, 0);
 }
 
 TEST(rollups_match_the_raw_samples)

@@ -1,0 +1,77 @@
+/* storage/lmdb_int.h - what the files that see <lmdb.h> share: the environment and its
+ * databases, big-endian key helpers, and the packed series index (storage/lmdb_series.c). */
+#ifndef IOCD_STORAGE_LMDB_INT_H
+#define IOCD_STORAGE_LMDB_INT_H
+
+#include "storage/storage_int.h"
+
+#include <lmdb.h>
+
+struct store_db {
+    MDB_env *env;
+    MDB_dbi meta;
+    MDB_dbi series_by_id;  /* id -> canonical key, for series not yet packed */
+    MDB_dbi series_packed; /* first id of a group of 64 -> its series keys, compressed */
+    MDB_dbi postings;      /* "name=value" -> ids (dupsort, dupfixed, big-endian) */
+    MDB_dbi wal;           /* period, sequence -> record */
+    MDB_dbi chunks;        /* period, id group, sequence -> compressed block */
+    MDB_dbi rollup_5m;     /* the same keys -> 5-minute min, max, sum, count, last */
+    MDB_dbi rollup_1h;     /* the same keys -> 1-hour aggregates */
+    MDB_dbi kv;            /* table \0 key -> value: alert state, incidents, silences */
+};
+
+/* LMDB's return codes as ours. */
+iocd_err store_mdb_err(int rc);
+
+static inline void be64(uint8_t *p, uint64_t v)
+{
+    int i;
+
+    for (i = 7; i >= 0; i--) {
+        p[i] = (uint8_t)v;
+        v >>= 8;
+    }
+}
+
+static inline uint64_t get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    int i;
+
+    for (i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* Signed times as big-endian keys that sort in numeric order. */
+static inline void be_time(uint8_t *p, int64_t t)
+{
+    be64(p, (uint64_t)t ^ (1ULL << 63));
+}
+
+static inline int64_t get_be_time(const uint8_t *p)
+{
+    return (int64_t)(get_be64(p) ^ (1ULL << 63));
+}
+
+/* ---- The series index (storage/lmdb_series.c) -------------------------------------------
+ * A new series is written to series_by_id (id -> key). When a seal completes, every series
+ * there moves into series_packed: one record per id group of 64, its keys compressed
+ * together (series of a group share one metric, so they compress ~8x). Return LMDB codes. */
+
+/* Moves every series of series_by_id into its group's packed record. */
+int store_spack_pack(store_db *db, MDB_txn *txn);
+
+/* The key of series id, from series_by_id or its group (*key may point into scratch). */
+int store_spack_get(store_db *db, MDB_txn *txn, uint64_t id, iocd_buf *scratch, const uint8_t **key,
+                    size_t *len);
+
+/* Calls fn for every series, packed groups first (ids ascending within each). fn's error
+ * stops the walk: *err gets it and the call returns 0. */
+typedef iocd_err (*store_spack_fn)(void *ud, uint64_t id, const uint8_t *key, size_t len);
+int store_spack_each(store_db *db, MDB_txn *txn, store_spack_fn fn, void *ud, iocd_err *err);
+
+/* Removes the series ids (any order), wherever they are; ids found nowhere are skipped. */
+int store_spack_del(store_db *db, MDB_txn *txn, const uint64_t *ids, size_t n);
+
+#endif
