@@ -125,16 +125,18 @@ static void seal_set_fini(seal_set *ss)
     memset(ss, 0, sizeof(*ss));
 }
 
-/* Moves every head sample before `before` of the series in by_id[from, to) into ss, as runs
- * of one series and one period. Called with st->mu held. */
+/* Moves every head sample before `before` of the series with ids in [from, to) into ss, as
+ * runs of one series and one period. Slices are id ranges (by_id[id - 1]) so that one made of
+ * whole id groups seals each group's block in one piece: index ranges split a group across
+ * two slices, and its second half became a patch block. Called with st->mu held. */
 static iocd_err take_sealable(store *st, int64_t before, size_t from, size_t to, seal_set *ss,
                               uint64_t **sealing_ids, size_t *n_sealing_ids, size_t *cap_ids)
 {
-    size_t i, k, j;
+    size_t id, k, j;
     iocd_err err = IOCD_OK;
 
-    for (i = from; i < to && i < st->by_id_cap && err == IOCD_OK; i++) {
-        store_series *s = st->by_id[i];
+    for (id = from; id < to && id <= st->by_id_cap && err == IOCD_OK; id++) {
+        store_series *s = id > 0 ? st->by_id[id - 1] : NULL;
         iocd_sample *taken = NULL;
         if (s == NULL || store_head_count(&s->head) == 0)
             continue;
@@ -458,14 +460,14 @@ static iocd_err seal_slices(store *st, int64_t before, size_t *from_io, size_t m
         if (max_slices > 0 && slices == max_slices)
             break;
         pthread_mutex_lock(&st->mu);
-        end = st->by_id_cap;
-        if (from < end)
+        end = st->by_id_cap; /* the highest id there can be */
+        if (from <= end)
             err = take_sealable(st, before, from, from + SEAL_SLICE, &ss, sealing_ids,
                                 n_sealing_ids, &cap_ids);
         pthread_mutex_unlock(&st->mu);
-        if (from >= end)
+        if (from > end)
             *done = true;
-        if (from >= end || err != IOCD_OK)
+        if (from > end || err != IOCD_OK)
             break;
         slices++;
         *n_samples += ss.n;
@@ -479,7 +481,7 @@ static iocd_err seal_slices(store *st, int64_t before, size_t *from_io, size_t m
     }
     if (err == IOCD_OK && !*done) {
         pthread_mutex_lock(&st->mu);
-        *done = from >= st->by_id_cap;
+        *done = from > st->by_id_cap;
         pthread_mutex_unlock(&st->mu);
     }
     *from_io = from;

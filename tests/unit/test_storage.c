@@ -439,6 +439,27 @@ static void add_series(store_batch *b, const char *metric, const char *kind, siz
 
 /* Series keys move into packed groups when a seal completes; a deleted series leaves its
  * group (packed or not) and every read; a restart and `iocd check` agree. */
+/* A seal writes one block per period and id group: slices of the seal must not split a
+ * group (they did, at every slice boundary, and the second half became a patch block). */
+TEST(seal_writes_one_block_per_group)
+{
+    store_config cfg = { .chunk_ms = 60000, .seal_grace_ms = 1000 };
+    store *st = open_at("data", &cfg);
+    store_batch *b = NULL;
+    int64_t now = iocd_now_ms(), t0 = (now - 600000) / 60000 * 60000;
+    store_stats stats;
+    size_t i;
+
+    ASSERT_OK(store_batch_new(st, &b));
+    for (i = 0; i < 1100; i++) /* ids 1..1100: groups 0..17, over several slices */
+        add_series(b, "lux", "lamp", i, t0 + 10000);
+    add_series(b, "lux", "lamp", 0, now); /* moves the watermark past the period */
+    ASSERT_OK(store_batch_commit(b, NULL));
+    stats = wait_sealed(st, t0 + 60000);
+    ASSERT_EQ(stats.blocks, (1100 + 63) / 64);
+    store_close(st);
+}
+
 TEST(series_index_packs_and_deletes)
 {
     store_config cfg = { .chunk_ms = 60000, .seal_grace_ms = 1000 };
