@@ -476,17 +476,7 @@ class Iocd(System):
         th = threading.Thread(target=reader, daemon=True)
         th.start()
         try:
-            host, port = srv.addr.rsplit(":", 1)
-            conn = http.client.HTTPConnection(host, int(port), timeout=30)
-
-            def probe(dev):
-                line = "water,ward=probe,domain=water,device=%s pressure_bar=0.5 %d" % (
-                    dev, int(time.time() * 1000))
-                conn.request("POST", "/write?precision=ms", line.encode())
-                r = conn.getresponse()
-                r.read()
-                if r.status != 204:
-                    srv.fail("probe write answered %d" % r.status)
+            probe = line_prober(srv, lambda st: st == 204)
             warm = "warmup-%s" % run_tag
             probe(warm)
             deadline = time.monotonic() + 60
@@ -516,6 +506,23 @@ class Iocd(System):
         finally:
             proc.kill()
             proc.wait()
+
+
+def line_prober(srv, ok):
+    """probe(device): writes one threshold-crossing sample as a line (now, ms precision) on
+    one keep-alive connection; a status ok() refuses stops the comparison."""
+    host, port = srv.addr.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+
+    def probe(dev):
+        line = "water,ward=probe,domain=water,device=%s pressure_bar=0.5 %d" % (
+            dev, int(time.time() * 1000))
+        conn.request("POST", "/write?precision=ms", line.encode())
+        r = conn.getresponse()
+        r.read()
+        if not ok(r.status):
+            srv.fail("probe write answered %d" % r.status)
+    return probe
 
 
 def start_alertmanager(tag, ctx):
@@ -606,17 +613,7 @@ class VictoriaMetrics(System):
         return srv
 
     def alert(self, srv, ctx, run_tag):
-        host, port = srv.addr.rsplit(":", 1)
-        conn = http.client.HTTPConnection(host, int(port), timeout=30)
-
-        def probe(dev):
-            line = "water,ward=probe,domain=water,device=%s pressure_bar=0.5 %d" % (
-                dev, int(time.time() * 1000))
-            conn.request("POST", "/write?precision=ms", line.encode())
-            r = conn.getresponse()
-            r.read()
-            if r.status // 100 != 2:
-                srv.fail("probe write answered %d" % r.status)
+        probe = line_prober(srv, lambda st: st // 100 == 2)
         return alert_through_am(srv, ctx, run_tag, probe, ctx["vmalert"])
 
     def flush(self, srv, d, info):

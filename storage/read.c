@@ -176,12 +176,45 @@ iocd_err store_series_samples(const store_series *s, iocd_sample **out, size_t *
     return IOCD_OK;
 }
 
+iocd_err store_series_samples_in(const store_series *s, int64_t lo, int64_t hi, iocd_sample **out,
+                                 size_t *n_out)
+{
+    iocd_sample *all = NULL;
+    size_t n_all = 0, a = 0, b;
+    iocd_err err = store_series_samples(s, &all, &n_all);
+
+    if (err != IOCD_OK)
+        return err;
+    while (a < n_all && all[a].t_ms < lo)
+        a++;
+    for (b = a; b < n_all && all[b].t_ms <= hi; b++)
+        ;
+    memmove(all, all + a, (b - a) * sizeof(*all));
+    *out = all;
+    *n_out = b - a;
+    return IOCD_OK;
+}
+
+size_t store_id_find(const uint64_t *ids, size_t n, uint64_t id)
+{
+    size_t lo = 0, hi = n, mid;
+
+    while (lo < hi) {
+        mid = (lo + hi) / 2;
+        if (ids[mid] < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < n && ids[lo] == id ? lo : n;
+}
+
 iocd_err store_read(store *st, uint64_t id, int64_t start_ms, int64_t end_ms, iocd_sample **out,
                     size_t *n_out)
 {
     read_ctx r;
     iocd_sample *head = NULL;
-    size_t n_head = 0, lo = 0, hi;
+    size_t n_head = 0;
     store_series *s;
     iocd_err err = IOCD_OK;
 
@@ -193,20 +226,8 @@ iocd_err store_read(store *st, uint64_t id, int64_t start_ms, int64_t end_ms, io
      * (removed below), never lose it. */
     pthread_mutex_lock(&st->mu);
     s = store_series_get(st, id);
-    if (s != NULL) {
-        iocd_sample *all = NULL;
-        size_t n_all = 0;
-        if (store_series_samples(s, &all, &n_all) == IOCD_OK) {
-            while (lo < n_all && all[lo].t_ms < start_ms)
-                lo++;
-            hi = lo;
-            while (hi < n_all && all[hi].t_ms <= end_ms)
-                hi++;
-            n_head = hi - lo;
-            memmove(all, all + lo, n_head * sizeof(*all));
-            head = all;
-        }
-    }
+    if (s != NULL && store_series_samples_in(s, start_ms, end_ms, &head, &n_head) != IOCD_OK)
+        head = NULL;
     pthread_mutex_unlock(&st->mu);
     if (s == NULL)
         return IOCD_ENOTFOUND;
@@ -245,18 +266,9 @@ typedef struct many_ctx {
 static iocd_err many_series(void *ud, uint64_t id, const iocd_sample *s, size_t n)
 {
     many_ctx *m = ud;
-    size_t lo = 0, hi = m->n, mid;
+    size_t k = store_id_find(m->ids, m->n, id); /* the wanted ids are ascending */
 
-    while (lo < hi) { /* the wanted ids are ascending */
-        mid = (lo + hi) / 2;
-        if (m->ids[mid] < id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    if (lo == m->n || m->ids[lo] != id)
-        return IOCD_OK;
-    return read_append(&m->r[lo], s, n);
+    return k == m->n ? IOCD_OK : read_append(&m->r[k], s, n);
 }
 
 static iocd_err many_block(void *ud, int64_t period, const void *data, size_t len)
@@ -288,8 +300,6 @@ iocd_err store_read_many(store *st, const uint64_t *ids, size_t n, int64_t start
         pthread_mutex_lock(&st->mu);
         for (j = 0; j < g; j++) {
             store_series *s = store_series_get(st, ids[i + j]);
-            iocd_sample *all = NULL;
-            size_t n_all = 0, lo = 0, hi;
             r[j].id = ids[i + j];
             r[j].start_ms = start_ms;
             r[j].end_ms = end_ms;
@@ -297,17 +307,8 @@ iocd_err store_read_many(store *st, const uint64_t *ids, size_t n, int64_t start
             n_head[j] = 0;
             if (s == NULL || (s->head.n == 0 && s->head.n_ooo == 0 && s->n_sealing == 0))
                 continue;
-            if (store_series_samples(s, &all, &n_all) != IOCD_OK) {
+            if (store_series_samples_in(s, start_ms, end_ms, &head[j], &n_head[j]) != IOCD_OK)
                 err = IOCD_ENOMEM;
-                continue;
-            }
-            while (lo < n_all && all[lo].t_ms < start_ms)
-                lo++;
-            for (hi = lo; hi < n_all && all[hi].t_ms <= end_ms; hi++)
-                ;
-            n_head[j] = hi - lo;
-            memmove(all, all + lo, n_head[j] * sizeof(*all));
-            head[j] = all;
         }
         pthread_mutex_unlock(&st->mu);
         m.ids = ids + i;

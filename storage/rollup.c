@@ -68,17 +68,10 @@ static void part_fini(part_ctx *c)
  * the same period taken from an earlier block (a patch's part covers the whole period). */
 static iocd_err part_emit(part_ctx *c, uint64_t id)
 {
-    size_t lo = 0, hi = c->n, mid, a, k, nb = c->agg_n[0];
+    size_t lo = store_id_find(c->ids, c->n, id), a, k, nb = c->agg_n[0];
     rollup_acc *acc;
 
-    while (lo < hi) {
-        mid = (lo + hi) / 2;
-        if (c->ids[mid] < id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    if (lo == c->n || c->ids[lo] != id)
+    if (lo == c->n)
         return IOCD_OK;
     for (a = 1; a < ROLLUP_AGGS; a++)
         if (c->agg_n[a] != nb)
@@ -469,24 +462,13 @@ iocd_err store_read_rollup_many(store *st, const uint64_t *ids, size_t n, int64_
         pthread_mutex_lock(&st->mu);
         for (j = 0; j < g; j++) {
             store_series *s = store_series_get(st, ids[i + j]);
-            iocd_sample *all = NULL;
-            size_t n_all = 0, a = 0, b;
             head[j] = NULL;
             n_head[j] = 0;
             gone[j] = s == NULL;
             if (s == NULL || (s->head.n == 0 && s->head.n_ooo == 0 && s->n_sealing == 0))
                 continue;
-            if (store_series_samples(s, &all, &n_all) != IOCD_OK) {
+            if (store_series_samples_in(s, lo, hi, &head[j], &n_head[j]) != IOCD_OK)
                 err = IOCD_ENOMEM;
-                continue;
-            }
-            while (a < n_all && all[a].t_ms < lo)
-                a++;
-            for (b = a; b < n_all && all[b].t_ms <= hi; b++)
-                ;
-            n_head[j] = b - a;
-            memmove(all, all + a, n_head[j] * sizeof(*all));
-            head[j] = all;
         }
         pthread_mutex_unlock(&st->mu);
         if (err == IOCD_OK && start_ms <= end_ms) {

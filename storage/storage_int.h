@@ -304,6 +304,12 @@ size_t store_samples_dedupe(iocd_sample *s, size_t n);
 /* The head's samples merged with those being sealed, ascending, a head sample winning a tie.
  * Call with st->mu held; the caller frees *out. Errors: IOCD_ENOMEM. */
 iocd_err store_series_samples(const store_series *s, iocd_sample **out, size_t *n_out);
+/* The same, only those with lo <= t <= hi. */
+iocd_err store_series_samples_in(const store_series *s, int64_t lo, int64_t hi, iocd_sample **out,
+                                 size_t *n_out);
+
+/* The index of id in ids (ascending), or n when it is not there. */
+size_t store_id_find(const uint64_t *ids, size_t n, uint64_t id);
 
 typedef struct pending {
     store_done_fn done;

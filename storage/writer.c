@@ -308,18 +308,10 @@ typedef struct prior_ctx {
 static iocd_err prior_series(void *ud, uint64_t id, const iocd_sample *s, size_t n)
 {
     prior_ctx *c = ud;
-    size_t lo = 0, hi = c->k, mid, i;
+    size_t i = store_id_find(c->ids, c->k, id);
 
-    while (lo < hi) {
-        mid = (lo + hi) / 2;
-        if (c->ids[mid] < id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    if (lo == c->k || c->ids[lo] != id || n == 0)
+    if (i == c->k || n == 0)
         return IOCD_OK;
-    i = lo;
     if (c->n[i] + n + c->cs[i].n > c->cap[i]) { /* room for the new run too (see below) */
         size_t cap = (c->n[i] + n + c->cs[i].n) * 2;
         iocd_sample *g = iocd_realloc(c->s[i], cap * sizeof(*g));
