@@ -550,13 +550,15 @@ static iocd_err rollup_payload(const codec_series *cs, int64_t res, iocd_buf *ou
         }
         vals_raw = !codec_decimal_at(min, e, &min_m) || !codec_decimal_at(max, e, &max_m) ||
                    !codec_decimal_at(last, e, &last_m);
-        err = put_varint(out, first ? codec_zigzag(b / res) : (uint64_t)(b / res - prev_b / res - 1));
+        err =
+            put_varint(out, first ? codec_zigzag(b / res) : (uint64_t)(b / res - prev_b / res - 1));
         first = false;
         prev_b = b;
         if (err == IOCD_OK)
             err = put_varint(out, count << 2 | (vals_raw ? 1u : 0u) | (exact ? 0u : 2u));
         if (err == IOCD_OK)
-            err = put_varint(out, codec_zigzag((int64_t)((uint64_t)(last_t - b) - (uint64_t)prev_off)));
+            err = put_varint(out,
+                             codec_zigzag((int64_t)((uint64_t)(last_t - b) - (uint64_t)prev_off)));
         prev_off = last_t - b;
         if (err == IOCD_OK && !vals_raw) {
             err = put_varint(out, codec_zigzag((int64_t)((uint64_t)min_m - (uint64_t)prev_min)));
@@ -719,8 +721,8 @@ static iocd_err rollup_v1_series(rollup_ctx *c)
     if (err != IOCD_OK)
         return err;
     for (k = 0; k < nb; k++) {
-        c->r[k] = (store_rollup){ c->agg[0][k].t_ms, c->agg[0][k].v, c->agg[1][k].v,
-                                  c->agg[2][k].v,    c->agg[3][k].v, c->agg[4][k].v,
+        c->r[k] = (store_rollup){ c->agg[0][k].t_ms,      c->agg[0][k].v, c->agg[1][k].v,
+                                  c->agg[2][k].v,         c->agg[3][k].v, c->agg[4][k].v,
                                   (int64_t)c->agg[5][k].v };
     }
     return c->fn(c->ud, c->cur, c->r, nb);
@@ -772,8 +774,8 @@ iocd_err codec_rollup_select(const void *data, size_t len, size_t max_raw, int64
     *c = (rollup_ctx){ .ids = ids, .n = n, .res = res_ms, .fn = fn, .ud = ud, .cur = UINT64_MAX };
     /* The version is known once the block is open, before the first series. */
     c->version = 0;
-    err = block_walk_v(data, len, max_raw, 1u << BLOCK_VERSION | 1u << ROLLUP_VERSION,
-                       &c->version, rollup_one, c);
+    err = block_walk_v(data, len, max_raw, 1u << BLOCK_VERSION | 1u << ROLLUP_VERSION, &c->version,
+                       rollup_one, c);
     if (err == IOCD_OK && c->seen != 0)
         err = IOCD_ECORRUPT;
     iocd_free(c->r);

@@ -23,8 +23,8 @@
  * compacted span blocks: its chunk blocks are simply compacted by the writer later). */
 #define FORMAT_PREV  "iocd-store-1"
 #define FORMAT_PREV2 "iocd-store-2"
-#define DEFAULT_MAP    (256ULL << 30) /* address space only: the file grows as data is written */
-#define MAX_DBS        32
+#define DEFAULT_MAP  (256ULL << 30) /* address space only: the file grows as data is written */
+#define MAX_DBS      32
 
 #define POSTING_KEY_MAX  480 /* LMDB keys are at most 511 bytes */
 #define POSTING_VAL_KEEP 400
@@ -315,8 +315,8 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
     for (i = 0; rc == 0 && i < n_blocks; i++) {
         uint32_t next = 0;
         MDB_val fk, fv;
-        uint64_t kgroup = blocks[i].kind == STORE_DB_SPANS ? blocks[i].group / SPAN_GROUPS
-                                                          : blocks[i].group;
+        uint64_t kgroup =
+            blocks[i].kind == STORE_DB_SPANS ? blocks[i].group / SPAN_GROUPS : blocks[i].group;
         if (blocks[i].replaces && db->span_ms > 0) {
             /* Compaction: the block holds every sample (or part) of its groups' span. */
             int64_t last = blocks[i].period + db->span_ms - 1;
@@ -325,16 +325,15 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
                 mdb_cursor_close(cur);
                 cur = NULL;
             }
-            rc = del_group_range(txn, kind_dbi(db, blocks[i].kind), kgroup, blocks[i].period,
-                                 last);
+            rc = del_group_range(txn, kind_dbi(db, blocks[i].kind), kgroup, blocks[i].period, last);
             for (g = 0; rc == 0 && blocks[i].kind == STORE_DB_SPANS && g < SPAN_GROUPS; g++) {
                 rc = del_group_range(txn, db->chunks, blocks[i].group + g, blocks[i].period, last);
                 if (rc == 0)
-                    rc = del_group_range(txn, db->rollup_5m, blocks[i].group + g,
-                                         blocks[i].period, last);
+                    rc = del_group_range(txn, db->rollup_5m, blocks[i].group + g, blocks[i].period,
+                                         last);
                 if (rc == 0)
-                    rc = del_group_range(txn, db->rollup_1h, blocks[i].group + g,
-                                         blocks[i].period, last);
+                    rc = del_group_range(txn, db->rollup_1h, blocks[i].group + g, blocks[i].period,
+                                         last);
             }
             if (rc != 0)
                 break;
@@ -522,10 +521,12 @@ iocd_err store_db_set_spans(store_db *db, int64_t chunk_ms, int64_t span_ms, boo
     db->span_ms = file_span;
     db->compacts = compact && file_span > chunk_ms && file_span % chunk_ms == 0;
     if (compact && file_span != span_ms)
-        log_warn("store", "the data file keeps its block span; the configured one applies to new files",
+        log_warn("store",
+                 "the data file keeps its block span; the configured one applies to new files",
                  "file_span_ms=%lld configured_ms=%lld", (long long)file_span, (long long)span_ms);
     if (compact && !db->compacts)
-        log_warn("store", "block spans not compacted: the file's span is not a multiple of the chunk",
+        log_warn("store",
+                 "block spans not compacted: the file's span is not a multiple of the chunk",
                  "file_span_ms=%lld chunk_ms=%lld", (long long)file_span, (long long)chunk_ms);
     return IOCD_OK;
 }

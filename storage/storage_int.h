@@ -418,9 +418,9 @@ struct store {
     int64_t last_late_seal_ns;
     /* A seal in progress (writer thread only): it takes SEAL_SLICES_PER_COMMIT slices of
      * series per group commit, so no commit waits on a whole seal. */
-    int64_t seal_target;  /* its boundary, or INT64_MIN: none */
-    size_t seal_from;     /* the next series id to take */
-    uint64_t seal_seq;    /* the WAL sequence when it began: later records stay */
+    int64_t seal_target; /* its boundary, or INT64_MIN: none */
+    size_t seal_from;    /* the next series id to take */
+    uint64_t seal_seq;   /* the WAL sequence when it began: later records stay */
     /* Compaction of finished spans (writer thread only): when set, chunk blocks may be
      * waiting; cleared when a look finds none. */
     bool compact_check;

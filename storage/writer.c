@@ -331,8 +331,9 @@ static void prior_fini(prior_ctx *c)
 static void block_add(store_db_block *blocks, size_t *n, store_db_kind kind, int64_t period,
                       uint64_t group, const iocd_buf *space, size_t before, bool replaces)
 {
-    blocks[*n] = (store_db_block){ kind,          period, group, (const void *)(uintptr_t)before,
-                                   space->len - before, replaces };
+    blocks[*n] = (store_db_block){
+        kind, period, group, (const void *)(uintptr_t)before, space->len - before, replaces
+    };
     (*n)++;
 }
 
@@ -347,8 +348,8 @@ static iocd_err add_rollups(const codec_series *cs, size_t k, int64_t period, ui
     for (r = 0; err == IOCD_OK && r < 2; r++) {
         size_t before = space->len;
         err = codec_rollup_encode(cs, k, r == 0 ? STORE_ROLLUP_5M : STORE_ROLLUP_1H, level, space);
-        block_add(blocks, n, r == 0 ? STORE_DB_ROLLUP_5M : STORE_DB_ROLLUP_1H, period, group,
-                  space, before, replaces);
+        block_add(blocks, n, r == 0 ? STORE_DB_ROLLUP_5M : STORE_DB_ROLLUP_1H, period, group, space,
+                  before, replaces);
     }
     return err;
 }
@@ -447,8 +448,8 @@ static iocd_err build_blocks(store *st, const seal_set *ss, store_db_block **blo
                 first--;
             err = join_runs(ss, ss->runs + first, unit - first, cs, &k, &joined);
             if (err == IOCD_OK)
-                err = merge_prior(st, span, span + store_db_span_ms(st->db) - 1, group, cs, k, prior,
-                                  whole);
+                err = merge_prior(st, span, span + store_db_span_ms(st->db) - 1, group, cs, k,
+                                  prior, whole);
             if (err == IOCD_OK)
                 err = add_rollups(whole, k, span, group, false, ZSTD_LEVEL, blocks, &n, space);
             prior_fini(prior);
@@ -639,8 +640,7 @@ static iocd_err compact_slice(store *st, int64_t before, size_t max, store_db_bl
     if (blocks != NULL)
         *blocks_io = blocks;
     for (t = 0; err == IOCD_OK && t < n_todo; t++) {
-        err = compact_container(st, todo[t].span, todo[t].group, c, &frames_buf, blocks, &n,
-                                space);
+        err = compact_container(st, todo[t].span, todo[t].group, c, &frames_buf, blocks, &n, space);
         (*n_done)++;
     }
     for (j = 0; j < 64; j++)

@@ -425,7 +425,9 @@ static void span_check_file(void)
 
 TEST(compacted_spans_keep_every_sample_and_rollup)
 {
-    store_config on = { .chunk_ms = 10 * MIN_MS, .seal_grace_ms = 1000, .ooo_window_ms = 10 * MIN_MS };
+    store_config on = { .chunk_ms = 10 * MIN_MS,
+                        .seal_grace_ms = 1000,
+                        .ooo_window_ms = 10 * MIN_MS };
     store_config off = on;
     store *st;
     store_batch *b = NULL;
@@ -460,7 +462,7 @@ TEST(compacted_spans_keep_every_sample_and_rollup)
     }
     ASSERT_EQ(stats.span_blocks, 2);
     span_verify(st, SPAN_SERIES, 2); /* the last period is not sealed yet */
-    store_close(st); /* compacts the last hour too */
+    store_close(st);                 /* compacts the last hour too */
     st = open_at("spans", &off);
     ASSERT_OK(store_stats_get(st, &stats));
     ASSERT_EQ(stats.span_blocks, 3);
