@@ -107,6 +107,7 @@ bool codec_decimal_at(double v, int e, int64_t *m);
 
 /* Appends the stream encoding of n samples (any order; stored as given). */
 iocd_err codec_stream_encode(const iocd_sample *s, size_t n, iocd_buf *out);
+
 /* Decodes a stream; *out is iocd_malloc'ed. Errors: IOCD_ECORRUPT, IOCD_ENOMEM. */
 iocd_err codec_stream_decode(const uint8_t *p, size_t len, iocd_sample **out, size_t *n_out);
 
@@ -118,6 +119,9 @@ typedef struct codec_series {
 
 /* Appends one zstd-compressed block holding the series. Errors: IOCD_ENOMEM, IOCD_EIO. */
 iocd_err codec_block_encode(const codec_series *list, size_t n, int level, iocd_buf *out);
+/* A block in the format before version 3 (times and values interleaved), which is still read:
+ * for tests of that reading. */
+iocd_err codec_block_encode_v1(const codec_series *list, size_t n, int level, iocd_buf *out);
 /* Finds series id in a block and decodes its samples. Errors: IOCD_ENOTFOUND,
  * IOCD_ECORRUPT (including a block claiming more than max_raw bytes), IOCD_ENOMEM. */
 iocd_err codec_block_find(const void *data, size_t len, uint64_t id, size_t max_raw,
