@@ -213,6 +213,7 @@ int cmd_serve(int argc, char **argv)
     scfg.rollup_retention_ms = d.cfg.rollup_retention_ms;
     scfg.compact_at_stop_max = (uint64_t)d.cfg.compact_at_stop_max;
     scfg.chunk_ms = d.cfg.chunk_ms;
+    scfg.block_span_ms = d.cfg.block_span_ms > 0 ? d.cfg.block_span_ms : -1;
     scfg.ooo_window_ms = d.cfg.ooo_window_ms;
     scfg.labels_max = (size_t)d.cfg.labels_max;
     scfg.label_len_max = (size_t)d.cfg.label_len_max;

@@ -11,17 +11,18 @@
 struct store_db {
     MDB_env *env;
     MDB_dbi meta;
-    /* "name=value", id segment -> the segment's ids (delta varints): the postings that a
-     * seal packed; `postings` below holds those of newer series (storage/lmdb_postings.c) */
-    MDB_dbi postings_packed;
-    MDB_dbi series_by_id;  /* id -> canonical key, for series not yet packed */
-    MDB_dbi series_packed; /* first id of a group of 64 -> its series keys, compressed */
-    MDB_dbi postings;      /* "name=value" -> ids (dupsort, dupfixed, big-endian) */
-    MDB_dbi wal;           /* period, sequence -> record */
-    MDB_dbi chunks;        /* period, id group, sequence -> compressed block */
-    MDB_dbi rollup_5m;     /* the same keys -> 5-minute min, max, sum, count, last */
-    MDB_dbi rollup_1h;     /* the same keys -> 1-hour aggregates */
-    MDB_dbi kv;            /* table \0 key -> value: alert state, incidents, silences */
+    MDB_dbi series_by_id;      /* id -> canonical key, for series not yet packed */
+    MDB_dbi series_packed;     /* first id of a group of 64 -> its series keys, compressed */
+    MDB_dbi postings;          /* "name=value" -> ids (dupsort, dupfixed, big-endian), unpacked */
+    MDB_dbi postings_packed;   /* "name=value", id segment -> its ids (storage/lmdb_postings.c) */
+    MDB_dbi wal;               /* period, sequence -> record */
+    MDB_dbi chunks;            /* period, id group, sequence -> compressed block */
+    MDB_dbi spans;             /* span start, id group, sequence -> compacted block */
+    MDB_dbi rollup_5m;         /* the same keys -> 5-minute min, max, sum, count, last */
+    MDB_dbi rollup_1h;         /* the same keys -> 1-hour aggregates */
+    MDB_dbi kv;                /* table \0 key -> value: alert state, incidents, silences */
+    int64_t chunk_ms, span_ms; /* see store_db_set_spans; span_ms is the file's */
+    bool compacts;             /* the writer compacts finished spans */
 };
 
 /* LMDB's return codes as ours. */
@@ -90,7 +91,7 @@ int store_post_add(store_db *db, MDB_txn *txn, uint64_t id, const uint8_t *key, 
 /* Moves every unpacked posting into the packed half. */
 int store_post_pack(store_db *db, MDB_txn *txn);
 
-/* For a file written before iocd-store-3: moves the unpacked postings of long values after a
+/* For a file written before iocd-store-4: moves the unpacked postings of long values after a
  * name over 62 bytes to today's key (which keeps fewer of the value's bytes). */
 int store_post_upgrade(store_db *db, MDB_txn *txn);
 

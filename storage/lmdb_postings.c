@@ -34,7 +34,7 @@
 /* ---- Keys --------------------------------------------------------------------------------- */
 
 /* How many bytes of a long value a key keeps, so that the key is at most POSTING_KEY_MAX.
- * Files before iocd-store-3 kept 400 whatever the name's length (store_post_upgrade). */
+ * Files before iocd-store-4 kept 400 whatever the name's length (store_post_upgrade). */
 static size_t value_keep(size_t name_len)
 {
     return name_len + 1 + POSTING_VAL_KEEP + HASH_LEN <= POSTING_KEY_MAX

@@ -95,7 +95,7 @@ static iocd_err read_append(read_ctx *r, const iocd_sample *s, size_t n)
     return IOCD_OK;
 }
 
-static iocd_err read_block(void *ud, int64_t period, const void *data, size_t len)
+static iocd_err read_block(void *ud, int64_t period, int64_t last_ms, const void *data, size_t len)
 {
     read_ctx *r = ud;
     iocd_sample *s = NULL;
@@ -103,6 +103,7 @@ static iocd_err read_block(void *ud, int64_t period, const void *data, size_t le
     iocd_err err = codec_block_find(data, len, r->id, BLOCK_RAW_MAX, &s, &n);
 
     (void)period;
+    (void)last_ms;
     if (err == IOCD_ENOTFOUND)
         return IOCD_OK;
     if (err == IOCD_OK)
@@ -271,11 +272,12 @@ static iocd_err many_series(void *ud, uint64_t id, const iocd_sample *s, size_t 
     return k == m->n ? IOCD_OK : read_append(&m->r[k], s, n);
 }
 
-static iocd_err many_block(void *ud, int64_t period, const void *data, size_t len)
+static iocd_err many_block(void *ud, int64_t period, int64_t last_ms, const void *data, size_t len)
 {
     many_ctx *m = ud;
 
     (void)period;
+    (void)last_ms;
     return codec_block_select(data, len, BLOCK_RAW_MAX, m->ids, m->n, many_series, ud);
 }
 
