@@ -749,10 +749,11 @@ TEST(postings_pack_and_both_halves_answer)
     store_close(st);
 }
 
-/* Makes a data file of this format look like iocd-store-2 left it: that marker, no packed
- * postings, and a long value's posting under the old key (400 bytes of the value whatever
- * the name's length, then '#' and the hash): over POSTING_KEY_MAX after a long name. */
-static void make_store_2(const char *dir, const char *name, const char *value)
+/* Makes a data file of this format look like an older iocd left it (marker: "iocd-store-2"
+ * or "-3"): that marker, no packed postings, and a long value's posting under the old key
+ * (400 bytes of the value whatever the name's length, then '#' and the hash): over
+ * POSTING_KEY_MAX after a long name. */
+static void make_old_store(const char *dir, const char *marker, const char *name, const char *value)
 {
     char path[600];
     uint8_t key[600], ids[64][8];
@@ -761,7 +762,7 @@ static void make_store_2(const char *dir, const char *name, const char *value)
     MDB_txn *txn = NULL;
     MDB_cursor *cur = NULL;
     MDB_dbi meta, posts, packed;
-    MDB_val k = { 6, (void *)"format" }, v = { 12, (void *)"iocd-store-2" };
+    MDB_val k = { 6, (void *)"format" }, v = { strlen(marker), (void *)marker };
     int rc;
 
     snprintf(path, sizeof(path), "%s/iocd.mdb", sub(dir));
@@ -795,9 +796,9 @@ static void make_store_2(const char *dir, const char *name, const char *value)
     mdb_env_close(env);
 }
 
-/* A data file of iocd-store-2 (all its postings in the unpacked half) opens, its long key
- * moves to today's, and a stop packs it all. */
-TEST(store_2_file_is_upgraded)
+/* A data file of iocd-store-2 or -3 (all its postings in the unpacked half) opens, its long
+ * key moves to today's, and a stop packs it all. */
+static void old_store_is_upgraded(const char *dir, const char *marker)
 {
     char name[71], value[451], errbuf[256];
     iocd_label l[] = { L("__name__", "m"), { name, 70, value, 450 } };
@@ -814,7 +815,7 @@ TEST(store_2_file_is_upgraded)
     value[450] = '\0';
     child = fork();
     if (child == 0) {
-        st = open_at("data", NULL);
+        st = open_at(dir, NULL);
         ASSERT_OK(store_batch_new(st, &b));
         add(b, l, 2, iocd_now_ms(), 1);
         add(b, d, 2, iocd_now_ms(), 1);
@@ -823,23 +824,28 @@ TEST(store_2_file_is_upgraded)
     }
     ASSERT_EQ(waitpid(child, &status, 0), child);
     ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    make_store_2("data", name, value);
-    ASSERT_ERR(
-        store_check(sub("data"), count_problem, &problems, &n_problems, errbuf, sizeof(errbuf)),
-        IOCD_EINVAL);
+    make_old_store(dir, marker, name, value);
+    ASSERT_ERR(store_check(sub(dir), count_problem, &problems, &n_problems, errbuf, sizeof(errbuf)),
+               IOCD_EINVAL);
     ASSERT_STR_CONTAINS(errbuf, "older iocd");
 
-    st = open_at("data", NULL);
+    st = open_at(dir, NULL);
     postings_one(st, name, value);
     postings_one(st, "device", "d1");
     ASSERT_STR_EQ(values_of(st, name), "<450>");
     store_close(st);
-    check_clean("data");
-    st = open_at("data", NULL);
+    check_clean(dir);
+    st = open_at(dir, NULL);
     postings_one(st, name, value);
     ASSERT_STR_EQ(values_of(st, name), "<450>");
     ASSERT_STR_EQ(names_of(st), "__name__,device,<70>");
     store_close(st);
+}
+
+TEST(older_formats_are_upgraded)
+{
+    old_store_is_upgraded("data2", "iocd-store-2");
+    old_store_is_upgraded("data3", "iocd-store-3");
 }
 
 TEST(rollups_match_the_raw_samples)
