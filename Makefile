@@ -212,7 +212,7 @@ bench-rules: all
 	build/bench/rulebench $(RULEBENCH_ARGS)
 
 FUZZ_SECONDS ?= 60
-FUZZ_CFLAGS = -O1 -g -fsanitize=fuzzer,address,undefined -DIOCD_TEST $(CSTD) $(INC) \
+FUZZ_CFLAGS = -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -DIOCD_TEST $(CSTD) $(INC) \
               $(PKG_CFLAGS)
 build/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
 	@mkdir -p $(@D)

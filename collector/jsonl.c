@@ -442,7 +442,7 @@ static bool parse_record(jp *j, record *r, const col_parse_limits *lim)
         const char *key;
         if (!str(j, r->scratch, &off, &len) || !expect(j, ':'))
             return false;
-        key = r->scratch->data + off;
+        key = len != 0 ? r->scratch->data + off : ""; /* an empty key may leave no buffer */
         if (len == 6 && memcmp(key, "metric", 6) == 0) {
             if (r->has_metric)
                 return fail(j, "duplicate key \"metric\"");
