@@ -358,17 +358,20 @@ typedef struct vsel_ctx {
     const pq_node *n;
     pq_value *out;
     bool want_ts;
-    size_t base; /* index of the first series this context reads (parallel halves) */
+    size_t base;        /* index of the first series this context reads (parallel halves) */
+    const int64_t *ref; /* per step: the time the selector is evaluated at */
 } vsel_ctx;
 
 /* For each step: the newest sample in [ref - lookback, ref], unless it is a staleness
  * marker. Steps ascend, so one pointer walks the samples once. */
-static iocd_err vsel_series(void *ud, size_t i, const iocd_sample *s, size_t n)
+static iocd_err vsel_series(void *ud, size_t i, const store_samples *ss)
 {
     vsel_ctx *c = ud;
     pq_eval *ev = c->ev;
     pq_series *ps = &c->out->s[c->base + i];
-    size_t j, k = 0;
+    const iocd_sample *s = ss->s;
+    size_t j, k = 0, n = ss->n;
+    int64_t lookback = ev->lim.lookback_ms;
     iocd_err err;
 
     ev->samples_loaded += n;
@@ -385,7 +388,7 @@ static iocd_err vsel_series(void *ud, size_t i, const iocd_sample *s, size_t n)
     if (err != IOCD_OK)
         return err;
     for (j = 0; j < ev->n_steps; j++) {
-        int64_t ref = pq_ref_time(ev, c->n->at, c->n->at_ms, c->n->offset_ms, pq_step_t(ev, j));
+        int64_t ref = c->ref[j];
         while (k < n && s[k].t_ms <= ref)
             k++;
         if (c->n->at != PQ_AT_NONE && j > 0) { /* the same time at every step */
@@ -395,7 +398,7 @@ static iocd_err vsel_series(void *ud, size_t i, const iocd_sample *s, size_t n)
                 ps->ts[j] = ps->ts[0];
             continue;
         }
-        if (k == 0 || s[k - 1].t_ms < ref - ev->lim.lookback_ms || is_stale(s[k - 1].v))
+        if (k == 0 || s[k - 1].t_ms < ref - lookback || (ss->nan && is_stale(s[k - 1].v)))
             continue;
         ps->ok[j] = 1;
         ps->v[j] = s[k - 1].v;
@@ -418,8 +421,9 @@ typedef struct half_job {
     char errbuf[512];
     const uint64_t *ids;
     size_t n;
-    int64_t from, to;
-    store_series_fn fn;
+    const store_span *spans;
+    size_t n_spans;
+    store_samples_fn fn;
     void *ctx;
     iocd_err err;
 } half_job;
@@ -428,15 +432,15 @@ static void *half_thread(void *ud)
 {
     half_job *j = ud;
 
-    j->err = store_read_many(j->ev.st, j->ids, j->n, j->from, j->to, j->fn, j->ctx);
+    j->err = store_read_spans(j->ev.st, j->ids, j->n, j->spans, j->n_spans, j->fn, j->ctx);
     return NULL;
 }
 
-/* Reads ids into the callbacks; ctx_b is the second half's context (its ev set to the
- * helper's copy, its base to the split) and is used only when the read is split. */
-static iocd_err read_selection(pq_eval *ev, const uint64_t *ids, size_t n, int64_t from, int64_t to,
-                               store_series_fn fn, void *ctx_a, void *ctx_b, pq_eval **ev_b,
-                               size_t *base_b)
+/* Reads ids within spans into the callbacks; ctx_b is the second half's context (its ev set
+ * to the helper's copy, its base to the split) and is used only when the read is split. */
+static iocd_err read_selection(pq_eval *ev, const uint64_t *ids, size_t n, const store_span *spans,
+                               size_t n_spans, store_samples_fn fn, void *ctx_a, void *ctx_b,
+                               pq_eval **ev_b, size_t *base_b)
 {
     half_job *j;
     pthread_t t;
@@ -445,12 +449,12 @@ static iocd_err read_selection(pq_eval *ev, const uint64_t *ids, size_t n, int64
     iocd_err err;
 
     if (n < PARALLEL_MIN)
-        return store_read_many(ev->st, ids, n, from, to, fn, ctx_a);
+        return store_read_spans(ev->st, ids, n, spans, n_spans, fn, ctx_a);
     while (mid < n && ids[mid] >> 6 == ids[mid - 1] >> 6)
         mid++;
     j = iocd_calloc(1, sizeof(*j));
     if (j == NULL)
-        return store_read_many(ev->st, ids, n, from, to, fn, ctx_a);
+        return store_read_spans(ev->st, ids, n, spans, n_spans, fn, ctx_a);
     held0 = ev->samples_held;
     j->ev = *ev;
     j->ev.errbuf = j->errbuf;
@@ -458,17 +462,17 @@ static iocd_err read_selection(pq_eval *ev, const uint64_t *ids, size_t n, int64
     j->ev.samples_loaded = 0;
     j->ids = ids + mid;
     j->n = n - mid;
-    j->from = from;
-    j->to = to;
+    j->spans = spans;
+    j->n_spans = n_spans;
     j->fn = fn;
     j->ctx = ctx_b;
     *ev_b = &j->ev;
     *base_b = mid;
     if (pthread_create(&t, NULL, half_thread, j) != 0) {
         iocd_free(j);
-        return store_read_many(ev->st, ids, n, from, to, fn, ctx_a);
+        return store_read_spans(ev->st, ids, n, spans, n_spans, fn, ctx_a);
     }
-    err = store_read_many(ev->st, ids, mid, from, to, fn, ctx_a);
+    err = store_read_spans(ev->st, ids, mid, spans, n_spans, fn, ctx_a);
     pthread_join(t, NULL);
     ev->samples_loaded += j->ev.samples_loaded;
     if (err == IOCD_OK && j->err != IOCD_OK) {
@@ -479,6 +483,33 @@ static iocd_err read_selection(pq_eval *ev, const uint64_t *ids, size_t n, int64
         err = pq_hold(ev, j->ev.samples_held - held0);
     iocd_free(j);
     return err;
+}
+
+/* Per step, the time a node with (at, offset) is evaluated at (*ref_out, n_steps entries),
+ * and the spans [ref - width, ref] whose samples it may look at (*spans_out, one per step,
+ * or one for all when @ fixes the time). The caller frees both. */
+static iocd_err step_spans(const pq_eval *ev, pq_at at, int64_t at_ms, int64_t offset_ms,
+                           int64_t width, int64_t **ref_out, store_span **spans_out,
+                           size_t *n_spans_out)
+{
+    int64_t *ref = iocd_malloc(ev->n_steps * sizeof(*ref));
+    store_span *sp = iocd_malloc(ev->n_steps * sizeof(*sp));
+    size_t j, n = at != PQ_AT_NONE ? 1 : ev->n_steps;
+
+    if (ref == NULL || sp == NULL) {
+        iocd_free(ref);
+        iocd_free(sp);
+        return IOCD_ENOMEM;
+    }
+    for (j = 0; j < ev->n_steps; j++) {
+        ref[j] = pq_ref_time(ev, at, at_ms, offset_ms, pq_step_t(ev, j));
+        if (j < n)
+            sp[j] = (store_span){ ref[j] - width, ref[j] };
+    }
+    *ref_out = ref;
+    *spans_out = sp;
+    *n_spans_out = n;
+    return IOCD_OK;
 }
 
 /* The span of reference times a node with (at, offset) covers over the query's steps. */
@@ -492,19 +523,27 @@ static void ref_span(const pq_eval *ev, pq_at at, int64_t at_ms, int64_t offset_
 iocd_err pq_eval_selector(pq_eval *ev, const pq_node *n, bool want_ts, pq_value *out)
 {
     uint64_t *ids = NULL;
-    int64_t lo, hi;
-    vsel_ctx c = { ev, n, out, want_ts, 0 }, c2 = c;
+    int64_t *ref = NULL;
+    store_span *spans = NULL;
+    size_t n_spans = 0;
+    vsel_ctx c = { ev, n, out, want_ts, 0, NULL }, c2;
     iocd_err err;
 
     memset(out, 0, sizeof(*out));
     out->type = QUERY_VECTOR;
     err = select_series(ev, n, out, &ids);
-    if (err != IOCD_OK)
-        return err;
-    ref_span(ev, n->at, n->at_ms, n->offset_ms, &lo, &hi);
-    err = read_selection(ev, ids, out->n, lo - ev->lim.lookback_ms, hi, vsel_series, &c, &c2,
-                         &c2.ev, &c2.base);
+    if (err == IOCD_OK)
+        err = step_spans(ev, n->at, n->at_ms, n->offset_ms, ev->lim.lookback_ms, &ref, &spans,
+                         &n_spans);
+    if (err == IOCD_OK) {
+        c.ref = ref;
+        c2 = c;
+        err =
+            read_selection(ev, ids, out->n, spans, n_spans, vsel_series, &c, &c2, &c2.ev, &c2.base);
+    }
     iocd_free(ids);
+    iocd_free(ref);
+    iocd_free(spans);
     if (err == IOCD_OK) {
         size_t i;
         for (i = 0; i < out->n && err == IOCD_OK; i++)
@@ -532,21 +571,21 @@ static iocd_err count_loaded(pq_eval *ev, size_t i, size_t n)
     return err;
 }
 
-static iocd_err msel_series(void *ud, size_t i, const iocd_sample *s, size_t n)
+static iocd_err msel_series(void *ud, size_t i, const store_samples *ss)
 {
     msel_ctx *c = ud;
     pq_series *ps = &c->out->s[c->base + i];
     size_t j, k = 0;
-    iocd_err err = count_loaded(c->ev, i, n);
+    iocd_err err = count_loaded(c->ev, i, ss->n);
 
     if (err != IOCD_OK)
         return err;
-    ps->pts = iocd_malloc((n + 1) * sizeof(*ps->pts));
+    ps->pts = iocd_malloc((ss->n + 1) * sizeof(*ps->pts));
     if (ps->pts == NULL)
         return IOCD_ENOMEM;
-    for (j = 0; j < n; j++)
-        if (!is_stale(s[j].v)) /* range windows skip staleness markers */
-            ps->pts[k++] = s[j];
+    for (j = 0; j < ss->n; j++)
+        if (!ss->nan || !is_stale(ss->s[j].v)) /* range windows skip staleness markers */
+            ps->pts[k++] = ss->s[j];
     ps->n_pts = k;
     return IOCD_OK;
 }
@@ -562,14 +601,17 @@ typedef struct stream_ctx {
     size_t tmp_cap;
 } stream_ctx;
 
-static iocd_err stream_series(void *ud, size_t i, const iocd_sample *s, size_t n)
+static iocd_err stream_series(void *ud, size_t i, const store_samples *ss)
 {
     stream_ctx *c = ud;
-    size_t j, k;
+    const iocd_sample *s = ss->s;
+    size_t j, k, n = ss->n;
     iocd_err err = count_loaded(c->ev, i, n);
 
     if (err != IOCD_OK)
         return err;
+    if (!ss->nan) /* no NaN, so no staleness marker */
+        return c->fn(c->ev, c->ud, c->base + i, s, n);
     for (j = 0; j < n && !is_stale(s[j].v); j++)
         ;
     if (j < n) { /* range windows skip staleness markers */
@@ -612,12 +654,17 @@ iocd_err pq_matrix_read(pq_eval *ev, pq_value *m, const uint64_t *ids, pq_matrix
 {
     const pq_node *n = m->lazy, *vs = n->args[0];
     stream_ctx c = { ev, 0, fn, ud, NULL, 0 }, c2 = c;
-    int64_t lo, hi;
+    int64_t *ref = NULL;
+    store_span *spans = NULL;
+    size_t n_spans = 0;
     iocd_err err;
 
-    ref_span(ev, vs->at, vs->at_ms, vs->offset_ms, &lo, &hi);
-    err = read_selection(ev, ids, m->n, lo - n->range_ms, hi, stream_series, &c, &c2, &c2.ev,
-                         &c2.base);
+    err = step_spans(ev, vs->at, vs->at_ms, vs->offset_ms, n->range_ms, &ref, &spans, &n_spans);
+    if (err == IOCD_OK)
+        err =
+            read_selection(ev, ids, m->n, spans, n_spans, stream_series, &c, &c2, &c2.ev, &c2.base);
+    iocd_free(ref);
+    iocd_free(spans);
     iocd_free(c.tmp);
     iocd_free(c2.tmp);
     return err;
@@ -628,6 +675,7 @@ static iocd_err eval_matrix_selector(pq_eval *ev, const pq_node *n, pq_value *ou
     const pq_node *vs = n->args[0];
     uint64_t *ids = NULL;
     int64_t lo, hi;
+    store_span span;
     msel_ctx c = { ev, out, 0 }, c2 = c;
     iocd_err err;
 
@@ -636,8 +684,8 @@ static iocd_err eval_matrix_selector(pq_eval *ev, const pq_node *n, pq_value *ou
     if (err != IOCD_OK)
         return err;
     ref_span(ev, vs->at, vs->at_ms, vs->offset_ms, &lo, &hi);
-    err = read_selection(ev, ids, out->n, lo - n->range_ms, hi, msel_series, &c, &c2, &c2.ev,
-                         &c2.base);
+    span = (store_span){ lo - n->range_ms, hi };
+    err = read_selection(ev, ids, out->n, &span, 1, msel_series, &c, &c2, &c2.ev, &c2.base);
     iocd_free(ids);
     return err;
 }

@@ -183,16 +183,17 @@ iocd_err codec_stream_encode(const iocd_sample *s, size_t n, iocd_buf *out)
     return err;
 }
 
-/* Decodes a stream into *buf (grown as needed, *cap samples; reused across calls by readers
- * that decode many series). */
-static iocd_err stream_decode(const uint8_t *p, size_t len, iocd_sample **buf, size_t *cap,
-                              size_t *n_out)
+/* The one stream decoder. Integer values (e = 0) skip the division: m / 10^0 is m. */
+iocd_err codec_stream_append(const uint8_t *p, size_t len, int64_t lo, int64_t hi,
+                             iocd_sample **buf, size_t *cap, size_t *n_io, codec_append *info)
 {
     const uint8_t *end = p + len;
     uint64_t n, u;
-    int64_t prev_t = 0, prev_dt = 0, m = 0;
+    int64_t prev_t = 0, prev_dt = 0, m = 0, last;
+    double scale;
     iocd_sample *s;
-    size_t i;
+    size_t i, k = *n_io;
+    bool ascending = true, nan = false;
     int e;
 
     if (!store_varint_get(&p, end, &n) || p >= end || n > len)
@@ -200,8 +201,10 @@ static iocd_err stream_decode(const uint8_t *p, size_t len, iocd_sample **buf, s
     e = *p++;
     if (e > E_MAX)
         return IOCD_ECORRUPT;
-    if (n > *cap || *buf == NULL) {
-        size_t want = n > 256 ? (size_t)n : 256;
+    if (n > *cap - k || *buf == NULL) {
+        size_t want = k + (size_t)n > 256 ? k + (size_t)n : 256;
+        if (want < *cap * 2)
+            want = *cap * 2;
         s = iocd_realloc(*buf, want * sizeof(*s));
         if (s == NULL)
             return IOCD_ENOMEM;
@@ -209,7 +212,10 @@ static iocd_err stream_decode(const uint8_t *p, size_t len, iocd_sample **buf, s
         *cap = want;
     }
     s = *buf;
+    scale = codec_pow10[e];
+    last = k > 0 ? s[k - 1].t_ms : INT64_MIN;
     for (i = 0; i < n; i++) {
+        double v;
         if (!store_varint_get(&p, end, &u))
             goto corrupt;
         if (i == 0) {
@@ -219,23 +225,43 @@ static iocd_err stream_decode(const uint8_t *p, size_t len, iocd_sample **buf, s
             prev_dt = i == 1 ? d : (int64_t)((uint64_t)prev_dt + (uint64_t)d);
             prev_t = (int64_t)((uint64_t)prev_t + (uint64_t)prev_dt);
         }
-        s[i].t_ms = prev_t;
         if (!store_varint_get(&p, end, &u))
             goto corrupt;
         if (u & 1) {
             if (u != 1 || end - p < 8)
                 goto corrupt;
-            memcpy(&s[i].v, p, 8);
+            memcpy(&v, p, 8);
             p += 8;
+            nan |= isnan(v);
         } else {
             m = (int64_t)((uint64_t)m + (uint64_t)codec_unzigzag(u >> 1));
-            s[i].v = (double)m / codec_pow10[e];
+            v = e == 0 ? (double)m : (double)m / scale;
         }
+        if (prev_t < lo || prev_t > hi)
+            continue;
+        ascending &= prev_t > last;
+        last = prev_t;
+        s[k].t_ms = prev_t;
+        s[k].v = v;
+        k++;
     }
-    *n_out = (size_t)n;
+    if (info != NULL) {
+        info->ascending &= ascending;
+        info->nan |= nan;
+    }
+    *n_io = k;
     return IOCD_OK;
 corrupt:
     return IOCD_ECORRUPT;
+}
+
+/* Decodes a whole stream into *buf (grown as needed, *cap samples; reused across calls by
+ * readers that decode many series). */
+static iocd_err stream_decode(const uint8_t *p, size_t len, iocd_sample **buf, size_t *cap,
+                              size_t *n_out)
+{
+    *n_out = 0;
+    return codec_stream_append(p, len, INT64_MIN, INT64_MAX, buf, cap, n_out, NULL);
 }
 
 iocd_err codec_stream_decode(const uint8_t *p, size_t len, iocd_sample **out, size_t *n_out)
@@ -295,56 +321,78 @@ iocd_err codec_block_encode(const codec_series *list, size_t n, int level, iocd_
     return err;
 }
 
+void codec_block_fini(codec_block *b)
+{
+    iocd_free(b->raw);
+    iocd_free(b->streams);
+    memset(b, 0, sizeof(*b));
+}
+
+iocd_err codec_block_open(codec_block *b, const void *data, size_t len, size_t max_raw)
+{
+    unsigned long long raw_len = ZSTD_getFrameContentSize(data, len);
+    const uint8_t *p, *end, *streams, *h;
+    uint64_t count, prev_id = 0, off = 0, d, bytes;
+    size_t got, i;
+
+    b->n = 0;
+    if (raw_len == ZSTD_CONTENTSIZE_ERROR || raw_len == ZSTD_CONTENTSIZE_UNKNOWN ||
+        raw_len > max_raw || raw_len == 0)
+        return IOCD_ECORRUPT;
+    if (raw_len > b->raw_cap) {
+        uint8_t *g = iocd_realloc(b->raw, (size_t)raw_len);
+        if (g == NULL)
+            return IOCD_ENOMEM;
+        b->raw = g;
+        b->raw_cap = (size_t)raw_len;
+    }
+    got = z_decompress(b->raw, (size_t)raw_len, data, len);
+    if (ZSTD_isError(got) || got != raw_len || b->raw[0] != BLOCK_VERSION)
+        return IOCD_ECORRUPT;
+    p = b->raw + 1;
+    end = b->raw + got;
+    if (!store_varint_get(&p, end, &count) || count > got)
+        return IOCD_ECORRUPT;
+    if (count > b->cap) {
+        codec_stream *g = iocd_realloc(b->streams, (size_t)count * sizeof(*g));
+        if (g == NULL)
+            return IOCD_ENOMEM;
+        b->streams = g;
+        b->cap = (size_t)count;
+    }
+    /* The header ends where the streams begin: walk it once to find that point. */
+    for (h = p, i = 0; i < count; i++)
+        if (!store_varint_get(&h, end, &d) || !store_varint_get(&h, end, &bytes))
+            return IOCD_ECORRUPT;
+    streams = h;
+    for (i = 0; i < count; i++) {
+        store_varint_get(&p, end, &d);
+        store_varint_get(&p, end, &bytes);
+        prev_id += d;
+        if (bytes > (uint64_t)(end - streams) || off > (uint64_t)(end - streams) - bytes)
+            return IOCD_ECORRUPT;
+        b->streams[i] = (codec_stream){ prev_id, streams + off, (size_t)bytes };
+        off += bytes;
+    }
+    b->n = (size_t)count;
+    return IOCD_OK;
+}
+
 /* Walks a block: for each series, fn gets its id and its stream, or the walk stops early
  * when fn returns non-OK (IOCD_EEXIST is used below to mean "found, stop"). */
 typedef iocd_err (*stream_fn)(void *ud, uint64_t id, const uint8_t *p, size_t len);
 
 static iocd_err block_walk(const void *data, size_t len, size_t max_raw, stream_fn fn, void *ud)
 {
-    unsigned long long raw_len = ZSTD_getFrameContentSize(data, len);
-    const uint8_t *p, *end, *streams, *h;
-    uint64_t count, prev_id = 0, off = 0, d, bytes;
-    uint8_t *raw;
-    size_t got, i;
-    iocd_err err = IOCD_OK;
+    codec_block b;
+    size_t i;
+    iocd_err err;
 
-    if (raw_len == ZSTD_CONTENTSIZE_ERROR || raw_len == ZSTD_CONTENTSIZE_UNKNOWN ||
-        raw_len > max_raw || raw_len == 0)
-        return IOCD_ECORRUPT;
-    raw = iocd_malloc((size_t)raw_len);
-    if (raw == NULL)
-        return IOCD_ENOMEM;
-    got = z_decompress(raw, (size_t)raw_len, data, len);
-    if (ZSTD_isError(got) || got != raw_len || raw[0] != BLOCK_VERSION) {
-        iocd_free(raw);
-        return IOCD_ECORRUPT;
-    }
-    p = raw + 1;
-    end = raw + got;
-    if (!store_varint_get(&p, end, &count) || count > got) {
-        iocd_free(raw);
-        return IOCD_ECORRUPT;
-    }
-    /* The header ends where the streams begin: walk it once to find that point. */
-    for (h = p, i = 0; i < count; i++) {
-        if (!store_varint_get(&h, end, &d) || !store_varint_get(&h, end, &bytes)) {
-            iocd_free(raw);
-            return IOCD_ECORRUPT;
-        }
-    }
-    streams = h;
-    for (i = 0; i < count && err == IOCD_OK; i++) {
-        store_varint_get(&p, end, &d);
-        store_varint_get(&p, end, &bytes);
-        prev_id += d;
-        if (bytes > (uint64_t)(end - streams) || off > (uint64_t)(end - streams) - bytes) {
-            err = IOCD_ECORRUPT;
-            break;
-        }
-        err = fn(ud, prev_id, streams + off, (size_t)bytes);
-        off += bytes;
-    }
-    iocd_free(raw);
+    memset(&b, 0, sizeof(b));
+    err = codec_block_open(&b, data, len, max_raw);
+    for (i = 0; err == IOCD_OK && i < b.n; i++)
+        err = fn(ud, b.streams[i].id, b.streams[i].p, b.streams[i].len);
+    codec_block_fini(&b);
     return err;
 }
 

@@ -5,6 +5,7 @@
  * (removed), never lose it. */
 #include "storage/storage_int.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -253,79 +254,221 @@ iocd_err store_read(store *st, uint64_t id, int64_t start_ms, int64_t end_ms, io
     return IOCD_OK;
 }
 
-/* ---- Many series ----------------------------------------------------------------------- */
+/* ---- Spans ------------------------------------------------------------------------------ */
+
+static int span_cmp(const void *a, const void *b)
+{
+    const store_span *x = a, *y = b;
+
+    if (x->start_ms != y->start_ms)
+        return x->start_ms < y->start_ms ? -1 : 1;
+    return x->end_ms < y->end_ms ? -1 : x->end_ms > y->end_ms;
+}
+
+size_t store_spans_merge(store_span *s, size_t n)
+{
+    size_t i, k = 0;
+
+    iocd_qsort(s, n, sizeof(*s), span_cmp);
+    for (i = 0; i < n; i++) {
+        if (s[i].start_ms > s[i].end_ms)
+            continue;
+        if (k > 0 && (s[k - 1].end_ms == INT64_MAX || s[i].start_ms <= s[k - 1].end_ms + 1)) {
+            if (s[i].end_ms > s[k - 1].end_ms)
+                s[k - 1].end_ms = s[i].end_ms;
+            continue;
+        }
+        s[k++] = s[i];
+    }
+    return k;
+}
+
+bool store_spans_meet(const store_span *s, size_t n, int64_t lo, int64_t hi)
+{
+    size_t a = 0, b = n, mid;
+
+    while (a < b) { /* the first span ending at or after lo */
+        mid = (a + b) / 2;
+        if (s[mid].end_ms < lo)
+            a = mid + 1;
+        else
+            b = mid;
+    }
+    return a < n && s[a].start_ms <= hi;
+}
+
+/* ---- Many series ----------------------------------------------------------------------------
+ * One pass per id group (the series of one block): the wanted series' heads are copied under
+ * the mutex, then each block of the group in a period the spans meet is decompressed once and
+ * indexed, then the series are decoded one at a time, each from every block in turn into one
+ * buffer that stays in the cache, and handed over. Blocks come in (period, sequence) order and
+ * the head last, so when a series' samples are not already ascending, sorting them stably
+ * keeps the last write of a timestamp. */
 
 #define GROUP_SHIFT 6 /* a block holds the series of one id group: id >> 6 */
 
-typedef struct many_ctx {
-    const uint64_t *ids; /* the wanted ids of the current group */
-    size_t n;
-    read_ctx *r; /* one per wanted id */
-} many_ctx;
+/* One store_read_spans call's state, reused from group to group. */
+typedef struct spans_read {
+    store *st;
+    store_span *spans; /* merged */
+    size_t n_spans;
+    int64_t lo, hi;      /* the first span's start, the last one's end */
+    codec_block *blocks; /* the current group's, in (period, sequence) order */
+    size_t *cursor;      /* per block: the next stream to look at */
+    size_t n_blocks, cap_blocks;
+    iocd_sample *buf; /* one series' samples */
+    size_t cap;
+} spans_read;
 
-static iocd_err many_series(void *ud, uint64_t id, const iocd_sample *s, size_t n)
+static iocd_err open_block(void *ud, int64_t period, const void *data, size_t len)
 {
-    many_ctx *m = ud;
-    size_t k = store_id_find(m->ids, m->n, id); /* the wanted ids are ascending */
+    spans_read *r = ud;
+    int64_t chunk = r->st->cfg.chunk_ms;
+    int64_t last = period > INT64_MAX - chunk ? INT64_MAX : period + chunk - 1;
 
-    return k == m->n ? IOCD_OK : read_append(&m->r[k], s, n);
+    if (!store_spans_meet(r->spans, r->n_spans, period, last))
+        return IOCD_OK; /* no span needs this period: left compressed */
+    if (r->n_blocks == r->cap_blocks) {
+        size_t cap = r->cap_blocks != 0 ? r->cap_blocks * 2 : 8;
+        codec_block *b = iocd_realloc(r->blocks, cap * sizeof(*b));
+        size_t *c;
+        if (b == NULL)
+            return IOCD_ENOMEM;
+        r->blocks = b;
+        c = iocd_realloc(r->cursor, cap * sizeof(*c));
+        if (c == NULL)
+            return IOCD_ENOMEM;
+        r->cursor = c;
+        memset(r->blocks + r->cap_blocks, 0, (cap - r->cap_blocks) * sizeof(*b));
+        r->cap_blocks = cap;
+    }
+    r->cursor[r->n_blocks] = 0;
+    return codec_block_open(&r->blocks[r->n_blocks++], data, len, BLOCK_RAW_MAX);
 }
 
-static iocd_err many_block(void *ud, int64_t period, const void *data, size_t len)
+/* Series id's samples from the open blocks and its head copy h, into r->buf. */
+static iocd_err gather(spans_read *r, uint64_t id, const iocd_sample *h, size_t n_h,
+                       store_samples *out)
+{
+    codec_append info = { true, false };
+    size_t n = 0, b, i;
+    iocd_err err = IOCD_OK;
+
+    for (b = 0; b < r->n_blocks && err == IOCD_OK; b++) {
+        const codec_block *blk = &r->blocks[b];
+        size_t c = r->cursor[b];
+        while (c < blk->n && blk->streams[c].id < id) /* ids ascend in both */
+            c++;
+        r->cursor[b] = c;
+        if (c < blk->n && blk->streams[c].id == id)
+            err = codec_stream_append(blk->streams[c].p, blk->streams[c].len, r->lo, r->hi, &r->buf,
+                                      &r->cap, &n, &info);
+    }
+    if (err == IOCD_OK && n_h > 0) {
+        if (n_h > r->cap - n) {
+            size_t cap = n + n_h > 2 * r->cap ? n + n_h : 2 * r->cap;
+            iocd_sample *g = iocd_realloc(r->buf, cap * sizeof(*g));
+            if (g == NULL)
+                return IOCD_ENOMEM;
+            r->buf = g;
+            r->cap = cap;
+        }
+        if (n > 0 && h[0].t_ms <= r->buf[n - 1].t_ms)
+            info.ascending = false; /* the head is ascending (store_series_samples) */
+        for (i = 0; i < n_h; i++)
+            info.nan |= isnan(h[i].v);
+        memcpy(r->buf + n, h, n_h * sizeof(*h));
+        n += n_h;
+    }
+    if (err != IOCD_OK)
+        return err;
+    if (!info.ascending)
+        n = store_samples_dedupe(r->buf, n);
+    out->s = r->buf;
+    out->n = n;
+    out->nan = info.nan;
+    return IOCD_OK;
+}
+
+iocd_err store_read_spans(store *st, const uint64_t *ids, size_t n, const store_span *spans,
+                          size_t n_spans, store_samples_fn fn, void *ud)
+{
+    iocd_sample *head[1 << GROUP_SHIFT];
+    size_t n_head[1 << GROUP_SHIFT];
+    spans_read r;
+    size_t i = 0, j, g;
+    int64_t from;
+    iocd_err err = IOCD_OK;
+
+    memset(&r, 0, sizeof(r));
+    r.st = st;
+    r.spans = iocd_malloc((n_spans + 1) * sizeof(*r.spans));
+    if (r.spans == NULL)
+        return IOCD_ENOMEM;
+    if (n_spans > 0)
+        memcpy(r.spans, spans, n_spans * sizeof(*spans));
+    r.n_spans = store_spans_merge(r.spans, n_spans);
+    r.lo = r.n_spans > 0 ? r.spans[0].start_ms : 0;
+    r.hi = r.n_spans > 0 ? r.spans[r.n_spans - 1].end_ms : -1;
+    from = r.lo == INT64_MIN ? INT64_MIN : store_period_of(st, r.lo);
+    while (err == IOCD_OK && i < n) {
+        uint64_t group = ids[i] >> GROUP_SHIFT;
+        for (g = i; g < n && ids[g] >> GROUP_SHIFT == group; g++)
+            ;
+        g -= i; /* ids[i .. i+g) share a block */
+        /* The heads first, then the blocks (see store_read). */
+        pthread_mutex_lock(&st->mu);
+        for (j = 0; j < g; j++) {
+            store_series *s = store_series_get(st, ids[i + j]);
+            head[j] = NULL;
+            n_head[j] = 0;
+            if (s == NULL || r.n_spans == 0 ||
+                (s->head.n == 0 && s->head.n_ooo == 0 && s->n_sealing == 0))
+                continue;
+            if (store_series_samples_in(s, r.lo, r.hi, &head[j], &n_head[j]) != IOCD_OK)
+                err = IOCD_ENOMEM;
+        }
+        pthread_mutex_unlock(&st->mu);
+        r.n_blocks = 0;
+        if (err == IOCD_OK && r.n_spans > 0)
+            err = store_db_blocks(st->db, STORE_DB_CHUNKS, group, from, r.hi, open_block, &r);
+        for (j = 0; err == IOCD_OK && j < g; j++) {
+            store_samples ss;
+            err = gather(&r, ids[i + j], head[j], n_head[j], &ss);
+            if (err == IOCD_OK)
+                err = fn(ud, i + j, &ss);
+        }
+        for (j = 0; j < g; j++)
+            iocd_free(head[j]);
+        i += g;
+    }
+    for (j = 0; j < r.cap_blocks; j++)
+        codec_block_fini(&r.blocks[j]);
+    iocd_free(r.blocks);
+    iocd_free(r.cursor);
+    iocd_free(r.buf);
+    iocd_free(r.spans);
+    return err;
+}
+
+/* store_read_many is store_read_spans over one span. */
+typedef struct many_ctx {
+    store_series_fn fn;
+    void *ud;
+} many_ctx;
+
+static iocd_err many_series(void *ud, size_t i, const store_samples *ss)
 {
     many_ctx *m = ud;
 
-    (void)period;
-    return codec_block_select(data, len, BLOCK_RAW_MAX, m->ids, m->n, many_series, ud);
+    return m->fn(m->ud, i, ss->s, ss->n);
 }
 
 iocd_err store_read_many(store *st, const uint64_t *ids, size_t n, int64_t start_ms, int64_t end_ms,
                          store_series_fn fn, void *ud)
 {
-    read_ctx r[1 << GROUP_SHIFT];
-    iocd_sample *head[1 << GROUP_SHIFT];
-    size_t n_head[1 << GROUP_SHIFT];
-    size_t i = 0, j, k, g;
-    iocd_err err = IOCD_OK;
-    int64_t from = start_ms == INT64_MIN ? INT64_MIN : store_period_of(st, start_ms);
+    store_span span = { start_ms, end_ms };
+    many_ctx m = { fn, ud };
 
-    while (err == IOCD_OK && i < n) {
-        uint64_t group = ids[i] >> GROUP_SHIFT;
-        many_ctx m;
-        for (g = i; g < n && ids[g] >> GROUP_SHIFT == group; g++)
-            ;
-        g -= i; /* ids[i .. i+g) share a block */
-        memset(r, 0, g * sizeof(*r));
-        /* The heads first, then the blocks (see store_read). */
-        pthread_mutex_lock(&st->mu);
-        for (j = 0; j < g; j++) {
-            store_series *s = store_series_get(st, ids[i + j]);
-            r[j].id = ids[i + j];
-            r[j].start_ms = start_ms;
-            r[j].end_ms = end_ms;
-            head[j] = NULL;
-            n_head[j] = 0;
-            if (s == NULL || (s->head.n == 0 && s->head.n_ooo == 0 && s->n_sealing == 0))
-                continue;
-            if (store_series_samples_in(s, start_ms, end_ms, &head[j], &n_head[j]) != IOCD_OK)
-                err = IOCD_ENOMEM;
-        }
-        pthread_mutex_unlock(&st->mu);
-        m.ids = ids + i;
-        m.n = g;
-        m.r = r;
-        if (err == IOCD_OK)
-            err = store_db_blocks(st->db, STORE_DB_CHUNKS, group, from, end_ms, many_block, &m);
-        for (j = 0; err == IOCD_OK && j < g; j++) {
-            err = read_append(&r[j], head[j], n_head[j]);
-            if (err == IOCD_OK)
-                err = fn(ud, i + j, r[j].s, store_samples_dedupe(r[j].s, r[j].n));
-        }
-        for (k = 0; k < g; k++) {
-            iocd_free(head[k]);
-            iocd_free(r[k].s);
-        }
-        i += g;
-    }
-    return err;
+    return store_read_spans(st, ids, n, &span, 1, many_series, &m);
 }

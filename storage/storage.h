@@ -130,6 +130,28 @@ typedef iocd_err (*store_series_fn)(void *ud, size_t i, const iocd_sample *s, si
 iocd_err store_read_many(store *st, const uint64_t *ids, size_t n, int64_t start_ms, int64_t end_ms,
                          store_series_fn fn, void *ud);
 
+/* A closed span of time [start_ms, end_ms]. */
+typedef struct store_span {
+    int64_t start_ms, end_ms;
+} store_span;
+
+/* One series as store_read_spans hands it over. */
+typedef struct store_samples {
+    const iocd_sample *s; /* ascending by time, one per timestamp (the last written wins) */
+    size_t n;
+    bool nan; /* some value is a NaN (staleness markers are NaNs); false: none is */
+} store_samples;
+typedef iocd_err (*store_samples_fn)(void *ud, size_t i, const store_samples *ss);
+
+/* store_read_many for a reader that looks at samples only within spans (closed, in any order,
+ * may overlap): for each ids[i] (ascending, no duplicates), in order, fn gets every sample
+ * store_read gives within the spans, and may get others between the first span's start and
+ * the last one's end, which the caller ignores. Only the blocks of periods that meet a span
+ * are decompressed, each once for the whole selection, and each series is decoded straight
+ * into one buffer (ss and its samples are borrowed for the call). Errors as store_read_many. */
+iocd_err store_read_spans(store *st, const uint64_t *ids, size_t n, const store_span *spans,
+                          size_t n_spans, store_samples_fn fn, void *ud);
+
 /* Rollups, built as samples are sealed: per bucket of 5 minutes or 1 hour, the min, max,
  * sum, count and last value of a series (staleness markers left out; min and max as
  * Prometheus' min_over_time and max_over_time fold them, a NaN giving way to any later
@@ -149,11 +171,6 @@ typedef struct store_rollup {
  * IOCD_ENOTFOUND, IOCD_ENOMEM, IOCD_ECORRUPT. */
 iocd_err store_read_rollup(store *st, uint64_t id, int64_t res_ms, int64_t start_ms, int64_t end_ms,
                            store_rollup **out, size_t *n_out);
-
-/* A closed span of time [start_ms, end_ms]. */
-typedef struct store_span {
-    int64_t start_ms, end_ms;
-} store_span;
 
 /* What store_read_rollup_many gives for ids[i]: its exact buckets r (ascending) and raw
  * samples s (ascending, one per timestamp, staleness markers included), both borrowed for

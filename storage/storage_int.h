@@ -116,6 +116,40 @@ typedef struct codec_series {
     size_t n;
 } codec_series;
 
+/* What codec_stream_append learned about the samples it appended: ascending stays true
+ * only while every kept sample is later than the one before it (the buffer's last included);
+ * nan becomes true when a decoded value is a NaN (staleness markers are NaNs). */
+typedef struct codec_append {
+    bool ascending, nan;
+} codec_append;
+
+/* Decodes one stream, appending its samples with lo <= t <= hi at (*buf)[*n_io] (*buf grown
+ * as needed, *cap samples; *n_io advanced). info may be NULL. This is the one decoder: the
+ * functions below decode with it. Errors: IOCD_ECORRUPT (*n_io then unchanged),
+ * IOCD_ENOMEM. */
+iocd_err codec_stream_append(const uint8_t *p, size_t len, int64_t lo, int64_t hi,
+                             iocd_sample **buf, size_t *cap, size_t *n_io, codec_append *info);
+
+/* A block decompressed once, with the stream of each of its series: readers that take one
+ * series at a time across several blocks (storage/read.c) open each block once. */
+typedef struct codec_stream {
+    uint64_t id;      /* ascending within a block */
+    const uint8_t *p; /* the stream, inside the block's raw bytes */
+    size_t len;
+} codec_stream;
+
+typedef struct codec_block {
+    uint8_t *raw; /* the decompressed block */
+    size_t raw_cap;
+    codec_stream *streams;
+    size_t n, cap;
+} codec_block;
+
+/* Decompresses and indexes a block into b, reusing b's memory (zeroed before first use).
+ * Errors: IOCD_ECORRUPT (b->n is then 0), IOCD_ENOMEM. */
+iocd_err codec_block_open(codec_block *b, const void *data, size_t len, size_t max_raw);
+void codec_block_fini(codec_block *b); /* frees b's memory; b may be opened again */
+
 /* Appends one zstd-compressed block holding the series. Errors: IOCD_ENOMEM, IOCD_EIO. */
 iocd_err codec_block_encode(const codec_series *list, size_t n, int level, iocd_buf *out);
 /* Finds series id in a block and decodes its samples. Errors: IOCD_ENOTFOUND,
@@ -307,6 +341,12 @@ iocd_err store_series_samples(const store_series *s, iocd_sample **out, size_t *
 /* The same, only those with lo <= t <= hi. */
 iocd_err store_series_samples_in(const store_series *s, int64_t lo, int64_t hi, iocd_sample **out,
                                  size_t *n_out);
+
+/* Sorts and merges closed spans in place (touching ones too, empty ones dropped); returns
+ * the new count. */
+size_t store_spans_merge(store_span *s, size_t n);
+/* Whether [lo, hi] meets one of the merged spans s. */
+bool store_spans_meet(const store_span *s, size_t n, int64_t lo, int64_t hi);
 
 /* The index of id in ids (ascending), or n when it is not there. */
 size_t store_id_find(const uint64_t *ids, size_t n, uint64_t id);
