@@ -650,10 +650,11 @@ iocd_err pq_matrix_select(pq_eval *ev, pq_value *m, uint64_t **ids_out)
     return matrix_select(ev, m->lazy, m, ids_out);
 }
 
-iocd_err pq_matrix_read(pq_eval *ev, pq_value *m, const uint64_t *ids, pq_matrix_fn fn, void *ud)
+iocd_err pq_matrix_read(pq_eval *ev, pq_value *m, const uint64_t *ids, pq_matrix_fn fn, void *ud_a,
+                        void *ud_b)
 {
     const pq_node *n = m->lazy, *vs = n->args[0];
-    stream_ctx c = { ev, 0, fn, ud, NULL, 0 }, c2 = c;
+    stream_ctx c = { ev, 0, fn, ud_a, NULL, 0 }, c2 = { ev, 0, fn, ud_b, NULL, 0 };
     int64_t *ref = NULL;
     store_span *spans = NULL;
     size_t n_spans = 0;
