@@ -176,20 +176,27 @@ static store *backend(api_req *req)
 
 /* ---- Result JSON --------------------------------------------------------------------------- */
 
+/* Unix seconds, with milliseconds when there are some ("1700000000", "1700000000.250");
+ * digits by hand: a range answer writes one per point. */
 static iocd_err put_time(iocd_buf *b, int64_t t_ms)
 {
-    int64_t frac;
+    char tmp[32], *e = tmp + sizeof(tmp), *w = e;
+    uint64_t u = t_ms < 0 ? (uint64_t)0 - (uint64_t)t_ms : (uint64_t)t_ms;
+    uint64_t sec = u / 1000, frac = u % 1000;
 
-    if (t_ms < 0) {
-        iocd_err err = iocd_buf_putc(b, '-');
-        if (err != IOCD_OK)
-            return err;
-        t_ms = -t_ms;
+    if (frac != 0) {
+        *--w = (char)('0' + frac % 10);
+        *--w = (char)('0' + frac / 10 % 10);
+        *--w = (char)('0' + frac / 100);
+        *--w = '.';
     }
-    frac = t_ms % 1000;
-    if (frac == 0)
-        return iocd_buf_printf(b, "%lld", (long long)(t_ms / 1000));
-    return iocd_buf_printf(b, "%lld.%03lld", (long long)(t_ms / 1000), (long long)frac);
+    do {
+        *--w = (char)('0' + sec % 10);
+        sec /= 10;
+    } while (sec != 0);
+    if (t_ms < 0)
+        *--w = '-';
+    return iocd_buf_append(b, w, (size_t)(e - w));
 }
 
 static iocd_err put_point(iocd_buf *b, int64_t t_ms, double v)
