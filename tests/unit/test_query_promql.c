@@ -346,6 +346,25 @@ TEST(rate_increase_delta_follow_prometheus_extrapolation)
     EXPECT_AT(1, "rate(req_total{ward=\"a\"}[30s])", ""); /* one sample: no rate */
 }
 
+/* Series sampled at the same times share the part of the extrapolation that depends only on
+ * the times (kept per step); each still gets its own cut at the counter's zero and its own
+ * resets. [3.5m, 7.5m] holds minutes 4..7: 180 s sampled, 30 s to each edge. */
+TEST(rate_of_series_sampled_at_the_same_times)
+{
+    open_store();
+    load("ctr k=a", "100 110 120 130 140 150 160 170 180 190 200");
+    load("ctr k=b", "0 1 2 3 4 5 6 7 8 9 10");
+    load("ctr k=c", "0 0 0 0 1 11 21 31 41 51 61");     /* 1 -> 31: zero is 6 s before */
+    load("ctr k=d", "30 35 40 45 50 60 5 15 25 35 45"); /* a reset */
+    EXPECT_AT(7.5, "increase(ctr[4m])",
+              "{k=\"a\"} 40 | {k=\"b\"} 4 | {k=\"c\"} 36 | {k=\"d\"} 33.33333333333333");
+    EXPECT_AT(7.5, "rate(ctr[4m])",
+              "{k=\"a\"} 0.16666666666666666 | {k=\"b\"} 0.016666666666666663 | "
+              "{k=\"c\"} 0.15 | {k=\"d\"} 0.13888888888888887");
+    EXPECT_RANGE(7, 8, 30, "increase(ctr{k=~\"b|c\"}[4m])",
+                 "{k=\"b\"} 4@420 4@450 4@480 | {k=\"c\"} 31@420 36@450 40@480");
+}
+
 TEST(regression_functions)
 {
     load_all();
