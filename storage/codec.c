@@ -255,6 +255,13 @@ corrupt:
     return IOCD_ECORRUPT;
 }
 
+size_t codec_stream_count(const uint8_t *p, size_t len)
+{
+    uint64_t n;
+
+    return store_varint_get(&p, p + len, &n) && n <= len ? (size_t)n : 0;
+}
+
 /* Decodes a whole stream into *buf (grown as needed, *cap samples; reused across calls by
  * readers that decode many series). */
 static iocd_err stream_decode(const uint8_t *p, size_t len, iocd_sample **buf, size_t *cap,

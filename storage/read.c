@@ -312,41 +312,151 @@ typedef struct spans_read {
     store *st;
     store_span *spans; /* merged */
     size_t n_spans;
-    int64_t lo, hi;      /* the first span's start, the last one's end */
-    codec_block *blocks; /* the current group's, in (period, sequence) order */
-    size_t *cursor;      /* per block: the next stream to look at */
+    int64_t lo, hi;        /* the first span's start, the last one's end */
+    const uint64_t *gids;  /* the current group's wanted ids */
+    size_t g;              /* how many */
+    codec_block *blocks;   /* the current group's, in (period, sequence) order */
+    bool *opened;          /* per block: decompressed (else all it is asked for is cached) */
+    cache_block **entries; /* per block: its read-cache entry, held, or NULL */
+    size_t *cursor;        /* per block: the next stream to look at */
     size_t n_blocks, cap_blocks;
     iocd_sample *buf; /* one series' samples */
     size_t cap;
+    iocd_sample *whole; /* one stream decoded whole, to be kept in the cache */
+    size_t cap_whole;
 } spans_read;
+
+static iocd_err grow_blocks(spans_read *r)
+{
+    size_t cap = r->cap_blocks != 0 ? r->cap_blocks * 2 : 8;
+    codec_block *b = iocd_realloc(r->blocks, cap * sizeof(*b));
+    bool *o;
+    cache_block **e;
+    size_t *c;
+
+    if (b == NULL)
+        return IOCD_ENOMEM;
+    r->blocks = b;
+    memset(r->blocks + r->cap_blocks, 0, (cap - r->cap_blocks) * sizeof(*b));
+    r->cap_blocks = cap; /* the blocks above are zeroed: codec_block_fini may see them */
+    o = iocd_realloc(r->opened, cap * sizeof(*o));
+    if (o == NULL)
+        return IOCD_ENOMEM;
+    r->opened = o;
+    e = iocd_realloc(r->entries, cap * sizeof(*e));
+    if (e == NULL)
+        return IOCD_ENOMEM;
+    r->entries = e;
+    c = iocd_realloc(r->cursor, cap * sizeof(*c));
+    if (c == NULL)
+        return IOCD_ENOMEM;
+    r->cursor = c;
+    return IOCD_OK;
+}
 
 static iocd_err open_block(void *ud, int64_t period, const void *data, size_t len)
 {
     spans_read *r = ud;
     int64_t chunk = r->st->cfg.chunk_ms;
     int64_t last = period > INT64_MAX - chunk ? INT64_MAX : period + chunk - 1;
+    size_t k = r->n_blocks;
+    cache_block *e;
+    iocd_err err;
 
     if (!store_spans_meet(r->spans, r->n_spans, period, last))
         return IOCD_OK; /* no span needs this period: left compressed */
-    if (r->n_blocks == r->cap_blocks) {
-        size_t cap = r->cap_blocks != 0 ? r->cap_blocks * 2 : 8;
-        codec_block *b = iocd_realloc(r->blocks, cap * sizeof(*b));
-        size_t *c;
-        if (b == NULL)
-            return IOCD_ENOMEM;
-        r->blocks = b;
-        c = iocd_realloc(r->cursor, cap * sizeof(*c));
-        if (c == NULL)
-            return IOCD_ENOMEM;
-        r->cursor = c;
-        memset(r->blocks + r->cap_blocks, 0, (cap - r->cap_blocks) * sizeof(*b));
-        r->cap_blocks = cap;
-    }
-    r->cursor[r->n_blocks] = 0;
-    return codec_block_open(&r->blocks[r->n_blocks++], data, len, BLOCK_RAW_MAX);
+    if (k == r->cap_blocks && (err = grow_blocks(r)) != IOCD_OK)
+        return err;
+    e = store_cache_get(r->st->cache, r->gids[0] >> GROUP_SHIFT, period, data, len);
+    r->entries[k] = e;
+    r->cursor[k] = 0;
+    r->opened[k] = false;
+    r->n_blocks++;
+    if (e != NULL && !store_cache_needs(r->st->cache, e, r->gids, r->g))
+        return IOCD_OK; /* everything wanted from it is kept: not even decompressed */
+    err = codec_block_open(&r->blocks[k], data, len, BLOCK_RAW_MAX);
+    if (err != IOCD_OK)
+        return err;
+    r->opened[k] = true;
+    if (e != NULL)
+        store_cache_opened(r->st->cache, e, &r->blocks[k]);
+    return IOCD_OK;
 }
 
-/* Series id's samples from the open blocks and its head copy h, into r->buf. */
+/* Appends the samples of s within [lo, hi] to r->buf, as codec_stream_append would. */
+static iocd_err append_in(spans_read *r, const iocd_sample *s, size_t n, size_t *n_io,
+                          codec_append *info)
+{
+    size_t i, k = *n_io;
+    int64_t last;
+
+    if (n > r->cap - k) {
+        size_t cap = k + n > 2 * r->cap ? k + n : 2 * r->cap;
+        iocd_sample *g = iocd_realloc(r->buf, cap * sizeof(*g));
+        if (g == NULL)
+            return IOCD_ENOMEM;
+        r->buf = g;
+        r->cap = cap;
+    }
+    last = k > 0 ? r->buf[k - 1].t_ms : INT64_MIN;
+    for (i = 0; i < n; i++) {
+        if (s[i].t_ms < r->lo || s[i].t_ms > r->hi)
+            continue;
+        if (s[i].t_ms <= last)
+            info->ascending = false;
+        last = s[i].t_ms;
+        info->nan |= isnan(s[i].v);
+        r->buf[k++] = s[i];
+    }
+    *n_io = k;
+    return IOCD_OK;
+}
+
+/* Series id's samples from block b into r->buf: kept ones from the cache, else decoded (and
+ * kept when the block has an entry). */
+static iocd_err from_block(spans_read *r, size_t b, uint64_t id, size_t *n, codec_append *info)
+{
+    const codec_block *blk = &r->blocks[b];
+    cache_block *e = r->entries[b];
+    const cache_seg *seg = NULL;
+    codec_append whole = { true, false };
+    size_t c = r->cursor[b], n_whole = 0, room;
+    bool absent = false;
+    iocd_err err;
+
+    if (e != NULL) {
+        seg = store_cache_seg(r->st->cache, e, id, &absent);
+        if (seg != NULL)
+            return store_cache_expand(seg, r->lo, r->hi, &r->buf, &r->cap, n, info);
+        if (absent)
+            return IOCD_OK;
+    }
+    if (!r->opened[b]) /* store_cache_needs said all we ask for is kept, and kept stays */
+        return IOCD_ECORRUPT;
+    while (c < blk->n && blk->streams[c].id < id) /* ids ascend in both */
+        c++;
+    r->cursor[b] = c;
+    if (c == blk->n || blk->streams[c].id != id)
+        return IOCD_OK;
+    room = e != NULL
+               ? store_cache_seg_bytes(codec_stream_count(blk->streams[c].p, blk->streams[c].len))
+               : 0;
+    if (e == NULL || !store_cache_reserve(r->st->cache, room)) /* not kept: straight in */
+        return codec_stream_append(blk->streams[c].p, blk->streams[c].len, r->lo, r->hi, &r->buf,
+                                   &r->cap, n, info);
+    err = codec_stream_append(blk->streams[c].p, blk->streams[c].len, INT64_MIN, INT64_MAX,
+                              &r->whole, &r->cap_whole, &n_whole, &whole);
+    if (err != IOCD_OK) {
+        store_cache_unreserve(r->st->cache, room);
+        return err;
+    }
+    seg = store_cache_put(r->st->cache, e, id, r->whole, n_whole, whole.ascending, whole.nan, room);
+    if (seg != NULL)
+        return store_cache_expand(seg, r->lo, r->hi, &r->buf, &r->cap, n, info);
+    return append_in(r, r->whole, n_whole, n, info); /* out of memory: not kept */
+}
+
+/* Series id's samples from the group's blocks and its head copy h, into r->buf. */
 static iocd_err gather(spans_read *r, uint64_t id, const iocd_sample *h, size_t n_h,
                        store_samples *out)
 {
@@ -354,16 +464,8 @@ static iocd_err gather(spans_read *r, uint64_t id, const iocd_sample *h, size_t 
     size_t n = 0, b, i;
     iocd_err err = IOCD_OK;
 
-    for (b = 0; b < r->n_blocks && err == IOCD_OK; b++) {
-        const codec_block *blk = &r->blocks[b];
-        size_t c = r->cursor[b];
-        while (c < blk->n && blk->streams[c].id < id) /* ids ascend in both */
-            c++;
-        r->cursor[b] = c;
-        if (c < blk->n && blk->streams[c].id == id)
-            err = codec_stream_append(blk->streams[c].p, blk->streams[c].len, r->lo, r->hi, &r->buf,
-                                      &r->cap, &n, &info);
-    }
+    for (b = 0; b < r->n_blocks && err == IOCD_OK; b++)
+        err = from_block(r, b, id, &n, &info);
     if (err == IOCD_OK && n_h > 0) {
         if (n_h > r->cap - n) {
             size_t cap = n + n_h > 2 * r->cap ? n + n_h : 2 * r->cap;
@@ -388,6 +490,15 @@ static iocd_err gather(spans_read *r, uint64_t id, const iocd_sample *h, size_t 
     out->n = n;
     out->nan = info.nan;
     return IOCD_OK;
+}
+
+static void release_blocks(spans_read *r)
+{
+    size_t b;
+
+    for (b = 0; b < r->n_blocks; b++)
+        store_cache_release(r->st->cache, r->entries[b]);
+    r->n_blocks = 0;
 }
 
 iocd_err store_read_spans(store *st, const uint64_t *ids, size_t n, const store_span *spans,
@@ -429,7 +540,8 @@ iocd_err store_read_spans(store *st, const uint64_t *ids, size_t n, const store_
                 err = IOCD_ENOMEM;
         }
         pthread_mutex_unlock(&st->mu);
-        r.n_blocks = 0;
+        r.gids = ids + i;
+        r.g = g;
         if (err == IOCD_OK && r.n_spans > 0)
             err = store_db_blocks(st->db, STORE_DB_CHUNKS, group, from, r.hi, open_block, &r);
         for (j = 0; err == IOCD_OK && j < g; j++) {
@@ -438,6 +550,7 @@ iocd_err store_read_spans(store *st, const uint64_t *ids, size_t n, const store_
             if (err == IOCD_OK)
                 err = fn(ud, i + j, &ss);
         }
+        release_blocks(&r);
         for (j = 0; j < g; j++)
             iocd_free(head[j]);
         i += g;
@@ -445,8 +558,11 @@ iocd_err store_read_spans(store *st, const uint64_t *ids, size_t n, const store_
     for (j = 0; j < r.cap_blocks; j++)
         codec_block_fini(&r.blocks[j]);
     iocd_free(r.blocks);
+    iocd_free(r.opened);
+    iocd_free(r.entries);
     iocd_free(r.cursor);
     iocd_free(r.buf);
+    iocd_free(r.whole);
     iocd_free(r.spans);
     return err;
 }

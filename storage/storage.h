@@ -24,6 +24,8 @@ typedef struct store_config {
                                    * its end; 0 = 2 min */
     uint64_t compact_at_stop_max; /* at close, compact a file of at most this many bytes when
                                    * a fifth or more of it is free pages; 0 = never */
+    uint64_t query_cache_bytes;   /* series decoded from sealed blocks are kept in memory, up to
+                                   * this many bytes, for reads that come again; 0 = none */
 } store_config;
 
 /* ---- Writing --------------------------------------------------------------------------- */

@@ -123,6 +123,9 @@ typedef struct codec_append {
     bool ascending, nan;
 } codec_append;
 
+/* The number of samples a stream holds (its first varint), or 0 when it is malformed. */
+size_t codec_stream_count(const uint8_t *p, size_t len);
+
 /* Decodes one stream, appending its samples with lo <= t <= hi at (*buf)[*n_io] (*buf grown
  * as needed, *cap samples; *n_io advanced). info may be NULL. This is the one decoder: the
  * functions below decode with it. Errors: IOCD_ECORRUPT (*n_io then unchanged),
@@ -175,6 +178,50 @@ iocd_err codec_wal_pack(const void *entries, size_t len, iocd_buf *out);
 iocd_err codec_pack(const void *entries, size_t len, int level, iocd_buf *out);
 iocd_err codec_wal_unpack(const void *rec, size_t len, iocd_buf *scratch, const uint8_t **entries,
                           size_t *entries_len);
+
+/* ---- The read cache (storage/cache.c) ------------------------------------------------------
+ * Series decoded from sealed blocks, kept for queries that read them again. An entry
+ * (cache_block) stands for one block's exact bytes: found by group, period, length and a hash
+ * of the bytes, so it never answers for another block. Readers hold the entries they use
+ * (store_cache_get .. store_cache_release); a held entry is not dropped, and its segments,
+ * once kept, do not change until it is. Any thread. */
+typedef struct store_cache store_cache;
+typedef struct cache_block cache_block;
+typedef struct cache_seg cache_seg; /* one series' samples from one block */
+
+/* A cache of at most max_bytes (0: it keeps nothing). Errors: IOCD_ENOMEM. */
+iocd_err store_cache_new(size_t max_bytes, store_cache **out);
+void store_cache_free(store_cache *c); /* NULL is a no-op */
+/* The hash that identifies a block's bytes. */
+uint64_t store_cache_hash(const void *data, size_t len);
+/* The entry of the block data (of id group group and period), made empty when missing, and
+ * held; NULL when c is NULL, keeps nothing, or has no room. */
+cache_block *store_cache_get(store_cache *c, uint64_t group, int64_t period, const void *data,
+                             size_t len);
+void store_cache_release(store_cache *c, cache_block *b); /* NULL is a no-op */
+/* Whether serving ids (of b's group) needs the block opened: b does not know yet which series
+ * it holds, or one of ids is there and not kept. */
+bool store_cache_needs(store_cache *c, cache_block *b, const uint64_t *ids, size_t n);
+/* Tells b which series its block holds, once the block is open. */
+void store_cache_opened(store_cache *c, cache_block *b, const codec_block *blk);
+/* Series id's kept samples in b, or NULL; *absent_out says the block does not hold it. */
+const cache_seg *store_cache_seg(store_cache *c, cache_block *b, uint64_t id, bool *absent_out);
+/* Room for a series of n samples: the most its segment takes. */
+size_t store_cache_seg_bytes(size_t n);
+/* Claims bytes of room for a series about to be decoded (a miss), dropping entries unused for
+ * a minute as needed; false: no room, decode without keeping. */
+bool store_cache_reserve(store_cache *c, size_t bytes);
+void store_cache_unreserve(store_cache *c, size_t bytes); /* gives back an unused claim */
+/* Keeps series id's samples s (its whole stream, as decoded: ascending and nan as the decoder
+ * said) in b, using the room reserved for it (store_cache_seg_bytes(n) claimed, handed over
+ * in every case), and returns them as kept; NULL when out of memory. */
+const cache_seg *store_cache_put(store_cache *c, cache_block *b, uint64_t id, const iocd_sample *s,
+                                 size_t n, bool ascending, bool nan, size_t reserved);
+/* Series served from the cache, series decoded and offered to it, and the bytes it holds. */
+void store_cache_stats(store_cache *c, uint64_t *hits, uint64_t *misses, size_t *bytes);
+/* Appends g's samples with lo <= t <= hi at (*buf)[*n_io] as codec_stream_append does. */
+iocd_err store_cache_expand(const cache_seg *g, int64_t lo, int64_t hi, iocd_sample **buf,
+                            size_t *cap, size_t *n_io, codec_append *info);
 
 /* ---- The lock file (storage/lock.c) ------------------------------------------------------ */
 
@@ -405,6 +452,7 @@ struct store {
     uint64_t seal_seq;    /* the WAL sequence when it began: later records stay */
     uint64_t wal_unknown; /* recovery: WAL entries of series no longer in the index */
     iocd_buf wal_scratch; /* recovery: one decompressed WAL record */
+    store_cache *cache;   /* decoded sealed samples for queries (cfg.query_cache_bytes) */
 
     iocd_metric *m_series, *m_samples_head, *m_commits, *m_commit_fail, *m_commit_seconds,
         *m_commit_batches, *m_wal_bytes, *m_rejected[STORE_REJECT_COUNT_], *m_sealed_blocks,

@@ -16,12 +16,15 @@
 static store *st;
 static int64_t T0; /* the first sample's time: a whole hour, two hours ago */
 
+/* With a read cache, as the daemon runs (every query after the first reads kept series;
+ * test_storage_read holds reads with and without one to the same answers). */
 static store *open_store(void)
 {
     char path[512], errbuf[256];
+    store_config cfg = { .query_cache_bytes = 16u << 20 };
 
     snprintf(path, sizeof(path), "%s/data", test_tmpdir());
-    if (store_open(path, NULL, &st, errbuf, sizeof(errbuf)) != IOCD_OK)
+    if (store_open(path, &cfg, &st, errbuf, sizeof(errbuf)) != IOCD_OK)
         test_fail_at(__FILE__, __LINE__, "store_open: %s", errbuf);
     T0 = (iocd_now_ms() / 3600000 - 2) * 3600000;
     return st;
