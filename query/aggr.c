@@ -443,23 +443,26 @@ iocd_err pq_eval_aggregation(pq_eval *ev, const pq_node *n, pq_value *out)
         iocd_free(start);
         goto done;
     }
-    acc = iocd_calloc(ix.n + 1, sizeof(*acc));
+    /* Series by series (each one's steps are together in memory), into one accumulator per
+     * group and step: every accumulator still takes its series in the same order. */
+    acc = iocd_calloc(ix.n * ev->n_steps + 1, sizeof(*acc));
     if (acc == NULL) {
         err = IOCD_ENOMEM;
         goto done;
     }
-    for (j = 0; j < ev->n_steps; j++) {
-        memset(acc, 0, (ix.n + 1) * sizeof(*acc));
-        for (i = 0; i < in.n; i++)
+    for (i = 0; i < in.n; i++) {
+        agg_acc *a = acc + group_of[i] * ev->n_steps;
+        for (j = 0; j < ev->n_steps; j++)
             if (in.s[i].ok[j])
-                agg_add(n->agg, &acc[group_of[i]], in.s[i].v[j]);
-        for (g = 0; g < ix.n; g++) {
-            if (!acc[g].seen)
+                agg_add(n->agg, &a[j], in.s[i].v[j]);
+    }
+    for (g = 0; g < ix.n; g++)
+        for (j = 0; j < ev->n_steps; j++) {
+            if (!acc[g * ev->n_steps + j].seen)
                 continue;
             out->s[g].ok[j] = 1;
-            out->s[g].v[j] = agg_result(n->agg, &acc[g]);
+            out->s[g].v[j] = agg_result(n->agg, &acc[g * ev->n_steps + j]);
         }
-    }
 done:
     iocd_free(group_of);
     iocd_free(acc);

@@ -186,6 +186,48 @@ iocd_err pq_index_find(pq_index *ix, const lset *ls, bool add, size_t *idx_out)
     return IOCD_OK;
 }
 
+iocd_err pq_vector_finish_selected(pq_eval *ev, pq_value *v)
+{
+    const char *name = NULL;
+    size_t i, j, k = 0;
+    bool drop = v->n > 0 && v->s[0].drop_name;
+    iocd_err err = IOCD_OK;
+
+    /* Distinct series stay distinct when the same label is dropped from all and it had the
+     * same value in all; a series deleted meanwhile has no labels: the general path. */
+    for (i = 0; i < v->n; i++) {
+        const char *nm = lset_get(&v->s[i].ls, "__name__");
+        if (v->s[i].drop_name != drop || v->s[i].ls.len == 0 ||
+            (drop && (nm == NULL || (name != NULL && strcmp(nm, name) != 0))))
+            return pq_vector_finish(ev, v);
+        name = nm;
+    }
+    for (i = 0; i < v->n; i++) {
+        pq_series *s = &v->s[i];
+        bool any = false;
+        for (j = 0; j < ev->n_steps && !any; j++)
+            any = s->ok[j] != 0;
+        if (any && drop && err == IOCD_OK) {
+            lset tmp;
+            err = lset_filter(&s->ls, NULL, 0, false, true, &tmp);
+            if (err == IOCD_OK) {
+                lset_fini(&s->ls);
+                s->ls = tmp;
+            }
+        }
+        s->drop_name = false;
+        if (!any || err != IOCD_OK) {
+            lset_fini(&s->ls);
+            iocd_free(s->v);
+            iocd_free(s->ts);
+            continue;
+        }
+        v->s[k++] = *s;
+    }
+    v->n = k;
+    return err;
+}
+
 iocd_err pq_vector_finish(pq_eval *ev, pq_value *v)
 {
     pq_index ix;
@@ -285,30 +327,27 @@ void pq_window(const pq_eval *ev, const pq_value *v, int64_t t, int64_t *lo, int
 
 /* ---- Selectors --------------------------------------------------------------------------- */
 
-typedef struct labels_ctx {
-    iocd_buf b;
-} labels_ctx;
-
-static iocd_err collect_label(void *ud, const char *name, size_t name_len, const char *value,
-                              size_t value_len)
+/* Gives series i of the value ud its labels. */
+static iocd_err take_pairs(void *ud, size_t i, const char *pairs, size_t len)
 {
-    labels_ctx *c = ud;
-    iocd_err err = iocd_buf_append(&c->b, name, name_len);
+    pq_value *out = ud;
+    char *ls = iocd_malloc(len + 1);
 
-    if (err == IOCD_OK)
-        err = iocd_buf_putc(&c->b, '\0');
-    if (err == IOCD_OK)
-        err = iocd_buf_append(&c->b, value, value_len);
-    if (err == IOCD_OK)
-        err = iocd_buf_putc(&c->b, '\0');
-    return err;
+    if (ls == NULL)
+        return IOCD_ENOMEM;
+    if (len > 0) /* a series deleted meanwhile has none: no samples either, dropped later */
+        memcpy(ls, pairs, len);
+    ls[len] = '\0';
+    out->s[i].ls.s = ls;
+    out->s[i].ls.len = (uint32_t)len;
+    return IOCD_OK;
 }
 
 /* Selects the series of a selector and fills out->s[i].ls; out->n is their number. */
 static iocd_err select_series(pq_eval *ev, const pq_node *sel, pq_value *out, uint64_t **ids_out)
 {
     uint64_t *ids = NULL;
-    size_t n = 0, i;
+    size_t n = 0;
     iocd_err err;
 
     err = query_select(ev->st, &sel->sel, &ids, &n);
@@ -327,27 +366,10 @@ static iocd_err select_series(pq_eval *ev, const pq_node *sel, pq_value *out, ui
         return IOCD_ENOMEM;
     }
     out->n = n;
-    for (i = 0; i < n; i++) {
-        labels_ctx c;
-        iocd_buf_init(&c.b, 0);
-        err = store_series_labels(ev->st, ids[i], collect_label, &c);
-        if (err == IOCD_ENOTFOUND)
-            err = IOCD_OK; /* deleted meanwhile: no labels, no samples; dropped later */
-        if (err != IOCD_OK) {
-            iocd_buf_fini(&c.b);
-            iocd_free(ids);
-            return err;
-        }
-        out->s[i].ls.len = (uint32_t)c.b.len;
-        out->s[i].ls.s = iocd_buf_take(&c.b, NULL);
-        if (out->s[i].ls.s == NULL) {
-            out->s[i].ls.s = iocd_malloc(1);
-            if (out->s[i].ls.s == NULL) {
-                iocd_free(ids);
-                return IOCD_ENOMEM;
-            }
-            out->s[i].ls.s[0] = '\0';
-        }
+    err = store_series_pairs(ev->st, ids, n, take_pairs, out);
+    if (err != IOCD_OK) {
+        iocd_free(ids);
+        return err;
     }
     *ids_out = ids;
     return IOCD_OK;

@@ -315,7 +315,7 @@ static iocd_err range_series(pq_eval *ev, void *ud, size_t i, const iocd_sample 
 {
     const range_job *rj = ud;
     pq_series *o = &rj->out->s[i];
-    uint32_t stack_rc[512], *rc = NULL;
+    uint32_t stack_rc[512], zero_rc[1] = { 0 }, *rc = NULL;
     size_t a = 0, b = 0, j;
 
     o->ls = rj->m->s[i].ls;
@@ -323,14 +323,22 @@ static iocd_err range_series(pq_eval *ev, void *ud, size_t i, const iocd_sample 
     rj->m->s[i].ls.len = 0;
     o->drop_name = !rj->keep_name;
     if (rj->counter && n_pts > 0) { /* resets up to each sample: windows without one are O(1) */
-        rc = n_pts <= IOCD_ARRAY_LEN(stack_rc) ? stack_rc : iocd_malloc(n_pts * sizeof(*rc));
+        bool any = false;
+        for (j = 1; j < n_pts; j++) /* most counters have none: one pass says so */
+            any |= pts[j].v < pts[j - 1].v;
+        rc = !any                                ? zero_rc
+             : n_pts <= IOCD_ARRAY_LEN(stack_rc) ? stack_rc
+                                                 : iocd_malloc(n_pts * sizeof(*rc));
         if (rc == NULL)
             return IOCD_ENOMEM;
-        rc[0] = 0;
-        for (j = 1; j < n_pts; j++)
-            rc[j] = rc[j - 1] + (pts[j].v < pts[j - 1].v);
+        if (any) {
+            rc[0] = 0;
+            for (j = 1; j < n_pts; j++)
+                rc[j] = rc[j - 1] + (pts[j].v < pts[j - 1].v);
+        }
         ev->win_base = pts;
         ev->win_resets = rc;
+        ev->win_reset_free = !any;
     }
     ev->win_memo = rj->memo;
     for (j = 0; j < ev->n_steps; j++) {
@@ -351,8 +359,9 @@ static iocd_err range_series(pq_eval *ev, void *ud, size_t i, const iocd_sample 
     }
     ev->win_base = NULL;
     ev->win_resets = NULL;
+    ev->win_reset_free = false;
     ev->win_memo = NULL;
-    if (rc != stack_rc)
+    if (rc != stack_rc && rc != zero_rc)
         iocd_free(rc);
     return o->ls.s == NULL ? empty_lset(&o->ls) : IOCD_OK;
 }
@@ -410,7 +419,7 @@ static iocd_err range_apply(pq_eval *ev, const pq_node *call, pq_value *args, si
     iocd_free(rj.memo);
     if (err != IOCD_OK)
         return err;
-    return pq_vector_finish(ev, out);
+    return rj.m->lazy != NULL ? pq_vector_finish_selected(ev, out) : pq_vector_finish(ev, out);
 }
 
 /* ms / 1000.0, without dividing when ms is whole seconds: the quotient is then an integer,
@@ -451,7 +460,7 @@ static bool r_extrapolated(const pq_eval *ev, size_t step, const iocd_sample *s,
     result = s[n - 1].v - s[0].v;
     if (counter && ev->win_resets != NULL && s >= ev->win_base) {
         size_t a = (size_t)(s - ev->win_base);
-        if (ev->win_resets[a + n - 1] == ev->win_resets[a])
+        if (ev->win_reset_free || ev->win_resets[a + n - 1] == ev->win_resets[a])
             counter = false; /* no reset in this window: nothing to add */
     }
     if (counter) {

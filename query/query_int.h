@@ -242,7 +242,8 @@ struct pq_eval {
      * sample, how many counter resets happened up to it, so windows without one skip the
      * scan. NULL otherwise. */
     const iocd_sample *win_base;
-    const uint32_t *win_resets;
+    const uint32_t *win_resets; /* when !win_reset_free */
+    bool win_reset_free;        /* the series has no reset at all */
     /* rate, increase and delta: per step, the window shape of the last series seen there
      * (series sampled at the same times share it), or NULL. */
     pq_win_memo *win_memo;
@@ -287,6 +288,9 @@ iocd_err pq_check_deadline(pq_eval *ev);
 /* Drops __name__ from series marked drop_name, then removes series with no point and
  * refuses two series with the same labels at one step. */
 iocd_err pq_vector_finish(pq_eval *ev, pq_value *v);
+/* The same for a vector whose series are a selector's, one for one (so their label sets are
+ * distinct): when all drop the same __name__ no two can become equal, and no index is built. */
+iocd_err pq_vector_finish_selected(pq_eval *ev, pq_value *v);
 /* A lazy matrix argument, streamed: pq_matrix_select gives m its window shape and the
  * selected series' labels (m->s[i].ls, no samples) and *ids_out (the caller frees it);
  * pq_matrix_read then hands each series' samples in the windows' span, staleness markers

@@ -68,6 +68,59 @@ iocd_err store_series_labels(store *st, uint64_t id, store_label_fn fn, void *ud
     return err;
 }
 
+#define PAIRS_CHUNK 256 /* series whose keys are copied under one hold of the lock */
+
+/* Appends a canonical key (varint length, name, varint length, value; sorted) as pairs. */
+static iocd_err key_to_pairs(const uint8_t *key, size_t len, iocd_buf *out)
+{
+    const uint8_t *p = key, *end = key + len;
+    uint64_t nl, vl;
+    iocd_err err = iocd_buf_reserve(out, len + 2);
+
+    while (err == IOCD_OK && p < end) {
+        if (!store_varint_get(&p, end, &nl) || nl > (uint64_t)(end - p))
+            return IOCD_ECORRUPT;
+        err = iocd_buf_append(out, p, (size_t)nl);
+        p += nl;
+        if (err == IOCD_OK)
+            err = iocd_buf_putc(out, '\0');
+        if (err != IOCD_OK || !store_varint_get(&p, end, &vl) || vl > (uint64_t)(end - p))
+            return err != IOCD_OK ? err : IOCD_ECORRUPT;
+        err = iocd_buf_append(out, p, (size_t)vl);
+        p += vl;
+        if (err == IOCD_OK)
+            err = iocd_buf_putc(out, '\0');
+    }
+    return err;
+}
+
+iocd_err store_series_pairs(store *st, const uint64_t *ids, size_t n, store_pairs_fn fn, void *ud)
+{
+    size_t off[PAIRS_CHUNK + 1], i = 0, j, m;
+    iocd_buf b;
+    iocd_err err = IOCD_OK;
+
+    iocd_buf_init(&b, 0);
+    while (err == IOCD_OK && i < n) {
+        m = n - i < PAIRS_CHUNK ? n - i : PAIRS_CHUNK;
+        iocd_buf_reset(&b);
+        pthread_mutex_lock(&st->mu);
+        for (j = 0; j < m && err == IOCD_OK; j++) {
+            store_series *s = store_series_get(st, ids[i + j]);
+            off[j] = b.len;
+            if (s != NULL)
+                err = key_to_pairs(s->key, s->key_len, &b);
+        }
+        off[m] = b.len;
+        pthread_mutex_unlock(&st->mu);
+        for (j = 0; j < m && err == IOCD_OK; j++)
+            err = fn(ud, i + j, b.data + off[j], off[j + 1] - off[j]);
+        i += m;
+    }
+    iocd_buf_fini(&b);
+    return err;
+}
+
 typedef struct read_ctx {
     uint64_t id;
     int64_t start_ms, end_ms;

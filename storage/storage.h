@@ -117,6 +117,13 @@ typedef iocd_err (*store_label_fn)(void *ud, const char *name, size_t name_len, 
                                    size_t value_len);
 iocd_err store_series_labels(store *st, uint64_t id, store_label_fn fn, void *ud);
 
+/* The labels of many series at once: fn(ud, i, pairs, len) for each ids[i], in order, with its
+ * labels as "name\0value\0" pairs sorted by name (borrowed for the call; len 0 for a series
+ * unknown or deleted). Takes the store's lock once per 256 series, not once per series. fn
+ * returning an error stops the walk and is returned. Errors: IOCD_ENOMEM, IOCD_ECORRUPT. */
+typedef iocd_err (*store_pairs_fn)(void *ud, size_t i, const char *pairs, size_t len);
+iocd_err store_series_pairs(store *st, const uint64_t *ids, size_t n, store_pairs_fn fn, void *ud);
+
 /* The samples of series id with start_ms <= t <= end_ms, ascending by time, one per
  * timestamp (the last written wins). *out is iocd_malloc'ed. Errors: IOCD_ENOTFOUND. */
 iocd_err store_read(store *st, uint64_t id, int64_t start_ms, int64_t end_ms, iocd_sample **out,

@@ -347,6 +347,12 @@ TEST(rate_increase_delta_follow_prometheus_extrapolation)
               "{job=\"api\",ward=\"a\"} 0.08333333333333333");
     EXPECT_AT(6, "idelta(req_total{ward=\"a\"}[3m])", "{job=\"api\",ward=\"a\"} -45");
     EXPECT_AT(1, "rate(req_total{ward=\"a\"}[30s])", ""); /* one sample: no rate */
+    /* Dropping __name__ may make two series equal; keeping it, or one name, may not. */
+    EXPECT_ERR(3, "rate({__name__=~\"pressure2?\",ward=\"a\"}[3m])", IOCD_EINVAL,
+               "vector cannot contain metrics with the same labelset");
+    EXPECT_AT(3, "last_over_time({__name__=~\"pressure2?\",ward=\"a\"}[3m])",
+              "{__name__=\"pressure\",ward=\"a\"} 4 | {__name__=\"pressure2\",ward=\"a\"} 1");
+    EXPECT_AT(3, "delta(pressure[3m])", "{ward=\"a\"} 3 | {ward=\"b\"} 0 | {ward=\"c\"} -3");
 }
 
 /* Series sampled at the same times share the part of the extrapolation that depends only on

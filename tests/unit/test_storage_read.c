@@ -295,6 +295,22 @@ static double value_of(const one_series *o, int64_t t)
     return -999;
 }
 
+/* store_series_pairs gives "name\0value\0" pairs: they must read as want ("n=v;" each). */
+static iocd_err expect_pairs(void *ud, size_t i, const char *pairs, size_t len)
+{
+    char got[256] = "";
+    size_t k = 0, at = 0;
+
+    (void)i;
+    while (k < len) {
+        const char *name = pairs + k, *value = name + strlen(name) + 1;
+        at += (size_t)snprintf(got + at, sizeof(got) - at, "%s=%s;", name, value);
+        k = (size_t)(value + strlen(value) + 1 - pairs);
+    }
+    ASSERT_STR_EQ(got, (const char *)ud);
+    return IOCD_OK;
+}
+
 /* What a query sees after the cache has kept a series: a late rewrite of a sealed time (in the
  * head, then in a patch block of the same period), and a series deleted and written again
  * under the same labels (a new id, none of the old samples). */
@@ -309,6 +325,7 @@ TEST(read_cache_never_answers_with_older_samples)
     iocd_label l[] = { L("__name__", "pump_speed_rpm"), L("device", "p-1") };
     store_span span = { t0, t0 + 10 * MIN_MS };
     uint64_t *ids = NULL, *post = NULL, blocks, hits, misses, id;
+    char none[] = "", mine[] = "__name__=pump_speed_rpm;device=p-1;";
     size_t n, bytes;
     one_series o;
 
@@ -356,6 +373,10 @@ TEST(read_cache_never_answers_with_older_samples)
     ASSERT_OK(store_read_spans(st, post, 1, &span, 1, keep_one, &o));
     ASSERT_EQ(o.n, 1);
     ASSERT_DBL_EQ(o.s[0].v, 42, 0);
+    /* Labels: the deleted one has none, the new one its own. */
+    ids[0] = id;
+    ASSERT_OK(store_series_pairs(st, ids, 1, expect_pairs, none));
+    ASSERT_OK(store_series_pairs(st, post, 1, expect_pairs, mine));
     iocd_free(post);
     iocd_free(ids);
     store_close(st);
