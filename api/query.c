@@ -248,9 +248,15 @@ static iocd_err put_metric(iocd_buf *b, const char *labels, size_t len)
 
 typedef struct result_stream {
     query_result r;
-    size_t next; /* the next series to write */
-    int phase;   /* 0 head, 1 series, 2 tail, 3 done */
+    size_t next;  /* the next series to write */
+    int phase;    /* 0 head, 1 series, 2 tail, 3 done */
+    iocd_buf pre; /* written already by the worker, to go first */
 } result_stream;
+
+/* An answer up to this long is written by the query worker and sent with its length in one
+ * piece (one send for a small one instead of a chunk per phase, and the HTTP thread does not
+ * format it); a longer one streams on from there. */
+#define INLINE_MAX (256 * 1024)
 
 static iocd_err result_next(void *ud, iocd_buf *out, bool *done)
 {
@@ -260,6 +266,11 @@ static iocd_err result_next(void *ud, iocd_buf *out, bool *done)
     iocd_err err = IOCD_OK;
 
     *done = false;
+    if (rs->pre.len > 0) {
+        err = iocd_buf_append(out, rs->pre.data, rs->pre.len);
+        iocd_buf_fini(&rs->pre);
+        return err;
+    }
     if (rs->phase == 0) {
         err = iocd_buf_printf(
             out,
@@ -340,6 +351,7 @@ static void result_free(void *ud)
     result_stream *rs = ud;
 
     query_result_fini(&rs->r);
+    iocd_buf_fini(&rs->pre);
     iocd_free(rs);
 }
 
@@ -374,6 +386,7 @@ static void run_job(api_server *srv, qjob *job)
     result_stream *rs = NULL;
     char errbuf[512] = "";
     int64_t t0 = iocd_mono_ns(), left = job->deadline_ns - t0;
+    bool evaluated = false, done = false;
     iocd_err err;
 
     memset(&lim, 0, sizeof(lim));
@@ -395,18 +408,32 @@ static void run_job(api_server *srv, qjob *job)
     }
     iocd_metric_add(q->m_duration, (double)(iocd_mono_ns() - t0) / 1e9);
     if (err == IOCD_OK) {
+        evaluated = true;
         iocd_metric_add(q->m_samples, (double)rs->r.samples_loaded);
         iocd_buf_reset(&req->resp.body);
+        while (err == IOCD_OK && !done && req->resp.body.len < INLINE_MAX)
+            err = result_next(rs, &req->resp.body, &done);
+    }
+    if (err == IOCD_OK) {
         req->resp.status = 200;
         req->resp.content_type = "application/json";
-        req->resp.stream = result_next;
-        req->resp.stream_ud = rs;
-        req->resp.stream_free = result_free;
+        if (done) {
+            result_free(rs);
+        } else { /* the rest streams, after what is written */
+            rs->pre = req->resp.body;
+            iocd_buf_init(&req->resp.body, rs->pre.max);
+            req->resp.stream = result_next;
+            req->resp.stream_ud = rs;
+            req->resp.stream_free = result_free;
+        }
     } else {
         if (err == IOCD_ETIMEDOUT)
             iocd_metric_add(q->m_timeouts, 1);
-        job_error(req, err, errbuf);
-        iocd_free(rs);
+        job_error(req, err, evaluated ? "" : errbuf); /* evaluated: failed writing the answer */
+        if (evaluated)
+            result_free(rs);
+        else
+            iocd_free(rs);
     }
     query_expr_free(job->expr);
     iocd_free(job);
