@@ -672,12 +672,13 @@ TEST(large_selections_read_on_two_threads_give_the_same_answers)
         query_result r;
         char eb[512];
         size_t j;
-        ASSERT_OK(query_parse("sum(avg by (device) (big))", &e, eb, sizeof(eb)));
+        ASSERT_OK(query_parse("sum(avg by (device) (big + timestamp(big)))", &e, eb, sizeof(eb)));
         ASSERT_OK(query_eval(st, &lim, e, T0, T0 + 9 * MIN, 10000, &r, eb, sizeof(eb)));
         ASSERT_EQ(r.n, 1);
         ASSERT_EQ(r.series[0].n, 55);
-        for (j = 0; j < 55; j++)
-            ASSERT_DBL_EQ(r.series[0].points[j].v, 4498500, 0);
+        for (j = 0; j < 55; j++) /* the sample of minute j / 6 at step j */
+            ASSERT_DBL_EQ(r.series[0].points[j].v,
+                          4498500.0 + 3000.0 * (double)(T0 / 1000 + 60 * (int64_t)(j / 6)), 0);
         query_result_fini(&r);
         query_expr_free(e);
     }
