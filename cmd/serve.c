@@ -214,6 +214,7 @@ int cmd_serve(int argc, char **argv)
     scfg.compact_at_stop_max = (uint64_t)d.cfg.compact_at_stop_max;
     scfg.query_cache_bytes = (uint64_t)d.cfg.query_cache_bytes;
     scfg.chunk_ms = d.cfg.chunk_ms;
+    scfg.block_span_ms = d.cfg.block_span_ms > 0 ? d.cfg.block_span_ms : -1;
     scfg.ooo_window_ms = d.cfg.ooo_window_ms;
     scfg.labels_max = (size_t)d.cfg.labels_max;
     scfg.label_len_max = (size_t)d.cfg.label_len_max;

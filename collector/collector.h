@@ -69,6 +69,7 @@ typedef struct col_config {
     int64_t rollup_retention_ms;   /* --rollup-retention */
     int64_t compact_at_stop_max;   /* --compact-at-stop (bytes) */
     int64_t chunk_ms;              /* --chunk: period of a sealed block */
+    int64_t block_span_ms;         /* --block-span: compaction span; 0 = never */
     int64_t ooo_window_ms;         /* --ooo-window */
     int64_t labels_max;            /* --max-labels, per series, name included */
     int64_t label_len_max;         /* --max-label-length */

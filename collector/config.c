@@ -92,6 +92,11 @@ static const opt options[] = {
     { "chunk", OPT_DURATION, F(chunk_ms), "DURATION", "15m",
       "Time span of a sealed block. Longer compresses better; shorter keeps less in memory "
       "(samples wait in memory until their span is sealed)." },
+    { "block-span", OPT_DURATION, F(block_span_ms), "DURATION", "1h",
+      "Once a span of this length (a multiple of --chunk) is over, its sealed blocks are "
+      "merged into one block per group of 64 series, with their rollups: fewer, larger blocks "
+      "compress better. At a graceful stop the current span is merged too. A data file keeps "
+      "the span it was created with. 0s: never merge." },
     { "compact-at-stop", OPT_SIZE, F(compact_at_stop_max), "SIZE", "1GiB",
       "At a graceful stop, rewrite the data file without its free pages (those the write-ahead "
       "log and retention leave) when it is at most this big and a fifth or more is free; 0 "

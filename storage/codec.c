@@ -288,7 +288,17 @@ iocd_err codec_stream_decode(const uint8_t *p, size_t len, iocd_sample **out, si
 
 /* ---- Blocks ---------------------------------------------------------------------------- */
 
-iocd_err codec_block_encode(const codec_series *list, size_t n, int level, iocd_buf *out)
+/* Encodes one series' payload of a block (a sample stream, or rollup buckets). */
+typedef iocd_err (*payload_fn)(const codec_series *cs, int64_t arg, iocd_buf *out);
+
+static iocd_err stream_payload(const codec_series *cs, int64_t arg, iocd_buf *out)
+{
+    (void)arg;
+    return codec_stream_encode(cs->s, cs->n, out);
+}
+
+static iocd_err block_encode_v(const codec_series *list, size_t n, int level, uint8_t version,
+                               payload_fn payload, int64_t arg, iocd_buf *out)
 {
     iocd_buf raw, streams;
     uint8_t tmp[24];
@@ -298,11 +308,11 @@ iocd_err codec_block_encode(const codec_series *list, size_t n, int level, iocd_
 
     iocd_buf_init(&raw, 0);
     iocd_buf_init(&streams, 0);
-    tmp[0] = BLOCK_VERSION;
+    tmp[0] = version;
     err = iocd_buf_append(&raw, tmp, 1 + store_varint_put(tmp + 1, n));
     for (i = 0; i < n && err == IOCD_OK; i++) {
         size_t before = streams.len, k;
-        err = codec_stream_encode(list[i].s, list[i].n, &streams);
+        err = payload(&list[i], arg, &streams);
         if (err != IOCD_OK)
             break;
         k = store_varint_put(tmp, list[i].id - prev_id);
@@ -328,6 +338,11 @@ iocd_err codec_block_encode(const codec_series *list, size_t n, int level, iocd_
     return err;
 }
 
+iocd_err codec_block_encode(const codec_series *list, size_t n, int level, iocd_buf *out)
+{
+    return block_encode_v(list, n, level, BLOCK_VERSION, stream_payload, 0, out);
+}
+
 void codec_block_fini(codec_block *b)
 {
     iocd_free(b->raw);
@@ -335,7 +350,9 @@ void codec_block_fini(codec_block *b)
     memset(b, 0, sizeof(*b));
 }
 
-iocd_err codec_block_open(codec_block *b, const void *data, size_t len, size_t max_raw)
+/* Decompresses a block of one of the versions (a bit mask) into b and indexes its streams. */
+static iocd_err block_open_v(codec_block *b, const void *data, size_t len, size_t max_raw,
+                             unsigned versions)
 {
     unsigned long long raw_len = ZSTD_getFrameContentSize(data, len);
     const uint8_t *p, *end, *streams, *h;
@@ -354,8 +371,9 @@ iocd_err codec_block_open(codec_block *b, const void *data, size_t len, size_t m
         b->raw_cap = (size_t)raw_len;
     }
     got = z_decompress(b->raw, (size_t)raw_len, data, len);
-    if (ZSTD_isError(got) || got != raw_len || b->raw[0] != BLOCK_VERSION)
+    if (ZSTD_isError(got) || got != raw_len || b->raw[0] > 7 || !(versions & (1u << b->raw[0])))
         return IOCD_ECORRUPT;
+    b->version = b->raw[0];
     p = b->raw + 1;
     end = b->raw + got;
     if (!store_varint_get(&p, end, &count) || count > got)
@@ -385,22 +403,36 @@ iocd_err codec_block_open(codec_block *b, const void *data, size_t len, size_t m
     return IOCD_OK;
 }
 
+iocd_err codec_block_open(codec_block *b, const void *data, size_t len, size_t max_raw)
+{
+    return block_open_v(b, data, len, max_raw, 1u << BLOCK_VERSION);
+}
+
 /* Walks a block: for each series, fn gets its id and its stream, or the walk stops early
  * when fn returns non-OK (IOCD_EEXIST is used below to mean "found, stop"). */
 typedef iocd_err (*stream_fn)(void *ud, uint64_t id, const uint8_t *p, size_t len);
 
-static iocd_err block_walk(const void *data, size_t len, size_t max_raw, stream_fn fn, void *ud)
+static iocd_err block_walk_v(const void *data, size_t len, size_t max_raw, unsigned versions,
+                             int *version, stream_fn fn, void *ud)
 {
     codec_block b;
     size_t i;
     iocd_err err;
 
     memset(&b, 0, sizeof(b));
-    err = codec_block_open(&b, data, len, max_raw);
+    err = block_open_v(&b, data, len, max_raw, versions);
+    *version = b.version;
     for (i = 0; err == IOCD_OK && i < b.n; i++)
         err = fn(ud, b.streams[i].id, b.streams[i].p, b.streams[i].len);
     codec_block_fini(&b);
     return err;
+}
+
+static iocd_err block_walk(const void *data, size_t len, size_t max_raw, stream_fn fn, void *ud)
+{
+    int version;
+
+    return block_walk_v(data, len, max_raw, 1u << BLOCK_VERSION, &version, fn, ud);
 }
 
 typedef struct find_ctx {
@@ -481,6 +513,428 @@ iocd_err codec_block_each(const void *data, size_t len, size_t max_raw, codec_se
                           void *ud)
 {
     return codec_block_select(data, len, max_raw, NULL, 0, fn, ud);
+}
+
+/* ---- Rollup blocks ---------------------------------------------------------------------
+ * Version 2 (written now): per series, its buckets as
+ *   varint nb, byte e (the exponent of the series' samples, as in a stream), then per bucket:
+ *   t: first zigzag(t / res), then varint(t / res - previous - 1)
+ *   varint count << 2 | 1 if min, max, last are raw | 2 if the sum is raw
+ *   zigzag((last_t - t) - the previous bucket's), regular samples making it 0
+ *   min, max, last: zigzag(min_m - previous bucket's min_m), zigzag(max_m - min_m),
+ *                   zigzag(last_m - min_m); or their 24 raw bytes
+ *   sum: zigzag(sum_m - count * min_m) (0 for min_m when those are raw), sum_m being the exact
+ *        sum of the samples' mantissas; or 8 raw bytes (a sample that is no decimal at e)
+ * so a bucket of steady sensor data is a few bytes before zstd, and its sum is the exact
+ * decimal sum. Version 1 (read only): six sample streams per series, virtual ids id * 8 + 0..5
+ * (min, max, sum, count, last, last time) of (bucket start, value). */
+
+#define ROLLUP_VERSION 2
+#define ROLLUP_V1_AGGS 6
+#define M_LIMIT        9007199254740992.0 /* 2^53: mantissas and sums beyond are raw */
+
+static bool is_stale_nan(double v)
+{
+    uint64_t bits;
+
+    memcpy(&bits, &v, 8);
+    return bits == 0x7ff0000000000002ULL;
+}
+
+static int64_t bucket_of(int64_t t, int64_t res)
+{
+    return (t >= 0 ? t / res : (t - res + 1) / res) * res;
+}
+
+static iocd_err put_raw(iocd_buf *out, double v)
+{
+    return iocd_buf_append(out, &v, 8);
+}
+
+static iocd_err put_varint(iocd_buf *out, uint64_t v)
+{
+    uint8_t tmp[10];
+
+    return iocd_buf_append(out, tmp, store_varint_put(tmp, v));
+}
+
+/* One series' buckets at resolution arg, from its time-ordered samples (staleness markers are
+ * left out; min and max fold as Prometheus' min_over_time and max_over_time do). */
+static iocd_err rollup_payload(const codec_series *cs, int64_t res, iocd_buf *out)
+{
+    const iocd_sample *s = cs->s;
+    size_t i = 0, nb = 0, j;
+    int e = choose_e(s, cs->n);
+    int64_t prev_b = 0, prev_min = 0, prev_off = 0;
+    bool first = true;
+    iocd_err err;
+
+    for (j = 0; j < cs->n; j++) /* count the buckets first */
+        if (!is_stale_nan(s[j].v) && (nb == 0 || bucket_of(s[j].t_ms, res) != prev_b)) {
+            prev_b = bucket_of(s[j].t_ms, res);
+            nb++;
+        }
+    err = put_varint(out, nb);
+    if (err == IOCD_OK)
+        err = iocd_buf_append(out, &(uint8_t){ (uint8_t)e }, 1);
+    prev_b = 0;
+    while (err == IOCD_OK && i < cs->n) {
+        int64_t b, m, min_m = 0, max_m = 0, last_m = 0, last_t = 0;
+        uint64_t sum_m = 0, count = 0;
+        double min = 0, max = 0, sum = 0, last = 0;
+        bool exact = true, vals_raw;
+        if (is_stale_nan(s[i].v)) {
+            i++;
+            continue;
+        }
+        b = bucket_of(s[i].t_ms, res);
+        for (; i < cs->n && bucket_of(s[i].t_ms, res) == b; i++) {
+            double v = s[i].v;
+            if (is_stale_nan(v))
+                continue;
+            if (count == 0) {
+                min = max = v;
+            } else {
+                if (v < min || isnan(min))
+                    min = v;
+                if (v > max || isnan(max))
+                    max = v;
+            }
+            sum += v;
+            count++;
+            last = v;
+            last_t = s[i].t_ms;
+            if (exact && codec_decimal_at(v, e, &m))
+                sum_m += (uint64_t)m;
+            else
+                exact = false;
+            if (exact && fabs((double)(int64_t)sum_m) >= M_LIMIT)
+                exact = false;
+        }
+        vals_raw = !codec_decimal_at(min, e, &min_m) || !codec_decimal_at(max, e, &max_m) ||
+                   !codec_decimal_at(last, e, &last_m);
+        err =
+            put_varint(out, first ? codec_zigzag(b / res) : (uint64_t)(b / res - prev_b / res - 1));
+        first = false;
+        prev_b = b;
+        if (err == IOCD_OK)
+            err = put_varint(out, count << 2 | (vals_raw ? 1u : 0u) | (exact ? 0u : 2u));
+        if (err == IOCD_OK)
+            err = put_varint(out,
+                             codec_zigzag((int64_t)((uint64_t)(last_t - b) - (uint64_t)prev_off)));
+        prev_off = last_t - b;
+        if (err == IOCD_OK && !vals_raw) {
+            err = put_varint(out, codec_zigzag((int64_t)((uint64_t)min_m - (uint64_t)prev_min)));
+            if (err == IOCD_OK)
+                err = put_varint(out, codec_zigzag((int64_t)((uint64_t)max_m - (uint64_t)min_m)));
+            if (err == IOCD_OK)
+                err = put_varint(out, codec_zigzag((int64_t)((uint64_t)last_m - (uint64_t)min_m)));
+            prev_min = min_m;
+        } else if (err == IOCD_OK) {
+            err = put_raw(out, min);
+            if (err == IOCD_OK)
+                err = put_raw(out, max);
+            if (err == IOCD_OK)
+                err = put_raw(out, last);
+            min_m = 0;
+        }
+        if (err == IOCD_OK && exact)
+            err = put_varint(out, codec_zigzag((int64_t)(sum_m - count * (uint64_t)min_m)));
+        else if (err == IOCD_OK)
+            err = put_raw(out, sum);
+    }
+    return err;
+}
+
+iocd_err codec_rollup_encode(const codec_series *list, size_t n, int64_t res_ms, int level,
+                             iocd_buf *out)
+{
+    if (res_ms <= 0)
+        return IOCD_EINVAL;
+    return block_encode_v(list, n, level, ROLLUP_VERSION, rollup_payload, res_ms, out);
+}
+
+/* Reading: the wanted series' buckets (all when ids is NULL), decoded into one buffer. */
+typedef struct rollup_ctx {
+    const uint64_t *ids;
+    size_t n;
+    int64_t res;
+    int version;
+    codec_rollup_fn fn;
+    void *ud;
+    store_rollup *r;
+    size_t cap;
+    /* version 1: the streams of the series being collected */
+    uint64_t cur;
+    unsigned seen;
+    iocd_sample *agg[ROLLUP_V1_AGGS];
+    size_t agg_n[ROLLUP_V1_AGGS], agg_cap[ROLLUP_V1_AGGS];
+} rollup_ctx;
+
+static bool rollup_wanted(const rollup_ctx *c, uint64_t id)
+{
+    size_t lo = 0, hi = c->n;
+
+    if (c->ids == NULL)
+        return true;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (c->ids[mid] < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < c->n && c->ids[lo] == id;
+}
+
+static iocd_err rollup_grow(rollup_ctx *c, size_t n)
+{
+    store_rollup *g;
+
+    if (n <= c->cap)
+        return IOCD_OK;
+    g = iocd_realloc(c->r, n * sizeof(*g));
+    if (g == NULL)
+        return IOCD_ENOMEM;
+    c->r = g;
+    c->cap = n;
+    return IOCD_OK;
+}
+
+static bool get_raw(const uint8_t **p, const uint8_t *end, double *v)
+{
+    if (end - *p < 8)
+        return false;
+    memcpy(v, *p, 8);
+    *p += 8;
+    return true;
+}
+
+static iocd_err rollup_v2(rollup_ctx *c, uint64_t id, const uint8_t *p, size_t len)
+{
+    const uint8_t *end = p + len;
+    uint64_t nb, u, head, count, i;
+    int64_t b = 0, prev_min = 0, off = 0, min_m, max_m, last_m;
+    int e;
+    iocd_err err;
+
+    if (!store_varint_get(&p, end, &nb) || p >= end || nb > len)
+        return IOCD_ECORRUPT; /* every bucket takes at least a few bytes */
+    e = *p++;
+    if (e > E_MAX)
+        return IOCD_ECORRUPT;
+    err = rollup_grow(c, (size_t)nb);
+    if (err != IOCD_OK)
+        return err;
+    for (i = 0; i < nb; i++) {
+        store_rollup *r = &c->r[i];
+        if (!store_varint_get(&p, end, &u))
+            return IOCD_ECORRUPT;
+        b = i == 0 ? (int64_t)((uint64_t)codec_unzigzag(u) * (uint64_t)c->res)
+                   : (int64_t)((uint64_t)b + (u + 1) * (uint64_t)c->res);
+        if (!store_varint_get(&p, end, &head) || !store_varint_get(&p, end, &u))
+            return IOCD_ECORRUPT;
+        count = head >> 2;
+        r->t_ms = b;
+        r->count = (double)count;
+        off = (int64_t)((uint64_t)off + (uint64_t)codec_unzigzag(u));
+        r->last_t_ms = (int64_t)((uint64_t)b + (uint64_t)off);
+        if (!(head & 1)) {
+            uint64_t d1, d2, d3;
+            if (!store_varint_get(&p, end, &d1) || !store_varint_get(&p, end, &d2) ||
+                !store_varint_get(&p, end, &d3))
+                return IOCD_ECORRUPT;
+            min_m = (int64_t)((uint64_t)prev_min + (uint64_t)codec_unzigzag(d1));
+            max_m = (int64_t)((uint64_t)min_m + (uint64_t)codec_unzigzag(d2));
+            last_m = (int64_t)((uint64_t)min_m + (uint64_t)codec_unzigzag(d3));
+            prev_min = min_m;
+            r->min = (double)min_m / codec_pow10[e];
+            r->max = (double)max_m / codec_pow10[e];
+            r->last = (double)last_m / codec_pow10[e];
+        } else {
+            if (!get_raw(&p, end, &r->min) || !get_raw(&p, end, &r->max) ||
+                !get_raw(&p, end, &r->last))
+                return IOCD_ECORRUPT;
+            min_m = 0;
+        }
+        if (!(head & 2)) {
+            if (!store_varint_get(&p, end, &u))
+                return IOCD_ECORRUPT;
+            r->sum = (double)(int64_t)((uint64_t)codec_unzigzag(u) + count * (uint64_t)min_m) /
+                     codec_pow10[e];
+        } else if (!get_raw(&p, end, &r->sum)) {
+            return IOCD_ECORRUPT;
+        }
+    }
+    if (p != end)
+        return IOCD_ECORRUPT;
+    return c->fn(c->ud, id, c->r, (size_t)nb);
+}
+
+/* Version 1: a series' six streams are collected, then turned into buckets. */
+static iocd_err rollup_v1_series(rollup_ctx *c)
+{
+    size_t nb = c->agg_n[0], a, k;
+    iocd_err err;
+
+    for (a = 1; a < ROLLUP_V1_AGGS; a++)
+        if (c->agg_n[a] != nb)
+            return IOCD_ECORRUPT;
+    err = rollup_grow(c, nb);
+    if (err != IOCD_OK)
+        return err;
+    for (k = 0; k < nb; k++) {
+        c->r[k] = (store_rollup){ c->agg[0][k].t_ms,      c->agg[0][k].v, c->agg[1][k].v,
+                                  c->agg[2][k].v,         c->agg[3][k].v, c->agg[4][k].v,
+                                  (int64_t)c->agg[5][k].v };
+    }
+    return c->fn(c->ud, c->cur, c->r, nb);
+}
+
+static iocd_err rollup_v1(rollup_ctx *c, uint64_t vid, const uint8_t *p, size_t len)
+{
+    size_t a = (size_t)(vid & 7), n = 0;
+    iocd_err err;
+
+    if (a >= ROLLUP_V1_AGGS)
+        return IOCD_OK;
+    if (vid >> 3 != c->cur) {
+        if (c->seen != 0)
+            return IOCD_ECORRUPT; /* a series without all of its streams */
+        c->cur = vid >> 3;
+    }
+    if (!rollup_wanted(c, vid >> 3))
+        return IOCD_OK;
+    err = stream_decode(p, len, &c->agg[a], &c->agg_cap[a], &n);
+    if (err != IOCD_OK)
+        return err;
+    c->agg_n[a] = n;
+    c->seen |= 1u << a;
+    if (c->seen != (1u << ROLLUP_V1_AGGS) - 1)
+        return IOCD_OK;
+    c->seen = 0;
+    return rollup_v1_series(c);
+}
+
+static iocd_err rollup_one(void *ud, uint64_t id, const uint8_t *p, size_t len)
+{
+    rollup_ctx *c = ud;
+
+    if (c->version == 1)
+        return rollup_v1(c, id, p, len);
+    return rollup_wanted(c, id) ? rollup_v2(c, id, p, len) : IOCD_OK;
+}
+
+iocd_err codec_rollup_select(const void *data, size_t len, size_t max_raw, int64_t res_ms,
+                             const uint64_t *ids, size_t n, codec_rollup_fn fn, void *ud)
+{
+    rollup_ctx *c = iocd_calloc(1, sizeof(*c));
+    iocd_err err;
+    size_t a;
+
+    if (c == NULL)
+        return IOCD_ENOMEM;
+    *c = (rollup_ctx){ .ids = ids, .n = n, .res = res_ms, .fn = fn, .ud = ud, .cur = UINT64_MAX };
+    /* The version is known once the block is open, before the first series. */
+    c->version = 0;
+    err = block_walk_v(data, len, max_raw, 1u << BLOCK_VERSION | 1u << ROLLUP_VERSION, &c->version,
+                       rollup_one, c);
+    if (err == IOCD_OK && c->seen != 0)
+        err = IOCD_ECORRUPT;
+    iocd_free(c->r);
+    for (a = 0; a < ROLLUP_V1_AGGS; a++)
+        iocd_free(c->agg[a]);
+    iocd_free(c);
+    return err;
+}
+
+/* ---- Span containers -------------------------------------------------------------------
+ * A compacted span of several id groups in one LMDB value (fewer values, less page rounding):
+ *   byte version, varint n, per frame: varint group (low bits), byte kind, varint length;
+ *   then the frames (each a block or rollup block as above), in that order. */
+
+#define SPAN_VERSION 1
+
+iocd_err codec_span_pack(const codec_frame *f, size_t n, iocd_buf *out)
+{
+    uint8_t tmp[32];
+    size_t i, k;
+    iocd_err err;
+
+    tmp[0] = SPAN_VERSION;
+    k = 1 + store_varint_put(tmp + 1, n);
+    err = iocd_buf_append(out, tmp, k);
+    for (i = 0; i < n && err == IOCD_OK; i++) {
+        k = store_varint_put(tmp, f[i].group);
+        tmp[k++] = (uint8_t)f[i].kind;
+        k += store_varint_put(tmp + k, f[i].len);
+        err = iocd_buf_append(out, tmp, k);
+    }
+    for (i = 0; i < n && err == IOCD_OK; i++)
+        err = iocd_buf_append(out, f[i].data, f[i].len);
+    return err;
+}
+
+iocd_err codec_span_each(const void *val, size_t len, codec_frame_fn fn, void *ud)
+{
+    const uint8_t *p = val, *end = p + len, *h;
+    uint64_t n, g, flen, i, off = 0;
+    iocd_err err = IOCD_OK;
+
+    if (len < 2 || *p++ != SPAN_VERSION || !store_varint_get(&p, end, &n) || n > len)
+        return IOCD_ECORRUPT;
+    for (h = p, i = 0; i < n; i++) { /* the header ends where the frames begin */
+        if (!store_varint_get(&h, end, &g) || h >= end)
+            return IOCD_ECORRUPT;
+        h++; /* the kind */
+        if (!store_varint_get(&h, end, &flen))
+            return IOCD_ECORRUPT;
+    }
+    for (i = 0; i < n && err == IOCD_OK; i++) {
+        codec_frame f;
+        store_varint_get(&p, end, &g);
+        f.kind = *p++;
+        store_varint_get(&p, end, &flen);
+        if (flen > (uint64_t)(end - h) || off > (uint64_t)(end - h) - flen)
+            return IOCD_ECORRUPT;
+        f.group = (unsigned)g;
+        f.data = h + off;
+        f.len = (size_t)flen;
+        off += flen;
+        err = fn(ud, &f);
+    }
+    return err;
+}
+
+typedef struct span_find {
+    unsigned group, kind;
+    const void *data;
+    size_t len;
+} span_find;
+
+static iocd_err span_find_one(void *ud, const codec_frame *f)
+{
+    span_find *s = ud;
+
+    if (f->group != s->group || f->kind != s->kind)
+        return IOCD_OK;
+    s->data = f->data;
+    s->len = f->len;
+    return IOCD_EEXIST;
+}
+
+iocd_err codec_span_find(const void *val, size_t len, unsigned group, unsigned kind,
+                         const void **data, size_t *flen)
+{
+    span_find s = { group, kind, NULL, 0 };
+    iocd_err err = codec_span_each(val, len, span_find_one, &s);
+
+    if (err == IOCD_EEXIST) {
+        *data = s.data;
+        *flen = s.len;
+        return IOCD_OK;
+    }
+    return err == IOCD_OK ? IOCD_ENOTFOUND : err;
 }
 
 /* ---- WAL records ----------------------------------------------------------------------- */

@@ -18,10 +18,13 @@
 #include <unistd.h>
 
 #define FORMAT_KEY     "format"
-#define FORMAT_VERSION "iocd-store-2"
-#define FORMAT_PREV    "iocd-store-1" /* before the packed series index: upgraded on open */
-#define DEFAULT_MAP    (256ULL << 30) /* address space only: the file grows as data is written */
-#define MAX_DBS        32
+#define FORMAT_VERSION "iocd-store-3"
+/* Older formats upgraded on open: -1 (before the packed series index) and -2 (before
+ * compacted span blocks: its chunk blocks are simply compacted by the writer later). */
+#define FORMAT_PREV  "iocd-store-1"
+#define FORMAT_PREV2 "iocd-store-2"
+#define DEFAULT_MAP  (256ULL << 30) /* address space only: the file grows as data is written */
+#define MAX_DBS      32
 
 #define POSTING_KEY_MAX  480 /* LMDB keys are at most 511 bytes */
 #define POSTING_VAL_KEEP 400
@@ -30,6 +33,7 @@ static MDB_dbi kind_dbi(const store_db *db, store_db_kind kind)
 {
     return kind == STORE_DB_ROLLUP_5M   ? db->rollup_5m
            : kind == STORE_DB_ROLLUP_1H ? db->rollup_1h
+           : kind == STORE_DB_SPANS     ? db->spans
                                         : db->chunks;
 }
 
@@ -79,11 +83,14 @@ static iocd_err check_format(store_db *db, const char *path, char *errbuf, size_
     }
     if (rc == 0) {
         rc = mdb_get(txn, db->meta, &k, &v);
-        if (rc == 0 && v.mv_size == sizeof(FORMAT_PREV) - 1 &&
-            memcmp(v.mv_data, FORMAT_PREV, v.mv_size) == 0) {
-            /* Its series_by_id is read as is; open_dbs drops the old hash index. */
-            log_info("store", "upgrading the data file", "from=%s to=%s", FORMAT_PREV,
-                     FORMAT_VERSION);
+        if (rc == 0 && ((v.mv_size == sizeof(FORMAT_PREV) - 1 &&
+                         memcmp(v.mv_data, FORMAT_PREV, v.mv_size) == 0) ||
+                        (v.mv_size == sizeof(FORMAT_PREV2) - 1 &&
+                         memcmp(v.mv_data, FORMAT_PREV2, v.mv_size) == 0))) {
+            /* Its series_by_id is read as is; open_dbs drops the old hash index and creates
+             * the span database. */
+            log_info("store", "upgrading the data file", "from=%.*s to=%s", (int)v.mv_size,
+                     (const char *)v.mv_data, FORMAT_VERSION);
             rc = MDB_NOTFOUND;
             st.ms_entries = 0;
         }
@@ -128,6 +135,7 @@ static iocd_err open_dbs(store_db *db, char *errbuf, size_t errlen)
         { "postings", MDB_DUPSORT | MDB_DUPFIXED, offsetof(store_db, postings) },
         { "wal", 0, offsetof(store_db, wal) },
         { "chunks", 0, offsetof(store_db, chunks) },
+        { "spans", 0, offsetof(store_db, spans) },
         { "rollup_5m", 0, offsetof(store_db, rollup_5m) },
         { "rollup_1h", 0, offsetof(store_db, rollup_1h) },
         { "kv", 0, offsetof(store_db, kv) },
@@ -220,6 +228,53 @@ static bool out_of_space(store_db *db)
            stat(path, &st) == 0 && (uint64_t)st.st_size + (16u << 20) >= (uint64_t)rl.rlim_cur;
 }
 
+static void block_key(uint8_t *key, int64_t period, uint64_t group, uint32_t seq)
+{
+    be_time(key, period);
+    be64(key + 8, group);
+    key[16] = (uint8_t)(seq >> 24);
+    key[17] = (uint8_t)(seq >> 16);
+    key[18] = (uint8_t)(seq >> 8);
+    key[19] = (uint8_t)seq;
+}
+
+/* Deletes every block of `group` with a period in [from, to]. */
+static int del_group_range(MDB_txn *txn, MDB_dbi dbi, uint64_t group, int64_t from, int64_t to)
+{
+    MDB_cursor *cur = NULL;
+    uint8_t key[20];
+    MDB_val k, v;
+    int64_t p = from;
+    int rc = mdb_cursor_open(txn, dbi, &cur);
+
+    while (rc == 0 && p <= to) {
+        int64_t kp;
+        block_key(key, p, group, 0);
+        k = (MDB_val){ 20, key };
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        if (rc != 0 || k.mv_size != 20)
+            break;
+        kp = get_be_time(k.mv_data);
+        if (kp > to)
+            break;
+        if (get_be64((const uint8_t *)k.mv_data + 8) == group) {
+            rc = mdb_cursor_del(cur, 0);
+            p = kp;
+        } else if (kp > p) {
+            p = kp; /* look for the group in this later period */
+        } else {
+            if (kp == INT64_MAX)
+                break;
+            p = kp + 1; /* past the group in this period */
+        }
+    }
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    return rc;
+}
+
 iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_series, uint64_t seq,
                          const store_db_wal *wal, size_t n_wal, const store_db_block *blocks,
                          size_t n_blocks, int64_t wal_before, uint64_t wal_seq_max,
@@ -260,8 +315,33 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
     for (i = 0; rc == 0 && i < n_blocks; i++) {
         uint32_t next = 0;
         MDB_val fk, fv;
+        uint64_t kgroup =
+            blocks[i].kind == STORE_DB_SPANS ? blocks[i].group / SPAN_GROUPS : blocks[i].group;
+        if (blocks[i].replaces && db->span_ms > 0) {
+            /* Compaction: the block holds every sample (or part) of its groups' span. */
+            int64_t last = blocks[i].period + db->span_ms - 1;
+            uint64_t g;
+            if (cur != NULL) {
+                mdb_cursor_close(cur);
+                cur = NULL;
+            }
+            rc = del_group_range(txn, kind_dbi(db, blocks[i].kind), kgroup, blocks[i].period, last);
+            for (g = 0; rc == 0 && blocks[i].kind == STORE_DB_SPANS && g < SPAN_GROUPS; g++) {
+                rc = del_group_range(txn, db->chunks, blocks[i].group + g, blocks[i].period, last);
+                if (rc == 0)
+                    rc = del_group_range(txn, db->rollup_5m, blocks[i].group + g, blocks[i].period,
+                                         last);
+                if (rc == 0)
+                    rc = del_group_range(txn, db->rollup_1h, blocks[i].group + g, blocks[i].period,
+                                         last);
+            }
+            if (rc != 0)
+                break;
+            if (blocks[i].len == 0)
+                continue; /* nothing left to keep: the deletes were the whole change */
+        }
         be_time(key, blocks[i].period);
-        be64(key + 8, blocks[i].group);
+        be64(key + 8, kgroup);
         memset(key + 16, 0xff, 4);
         /* The next sequence under (period, group): one past the last one stored. */
         if (cur != NULL && (i == 0 || blocks[i].kind != blocks[i - 1].kind)) {
@@ -300,15 +380,23 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
     /* A completed seal also packs the series created since the last one. */
     if (rc == 0 && wal_before != INT64_MIN)
         rc = store_spack_pack(db, txn);
-    /* Sealed periods leave the WAL; expired periods leave the data file. */
-    for (i = 0; rc == 0 && i < 4; i++) {
+    /* Sealed periods leave the WAL; expired periods leave the data file. A key of the span
+     * database, or a rollup part, may cover a whole span from its key on: it goes once all
+     * of that span has expired (a period's part, some minutes later than it could). */
+    for (i = 0; rc == 0 && i < 5; i++) {
         MDB_dbi dbi = i == 0   ? db->wal
                       : i == 1 ? db->chunks
-                      : i == 2 ? db->rollup_5m
+                      : i == 2 ? db->spans
+                      : i == 3 ? db->rollup_5m
                                : db->rollup_1h;
-        int64_t before = i == 0 ? wal_before : i == 1 ? drop_before : drop_rollups_before;
+        int64_t before = i == 0 ? wal_before : i <= 2 ? drop_before : drop_rollups_before;
         if (before == INT64_MIN)
             continue;
+        if (i >= 2 && db->span_ms > 0) {
+            if (before < INT64_MIN + db->span_ms)
+                continue;
+            before -= db->span_ms - 1;
+        }
         rc = mdb_cursor_open(txn, dbi, &cur);
         if (rc == 0 && i == 0) {
             /* WAL records of sealed periods, up to wal_seq_max: later ones may hold samples
@@ -389,61 +477,278 @@ iocd_err store_db_delete_series(store_db *db, const store_db_series *series, siz
     return store_mdb_err(rc);
 }
 
+#define SPAN_KEY     "span_ms"
+#define SPAN_DEFAULT (60LL * 60000)
+
+iocd_err store_db_set_spans(store_db *db, int64_t chunk_ms, int64_t span_ms, bool compact)
+{
+    MDB_txn *txn = NULL;
+    MDB_val k = { sizeof(SPAN_KEY) - 1, (void *)SPAN_KEY }, v;
+    uint8_t buf[8];
+    int64_t file_span = 0;
+    int rc;
+
+    db->chunk_ms = chunk_ms;
+    if (span_ms <= chunk_ms || chunk_ms <= 0 || span_ms % chunk_ms != 0)
+        span_ms = SPAN_DEFAULT;
+    /* The meta handle is opened here again and kept by the commit (check_format's may have
+     * gone with its transaction). */
+    rc = mdb_txn_begin(db->env, NULL, 0, &txn);
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "meta", 0, &db->meta);
+    if (rc == 0)
+        rc = mdb_get(txn, db->meta, &k, &v);
+    if (rc == 0 && v.mv_size == 8) {
+        file_span = (int64_t)get_be64(v.mv_data);
+    } else if (rc == MDB_NOTFOUND) {
+        file_span = span_ms;
+        be64(buf, (uint64_t)file_span);
+        v = (MDB_val){ 8, buf };
+        rc = mdb_put(txn, db->meta, &k, &v, 0);
+    } else if (rc == 0) {
+        rc = MDB_CORRUPTED;
+    }
+    if (rc == 0) {
+        rc = mdb_txn_commit(txn);
+        txn = NULL;
+    }
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    if (rc != 0)
+        return store_mdb_err(rc);
+    if (file_span <= 0) /* never written by this code; kept readable */
+        return IOCD_ECORRUPT;
+    db->span_ms = file_span;
+    db->compacts = compact && file_span > chunk_ms && file_span % chunk_ms == 0;
+    if (compact && file_span != span_ms)
+        log_warn("store",
+                 "the data file keeps its block span; the configured one applies to new files",
+                 "file_span_ms=%lld configured_ms=%lld", (long long)file_span, (long long)span_ms);
+    if (compact && !db->compacts)
+        log_warn("store",
+                 "block spans not compacted: the file's span is not a multiple of the chunk",
+                 "file_span_ms=%lld chunk_ms=%lld", (long long)file_span, (long long)chunk_ms);
+    return IOCD_OK;
+}
+
+bool store_db_compacts(const store_db *db)
+{
+    return db->compacts;
+}
+
+int64_t store_db_span_ms(const store_db *db)
+{
+    return db->span_ms;
+}
+
+static int64_t floor_to(int64_t t, int64_t len)
+{
+    int64_t r = t % len;
+
+    if (r < 0)
+        r += len;
+    return t - r;
+}
+
+int64_t store_db_span_of(const store_db *db, int64_t t)
+{
+    if (db->span_ms <= 0 || t == INT64_MIN)
+        return t;
+    return floor_to(t, db->span_ms);
+}
+
+/* A walk over one group's blocks of one database, period by period. */
+typedef struct group_iter {
+    MDB_cursor *cur;
+    uint64_t group;
+    int64_t p, to; /* the next period to look at; the last one */
+    int64_t kp;    /* the period of the current block */
+    MDB_val k, v;
+} group_iter;
+
+/* Positions it at the group's first block with a period in [it->p, it->to]. */
+static int group_seek(group_iter *it)
+{
+    uint8_t key[20];
+
+    for (;;) {
+        uint64_t kg;
+        if (it->p > it->to)
+            return MDB_NOTFOUND;
+        block_key(key, it->p, it->group, 0);
+        it->k = (MDB_val){ 20, key };
+        int rc = mdb_cursor_get(it->cur, &it->k, &it->v, MDB_SET_RANGE);
+        if (rc != 0)
+            return rc;
+        if (it->k.mv_size != 20)
+            return MDB_CORRUPTED;
+        it->kp = get_be_time(it->k.mv_data);
+        kg = get_be64((const uint8_t *)it->k.mv_data + 8);
+        if (it->kp > it->to)
+            return MDB_NOTFOUND;
+        if (kg == it->group)
+            return 0;
+        if (it->kp > it->p) {
+            it->p = it->kp; /* look for the group in this later period */
+        } else {
+            if (it->kp == INT64_MAX)
+                return MDB_NOTFOUND;
+            it->p = it->kp + 1; /* past the group in this period */
+        }
+    }
+}
+
+/* The next block: a later sequence of the same period, or the next period's first. */
+static int group_next(group_iter *it)
+{
+    int rc = mdb_cursor_get(it->cur, &it->k, &it->v, MDB_NEXT);
+
+    if (rc == 0 && it->k.mv_size == 20 && get_be_time(it->k.mv_data) == it->kp &&
+        get_be64((const uint8_t *)it->k.mv_data + 8) == it->group)
+        return 0;
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return rc;
+    if (it->kp == INT64_MAX)
+        return MDB_NOTFOUND;
+    it->p = it->kp + 1;
+    return group_seek(it);
+}
+
+static int64_t last_of(int64_t period, int64_t len)
+{
+    return period > INT64_MAX - len ? INT64_MAX : period + len - 1;
+}
+
 iocd_err store_db_blocks(store_db *db, store_db_kind kind, uint64_t group, int64_t from, int64_t to,
                          store_db_block_fn fn, void *ud)
 {
     MDB_txn *txn = NULL;
-    MDB_cursor *cur = NULL;
-    uint8_t key[20];
-    MDB_val k, v;
-    int64_t p = from;
+    group_iter a, b; /* span blocks (or rollup parts), then chunk blocks */
+    int ra = MDB_NOTFOUND, rb = MDB_NOTFOUND, rc;
+    bool spans = db->span_ms > 0;
     iocd_err err = IOCD_OK;
+
+    memset(&a, 0, sizeof(a));
+    memset(&b, 0, sizeof(b));
+    rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
+    /* Compacted spans first: any chunk block or rollup part of their span came after them. */
+    if (rc == 0 && spans) {
+        rc = mdb_cursor_open(txn, db->spans, &a.cur);
+        a.group = group / SPAN_GROUPS;
+        a.p = store_db_span_of(db, from);
+        a.to = to;
+        ra = rc == 0 ? group_seek(&a) : rc;
+    }
+    if (rc == 0)
+        rc = mdb_cursor_open(txn, kind_dbi(db, kind), &b.cur);
+    /* A rollup part keyed by a span's start (late samples for a compacted span) holds the
+     * whole span. */
+    b.p = kind == STORE_DB_CHUNKS || !spans ? from : store_db_span_of(db, from);
+    b.group = group;
+    b.to = to;
+    if (rc == 0)
+        rb = group_seek(&b);
+    if (ra != 0 && ra != MDB_NOTFOUND)
+        rc = ra;
+    if (rb != 0 && rb != MDB_NOTFOUND)
+        rc = rb;
+    while (rc == 0 && err == IOCD_OK && (ra == 0 || rb == 0)) {
+        if (ra == 0 && (rb != 0 || a.kp <= b.kp)) {
+            const void *frame;
+            size_t flen;
+            err = codec_span_find(a.v.mv_data, a.v.mv_size, (unsigned)(group % SPAN_GROUPS),
+                                  (unsigned)kind, &frame, &flen);
+            if (err == IOCD_OK)
+                err = fn(ud, a.kp, last_of(a.kp, db->span_ms), frame, flen);
+            else if (err == IOCD_ENOTFOUND)
+                err = IOCD_OK; /* the group had nothing in the span */
+            ra = group_next(&a);
+        } else {
+            int64_t len = kind == STORE_DB_CHUNKS || !spans || b.kp != store_db_span_of(db, b.kp)
+                              ? db->chunk_ms
+                              : db->span_ms;
+            err = fn(ud, b.kp, last_of(b.kp, len > 0 ? len : 1), b.v.mv_data, b.v.mv_size);
+            rb = group_next(&b);
+        }
+        if (ra != 0 && ra != MDB_NOTFOUND)
+            rc = ra;
+        if (rb != 0 && rb != MDB_NOTFOUND)
+            rc = rb;
+    }
+    if (a.cur != NULL)
+        mdb_cursor_close(a.cur);
+    if (b.cur != NULL)
+        mdb_cursor_close(b.cur);
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    return err != IOCD_OK ? err : store_mdb_err(rc);
+}
+
+iocd_err store_db_span_compacted(store_db *db, int64_t span, uint64_t group, bool *yes)
+{
+    MDB_txn *txn = NULL;
+    group_iter it;
     int rc;
 
+    *yes = false;
+    if (db->span_ms <= 0)
+        return IOCD_OK;
+    memset(&it, 0, sizeof(it));
     rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
     if (rc == 0)
-        rc = mdb_cursor_open(txn, kind_dbi(db, kind), &cur);
-    while (rc == 0 && err == IOCD_OK) {
-        int64_t kp;
-        uint64_t kg;
-        be_time(key, p);
-        be64(key + 8, group);
-        memset(key + 16, 0, 4);
-        k = (MDB_val){ 20, key };
-        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-        if (rc != 0 || k.mv_size != 20)
+        rc = mdb_cursor_open(txn, db->spans, &it.cur);
+    if (rc == 0) {
+        it.group = group / SPAN_GROUPS;
+        it.p = span;
+        it.to = span;
+        rc = group_seek(&it);
+        *yes = rc == 0;
+    }
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    if (it.cur != NULL)
+        mdb_cursor_close(it.cur);
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    return store_mdb_err(rc);
+}
+
+iocd_err store_db_compactable(store_db *db, int64_t before, store_span_group *out, size_t max,
+                              size_t *n_out)
+{
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    size_t n = 0, i;
+    int64_t span = INT64_MIN;
+    int rc;
+
+    *n_out = 0;
+    if (!db->compacts || max == 0)
+        return IOCD_OK;
+    rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
+    if (rc == 0)
+        rc = mdb_cursor_open(txn, db->chunks, &cur);
+    /* Chunk blocks are few (a span or two of them, and late patches): walk from the oldest,
+     * taking the groups of the oldest span that has any. */
+    for (rc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_FIRST) : rc; rc == 0 && n < max;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        int64_t s;
+        uint64_t g;
+        if (k.mv_size != 20) {
+            rc = MDB_CORRUPTED;
             break;
-        kp = get_be_time(k.mv_data);
-        kg = get_be64((const uint8_t *)k.mv_data + 8);
-        if (kp > to)
-            break;
-        if (kg != group) {
-            /* Another group: this period has none of ours left; try the next key's period
-             * (or the one after, if we are past our group in this one). */
-            if (kg > group) {
-                if (kp == INT64_MAX)
-                    break;
-                /* Skip to the first key of a later period. */
-                be_time(key, kp);
-                memset(key + 8, 0xff, 12);
-                k = (MDB_val){ 20, key };
-                rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-                if (rc != 0)
-                    break;
-                p = get_be_time(k.mv_data);
-            } else {
-                p = kp;
-            }
-            continue;
         }
-        while (rc == 0 && k.mv_size == 20 && get_be_time(k.mv_data) == kp &&
-               get_be64((const uint8_t *)k.mv_data + 8) == group && err == IOCD_OK) {
-            err = fn(ud, kp, v.mv_data, v.mv_size);
-            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-        }
-        if (rc != 0 || kp == INT64_MAX)
+        s = store_db_span_of(db, get_be_time(k.mv_data));
+        if (s > before - db->span_ms || (span != INT64_MIN && s != span))
             break;
-        p = kp + 1;
+        span = s;
+        g = get_be64((const uint8_t *)k.mv_data + 8);
+        g -= g % SPAN_GROUPS; /* a container's first group */
+        for (i = 0; i < n && out[i].group != g; i++)
+            ;
+        if (i == n)
+            out[n++] = (store_span_group){ s, g };
     }
     if (rc == MDB_NOTFOUND)
         rc = 0;
@@ -451,15 +756,16 @@ iocd_err store_db_blocks(store_db *db, store_db_kind kind, uint64_t group, int64
         mdb_cursor_close(cur);
     if (txn != NULL)
         mdb_txn_abort(txn);
-    return err != IOCD_OK ? err : store_mdb_err(rc);
+    *n_out = n;
+    return store_mdb_err(rc);
 }
 
 iocd_err store_db_stats(store_db *db, uint64_t *bytes_used, uint64_t *n_blocks,
-                        uint64_t *wal_records)
+                        uint64_t *n_span_blocks, uint64_t *wal_records)
 {
     MDB_txn *txn = NULL;
     MDB_envinfo info;
-    MDB_stat st, cs, ws;
+    MDB_stat st, cs, ss, ws;
     int rc;
 
     rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
@@ -470,13 +776,16 @@ iocd_err store_db_stats(store_db *db, uint64_t *bytes_used, uint64_t *n_blocks,
     if (rc == 0)
         rc = mdb_stat(txn, db->chunks, &cs);
     if (rc == 0)
+        rc = mdb_stat(txn, db->spans, &ss);
+    if (rc == 0)
         rc = mdb_stat(txn, db->wal, &ws);
     if (txn != NULL)
         mdb_txn_abort(txn);
     if (rc != 0)
         return store_mdb_err(rc);
     *bytes_used = (uint64_t)(info.me_last_pgno + 1) * st.ms_psize;
-    *n_blocks = cs.ms_entries;
+    *n_blocks = cs.ms_entries + ss.ms_entries;
+    *n_span_blocks = ss.ms_entries;
     *wal_records = ws.ms_entries;
     return IOCD_OK;
 }
@@ -957,6 +1266,18 @@ static iocd_err open_readonly(const char *dir, store_db *db, char *errbuf, size_
         rc = mdb_dbi_open(txn, "wal", 0, &db->wal);
     if (rc == 0)
         rc = mdb_dbi_open(txn, "chunks", 0, &db->chunks);
+    if (rc == 0) {
+        rc = mdb_dbi_open(txn, "spans", 0, &db->spans);
+        if (rc == MDB_NOTFOUND) {
+            snprintf(errbuf, errlen,
+                     "%s: written by an older iocd; start `iocd serve` on it once to upgrade it",
+                     path);
+            mdb_txn_abort(txn);
+            mdb_env_close(db->env);
+            db->env = NULL;
+            return IOCD_EINVAL;
+        }
+    }
     if (rc == 0)
         rc = mdb_dbi_open(txn, "rollup_5m", 0, &db->rollup_5m);
     if (rc == 0)
@@ -1107,7 +1428,15 @@ static int u64_cmp(const void *a, const void *b)
 typedef struct check_block {
     check_ctx *c;
     uint64_t max_id, group, samples;
+    uint64_t first; /* a span container's first group */
 } check_block;
+
+static void check_id(check_block *cb, uint64_t id)
+{
+    if (id >> 6 != cb->group || id == 0 || id > cb->max_id)
+        problem(cb->c, "block of group %llu holds series %llu", (unsigned long long)cb->group,
+                (unsigned long long)id);
+}
 
 static iocd_err check_series_in_block(void *ud, uint64_t id, const iocd_sample *s, size_t n)
 {
@@ -1115,10 +1444,34 @@ static iocd_err check_series_in_block(void *ud, uint64_t id, const iocd_sample *
 
     (void)s;
     cb->samples += n;
-    if (id >> 6 != cb->group || id == 0 || id > cb->max_id)
-        problem(cb->c, "block of group %llu holds series %llu", (unsigned long long)cb->group,
-                (unsigned long long)id);
+    check_id(cb, id);
     return IOCD_OK;
+}
+
+static iocd_err check_rollup_series(void *ud, uint64_t id, const store_rollup *r, size_t n)
+{
+    (void)r;
+    (void)n;
+    check_id(ud, id);
+    return IOCD_OK;
+}
+
+/* One frame of a span container: a block or a rollup block of group first + f->group. */
+static iocd_err check_frame(void *ud, const codec_frame *f)
+{
+    check_block *cb = ud;
+
+    cb->group = cb->first + f->group;
+    if (f->group >= SPAN_GROUPS)
+        return IOCD_ECORRUPT;
+    if (f->kind == STORE_DB_CHUNKS)
+        return codec_block_each(f->data, f->len, BLOCK_RAW_MAX, check_series_in_block, cb);
+    if (f->kind == STORE_DB_ROLLUP_5M || f->kind == STORE_DB_ROLLUP_1H)
+        return codec_rollup_select(f->data, f->len, BLOCK_RAW_MAX,
+                                   f->kind == STORE_DB_ROLLUP_5M ? STORE_ROLLUP_5M
+                                                                 : STORE_ROLLUP_1H,
+                                   NULL, 0, check_rollup_series, cb);
+    return IOCD_ECORRUPT;
 }
 
 iocd_err store_check(const char *dir, store_report_fn fn, void *ud, uint64_t *problems_out,
@@ -1214,24 +1567,36 @@ iocd_err store_check(const char *dir, store_report_fn fn, void *ud, uint64_t *pr
         goto out;
     mdb_cursor_close(cur);
     cur = NULL;
-    /* Every block decodes, and every series in it is known. */
-    rc = mdb_cursor_open(txn, db.chunks, &cur);
-    for (rc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_FIRST) : rc; rc == 0;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        check_block cb = { &c, max_id,
-                           k.mv_size == 20 ? get_be64((const uint8_t *)k.mv_data + 8) : 0, 0 };
-        iocd_err be;
-        n_blocks++;
-        if (k.mv_size != 20) {
-            problem(&c, "block key of %zu bytes", k.mv_size);
-            continue;
+    /* Every block decodes, and every series in it is known: chunk blocks, and the blocks and
+     * rollup blocks in span containers. */
+    for (int pass = 0; pass < 2 && (pass == 0 || rc == MDB_NOTFOUND); pass++) {
+        if (cur != NULL)
+            mdb_cursor_close(cur);
+        cur = NULL;
+        rc = mdb_cursor_open(txn, pass == 0 ? db.chunks : db.spans, &cur);
+        for (rc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_FIRST) : rc; rc == 0;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            check_block cb = { &c, max_id, 0, 0, 0 };
+            iocd_err be;
+            n_blocks++;
+            if (k.mv_size != 20) {
+                problem(&c, "block key of %zu bytes", k.mv_size);
+                continue;
+            }
+            cb.group = get_be64((const uint8_t *)k.mv_data + 8);
+            if (pass == 0) {
+                be = codec_block_each(v.mv_data, v.mv_size, BLOCK_RAW_MAX, check_series_in_block,
+                                      &cb);
+            } else {
+                cb.first = cb.group * SPAN_GROUPS;
+                be = codec_span_each(v.mv_data, v.mv_size, check_frame, &cb);
+            }
+            if (be != IOCD_OK)
+                problem(&c, "%s (period %lld, group %llu) does not decode: %s",
+                        pass == 0 ? "block" : "span container", (long long)get_be_time(k.mv_data),
+                        (unsigned long long)cb.group, iocd_strerror(be));
+            n_block_samples += cb.samples;
         }
-        be = codec_block_each(v.mv_data, v.mv_size, 64u << 20, check_series_in_block, &cb);
-        if (be != IOCD_OK)
-            problem(&c, "block (period %lld, group %llu) does not decode: %s",
-                    (long long)get_be_time(k.mv_data), (unsigned long long)cb.group,
-                    iocd_strerror(be));
-        n_block_samples += cb.samples;
     }
     if (rc == MDB_NOTFOUND)
         rc = 0;

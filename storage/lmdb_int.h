@@ -10,14 +10,17 @@
 struct store_db {
     MDB_env *env;
     MDB_dbi meta;
-    MDB_dbi series_by_id;  /* id -> canonical key, for series not yet packed */
-    MDB_dbi series_packed; /* first id of a group of 64 -> its series keys, compressed */
-    MDB_dbi postings;      /* "name=value" -> ids (dupsort, dupfixed, big-endian) */
-    MDB_dbi wal;           /* period, sequence -> record */
-    MDB_dbi chunks;        /* period, id group, sequence -> compressed block */
-    MDB_dbi rollup_5m;     /* the same keys -> 5-minute min, max, sum, count, last */
-    MDB_dbi rollup_1h;     /* the same keys -> 1-hour aggregates */
-    MDB_dbi kv;            /* table \0 key -> value: alert state, incidents, silences */
+    MDB_dbi series_by_id;      /* id -> canonical key, for series not yet packed */
+    MDB_dbi series_packed;     /* first id of a group of 64 -> its series keys, compressed */
+    MDB_dbi postings;          /* "name=value" -> ids (dupsort, dupfixed, big-endian) */
+    MDB_dbi wal;               /* period, sequence -> record */
+    MDB_dbi chunks;            /* period, id group, sequence -> compressed block */
+    MDB_dbi spans;             /* span start, id group, sequence -> compacted block */
+    MDB_dbi rollup_5m;         /* the same keys -> 5-minute min, max, sum, count, last */
+    MDB_dbi rollup_1h;         /* the same keys -> 1-hour aggregates */
+    MDB_dbi kv;                /* table \0 key -> value: alert state, incidents, silences */
+    int64_t chunk_ms, span_ms; /* see store_db_set_spans; span_ms is the file's */
+    bool compacts;             /* the writer compacts finished spans */
 };
 
 /* LMDB's return codes as ours. */

@@ -149,7 +149,7 @@ static iocd_err read_append(read_ctx *r, const iocd_sample *s, size_t n)
     return IOCD_OK;
 }
 
-static iocd_err read_block(void *ud, int64_t period, const void *data, size_t len)
+static iocd_err read_block(void *ud, int64_t period, int64_t last_ms, const void *data, size_t len)
 {
     read_ctx *r = ud;
     iocd_sample *s = NULL;
@@ -157,6 +157,7 @@ static iocd_err read_block(void *ud, int64_t period, const void *data, size_t le
     iocd_err err = codec_block_find(data, len, r->id, BLOCK_RAW_MAX, &s, &n);
 
     (void)period;
+    (void)last_ms;
     if (err == IOCD_ENOTFOUND)
         return IOCD_OK;
     if (err == IOCD_OK)
@@ -407,16 +408,14 @@ static iocd_err grow_blocks(spans_read *r)
     return IOCD_OK;
 }
 
-static iocd_err open_block(void *ud, int64_t period, const void *data, size_t len)
+static iocd_err open_block(void *ud, int64_t period, int64_t last_ms, const void *data, size_t len)
 {
     spans_read *r = ud;
-    int64_t chunk = r->st->cfg.chunk_ms;
-    int64_t last = period > INT64_MAX - chunk ? INT64_MAX : period + chunk - 1;
     size_t k = r->n_blocks;
     cache_block *e;
     iocd_err err;
 
-    if (!store_spans_meet(r->spans, r->n_spans, period, last))
+    if (!store_spans_meet(r->spans, r->n_spans, period, last_ms))
         return IOCD_OK; /* no span needs this period: left compressed */
     if (k == r->cap_blocks && (err = grow_blocks(r)) != IOCD_OK)
         return err;

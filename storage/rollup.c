@@ -27,55 +27,39 @@ typedef struct rollup_acc {
 typedef struct part_ctx {
     const uint64_t *ids; /* wanted series, ascending */
     size_t n;
-    rollup_acc *acc;                 /* one per wanted series */
-    uint64_t vids[64 * ROLLUP_AGGS]; /* their streams: id * 8 + aggregate, ascending */
-    int64_t period;                  /* of the block being read */
-    int64_t start_ms, end_ms;        /* buckets starting in this span are kept */
-    iocd_sample *agg[ROLLUP_AGGS];
-    size_t agg_n[ROLLUP_AGGS], agg_cap[ROLLUP_AGGS];
-    uint64_t cur;  /* the series whose streams are being collected */
-    unsigned seen; /* which of its streams came (bit per aggregate) */
+    rollup_acc *acc;          /* one per wanted series */
+    int64_t res;              /* the resolution read */
+    int64_t period;           /* of the block being read */
+    int64_t start_ms, end_ms; /* buckets starting in this span are kept */
 } part_ctx;
 
-static void part_init(part_ctx *c, const uint64_t *ids, size_t n, rollup_acc *acc, int64_t start_ms,
-                      int64_t end_ms)
+static void part_init(part_ctx *c, const uint64_t *ids, size_t n, rollup_acc *acc, int64_t res,
+                      int64_t start_ms, int64_t end_ms)
 {
-    size_t i, a;
+    size_t i;
 
     IOCD_ASSERT(n <= 64);
     memset(c, 0, sizeof(*c));
     c->ids = ids;
     c->n = n;
     c->acc = acc;
+    c->res = res;
     c->start_ms = start_ms;
     c->end_ms = end_ms;
-    for (i = 0; i < n; i++) {
+    for (i = 0; i < n; i++)
         acc[i].part_period = INT64_MIN;
-        for (a = 0; a < ROLLUP_AGGS; a++)
-            c->vids[i * ROLLUP_AGGS + a] = ids[i] * 8 + a;
-    }
 }
 
-static void part_fini(part_ctx *c)
+/* A series' buckets in the current block: they replace any part of the same period (key)
+ * taken from an earlier block (a patch's part covers the whole period, or span). */
+static iocd_err part_emit(void *ud, uint64_t id, const store_rollup *r, size_t nb)
 {
-    size_t a;
-
-    for (a = 0; a < ROLLUP_AGGS; a++)
-        iocd_free(c->agg[a]);
-}
-
-/* The six streams of series id in the current block are collected: they replace any part of
- * the same period taken from an earlier block (a patch's part covers the whole period). */
-static iocd_err part_emit(part_ctx *c, uint64_t id)
-{
-    size_t lo = store_id_find(c->ids, c->n, id), a, k, nb = c->agg_n[0];
+    part_ctx *c = ud;
+    size_t lo = store_id_find(c->ids, c->n, id), k;
     rollup_acc *acc;
 
     if (lo == c->n)
         return IOCD_OK;
-    for (a = 1; a < ROLLUP_AGGS; a++)
-        if (c->agg_n[a] != nb)
-            return IOCD_ECORRUPT;
     acc = &c->acc[lo];
     if (acc->part_period == c->period) {
         acc->n = acc->part_start; /* a later sequence of the same period wins */
@@ -94,61 +78,19 @@ static iocd_err part_emit(part_ctx *c, uint64_t id)
         acc->r = g;
         acc->cap = cap;
     }
-    for (k = 0; k < nb; k++) {
-        store_rollup *b = &acc->r[acc->n];
-        b->t_ms = c->agg[0][k].t_ms;
-        if (b->t_ms < c->start_ms || b->t_ms > c->end_ms)
-            continue;
-        b->min = c->agg[0][k].v;
-        b->max = c->agg[1][k].v;
-        b->sum = c->agg[2][k].v;
-        b->count = c->agg[3][k].v;
-        b->last = c->agg[4][k].v;
-        b->last_t_ms = (int64_t)c->agg[5][k].v;
-        acc->n++;
-    }
+    for (k = 0; k < nb; k++)
+        if (r[k].t_ms >= c->start_ms && r[k].t_ms <= c->end_ms)
+            acc->r[acc->n++] = r[k];
     return IOCD_OK;
 }
 
-static iocd_err part_stream(void *ud, uint64_t vid, const iocd_sample *s, size_t n)
+static iocd_err part_block(void *ud, int64_t period, int64_t last_ms, const void *data, size_t len)
 {
     part_ctx *c = ud;
-    size_t a = (size_t)(vid & 7);
 
-    if (a >= ROLLUP_AGGS)
-        return IOCD_OK;
-    if (vid >> 3 != c->cur) {
-        if (c->seen != 0)
-            return IOCD_ECORRUPT; /* a series without all of its streams */
-        c->cur = vid >> 3;
-    }
-    if (n > c->agg_cap[a]) {
-        iocd_sample *g = iocd_realloc(c->agg[a], n * sizeof(*g));
-        if (g == NULL)
-            return IOCD_ENOMEM;
-        c->agg[a] = g;
-        c->agg_cap[a] = n;
-    }
-    if (n > 0)
-        memcpy(c->agg[a], s, n * sizeof(*s));
-    c->agg_n[a] = n;
-    c->seen |= 1u << a;
-    if (c->seen != (1u << ROLLUP_AGGS) - 1)
-        return IOCD_OK;
-    c->seen = 0;
-    return part_emit(c, vid >> 3);
-}
-
-static iocd_err part_block(void *ud, int64_t period, const void *data, size_t len)
-{
-    part_ctx *c = ud;
-    iocd_err err;
-
+    (void)last_ms;
     c->period = period;
-    c->seen = 0;
-    c->cur = UINT64_MAX;
-    err = codec_block_select(data, len, BLOCK_RAW_MAX, c->vids, c->n * ROLLUP_AGGS, part_stream, c);
-    return err == IOCD_OK && c->seen != 0 ? IOCD_ECORRUPT : err;
+    return codec_rollup_select(data, len, BLOCK_RAW_MAX, c->res, c->ids, c->n, part_emit, c);
 }
 
 /* Prometheus' min_over_time keeps a value that is smaller, or any value after a NaN; the
@@ -214,12 +156,11 @@ iocd_err store_read_rollup(store *st, uint64_t id, int64_t res_ms, int64_t start
     c = iocd_malloc(sizeof(*c));
     if (c == NULL)
         return IOCD_ENOMEM;
-    part_init(c, &id, 1, &acc, start_ms, end_ms);
+    part_init(c, &id, 1, &acc, res_ms, start_ms, end_ms);
     /* A bucket starting in range has parts in every period it overlaps, up to end + res. */
     err = store_db_blocks(st->db, res_kind(res_ms), id >> GROUP_SHIFT,
                           start_ms == INT64_MIN ? INT64_MIN : store_period_of(st, start_ms),
                           end_ms > INT64_MAX - res_ms ? INT64_MAX : end_ms + res_ms, part_block, c);
-    part_fini(c);
     iocd_free(c);
     if (err == IOCD_OK)
         err = combine_parts(&acc);
@@ -353,13 +294,11 @@ static iocd_err raw_series(void *ud, uint64_t id, const iocd_sample *s, size_t n
 }
 
 /* Decompresses only the blocks of periods where raw samples are wanted. */
-static iocd_err raw_block(void *ud, int64_t period, const void *data, size_t len)
+static iocd_err raw_block(void *ud, int64_t period, int64_t last_ms, const void *data, size_t len)
 {
     many_rollup *m = ud;
-    int64_t last =
-        period > INT64_MAX - m->st->cfg.chunk_ms ? INT64_MAX : period + m->st->cfg.chunk_ms - 1;
 
-    if (!spans_meet(m->need, m->n_need, period, last))
+    if (!spans_meet(m->need, m->n_need, period, last_ms))
         return IOCD_OK;
     return codec_block_select(data, len, BLOCK_RAW_MAX, m->ids, m->n, raw_series, m);
 }
@@ -472,10 +411,9 @@ iocd_err store_read_rollup_many(store *st, const uint64_t *ids, size_t n, int64_
         }
         pthread_mutex_unlock(&st->mu);
         if (err == IOCD_OK && start_ms <= end_ms) {
-            part_init(pc, ids + i, g, acc, start_ms, end_ms);
+            part_init(pc, ids + i, g, acc, res_ms, start_ms, end_ms);
             err = store_db_blocks(st->db, res_kind(res_ms), group, store_period_of(st, start_ms),
                                   end_ms, part_block, pc);
-            part_fini(pc);
         }
         for (j = 0; err == IOCD_OK && j < g; j++) {
             err = combine_parts(&acc[j]);

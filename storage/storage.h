@@ -22,6 +22,9 @@ typedef struct store_config {
     int64_t rollup_retention_ms;  /* 5 m and 1 h rollups are kept this long; 0 = 2 years */
     int64_t seal_grace_ms;        /* a period is sealed once the newest sample is this far past
                                    * its end; 0 = 2 min */
+    int64_t block_span_ms;        /* a finished span of this length (a multiple of chunk_ms) is
+                                   * compacted into one block per id group; 0 = 1 h; < 0 or
+                                   * not above chunk_ms: never */
     uint64_t compact_at_stop_max; /* at close, compact a file of at most this many bytes when
                                    * a fifth or more of it is free pages; 0 = never */
     uint64_t query_cache_bytes;   /* series decoded from sealed blocks are kept in memory, up to
@@ -213,6 +216,7 @@ typedef struct store_stats {
     uint64_t head_samples; /* samples in memory, not yet sealed */
     int64_t sealed_before; /* every period before this is sealed (INT64_MIN: none) */
     uint64_t blocks;       /* sealed blocks on disk */
+    uint64_t span_blocks;  /* of those, blocks that compacted a finished span */
     uint64_t wal_records;
     uint64_t file_bytes; /* pages of the data file in use */
 } store_stats;

@@ -142,6 +142,7 @@ typedef struct codec_stream {
 } codec_stream;
 
 typedef struct codec_block {
+    int version;  /* its format */
     uint8_t *raw; /* the decompressed block */
     size_t raw_cap;
     codec_stream *streams;
@@ -165,6 +166,28 @@ typedef iocd_err (*codec_series_fn)(void *ud, uint64_t id, const iocd_sample *s,
 iocd_err codec_block_each(const void *data, size_t len, size_t max_raw, codec_series_fn fn,
                           void *ud);
 
+/* Rollup blocks: per series, the buckets at res_ms of its samples (min, max, sum, count, last
+ * and its time; staleness markers left out), compressed like a block. */
+iocd_err codec_rollup_encode(const codec_series *list, size_t n, int64_t res_ms, int level,
+                             iocd_buf *out);
+/* Calls fn with the buckets (ascending) of each series of ids (ascending; NULL: all) found in
+ * a rollup block; r is valid during the call only. */
+typedef iocd_err (*codec_rollup_fn)(void *ud, uint64_t id, const store_rollup *r, size_t n);
+iocd_err codec_rollup_select(const void *data, size_t len, size_t max_raw, int64_t res_ms,
+                             const uint64_t *ids, size_t n, codec_rollup_fn fn, void *ud);
+/* Span containers: the frames (blocks and rollup blocks) of several id groups' compacted span
+ * in one value. group: the id group's low bits (id >> 6 & 3); kind: a store_db_kind. */
+typedef struct codec_frame {
+    unsigned group, kind;
+    const void *data;
+    size_t len;
+} codec_frame;
+iocd_err codec_span_pack(const codec_frame *f, size_t n, iocd_buf *out);
+typedef iocd_err (*codec_frame_fn)(void *ud, const codec_frame *f);
+iocd_err codec_span_each(const void *val, size_t len, codec_frame_fn fn, void *ud);
+/* The frame of (group, kind) in a container; IOCD_ENOTFOUND when it has none. */
+iocd_err codec_span_find(const void *val, size_t len, unsigned group, unsigned kind,
+                         const void **data, size_t *flen);
 /* Like codec_block_each, for the series of ids (ascending) only; the others stay encoded. */
 iocd_err codec_block_select(const void *data, size_t len, size_t max_raw, const uint64_t *ids,
                             size_t n, codec_series_fn fn, void *ud);
@@ -263,18 +286,26 @@ typedef struct store_db_wal {
 /* Where a block goes: raw samples, or one of the rollup resolutions. */
 typedef enum store_db_kind {
     STORE_DB_CHUNKS,
+    STORE_DB_SPANS, /* compacted spans: per span (1 h) and SPAN_GROUPS id groups, a container
+                     * of their blocks and rollup blocks */
     STORE_DB_ROLLUP_5M,
     STORE_DB_ROLLUP_1H,
     STORE_DB_KINDS_,
 } store_db_kind;
 
-/* A sealed block: key (period, id group, sequence), value the compressed block. */
+/* A sealed block: key (period, id group, sequence), value the compressed block. A block
+ * that `replaces` (compaction) first deletes its group's blocks of the same kind in the whole
+ * span [period, period + span). A STORE_DB_SPANS block is a container keyed by the first of
+ * SPAN_GROUPS id groups (group is a multiple of it; the key holds group / SPAN_GROUPS); it
+ * replaces the chunk blocks and rollup parts of all of them in its span: it holds them all. */
+#define SPAN_GROUPS 4
 typedef struct store_db_block {
     store_db_kind kind;
     int64_t period;
     uint64_t group;
     const void *data;
     size_t len;
+    bool replaces;
 } store_db_block;
 
 /* One group commit, in one write transaction: the new series (index, reverse index,
@@ -298,14 +329,43 @@ void store_db_close_compacting(store_db *db, const char *dir, uint64_t max_bytes
  * Their samples in blocks become unreachable and leave the file with retention. */
 iocd_err store_db_delete_series(store_db *db, const store_db_series *series, size_t n);
 
-/* Calls fn for every block of id group `group` with a period in [from, to], ascending by
- * period then sequence. */
-typedef iocd_err (*store_db_block_fn)(void *ud, int64_t period, const void *data, size_t len);
+/* The block spans: every sealed block covers one chunk period; compaction merges a finished
+ * span (a multiple of the chunk) into one STORE_DB_SPANS block per id group, and the span's
+ * rollup parts into one part keyed by the span's start. A data file keeps the span length it
+ * was first opened with (meta "span_ms"), since reads depend on it: span_ms applies to a new
+ * file (an invalid one gives 1 h), `compact` says whether the writer compacts at all (off as
+ * well when the file's span is not a multiple of chunk_ms). Call once after store_db_open. */
+iocd_err store_db_set_spans(store_db *db, int64_t chunk_ms, int64_t span_ms, bool compact);
+/* Whether the writer compacts (see store_db_set_spans). */
+bool store_db_compacts(const store_db *db);
+/* The start of the compaction span holding t (t itself when there is none). */
+int64_t store_db_span_of(const store_db *db, int64_t t);
+/* The span's length; 0: no compaction. */
+int64_t store_db_span_ms(const store_db *db);
+
+/* Calls fn for every block of id group `group` that covers time in [from, to] (from is a
+ * period start), in write order for any timestamp: for STORE_DB_CHUNKS the compacted span
+ * blocks of a span come before the chunk blocks of its periods (written after it), periods
+ * ascend, then sequences. Rollup parts are read from the span holding `from` on. last_ms is
+ * the last millisecond the block may hold. */
+typedef iocd_err (*store_db_block_fn)(void *ud, int64_t period, int64_t last_ms, const void *data,
+                                      size_t len);
 iocd_err store_db_blocks(store_db *db, store_db_kind kind, uint64_t group, int64_t from, int64_t to,
                          store_db_block_fn fn, void *ud);
-/* Bytes the data file occupies (pages in use) and the number of blocks. */
+/* Whether id group `group` has a compacted block for the span starting at `span`. */
+iocd_err store_db_span_compacted(store_db *db, int64_t span, uint64_t group, bool *yes);
+/* Chunk blocks waiting for compaction: up to max distinct (span start, group) pairs whose
+ * span ends at or before `before`, oldest span first. */
+typedef struct store_span_group {
+    int64_t span;
+    uint64_t group;
+} store_span_group;
+iocd_err store_db_compactable(store_db *db, int64_t before, store_span_group *out, size_t max,
+                              size_t *n_out);
+/* Bytes the data file occupies (pages in use), the number of blocks (chunk and span blocks)
+ * and of those the compacted span blocks. */
 iocd_err store_db_stats(store_db *db, uint64_t *bytes_used, uint64_t *n_blocks,
-                        uint64_t *wal_records);
+                        uint64_t *n_span_blocks, uint64_t *wal_records);
 
 /* Recovery: calls series_fn for every series (ascending id), then wal_fn for every WAL record
  * (ascending period, then sequence). */
@@ -334,7 +394,6 @@ iocd_err store_db_kv_each(store_db *db, const void *prefix, size_t plen, store_k
 
 /* ---- The store's internals (storage/store.c, writer.c, read.c) ------------------------- */
 
-#define ROLLUP_AGGS   6 /* min, max, sum, count, last, last_t: streams per store_series */
 #define LATE_SEAL_NS  (30LL * 1000000000)
 #define ZSTD_LEVEL    3
 #define BLOCK_RAW_MAX (64u << 20)
@@ -447,16 +506,21 @@ struct store {
     int64_t last_late_seal_ns;
     /* A seal in progress (writer thread only): it takes SEAL_SLICES_PER_COMMIT slices of
      * series per group commit, so no commit waits on a whole seal. */
-    int64_t seal_target;  /* its boundary, or INT64_MIN: none */
-    size_t seal_from;     /* the next series id to take */
-    uint64_t seal_seq;    /* the WAL sequence when it began: later records stay */
+    int64_t seal_target; /* its boundary, or INT64_MIN: none */
+    size_t seal_from;    /* the next series id to take */
+    uint64_t seal_seq;   /* the WAL sequence when it began: later records stay */
+    /* Compaction of finished spans (writer thread only): when set, chunk blocks may be
+     * waiting; cleared when a look finds none. */
+    bool compact_check;
+    uint64_t compact_groups; /* compacted since the last log line, and how long it took */
+    int64_t compact_ns;
     uint64_t wal_unknown; /* recovery: WAL entries of series no longer in the index */
     iocd_buf wal_scratch; /* recovery: one decompressed WAL record */
     store_cache *cache;   /* decoded sealed samples for queries (cfg.query_cache_bytes) */
 
     iocd_metric *m_series, *m_samples_head, *m_commits, *m_commit_fail, *m_commit_seconds,
         *m_commit_batches, *m_wal_bytes, *m_rejected[STORE_REJECT_COUNT_], *m_sealed_blocks,
-        *m_sealed_samples, *m_sealed_bytes, *m_series_created;
+        *m_sealed_samples, *m_sealed_bytes, *m_series_created, *m_compacted;
 };
 
 /* The series with this id, or NULL (unknown or deleted). Caller holds st->mu. */

@@ -27,6 +27,7 @@
 #define DEFAULT_OOO_MS        (3600LL * 1000)
 #define DEFAULT_CHUNK_MS      (15LL * 60000)
 #define DEFAULT_GRACE_MS      (2LL * 60000)
+#define DEFAULT_SPAN_MS       (60LL * 60000)
 #define DEFAULT_ROLLUP_RET_MS (2LL * 365 * 86400000)
 
 /* ---- Series table (callers hold st->mu) ------------------------------------------------ */
@@ -496,6 +497,9 @@ static void register_metrics(store *st)
                                         "Samples moved from the heads into sealed blocks.");
     st->m_sealed_bytes =
         iocd_counter("iocd_sealed_bytes_total", "Compressed bytes of sealed blocks.");
+    st->m_compacted = iocd_counter("iocd_compacted_spans_total",
+                                   "Span containers written by compaction (a finished span of "
+                                   "4 id groups: their blocks and rollups in one value).");
     for (r = 1; r < STORE_REJECT_COUNT_; r++) {
         snprintf(labels, sizeof(labels), "reason=\"%s\"", store_reject_name((store_reject)r));
         st->m_rejected[r] = iocd_metric_get("iocd_store_rejected_samples_total",
@@ -521,6 +525,8 @@ iocd_err store_open(const char *dir, const store_config *cfg, store **out, char 
         st->cfg.chunk_ms = DEFAULT_CHUNK_MS;
     if (st->cfg.seal_grace_ms <= 0)
         st->cfg.seal_grace_ms = DEFAULT_GRACE_MS;
+    if (st->cfg.block_span_ms == 0)
+        st->cfg.block_span_ms = DEFAULT_SPAN_MS;
     if (st->cfg.rollup_retention_ms <= 0)
         st->cfg.rollup_retention_ms = DEFAULT_ROLLUP_RET_MS;
     st->watermark = INT64_MIN;
@@ -543,6 +549,14 @@ iocd_err store_open(const char *dir, const store_config *cfg, store **out, char 
     err = store_db_open(dir, st->cfg.map_size, st->cfg.sync_window_ms > 0, &st->db, errbuf, errlen);
     if (err != IOCD_OK)
         goto out;
+    err = store_db_set_spans(st->db, st->cfg.chunk_ms, st->cfg.block_span_ms,
+                             st->cfg.block_span_ms > 0);
+    if (err != IOCD_OK) {
+        snprintf(errbuf, errlen, "%s/iocd.mdb: reading its block span: %s", dir,
+                 iocd_strerror(err));
+        goto out;
+    }
+    st->compact_check = true; /* chunk blocks of finished spans may wait from the last run */
     err = store_db_load(st->db, load_series, load_wal, st);
     if (err != IOCD_OK) {
         snprintf(errbuf, errlen, "%s/iocd.mdb: recovery failed: %s", dir, iocd_strerror(err));
@@ -740,7 +754,7 @@ iocd_err store_stats_get(store *st, store_stats *out)
             s.head_samples += store_head_count(&st->by_id[i]->head);
     s.sealed_before = st->sealed_before;
     pthread_mutex_unlock(&st->mu);
-    if (store_db_stats(st->db, &s.file_bytes, &s.blocks, &s.wal_records) != IOCD_OK)
+    if (store_db_stats(st->db, &s.file_bytes, &s.blocks, &s.span_blocks, &s.wal_records) != IOCD_OK)
         return IOCD_EIO;
     *out = s;
     return IOCD_OK;

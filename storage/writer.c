@@ -107,8 +107,8 @@ void store_set_listener(store *st, store_listen_fn fn, void *ud)
 /* Samples taken out of the heads for sealing: per series, a run of its samples. */
 typedef struct seal_run {
     uint64_t id;
-    int64_t period;
-    size_t off, n; /* into seal_set.s */
+    int64_t period, span; /* span: the compaction span holding the period */
+    size_t off, n;        /* into seal_set.s */
 } seal_run;
 
 typedef struct seal_set {
@@ -181,6 +181,7 @@ static iocd_err take_sealable(store *st, int64_t before, size_t from, size_t to,
             r = &ss->runs[ss->n_runs++];
             r->id = s->id;
             r->period = period;
+            r->span = store_db_span_of(st->db, period);
             r->off = ss->n + start;
             r->n = j - start;
         }
@@ -224,74 +225,27 @@ static void drop_sealing(store *st, const uint64_t *ids, size_t n)
     }
 }
 
+/* By span, id group, period, id: a span's runs of one group are together (see build_blocks). */
+static int u64_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
 static int run_cmp(const void *a, const void *b)
 {
     const seal_run *x = a, *y = b;
 
+    if (x->span != y->span)
+        return x->span < y->span ? -1 : 1;
+    if (x->id >> 6 != y->id >> 6)
+        return x->id >> 6 < y->id >> 6 ? -1 : 1;
     if (x->period != y->period)
         return x->period < y->period ? -1 : 1;
     if (x->id != y->id)
         return x->id < y->id ? -1 : 1;
     return 0;
-}
-
-static bool is_stale(double v)
-{
-    uint64_t bits;
-
-    memcpy(&bits, &v, 8);
-    return bits == 0x7ff0000000000002ULL;
-}
-
-/* Appends a block of rollup streams for the series in cs: per series, streams with the
- * virtual ids id * 8 + 0..5 (min, max, sum, count, last, last time) of (bucket start, value). */
-static iocd_err encode_rollups(const codec_series *cs, size_t k, int64_t res, iocd_buf *space)
-{
-    codec_series rs[64 * ROLLUP_AGGS];
-    iocd_sample *buf = NULL;
-    size_t total = 0, i, j, used = 0;
-    iocd_err err;
-
-    for (i = 0; i < k; i++)
-        total += cs[i].n;
-    buf = iocd_malloc((total + k + 1) * ROLLUP_AGGS * sizeof(*buf)); /* n + 1 per store_series */
-    if (buf == NULL)
-        return IOCD_ENOMEM;
-    for (i = 0; i < k; i++) {
-        iocd_sample *agg[ROLLUP_AGGS];
-        size_t nb = 0, a;
-        for (a = 0; a < ROLLUP_AGGS; a++)
-            agg[a] = buf + used + a * (cs[i].n + 1);
-        for (j = 0; j < cs[i].n; j++) {
-            int64_t t = cs[i].s[j].t_ms, b = (t >= 0 ? t / res : (t - res + 1) / res) * res;
-            double v = cs[i].s[j].v;
-            if (is_stale(v))
-                continue;
-            if (nb == 0 || agg[0][nb - 1].t_ms != b) {
-                for (a = 0; a < ROLLUP_AGGS; a++)
-                    agg[a][nb].t_ms = b;
-                agg[0][nb].v = v;
-                agg[1][nb].v = v;
-                agg[2][nb].v = 0;
-                agg[3][nb].v = 0;
-                nb++;
-            }
-            if (v < agg[0][nb - 1].v || isnan(agg[0][nb - 1].v))
-                agg[0][nb - 1].v = v;
-            if (v > agg[1][nb - 1].v || isnan(agg[1][nb - 1].v))
-                agg[1][nb - 1].v = v;
-            agg[2][nb - 1].v += v;
-            agg[3][nb - 1].v += 1;
-            agg[4][nb - 1].v = v; /* the run is time-ordered: the latest so far */
-            agg[5][nb - 1].v = (double)t;
-        }
-        for (a = 0; a < ROLLUP_AGGS; a++)
-            rs[i * ROLLUP_AGGS + a] = (codec_series){ cs[i].id * 8 + a, agg[a], nb };
-        used += ROLLUP_AGGS * (cs[i].n + 1);
-    }
-    err = codec_block_encode(rs, k * ROLLUP_AGGS, ZSTD_LEVEL, space);
-    iocd_free(buf);
-    return err;
 }
 
 /* ---- Patches: rollups from the whole period --------------------------------------------- */
@@ -325,11 +279,12 @@ static iocd_err prior_series(void *ud, uint64_t id, const iocd_sample *s, size_t
     return IOCD_OK;
 }
 
-static iocd_err prior_block(void *ud, int64_t period, const void *data, size_t len)
+static iocd_err prior_block(void *ud, int64_t period, int64_t last_ms, const void *data, size_t len)
 {
     prior_ctx *c = ud;
 
     (void)period;
+    (void)last_ms;
     return codec_block_select(data, len, BLOCK_RAW_MAX, c->ids, c->k, prior_series, c);
 }
 
@@ -339,8 +294,8 @@ static iocd_err prior_block(void *ud, int64_t period, const void *data, size_t l
  * of the period (older blocks merged with the new run, the new run winning a tie) and
  * readers take, per series and period, the part of the latest sequence (rollup.c). out[i]
  * is cs[i] or the merged samples (owned by c). */
-static iocd_err merge_prior(store *st, int64_t period, uint64_t group, const codec_series *cs,
-                            size_t k, prior_ctx *c, codec_series *out)
+static iocd_err merge_prior(store *st, int64_t from, int64_t to, uint64_t group,
+                            const codec_series *cs, size_t k, prior_ctx *c, codec_series *out)
 {
     size_t i;
     iocd_err err;
@@ -352,7 +307,7 @@ static iocd_err merge_prior(store *st, int64_t period, uint64_t group, const cod
         c->ids[i] = cs[i].id;
         out[i] = cs[i];
     }
-    err = store_db_blocks(st->db, STORE_DB_CHUNKS, group, period, period, prior_block, c);
+    err = store_db_blocks(st->db, STORE_DB_CHUNKS, group, from, to, prior_block, c);
     for (i = 0; err == IOCD_OK && i < k; i++) {
         if (c->n[i] == 0)
             continue;
@@ -371,9 +326,72 @@ static void prior_fini(prior_ctx *c)
         iocd_free(c->s[i]);
 }
 
+/* Appends a block's entry (its bytes at space offset `before`; .data is set by the caller
+ * once space stops growing, from the offset kept in .data meanwhile). */
+static void block_add(store_db_block *blocks, size_t *n, store_db_kind kind, int64_t period,
+                      uint64_t group, const iocd_buf *space, size_t before, bool replaces)
+{
+    blocks[*n] = (store_db_block){
+        kind, period, group, (const void *)(uintptr_t)before, space->len - before, replaces
+    };
+    (*n)++;
+}
+
+/* Appends the 5-minute and 1-hour rollup parts of the series in cs, keyed by `period`. */
+static iocd_err add_rollups(const codec_series *cs, size_t k, int64_t period, uint64_t group,
+                            bool replaces, int level, store_db_block *blocks, size_t *n,
+                            iocd_buf *space)
+{
+    iocd_err err = IOCD_OK;
+    int r;
+
+    for (r = 0; err == IOCD_OK && r < 2; r++) {
+        size_t before = space->len;
+        err = codec_rollup_encode(cs, k, r == 0 ? STORE_ROLLUP_5M : STORE_ROLLUP_1H, level, space);
+        block_add(blocks, n, r == 0 ? STORE_DB_ROLLUP_5M : STORE_DB_ROLLUP_1H, period, group, space,
+                  before, replaces);
+    }
+    return err;
+}
+
+/* The runs of one id group in one span, as one series list (runs of a series in ascending
+ * periods joined; ids ascending). Joined samples go in *buf. */
+static iocd_err join_runs(const seal_set *ss, const seal_run *runs, size_t n, codec_series *out,
+                          size_t *k_out, iocd_sample **buf)
+{
+    size_t total = 0, i, j, k = 0, used = 0;
+    uint64_t ids[64];
+
+    for (i = 0; i < n; i++) {
+        total += runs[i].n;
+        for (j = 0; j < k && ids[j] != runs[i].id; j++)
+            ;
+        if (j == k)
+            ids[k++] = runs[i].id;
+    }
+    iocd_qsort(ids, k, sizeof(*ids), u64_cmp);
+    *buf = iocd_malloc((total + 1) * sizeof(**buf));
+    if (*buf == NULL)
+        return IOCD_ENOMEM;
+    for (j = 0; j < k; j++) {
+        out[j] = (codec_series){ ids[j], *buf + used, 0 };
+        for (i = 0; i < n; i++) { /* periods ascend within the span's runs */
+            if (runs[i].id != ids[j])
+                continue;
+            memcpy(*buf + used, ss->s + runs[i].off, runs[i].n * sizeof(**buf));
+            used += runs[i].n;
+            out[j].n += runs[i].n;
+        }
+    }
+    *k_out = k;
+    return IOCD_OK;
+}
+
 /* Encodes the runs as blocks of one period and one id group each, appended to *blocks (with
- * their bytes in space; .data is set by the caller once space stops growing, from the
- * offset kept in .data meanwhile). */
+ * their bytes in space; see block_add), with their rollup parts: per period, or, when the
+ * group's span is already compacted (late samples for it), one part for the whole span
+ * rebuilt from every sample of the span, keyed by its start (readers take the latest part
+ * per key: see rollup.c). */
 static iocd_err build_blocks(store *st, const seal_set *ss, store_db_block **blocks_io,
                              size_t *n_io, size_t *cap_io, iocd_buf *space)
 {
@@ -381,7 +399,6 @@ static iocd_err build_blocks(store *st, const seal_set *ss, store_db_block **blo
     codec_series cs[64], whole[64];
     prior_ctx *prior = iocd_calloc(1, sizeof(*prior));
     size_t i = 0, n = *n_io;
-    int r;
     iocd_err err = IOCD_OK;
 
     if (prior == NULL)
@@ -398,34 +415,47 @@ static iocd_err build_blocks(store *st, const seal_set *ss, store_db_block **blo
         *cap_io = cap;
     }
     while (err == IOCD_OK && i < ss->n_runs) {
-        int64_t period = ss->runs[i].period;
+        int64_t span = ss->runs[i].span;
         uint64_t group = ss->runs[i].id >> 6;
-        size_t k = 0, before = space->len;
-        while (i < ss->n_runs && ss->runs[i].period == period && ss->runs[i].id >> 6 == group) {
-            cs[k++] = (codec_series){ ss->runs[i].id, ss->s + ss->runs[i].off, ss->runs[i].n };
-            i++;
+        size_t unit = i, k = 0;
+        bool compacted = false;
+        while (unit < ss->n_runs && ss->runs[unit].span == span && ss->runs[unit].id >> 6 == group)
+            unit++;
+        if (store_db_span_ms(st->db) > 0)
+            err = store_db_span_compacted(st->db, span, group, &compacted);
+        while (err == IOCD_OK && i < unit) {
+            int64_t period = ss->runs[i].period;
+            size_t before = space->len;
+            k = 0;
+            while (i < unit && ss->runs[i].period == period) {
+                cs[k++] = (codec_series){ ss->runs[i].id, ss->s + ss->runs[i].off, ss->runs[i].n };
+                i++;
+            }
+            err = codec_block_encode(cs, k, ZSTD_LEVEL, space);
+            block_add(blocks, &n, STORE_DB_CHUNKS, period, group, space, before, false);
+            if (err == IOCD_OK && !compacted)
+                err = merge_prior(st, period, period, group, cs, k, prior, whole);
+            if (err == IOCD_OK && !compacted)
+                err = add_rollups(whole, k, period, group, false, ZSTD_LEVEL, blocks, &n, space);
+            prior_fini(prior);
+            memset(prior, 0, sizeof(*prior));
         }
-        err = codec_block_encode(cs, k, ZSTD_LEVEL, space);
-        blocks[n].kind = STORE_DB_CHUNKS;
-        blocks[n].period = period;
-        blocks[n].group = group;
-        blocks[n].len = space->len - before;
-        blocks[n].data = (const void *)(uintptr_t)before; /* an offset until the end */
-        n++;
-        if (err == IOCD_OK)
-            err = merge_prior(st, period, group, cs, k, prior, whole);
-        for (r = 0; err == IOCD_OK && r < 2; r++) {
-            before = space->len;
-            err = encode_rollups(whole, k, r == 0 ? STORE_ROLLUP_5M : STORE_ROLLUP_1H, space);
-            blocks[n].kind = r == 0 ? STORE_DB_ROLLUP_5M : STORE_DB_ROLLUP_1H;
-            blocks[n].period = period;
-            blocks[n].group = group;
-            blocks[n].len = space->len - before;
-            blocks[n].data = (const void *)(uintptr_t)before;
-            n++;
+        if (err == IOCD_OK && compacted) {
+            iocd_sample *joined = NULL;
+            size_t first = unit;
+            while (first > 0 && ss->runs[first - 1].span == span &&
+                   ss->runs[first - 1].id >> 6 == group)
+                first--;
+            err = join_runs(ss, ss->runs + first, unit - first, cs, &k, &joined);
+            if (err == IOCD_OK)
+                err = merge_prior(st, span, span + store_db_span_ms(st->db) - 1, group, cs, k,
+                                  prior, whole);
+            if (err == IOCD_OK)
+                err = add_rollups(whole, k, span, group, false, ZSTD_LEVEL, blocks, &n, space);
+            prior_fini(prior);
+            memset(prior, 0, sizeof(*prior));
+            iocd_free(joined);
         }
-        prior_fini(prior);
-        memset(prior, 0, sizeof(*prior));
     }
     iocd_free(prior);
     *n_io = n;
@@ -483,11 +513,165 @@ static iocd_err seal_slices(store *st, int64_t before, size_t *from_io, size_t m
     return err;
 }
 
+/* ---- Compaction ---------------------------------------------------------------------------
+ * A finished span's chunk blocks of one id group (and an older compaction of it, if late
+ * samples came since) become one block, and its rollup parts one part per series keyed by
+ * the span's start, in one transaction that deletes what they replace. Blocks are read in
+ * write order, so the last write of a timestamp wins as in every read; series deleted since
+ * are left out. */
+
+#define COMPACT_PER_COMMIT 1  /* containers (SPAN_GROUPS id groups) while running */
+#define COMPACT_AT_STOP    16 /* the final compaction, nobody waiting on it */
+#ifndef COMPACT_ZSTD_LEVEL
+#define COMPACT_ZSTD_LEVEL 9
+#endif
+
+typedef struct compact_ctx {
+    uint64_t group;
+    iocd_sample *s[64];
+    size_t n[64], cap[64];
+} compact_ctx;
+
+static iocd_err compact_series(void *ud, uint64_t id, const iocd_sample *s, size_t n)
+{
+    compact_ctx *c = ud;
+    size_t j = (size_t)(id & 63);
+
+    if (id >> 6 != c->group || n == 0)
+        return id >> 6 != c->group ? IOCD_ECORRUPT : IOCD_OK;
+    if (c->n[j] + n > c->cap[j]) {
+        size_t cap = (c->n[j] + n) * 2;
+        iocd_sample *g = iocd_realloc(c->s[j], cap * sizeof(*g));
+        if (g == NULL)
+            return IOCD_ENOMEM;
+        c->s[j] = g;
+        c->cap[j] = cap;
+    }
+    memcpy(c->s[j] + c->n[j], s, n * sizeof(*s));
+    c->n[j] += n;
+    return IOCD_OK;
+}
+
+static iocd_err compact_block(void *ud, int64_t period, int64_t last_ms, const void *data,
+                              size_t len)
+{
+    (void)period;
+    (void)last_ms;
+    return codec_block_each(data, len, BLOCK_RAW_MAX, compact_series, ud);
+}
+
+/* Compacts one span of the SPAN_GROUPS id groups from `first` into one container. */
+static iocd_err compact_container(store *st, int64_t span, uint64_t first, compact_ctx *c,
+                                  iocd_buf *frames_buf, store_db_block *blocks, size_t *n,
+                                  iocd_buf *space)
+{
+    codec_frame frames[SPAN_GROUPS * 3];
+    size_t offs[SPAN_GROUPS * 3], n_frames = 0, before = space->len, j, k, f;
+    codec_series cs[64];
+    unsigned g;
+    int r;
+    iocd_err err = IOCD_OK;
+
+    iocd_buf_reset(frames_buf);
+    for (g = 0; err == IOCD_OK && g < SPAN_GROUPS; g++) {
+        c->group = first + g;
+        for (j = 0; j < 64; j++)
+            c->n[j] = 0;
+        err = store_db_blocks(st->db, STORE_DB_CHUNKS, c->group, span,
+                              span + store_db_span_ms(st->db) - 1, compact_block, c);
+        if (err != IOCD_OK)
+            break;
+        k = 0;
+        pthread_mutex_lock(&st->mu);
+        for (j = 0; j < 64; j++) {
+            uint64_t id = c->group * 64 + j;
+            if (c->n[j] == 0 || store_series_get(st, id) == NULL)
+                continue; /* deleted: its samples go now */
+            cs[k++] = (codec_series){ id, c->s[j], store_samples_dedupe(c->s[j], c->n[j]) };
+        }
+        pthread_mutex_unlock(&st->mu);
+        for (r = 0; err == IOCD_OK && k > 0 && r < 3; r++) {
+            offs[n_frames] = frames_buf->len;
+            if (r == 0)
+                err = codec_block_encode(cs, k, COMPACT_ZSTD_LEVEL, frames_buf);
+            else
+                err = codec_rollup_encode(cs, k, r == 1 ? STORE_ROLLUP_5M : STORE_ROLLUP_1H,
+                                          COMPACT_ZSTD_LEVEL, frames_buf);
+            frames[n_frames] = (codec_frame){ g,
+                                              r == 0   ? STORE_DB_CHUNKS
+                                              : r == 1 ? STORE_DB_ROLLUP_5M
+                                                       : STORE_DB_ROLLUP_1H,
+                                              NULL, frames_buf->len - offs[n_frames] };
+            n_frames++;
+        }
+    }
+    for (f = 0; f < n_frames; f++)
+        frames[f].data = frames_buf->data + offs[f];
+    /* Nothing left (every series deleted): an empty container still replaces the rest. */
+    if (err == IOCD_OK && n_frames > 0)
+        err = codec_span_pack(frames, n_frames, space);
+    block_add(blocks, n, STORE_DB_SPANS, span, first, space, before, true);
+    return err;
+}
+
+/* Compacts up to max containers of chunk blocks in spans that end by `before`, appending
+ * their blocks (see block_add). *n_done: how many. */
+static iocd_err compact_slice(store *st, int64_t before, size_t max, store_db_block **blocks_io,
+                              size_t *n_io, iocd_buf *space, size_t *n_done)
+{
+    store_span_group todo[COMPACT_AT_STOP];
+    compact_ctx *c = iocd_calloc(1, sizeof(*c));
+    store_db_block *blocks;
+    iocd_buf frames_buf;
+    size_t n_todo = 0, t, j, n = *n_io;
+    iocd_err err;
+
+    *n_done = 0;
+    if (c == NULL)
+        return IOCD_ENOMEM;
+    iocd_buf_init(&frames_buf, 0);
+    if (max > COMPACT_AT_STOP)
+        max = COMPACT_AT_STOP;
+    err = store_db_compactable(st->db, before, todo, max, &n_todo);
+    blocks = err == IOCD_OK && n_todo > 0 ? iocd_realloc(*blocks_io, (n + n_todo) * sizeof(*blocks))
+                                          : *blocks_io;
+    if (err == IOCD_OK && n_todo > 0 && blocks == NULL)
+        err = IOCD_ENOMEM;
+    if (blocks != NULL)
+        *blocks_io = blocks;
+    for (t = 0; err == IOCD_OK && t < n_todo; t++) {
+        err = compact_container(st, todo[t].span, todo[t].group, c, &frames_buf, blocks, &n, space);
+        (*n_done)++;
+    }
+    for (j = 0; j < 64; j++)
+        iocd_free(c->s[j]);
+    iocd_free(c);
+    iocd_buf_fini(&frames_buf);
+    *n_io = n;
+    return err;
+}
+
+/* Spans that may be compacted end by here: every period sealed, and the out-of-order window
+ * past them (so late samples seldom patch a compacted span); INT64_MIN: none yet. */
+static int64_t compact_boundary(const store *st)
+{
+    int64_t b = st->sealed_before;
+
+    if (!store_db_compacts(st->db) || b == INT64_MIN || st->watermark == INT64_MIN)
+        return INT64_MIN;
+    if (st->watermark - st->lim.ooo_window_ms < b)
+        b = st->watermark - st->lim.ooo_window_ms;
+    return b;
+}
+
 /* One group commit. seal_before != INT64_MIN also seals head samples before it: all of them
  * for the final seal (INT64_MAX), else the next slices of the seal in progress; when that
- * seal has passed every series, the WAL records it covered are deleted. */
-static void group_commit(store *st, pending *batch, int64_t seal_before)
+ * seal has passed every series, the WAL records it covered are deleted. Otherwise, with
+ * compact_before != INT64_MIN, it compacts the next groups of finished spans (all at the
+ * final one, INT64_MAX, a slice at a time). */
+static void group_commit(store *st, pending *batch, int64_t seal_before, int64_t compact_before)
 {
+    size_t n_compacted = 0;
     size_t seal_next = 0, n_sealing_ids = 0;
     bool seal_done = false;
     uint64_t *sealing_ids = NULL;
@@ -555,6 +739,15 @@ static void group_commit(store *st, pending *batch, int64_t seal_before)
         err = seal_slices(st, seal_before, &seal_next,
                           seal_before == INT64_MAX ? 0 : SEAL_SLICES_PER_COMMIT, &seal_done,
                           &blocks, &n_blocks, &space, &n_sealed, &sealing_ids, &n_sealing_ids);
+    if (err == IOCD_OK && seal_before == INT64_MIN && compact_before != INT64_MIN) {
+        int64_t c0 = iocd_mono_ns();
+        err = compact_slice(st, compact_before,
+                            compact_before == INT64_MAX ? COMPACT_AT_STOP : COMPACT_PER_COMMIT,
+                            &blocks, &n_blocks, &space, &n_compacted);
+        for (i = 0; i < n_blocks; i++)
+            blocks[i].data = space.data + (uintptr_t)blocks[i].data;
+        st->compact_ns += iocd_mono_ns() - c0;
+    }
     if (seal_before != INT64_MIN) {
         drop_before = store_period_of(st, iocd_now_ms() - st->lim.retention_ms);
         drop_rollups_before = store_period_of(st, iocd_now_ms() - st->cfg.rollup_retention_ms);
@@ -584,9 +777,20 @@ static void group_commit(store *st, pending *batch, int64_t seal_before)
                     st->sealed_before = seal_before;
                 st->n_late = 0;
                 st->seal_target = INT64_MIN;
+                st->compact_check = true; /* a span may have finished, or got a patch */
             }
+        } else if (compact_before != INT64_MIN && n_compacted == 0) {
+            st->compact_check = false; /* nothing waits: until the next seal */
+            if (st->compact_groups > 0)
+                log_info("store", "spans compacted", "containers=%llu cpu_ms=%.0f",
+                         (unsigned long long)st->compact_groups, (double)st->compact_ns / 1e6);
+            st->compact_groups = 0;
+            st->compact_ns = 0;
         }
+        st->compact_groups += n_compacted;
     } else {
+        if (compact_before != INT64_MIN)
+            st->compact_check = false; /* tried again after the next seal, not in a loop */
         /* The seal failed: its samples go back into their heads (the WAL holds them too). */
         for (i = 0; i < n_sealing_ids; i++) {
             store_series *s = store_series_get(st, sealing_ids[i]);
@@ -636,8 +840,12 @@ static void group_commit(store *st, pending *batch, int64_t seal_before)
                 if (blocks[i].kind == STORE_DB_CHUNKS)
                     chunk_bytes += blocks[i].len;
             iocd_metric_add(st->m_sealed_bytes, (double)chunk_bytes);
-            log_debug("store", "sealed", "before=%lld blocks=%zu samples=%zu bytes=%zu",
-                      (long long)seal_before, n_blocks, n_sealed, space.len);
+            if (n_compacted > 0)
+                iocd_metric_add(st->m_compacted, (double)n_compacted);
+            log_debug("store", n_compacted > 0 ? "compacted" : "sealed",
+                      "before=%lld blocks=%zu samples=%zu bytes=%zu",
+                      (long long)(n_compacted > 0 ? compact_before : seal_before), n_blocks,
+                      n_sealed, space.len);
         }
     } else {
         iocd_metric_add(st->m_commit_fail, 1);
@@ -680,19 +888,24 @@ void *store_writer_main(void *arg)
 {
     store *st = arg;
     pending *batch;
-    int64_t seal;
+    int64_t seal, compact;
     bool final_seal_done = false;
 
     pthread_mutex_lock(&st->mu);
     for (;;) {
         seal = st->seal_target != INT64_MIN ? st->seal_target : seal_boundary(st);
+        compact = INT64_MIN;
         if (st->closing && st->queue == NULL && !final_seal_done) {
             /* A graceful stop seals every head sample, so the data dir is compact at rest;
              * a later sample for the same period lands in a patch block. */
             final_seal_done = true;
             seal = INT64_MAX;
+        } else if (seal == INT64_MIN && st->compact_check && store_db_compacts(st->db)) {
+            /* At a stop, every span is compacted, the last one even if unfinished: samples
+             * for it after a restart patch it, and it is compacted again once finished. */
+            compact = final_seal_done ? INT64_MAX : compact_boundary(st);
         }
-        if (st->queue == NULL && seal == INT64_MIN) {
+        if (st->queue == NULL && seal == INT64_MIN && compact == INT64_MIN) {
             struct timespec ts;
             if (st->closing)
                 break;
@@ -705,7 +918,7 @@ void *store_writer_main(void *arg)
         st->queue = NULL;
         st->queue_tail = &st->queue;
         pthread_mutex_unlock(&st->mu);
-        group_commit(st, batch, seal);
+        group_commit(st, batch, seal, compact);
 #ifdef __GLIBC__
         if (seal != INT64_MIN && st->seal_target == INT64_MIN)
             malloc_trim(0); /* a finished seal freed its slices' buffers: give the pages back */

@@ -318,3 +318,180 @@ TEST(read_rollup_many_leaves_unsealed_buckets_to_raw_samples)
     iocd_free(ids);
     store_close(st);
 }
+
+/* ---- Compacted spans ------------------------------------------------------------------- */
+
+#define SPAN_SERIES 70 /* two id groups */
+#define SPAN_STEP   30000
+
+/* Late writes of the test below: they win over what the model generates. */
+static const struct {
+    size_t series;
+    int64_t dt; /* from t0 */
+    double v;
+} span_late[] = {
+    { 69, 45 * MIN_MS, -70.5 },           /* rewrites a compacted timestamp */
+    { 69, 41 * MIN_MS, NAN },             /* likewise, with a NaN */
+    { 69, 50 * MIN_MS + 10000, 4.25 },    /* new, past the series' newest */
+    { SPAN_SERIES, 5 * MIN_MS, 1.5 },     /* a new series backfilled into a compacted span */
+    { SPAN_SERIES, 5 * MIN_MS + 1, 2.5 }, /* (its own group: ids follow the metric's) */
+};
+
+static bool span_late_on;
+
+/* What series i holds at t0 + dt (false: nothing). */
+static bool span_model(size_t i, int64_t dt, double *v)
+{
+    size_t j;
+
+    for (j = 0; span_late_on && j < IOCD_ARRAY_LEN(span_late); j++) {
+        if (span_late[j].series == i && span_late[j].dt == dt) {
+            *v = span_late[j].v;
+            return true;
+        }
+    }
+    if (i >= SPAN_SERIES || dt % SPAN_STEP != 0 || dt < 0 || dt >= 3 * HOUR)
+        return false;
+    if (i == 69 && dt >= 50 * MIN_MS)
+        return false;
+    *v = value_at(dt / SPAN_STEP, i % 2);
+    if (i == 3 && dt == 20 * MIN_MS)
+        *v = stale_marker();
+    return true;
+}
+
+static void span_labels(iocd_label *l, char *dev, size_t i)
+{
+    l[0] = (iocd_label){ "__name__", 8, "water_level_m", 13 };
+    l[1] = (iocd_label){ "device", 6, dev, (size_t)snprintf(dev, 16, "w-%02zu", i) };
+}
+
+/* Every series reads back exactly what the model holds, and its rollups fold its samples. */
+static void span_verify(store *st, size_t n_series, int64_t sealed_hours)
+{
+    uint64_t *ids = NULL;
+    size_t n, i, j, k;
+    int64_t t0 = (iocd_now_ms() - 5 * HOUR) / HOUR * HOUR;
+
+    ASSERT_OK(store_series_all(st, &ids, &n));
+    ASSERT_EQ(n, n_series);
+    for (i = 0; i < n; i++) {
+        iocd_sample *s = NULL;
+        size_t ns = 0;
+        ASSERT_OK(store_read(st, ids[i], t0 - HOUR, t0 + 4 * HOUR, &s, &ns));
+        for (j = 0, k = 0; k < ns; k++) {
+            int64_t dt = s[k].t_ms - t0;
+            double want;
+            while (!span_model(i, dt, &want)) /* no sample of the model is skipped */
+                ASSERT_TRUE(false);
+            if (!same_bits(s[k].v, want))
+                test_fail_at(__FILE__, __LINE__, "series %zu at %lld: %.17g, want %.17g", i,
+                             (long long)dt, s[k].v, want);
+            j++;
+        }
+        for (k = 0; k < (size_t)(4 * HOUR / SPAN_STEP); k++) { /* and none is missing */
+            double want;
+            if (span_model(i, (int64_t)k * SPAN_STEP, &want))
+                j--;
+        }
+        for (k = 0; k < IOCD_ARRAY_LEN(span_late); k++) {
+            double want;
+            if (span_late_on && span_late[k].series == i && span_late[k].dt % SPAN_STEP != 0 &&
+                span_model(i, span_late[k].dt, &want))
+                j--;
+        }
+        ASSERT_EQ(j, 0);
+        iocd_free(s);
+        if (i < 2 || i >= 68)
+            check_rollups(st, ids[i], t0, t0 + sealed_hours * HOUR);
+    }
+    iocd_free(ids);
+}
+
+static void print_problem(void *ud, const char *problem)
+{
+    (void)ud;
+    fprintf(stderr, "check: %s\n", problem);
+}
+
+static void span_check_file(void)
+{
+    char errbuf[256];
+    uint64_t problems = 99;
+
+    ASSERT_OK(store_check(sub("spans"), print_problem, NULL, &problems, errbuf, sizeof(errbuf)));
+    ASSERT_EQ(problems, 0);
+}
+
+TEST(compacted_spans_keep_every_sample_and_rollup)
+{
+    store_config on = { .chunk_ms = 10 * MIN_MS,
+                        .seal_grace_ms = 1000,
+                        .ooo_window_ms = 10 * MIN_MS };
+    store_config off = on;
+    store *st;
+    store_batch *b = NULL;
+    store_stats stats;
+    int64_t t0 = (iocd_now_ms() - 5 * HOUR) / HOUR * HOUR, dt;
+    iocd_label l[2];
+    char dev[16];
+    size_t i, j;
+    int tries;
+    double v;
+
+    off.block_span_ms = -1;
+    span_late_on = false;
+    st = open_at("spans", &on);
+    for (dt = 0; dt < 3 * HOUR; dt += SPAN_STEP) { /* in time order, as devices send */
+        ASSERT_OK(store_batch_new(st, &b));
+        for (i = 0; i < SPAN_SERIES; i++) {
+            span_labels(l, dev, i);
+            if (span_model(i, dt, &v))
+                add(b, l, 2, t0 + dt, v);
+        }
+        ASSERT_OK(store_batch_commit(b, NULL));
+    }
+    /* The first two hours are finished (sealed, and the 10-minute out-of-order window past
+     * them): the writer compacts them while running, one container (both id groups, their
+     * blocks and rollups) per hour. */
+    for (tries = 0; tries < 4000; tries++) {
+        ASSERT_OK(store_stats_get(st, &stats));
+        if (stats.span_blocks >= 2)
+            break;
+        nanosleep(&(struct timespec){ 0, 5000000 }, NULL);
+    }
+    ASSERT_EQ(stats.span_blocks, 2);
+    span_verify(st, SPAN_SERIES, 2); /* the last period is not sealed yet */
+    store_close(st);                 /* compacts the last hour too */
+    st = open_at("spans", &off);
+    ASSERT_OK(store_stats_get(st, &stats));
+    ASSERT_EQ(stats.span_blocks, 3);
+    ASSERT_EQ(stats.blocks, 3);
+    span_verify(st, SPAN_SERIES, 3);
+    /* Late samples for compacted spans land in chunk blocks on top of them (compaction is off
+     * here, so they stay so), with the span's rollups rebuilt. */
+    span_late_on = true;
+    ASSERT_OK(store_batch_new(st, &b));
+    for (j = 0; j < IOCD_ARRAY_LEN(span_late); j++) {
+        span_labels(l, dev, span_late[j].series);
+        add(b, l, 2, t0 + span_late[j].dt, span_late[j].v);
+    }
+    ASSERT_OK(store_batch_commit(b, NULL));
+    span_verify(st, SPAN_SERIES + 1, 0); /* late samples in the head */
+    store_close(st);
+    st = open_at("spans", &off);
+    ASSERT_OK(store_stats_get(st, &stats));
+    ASSERT_GT(stats.blocks, stats.span_blocks);
+    span_verify(st, SPAN_SERIES + 1, 3);
+    store_close(st);
+    span_check_file();
+    /* Compaction on again: the patched span is compacted anew at the stop. */
+    st = open_at("spans", &on);
+    store_close(st);
+    span_check_file();
+    st = open_at("spans", &on);
+    ASSERT_OK(store_stats_get(st, &stats));
+    ASSERT_EQ(stats.blocks, stats.span_blocks);
+    span_verify(st, SPAN_SERIES + 1, 3);
+    store_close(st);
+}
