@@ -410,67 +410,97 @@ static int64_t seg_time(const cache_seg *g, size_t i)
     return t;
 }
 
-iocd_err store_cache_expand(const cache_seg *g, int64_t lo, int64_t hi, iocd_sample **buf,
-                            size_t *cap, size_t *n_io, codec_append *info)
+/* The first index at or after from whose time is at least t (g ascending). */
+static size_t seg_at(const cache_seg *g, size_t from, int64_t t)
 {
-    size_t a = 0, b = g->n, i, k = *n_io;
-    int64_t last;
-    iocd_sample *s;
+    size_t x = from, y = g->n, mid;
 
-    if (g->ascending) { /* the kept ones are a run: find its ends */
-        size_t x = 0, y = g->n, mid;
-        while (x < y) {
-            mid = (x + y) / 2;
-            if (seg_time(g, mid) < lo)
-                x = mid + 1;
-            else
-                y = mid;
-        }
-        a = x;
-        for (y = g->n; x < y;) {
-            mid = (x + y) / 2;
-            if (seg_time(g, mid) <= hi)
-                x = mid + 1;
-            else
-                y = mid;
-        }
-        b = x;
+    while (x < y) {
+        mid = (x + y) / 2;
+        if (seg_time(g, mid) < t)
+            x = mid + 1;
+        else
+            y = mid;
     }
-    if (b - a > *cap - k || *buf == NULL) {
-        size_t want = k + (b - a) > 256 ? k + (b - a) : 256;
-        if (want < *cap * 2)
-            want = *cap * 2;
-        s = iocd_realloc(*buf, want * sizeof(*s));
-        if (s == NULL)
-            return IOCD_ENOMEM;
-        *buf = s;
-        *cap = want;
-    }
-    s = *buf;
-    last = k > 0 ? s[k - 1].t_ms : INT64_MIN;
-    if (g->ascending) {
-        if (a < b && seg_time(g, a) <= last)
-            info->ascending = false;
-        if (g->regular) {
-            int64_t t = seg_time(g, a);
-            for (i = a; i < b; i++, t = (int64_t)((uint64_t)t + (uint64_t)g->dt))
-                s[k++] = (iocd_sample){ t, g->v[i] };
-        } else {
-            for (i = a; i < b; i++)
-                s[k++] = (iocd_sample){ seg_time(g, i), g->v[i] };
-        }
-    } else {
-        for (i = 0; i < g->n; i++) {
+    return x;
+}
+
+static iocd_err reserve(iocd_sample **buf, size_t *cap, size_t k, size_t more)
+{
+    iocd_sample *s;
+    size_t want;
+
+    if (more <= *cap - k && *buf != NULL)
+        return IOCD_OK;
+    want = k + more > 256 ? k + more : 256;
+    if (want < *cap * 2)
+        want = *cap * 2;
+    s = iocd_realloc(*buf, want * sizeof(*s));
+    if (s == NULL)
+        return IOCD_ENOMEM;
+    *buf = s;
+    *cap = want;
+    return IOCD_OK;
+}
+
+iocd_err store_cache_expand(const cache_seg *g, const store_span *spans, size_t n_spans,
+                            iocd_sample **buf, size_t *cap, size_t *n_io, codec_append *info)
+{
+    size_t a, b, i, k = *n_io, sp, lo_sp = 0, hi_sp = n_spans, mid;
+    int64_t last = k > 0 ? (*buf)[k - 1].t_ms : INT64_MIN, lo, hi;
+    iocd_err err;
+
+    if (g->n == 0 || n_spans == 0)
+        return IOCD_OK;
+    lo = spans[0].start_ms;
+    hi = spans[n_spans - 1].end_ms;
+    if (!g->ascending) { /* every sample in [lo, hi]: others are allowed through */
+        err = reserve(buf, cap, k, g->n);
+        for (i = 0; err == IOCD_OK && i < g->n; i++) {
             int64_t t = seg_time(g, i);
             if (t < lo || t > hi)
                 continue;
             if (t <= last)
                 info->ascending = false;
             last = t;
-            s[k++] = (iocd_sample){ t, g->v[i] };
+            (*buf)[k++] = (iocd_sample){ t, g->v[i] };
+            info->nan |= g->nan;
         }
+        *n_io = k;
+        return err;
     }
-    info->nan |= g->nan && b > a;
+    /* Ascending: the run of each span that meets the segment, found by bisection, so a query
+     * with steps far apart (a week at an hour) copies only what its windows hold. */
+    while (lo_sp < hi_sp) { /* the first span ending at or after the segment's start */
+        mid = (lo_sp + hi_sp) / 2;
+        if (spans[mid].end_ms < seg_time(g, 0))
+            lo_sp = mid + 1;
+        else
+            hi_sp = mid;
+    }
+    for (sp = lo_sp, b = 0; sp < n_spans && b < g->n; sp++) {
+        a = seg_at(g, b, spans[sp].start_ms);
+        if (a == g->n)
+            break;
+        b = spans[sp].end_ms == INT64_MAX ? g->n : seg_at(g, a, spans[sp].end_ms + 1);
+        if (a == b)
+            continue;
+        err = reserve(buf, cap, k, b - a);
+        if (err != IOCD_OK)
+            return err;
+        if (seg_time(g, a) <= last)
+            info->ascending = false;
+        info->nan |= g->nan;
+        if (g->regular) {
+            int64_t t = seg_time(g, a);
+            for (i = a; i < b; i++, t = (int64_t)((uint64_t)t + (uint64_t)g->dt))
+                (*buf)[k++] = (iocd_sample){ t, g->v[i] };
+        } else {
+            for (i = a; i < b; i++)
+                (*buf)[k++] = (iocd_sample){ seg_time(g, i), g->v[i] };
+        }
+        last = (*buf)[k - 1].t_ms;
+    }
     *n_io = k;
     return IOCD_OK;
 }

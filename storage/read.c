@@ -479,7 +479,7 @@ static iocd_err from_block(spans_read *r, size_t b, uint64_t id, size_t *n, code
     if (e != NULL) {
         seg = store_cache_seg(r->st->cache, e, id, &absent);
         if (seg != NULL)
-            return store_cache_expand(seg, r->lo, r->hi, &r->buf, &r->cap, n, info);
+            return store_cache_expand(seg, r->spans, r->n_spans, &r->buf, &r->cap, n, info);
         if (absent)
             return IOCD_OK;
     }
@@ -504,7 +504,7 @@ static iocd_err from_block(spans_read *r, size_t b, uint64_t id, size_t *n, code
     }
     seg = store_cache_put(r->st->cache, e, id, r->whole, n_whole, whole.ascending, whole.nan, room);
     if (seg != NULL)
-        return store_cache_expand(seg, r->lo, r->hi, &r->buf, &r->cap, n, info);
+        return store_cache_expand(seg, r->spans, r->n_spans, &r->buf, &r->cap, n, info);
     return append_in(r, r->whole, n_whole, n, info); /* out of memory: not kept */
 }
 

@@ -242,9 +242,11 @@ const cache_seg *store_cache_put(store_cache *c, cache_block *b, uint64_t id, co
                                  size_t n, bool ascending, bool nan, size_t reserved);
 /* Series served from the cache, series decoded and offered to it, and the bytes it holds. */
 void store_cache_stats(store_cache *c, uint64_t *hits, uint64_t *misses, size_t *bytes);
-/* Appends g's samples with lo <= t <= hi at (*buf)[*n_io] as codec_stream_append does. */
-iocd_err store_cache_expand(const cache_seg *g, int64_t lo, int64_t hi, iocd_sample **buf,
-                            size_t *cap, size_t *n_io, codec_append *info);
+/* Appends g's samples within the spans (merged: ascending, apart) at (*buf)[*n_io] as
+ * codec_stream_append does; samples between the first span's start and the last one's end
+ * may come along (a segment out of time order gives all of those). */
+iocd_err store_cache_expand(const cache_seg *g, const store_span *spans, size_t n_spans,
+                            iocd_sample **buf, size_t *cap, size_t *n_io, codec_append *info);
 
 /* ---- The lock file (storage/lock.c) ------------------------------------------------------ */
 

@@ -391,6 +391,7 @@ TEST(read_cache_entries_are_found_by_the_block_bytes)
     iocd_sample s[3] = { { 1000, 1.5 }, { 2000, 2.5 }, { 3000, 3.5 } }, *out = NULL;
     codec_append info = { true, false };
     size_t cap = 0, n = 0, room;
+    store_span span = { 1500, 3000 };
     cache_block *e, *f;
     bool absent;
     int i;
@@ -413,7 +414,7 @@ TEST(read_cache_entries_are_found_by_the_block_bytes)
     ASSERT_TRUE(f != NULL && f != e);
     store_cache_release(c, f);
     e = store_cache_get(c, 5, 60000, a, sizeof(a));
-    ASSERT_OK(store_cache_expand(store_cache_seg(c, e, 5 * 64 + 3, &absent), 1500, 3000, &out, &cap,
+    ASSERT_OK(store_cache_expand(store_cache_seg(c, e, 5 * 64 + 3, &absent), &span, 1, &out, &cap,
                                  &n, &info));
     ASSERT_EQ(n, 2);
     ASSERT_EQ(out[0].t_ms, 2000);
