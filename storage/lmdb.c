@@ -18,16 +18,14 @@
 #include <unistd.h>
 
 #define FORMAT_KEY     "format"
-#define FORMAT_VERSION "iocd-store-3"
-/* Older formats upgraded on open: -1 (before the packed series index) and -2 (before
- * compacted span blocks: its chunk blocks are simply compacted by the writer later). */
-#define FORMAT_PREV  "iocd-store-1"
-#define FORMAT_PREV2 "iocd-store-2"
-#define DEFAULT_MAP  (256ULL << 30) /* address space only: the file grows as data is written */
-#define MAX_DBS      32
+#define FORMAT_VERSION "iocd-store-4"
+#define DEFAULT_MAP    (256ULL << 30) /* address space only: the file grows as data is written */
+#define MAX_DBS        32
 
-#define POSTING_KEY_MAX  480 /* LMDB keys are at most 511 bytes */
-#define POSTING_VAL_KEEP 400
+/* Older formats, upgraded on open: -1 (before the packed series index), -2 (before compacted
+ * span blocks: its chunk blocks are simply compacted by the writer later), -3 (before the
+ * packed postings: its postings are read as they are until a seal packs them). */
+static const char *const format_prev[] = { "iocd-store-1", "iocd-store-2", "iocd-store-3" };
 
 static MDB_dbi kind_dbi(const store_db *db, store_db_kind kind)
 {
@@ -58,8 +56,15 @@ iocd_err store_mdb_err(int rc)
     }
 }
 
-/* Checks the marker, writing it into a fresh file. */
-static iocd_err check_format(store_db *db, const char *path, char *errbuf, size_t errlen)
+static bool is_marker(const MDB_val *v, const char *marker)
+{
+    return v->mv_size == strlen(marker) && memcmp(v->mv_data, marker, v->mv_size) == 0;
+}
+
+/* Checks the marker, writing it into a fresh file; *upgrade: an older format that open_dbs
+ * upgrades. */
+static iocd_err check_format(store_db *db, const char *path, bool *upgrade, char *errbuf,
+                             size_t errlen)
 {
     MDB_txn *txn = NULL;
     MDB_val k = { sizeof(FORMAT_KEY) - 1, (void *)FORMAT_KEY }, v;
@@ -83,17 +88,17 @@ static iocd_err check_format(store_db *db, const char *path, char *errbuf, size_
     }
     if (rc == 0) {
         rc = mdb_get(txn, db->meta, &k, &v);
-        if (rc == 0 && ((v.mv_size == sizeof(FORMAT_PREV) - 1 &&
-                         memcmp(v.mv_data, FORMAT_PREV, v.mv_size) == 0) ||
-                        (v.mv_size == sizeof(FORMAT_PREV2) - 1 &&
-                         memcmp(v.mv_data, FORMAT_PREV2, v.mv_size) == 0))) {
-            /* Its series_by_id is read as is; open_dbs drops the old hash index and creates
-             * the span database. */
-            log_info("store", "upgrading the data file", "from=%.*s to=%s", (int)v.mv_size,
-                     (const char *)v.mv_data, FORMAT_VERSION);
-            rc = MDB_NOTFOUND;
-            st.ms_entries = 0;
-        }
+        for (size_t i = 0; rc == 0 && !*upgrade && i < IOCD_ARRAY_LEN(format_prev); i++)
+            if (is_marker(&v, format_prev[i])) {
+                /* Its series_by_id and postings are read as they are: open_dbs drops the old
+                 * hash index, creates the span database, moves the odd long posting key and
+                 * writes the marker. */
+                log_info("store", "upgrading the data file", "from=%s to=%s", format_prev[i],
+                         FORMAT_VERSION);
+                *upgrade = true;
+            }
+        if (*upgrade)
+            goto out;
         if (rc == MDB_NOTFOUND && st.ms_entries == 0) {
             v.mv_size = sizeof(FORMAT_VERSION) - 1;
             v.mv_data = (void *)FORMAT_VERSION;
@@ -102,8 +107,7 @@ static iocd_err check_format(store_db *db, const char *path, char *errbuf, size_
                 rc = mdb_txn_commit(txn);
                 txn = NULL;
             }
-        } else if (rc == 0 && (v.mv_size != sizeof(FORMAT_VERSION) - 1 ||
-                               memcmp(v.mv_data, FORMAT_VERSION, v.mv_size) != 0)) {
+        } else if (rc == 0 && !is_marker(&v, FORMAT_VERSION)) {
             err = IOCD_ECORRUPT;
             snprintf(errbuf, errlen, "%s has format \"%.*s\"; this iocd reads \"%s\"", path,
                      (int)(v.mv_size < 64 ? v.mv_size : 64), (const char *)v.mv_data,
@@ -123,16 +127,18 @@ out:
     return err;
 }
 
-static iocd_err open_dbs(store_db *db, char *errbuf, size_t errlen)
+static iocd_err open_dbs(store_db *db, bool upgrade, char *errbuf, size_t errlen)
 {
     static const struct {
         const char *name;
         unsigned flags;
         size_t off;
     } dbs[] = {
+        { "meta", 0, offsetof(store_db, meta) },
         { "series_by_id", 0, offsetof(store_db, series_by_id) },
         { "series_packed", 0, offsetof(store_db, series_packed) },
         { "postings", MDB_DUPSORT | MDB_DUPFIXED, offsetof(store_db, postings) },
+        { "postings_packed", 0, offsetof(store_db, postings_packed) },
         { "wal", 0, offsetof(store_db, wal) },
         { "chunks", 0, offsetof(store_db, chunks) },
         { "spans", 0, offsetof(store_db, spans) },
@@ -155,6 +161,13 @@ static iocd_err open_dbs(store_db *db, char *errbuf, size_t errlen)
         rc = mdb_dbi_open(txn, "series", 0, &old);
         rc = rc == 0 ? mdb_drop(txn, old, 1) : rc == MDB_NOTFOUND ? 0 : rc;
     }
+    if (rc == 0 && upgrade) {
+        MDB_val k = { sizeof(FORMAT_KEY) - 1, (void *)FORMAT_KEY },
+                v = { sizeof(FORMAT_VERSION) - 1, (void *)FORMAT_VERSION };
+        rc = store_post_upgrade(db, txn);
+        if (rc == 0)
+            rc = mdb_put(txn, db->meta, &k, &v, 0); /* in the same transaction: all or none */
+    }
     if (rc == 0) {
         rc = mdb_txn_commit(txn);
         txn = NULL;
@@ -166,49 +179,6 @@ static iocd_err open_dbs(store_db *db, char *errbuf, size_t errlen)
         return store_mdb_err(rc);
     }
     return IOCD_OK;
-}
-
-/* "name=value", with long values shortened and made unique by a hash of the whole. */
-static size_t posting_key(const char *name, size_t name_len, const char *value, size_t value_len,
-                          char *out)
-{
-    size_t n = name_len;
-
-    memcpy(out, name, name_len);
-    out[n++] = '=';
-    if (name_len + 1 + value_len <= POSTING_KEY_MAX) {
-        memcpy(out + n, value, value_len);
-        return n + value_len;
-    }
-    memcpy(out + n, value, POSTING_VAL_KEEP);
-    n += POSTING_VAL_KEEP;
-    n +=
-        (size_t)snprintf(out + n, 20, "#%016llx", (unsigned long long)store_hash(value, value_len));
-    return n;
-}
-
-typedef struct posting_ctx {
-    MDB_txn *txn;
-    store_db *db;
-    uint8_t id[8];
-    int rc;
-} posting_ctx;
-
-static iocd_err put_posting(void *ud, const char *name, size_t name_len, const char *value,
-                            size_t value_len)
-{
-    posting_ctx *c = ud;
-    char key[POSTING_KEY_MAX + 32];
-    MDB_val k, v = { 8, c->id };
-
-    if (name_len > 200)
-        name_len = 200; /* names are capped well below this by the limits */
-    k.mv_size = posting_key(name, name_len, value, value_len, key);
-    k.mv_data = key;
-    c->rc = mdb_put(c->txn, c->db->postings, &k, &v, MDB_NODUPDATA);
-    if (c->rc == MDB_KEYEXIST)
-        c->rc = 0;
-    return c->rc == 0 ? IOCD_OK : IOCD_EIO;
 }
 
 /* LMDB reports a short write as EIO; tell a full disk (or a file-size limit) from a failing
@@ -284,7 +254,6 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
     MDB_cursor *cur = NULL;
     uint8_t idb[8], key[20];
     MDB_val k, v;
-    posting_ctx pc;
     size_t i;
     int rc;
 
@@ -296,12 +265,8 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
         rc = mdb_put(txn, db->series_by_id, &k, &v, MDB_APPEND);
         if (rc == MDB_KEYEXIST)
             rc = mdb_put(txn, db->series_by_id, &k, &v, 0);
-        if (rc == 0) {
-            pc = (posting_ctx){ txn, db, { 0 }, 0 };
-            memcpy(pc.id, idb, 8);
-            if (store_key_walk(series[i].key, series[i].key_len, put_posting, &pc) != IOCD_OK)
-                rc = pc.rc != 0 ? pc.rc : MDB_CORRUPTED;
-        }
+        if (rc == 0)
+            rc = store_post_add(db, txn, series[i].id, series[i].key, series[i].key_len);
     }
     for (i = 0; rc == 0 && i < n_wal; i++) {
         if (wal[i].len == 0)
@@ -377,6 +342,9 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
         mdb_cursor_close(cur);
         cur = NULL;
     }
+    /* A completed seal packs the postings created since the last one (lmdb_postings.c). */
+    if (rc == 0 && wal_before != INT64_MIN)
+        rc = store_post_pack(db, txn);
     /* A completed seal also packs the series created since the last one. */
     if (rc == 0 && wal_before != INT64_MIN)
         rc = store_spack_pack(db, txn);
@@ -428,52 +396,6 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
         log_warn("store", "commit failed", "lmdb=%s", mdb_strerror(rc));
     if (rc == EIO && out_of_space(db))
         return IOCD_ENOSPC;
-    return store_mdb_err(rc);
-}
-
-static iocd_err del_posting(void *ud, const char *name, size_t name_len, const char *value,
-                            size_t value_len)
-{
-    posting_ctx *c = ud;
-    char key[POSTING_KEY_MAX + 32];
-    MDB_val k, v = { 8, c->id };
-
-    k.mv_size = posting_key(name, name_len < 200 ? name_len : 200, value, value_len, key);
-    k.mv_data = key;
-    c->rc = mdb_del(c->txn, c->db->postings, &k, &v);
-    if (c->rc == MDB_NOTFOUND)
-        c->rc = 0;
-    return c->rc == 0 ? IOCD_OK : IOCD_EIO;
-}
-
-iocd_err store_db_delete_series(store_db *db, const store_db_series *series, size_t n)
-{
-    MDB_txn *txn = NULL;
-    posting_ctx pc;
-    uint64_t *ids = n > 0 ? iocd_malloc(n * sizeof(*ids)) : NULL;
-    size_t i;
-    int rc;
-
-    if (n > 0 && ids == NULL)
-        return IOCD_ENOMEM;
-    rc = mdb_txn_begin(db->env, NULL, 0, &txn);
-    for (i = 0; rc == 0 && i < n; i++) {
-        ids[i] = series[i].id;
-        pc = (posting_ctx){ txn, db, { 0 }, 0 };
-        be64(pc.id, series[i].id);
-        rc = store_key_walk(series[i].key, series[i].key_len, del_posting, &pc) == IOCD_OK
-                 ? 0
-                 : (pc.rc != 0 ? pc.rc : MDB_CORRUPTED);
-    }
-    if (rc == 0)
-        rc = store_spack_del(db, txn, ids, n);
-    iocd_free(ids);
-    if (rc == 0) {
-        rc = mdb_txn_commit(txn);
-        txn = NULL;
-    }
-    if (txn != NULL)
-        mdb_txn_abort(txn);
     return store_mdb_err(rc);
 }
 
@@ -822,151 +744,6 @@ iocd_err store_db_load(store_db *db, store_db_series_fn series_fn, store_db_wal_
     return err != IOCD_OK ? err : store_mdb_err(rc);
 }
 
-iocd_err store_db_postings(store_db *db, const char *name, const char *value, uint64_t **ids_out,
-                           size_t *n_out)
-{
-    char key[POSTING_KEY_MAX + 32];
-    MDB_txn *txn = NULL;
-    MDB_cursor *cur = NULL;
-    MDB_val k, v;
-    uint64_t *ids = NULL;
-    size_t n = 0, cap = 0;
-    iocd_err err = IOCD_OK;
-    int rc;
-
-    k.mv_size =
-        posting_key(name, strlen(name) < 200 ? strlen(name) : 200, value, strlen(value), key);
-    k.mv_data = key;
-    rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
-    if (rc == 0)
-        rc = mdb_cursor_open(txn, db->postings, &cur);
-    if (rc == 0)
-        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
-    for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP)) {
-        if (n == cap) {
-            uint64_t *grown;
-            cap = cap != 0 ? cap * 2 : 64;
-            grown = iocd_realloc(ids, cap * sizeof(*ids));
-            if (grown == NULL) {
-                err = IOCD_ENOMEM;
-                goto out;
-            }
-            ids = grown;
-        }
-        ids[n++] = get_be64(v.mv_data);
-    }
-    if (rc != MDB_NOTFOUND)
-        err = store_mdb_err(rc);
-out:
-    if (cur != NULL)
-        mdb_cursor_close(cur);
-    if (txn != NULL)
-        mdb_txn_abort(txn);
-    if (err != IOCD_OK) {
-        iocd_free(ids);
-        return err;
-    }
-    *ids_out = ids;
-    *n_out = n;
-    return IOCD_OK;
-}
-
-typedef struct value_ctx {
-    const char *name;
-    size_t name_len;
-    char *found;
-} value_ctx;
-
-static iocd_err find_value(void *ud, const char *name, size_t name_len, const char *value,
-                           size_t value_len)
-{
-    value_ctx *c = ud;
-
-    if (name_len == c->name_len && memcmp(name, c->name, name_len) == 0 && c->found == NULL) {
-        c->found = iocd_strndup(value, value_len);
-        return c->found != NULL ? IOCD_OK : IOCD_ENOMEM;
-    }
-    return IOCD_OK;
-}
-
-iocd_err store_db_label_values(store_db *db, const char *name, char ***values_out, size_t *n_out)
-{
-    size_t name_len = strlen(name), n = 0, cap = 0;
-    char prefix[256], **vals = NULL;
-    MDB_txn *txn = NULL;
-    MDB_cursor *cur = NULL;
-    MDB_val k, v;
-    iocd_buf scratch;
-    iocd_err err = IOCD_OK;
-    int rc;
-
-    if (name_len > 200)
-        return IOCD_EINVAL;
-    iocd_buf_init(&scratch, 0);
-    memcpy(prefix, name, name_len);
-    prefix[name_len] = '=';
-    k = (MDB_val){ name_len + 1, prefix };
-    rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
-    if (rc == 0)
-        rc = mdb_cursor_open(txn, db->postings, &cur);
-    if (rc == 0)
-        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-    for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_NODUP)) {
-        const char *kd = k.mv_data, *val = kd + name_len + 1;
-        size_t vlen = k.mv_size - name_len - 1;
-        char *copy;
-        if (k.mv_size < name_len + 1 || memcmp(kd, prefix, name_len + 1) != 0)
-            break;
-        if (vlen == POSTING_VAL_KEEP + 17 && val[POSTING_VAL_KEEP] == '#') {
-            /* A shortened key: read the whole value from one of its series. */
-            value_ctx vc = { name, name_len, NULL };
-            const uint8_t *skey;
-            size_t skey_len;
-            if (v.mv_size != 8 ||
-                store_spack_get(db, txn, get_be64(v.mv_data), &scratch, &skey, &skey_len) != 0 ||
-                store_key_walk(skey, skey_len, find_value, &vc) != IOCD_OK || vc.found == NULL) {
-                iocd_free(vc.found);
-                err = IOCD_ECORRUPT;
-                goto out;
-            }
-            copy = vc.found;
-        } else {
-            copy = iocd_strndup(val, vlen);
-        }
-        if (copy == NULL || n == cap) {
-            char **grown = NULL;
-            if (copy != NULL) {
-                cap = cap != 0 ? cap * 2 : 64;
-                grown = iocd_realloc(vals, cap * sizeof(*vals));
-            }
-            if (grown == NULL) {
-                iocd_free(copy);
-                err = IOCD_ENOMEM;
-                goto out;
-            }
-            vals = grown;
-        }
-        vals[n++] = copy;
-    }
-    if (rc != 0 && rc != MDB_NOTFOUND)
-        err = store_mdb_err(rc);
-out:
-    iocd_buf_fini(&scratch);
-    if (cur != NULL)
-        mdb_cursor_close(cur);
-    if (txn != NULL)
-        mdb_txn_abort(txn);
-    if (err != IOCD_OK) {
-        while (n > 0)
-            iocd_free(vals[--n]);
-        iocd_free(vals);
-        return err;
-    }
-    *values_out = vals;
-    *n_out = n;
-    return IOCD_OK;
-}
-
 iocd_err store_db_kv_write(store_db *db, const store_db_kv *ops, size_t n)
 {
     MDB_txn *txn = NULL;
@@ -1026,76 +803,13 @@ iocd_err store_db_kv_each(store_db *db, const void *prefix, size_t plen, store_k
     return rc == 0 || rc == MDB_NOTFOUND ? IOCD_OK : store_mdb_err(rc);
 }
 
-iocd_err store_db_label_names(store_db *db, char ***names_out, size_t *n_out)
-{
-    size_t n = 0, cap = 0;
-    char **names = NULL, seek[260];
-    MDB_txn *txn = NULL;
-    MDB_cursor *cur = NULL;
-    MDB_val k, v;
-    iocd_err err = IOCD_OK;
-    int rc;
-
-    rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
-    if (rc == 0)
-        rc = mdb_cursor_open(txn, db->postings, &cur);
-    if (rc == 0)
-        rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
-    /* Keys are "name=value": after each name, seek past all its values ("name>"). */
-    while (rc == 0) {
-        const char *kd = k.mv_data, *eq = memchr(kd, '=', k.mv_size);
-        size_t len = eq != NULL ? (size_t)(eq - kd) : k.mv_size;
-        char *copy;
-        if (len + 2 > sizeof(seek)) {
-            err = IOCD_ECORRUPT;
-            goto out;
-        }
-        copy = iocd_strndup(kd, len);
-        if (copy != NULL && n == cap) {
-            char **grown;
-            cap = cap != 0 ? cap * 2 : 32;
-            grown = iocd_realloc(names, cap * sizeof(*grown));
-            if (grown == NULL) {
-                iocd_free(copy);
-                copy = NULL;
-            } else {
-                names = grown;
-            }
-        }
-        if (copy == NULL) {
-            err = IOCD_ENOMEM;
-            goto out;
-        }
-        names[n++] = copy;
-        memcpy(seek, kd, len);
-        seek[len] = '=' + 1;
-        k = (MDB_val){ len + 1, seek };
-        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-    }
-    if (rc != 0 && rc != MDB_NOTFOUND)
-        err = store_mdb_err(rc);
-out:
-    if (cur != NULL)
-        mdb_cursor_close(cur);
-    if (txn != NULL)
-        mdb_txn_abort(txn);
-    if (err != IOCD_OK) {
-        while (n > 0)
-            iocd_free(names[--n]);
-        iocd_free(names);
-        return err;
-    }
-    *names_out = names;
-    *n_out = n;
-    return IOCD_OK;
-}
-
 iocd_err store_db_open(const char *dir, uint64_t map_size, bool nosync, store_db **out,
                        char *errbuf, size_t errlen)
 {
     char path[4200];
     store_db *db = NULL;
     iocd_err err = IOCD_OK;
+    bool upgrade = false;
     int rc;
 
     snprintf(path, sizeof(path), "%s/iocd.mdb", dir);
@@ -1118,9 +832,9 @@ iocd_err store_db_open(const char *dir, uint64_t map_size, bool nosync, store_db
         snprintf(errbuf, errlen, "%s: %s", path, mdb_strerror(rc));
         goto out;
     }
-    err = check_format(db, path, errbuf, errlen);
+    err = check_format(db, path, &upgrade, errbuf, errlen);
     if (err == IOCD_OK)
-        err = open_dbs(db, errbuf, errlen);
+        err = open_dbs(db, upgrade, errbuf, errlen);
     if (err != IOCD_OK)
         goto out;
     *out = db;
@@ -1248,8 +962,10 @@ static iocd_err open_readonly(const char *dir, store_db *db, char *errbuf, size_
         rc = mdb_dbi_open(txn, "meta", 0, &db->meta);
     if (rc == 0)
         rc = mdb_dbi_open(txn, "series_by_id", 0, &db->series_by_id);
-    if (rc == 0) {
+    if (rc == 0)
         rc = mdb_dbi_open(txn, "series_packed", 0, &db->series_packed);
+    if (rc == 0) {
+        rc = mdb_dbi_open(txn, "postings_packed", 0, &db->postings_packed);
         if (rc == MDB_NOTFOUND) {
             snprintf(errbuf, errlen,
                      "%s: written by an older iocd; start `iocd serve` on it once to upgrade it",
@@ -1339,9 +1055,6 @@ typedef struct check_ctx {
     store_report_fn fn;
     void *ud;
     uint64_t problems;
-    MDB_txn *txn;
-    store_db *db;
-    uint64_t id;
     uint64_t *ids; /* every series id seen, for the postings' check */
     size_t n_ids, cap_ids;
     uint64_t max_id;
@@ -1361,25 +1074,10 @@ static void problem(check_ctx *c, const char *fmt, ...)
     c->fn(c->ud, msg);
 }
 
-static iocd_err check_posting(void *ud, const char *name, size_t name_len, const char *value,
-                              size_t value_len)
+/* A problem found by the postings' check (storage/lmdb_postings.c). */
+static void post_problem(void *ud, const char *msg)
 {
-    check_ctx *c = ud;
-    char key[POSTING_KEY_MAX + 32];
-    uint8_t idb[8];
-    MDB_cursor *cur = NULL;
-    MDB_val k, v = { 8, idb };
-
-    be64(idb, c->id);
-    k.mv_size = posting_key(name, name_len < 200 ? name_len : 200, value, value_len, key);
-    k.mv_data = key;
-    if (mdb_cursor_open(c->txn, c->db->postings, &cur) != 0 ||
-        mdb_cursor_get(cur, &k, &v, MDB_GET_BOTH) != 0)
-        problem(c, "series %llu: no posting for %.*s=%.*s", (unsigned long long)c->id,
-                (int)name_len, name, (int)(value_len < 100 ? value_len : 100), value);
-    if (cur != NULL)
-        mdb_cursor_close(cur);
-    return IOCD_OK;
+    problem(ud, "%s", msg);
 }
 
 static iocd_err count_label(void *ud, const char *name, size_t name_len, const char *value,
@@ -1393,7 +1091,7 @@ static iocd_err count_label(void *ud, const char *name, size_t name_len, const c
     return IOCD_OK;
 }
 
-/* One series of the index: a valid key, with a posting for each label. */
+/* One series of the index: a valid key (its postings are checked later). */
 static iocd_err check_series(void *ud, uint64_t id, const uint8_t *key, size_t len)
 {
     check_ctx *c = ud;
@@ -1408,14 +1106,11 @@ static iocd_err check_series(void *ud, uint64_t id, const uint8_t *key, size_t l
         c->cap_ids = cap;
     }
     c->ids[c->n_ids++] = id;
-    c->id = id;
     if (id > c->max_id)
         c->max_id = id;
-    if (id == 0 || store_key_walk(key, len, count_label, &n_labels) != IOCD_OK || n_labels == 0) {
+    if (id == 0 || store_key_walk(key, len, count_label, &n_labels) != IOCD_OK || n_labels == 0)
         problem(c, "series %llu: malformed series key", (unsigned long long)id);
-        return IOCD_OK;
-    }
-    return store_key_walk(key, len, check_posting, c);
+    return IOCD_OK;
 }
 
 static int u64_cmp(const void *a, const void *b)
@@ -1496,16 +1191,14 @@ iocd_err store_check(const char *dir, store_report_fn fn, void *ud, uint64_t *pr
     iocd_buf_init(&scratch, 0);
     c.fn = fn;
     c.ud = ud;
-    c.db = &db;
     rc = mdb_txn_begin(db.env, NULL, MDB_RDONLY, &txn);
     if (rc != 0)
         goto out;
-    c.txn = txn;
     k = (MDB_val){ sizeof(FORMAT_KEY) - 1, (void *)FORMAT_KEY };
     if (mdb_get(txn, db.meta, &k, &v) != 0 || v.mv_size != sizeof(FORMAT_VERSION) - 1 ||
         memcmp(v.mv_data, FORMAT_VERSION, v.mv_size) != 0)
         problem(&c, "format marker missing or unknown");
-    /* Every series: a valid key, with a posting for each label, under one id. */
+    /* Every series: a valid key, under one id. */
     rc = store_spack_each(&db, txn, check_series, &c, &err);
     if (rc == MDB_CORRUPTED) {
         problem(&c, "series index: a packed group does not decode");
@@ -1519,19 +1212,9 @@ iocd_err store_check(const char *dir, store_report_fn fn, void *ud, uint64_t *pr
     for (size_t i = 1; i < c.n_ids; i++)
         if (c.ids[i] == c.ids[i - 1])
             problem(&c, "series %llu: indexed twice", (unsigned long long)c.ids[i]);
-    /* Every posting names an existing series. */
-    rc = mdb_cursor_open(txn, db.postings, &cur);
-    for (rc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_FIRST) : rc; rc == 0;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        uint64_t pid = v.mv_size == 8 ? get_be64(v.mv_data) : 0;
-        n_postings++;
-        if (pid == 0 || bsearch(&pid, c.ids, c.n_ids, sizeof(*c.ids), u64_cmp) == NULL)
-            problem(&c, "posting %.*s names a missing series",
-                    (int)(k.mv_size < 100 ? k.mv_size : 100), (const char *)k.mv_data);
-    }
-    mdb_cursor_close(cur);
-    cur = NULL;
-    if (rc != MDB_NOTFOUND)
+    /* Every posting names an existing series, every label of a series has its posting. */
+    rc = store_post_check(&db, txn, c.ids, c.n_ids, post_problem, &c, &n_postings);
+    if (rc != 0)
         goto out;
     /* Every WAL record decodes and names known series. */
     rc = mdb_cursor_open(txn, db.wal, &cur);

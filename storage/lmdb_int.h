@@ -1,5 +1,6 @@
 /* storage/lmdb_int.h - what the files that see <lmdb.h> share: the environment and its
- * databases, big-endian key helpers, and the packed series index (storage/lmdb_series.c). */
+ * databases, big-endian key helpers, the packed series index (storage/lmdb_series.c) and the
+ * label postings (storage/lmdb_postings.c). */
 #ifndef IOCD_STORAGE_LMDB_INT_H
 #define IOCD_STORAGE_LMDB_INT_H
 
@@ -12,7 +13,8 @@ struct store_db {
     MDB_dbi meta;
     MDB_dbi series_by_id;      /* id -> canonical key, for series not yet packed */
     MDB_dbi series_packed;     /* first id of a group of 64 -> its series keys, compressed */
-    MDB_dbi postings;          /* "name=value" -> ids (dupsort, dupfixed, big-endian) */
+    MDB_dbi postings;          /* "name=value" -> ids (dupsort, dupfixed, big-endian), unpacked */
+    MDB_dbi postings_packed;   /* "name=value", id segment -> its ids (storage/lmdb_postings.c) */
     MDB_dbi wal;               /* period, sequence -> record */
     MDB_dbi chunks;            /* period, id group, sequence -> compressed block */
     MDB_dbi spans;             /* span start, id group, sequence -> compacted block */
@@ -76,5 +78,27 @@ int store_spack_each(store_db *db, MDB_txn *txn, store_spack_fn fn, void *ud, io
 
 /* Removes the series ids (any order), wherever they are; ids found nowhere are skipped. */
 int store_spack_del(store_db *db, MDB_txn *txn, const uint64_t *ids, size_t n);
+
+/* ---- The label postings (storage/lmdb_postings.c) ------------------------------------------
+ * A new series' labels go to postings (one record per label and series). When a seal
+ * completes they move into postings_packed: one record per label and segment of 65536 ids,
+ * the ids as delta varints. Readers (store_db_postings, _label_values, _label_names, also
+ * defined there, as is store_db_delete_series) union both halves. Return LMDB codes. */
+
+/* Adds the postings of series id (canonical key) to the unpacked half. */
+int store_post_add(store_db *db, MDB_txn *txn, uint64_t id, const uint8_t *key, size_t len);
+
+/* Moves every unpacked posting into the packed half. */
+int store_post_pack(store_db *db, MDB_txn *txn);
+
+/* For a file written before iocd-store-4: moves the unpacked postings of long values after a
+ * name over 62 bytes to today's key (which keeps fewer of the value's bytes). */
+int store_post_upgrade(store_db *db, MDB_txn *txn);
+
+/* iocd check: every posting of both halves decodes and names one of ids (every series,
+ * ascending), and every label of every series has its posting. Problems go to fn;
+ * *n_postings counts the (label, series) pairs. */
+int store_post_check(store_db *db, MDB_txn *txn, const uint64_t *ids, size_t n_ids,
+                     store_report_fn fn, void *ud, uint64_t *n_postings);
 
 #endif

@@ -490,14 +490,11 @@ static iocd_err from_block(spans_read *r, size_t b, uint64_t id, size_t *n, code
     r->cursor[b] = c;
     if (c == blk->n || blk->streams[c].id != id)
         return IOCD_OK;
-    room = e != NULL
-               ? store_cache_seg_bytes(codec_stream_count(blk->streams[c].p, blk->streams[c].len))
-               : 0;
+    room = e != NULL ? store_cache_seg_bytes(codec_stream_count(blk, c)) : 0;
     if (e == NULL || !store_cache_reserve(r->st->cache, room)) /* not kept: straight in */
-        return codec_stream_append(blk->streams[c].p, blk->streams[c].len, r->lo, r->hi, &r->buf,
-                                   &r->cap, n, info);
-    err = codec_stream_append(blk->streams[c].p, blk->streams[c].len, INT64_MIN, INT64_MAX,
-                              &r->whole, &r->cap_whole, &n_whole, &whole);
+        return codec_stream_append(blk, c, r->lo, r->hi, &r->buf, &r->cap, n, info);
+    err = codec_stream_append(blk, c, INT64_MIN, INT64_MAX, &r->whole, &r->cap_whole, &n_whole,
+                              &whole);
     if (err != IOCD_OK) {
         store_cache_unreserve(r->st->cache, room);
         return err;

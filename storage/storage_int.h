@@ -107,6 +107,7 @@ bool codec_decimal_at(double v, int e, int64_t *m);
 
 /* Appends the stream encoding of n samples (any order; stored as given). */
 iocd_err codec_stream_encode(const iocd_sample *s, size_t n, iocd_buf *out);
+
 /* Decodes a stream; *out is iocd_malloc'ed. Errors: IOCD_ECORRUPT, IOCD_ENOMEM. */
 iocd_err codec_stream_decode(const uint8_t *p, size_t len, iocd_sample **out, size_t *n_out);
 
@@ -122,16 +123,6 @@ typedef struct codec_series {
 typedef struct codec_append {
     bool ascending, nan;
 } codec_append;
-
-/* The number of samples a stream holds (its first varint), or 0 when it is malformed. */
-size_t codec_stream_count(const uint8_t *p, size_t len);
-
-/* Decodes one stream, appending its samples with lo <= t <= hi at (*buf)[*n_io] (*buf grown
- * as needed, *cap samples; *n_io advanced). info may be NULL. This is the one decoder: the
- * functions below decode with it. Errors: IOCD_ECORRUPT (*n_io then unchanged),
- * IOCD_ENOMEM. */
-iocd_err codec_stream_append(const uint8_t *p, size_t len, int64_t lo, int64_t hi,
-                             iocd_sample **buf, size_t *cap, size_t *n_io, codec_append *info);
 
 /* A block decompressed once, with the stream of each of its series: readers that take one
  * series at a time across several blocks (storage/read.c) open each block once. */
@@ -149,13 +140,24 @@ typedef struct codec_block {
     size_t n, cap;
 } codec_block;
 
-/* Decompresses and indexes a block into b, reusing b's memory (zeroed before first use).
- * Errors: IOCD_ECORRUPT (b->n is then 0), IOCD_ENOMEM. */
+/* Decompresses and indexes a sample block (of any version still read) into b, reusing b's
+ * memory (zeroed before first use). Errors: IOCD_ECORRUPT (b->n is then 0), IOCD_ENOMEM. */
 iocd_err codec_block_open(codec_block *b, const void *data, size_t len, size_t max_raw);
 void codec_block_fini(codec_block *b); /* frees b's memory; b may be opened again */
+/* The number of samples stream i of b holds, or 0 when it is malformed. */
+size_t codec_stream_count(const codec_block *b, size_t i);
+/* Decodes stream i of b, appending its samples with lo <= t <= hi at (*buf)[*n_io] (*buf
+ * grown as needed, *cap samples; *n_io advanced). info may be NULL. The stream decoder is
+ * one, and every reader of sample blocks decodes with it. Errors: IOCD_ECORRUPT (*n_io then
+ * unchanged), IOCD_ENOMEM. */
+iocd_err codec_stream_append(const codec_block *b, size_t i, int64_t lo, int64_t hi,
+                             iocd_sample **buf, size_t *cap, size_t *n_io, codec_append *info);
 
 /* Appends one zstd-compressed block holding the series. Errors: IOCD_ENOMEM, IOCD_EIO. */
 iocd_err codec_block_encode(const codec_series *list, size_t n, int level, iocd_buf *out);
+/* A block in the format before version 3 (times and values interleaved), which is still read:
+ * for tests of that reading. */
+iocd_err codec_block_encode_v1(const codec_series *list, size_t n, int level, iocd_buf *out);
 /* Finds series id in a block and decodes its samples. Errors: IOCD_ENOTFOUND,
  * IOCD_ECORRUPT (including a block claiming more than max_raw bytes), IOCD_ENOMEM. */
 iocd_err codec_block_find(const void *data, size_t len, uint64_t id, size_t max_raw,

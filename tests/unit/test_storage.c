@@ -7,6 +7,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <lmdb.h> /* to write a data file as an older iocd left it */
+
 #include "storage/storage.h"
 
 static const char *sub(const char *name)
@@ -538,6 +540,312 @@ TEST(series_index_packs_and_deletes)
         store_check(sub("data"), count_problem, &problems, &n_problems, errbuf, sizeof(errbuf)));
     ASSERT_EQ(problems, 0);
     ASSERT_EQ(n_problems, 0);
+}
+
+/* ---- Label postings: the unpacked and the packed half ------------------------------------ */
+
+/* How many series carry name=value (ids checked ascending); *max_out the greatest id. */
+static size_t postings_n(store *st, const char *name, const char *value, uint64_t *max_out)
+{
+    uint64_t *ids = NULL;
+    size_t n, i;
+
+    ASSERT_OK(store_postings(st, name, value, &ids, &n));
+    for (i = 1; i < n; i++)
+        ASSERT_TRUE(ids[i - 1] < ids[i]);
+    if (max_out != NULL)
+        *max_out = n > 0 ? ids[n - 1] : 0;
+    iocd_free(ids);
+    return n;
+}
+
+static uint64_t postings_one(store *st, const char *name, const char *value)
+{
+    uint64_t id = 0;
+
+    ASSERT_EQ(postings_n(st, name, value, &id), 1);
+    return id;
+}
+
+/* The strings joined with ',' (each freed), long ones as their length; the first 100. */
+static const char *joined(char **v, size_t n)
+{
+    static char out[2048];
+    size_t i, len = 0;
+
+    out[0] = '\0';
+    for (i = 0; i < n; i++) {
+        if (i < 100 && strlen(v[i]) > 64)
+            len += (size_t)snprintf(out + len, sizeof(out) - len, "%s<%zu>", i > 0 ? "," : "",
+                                    strlen(v[i]));
+        else if (i < 100)
+            len += (size_t)snprintf(out + len, sizeof(out) - len, "%s%s", i > 0 ? "," : "", v[i]);
+        iocd_free(v[i]);
+    }
+    iocd_free(v);
+    return out;
+}
+
+static const char *values_of(store *st, const char *name)
+{
+    char **v = NULL;
+    size_t n;
+
+    ASSERT_OK(store_label_values(st, name, &v, &n));
+    return joined(v, n);
+}
+
+static size_t values_n(store *st, const char *name)
+{
+    char **v = NULL;
+    size_t n, i;
+
+    ASSERT_OK(store_label_values(st, name, &v, &n));
+    for (i = 1; i < n; i++)
+        ASSERT_TRUE(strcmp(v[i - 1], v[i]) < 0);
+    for (i = 0; i < n; i++)
+        iocd_free(v[i]);
+    iocd_free(v);
+    return n;
+}
+
+static const char *names_of(store *st)
+{
+    char **v = NULL;
+    size_t n;
+
+    ASSERT_OK(store_label_names(st, &v, &n));
+    return joined(v, n);
+}
+
+static void add_labels(store_batch *b, const char *metric, const char *dev, const char *ward,
+                       const char *site, size_t site_len, const char *fw, int64_t t)
+{
+    iocd_label l[5] = { { "__name__", 8, metric, strlen(metric) },
+                        { "device", 6, dev, strlen(dev) },
+                        { "site", 4, site, site_len } };
+    size_t n = 3;
+
+    if (ward != NULL)
+        l[n++] = (iocd_label){ "ward", 4, ward, strlen(ward) };
+    if (fw != NULL)
+        l[n++] = (iocd_label){ "firmware", 8, fw, strlen(fw) };
+    add(b, l, n, t, 1);
+}
+
+static void check_clean(const char *dir)
+{
+    char errbuf[256];
+    uint64_t n_problems = 0;
+    int problems = 0;
+
+    ASSERT_OK(store_check(sub(dir), count_problem, &problems, &n_problems, errbuf, sizeof(errbuf)));
+    ASSERT_EQ(problems, 0);
+    ASSERT_EQ(n_problems, 0);
+}
+
+/* The answers once d-0500, d-1090 (both packed) and d-new1 (unpacked) are deleted. */
+static void postings_after_delete(store *st, const char *long_name, const char *long_val)
+{
+    uint64_t max_id = 0;
+
+    ASSERT_EQ(postings_n(st, "site", "a", &max_id), 1100 + 2 - 3);
+    ASSERT_GT(max_id, 65536); /* a second segment */
+    ASSERT_EQ(postings_n(st, "device", "d-0500", NULL), 0);
+    ASSERT_EQ(postings_n(st, "device", "d-1090", NULL), 0);
+    ASSERT_EQ(postings_n(st, "ward", "w9", NULL), 0);
+    ASSERT_EQ(postings_n(st, "__name__", "m0000", NULL), 1);
+    postings_one(st, "device", "d-new2");
+    postings_one(st, long_name, long_val);
+    ASSERT_STR_EQ(values_of(st, "ward"), "w0,w1,w2");
+    ASSERT_STR_EQ(values_of(st, long_name), "<450>");
+    ASSERT_STR_EQ(names_of(st), "__name__,device,<100>,site,ward");
+}
+
+/* A seal packs the postings of the series created before it; later series' postings stay
+ * unpacked. Every read answers from both halves: a label in one of them only, labels in both,
+ * ids of two segments (series ids past 65536), a deleted series in either half, across a
+ * restart, and `iocd check` walks both. */
+TEST(postings_pack_and_both_halves_answer)
+{
+    store_config cfg = { .chunk_ms = 60000, .seal_grace_ms = 1000 };
+    int64_t now = iocd_now_ms(), t0 = (now - 600000) / 60000 * 60000;
+    char long_name[101], long_val[451], metric[16], dev[16];
+    uint64_t max_id = 0, del[3];
+    store_batch *b = NULL;
+    store *st = NULL;
+    int status;
+    size_t i;
+    pid_t child;
+
+    memset(long_name, 'n', 100);
+    long_name[100] = '\0';
+    memset(long_val, 'v', 450);
+    long_val[450] = '\0';
+    child = fork();
+    if (child == 0) {
+        st = open_at("data", &cfg);
+        ASSERT_OK(store_batch_new(st, &b));
+        /* One series per metric: each opens an id group of 64, so ids pass 65536 (and the
+         * last metrics share one group sequence). */
+        for (i = 0; i < 1100; i++) {
+            snprintf(metric, sizeof(metric), "m%04zu", i);
+            snprintf(dev, sizeof(dev), "d-%04zu", i);
+            add_labels(b, metric, dev,
+                       i % 3 == 0   ? "w0"
+                       : i % 3 == 1 ? "w1"
+                                    : "w2",
+                       "a", 1, NULL, t0);
+        }
+        for (i = 0; i < 200; i++) { /* enough series that new ones get ids of their groups */
+            snprintf(dev, sizeof(dev), "b-%03zu", i);
+            add_labels(b, "bulk", dev, NULL, "b", 1, NULL, t0);
+        }
+        /* A value that continues "a" with NUL bytes sorts among site=a's packed records. */
+        add_labels(b, "m_odd", "d-odd", NULL, "a\0\0\0\0z", 6, NULL, t0);
+        {
+            iocd_label l[] = { L("__name__", "m_long"), { long_name, 100, long_val, 450 } };
+            add(b, l, 2, t0, 1);
+        }
+        add_labels(b, "m0000", "d-0000", "w0", "a", 1, NULL, now); /* passes the period: a seal */
+        ASSERT_OK(store_batch_commit(b, NULL));
+        wait_sealed(st, t0 + 60000);
+        ASSERT_OK(store_batch_new(st, &b));
+        add_labels(b, "m0000", "d-new1", "w9", "a", 1, "1.2", now); /* next in m0000's group */
+        add_labels(b, "m1099", "d-new2", "w0", "a", 1, NULL, now);
+        ASSERT_OK(store_batch_commit(b, NULL));
+        _exit(0); /* no close: no seal packs the two new series */
+    }
+    ASSERT_EQ(waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    check_clean("data");
+
+    st = open_at("data", &cfg);
+    ASSERT_EQ(postings_n(st, "site", "a", &max_id), 1100 + 2);
+    ASSERT_GT(max_id, 65536);
+    ASSERT_EQ(postings_n(st, "ward", "w9", NULL), 1);   /* unpacked only */
+    ASSERT_EQ(postings_n(st, "ward", "w1", NULL), 367); /* packed only */
+    ASSERT_EQ(postings_n(st, "ward", "w0", NULL), 367 + 1);
+    ASSERT_EQ(postings_n(st, "__name__", "m0000", NULL), 2);
+    postings_one(st, long_name, long_val);
+    ASSERT_STR_EQ(values_of(st, "ward"), "w0,w1,w2,w9");
+    ASSERT_STR_EQ(values_of(st, long_name), "<450>");
+    ASSERT_STR_EQ(values_of(st, "firmware"), "1.2");
+    ASSERT_STR_EQ(names_of(st), "__name__,device,firmware,<100>,site,ward");
+
+    ASSERT_EQ(values_n(st, "device"), 200 + 1100 + 1 + 2);
+    del[0] = postings_one(st, "device", "d-0500");
+    del[1] = postings_one(st, "device", "d-1090");
+    del[2] = postings_one(st, "device", "d-new1");
+    ASSERT_GT(del[1], 65535);
+    ASSERT_LT(del[2], del[0]);
+    ASSERT_OK(store_delete_series(st, del, 3));
+    postings_after_delete(st, long_name, long_val);
+    store_close(st); /* seals everything: now every posting is packed */
+    check_clean("data");
+
+    st = open_at("data", &cfg);
+    postings_after_delete(st, long_name, long_val);
+    store_close(st);
+}
+
+/* Makes a data file of this format look like an older iocd left it (marker: "iocd-store-2"
+ * or "-3"): that marker, no packed postings, and a long value's posting under the old key
+ * (400 bytes of the value whatever the name's length, then '#' and the hash): over
+ * POSTING_KEY_MAX after a long name. */
+static void make_old_store(const char *dir, const char *marker, const char *name, const char *value)
+{
+    char path[600];
+    uint8_t key[600], ids[64][8];
+    size_t name_len = strlen(name), n = 0;
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_dbi meta, posts, packed;
+    MDB_val k = { 6, (void *)"format" }, v = { strlen(marker), (void *)marker };
+    int rc;
+
+    snprintf(path, sizeof(path), "%s/iocd.mdb", sub(dir));
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    ASSERT_EQ(mdb_env_set_maxdbs(env, 32), 0);
+    ASSERT_EQ(mdb_env_open(env, path, MDB_NOSUBDIR, 0640), 0);
+    ASSERT_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    ASSERT_EQ(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    ASSERT_EQ(mdb_put(txn, meta, &k, &v, 0), 0);
+    ASSERT_EQ(mdb_dbi_open(txn, "postings_packed", 0, &packed), 0);
+    ASSERT_EQ(mdb_drop(txn, packed, 1), 0);
+    ASSERT_EQ(mdb_dbi_open(txn, "postings", MDB_DUPSORT | MDB_DUPFIXED, &posts), 0);
+    ASSERT_EQ(mdb_cursor_open(txn, posts, &cur), 0);
+    memcpy(key, name, name_len);
+    key[name_len] = '=';
+    k = (MDB_val){ name_len + 1, key };
+    ASSERT_EQ(mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE), 0);
+    ASSERT_EQ(k.mv_size, 480); /* today's key: fewer bytes of the value */
+    memcpy(key + name_len + 1, value, 400);
+    memcpy(key + name_len + 401, (const uint8_t *)k.mv_data + 480 - 17, 17);
+    for (rc = 0; rc == 0 && n < 64; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP))
+        memcpy(ids[n++], v.mv_data, 8);
+    mdb_cursor_close(cur);
+    ASSERT_EQ(mdb_del(txn, posts, &k, NULL), 0);
+    k = (MDB_val){ name_len + 418, key };
+    for (size_t i = 0; i < n; i++) {
+        v = (MDB_val){ 8, ids[i] };
+        ASSERT_EQ(mdb_put(txn, posts, &k, &v, 0), 0);
+    }
+    ASSERT_EQ(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+/* A data file of iocd-store-2 or -3 (all its postings in the unpacked half) opens, its long
+ * key moves to today's, and a stop packs it all. */
+static void old_store_is_upgraded(const char *dir, const char *marker)
+{
+    char name[71], value[451], errbuf[256];
+    iocd_label l[] = { L("__name__", "m"), { name, 70, value, 450 } };
+    iocd_label d[] = { L("__name__", "m"), L("device", "d1") };
+    uint64_t n_problems = 0;
+    store_batch *b = NULL;
+    store *st = NULL;
+    int status, problems = 0;
+    pid_t child;
+
+    memset(name, 'k', 70);
+    name[70] = '\0';
+    memset(value, 'v', 450);
+    value[450] = '\0';
+    child = fork();
+    if (child == 0) {
+        st = open_at(dir, NULL);
+        ASSERT_OK(store_batch_new(st, &b));
+        add(b, l, 2, iocd_now_ms(), 1);
+        add(b, d, 2, iocd_now_ms(), 1);
+        ASSERT_OK(store_batch_commit(b, NULL));
+        _exit(0); /* no close: the postings stay unpacked */
+    }
+    ASSERT_EQ(waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    make_old_store(dir, marker, name, value);
+    ASSERT_ERR(store_check(sub(dir), count_problem, &problems, &n_problems, errbuf, sizeof(errbuf)),
+               IOCD_EINVAL);
+    ASSERT_STR_CONTAINS(errbuf, "older iocd");
+
+    st = open_at(dir, NULL);
+    postings_one(st, name, value);
+    postings_one(st, "device", "d1");
+    ASSERT_STR_EQ(values_of(st, name), "<450>");
+    store_close(st);
+    check_clean(dir);
+    st = open_at(dir, NULL);
+    postings_one(st, name, value);
+    ASSERT_STR_EQ(values_of(st, name), "<450>");
+    ASSERT_STR_EQ(names_of(st), "__name__,device,<70>");
+    store_close(st);
+}
+
+TEST(older_formats_are_upgraded)
+{
+    old_store_is_upgraded("data2", "iocd-store-2");
+    old_store_is_upgraded("data3", "iocd-store-3");
 }
 
 TEST(rollups_match_the_raw_samples)

@@ -225,3 +225,253 @@ TEST(head_matches_a_reference_model)
         store_head_free(&h);
     }
 }
+
+/* ---- Versions: what older builds wrote is still read ------------------------------------ */
+
+typedef struct got_series {
+    iocd_sample s[64][40];
+    size_t n[64];
+} got_series;
+
+static iocd_err keep_series(void *ud, uint64_t id, const iocd_sample *s, size_t n)
+{
+    got_series *g = ud;
+
+    ASSERT_LT(id - 640, 64);
+    ASSERT_LE(n, 40);
+    memcpy(g->s[id - 640], s, n * sizeof(*s));
+    g->n[id - 640] = n;
+    return IOCD_OK;
+}
+
+TEST(blocks_of_both_versions_read_the_same)
+{
+    static iocd_sample data[8][40];
+    static got_series got[2];
+    codec_series ser[8];
+    iocd_buf b[2];
+    size_t i, j, v;
+    double neg0 = -0.0;
+
+    for (i = 0; i < 8; i++) {
+        for (j = 0; j < 40; j++) {
+            data[i][j].t_ms = 1700000000000LL + (int64_t)j * 10000 + (j % 7 == 3 ? 17 : 0);
+            data[i][j].v = (double)((int64_t)(i * 37 + j * j) % 91) / 8.0 - 4.0;
+        }
+        ser[i] = (codec_series){ 640 + i * 5, data[i], 40 - i };
+    }
+    data[1][4].v = NAN;
+    data[2][9].v = INFINITY;
+    data[3][0].v = neg0;
+    data[4][5].v = 0.1 + 0.2;
+    for (v = 0; v < 2; v++) {
+        iocd_buf_init(&b[v], 0);
+        ASSERT_OK(v == 0 ? codec_block_encode(ser, 8, 3, &b[v])
+                         : codec_block_encode_v1(ser, 8, 3, &b[v]));
+        memset(&got[v], 0, sizeof(got[v]));
+        ASSERT_OK(codec_block_each(b[v].data, b[v].len, 1 << 20, keep_series, &got[v]));
+    }
+    ASSERT_NE(b[0].len, b[1].len); /* two formats indeed */
+    for (i = 0; i < 8; i++) {
+        iocd_sample *one = NULL;
+        size_t n = 0;
+        for (v = 0; v < 2; v++) {
+            ASSERT_EQ(got[v].n[i * 5], 40 - i);
+            ASSERT_TRUE(memcmp(got[v].s[i * 5], data[i], (40 - i) * sizeof(iocd_sample)) == 0);
+            ASSERT_OK(codec_block_find(b[v].data, b[v].len, 640 + i * 5, 1 << 20, &one, &n));
+            ASSERT_EQ(n, 40 - i);
+            ASSERT_TRUE(memcmp(one, data[i], n * sizeof(iocd_sample)) == 0);
+            iocd_free(one);
+        }
+    }
+    iocd_buf_fini(&b[0]);
+    iocd_buf_fini(&b[1]);
+}
+
+/* Blocks opened once and their streams decoded in place (what the many-series read does): the
+ * same samples as the definition, of either version; evenly spaced times (a run of zero
+ * bytes, worked out instead of decoded) and times uneven anywhere in the run, at any length
+ * around a word; a time filter; what the decoder says about order and NaN. */
+TEST(block_streams_decode_in_place)
+{
+    static iocd_sample data[12][70], *out = NULL;
+    static const size_t len[12] = { 0, 1, 2, 3, 9, 10, 11, 17, 18, 64, 65, 70 };
+    codec_series ser[12];
+    codec_block blk;
+    iocd_buf b;
+    size_t i, j, v, cap = 0, n;
+
+    memset(&blk, 0, sizeof(blk));
+    for (i = 0; i < 12; i++) {
+        for (j = 0; j < len[i]; j++) {
+            data[i][j].t_ms = 1700000000000LL + (int64_t)j * 15000;
+            data[i][j].v = (double)(int64_t)(j * 7 + i) / 4.0;
+        }
+        if (i % 3 == 1 && len[i] > 2) /* one uneven time, the last (after the run's words) */
+            data[i][len[i] - 1].t_ms += 3;
+        if (i % 4 == 2 && len[i] > 5) /* or the fourth */
+            data[i][3].t_ms -= 1000;
+        if (i == 9)
+            data[i][8].v = NAN;
+        ser[i] = (codec_series){ 128 + i, data[i], len[i] };
+    }
+    for (v = 0; v < 2; v++) {
+        iocd_buf_init(&b, 0);
+        ASSERT_OK(v == 0 ? codec_block_encode(ser, 12, 3, &b)
+                         : codec_block_encode_v1(ser, 12, 3, &b));
+        ASSERT_OK(codec_block_open(&blk, b.data, b.len, 1 << 20));
+        ASSERT_EQ(blk.n, 12);
+        for (i = 0; i < 12; i++) {
+            codec_append info = { true, false };
+            int64_t lo = data[i][len[i] > 4 ? 2 : 0].t_ms, hi = INT64_MAX;
+            ASSERT_EQ(blk.streams[i].id, 128 + i);
+            ASSERT_EQ(codec_stream_count(&blk, i), len[i]);
+            n = 0;
+            ASSERT_OK(codec_stream_append(&blk, i, INT64_MIN, INT64_MAX, &out, &cap, &n, &info));
+            ASSERT_EQ(n, len[i]);
+            if (n > 0)
+                ASSERT_TRUE(memcmp(out, data[i], n * sizeof(*out)) == 0);
+            ASSERT_TRUE(info.ascending);
+            ASSERT_EQ(info.nan, i == 9);
+            /* Appended after a later sample, from the third on: not ascending any more. */
+            out[0].t_ms = INT64_MAX - 1;
+            n = 1;
+            if (len[i] == 0)
+                continue;
+            ASSERT_OK(codec_stream_append(&blk, i, lo, hi, &out, &cap, &n, &info));
+            ASSERT_EQ(n, 1 + len[i] - (len[i] > 4 ? 2 : 0));
+            ASSERT_TRUE(memcmp(out + 1, data[i] + (len[i] > 4 ? 2 : 0), (n - 1) * sizeof(*out)) ==
+                        0);
+            ASSERT_FALSE(info.ascending);
+        }
+        iocd_buf_fini(&b);
+    }
+    codec_block_fini(&blk);
+    iocd_free(out);
+}
+
+typedef struct got_rollups {
+    store_rollup r[8][16];
+    size_t n[8];
+    size_t calls;
+} got_rollups;
+
+static iocd_err keep_rollups(void *ud, uint64_t id, const store_rollup *r, size_t n)
+{
+    got_rollups *g = ud;
+
+    ASSERT_LT(id - 640, 8);
+    ASSERT_LE(n, 16);
+    memcpy(g->r[id - 640], r, n * sizeof(*r));
+    g->n[id - 640] = n;
+    g->calls++;
+    return IOCD_OK;
+}
+
+static iocd_err any_rollups(void *ud, uint64_t id, const store_rollup *r, size_t n)
+{
+    (void)ud;
+    (void)id;
+    (void)r;
+    (void)n;
+    return IOCD_OK;
+}
+
+/* Rollup blocks: the current format's buckets equal a fold over the samples (the sum as the
+ * exact decimal sum), and the first format (six streams per series) reads the same. */
+TEST(rollup_blocks_fold_the_samples_in_both_formats)
+{
+    static iocd_sample data[4][90], aggs[4][6][16];
+    codec_series ser[4], v1[4 * 6];
+    store_rollup want[4][16];
+    size_t nb[4] = { 0 }, i, j, a, f;
+    got_rollups *got = iocd_calloc(1, sizeof(*got));
+    iocd_buf b;
+    uint64_t stale = 0x7ff0000000000002ULL;
+    int64_t t0 = 1700000100000LL; /* not on a 5-minute boundary */
+
+    for (i = 0; i < 4; i++) {
+        for (j = 0; j < 90; j++) {
+            data[i][j].t_ms = t0 + (int64_t)j * 20000;
+            data[i][j].v = i == 3 ? (double)j * 1e14 : (double)((int64_t)(j * 13 + i) % 29) / 100.0;
+        }
+        ser[i] = (codec_series){ 640 + i, data[i], 90 };
+    }
+    data[1][7].v = NAN;
+    data[1][8].v = -0.0;
+    memcpy(&data[2][3].v, &stale, 8);
+    for (i = 0; i < 4; i++) { /* the reference fold */
+        for (j = 0; j < 90; j++) {
+            int64_t bk = data[i][j].t_ms / 300000 * 300000;
+            double x = data[i][j].v;
+            store_rollup *r;
+            if (memcmp(&x, &stale, 8) == 0)
+                continue;
+            if (nb[i] == 0 || want[i][nb[i] - 1].t_ms != bk)
+                want[i][nb[i]++] = (store_rollup){ bk, x, x, 0, 0, x, 0 };
+            r = &want[i][nb[i] - 1];
+            if (x < r->min || isnan(r->min))
+                r->min = x;
+            if (x > r->max || isnan(r->max))
+                r->max = x;
+            r->sum += x;
+            r->count++;
+            r->last = x;
+            r->last_t_ms = data[i][j].t_ms;
+        }
+    }
+    for (f = 0; f < 2; f++) {
+        iocd_buf_init(&b, 0);
+        if (f == 0) {
+            ASSERT_OK(codec_rollup_encode(ser, 4, 300000, 3, &b));
+        } else { /* the first format, as an older build wrote it */
+            for (i = 0; i < 4; i++) {
+                for (a = 0; a < 6; a++) {
+                    for (j = 0; j < nb[i]; j++) {
+                        const store_rollup *r = &want[i][j];
+                        double x[6] = { r->min,   r->max,  r->sum,
+                                        r->count, r->last, (double)r->last_t_ms };
+                        aggs[i][a][j] = (iocd_sample){ r->t_ms, x[a] };
+                    }
+                    v1[i * 6 + a] = (codec_series){ (640 + i) * 8 + a, aggs[i][a], nb[i] };
+                }
+            }
+            ASSERT_OK(codec_block_encode_v1(v1, 4 * 6, 3, &b));
+        }
+        memset(got, 0, sizeof(*got));
+        ASSERT_OK(codec_rollup_select(b.data, b.len, 1 << 20, 300000, NULL, 0, keep_rollups, got));
+        ASSERT_EQ(got->calls, 4);
+        for (i = 0; i < 4; i++) {
+            ASSERT_EQ(got->n[i], nb[i]);
+            for (j = 0; j < nb[i]; j++) {
+                const store_rollup *g = &got->r[i][j], *w = &want[i][j];
+                ASSERT_EQ(g->t_ms, w->t_ms);
+                ASSERT_TRUE(memcmp(&g->min, &w->min, 8) == 0 || (isnan(g->min) && isnan(w->min)));
+                ASSERT_TRUE(memcmp(&g->max, &w->max, 8) == 0 || (isnan(g->max) && isnan(w->max)));
+                ASSERT_TRUE(memcmp(&g->last, &w->last, 8) == 0);
+                ASSERT_DBL_EQ(g->count, w->count, 0);
+                ASSERT_EQ(g->last_t_ms, w->last_t_ms);
+                if (isnan(w->sum))
+                    ASSERT_TRUE(isnan(g->sum));
+                else
+                    ASSERT_DBL_EQ(g->sum, w->sum, 1e-12 * (fabs(w->sum) + 1));
+            }
+        }
+        /* One series asked for: only it. */
+        memset(got, 0, sizeof(*got));
+        ASSERT_OK(codec_rollup_select(b.data, b.len, 1 << 20, 300000, (uint64_t[]){ 642 }, 1,
+                                      keep_rollups, got));
+        ASSERT_EQ(got->calls, 1);
+        ASSERT_EQ(got->n[2], nb[2]);
+        /* Damaged or cut: an error, never a crash. */
+        for (j = 0; j < b.len; j += 3) {
+            char saved = b.data[j];
+            b.data[j] ^= 0x21;
+            (void)codec_rollup_select(b.data, b.len, 1 << 20, 300000, NULL, 0, any_rollups, NULL);
+            b.data[j] = saved;
+            (void)codec_rollup_select(b.data, j, 1 << 20, 300000, NULL, 0, any_rollups, NULL);
+        }
+        iocd_buf_fini(&b);
+    }
+    iocd_free(got);
+}
