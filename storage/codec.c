@@ -213,7 +213,7 @@ iocd_err codec_stream_encode(const iocd_sample *s, size_t n, iocd_buf *out)
 /* The times of a split stream from *p on, samples k.. of s, as codec_stream_append wants them:
  * when every delta-of-delta after the first two times is 0 (regular samples: a run of zero
  * bytes), the times are worked out instead of decoded one varint at a time. */
-static bool get_times(const uint8_t **p, const uint8_t *end, size_t n, iocd_sample *s)
+static bool get_times(const uint8_t **p, const uint8_t *end, size_t n, iocd_sample *s, bool *even)
 {
     const uint8_t *q = *p, *z;
     int64_t t = 0, dt = 0;
@@ -231,6 +231,7 @@ static bool get_times(const uint8_t **p, const uint8_t *end, size_t n, iocd_samp
         }
         s[i].t_ms = t;
     }
+    *even = n <= 2 || dt > 0;
     if (n <= 2) {
         *p = q;
         return true;
@@ -253,6 +254,7 @@ static bool get_times(const uint8_t **p, const uint8_t *end, size_t n, iocd_samp
             return true;
         }
     }
+    *even = false;
     for (i = 2; i < n; i++) {
         if (!store_varint_get(&q, end, &u))
             return false;
@@ -286,6 +288,36 @@ static bool get_value(const uint8_t **p, const uint8_t *end, int e, int64_t *m, 
     return true;
 }
 
+/* Past one value: the running integer still takes its delta. */
+static bool skip_value(const uint8_t **p, const uint8_t *end, int64_t *m)
+{
+    uint64_t u;
+
+    if (!store_varint_get(p, end, &u))
+        return false;
+    if (u & 1) {
+        if (u != 1 || end - *p < 8)
+            return false;
+        *p += 8;
+    } else {
+        *m = (int64_t)((uint64_t)*m + (uint64_t)codec_unzigzag(u >> 1));
+    }
+    return true;
+}
+
+/* The first of s[a .. b) (ascending times) at or after t. */
+static size_t time_at(const iocd_sample *s, size_t a, size_t b, int64_t t)
+{
+    while (a < b) {
+        size_t mid = (a + b) / 2;
+        if (s[mid].t_ms < t)
+            a = mid + 1;
+        else
+            b = mid;
+    }
+    return a;
+}
+
 /* The one stream decoder (split, or version 1's interleaved): appends the samples with
  * lo <= t <= hi at (*buf)[*n_io]. */
 static iocd_err stream_append(const uint8_t *p, size_t len, bool split, int64_t lo, int64_t hi,
@@ -295,8 +327,8 @@ static iocd_err stream_append(const uint8_t *p, size_t len, bool split, int64_t 
     uint64_t n, u;
     int64_t prev_t = 0, prev_dt = 0, m = 0, last;
     iocd_sample *s;
-    size_t i, k = *n_io, j;
-    bool ascending = true, nan = false;
+    size_t i, k = *n_io, j, a = 0, b;
+    bool ascending = true, nan = false, even;
     int e;
 
     if (!store_varint_get(&p, end, &n) || p >= end || n > len)
@@ -316,10 +348,21 @@ static iocd_err stream_append(const uint8_t *p, size_t len, bool split, int64_t 
     }
     s = *buf + k;
     last = k > 0 ? s[-1].t_ms : INT64_MIN;
+    b = (size_t)n;
     if (split) {
-        if (!get_times(&p, end, (size_t)n, s))
+        if (!get_times(&p, end, (size_t)n, s, &even))
             return IOCD_ECORRUPT;
-        for (i = 0; i < n; i++)
+        for (i = 1; !even && i < n && s[i].t_ms > s[i - 1].t_ms; i++)
+            ;
+        if (even || i >= n) { /* ascending: the wanted times are a run [a, b) */
+            a = time_at(s, 0, b, lo);
+            b = hi == INT64_MAX ? b : time_at(s, a, b, hi + 1);
+        }
+        /* Before the run, values only move the running integer on; after it, none is read. */
+        for (i = 0; i < a; i++)
+            if (!skip_value(&p, end, &m))
+                return IOCD_ECORRUPT;
+        for (; i < b; i++)
             if (!get_value(&p, end, e, &m, &s[i].v, &nan))
                 return IOCD_ECORRUPT;
     } else {
@@ -340,7 +383,7 @@ static iocd_err stream_append(const uint8_t *p, size_t len, bool split, int64_t 
     }
     /* Keep those in [lo, hi] (usually all: then nothing moves), and say whether they came out
      * ascending after what the buffer held. */
-    for (i = 0, j = 0; i < n; i++) {
+    for (i = a, j = 0; i < b; i++) {
         if (s[i].t_ms < lo || s[i].t_ms > hi)
             continue;
         ascending &= s[i].t_ms > last;

@@ -337,17 +337,44 @@ size_t store_spans_merge(store_span *s, size_t n)
     return k;
 }
 
-bool store_spans_meet(const store_span *s, size_t n, int64_t lo, int64_t hi)
+/* The merged spans s that meet [lo, hi] lie within [*from, *to]; false: none meets it. */
+static bool spans_hull(const store_span *s, size_t n, int64_t lo, int64_t hi, int64_t *from,
+                       int64_t *to)
+{
+    size_t a = store_span_at(s, n, lo), b, first = a, mid;
+
+    if (a == n || s[a].start_ms > hi)
+        return false;
+    for (b = n; a + 1 < b;) { /* the last one starting at or before hi */
+        mid = (a + b) / 2;
+        if (s[mid].start_ms <= hi)
+            a = mid;
+        else
+            b = mid;
+    }
+    *from = s[first].start_ms;
+    *to = s[a].end_ms;
+    return true;
+}
+
+size_t store_span_at(const store_span *s, size_t n, int64_t t)
 {
     size_t a = 0, b = n, mid;
 
-    while (a < b) { /* the first span ending at or after lo */
+    while (a < b) {
         mid = (a + b) / 2;
-        if (s[mid].end_ms < lo)
+        if (s[mid].end_ms < t)
             a = mid + 1;
         else
             b = mid;
     }
+    return a;
+}
+
+bool store_spans_meet(const store_span *s, size_t n, int64_t lo, int64_t hi)
+{
+    size_t a = store_span_at(s, n, lo);
+
     return a < n && s[a].start_ms <= hi;
 }
 
@@ -372,6 +399,7 @@ typedef struct spans_read {
     codec_block *blocks;   /* the current group's, in (period, sequence) order */
     bool *opened;          /* per block: decompressed (else all it is asked for is cached) */
     cache_block **entries; /* per block: its read-cache entry, held, or NULL */
+    store_span *wanted;    /* per block: where the spans that meet it lie (to decode) */
     size_t *cursor;        /* per block: the next stream to look at */
     size_t n_blocks, cap_blocks;
     iocd_sample *buf; /* one series' samples */
@@ -386,6 +414,7 @@ static iocd_err grow_blocks(spans_read *r)
     codec_block *b = iocd_realloc(r->blocks, cap * sizeof(*b));
     bool *o;
     cache_block **e;
+    store_span *w;
     size_t *c;
 
     if (b == NULL)
@@ -401,6 +430,10 @@ static iocd_err grow_blocks(spans_read *r)
     if (e == NULL)
         return IOCD_ENOMEM;
     r->entries = e;
+    w = iocd_realloc(r->wanted, cap * sizeof(*w));
+    if (w == NULL)
+        return IOCD_ENOMEM;
+    r->wanted = w;
     c = iocd_realloc(r->cursor, cap * sizeof(*c));
     if (c == NULL)
         return IOCD_ENOMEM;
@@ -412,13 +445,15 @@ static iocd_err open_block(void *ud, int64_t period, int64_t last_ms, const void
 {
     spans_read *r = ud;
     size_t k = r->n_blocks;
+    int64_t from, to;
     cache_block *e;
     iocd_err err;
 
-    if (!store_spans_meet(r->spans, r->n_spans, period, last_ms))
+    if (!spans_hull(r->spans, r->n_spans, period, last_ms, &from, &to))
         return IOCD_OK; /* no span needs this period: left compressed */
     if (k == r->cap_blocks && (err = grow_blocks(r)) != IOCD_OK)
         return err;
+    r->wanted[k] = (store_span){ from, to };
     e = store_cache_get(r->st->cache, r->gids[0] >> GROUP_SHIFT, period, data, len);
     r->entries[k] = e;
     r->cursor[k] = 0;
@@ -492,7 +527,8 @@ static iocd_err from_block(spans_read *r, size_t b, uint64_t id, size_t *n, code
         return IOCD_OK;
     room = e != NULL ? store_cache_seg_bytes(codec_stream_count(blk, c)) : 0;
     if (e == NULL || !store_cache_reserve(r->st->cache, room)) /* not kept: straight in */
-        return codec_stream_append(blk, c, r->lo, r->hi, &r->buf, &r->cap, n, info);
+        return codec_stream_append(blk, c, r->wanted[b].start_ms, r->wanted[b].end_ms, &r->buf,
+                                   &r->cap, n, info);
     err = codec_stream_append(blk, c, INT64_MIN, INT64_MAX, &r->whole, &r->cap_whole, &n_whole,
                               &whole);
     if (err != IOCD_OK) {
@@ -609,6 +645,7 @@ iocd_err store_read_spans(store *st, const uint64_t *ids, size_t n, const store_
     iocd_free(r.blocks);
     iocd_free(r.opened);
     iocd_free(r.entries);
+    iocd_free(r.wanted);
     iocd_free(r.cursor);
     iocd_free(r.buf);
     iocd_free(r.whole);

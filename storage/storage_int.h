@@ -455,6 +455,8 @@ iocd_err store_series_samples_in(const store_series *s, int64_t lo, int64_t hi, 
 /* Sorts and merges closed spans in place (touching ones too, empty ones dropped); returns
  * the new count. */
 size_t store_spans_merge(store_span *s, size_t n);
+/* The first of the merged spans s that ends at or after t (n if none). */
+size_t store_span_at(const store_span *s, size_t n, int64_t t);
 /* Whether [lo, hi] meets one of the merged spans s. */
 bool store_spans_meet(const store_span *s, size_t n, int64_t lo, int64_t hi);
 
