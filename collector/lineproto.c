@@ -601,14 +601,21 @@ iocd_err col_lp_parse(const char *buf, size_t len, const col_lp_opts *opts, cons
     }
     while (p < end && err == IOCD_OK) {
         const char *nl = memchr(p, '\n', (size_t)(end - p)), *le, *s;
+        bool extended;
         le = nl != NULL ? nl : end;
         if (le > p && le[-1] == '\r')
             le--;
         s = p;
         while (s < le && (*s == ' ' || *s == '\t'))
             s++;
-        /* A quoted string field may hold a newline: the line continues past it. */
-        if (s < le && *s != '#') {
+        /* A quoted string field may hold a newline: the line continues past it. Most lines
+         * have no quote at all, and skip this byte-by-byte walk (and the newline count below):
+         * the two were a tenth of ingest's CPU. */
+        extended = false;
+        if (s < le && *s != '#' && memchr(s, '"', (size_t)(le - s)) == NULL) {
+            stats->lines++;
+            err = parse_line(&c, s, le, line_no);
+        } else if (s < le && *s != '#') {
             const char *scanp = s;
             bool in_str = false;
             const char *line_end = le;
@@ -623,6 +630,7 @@ iocd_err col_lp_parse(const char *buf, size_t len, const col_lp_opts *opts, cons
                 }
                 if (!in_str || nl == NULL)
                     break;
+                extended = true;
                 nl = memchr(nl + 1, '\n', (size_t)(end - nl - 1));
                 line_end = nl != NULL ? nl : end;
                 scanp = le;
@@ -634,7 +642,7 @@ iocd_err col_lp_parse(const char *buf, size_t len, const col_lp_opts *opts, cons
             stats->lines++;
             err = parse_line(&c, s, le, line_no);
         }
-        for (const char *x = p; x < (nl != NULL ? nl : end); x++)
+        for (const char *x = p; extended && x < (nl != NULL ? nl : end); x++)
             if (*x == '\n')
                 line_no++;
         line_no++;
