@@ -37,7 +37,11 @@ REVISION := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 DEFS = -DIOCD_REVISION='"$(REVISION)"'
 INC = -I.
 
-REL_CFLAGS = -O2 -g $(CSTD) $(WARN) $(INC) $(DEFS) $(PKG_CFLAGS) -MMD -MP
+# Link-time optimisation inlines the small helpers called across files on the ingest path
+# (buffers, hashing, the codec): +4 % samples per CPU-second at 100k series (three A/B pairs).
+# gcc only: clang would need its own linker plugin for it.
+LTO = $(if $(IS_CLANG),,-flto=auto)
+REL_CFLAGS = -O2 -g $(LTO) $(CSTD) $(WARN) $(INC) $(DEFS) $(PKG_CFLAGS) -MMD -MP
 TEST_CFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=$(SAN) -fno-sanitize-recover=all \
               -DIOCD_DEBUG -DIOCD_TEST $(CSTD) $(WARN) $(INC) $(DEFS) $(PKG_CFLAGS) -MMD -MP
 TEST_LDFLAGS = -fsanitize=$(SAN)
@@ -70,7 +74,7 @@ test-deps:
 build: build/iocd
 
 build/iocd: $(REL_LIB_OBJ) $(REL_CMD_OBJ)
-	@echo "  LD $@"; $(CC) -o $@ $^ $(PKG_LIBS)
+	@echo "  LD $@"; $(CC) -O2 -g $(LTO) -o $@ $^ $(PKG_LIBS)
 
 # The files that print the revision are rebuilt when it changes: an incremental build kept
 # an old revision in `iocd --version` and /api/v1/status/buildinfo.
@@ -152,7 +156,7 @@ check: deps
 CLANG_OBJ := $(LIB_SRC:%.c=build/clang/%.o) $(CMD_SRC:%.c=build/clang/%.o)
 build/clang/%.o: %.c
 	@mkdir -p $(@D)
-	$(Q)clang $(filter-out -Wjump-misses-init,$(REL_CFLAGS)) -c -o $@ $<
+	$(Q)clang $(filter-out -Wjump-misses-init $(LTO),$(REL_CFLAGS)) -c -o $@ $<
 build/clang/iocd: $(CLANG_OBJ)
 	clang -o $@ $^ $(PKG_LIBS)
 

@@ -447,8 +447,9 @@ iocd_err store_db_set_spans(store_db *db, int64_t chunk_ms, int64_t span_ms, boo
                  "the data file keeps its block span; the configured one applies to new files",
                  "file_span_ms=%lld configured_ms=%lld", (long long)file_span, (long long)span_ms);
     if (compact && !db->compacts)
-        log_warn("store",
-                 "block spans not compacted: the file's span is not a multiple of the chunk",
+        log_info("store",
+                 "blocks not compacted: the chunk is as long as the file's block span or does not "
+                 "divide it",
                  "file_span_ms=%lld chunk_ms=%lld", (long long)file_span, (long long)chunk_ms);
     return IOCD_OK;
 }
