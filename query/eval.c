@@ -632,8 +632,12 @@ static iocd_err stream_series(void *ud, size_t i, const store_samples *ss)
 
     if (err != IOCD_OK)
         return err;
-    if (!ss->nan) /* no NaN, so no staleness marker */
-        return c->fn(c->ev, c->ud, c->base + i, s, n);
+    if (!ss->nan) { /* no NaN, so no staleness marker to leave out */
+        c->ev->win_may_drop = ss->drops;
+        err = c->fn(c->ev, c->ud, c->base + i, s, n);
+        c->ev->win_may_drop = true;
+        return err;
+    }
     for (j = 0; j < n && !is_stale(s[j].v); j++)
         ;
     if (j < n) { /* range windows skip staleness markers */
@@ -1009,6 +1013,7 @@ iocd_err query_eval(store *st, const query_limits *lim, const query_expr *e, int
         ev.lim.max_points = 11000;
     ev.errbuf = errbuf;
     ev.errlen = errlen;
+    ev.win_may_drop = true;
     ev.start = ev.q_start = start_ms;
     ev.end = ev.q_end = range ? end_ms : start_ms;
     ev.step = range ? step_ms : 1;

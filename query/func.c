@@ -324,8 +324,8 @@ static iocd_err range_series(pq_eval *ev, void *ud, size_t i, const iocd_sample 
     o->drop_name = !rj->keep_name;
     if (rj->counter && n_pts > 0) { /* resets up to each sample: windows without one are O(1) */
         bool any = false;
-        for (j = 1; j < n_pts; j++) /* most counters have none: one pass says so */
-            any |= pts[j].v < pts[j - 1].v;
+        for (j = 1; ev->win_may_drop && j < n_pts; j++) /* the read may know there is none */
+            any |= pts[j].v < pts[j - 1].v;             /* or one pass says so */
         rc = !any                                ? zero_rc
              : n_pts <= IOCD_ARRAY_LEN(stack_rc) ? stack_rc
                                                  : iocd_malloc(n_pts * sizeof(*rc));

@@ -244,6 +244,9 @@ struct pq_eval {
     const iocd_sample *win_base;
     const uint32_t *win_resets; /* when !win_reset_free */
     bool win_reset_free;        /* the series has no reset at all */
+    /* While a streamed series goes to its function: false when the read saw no value below
+     * the one before it (so a counter has no reset); true (not known) otherwise. */
+    bool win_may_drop;
     /* rate, increase and delta: per step, the window shape of the last series seen there
      * (series sampled at the same times share it), or NULL. */
     pq_win_memo *win_memo;

@@ -19,6 +19,7 @@ struct cache_seg {
     bool regular;   /* time k is t0 + k * dt, and no times are stored */
     bool ascending; /* strictly, as the stream held them */
     bool nan;       /* some value is a NaN */
+    bool drops;     /* some value is below the one before it */
     int64_t t0, dt;
     double v[]; /* n values, then (when !regular) n times as int64_t */
 };
@@ -351,7 +352,7 @@ void store_cache_unreserve(store_cache *c, size_t bytes)
 }
 
 const cache_seg *store_cache_put(store_cache *c, cache_block *b, uint64_t id, const iocd_sample *s,
-                                 size_t n, bool ascending, bool nan, size_t reserved)
+                                 size_t n, const codec_append *info, size_t reserved)
 {
     unsigned k = (unsigned)(id & 63);
     bool regular = n < 2 || s[1].t_ms > s[0].t_ms;
@@ -366,8 +367,9 @@ const cache_seg *store_cache_put(store_cache *c, cache_block *b, uint64_t id, co
     if (g != NULL) {
         g->n = (uint32_t)n;
         g->regular = regular;
-        g->ascending = ascending;
-        g->nan = nan;
+        g->ascending = info->ascending;
+        g->nan = info->nan;
+        g->drops = info->drops;
         g->t0 = n > 0 ? s[0].t_ms : 0;
         g->dt = n > 1 ? s[1].t_ms - s[0].t_ms : 0;
         for (i = 0; i < n; i++)
@@ -448,6 +450,7 @@ iocd_err store_cache_expand(const cache_seg *g, const store_span *spans, size_t 
 {
     size_t a, b, i, k = *n_io, sp, lo_sp = 0, hi_sp = n_spans, mid;
     int64_t last = k > 0 ? (*buf)[k - 1].t_ms : INT64_MIN, lo, hi;
+    double last_v = k > 0 ? (*buf)[k - 1].v : -INFINITY;
     iocd_err err;
 
     if (g->n == 0 || n_spans == 0)
@@ -462,7 +465,9 @@ iocd_err store_cache_expand(const cache_seg *g, const store_span *spans, size_t 
                 continue;
             if (t <= last)
                 info->ascending = false;
+            info->drops |= g->v[i] < last_v;
             last = t;
+            last_v = g->v[i];
             (*buf)[k++] = (iocd_sample){ t, g->v[i] };
             info->nan |= g->nan;
         }
@@ -490,6 +495,9 @@ iocd_err store_cache_expand(const cache_seg *g, const store_span *spans, size_t 
             return err;
         if (seg_time(g, a) <= last)
             info->ascending = false;
+        /* A run of a segment without drops has none, and neither has its first value against
+         * the value before it, when that is not higher. */
+        info->drops |= g->drops || g->v[a] < last_v;
         info->nan |= g->nan;
         if (g->regular) {
             int64_t t = seg_time(g, a);
@@ -500,6 +508,7 @@ iocd_err store_cache_expand(const cache_seg *g, const store_span *spans, size_t 
                 (*buf)[k++] = (iocd_sample){ seg_time(g, i), g->v[i] };
         }
         last = (*buf)[k - 1].t_ms;
+        last_v = (*buf)[k - 1].v;
     }
     *n_io = k;
     return IOCD_OK;

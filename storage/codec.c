@@ -326,9 +326,10 @@ static iocd_err stream_append(const uint8_t *p, size_t len, bool split, int64_t 
     const uint8_t *end = p + len;
     uint64_t n, u;
     int64_t prev_t = 0, prev_dt = 0, m = 0, last;
+    double last_v;
     iocd_sample *s;
     size_t i, k = *n_io, j, a = 0, b;
-    bool ascending = true, nan = false, even;
+    bool ascending = true, nan = false, drops = false, even;
     int e;
 
     if (!store_varint_get(&p, end, &n) || p >= end || n > len)
@@ -348,6 +349,7 @@ static iocd_err stream_append(const uint8_t *p, size_t len, bool split, int64_t 
     }
     s = *buf + k;
     last = k > 0 ? s[-1].t_ms : INT64_MIN;
+    last_v = k > 0 ? s[-1].v : -INFINITY;
     b = (size_t)n;
     if (split) {
         if (!get_times(&p, end, (size_t)n, s, &even))
@@ -387,7 +389,9 @@ static iocd_err stream_append(const uint8_t *p, size_t len, bool split, int64_t 
         if (s[i].t_ms < lo || s[i].t_ms > hi)
             continue;
         ascending &= s[i].t_ms > last;
+        drops |= s[i].v < last_v;
         last = s[i].t_ms;
+        last_v = s[i].v;
         if (j != i)
             s[j] = s[i];
         j++;
@@ -395,6 +399,7 @@ static iocd_err stream_append(const uint8_t *p, size_t len, bool split, int64_t 
     if (info != NULL) {
         info->ascending &= ascending;
         info->nan |= nan;
+        info->drops |= drops;
     }
     *n_io = k + j;
     return IOCD_OK;

@@ -491,6 +491,7 @@ static iocd_err append_in(spans_read *r, const iocd_sample *s, size_t n, size_t 
             continue;
         if (s[i].t_ms <= last)
             info->ascending = false;
+        info->drops |= k > 0 && s[i].v < r->buf[k - 1].v;
         last = s[i].t_ms;
         info->nan |= isnan(s[i].v);
         r->buf[k++] = s[i];
@@ -506,7 +507,7 @@ static iocd_err from_block(spans_read *r, size_t b, uint64_t id, size_t *n, code
     const codec_block *blk = &r->blocks[b];
     cache_block *e = r->entries[b];
     const cache_seg *seg = NULL;
-    codec_append whole = { true, false };
+    codec_append whole = { true, false, false };
     size_t c = r->cursor[b], n_whole = 0, room;
     bool absent = false;
     iocd_err err;
@@ -535,7 +536,7 @@ static iocd_err from_block(spans_read *r, size_t b, uint64_t id, size_t *n, code
         store_cache_unreserve(r->st->cache, room);
         return err;
     }
-    seg = store_cache_put(r->st->cache, e, id, r->whole, n_whole, whole.ascending, whole.nan, room);
+    seg = store_cache_put(r->st->cache, e, id, r->whole, n_whole, &whole, room);
     if (seg != NULL)
         return store_cache_expand(seg, r->spans, r->n_spans, &r->buf, &r->cap, n, info);
     return append_in(r, r->whole, n_whole, n, info); /* out of memory: not kept */
@@ -545,7 +546,7 @@ static iocd_err from_block(spans_read *r, size_t b, uint64_t id, size_t *n, code
 static iocd_err gather(spans_read *r, uint64_t id, const iocd_sample *h, size_t n_h,
                        store_samples *out)
 {
-    codec_append info = { true, false };
+    codec_append info = { true, false, false };
     size_t n = 0, b, i;
     iocd_err err = IOCD_OK;
 
@@ -562,18 +563,23 @@ static iocd_err gather(spans_read *r, uint64_t id, const iocd_sample *h, size_t 
         }
         if (n > 0 && h[0].t_ms <= r->buf[n - 1].t_ms)
             info.ascending = false; /* the head is ascending (store_series_samples) */
-        for (i = 0; i < n_h; i++)
+        for (i = 0; i < n_h; i++) {
             info.nan |= isnan(h[i].v);
+            info.drops |= (i > 0 ? h[i - 1].v : n > 0 ? r->buf[n - 1].v : -INFINITY) > h[i].v;
+        }
         memcpy(r->buf + n, h, n_h * sizeof(*h));
         n += n_h;
     }
     if (err != IOCD_OK)
         return err;
-    if (!info.ascending)
+    if (!info.ascending) {
         n = store_samples_dedupe(r->buf, n);
+        info.drops = true; /* not worked out for this order */
+    }
     out->s = r->buf;
     out->n = n;
     out->nan = info.nan;
+    out->drops = info.drops;
     return IOCD_OK;
 }
 

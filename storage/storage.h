@@ -151,7 +151,8 @@ typedef struct store_span {
 typedef struct store_samples {
     const iocd_sample *s; /* ascending by time, one per timestamp (the last written wins) */
     size_t n;
-    bool nan; /* some value is a NaN (staleness markers are NaNs); false: none is */
+    bool nan;   /* some value is a NaN (staleness markers are NaNs); false: none is */
+    bool drops; /* some value may be below the one before it; false: none is */
 } store_samples;
 typedef iocd_err (*store_samples_fn)(void *ud, size_t i, const store_samples *ss);
 

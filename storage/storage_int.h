@@ -119,9 +119,10 @@ typedef struct codec_series {
 
 /* What codec_stream_append learned about the samples it appended: ascending stays true
  * only while every kept sample is later than the one before it (the buffer's last included);
- * nan becomes true when a decoded value is a NaN (staleness markers are NaNs). */
+ * nan becomes true when a decoded value is a NaN (staleness markers are NaNs); drops becomes
+ * true when a kept value is below the one before it (a counter reset, for rate). */
 typedef struct codec_append {
-    bool ascending, nan;
+    bool ascending, nan, drops;
 } codec_append;
 
 /* A block decompressed once, with the stream of each of its series: readers that take one
@@ -237,11 +238,11 @@ size_t store_cache_seg_bytes(size_t n);
  * a minute as needed; false: no room, decode without keeping. */
 bool store_cache_reserve(store_cache *c, size_t bytes);
 void store_cache_unreserve(store_cache *c, size_t bytes); /* gives back an unused claim */
-/* Keeps series id's samples s (its whole stream, as decoded: ascending and nan as the decoder
- * said) in b, using the room reserved for it (store_cache_seg_bytes(n) claimed, handed over
- * in every case), and returns them as kept; NULL when out of memory. */
+/* Keeps series id's samples s (its whole stream, as decoded: info as the decoder said) in b,
+ * using the room reserved for it (store_cache_seg_bytes(n) claimed, handed over in every
+ * case), and returns them as kept; NULL when out of memory. */
 const cache_seg *store_cache_put(store_cache *c, cache_block *b, uint64_t id, const iocd_sample *s,
-                                 size_t n, bool ascending, bool nan, size_t reserved);
+                                 size_t n, const codec_append *info, size_t reserved);
 /* Series served from the cache, series decoded and offered to it, and the bytes it holds. */
 void store_cache_stats(store_cache *c, uint64_t *hits, uint64_t *misses, size_t *bytes);
 /* Appends g's samples within the spans (merged: ascending, apart) at (*buf)[*n_io] as

@@ -322,7 +322,7 @@ TEST(block_streams_decode_in_place)
         ASSERT_OK(codec_block_open(&blk, b.data, b.len, 1 << 20));
         ASSERT_EQ(blk.n, 12);
         for (i = 0; i < 12; i++) {
-            codec_append info = { true, false };
+            codec_append info = { true, false, false };
             int64_t lo = data[i][len[i] > 4 ? 2 : 0].t_ms, hi = INT64_MAX;
             ASSERT_EQ(blk.streams[i].id, 128 + i);
             ASSERT_EQ(codec_stream_count(&blk, i), len[i]);

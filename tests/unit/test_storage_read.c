@@ -166,14 +166,14 @@ static bool in_spans(const expect_ctx *x, int64_t t)
 }
 
 /* Series i as store_read_spans gave it: every sample store_read gives within the spans is
- * there, anything else there is a sample store_read gives too, in order, and a NaN is owned
- * up to. */
+ * there, anything else there is a sample store_read gives too, in order, and a NaN or a drop
+ * in value is owned up to. */
 static iocd_err expect_series(void *ud, size_t i, const store_samples *ss)
 {
     expect_ctx *x = ud;
     iocd_sample *want = NULL;
     size_t n_want = 0, a, k = 0;
-    bool nan = false;
+    bool nan = false, drops = false;
 
     ASSERT_EQ(i, x->calls);
     x->calls++;
@@ -193,6 +193,7 @@ static iocd_err expect_series(void *ud, size_t i, const store_samples *ss)
             test_fail_at(__FILE__, __LINE__, "series %zu t=%lld: %.17g vs %.17g", i,
                          (long long)want[k].t_ms, ss->s[a].v, want[k].v);
         nan |= isnan(ss->s[a].v);
+        drops |= a > 0 && ss->s[a].v < ss->s[a - 1].v;
         k++;
     }
     for (; k < n_want; k++)
@@ -201,6 +202,8 @@ static iocd_err expect_series(void *ud, size_t i, const store_samples *ss)
                          (long long)want[k].t_ms);
     if (nan)
         ASSERT_TRUE(ss->nan);
+    if (drops) /* a value below the one before it (for rate, a counter reset) is owned up to */
+        ASSERT_TRUE(ss->drops);
     iocd_free(want);
     return IOCD_OK;
 }
@@ -389,7 +392,7 @@ TEST(read_cache_entries_are_found_by_the_block_bytes)
     store_cache *c = NULL;
     uint8_t a[300], b2[300];
     iocd_sample s[3] = { { 1000, 1.5 }, { 2000, 2.5 }, { 3000, 3.5 } }, *out = NULL;
-    codec_append info = { true, false };
+    codec_append info = { true, false, false };
     size_t cap = 0, n = 0, room;
     store_span span = { 1500, 3000 };
     cache_block *e, *f;
@@ -404,7 +407,7 @@ TEST(read_cache_entries_are_found_by_the_block_bytes)
     ASSERT_TRUE(e != NULL);
     room = store_cache_seg_bytes(3);
     ASSERT_TRUE(store_cache_reserve(c, room));
-    ASSERT_TRUE(store_cache_put(c, e, 5 * 64 + 3, s, 3, true, false, room) != NULL);
+    ASSERT_TRUE(store_cache_put(c, e, 5 * 64 + 3, s, 3, &info, room) != NULL);
     store_cache_release(c, e);
     f = store_cache_get(c, 5, 60000, b2, sizeof(b2)); /* one bit differs */
     ASSERT_TRUE(f != NULL && f != e);
