@@ -633,7 +633,7 @@ static void stream_sample(rule_engine *e, series_state *s, uint32_t k, iocd_samp
     rule_window w;
     rule_ctx ctx = make_ctx(e, x.t_ms);
     instance *in;
-    size_t at;
+    size_t at = 0;
     char err[ERR_MAX];
     bool member, result = false;
     iocd_err rc;
