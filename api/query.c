@@ -176,20 +176,27 @@ static store *backend(api_req *req)
 
 /* ---- Result JSON --------------------------------------------------------------------------- */
 
+/* Unix seconds, with milliseconds when there are some ("1700000000", "1700000000.250");
+ * digits by hand: a range answer writes one per point. */
 static iocd_err put_time(iocd_buf *b, int64_t t_ms)
 {
-    int64_t frac;
+    char tmp[32], *e = tmp + sizeof(tmp), *w = e;
+    uint64_t u = t_ms < 0 ? (uint64_t)0 - (uint64_t)t_ms : (uint64_t)t_ms;
+    uint64_t sec = u / 1000, frac = u % 1000;
 
-    if (t_ms < 0) {
-        iocd_err err = iocd_buf_putc(b, '-');
-        if (err != IOCD_OK)
-            return err;
-        t_ms = -t_ms;
+    if (frac != 0) {
+        *--w = (char)('0' + frac % 10);
+        *--w = (char)('0' + frac / 10 % 10);
+        *--w = (char)('0' + frac / 100);
+        *--w = '.';
     }
-    frac = t_ms % 1000;
-    if (frac == 0)
-        return iocd_buf_printf(b, "%lld", (long long)(t_ms / 1000));
-    return iocd_buf_printf(b, "%lld.%03lld", (long long)(t_ms / 1000), (long long)frac);
+    do {
+        *--w = (char)('0' + sec % 10);
+        sec /= 10;
+    } while (sec != 0);
+    if (t_ms < 0)
+        *--w = '-';
+    return iocd_buf_append(b, w, (size_t)(e - w));
 }
 
 static iocd_err put_point(iocd_buf *b, int64_t t_ms, double v)
@@ -241,9 +248,15 @@ static iocd_err put_metric(iocd_buf *b, const char *labels, size_t len)
 
 typedef struct result_stream {
     query_result r;
-    size_t next; /* the next series to write */
-    int phase;   /* 0 head, 1 series, 2 tail, 3 done */
+    size_t next;  /* the next series to write */
+    int phase;    /* 0 head, 1 series, 2 tail, 3 done */
+    iocd_buf pre; /* written already by the worker, to go first */
 } result_stream;
+
+/* An answer up to this long is written by the query worker and sent with its length in one
+ * piece (one send for a small one instead of a chunk per phase, and the HTTP thread does not
+ * format it); a longer one streams on from there. */
+#define INLINE_MAX (256 * 1024)
 
 static iocd_err result_next(void *ud, iocd_buf *out, bool *done)
 {
@@ -253,6 +266,11 @@ static iocd_err result_next(void *ud, iocd_buf *out, bool *done)
     iocd_err err = IOCD_OK;
 
     *done = false;
+    if (rs->pre.len > 0) {
+        err = iocd_buf_append(out, rs->pre.data, rs->pre.len);
+        iocd_buf_fini(&rs->pre);
+        return err;
+    }
     if (rs->phase == 0) {
         err = iocd_buf_printf(
             out,
@@ -333,6 +351,7 @@ static void result_free(void *ud)
     result_stream *rs = ud;
 
     query_result_fini(&rs->r);
+    iocd_buf_fini(&rs->pre);
     iocd_free(rs);
 }
 
@@ -367,6 +386,7 @@ static void run_job(api_server *srv, qjob *job)
     result_stream *rs = NULL;
     char errbuf[512] = "";
     int64_t t0 = iocd_mono_ns(), left = job->deadline_ns - t0;
+    bool evaluated = false, done = false;
     iocd_err err;
 
     memset(&lim, 0, sizeof(lim));
@@ -388,18 +408,32 @@ static void run_job(api_server *srv, qjob *job)
     }
     iocd_metric_add(q->m_duration, (double)(iocd_mono_ns() - t0) / 1e9);
     if (err == IOCD_OK) {
+        evaluated = true;
         iocd_metric_add(q->m_samples, (double)rs->r.samples_loaded);
         iocd_buf_reset(&req->resp.body);
+        while (err == IOCD_OK && !done && req->resp.body.len < INLINE_MAX)
+            err = result_next(rs, &req->resp.body, &done);
+    }
+    if (err == IOCD_OK) {
         req->resp.status = 200;
         req->resp.content_type = "application/json";
-        req->resp.stream = result_next;
-        req->resp.stream_ud = rs;
-        req->resp.stream_free = result_free;
+        if (done) {
+            result_free(rs);
+        } else { /* the rest streams, after what is written */
+            rs->pre = req->resp.body;
+            iocd_buf_init(&req->resp.body, rs->pre.max);
+            req->resp.stream = result_next;
+            req->resp.stream_ud = rs;
+            req->resp.stream_free = result_free;
+        }
     } else {
         if (err == IOCD_ETIMEDOUT)
             iocd_metric_add(q->m_timeouts, 1);
-        job_error(req, err, errbuf);
-        iocd_free(rs);
+        job_error(req, err, evaluated ? "" : errbuf); /* evaluated: failed writing the answer */
+        if (evaluated)
+            result_free(rs);
+        else
+            iocd_free(rs);
     }
     query_expr_free(job->expr);
     iocd_free(job);

@@ -32,6 +32,8 @@ Environment:
                        evaluation, 30 s group_wait); 0 leaves that out (about 2 min a run)
   COMPARE_OUT          directory for the report and plots (default bench/results)
   COMPARE_DATE         date in the file names (default today)
+  COMPARE_IOCD_ARGS    more flags for iocd serve, e.g. "--query-cache 0" to time iocd's queries
+                       without its read cache, as VictoriaMetrics runs without its result cache
 Exits non-zero, with the server's log tail, when a server does not start, refuses a write,
 answers a query wrongly, loses samples or misses an alert."""
 
@@ -60,6 +62,7 @@ sys.dont_write_bytecode = True  # no bench/__pycache__ left behind
 import query as dashboard  # noqa: E402  bench/query.py: the dashboard requests
 
 IOCD = os.path.join(ROOT, "build", "iocd")
+IOCD_ARGS = os.environ.get("COMPARE_IOCD_ARGS", "").split()
 LOADGEN = os.path.join(ROOT, "build", "bench", "loadgen")
 KAFKATOOL = os.path.join(ROOT, "build", "tools", "kafkatool")
 
@@ -426,7 +429,7 @@ class Iocd(System):
 
     def start(self, d, tag, alerting, ctx):
         argv = [IOCD, "serve", "--data-dir", d, "--http", "127.0.0.1:0", "--influx-tcp", "",
-                "--influx-udp", ""]
+                "--influx-udp", ""] + IOCD_ARGS
         if alerting:
             rules = os.path.join(TMP, "iocd-rules.lua")
             with open(rules, "w") as f:

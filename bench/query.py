@@ -19,6 +19,9 @@ clients issuing dashboard queries in a loop; both achieved rates and the drop ar
 BENCH_MIXED defaults to 1; MIXED_RATE=0 or BENCH_MIXED=0 skips it.
 
 BENCH_PEER: empty (use victoria-metrics when it is on the PATH) or "none" (iocd alone).
+IOCD_ARGS: more flags for iocd serve, e.g. "--query-cache 0" (iocd without its read cache:
+repeated queries then decode every block again, as VictoriaMetrics without its result cache
+recomputes every answer).
 
 Until the query engine is built in, /api/v1/query answers 404: the benchmark says so and
 exits with status 3."""
@@ -38,6 +41,7 @@ import urllib.parse
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 IOCD = os.path.join(ROOT, "build", "iocd")
+IOCD_ARGS = os.environ.get("IOCD_ARGS", "").split()
 LOADGEN = os.path.join(ROOT, "build", "bench", "loadgen")
 PEER = os.environ.get("BENCH_PEER", "")
 VM = None if PEER == "none" else shutil.which("victoria-metrics")
@@ -123,8 +127,8 @@ class Server:
 
 def start_iocd(tmp, tag):
     s = Server("iocd", [IOCD, "serve", "--data-dir", os.path.join(tmp, "iocd-" + tag),
-                        "--http", "127.0.0.1:0", "--influx-tcp", "", "--influx-udp", ""],
-               os.path.join(tmp, "iocd-%s.log" % tag))
+                        "--http", "127.0.0.1:0", "--influx-tcp", "", "--influx-udp", ""]
+               + IOCD_ARGS, os.path.join(tmp, "iocd-%s.log" % tag))
 
     def ready():
         with open(s.log, errors="replace") as f:
@@ -457,8 +461,9 @@ def main():
         # The data ends on a whole minute at least a minute ago (VictoriaMetrics hides the
         # last 30 s by default, -search.latencyOffset).
         end_ms = (int(time.time()) // 60 - 1) * 60000
-        print("# query benchmark: %d CPUs; peer: %s" % (os.cpu_count(), (
-            "VictoriaMetrics (%s, -search.disableCache)" % VM) if VM else "none"))
+        print("# query benchmark: %d CPUs; iocd%s; peer: %s" % (
+            os.cpu_count(), " " + " ".join(IOCD_ARGS) if IOCD_ARGS else " (defaults)",
+            ("VictoriaMetrics (%s, -search.disableCache)" % VM) if VM else "none"))
         for size in SIZES:
             series, _, points = size.partition(":")
             bench_size(tmp, int(series), int(points or 360), end_ms)

@@ -212,6 +212,7 @@ int cmd_serve(int argc, char **argv)
     scfg.retention_ms = d.cfg.retention_ms;
     scfg.rollup_retention_ms = d.cfg.rollup_retention_ms;
     scfg.compact_at_stop_max = (uint64_t)d.cfg.compact_at_stop_max;
+    scfg.query_cache_bytes = (uint64_t)d.cfg.query_cache_bytes;
     scfg.chunk_ms = d.cfg.chunk_ms;
     scfg.block_span_ms = d.cfg.block_span_ms > 0 ? d.cfg.block_span_ms : -1;
     scfg.ooo_window_ms = d.cfg.ooo_window_ms;

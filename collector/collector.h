@@ -84,6 +84,7 @@ typedef struct col_config {
     int64_t query_max_queue;       /* --query-max-queue: waiting beyond those, then 503 */
     int64_t query_lookback_ms;     /* --query-lookback-delta */
     int64_t query_rollup_range_ms; /* --query-rollup-range: 0 = never read rollups */
+    int64_t query_cache_bytes;     /* --query-cache: 0 = keep no decoded samples */
     double latitude, longitude;    /* --latitude, --longitude: the city, for sun times */
     int64_t tz_offset_s;           /* --timezone, as an offset from UTC */
     col_token *tokens;

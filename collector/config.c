@@ -138,6 +138,10 @@ static const opt options[] = {
       "Ranges at least this long let min, max, count, sum and avg _over_time read sealed rollups "
       "where the answer is the raw one; "
       "0s reads raw samples only." },
+    { "query-cache", OPT_SIZE, F(query_cache_bytes), "SIZE", "128MiB",
+      "Series decoded from sealed blocks are kept in memory up to this size, so queries that "
+      "come again (dashboards refreshing) skip decompressing and decoding them; when it is full, "
+      "series unused for a minute make room, least recently used first; 0 keeps none." },
     { "latitude", OPT_FLOAT, F(latitude), "DEGREES", "21.59",
       "The city's latitude (north positive), for sunrise and sunset in lighting rules." },
     { "longitude", OPT_FLOAT, F(longitude), "DEGREES", "105.85",

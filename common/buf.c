@@ -238,6 +238,123 @@ iocd_err iocd_buf_utf8(iocd_buf *b, uint32_t cp)
 
 /* Shortest decimal that reads back as v, written without an exponent (as Go's
  * strconv.FormatFloat(v, 'f', -1, 64), which Prometheus uses). */
+/* ---- Floats ----------------------------------------------------------------------------
+ * Prometheus writes a float as Go's strconv.FormatFloat(v, 'f', -1, 64): the shortest decimal
+ * that reads back as v, in fixed notation, the nearest one when several are as short. The
+ * exact path below finds it with 128-bit integers for the magnitudes answers usually have
+ * (about 1e-6 to 2^52, fractions included); anything else takes the general path after it,
+ * which asks printf and strtod (several microseconds a value). */
+
+#ifdef __SIZEOF_INT128__
+typedef unsigned __int128 u128;
+
+/* Whether [lo, hi] / 2^s holds an integer (bounds included when inc); *count_out says how
+ * many, capped at 2. */
+static bool ints_in(u128 lo, u128 hi, int s, bool inc, int *count_out)
+{
+    u128 mask = ((u128)1 << s) - 1;
+    u128 first = (lo >> s) + ((lo & mask) != 0 || !inc ? 1 : 0);
+    u128 end = (hi >> s) + ((hi & mask) == 0 && !inc ? 0 : 1); /* one past the last */
+
+    *count_out = first >= end ? 0 : end - first >= 2 ? 2 : 1;
+    return first < end;
+}
+
+/* The shortest decimal of v > 0 as an integer c and p decimal places (v ~ c / 10^p), exactly;
+ * false when v is outside the magnitudes this handles. */
+static bool float_shortest(double v, uint64_t *c_out, int *p_out)
+{
+    uint64_t bits, m, c;
+    int be, q, s, p, p_first, count;
+    u128 lo, hi, mid, scale, r, half;
+    bool inc, below;
+
+    memcpy(&bits, &v, sizeof(bits));
+    be = (int)((bits >> 52) & 0x7ff);
+    if (be == 0 || be == 0x7ff)
+        return false; /* subnormal, zero, infinite or NaN */
+    m = (bits & ((UINT64_C(1) << 52) - 1)) | (UINT64_C(1) << 52);
+    q = 1075 - be; /* v = m / 2^q */
+    if (q <= 0 || q > 100)
+        return false; /* an integer of 2^53 or more, or below about 1e-15 */
+    /* The reals that read back as v, scaled by 2^s: [lo, hi], halfway to each neighbour
+     * (the one below is closer when m is a power of two); strtod rounds a tie to the even
+     * mantissa, so the bounds belong to v when m is even. */
+    s = q + 2;
+    below = m == (UINT64_C(1) << 52) && be > 1;
+    lo = ((u128)m << 2) - (below ? 1 : 2);
+    hi = ((u128)m << 2) + 2;
+    mid = (u128)m << 2;
+    inc = (m & 1) == 0;
+    /* Start at 14 or 15 significant digits, where at most one decimal is that close. */
+    p = 13 - (int)floor((double)(be - 1023) * 0.30102999566398120);
+    if (p < 0)
+        p = 0;
+    if (p > 21)
+        return false; /* 10^p times the bounds must fit in 128 bits */
+    for (scale = 1, count = 0; count < p; count++)
+        scale *= 10;
+    p_first = p;
+    while (!ints_in(lo * scale, hi * scale, s, inc, &count)) {
+        if (++p > 21)
+            return false;
+        scale *= 10;
+    }
+    /* Several that close (only past 15 digits, or when starting lower than needed): fewer
+     * places may do; step down while they do. */
+    while (count > 1 && p > 0 && p == p_first) {
+        int c2;
+        if (!ints_in(lo * (scale / 10), hi * (scale / 10), s, inc, &c2))
+            break;
+        p--;
+        p_first = p;
+        scale /= 10;
+        count = c2;
+    }
+    /* The nearest to v at p places (a tie to the even one, as printf rounds). */
+    r = mid * scale;
+    half = (u128)1 << (s - 1);
+    if ((r >> s) >= (u128)UINT64_C(10000000000000000000))
+        return false;
+    c = (uint64_t)(r >> s);
+    r &= ((u128)1 << s) - 1;
+    if (r > half || (r == half && (c & 1) != 0))
+        c++;
+    /* Unique at p: a shorter decimal would be c with trailing zeros. */
+    while (p > 0 && c % 10 == 0) {
+        c /= 10;
+        p--;
+    }
+    *c_out = c;
+    *p_out = p;
+    return true;
+}
+
+/* Appends c / 10^p in fixed notation, with a leading '-' when neg. */
+static iocd_err put_fixed(iocd_buf *b, bool neg, uint64_t c, int p)
+{
+    char tmp[48], *e = tmp + sizeof(tmp), *w = e;
+    int k = 0;
+
+    do {
+        *--w = (char)('0' + c % 10);
+        c /= 10;
+        if (++k == p)
+            *--w = '.';
+    } while (c != 0);
+    while (k < p) { /* 0.000ddd */
+        *--w = '0';
+        if (++k == p)
+            *--w = '.';
+    }
+    if (*w == '.')
+        *--w = '0';
+    if (neg)
+        *--w = '-';
+    return iocd_buf_append(b, w, (size_t)(e - w));
+}
+#endif
+
 iocd_err iocd_buf_float(iocd_buf *b, double v)
 {
     char tmp[40], digits[24], out[400];
@@ -251,9 +368,18 @@ iocd_err iocd_buf_float(iocd_buf *b, double v)
         return iocd_buf_puts(b, v > 0 ? "+Inf" : "-Inf");
     if (v == 0)
         return iocd_buf_puts(b, signbit(v) ? "-0" : "0");
+#ifdef __SIZEOF_INT128__
+    {
+        uint64_t c;
+        int places;
+        if (float_shortest(fabs(v), &c, &places))
+            return put_fixed(b, v < 0, c, places);
+    }
+#endif
     /* %.15e rounds exactly: when it round-trips, trimming its zeros gives the shortest form
-     * (a shorter round-tripping decimal would be its prefix); else 16 or 17 digits do. */
-    for (prec = 15; prec <= 17; prec++) {
+     * (a shorter round-tripping decimal would be its prefix); else 16 or 17 digits do. Not so
+     * for a subnormal (fewer bits, so several 15-digit decimals read back as it): from 1. */
+    for (prec = isnormal(v) ? 15 : 1; prec <= 17; prec++) {
         snprintf(tmp, sizeof(tmp), "%.*e", prec - 1, v);
         if (strtod(tmp, NULL) == v)
             break;

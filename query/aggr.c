@@ -9,6 +9,8 @@
 
 /* ---- Aggregations ------------------------------------------------------------------------- */
 
+#define AGG_ACC_MAX 65536 /* accumulators (groups x steps) held at once: 2 MiB */
+
 static int cmp_double(const void *a, const void *b)
 {
     double x = *(const double *)a, y = *(const double *)b;
@@ -372,7 +374,7 @@ iocd_err pq_eval_aggregation(pq_eval *ev, const pq_node *n, pq_value *out)
 {
     pq_value in, param;
     pq_index ix;
-    size_t *group_of = NULL, i, j, g;
+    size_t *group_of = NULL, i, j, g, j0, span;
     agg_acc *acc = NULL;
     double *buf = NULL;
     iocd_err err;
@@ -443,22 +445,33 @@ iocd_err pq_eval_aggregation(pq_eval *ev, const pq_node *n, pq_value *out)
         iocd_free(start);
         goto done;
     }
-    acc = iocd_calloc(ix.n + 1, sizeof(*acc));
+    /* A run of steps at a time, series by series (each one's steps are together in memory),
+     * into one accumulator per group and step of the run: every accumulator still takes its
+     * series in the same order. Runs keep the accumulators to about AGG_ACC_MAX. */
+    span = ix.n < AGG_ACC_MAX ? AGG_ACC_MAX / (ix.n + 1) : 1;
+    if (span > ev->n_steps)
+        span = ev->n_steps;
+    acc = iocd_malloc((ix.n * span + 1) * sizeof(*acc));
     if (acc == NULL) {
         err = IOCD_ENOMEM;
         goto done;
     }
-    for (j = 0; j < ev->n_steps; j++) {
-        memset(acc, 0, (ix.n + 1) * sizeof(*acc));
-        for (i = 0; i < in.n; i++)
-            if (in.s[i].ok[j])
-                agg_add(n->agg, &acc[group_of[i]], in.s[i].v[j]);
-        for (g = 0; g < ix.n; g++) {
-            if (!acc[g].seen)
-                continue;
-            out->s[g].ok[j] = 1;
-            out->s[g].v[j] = agg_result(n->agg, &acc[g]);
+    for (j0 = 0; j0 < ev->n_steps; j0 += span) {
+        size_t m = ev->n_steps - j0 < span ? ev->n_steps - j0 : span;
+        memset(acc, 0, (ix.n * m + 1) * sizeof(*acc));
+        for (i = 0; i < in.n; i++) {
+            agg_acc *a = acc + group_of[i] * m;
+            for (j = 0; j < m; j++)
+                if (in.s[i].ok[j0 + j])
+                    agg_add(n->agg, &a[j], in.s[i].v[j0 + j]);
         }
+        for (g = 0; g < ix.n; g++)
+            for (j = 0; j < m; j++) {
+                if (!acc[g * m + j].seen)
+                    continue;
+                out->s[g].ok[j0 + j] = 1;
+                out->s[g].v[j0 + j] = agg_result(n->agg, &acc[g * m + j]);
+            }
     }
 done:
     iocd_free(group_of);

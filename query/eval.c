@@ -186,6 +186,48 @@ iocd_err pq_index_find(pq_index *ix, const lset *ls, bool add, size_t *idx_out)
     return IOCD_OK;
 }
 
+iocd_err pq_vector_finish_selected(pq_eval *ev, pq_value *v)
+{
+    const char *name = NULL;
+    size_t i, j, k = 0;
+    bool drop = v->n > 0 && v->s[0].drop_name;
+    iocd_err err = IOCD_OK;
+
+    /* Distinct series stay distinct when the same label is dropped from all and it had the
+     * same value in all; a series deleted meanwhile has no labels: the general path. */
+    for (i = 0; i < v->n; i++) {
+        const char *nm = lset_get(&v->s[i].ls, "__name__");
+        if (v->s[i].drop_name != drop || v->s[i].ls.len == 0 ||
+            (drop && (nm == NULL || (name != NULL && strcmp(nm, name) != 0))))
+            return pq_vector_finish(ev, v);
+        name = nm;
+    }
+    for (i = 0; i < v->n; i++) {
+        pq_series *s = &v->s[i];
+        bool any = false;
+        for (j = 0; j < ev->n_steps && !any; j++)
+            any = s->ok[j] != 0;
+        if (any && drop && err == IOCD_OK) {
+            lset tmp;
+            err = lset_filter(&s->ls, NULL, 0, false, true, &tmp);
+            if (err == IOCD_OK) {
+                lset_fini(&s->ls);
+                s->ls = tmp;
+            }
+        }
+        s->drop_name = false;
+        if (!any || err != IOCD_OK) {
+            lset_fini(&s->ls);
+            iocd_free(s->v);
+            iocd_free(s->ts);
+            continue;
+        }
+        v->s[k++] = *s;
+    }
+    v->n = k;
+    return err;
+}
+
 iocd_err pq_vector_finish(pq_eval *ev, pq_value *v)
 {
     pq_index ix;
@@ -285,30 +327,27 @@ void pq_window(const pq_eval *ev, const pq_value *v, int64_t t, int64_t *lo, int
 
 /* ---- Selectors --------------------------------------------------------------------------- */
 
-typedef struct labels_ctx {
-    iocd_buf b;
-} labels_ctx;
-
-static iocd_err collect_label(void *ud, const char *name, size_t name_len, const char *value,
-                              size_t value_len)
+/* Gives series i of the value ud its labels. */
+static iocd_err take_pairs(void *ud, size_t i, const char *pairs, size_t len)
 {
-    labels_ctx *c = ud;
-    iocd_err err = iocd_buf_append(&c->b, name, name_len);
+    pq_value *out = ud;
+    char *ls = iocd_malloc(len + 1);
 
-    if (err == IOCD_OK)
-        err = iocd_buf_putc(&c->b, '\0');
-    if (err == IOCD_OK)
-        err = iocd_buf_append(&c->b, value, value_len);
-    if (err == IOCD_OK)
-        err = iocd_buf_putc(&c->b, '\0');
-    return err;
+    if (ls == NULL)
+        return IOCD_ENOMEM;
+    if (len > 0) /* a series deleted meanwhile has none: no samples either, dropped later */
+        memcpy(ls, pairs, len);
+    ls[len] = '\0';
+    out->s[i].ls.s = ls;
+    out->s[i].ls.len = (uint32_t)len;
+    return IOCD_OK;
 }
 
 /* Selects the series of a selector and fills out->s[i].ls; out->n is their number. */
 static iocd_err select_series(pq_eval *ev, const pq_node *sel, pq_value *out, uint64_t **ids_out)
 {
     uint64_t *ids = NULL;
-    size_t n = 0, i;
+    size_t n = 0;
     iocd_err err;
 
     err = query_select(ev->st, &sel->sel, &ids, &n);
@@ -327,27 +366,10 @@ static iocd_err select_series(pq_eval *ev, const pq_node *sel, pq_value *out, ui
         return IOCD_ENOMEM;
     }
     out->n = n;
-    for (i = 0; i < n; i++) {
-        labels_ctx c;
-        iocd_buf_init(&c.b, 0);
-        err = store_series_labels(ev->st, ids[i], collect_label, &c);
-        if (err == IOCD_ENOTFOUND)
-            err = IOCD_OK; /* deleted meanwhile: no labels, no samples; dropped later */
-        if (err != IOCD_OK) {
-            iocd_buf_fini(&c.b);
-            iocd_free(ids);
-            return err;
-        }
-        out->s[i].ls.len = (uint32_t)c.b.len;
-        out->s[i].ls.s = iocd_buf_take(&c.b, NULL);
-        if (out->s[i].ls.s == NULL) {
-            out->s[i].ls.s = iocd_malloc(1);
-            if (out->s[i].ls.s == NULL) {
-                iocd_free(ids);
-                return IOCD_ENOMEM;
-            }
-            out->s[i].ls.s[0] = '\0';
-        }
+    err = store_series_pairs(ev->st, ids, n, take_pairs, out);
+    if (err != IOCD_OK) {
+        iocd_free(ids);
+        return err;
     }
     *ids_out = ids;
     return IOCD_OK;
@@ -358,17 +380,20 @@ typedef struct vsel_ctx {
     const pq_node *n;
     pq_value *out;
     bool want_ts;
-    size_t base; /* index of the first series this context reads (parallel halves) */
+    size_t base;        /* index of the first series this context reads (parallel halves) */
+    const int64_t *ref; /* per step: the time the selector is evaluated at */
 } vsel_ctx;
 
 /* For each step: the newest sample in [ref - lookback, ref], unless it is a staleness
  * marker. Steps ascend, so one pointer walks the samples once. */
-static iocd_err vsel_series(void *ud, size_t i, const iocd_sample *s, size_t n)
+static iocd_err vsel_series(void *ud, size_t i, const store_samples *ss)
 {
     vsel_ctx *c = ud;
     pq_eval *ev = c->ev;
     pq_series *ps = &c->out->s[c->base + i];
-    size_t j, k = 0;
+    const iocd_sample *s = ss->s;
+    size_t j, k = 0, n = ss->n;
+    int64_t lookback = ev->lim.lookback_ms;
     iocd_err err;
 
     ev->samples_loaded += n;
@@ -385,7 +410,7 @@ static iocd_err vsel_series(void *ud, size_t i, const iocd_sample *s, size_t n)
     if (err != IOCD_OK)
         return err;
     for (j = 0; j < ev->n_steps; j++) {
-        int64_t ref = pq_ref_time(ev, c->n->at, c->n->at_ms, c->n->offset_ms, pq_step_t(ev, j));
+        int64_t ref = c->ref[j];
         while (k < n && s[k].t_ms <= ref)
             k++;
         if (c->n->at != PQ_AT_NONE && j > 0) { /* the same time at every step */
@@ -395,7 +420,7 @@ static iocd_err vsel_series(void *ud, size_t i, const iocd_sample *s, size_t n)
                 ps->ts[j] = ps->ts[0];
             continue;
         }
-        if (k == 0 || s[k - 1].t_ms < ref - ev->lim.lookback_ms || is_stale(s[k - 1].v))
+        if (k == 0 || s[k - 1].t_ms < ref - lookback || (ss->nan && is_stale(s[k - 1].v)))
             continue;
         ps->ok[j] = 1;
         ps->v[j] = s[k - 1].v;
@@ -418,8 +443,9 @@ typedef struct half_job {
     char errbuf[512];
     const uint64_t *ids;
     size_t n;
-    int64_t from, to;
-    store_series_fn fn;
+    const store_span *spans;
+    size_t n_spans;
+    store_samples_fn fn;
     void *ctx;
     iocd_err err;
 } half_job;
@@ -428,15 +454,15 @@ static void *half_thread(void *ud)
 {
     half_job *j = ud;
 
-    j->err = store_read_many(j->ev.st, j->ids, j->n, j->from, j->to, j->fn, j->ctx);
+    j->err = store_read_spans(j->ev.st, j->ids, j->n, j->spans, j->n_spans, j->fn, j->ctx);
     return NULL;
 }
 
-/* Reads ids into the callbacks; ctx_b is the second half's context (its ev set to the
- * helper's copy, its base to the split) and is used only when the read is split. */
-static iocd_err read_selection(pq_eval *ev, const uint64_t *ids, size_t n, int64_t from, int64_t to,
-                               store_series_fn fn, void *ctx_a, void *ctx_b, pq_eval **ev_b,
-                               size_t *base_b)
+/* Reads ids within spans into the callbacks; ctx_b is the second half's context (its ev set
+ * to the helper's copy, its base to the split) and is used only when the read is split. */
+static iocd_err read_selection(pq_eval *ev, const uint64_t *ids, size_t n, const store_span *spans,
+                               size_t n_spans, store_samples_fn fn, void *ctx_a, void *ctx_b,
+                               pq_eval **ev_b, size_t *base_b)
 {
     half_job *j;
     pthread_t t;
@@ -445,12 +471,12 @@ static iocd_err read_selection(pq_eval *ev, const uint64_t *ids, size_t n, int64
     iocd_err err;
 
     if (n < PARALLEL_MIN)
-        return store_read_many(ev->st, ids, n, from, to, fn, ctx_a);
+        return store_read_spans(ev->st, ids, n, spans, n_spans, fn, ctx_a);
     while (mid < n && ids[mid] >> 6 == ids[mid - 1] >> 6)
         mid++;
     j = iocd_calloc(1, sizeof(*j));
     if (j == NULL)
-        return store_read_many(ev->st, ids, n, from, to, fn, ctx_a);
+        return store_read_spans(ev->st, ids, n, spans, n_spans, fn, ctx_a);
     held0 = ev->samples_held;
     j->ev = *ev;
     j->ev.errbuf = j->errbuf;
@@ -458,17 +484,17 @@ static iocd_err read_selection(pq_eval *ev, const uint64_t *ids, size_t n, int64
     j->ev.samples_loaded = 0;
     j->ids = ids + mid;
     j->n = n - mid;
-    j->from = from;
-    j->to = to;
+    j->spans = spans;
+    j->n_spans = n_spans;
     j->fn = fn;
     j->ctx = ctx_b;
     *ev_b = &j->ev;
     *base_b = mid;
     if (pthread_create(&t, NULL, half_thread, j) != 0) {
         iocd_free(j);
-        return store_read_many(ev->st, ids, n, from, to, fn, ctx_a);
+        return store_read_spans(ev->st, ids, n, spans, n_spans, fn, ctx_a);
     }
-    err = store_read_many(ev->st, ids, mid, from, to, fn, ctx_a);
+    err = store_read_spans(ev->st, ids, mid, spans, n_spans, fn, ctx_a);
     pthread_join(t, NULL);
     ev->samples_loaded += j->ev.samples_loaded;
     if (err == IOCD_OK && j->err != IOCD_OK) {
@@ -479,6 +505,33 @@ static iocd_err read_selection(pq_eval *ev, const uint64_t *ids, size_t n, int64
         err = pq_hold(ev, j->ev.samples_held - held0);
     iocd_free(j);
     return err;
+}
+
+/* Per step, the time a node with (at, offset) is evaluated at (*ref_out, n_steps entries),
+ * and the spans [ref - width, ref] whose samples it may look at (*spans_out, one per step,
+ * or one for all when @ fixes the time). The caller frees both. */
+static iocd_err step_spans(const pq_eval *ev, pq_at at, int64_t at_ms, int64_t offset_ms,
+                           int64_t width, int64_t **ref_out, store_span **spans_out,
+                           size_t *n_spans_out)
+{
+    int64_t *ref = iocd_malloc(ev->n_steps * sizeof(*ref));
+    store_span *sp = iocd_malloc(ev->n_steps * sizeof(*sp));
+    size_t j, n = at != PQ_AT_NONE ? 1 : ev->n_steps;
+
+    if (ref == NULL || sp == NULL) {
+        iocd_free(ref);
+        iocd_free(sp);
+        return IOCD_ENOMEM;
+    }
+    for (j = 0; j < ev->n_steps; j++) {
+        ref[j] = pq_ref_time(ev, at, at_ms, offset_ms, pq_step_t(ev, j));
+        if (j < n)
+            sp[j] = (store_span){ ref[j] - width, ref[j] };
+    }
+    *ref_out = ref;
+    *spans_out = sp;
+    *n_spans_out = n;
+    return IOCD_OK;
 }
 
 /* The span of reference times a node with (at, offset) covers over the query's steps. */
@@ -492,19 +545,27 @@ static void ref_span(const pq_eval *ev, pq_at at, int64_t at_ms, int64_t offset_
 iocd_err pq_eval_selector(pq_eval *ev, const pq_node *n, bool want_ts, pq_value *out)
 {
     uint64_t *ids = NULL;
-    int64_t lo, hi;
-    vsel_ctx c = { ev, n, out, want_ts, 0 }, c2 = c;
+    int64_t *ref = NULL;
+    store_span *spans = NULL;
+    size_t n_spans = 0;
+    vsel_ctx c = { ev, n, out, want_ts, 0, NULL }, c2;
     iocd_err err;
 
     memset(out, 0, sizeof(*out));
     out->type = QUERY_VECTOR;
     err = select_series(ev, n, out, &ids);
-    if (err != IOCD_OK)
-        return err;
-    ref_span(ev, n->at, n->at_ms, n->offset_ms, &lo, &hi);
-    err = read_selection(ev, ids, out->n, lo - ev->lim.lookback_ms, hi, vsel_series, &c, &c2,
-                         &c2.ev, &c2.base);
+    if (err == IOCD_OK)
+        err = step_spans(ev, n->at, n->at_ms, n->offset_ms, ev->lim.lookback_ms, &ref, &spans,
+                         &n_spans);
+    if (err == IOCD_OK) {
+        c.ref = ref;
+        c2 = c;
+        err =
+            read_selection(ev, ids, out->n, spans, n_spans, vsel_series, &c, &c2, &c2.ev, &c2.base);
+    }
     iocd_free(ids);
+    iocd_free(ref);
+    iocd_free(spans);
     if (err == IOCD_OK) {
         size_t i;
         for (i = 0; i < out->n && err == IOCD_OK; i++)
@@ -532,21 +593,21 @@ static iocd_err count_loaded(pq_eval *ev, size_t i, size_t n)
     return err;
 }
 
-static iocd_err msel_series(void *ud, size_t i, const iocd_sample *s, size_t n)
+static iocd_err msel_series(void *ud, size_t i, const store_samples *ss)
 {
     msel_ctx *c = ud;
     pq_series *ps = &c->out->s[c->base + i];
     size_t j, k = 0;
-    iocd_err err = count_loaded(c->ev, i, n);
+    iocd_err err = count_loaded(c->ev, i, ss->n);
 
     if (err != IOCD_OK)
         return err;
-    ps->pts = iocd_malloc((n + 1) * sizeof(*ps->pts));
+    ps->pts = iocd_malloc((ss->n + 1) * sizeof(*ps->pts));
     if (ps->pts == NULL)
         return IOCD_ENOMEM;
-    for (j = 0; j < n; j++)
-        if (!is_stale(s[j].v)) /* range windows skip staleness markers */
-            ps->pts[k++] = s[j];
+    for (j = 0; j < ss->n; j++)
+        if (!ss->nan || !is_stale(ss->s[j].v)) /* range windows skip staleness markers */
+            ps->pts[k++] = ss->s[j];
     ps->n_pts = k;
     return IOCD_OK;
 }
@@ -562,14 +623,21 @@ typedef struct stream_ctx {
     size_t tmp_cap;
 } stream_ctx;
 
-static iocd_err stream_series(void *ud, size_t i, const iocd_sample *s, size_t n)
+static iocd_err stream_series(void *ud, size_t i, const store_samples *ss)
 {
     stream_ctx *c = ud;
-    size_t j, k;
+    const iocd_sample *s = ss->s;
+    size_t j, k, n = ss->n;
     iocd_err err = count_loaded(c->ev, i, n);
 
     if (err != IOCD_OK)
         return err;
+    if (!ss->nan) { /* no NaN, so no staleness marker to leave out */
+        c->ev->win_may_drop = ss->drops;
+        err = c->fn(c->ev, c->ud, c->base + i, s, n);
+        c->ev->win_may_drop = true;
+        return err;
+    }
     for (j = 0; j < n && !is_stale(s[j].v); j++)
         ;
     if (j < n) { /* range windows skip staleness markers */
@@ -608,16 +676,22 @@ iocd_err pq_matrix_select(pq_eval *ev, pq_value *m, uint64_t **ids_out)
     return matrix_select(ev, m->lazy, m, ids_out);
 }
 
-iocd_err pq_matrix_read(pq_eval *ev, pq_value *m, const uint64_t *ids, pq_matrix_fn fn, void *ud)
+iocd_err pq_matrix_read(pq_eval *ev, pq_value *m, const uint64_t *ids, pq_matrix_fn fn, void *ud_a,
+                        void *ud_b)
 {
     const pq_node *n = m->lazy, *vs = n->args[0];
-    stream_ctx c = { ev, 0, fn, ud, NULL, 0 }, c2 = c;
-    int64_t lo, hi;
+    stream_ctx c = { ev, 0, fn, ud_a, NULL, 0 }, c2 = { ev, 0, fn, ud_b, NULL, 0 };
+    int64_t *ref = NULL;
+    store_span *spans = NULL;
+    size_t n_spans = 0;
     iocd_err err;
 
-    ref_span(ev, vs->at, vs->at_ms, vs->offset_ms, &lo, &hi);
-    err = read_selection(ev, ids, m->n, lo - n->range_ms, hi, stream_series, &c, &c2, &c2.ev,
-                         &c2.base);
+    err = step_spans(ev, vs->at, vs->at_ms, vs->offset_ms, n->range_ms, &ref, &spans, &n_spans);
+    if (err == IOCD_OK)
+        err =
+            read_selection(ev, ids, m->n, spans, n_spans, stream_series, &c, &c2, &c2.ev, &c2.base);
+    iocd_free(ref);
+    iocd_free(spans);
     iocd_free(c.tmp);
     iocd_free(c2.tmp);
     return err;
@@ -628,6 +702,7 @@ static iocd_err eval_matrix_selector(pq_eval *ev, const pq_node *n, pq_value *ou
     const pq_node *vs = n->args[0];
     uint64_t *ids = NULL;
     int64_t lo, hi;
+    store_span span;
     msel_ctx c = { ev, out, 0 }, c2 = c;
     iocd_err err;
 
@@ -636,8 +711,8 @@ static iocd_err eval_matrix_selector(pq_eval *ev, const pq_node *n, pq_value *ou
     if (err != IOCD_OK)
         return err;
     ref_span(ev, vs->at, vs->at_ms, vs->offset_ms, &lo, &hi);
-    err = read_selection(ev, ids, out->n, lo - n->range_ms, hi, msel_series, &c, &c2, &c2.ev,
-                         &c2.base);
+    span = (store_span){ lo - n->range_ms, hi };
+    err = read_selection(ev, ids, out->n, &span, 1, msel_series, &c, &c2, &c2.ev, &c2.base);
     iocd_free(ids);
     return err;
 }
@@ -938,6 +1013,7 @@ iocd_err query_eval(store *st, const query_limits *lim, const query_expr *e, int
         ev.lim.max_points = 11000;
     ev.errbuf = errbuf;
     ev.errlen = errlen;
+    ev.win_may_drop = true;
     ev.start = ev.q_start = start_ms;
     ev.end = ev.q_end = range ? end_ms : start_ms;
     ev.step = range ? step_ms : 1;

@@ -295,6 +295,8 @@ static bool r_rate(pq_eval *ev, const pq_node *call, pq_value *args, size_t step
                    const iocd_sample *s, size_t n, int64_t lo, int64_t hi, double *v_out);
 static bool r_increase(pq_eval *ev, const pq_node *call, pq_value *args, size_t step,
                        const iocd_sample *s, size_t n, int64_t lo, int64_t hi, double *v_out);
+static bool r_delta(pq_eval *ev, const pq_node *call, pq_value *args, size_t step,
+                    const iocd_sample *s, size_t n, int64_t lo, int64_t hi, double *v_out);
 
 /* One range function over a range argument m, into out (one series per series of m). */
 typedef struct range_job {
@@ -302,6 +304,8 @@ typedef struct range_job {
     pq_value *args, *m, *out;
     range_fn fn;
     bool counter, keep_name;
+    int64_t *lo, *hi;  /* per step, the window: the same for every series, so worked out once */
+    pq_win_memo *memo; /* rate, increase, delta: per step (this half's own) */
 } range_job;
 
 /* Applies the job's function to every window of series i, whose samples (ascending, without
@@ -311,7 +315,7 @@ static iocd_err range_series(pq_eval *ev, void *ud, size_t i, const iocd_sample 
 {
     const range_job *rj = ud;
     pq_series *o = &rj->out->s[i];
-    uint32_t stack_rc[512], *rc = NULL;
+    uint32_t stack_rc[512], zero_rc[1] = { 0 }, *rc = NULL;
     size_t a = 0, b = 0, j;
 
     o->ls = rj->m->s[i].ls;
@@ -319,18 +323,26 @@ static iocd_err range_series(pq_eval *ev, void *ud, size_t i, const iocd_sample 
     rj->m->s[i].ls.len = 0;
     o->drop_name = !rj->keep_name;
     if (rj->counter && n_pts > 0) { /* resets up to each sample: windows without one are O(1) */
-        rc = n_pts <= IOCD_ARRAY_LEN(stack_rc) ? stack_rc : iocd_malloc(n_pts * sizeof(*rc));
+        bool any = false;
+        for (j = 1; ev->win_may_drop && j < n_pts; j++) /* the read may know there is none */
+            any |= pts[j].v < pts[j - 1].v;             /* or one pass says so */
+        rc = !any                                ? zero_rc
+             : n_pts <= IOCD_ARRAY_LEN(stack_rc) ? stack_rc
+                                                 : iocd_malloc(n_pts * sizeof(*rc));
         if (rc == NULL)
             return IOCD_ENOMEM;
-        rc[0] = 0;
-        for (j = 1; j < n_pts; j++)
-            rc[j] = rc[j - 1] + (pts[j].v < pts[j - 1].v);
+        if (any) {
+            rc[0] = 0;
+            for (j = 1; j < n_pts; j++)
+                rc[j] = rc[j - 1] + (pts[j].v < pts[j - 1].v);
+        }
         ev->win_base = pts;
         ev->win_resets = rc;
+        ev->win_reset_free = !any;
     }
+    ev->win_memo = rj->memo;
     for (j = 0; j < ev->n_steps; j++) {
-        int64_t lo, hi;
-        pq_window(ev, rj->m, pq_step_t(ev, j), &lo, &hi);
+        int64_t lo = rj->lo[j], hi = rj->hi[j];
         if (rj->m->at != PQ_AT_NONE) {
             a = 0;
             b = 0;
@@ -347,7 +359,9 @@ static iocd_err range_series(pq_eval *ev, void *ud, size_t i, const iocd_sample 
     }
     ev->win_base = NULL;
     ev->win_resets = NULL;
-    if (rc != stack_rc)
+    ev->win_reset_free = false;
+    ev->win_memo = NULL;
+    if (rc != stack_rc && rc != zero_rc)
         iocd_free(rc);
     return o->ls.s == NULL ? empty_lset(&o->ls) : IOCD_OK;
 }
@@ -358,7 +372,10 @@ static iocd_err range_series(pq_eval *ev, void *ud, size_t i, const iocd_sample 
 static iocd_err range_apply(pq_eval *ev, const pq_node *call, pq_value *args, size_t ai,
                             range_fn fn, bool keep_name, pq_value *out)
 {
-    range_job rj = { call, args, &args[ai], out, fn, fn == r_rate || fn == r_increase, keep_name };
+    range_job rj = { call,      args, &args[ai], out, fn, fn == r_rate || fn == r_increase,
+                     keep_name, NULL, NULL,      NULL },
+              rj2;
+    bool extrapolated = fn == r_rate || fn == r_increase || fn == r_delta;
     uint64_t *ids = NULL;
     size_t i;
     int64_t res;
@@ -368,15 +385,28 @@ static iocd_err range_apply(pq_eval *ev, const pq_node *call, pq_value *args, si
     out->type = QUERY_VECTOR;
     if (rj.m->lazy != NULL && (res = pq_rollup_res(ev, call, rj.m->lazy)) != 0)
         return pq_rollup_over_time(ev, call, args, rj.m, res, fn, out); /* long ranges */
-    if (rj.m->lazy != NULL) {
-        err = pq_matrix_select(ev, rj.m, &ids);
-        if (err == IOCD_OK)
-            err = pq_vector_alloc(ev, out, rj.m->n);
-        if (err == IOCD_OK)
-            err = pq_matrix_read(ev, rj.m, ids, range_series, &rj);
-        iocd_free(ids);
-    } else {
+    if (rj.m->lazy != NULL)
+        err = pq_matrix_select(ev, rj.m, &ids); /* gives m its window shape too */
+    if (err == IOCD_OK) {
+        rj.lo = iocd_malloc(ev->n_steps * 2 * sizeof(*rj.lo));
+        err = rj.lo != NULL ? IOCD_OK : IOCD_ENOMEM;
+    }
+    if (err == IOCD_OK && extrapolated) {
+        rj.memo = iocd_calloc(ev->n_steps * 2, sizeof(*rj.memo));
+        err = rj.memo != NULL ? IOCD_OK : IOCD_ENOMEM;
+    }
+    if (err == IOCD_OK) {
+        rj.hi = rj.lo + ev->n_steps;
+        for (i = 0; i < ev->n_steps; i++)
+            pq_window(ev, rj.m, pq_step_t(ev, i), &rj.lo[i], &rj.hi[i]);
         err = pq_vector_alloc(ev, out, rj.m->n);
+    }
+    rj2 = rj; /* the second half of a streamed read: its own memo */
+    if (rj.memo != NULL)
+        rj2.memo = rj.memo + ev->n_steps;
+    if (err == IOCD_OK && rj.m->lazy != NULL) {
+        err = pq_matrix_read(ev, rj.m, ids, range_series, &rj, &rj2);
+    } else {
         for (i = 0; err == IOCD_OK && i < rj.m->n; i++) {
             if ((i & 255) == 0)
                 err = pq_check_deadline(ev);
@@ -384,15 +414,44 @@ static iocd_err range_apply(pq_eval *ev, const pq_node *call, pq_value *args, si
                 err = range_series(ev, &rj, i, rj.m->s[i].pts, rj.m->s[i].n_pts);
         }
     }
+    iocd_free(ids);
+    iocd_free(rj.lo);
+    iocd_free(rj.memo);
     if (err != IOCD_OK)
         return err;
-    return pq_vector_finish(ev, out);
+    return rj.m->lazy != NULL ? pq_vector_finish_selected(ev, out) : pq_vector_finish(ev, out);
 }
 
-static bool r_extrapolated(const pq_eval *ev, const iocd_sample *s, size_t n, int64_t lo,
-                           int64_t hi, bool counter, bool rate, double *v_out)
+/* ms / 1000.0, without dividing when ms is whole seconds: the quotient is then an integer,
+ * which the division gives exactly too (|ms| < 2^53, so (double)ms is exact). */
+static double ms_to_s(int64_t ms)
 {
-    double result, to_start, to_end, sampled, avg, threshold, extrap, factor;
+    int64_t q = ms / 1000;
+
+    if (q * 1000 == ms && ms > -(INT64_C(1) << 53) && ms < (INT64_C(1) << 53))
+        return (double)q;
+    return (double)ms / 1000.0;
+}
+
+/* The extrapolation factor of rate, increase and delta over a window of range_ms. */
+static double extrap_factor(double to_start, double to_end, double sampled, double avg, bool rate,
+                            int64_t range_ms)
+{
+    double threshold = avg * 1.1, extrap = sampled, factor;
+
+    extrap += to_start < threshold ? to_start : avg / 2;
+    extrap += to_end < threshold ? to_end : avg / 2;
+    factor = extrap / sampled;
+    if (rate)
+        factor /= ms_to_s(range_ms);
+    return factor;
+}
+
+static bool r_extrapolated(const pq_eval *ev, size_t step, const iocd_sample *s, size_t n,
+                           int64_t lo, int64_t hi, bool counter, bool rate, double *v_out)
+{
+    double result, to_start, to_end, sampled, avg, factor;
+    pq_win_memo *memo = ev->win_memo != NULL ? &ev->win_memo[step] : NULL;
     bool is_counter = counter;
     size_t i;
 
@@ -401,7 +460,7 @@ static bool r_extrapolated(const pq_eval *ev, const iocd_sample *s, size_t n, in
     result = s[n - 1].v - s[0].v;
     if (counter && ev->win_resets != NULL && s >= ev->win_base) {
         size_t a = (size_t)(s - ev->win_base);
-        if (ev->win_resets[a + n - 1] == ev->win_resets[a])
+        if (ev->win_reset_free || ev->win_resets[a + n - 1] == ev->win_resets[a])
             counter = false; /* no reset in this window: nothing to add */
     }
     if (counter) {
@@ -409,22 +468,30 @@ static bool r_extrapolated(const pq_eval *ev, const iocd_sample *s, size_t n, in
         for (i = 1; i < n; i++)
             result += s[i].v < s[i - 1].v ? s[i - 1].v : 0.0;
     }
-    to_start = (double)(s[0].t_ms - lo) / 1000.0;
-    to_end = (double)(hi - s[n - 1].t_ms) / 1000.0;
-    sampled = (double)(s[n - 1].t_ms - s[0].t_ms) / 1000.0;
-    avg = sampled / (double)(n - 1);
-    if (is_counter && result > 0 && s[0].v >= 0) {
+    if (memo != NULL && memo->n == n && memo->t0 == s[0].t_ms && memo->tn == s[n - 1].t_ms) {
+        to_start = memo->to_start; /* the same sample times as the series before */
+        to_end = memo->to_end;
+        sampled = memo->sampled;
+        avg = memo->avg;
+        factor = memo->factor;
+    } else {
+        to_start = ms_to_s(s[0].t_ms - lo);
+        to_end = ms_to_s(hi - s[n - 1].t_ms);
+        sampled = ms_to_s(s[n - 1].t_ms - s[0].t_ms);
+        avg = sampled / (double)(n - 1);
+        factor = extrap_factor(to_start, to_end, sampled, avg, rate, hi - lo);
+        if (memo != NULL)
+            *memo = (pq_win_memo){ s[0].t_ms, s[n - 1].t_ms, n,   to_start,
+                                   to_end,    sampled,       avg, factor };
+    }
+    /* Extrapolated to before the counter's zero: cut there. When s[0].v >= result, s[0].v /
+     * result >= 1, so to_zero >= sampled, and sampled >= to_start says it cannot cut (the
+     * usual case, without a division). */
+    if (is_counter && result > 0 && s[0].v >= 0 && !(s[0].v >= result && sampled >= to_start)) {
         double to_zero = sampled * (s[0].v / result);
         if (to_zero < to_start)
-            to_start = to_zero;
+            factor = extrap_factor(to_zero, to_end, sampled, avg, rate, hi - lo);
     }
-    threshold = avg * 1.1;
-    extrap = sampled;
-    extrap += to_start < threshold ? to_start : avg / 2;
-    extrap += to_end < threshold ? to_end : avg / 2;
-    factor = extrap / sampled;
-    if (rate)
-        factor /= (double)(hi - lo) / 1000.0;
     *v_out = result * factor;
     return true;
 }
@@ -435,7 +502,7 @@ static bool r_rate(pq_eval *ev, const pq_node *call, pq_value *args, size_t step
     (void)args;
     (void)step;
     (void)call;
-    return r_extrapolated(ev, s, n, lo, hi, true, true, v_out);
+    return r_extrapolated(ev, step, s, n, lo, hi, true, true, v_out);
 }
 
 static bool r_increase(pq_eval *ev, const pq_node *call, pq_value *args, size_t step,
@@ -444,16 +511,15 @@ static bool r_increase(pq_eval *ev, const pq_node *call, pq_value *args, size_t 
     (void)args;
     (void)step;
     (void)call;
-    return r_extrapolated(ev, s, n, lo, hi, true, false, v_out);
+    return r_extrapolated(ev, step, s, n, lo, hi, true, false, v_out);
 }
 
 static bool r_delta(pq_eval *ev, const pq_node *call, pq_value *args, size_t step,
                     const iocd_sample *s, size_t n, int64_t lo, int64_t hi, double *v_out)
 {
     (void)args;
-    (void)step;
     (void)call;
-    return r_extrapolated(ev, s, n, lo, hi, false, false, v_out);
+    return r_extrapolated(ev, step, s, n, lo, hi, false, false, v_out);
 }
 
 static bool instant_value(const iocd_sample *s, size_t n, bool rate, double *v_out)

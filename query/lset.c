@@ -62,13 +62,17 @@ bool lset_equal(const lset *a, const lset *b)
 
 uint64_t lset_hash(const char *s, size_t len)
 {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a, then a final mix */
-    size_t i;
+    uint64_t h = 1469598103934665603ull ^ len, w; /* 8 bytes a step, then a final mix */
+    size_t i = 0, k;
 
-    for (i = 0; i < len; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 1099511628211ull;
+    for (; i + 8 <= len; i += 8) {
+        memcpy(&w, s + i, 8);
+        h = (h ^ w) * 0x9e3779b97f4a7c15ull;
+        h ^= h >> 29;
     }
+    for (w = 0, k = 0; i < len; i++, k += 8)
+        w |= (uint64_t)(unsigned char)s[i] << k;
+    h = (h ^ w) * 0x9e3779b97f4a7c15ull;
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdull;
     h ^= h >> 33;

@@ -219,6 +219,14 @@ struct pq_value {
     const pq_node *lazy; /* a matrix selector left for the function to stream, or NULL */
 };
 
+/* The part of rate, increase and delta's extrapolation that depends only on a window's
+ * sample times (func.c), kept per step so that series sampled at the same times skip it. */
+typedef struct pq_win_memo {
+    int64_t t0, tn; /* the window's first and last sample times */
+    size_t n;       /* its samples; 0: nothing kept */
+    double to_start, to_end, sampled, avg, factor;
+} pq_win_memo;
+
 struct pq_eval {
     store *st;
     query_limits lim;
@@ -234,7 +242,14 @@ struct pq_eval {
      * sample, how many counter resets happened up to it, so windows without one skip the
      * scan. NULL otherwise. */
     const iocd_sample *win_base;
-    const uint32_t *win_resets;
+    const uint32_t *win_resets; /* when !win_reset_free */
+    bool win_reset_free;        /* the series has no reset at all */
+    /* While a streamed series goes to its function: false when the read saw no value below
+     * the one before it (so a counter has no reset); true (not known) otherwise. */
+    bool win_may_drop;
+    /* rate, increase and delta: per step, the window shape of the last series seen there
+     * (series sampled at the same times share it), or NULL. */
+    pq_win_memo *win_memo;
 };
 
 /* Time of step i. */
@@ -276,6 +291,9 @@ iocd_err pq_check_deadline(pq_eval *ev);
 /* Drops __name__ from series marked drop_name, then removes series with no point and
  * refuses two series with the same labels at one step. */
 iocd_err pq_vector_finish(pq_eval *ev, pq_value *v);
+/* The same for a vector whose series are a selector's, one for one (so their label sets are
+ * distinct): when all drop the same __name__ no two can become equal, and no index is built. */
+iocd_err pq_vector_finish_selected(pq_eval *ev, pq_value *v);
 /* A lazy matrix argument, streamed: pq_matrix_select gives m its window shape and the
  * selected series' labels (m->s[i].ls, no samples) and *ids_out (the caller frees it);
  * pq_matrix_read then hands each series' samples in the windows' span, staleness markers
@@ -283,7 +301,10 @@ iocd_err pq_vector_finish(pq_eval *ev, pq_value *v);
  * each half's own copy of the evaluation state, and must touch only series i's output. */
 typedef iocd_err (*pq_matrix_fn)(pq_eval *ev, void *ud, size_t i, const iocd_sample *s, size_t n);
 iocd_err pq_matrix_select(pq_eval *ev, pq_value *m, uint64_t **ids_out);
-iocd_err pq_matrix_read(pq_eval *ev, pq_value *m, const uint64_t *ids, pq_matrix_fn fn, void *ud);
+/* ud_b is what fn gets on the second half's thread (ud_a on the first; the same is fine for a
+ * fn that keeps no state of its own). */
+iocd_err pq_matrix_read(pq_eval *ev, pq_value *m, const uint64_t *ids, pq_matrix_fn fn, void *ud_a,
+                        void *ud_b);
 /* The window [lo, hi] of range value v at step time t. */
 void pq_window(const pq_eval *ev, const pq_value *v, int64_t t, int64_t *lo, int64_t *hi);
 /* The time a selector or subquery is evaluated at for step time t (offset and @). */

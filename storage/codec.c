@@ -210,24 +210,66 @@ iocd_err codec_stream_encode(const iocd_sample *s, size_t n, iocd_buf *out)
     return stream_encode(s, n, true, out);
 }
 
-static bool get_time(const uint8_t **p, const uint8_t *end, size_t i, int64_t *prev_t,
-                     int64_t *prev_dt)
+/* The times of a split stream from *p on, samples k.. of s, as codec_stream_append wants them:
+ * when every delta-of-delta after the first two times is 0 (regular samples: a run of zero
+ * bytes), the times are worked out instead of decoded one varint at a time. */
+static bool get_times(const uint8_t **p, const uint8_t *end, size_t n, iocd_sample *s, bool *even)
 {
+    const uint8_t *q = *p, *z;
+    int64_t t = 0, dt = 0;
     uint64_t u;
+    size_t i;
 
-    if (!store_varint_get(p, end, &u))
-        return false;
-    if (i == 0) {
-        *prev_t = codec_unzigzag(u);
-    } else {
-        int64_t d = codec_unzigzag(u);
-        *prev_dt = i == 1 ? d : (int64_t)((uint64_t)*prev_dt + (uint64_t)d);
-        *prev_t = (int64_t)((uint64_t)*prev_t + (uint64_t)*prev_dt);
+    for (i = 0; i < n && i < 2; i++) {
+        if (!store_varint_get(&q, end, &u))
+            return false;
+        if (i == 0) {
+            t = codec_unzigzag(u);
+        } else {
+            dt = codec_unzigzag(u);
+            t = (int64_t)((uint64_t)t + (uint64_t)dt);
+        }
+        s[i].t_ms = t;
     }
+    *even = n <= 2 || dt > 0;
+    if (n <= 2) {
+        *p = q;
+        return true;
+    }
+    if ((size_t)(end - q) >= n - 2) { /* regular: n - 2 zero bytes */
+        for (z = q; z + 8 <= q + (n - 2); z += 8) {
+            uint64_t w;
+            memcpy(&w, z, 8);
+            if (w != 0)
+                break;
+        }
+        while (z < q + (n - 2) && *z == 0)
+            z++;
+        if (z == q + (n - 2)) {
+            for (i = 2; i < n; i++) {
+                t = (int64_t)((uint64_t)t + (uint64_t)dt);
+                s[i].t_ms = t;
+            }
+            *p = z;
+            return true;
+        }
+    }
+    *even = false;
+    for (i = 2; i < n; i++) {
+        if (!store_varint_get(&q, end, &u))
+            return false;
+        dt = (int64_t)((uint64_t)dt + (uint64_t)codec_unzigzag(u));
+        t = (int64_t)((uint64_t)t + (uint64_t)dt);
+        s[i].t_ms = t;
+    }
+    *p = q;
     return true;
 }
 
-static bool get_value(const uint8_t **p, const uint8_t *end, int e, int64_t *m, double *v)
+/* One value; an escaped one (raw bytes) sets *nan when it is a NaN. Integer values (e = 0)
+ * skip the division: m / 10^0 is m. */
+static bool get_value(const uint8_t **p, const uint8_t *end, int e, int64_t *m, double *v,
+                      bool *nan)
 {
     uint64_t u;
 
@@ -238,23 +280,56 @@ static bool get_value(const uint8_t **p, const uint8_t *end, int e, int64_t *m, 
             return false;
         memcpy(v, *p, 8);
         *p += 8;
+        *nan |= isnan(*v);
     } else {
         *m = (int64_t)((uint64_t)*m + (uint64_t)codec_unzigzag(u >> 1));
-        *v = (double)*m / codec_pow10[e];
+        *v = e == 0 ? (double)*m : (double)*m / codec_pow10[e];
     }
     return true;
 }
 
-/* Decodes a stream (split, or version 1's interleaved) into *buf (grown as needed, *cap
- * samples; reused across calls by readers that decode many series). */
-static iocd_err stream_decode(const uint8_t *p, size_t len, bool split, iocd_sample **buf,
-                              size_t *cap, size_t *n_out)
+/* Past one value: the running integer still takes its delta. */
+static bool skip_value(const uint8_t **p, const uint8_t *end, int64_t *m)
+{
+    uint64_t u;
+
+    if (!store_varint_get(p, end, &u))
+        return false;
+    if (u & 1) {
+        if (u != 1 || end - *p < 8)
+            return false;
+        *p += 8;
+    } else {
+        *m = (int64_t)((uint64_t)*m + (uint64_t)codec_unzigzag(u >> 1));
+    }
+    return true;
+}
+
+/* The first of s[a .. b) (ascending times) at or after t. */
+static size_t time_at(const iocd_sample *s, size_t a, size_t b, int64_t t)
+{
+    while (a < b) {
+        size_t mid = (a + b) / 2;
+        if (s[mid].t_ms < t)
+            a = mid + 1;
+        else
+            b = mid;
+    }
+    return a;
+}
+
+/* The one stream decoder (split, or version 1's interleaved): appends the samples with
+ * lo <= t <= hi at (*buf)[*n_io]. */
+static iocd_err stream_append(const uint8_t *p, size_t len, bool split, int64_t lo, int64_t hi,
+                              iocd_sample **buf, size_t *cap, size_t *n_io, codec_append *info)
 {
     const uint8_t *end = p + len;
-    uint64_t n;
-    int64_t prev_t = 0, prev_dt = 0, m = 0;
+    uint64_t n, u;
+    int64_t prev_t = 0, prev_dt = 0, m = 0, last;
+    double last_v;
     iocd_sample *s;
-    size_t i;
+    size_t i, k = *n_io, j, a = 0, b;
+    bool ascending = true, nan = false, drops = false, even;
     int e;
 
     if (!store_varint_get(&p, end, &n) || p >= end || n > len)
@@ -262,27 +337,81 @@ static iocd_err stream_decode(const uint8_t *p, size_t len, bool split, iocd_sam
     e = *p++;
     if (e > E_MAX)
         return IOCD_ECORRUPT;
-    if (n > *cap || *buf == NULL) {
-        size_t want = n > 256 ? (size_t)n : 256;
+    if (n > *cap - k || *buf == NULL) {
+        size_t want = k + (size_t)n > 256 ? k + (size_t)n : 256;
+        if (want < *cap * 2)
+            want = *cap * 2;
         s = iocd_realloc(*buf, want * sizeof(*s));
         if (s == NULL)
             return IOCD_ENOMEM;
         *buf = s;
         *cap = want;
     }
-    s = *buf;
-    for (i = 0; i < n; i++) {
-        if (!get_time(&p, end, i, &prev_t, &prev_dt))
+    s = *buf + k;
+    last = k > 0 ? s[-1].t_ms : INT64_MIN;
+    last_v = k > 0 ? s[-1].v : -INFINITY;
+    b = (size_t)n;
+    if (split) {
+        if (!get_times(&p, end, (size_t)n, s, &even))
             return IOCD_ECORRUPT;
-        s[i].t_ms = prev_t;
-        if (!split && !get_value(&p, end, e, &m, &s[i].v))
-            return IOCD_ECORRUPT;
+        for (i = 1; !even && i < n && s[i].t_ms > s[i - 1].t_ms; i++)
+            ;
+        if (even || i >= n) { /* ascending: the wanted times are a run [a, b) */
+            a = time_at(s, 0, b, lo);
+            b = hi == INT64_MAX ? b : time_at(s, a, b, hi + 1);
+        }
+        /* Before the run, values only move the running integer on; after it, none is read. */
+        for (i = 0; i < a; i++)
+            if (!skip_value(&p, end, &m))
+                return IOCD_ECORRUPT;
+        for (; i < b; i++)
+            if (!get_value(&p, end, e, &m, &s[i].v, &nan))
+                return IOCD_ECORRUPT;
+    } else {
+        for (i = 0; i < n; i++) {
+            if (!store_varint_get(&p, end, &u))
+                return IOCD_ECORRUPT;
+            if (i == 0) {
+                prev_t = codec_unzigzag(u);
+            } else {
+                int64_t d = codec_unzigzag(u);
+                prev_dt = i == 1 ? d : (int64_t)((uint64_t)prev_dt + (uint64_t)d);
+                prev_t = (int64_t)((uint64_t)prev_t + (uint64_t)prev_dt);
+            }
+            s[i].t_ms = prev_t;
+            if (!get_value(&p, end, e, &m, &s[i].v, &nan))
+                return IOCD_ECORRUPT;
+        }
     }
-    for (i = 0; split && i < n; i++)
-        if (!get_value(&p, end, e, &m, &s[i].v))
-            return IOCD_ECORRUPT;
-    *n_out = (size_t)n;
+    /* Keep those in [lo, hi] (usually all: then nothing moves), and say whether they came out
+     * ascending after what the buffer held. */
+    for (i = a, j = 0; i < b; i++) {
+        if (s[i].t_ms < lo || s[i].t_ms > hi)
+            continue;
+        ascending &= s[i].t_ms > last;
+        drops |= s[i].v < last_v;
+        last = s[i].t_ms;
+        last_v = s[i].v;
+        if (j != i)
+            s[j] = s[i];
+        j++;
+    }
+    if (info != NULL) {
+        info->ascending &= ascending;
+        info->nan |= nan;
+        info->drops |= drops;
+    }
+    *n_io = k + j;
     return IOCD_OK;
+}
+
+/* Decodes a whole stream into *buf (grown as needed, *cap samples; reused across calls by
+ * readers that decode many series). */
+static iocd_err stream_decode(const uint8_t *p, size_t len, bool split, iocd_sample **buf,
+                              size_t *cap, size_t *n_out)
+{
+    *n_out = 0;
+    return stream_append(p, len, split, INT64_MIN, INT64_MAX, buf, cap, n_out, NULL);
 }
 
 iocd_err codec_stream_decode(const uint8_t *p, size_t len, iocd_sample **out, size_t *n_out)
@@ -368,6 +497,87 @@ iocd_err codec_block_encode_v1(const codec_series *list, size_t n, int level, io
     return block_encode_v(list, n, level, BLOCK_V1, stream_v1_payload, 0, out);
 }
 
+void codec_block_fini(codec_block *b)
+{
+    iocd_free(b->raw);
+    iocd_free(b->streams);
+    memset(b, 0, sizeof(*b));
+}
+
+/* Decompresses a block of one of the versions (a bit mask) into b and indexes its streams. */
+static iocd_err block_open_v(codec_block *b, const void *data, size_t len, size_t max_raw,
+                             unsigned versions)
+{
+    unsigned long long raw_len = ZSTD_getFrameContentSize(data, len);
+    const uint8_t *p, *end, *streams, *h;
+    uint64_t count, prev_id = 0, off = 0, d, bytes;
+    size_t got, i;
+
+    b->n = 0;
+    if (raw_len == ZSTD_CONTENTSIZE_ERROR || raw_len == ZSTD_CONTENTSIZE_UNKNOWN ||
+        raw_len > max_raw || raw_len == 0)
+        return IOCD_ECORRUPT;
+    if (raw_len > b->raw_cap) {
+        uint8_t *g = iocd_realloc(b->raw, (size_t)raw_len);
+        if (g == NULL)
+            return IOCD_ENOMEM;
+        b->raw = g;
+        b->raw_cap = (size_t)raw_len;
+    }
+    got = z_decompress(b->raw, (size_t)raw_len, data, len);
+    if (ZSTD_isError(got) || got != raw_len || b->raw[0] > 7 || !(versions & (1u << b->raw[0])))
+        return IOCD_ECORRUPT;
+    b->version = b->raw[0];
+    p = b->raw + 1;
+    end = b->raw + got;
+    if (!store_varint_get(&p, end, &count) || count > got)
+        return IOCD_ECORRUPT;
+    if (count > b->cap) {
+        codec_stream *g = iocd_realloc(b->streams, (size_t)count * sizeof(*g));
+        if (g == NULL)
+            return IOCD_ENOMEM;
+        b->streams = g;
+        b->cap = (size_t)count;
+    }
+    /* The header ends where the streams begin: walk it once to find that point. */
+    for (h = p, i = 0; i < count; i++)
+        if (!store_varint_get(&h, end, &d) || !store_varint_get(&h, end, &bytes))
+            return IOCD_ECORRUPT;
+    streams = h;
+    for (i = 0; i < count; i++) {
+        store_varint_get(&p, end, &d);
+        store_varint_get(&p, end, &bytes);
+        prev_id += d;
+        if (bytes > (uint64_t)(end - streams) || off > (uint64_t)(end - streams) - bytes)
+            return IOCD_ECORRUPT;
+        b->streams[i] = (codec_stream){ prev_id, streams + off, (size_t)bytes };
+        off += bytes;
+    }
+    b->n = (size_t)count;
+    return IOCD_OK;
+}
+
+iocd_err codec_block_open(codec_block *b, const void *data, size_t len, size_t max_raw)
+{
+    return block_open_v(b, data, len, max_raw, 1u << BLOCK_VERSION | 1u << BLOCK_V1);
+}
+
+size_t codec_stream_count(const codec_block *b, size_t i)
+{
+    const uint8_t *p = b->streams[i].p;
+    uint64_t n;
+
+    return store_varint_get(&p, p + b->streams[i].len, &n) && n <= b->streams[i].len ? (size_t)n
+                                                                                     : 0;
+}
+
+iocd_err codec_stream_append(const codec_block *b, size_t i, int64_t lo, int64_t hi,
+                             iocd_sample **buf, size_t *cap, size_t *n_io, codec_append *info)
+{
+    return stream_append(b->streams[i].p, b->streams[i].len, b->version == BLOCK_VERSION, lo, hi,
+                         buf, cap, n_io, info);
+}
+
 /* Walks a block: for each series, fn gets its id and its stream, or the walk stops early
  * when fn returns non-OK (IOCD_EEXIST is used below to mean "found, stop"). */
 typedef iocd_err (*stream_fn)(void *ud, uint64_t id, const uint8_t *p, size_t len);
@@ -375,51 +585,16 @@ typedef iocd_err (*stream_fn)(void *ud, uint64_t id, const uint8_t *p, size_t le
 static iocd_err block_walk_v(const void *data, size_t len, size_t max_raw, unsigned versions,
                              int *version, stream_fn fn, void *ud)
 {
-    unsigned long long raw_len = ZSTD_getFrameContentSize(data, len);
-    const uint8_t *p, *end, *streams, *h;
-    uint64_t count, prev_id = 0, off = 0, d, bytes;
-    uint8_t *raw;
-    size_t got, i;
-    iocd_err err = IOCD_OK;
+    codec_block b;
+    size_t i;
+    iocd_err err;
 
-    if (raw_len == ZSTD_CONTENTSIZE_ERROR || raw_len == ZSTD_CONTENTSIZE_UNKNOWN ||
-        raw_len > max_raw || raw_len == 0)
-        return IOCD_ECORRUPT;
-    raw = iocd_malloc((size_t)raw_len);
-    if (raw == NULL)
-        return IOCD_ENOMEM;
-    got = z_decompress(raw, (size_t)raw_len, data, len);
-    if (ZSTD_isError(got) || got != raw_len || raw[0] > 7 || !(versions & (1u << raw[0]))) {
-        iocd_free(raw);
-        return IOCD_ECORRUPT;
-    }
-    *version = raw[0];
-    p = raw + 1;
-    end = raw + got;
-    if (!store_varint_get(&p, end, &count) || count > got) {
-        iocd_free(raw);
-        return IOCD_ECORRUPT;
-    }
-    /* The header ends where the streams begin: walk it once to find that point. */
-    for (h = p, i = 0; i < count; i++) {
-        if (!store_varint_get(&h, end, &d) || !store_varint_get(&h, end, &bytes)) {
-            iocd_free(raw);
-            return IOCD_ECORRUPT;
-        }
-    }
-    streams = h;
-    for (i = 0; i < count && err == IOCD_OK; i++) {
-        store_varint_get(&p, end, &d);
-        store_varint_get(&p, end, &bytes);
-        prev_id += d;
-        if (bytes > (uint64_t)(end - streams) || off > (uint64_t)(end - streams) - bytes) {
-            err = IOCD_ECORRUPT;
-            break;
-        }
-        err = fn(ud, prev_id, streams + off, (size_t)bytes);
-        off += bytes;
-    }
-    iocd_free(raw);
+    memset(&b, 0, sizeof(b));
+    err = block_open_v(&b, data, len, max_raw, versions);
+    *version = b.version;
+    for (i = 0; err == IOCD_OK && i < b.n; i++)
+        err = fn(ud, b.streams[i].id, b.streams[i].p, b.streams[i].len);
+    codec_block_fini(&b);
     return err;
 }
 

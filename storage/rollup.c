@@ -180,57 +180,6 @@ iocd_err store_read_rollup(store *st, uint64_t id, int64_t res_ms, int64_t start
 
 /* ---- Many series, with raw samples around the buckets ----------------------------------- */
 
-static int span_cmp(const void *a, const void *b)
-{
-    const store_span *x = a, *y = b;
-
-    if (x->start_ms != y->start_ms)
-        return x->start_ms < y->start_ms ? -1 : 1;
-    return x->end_ms < y->end_ms ? -1 : x->end_ms > y->end_ms;
-}
-
-/* Sorts and merges closed spans in place (touching ones too); returns the new count. */
-static size_t spans_merge(store_span *s, size_t n)
-{
-    size_t i, k = 0;
-
-    iocd_qsort(s, n, sizeof(*s), span_cmp);
-    for (i = 0; i < n; i++) {
-        if (s[i].start_ms > s[i].end_ms)
-            continue;
-        if (k > 0 && (s[k - 1].end_ms == INT64_MAX || s[i].start_ms <= s[k - 1].end_ms + 1)) {
-            if (s[i].end_ms > s[k - 1].end_ms)
-                s[k - 1].end_ms = s[i].end_ms;
-            continue;
-        }
-        s[k++] = s[i];
-    }
-    return k;
-}
-
-/* The first of the merged spans s that ends at or after t (n if none). */
-static size_t span_at(const store_span *s, size_t n, int64_t t)
-{
-    size_t a = 0, b = n, mid;
-
-    while (a < b) {
-        mid = (a + b) / 2;
-        if (s[mid].end_ms < t)
-            a = mid + 1;
-        else
-            b = mid;
-    }
-    return a;
-}
-
-/* Whether [lo, hi] meets one of the merged spans s. */
-static bool spans_meet(const store_span *s, size_t n, int64_t lo, int64_t hi)
-{
-    size_t a = span_at(s, n, lo);
-
-    return a < n && s[a].start_ms <= hi;
-}
-
 /* One id group's read: the wanted series' heads, buckets and raw samples. */
 typedef struct many_rollup {
     store *st;
@@ -256,7 +205,7 @@ static iocd_err raw_append(many_rollup *m, size_t j, const iocd_sample *s, size_
             continue;
         if (wanted) { /* a cursor over the spans: samples ascend (else it starts over) */
             if (t < prev)
-                k = span_at(m->need, m->n_need, t);
+                k = store_span_at(m->need, m->n_need, t);
             prev = t;
             while (k < m->n_need && m->need[k].end_ms < t)
                 k++;
@@ -298,7 +247,7 @@ static iocd_err raw_block(void *ud, int64_t period, int64_t last_ms, const void 
 {
     many_rollup *m = ud;
 
-    if (!spans_meet(m->need, m->n_need, period, last_ms))
+    if (!store_spans_meet(m->need, m->n_need, period, last_ms))
         return IOCD_OK;
     return codec_block_select(data, len, BLOCK_RAW_MAX, m->ids, m->n, raw_series, m);
 }
@@ -374,7 +323,7 @@ iocd_err store_read_rollup_many(store *st, const uint64_t *ids, size_t n, int64_
     }
     if (n_spans > 0)
         memcpy(base, spans, n_spans * sizeof(*spans));
-    n_base = spans_merge(base, n_spans);
+    n_base = store_spans_merge(base, n_spans);
     lo = start_ms;
     hi = end_ms;
     if (n_base > 0 && base[0].start_ms < lo)
@@ -423,7 +372,7 @@ iocd_err store_read_rollup_many(store *st, const uint64_t *ids, size_t n, int64_
         for (j = 0; err == IOCD_OK && j < n_base; j++)
             err = need_add(m, base[j].start_ms, base[j].end_ms);
         if (err == IOCD_OK)
-            m->n_need = spans_merge(m->need, m->n_need);
+            m->n_need = store_spans_merge(m->need, m->n_need);
         if (err == IOCD_OK && m->n_need > 0)
             err = store_db_blocks(st->db, STORE_DB_CHUNKS, group,
                                   store_period_of(st, m->need[0].start_ms),

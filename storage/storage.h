@@ -27,6 +27,8 @@ typedef struct store_config {
                                    * not above chunk_ms: never */
     uint64_t compact_at_stop_max; /* at close, compact a file of at most this many bytes when
                                    * a fifth or more of it is free pages; 0 = never */
+    uint64_t query_cache_bytes;   /* series decoded from sealed blocks are kept in memory, up to
+                                   * this many bytes, for reads that come again; 0 = none */
 } store_config;
 
 /* ---- Writing --------------------------------------------------------------------------- */
@@ -118,6 +120,13 @@ typedef iocd_err (*store_label_fn)(void *ud, const char *name, size_t name_len, 
                                    size_t value_len);
 iocd_err store_series_labels(store *st, uint64_t id, store_label_fn fn, void *ud);
 
+/* The labels of many series at once: fn(ud, i, pairs, len) for each ids[i], in order, with its
+ * labels as "name\0value\0" pairs sorted by name (borrowed for the call; len 0 for a series
+ * unknown or deleted). Takes the store's lock once per 256 series, not once per series. fn
+ * returning an error stops the walk and is returned. Errors: IOCD_ENOMEM, IOCD_ECORRUPT. */
+typedef iocd_err (*store_pairs_fn)(void *ud, size_t i, const char *pairs, size_t len);
+iocd_err store_series_pairs(store *st, const uint64_t *ids, size_t n, store_pairs_fn fn, void *ud);
+
 /* The samples of series id with start_ms <= t <= end_ms, ascending by time, one per
  * timestamp (the last written wins). *out is iocd_malloc'ed. Errors: IOCD_ENOTFOUND. */
 iocd_err store_read(store *st, uint64_t id, int64_t start_ms, int64_t end_ms, iocd_sample **out,
@@ -132,6 +141,29 @@ iocd_err store_read(store *st, uint64_t id, int64_t start_ms, int64_t end_ms, io
 typedef iocd_err (*store_series_fn)(void *ud, size_t i, const iocd_sample *s, size_t n);
 iocd_err store_read_many(store *st, const uint64_t *ids, size_t n, int64_t start_ms, int64_t end_ms,
                          store_series_fn fn, void *ud);
+
+/* A closed span of time [start_ms, end_ms]. */
+typedef struct store_span {
+    int64_t start_ms, end_ms;
+} store_span;
+
+/* One series as store_read_spans hands it over. */
+typedef struct store_samples {
+    const iocd_sample *s; /* ascending by time, one per timestamp (the last written wins) */
+    size_t n;
+    bool nan;   /* some value is a NaN (staleness markers are NaNs); false: none is */
+    bool drops; /* some value may be below the one before it; false: none is */
+} store_samples;
+typedef iocd_err (*store_samples_fn)(void *ud, size_t i, const store_samples *ss);
+
+/* store_read_many for a reader that looks at samples only within spans (closed, in any order,
+ * may overlap): for each ids[i] (ascending, no duplicates), in order, fn gets every sample
+ * store_read gives within the spans, and may get others between the first span's start and
+ * the last one's end, which the caller ignores. Only the blocks of periods that meet a span
+ * are decompressed, each once for the whole selection, and each series is decoded straight
+ * into one buffer (ss and its samples are borrowed for the call). Errors as store_read_many. */
+iocd_err store_read_spans(store *st, const uint64_t *ids, size_t n, const store_span *spans,
+                          size_t n_spans, store_samples_fn fn, void *ud);
 
 /* Rollups, built as samples are sealed: per bucket of 5 minutes or 1 hour, the min, max,
  * sum, count and last value of a series (staleness markers left out; min and max as
@@ -152,11 +184,6 @@ typedef struct store_rollup {
  * IOCD_ENOTFOUND, IOCD_ENOMEM, IOCD_ECORRUPT. */
 iocd_err store_read_rollup(store *st, uint64_t id, int64_t res_ms, int64_t start_ms, int64_t end_ms,
                            store_rollup **out, size_t *n_out);
-
-/* A closed span of time [start_ms, end_ms]. */
-typedef struct store_span {
-    int64_t start_ms, end_ms;
-} store_span;
 
 /* What store_read_rollup_many gives for ids[i]: its exact buckets r (ascending) and raw
  * samples s (ascending, one per timestamp, staleness markers included), both borrowed for

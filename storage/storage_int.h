@@ -117,6 +117,43 @@ typedef struct codec_series {
     size_t n;
 } codec_series;
 
+/* What codec_stream_append learned about the samples it appended: ascending stays true
+ * only while every kept sample is later than the one before it (the buffer's last included);
+ * nan becomes true when a decoded value is a NaN (staleness markers are NaNs); drops becomes
+ * true when a kept value is below the one before it (a counter reset, for rate). */
+typedef struct codec_append {
+    bool ascending, nan, drops;
+} codec_append;
+
+/* A block decompressed once, with the stream of each of its series: readers that take one
+ * series at a time across several blocks (storage/read.c) open each block once. */
+typedef struct codec_stream {
+    uint64_t id;      /* ascending within a block */
+    const uint8_t *p; /* the stream, inside the block's raw bytes */
+    size_t len;
+} codec_stream;
+
+typedef struct codec_block {
+    int version;  /* its format */
+    uint8_t *raw; /* the decompressed block */
+    size_t raw_cap;
+    codec_stream *streams;
+    size_t n, cap;
+} codec_block;
+
+/* Decompresses and indexes a sample block (of any version still read) into b, reusing b's
+ * memory (zeroed before first use). Errors: IOCD_ECORRUPT (b->n is then 0), IOCD_ENOMEM. */
+iocd_err codec_block_open(codec_block *b, const void *data, size_t len, size_t max_raw);
+void codec_block_fini(codec_block *b); /* frees b's memory; b may be opened again */
+/* The number of samples stream i of b holds, or 0 when it is malformed. */
+size_t codec_stream_count(const codec_block *b, size_t i);
+/* Decodes stream i of b, appending its samples with lo <= t <= hi at (*buf)[*n_io] (*buf
+ * grown as needed, *cap samples; *n_io advanced). info may be NULL. The stream decoder is
+ * one, and every reader of sample blocks decodes with it. Errors: IOCD_ECORRUPT (*n_io then
+ * unchanged), IOCD_ENOMEM. */
+iocd_err codec_stream_append(const codec_block *b, size_t i, int64_t lo, int64_t hi,
+                             iocd_sample **buf, size_t *cap, size_t *n_io, codec_append *info);
+
 /* Appends one zstd-compressed block holding the series. Errors: IOCD_ENOMEM, IOCD_EIO. */
 iocd_err codec_block_encode(const codec_series *list, size_t n, int level, iocd_buf *out);
 /* A block in the format before version 3 (times and values interleaved), which is still read:
@@ -167,6 +204,52 @@ iocd_err codec_wal_pack(const void *entries, size_t len, iocd_buf *out);
 iocd_err codec_pack(const void *entries, size_t len, int level, iocd_buf *out);
 iocd_err codec_wal_unpack(const void *rec, size_t len, iocd_buf *scratch, const uint8_t **entries,
                           size_t *entries_len);
+
+/* ---- The read cache (storage/cache.c) ------------------------------------------------------
+ * Series decoded from sealed blocks, kept for queries that read them again. An entry
+ * (cache_block) stands for one block's exact bytes: found by group, period, length and a hash
+ * of the bytes, so it never answers for another block. Readers hold the entries they use
+ * (store_cache_get .. store_cache_release); a held entry is not dropped, and its segments,
+ * once kept, do not change until it is. Any thread. */
+typedef struct store_cache store_cache;
+typedef struct cache_block cache_block;
+typedef struct cache_seg cache_seg; /* one series' samples from one block */
+
+/* A cache of at most max_bytes (0: it keeps nothing). Errors: IOCD_ENOMEM. */
+iocd_err store_cache_new(size_t max_bytes, store_cache **out);
+void store_cache_free(store_cache *c); /* NULL is a no-op */
+/* The hash that identifies a block's bytes. */
+uint64_t store_cache_hash(const void *data, size_t len);
+/* The entry of the block data (of id group group and period), made empty when missing, and
+ * held; NULL when c is NULL, keeps nothing, or has no room. */
+cache_block *store_cache_get(store_cache *c, uint64_t group, int64_t period, const void *data,
+                             size_t len);
+void store_cache_release(store_cache *c, cache_block *b); /* NULL is a no-op */
+/* Whether serving ids (of b's group) needs the block opened: b does not know yet which series
+ * it holds, or one of ids is there and not kept. */
+bool store_cache_needs(store_cache *c, cache_block *b, const uint64_t *ids, size_t n);
+/* Tells b which series its block holds, once the block is open. */
+void store_cache_opened(store_cache *c, cache_block *b, const codec_block *blk);
+/* Series id's kept samples in b, or NULL; *absent_out says the block does not hold it. */
+const cache_seg *store_cache_seg(store_cache *c, cache_block *b, uint64_t id, bool *absent_out);
+/* Room for a series of n samples: the most its segment takes. */
+size_t store_cache_seg_bytes(size_t n);
+/* Claims bytes of room for a series about to be decoded (a miss), dropping entries unused for
+ * a minute as needed; false: no room, decode without keeping. */
+bool store_cache_reserve(store_cache *c, size_t bytes);
+void store_cache_unreserve(store_cache *c, size_t bytes); /* gives back an unused claim */
+/* Keeps series id's samples s (its whole stream, as decoded: info as the decoder said) in b,
+ * using the room reserved for it (store_cache_seg_bytes(n) claimed, handed over in every
+ * case), and returns them as kept; NULL when out of memory. */
+const cache_seg *store_cache_put(store_cache *c, cache_block *b, uint64_t id, const iocd_sample *s,
+                                 size_t n, const codec_append *info, size_t reserved);
+/* Series served from the cache, series decoded and offered to it, and the bytes it holds. */
+void store_cache_stats(store_cache *c, uint64_t *hits, uint64_t *misses, size_t *bytes);
+/* Appends g's samples within the spans (merged: ascending, apart) at (*buf)[*n_io] as
+ * codec_stream_append does; samples between the first span's start and the last one's end
+ * may come along (a segment out of time order gives all of those). */
+iocd_err store_cache_expand(const cache_seg *g, const store_span *spans, size_t n_spans,
+                            iocd_sample **buf, size_t *cap, size_t *n_io, codec_append *info);
 
 /* ---- The lock file (storage/lock.c) ------------------------------------------------------ */
 
@@ -370,6 +453,14 @@ iocd_err store_series_samples(const store_series *s, iocd_sample **out, size_t *
 iocd_err store_series_samples_in(const store_series *s, int64_t lo, int64_t hi, iocd_sample **out,
                                  size_t *n_out);
 
+/* Sorts and merges closed spans in place (touching ones too, empty ones dropped); returns
+ * the new count. */
+size_t store_spans_merge(store_span *s, size_t n);
+/* The first of the merged spans s that ends at or after t (n if none). */
+size_t store_span_at(const store_span *s, size_t n, int64_t t);
+/* Whether [lo, hi] meets one of the merged spans s. */
+bool store_spans_meet(const store_span *s, size_t n, int64_t lo, int64_t hi);
+
 /* The index of id in ids (ascending), or n when it is not there. */
 size_t store_id_find(const uint64_t *ids, size_t n, uint64_t id);
 
@@ -432,6 +523,7 @@ struct store {
     int64_t compact_ns;
     uint64_t wal_unknown; /* recovery: WAL entries of series no longer in the index */
     iocd_buf wal_scratch; /* recovery: one decompressed WAL record */
+    store_cache *cache;   /* decoded sealed samples for queries (cfg.query_cache_bytes) */
 
     iocd_metric *m_series, *m_samples_head, *m_commits, *m_commit_fail, *m_commit_seconds,
         *m_commit_batches, *m_wal_bytes, *m_rejected[STORE_REJECT_COUNT_], *m_sealed_blocks,

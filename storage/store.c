@@ -563,6 +563,11 @@ iocd_err store_open(const char *dir, const store_config *cfg, store **out, char 
         goto out;
     }
     iocd_buf_fini(&st->wal_scratch);
+    if (st->cfg.query_cache_bytes > 0) {
+        err = store_cache_new((size_t)st->cfg.query_cache_bytes, &st->cache);
+        if (err != IOCD_OK)
+            goto out;
+    }
     st->last_sync_ns = iocd_mono_ns();
     if (pthread_create(&st->writer, NULL, store_writer_main, st) != 0) {
         snprintf(errbuf, errlen, "cannot start the writer thread: %s", strerror(errno));
@@ -616,6 +621,7 @@ void store_close(store *st)
     iocd_free(st->metric_slots);
     iocd_free(st->table);
     iocd_free(st->unpersisted);
+    store_cache_free(st->cache);
     pthread_mutex_destroy(&st->mu);
     pthread_mutex_destroy(&st->commit_mu);
     pthread_cond_destroy(&st->wake);

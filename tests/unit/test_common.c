@@ -76,6 +76,113 @@ TEST(float_formats_like_prometheus)
     iocd_buf_fini(&b);
 }
 
+/* The shortest round trip the slow, obvious way: the fewest significant digits P whose %.*e
+ * reads back as v, then written out in fixed notation. */
+static void float_reference(double v, char *out)
+{
+    char e[64], digits[32];
+    int prec, exp10, nd = 0, pos = 0, i;
+    const char *p;
+
+    for (prec = 1; prec <= 17; prec++) {
+        snprintf(e, sizeof(e), "%.*e", prec - 1, v);
+        if (strtod(e, NULL) == v)
+            break;
+    }
+    p = e;
+    if (*p == '-')
+        out[pos++] = *p++;
+    for (; *p != 'e'; p++)
+        if (*p >= '0' && *p <= '9')
+            digits[nd++] = *p;
+    exp10 = atoi(p + 1);
+    if (exp10 < 0) {
+        out[pos++] = '0';
+        out[pos++] = '.';
+        for (i = 0; i < -exp10 - 1; i++)
+            out[pos++] = '0';
+        for (i = 0; i < nd; i++)
+            out[pos++] = digits[i];
+    } else {
+        for (i = 0; i <= exp10 || i < nd; i++) {
+            if (i == exp10 + 1)
+                out[pos++] = '.';
+            out[pos++] = i < nd ? digits[i] : '0';
+        }
+    }
+    out[pos] = '\0';
+}
+
+static uint64_t xorshift(uint64_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+/* The exact 128-bit path must give what the definition gives, for any double: random bits,
+ * decimals, averages, powers of two and their neighbours (where the spacing below halves),
+ * powers of ten and theirs, integers up to 2^53, tiny and huge magnitudes. */
+TEST(float_shortest_matches_the_definition)
+{
+    iocd_buf b;
+    uint64_t x = 88172645463325252ULL;
+    char want[512];
+    int i;
+
+    iocd_buf_init(&b, 0);
+    for (i = 0; i < 300000; i++) {
+        uint64_t r = xorshift(&x), r2 = xorshift(&x);
+        double v;
+        switch (i % 10) {
+        case 0:
+            memcpy(&v, &r, sizeof(v));
+            if (isnan(v) || isinf(v))
+                continue;
+            break;
+        case 1:
+            v = (double)(int64_t)(r % 2000000001) / 1000.0 - 1e6;
+            break;
+        case 2:
+            v = ldexp((double)(r >> 11), (int)(r2 % 140) - 120);
+            break;
+        case 3:
+            v = (double)(r % 100000) / (double)(r2 % 997 + 1);
+            break;
+        case 4:
+            v = ldexp(1.0, (int)(r % 200) - 100);
+            if (r2 & 1)
+                v = nextafter(v, 0);
+            break;
+        case 5:
+            v = nextafter((double)(r % 1000000) / 1000.0, (r2 & 1) ? 1e300 : -1e300);
+            break;
+        case 6:
+            v = (double)(r % (UINT64_C(1) << 53));
+            break;
+        case 7:
+            v = pow(10, (int)(r % 40) - 20);
+            if (r2 & 1)
+                v = nextafter(v, (r2 & 2) ? 0 : 1e300);
+            break;
+        case 8:
+            v = (double)(r % 10000000) * pow(10, (int)(r2 % 30) - 20);
+            break;
+        default:
+            v = -(double)(r % 100000) / 7.0;
+            break;
+        }
+        float_reference(v, want);
+        ASSERT_STR_EQ(fmt_float(&b, v), want);
+    }
+    ASSERT_STR_EQ(fmt_float(&b, 4503599627370495.5), "4503599627370495.5");
+    ASSERT_STR_EQ(fmt_float(&b, 9007199254740991), "9007199254740991");
+    float_reference(5e-324, want);
+    ASSERT_STR_EQ(fmt_float(&b, 5e-324), want);
+    iocd_buf_fini(&b);
+}
+
 static char *read_log(int fd)
 {
     static char out[8192];

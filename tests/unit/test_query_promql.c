@@ -16,12 +16,15 @@
 static store *st;
 static int64_t T0; /* the first sample's time: a whole hour, two hours ago */
 
+/* With a read cache, as the daemon runs (every query after the first reads kept series;
+ * test_storage_read holds reads with and without one to the same answers). */
 static store *open_store(void)
 {
     char path[512], errbuf[256];
+    store_config cfg = { .query_cache_bytes = 16u << 20 };
 
     snprintf(path, sizeof(path), "%s/data", test_tmpdir());
-    if (store_open(path, NULL, &st, errbuf, sizeof(errbuf)) != IOCD_OK)
+    if (store_open(path, &cfg, &st, errbuf, sizeof(errbuf)) != IOCD_OK)
         test_fail_at(__FILE__, __LINE__, "store_open: %s", errbuf);
     T0 = (iocd_now_ms() / 3600000 - 2) * 3600000;
     return st;
@@ -344,6 +347,31 @@ TEST(rate_increase_delta_follow_prometheus_extrapolation)
               "{job=\"api\",ward=\"a\"} 0.08333333333333333");
     EXPECT_AT(6, "idelta(req_total{ward=\"a\"}[3m])", "{job=\"api\",ward=\"a\"} -45");
     EXPECT_AT(1, "rate(req_total{ward=\"a\"}[30s])", ""); /* one sample: no rate */
+    /* Dropping __name__ may make two series equal; keeping it, or one name, may not. */
+    EXPECT_ERR(3, "rate({__name__=~\"pressure2?\",ward=\"a\"}[3m])", IOCD_EINVAL,
+               "vector cannot contain metrics with the same labelset");
+    EXPECT_AT(3, "last_over_time({__name__=~\"pressure2?\",ward=\"a\"}[3m])",
+              "{__name__=\"pressure\",ward=\"a\"} 4 | {__name__=\"pressure2\",ward=\"a\"} 1");
+    EXPECT_AT(3, "delta(pressure[3m])", "{ward=\"a\"} 3 | {ward=\"b\"} 0 | {ward=\"c\"} -3");
+}
+
+/* Series sampled at the same times share the part of the extrapolation that depends only on
+ * the times (kept per step); each still gets its own cut at the counter's zero and its own
+ * resets. [3.5m, 7.5m] holds minutes 4..7: 180 s sampled, 30 s to each edge. */
+TEST(rate_of_series_sampled_at_the_same_times)
+{
+    open_store();
+    load("ctr k=a", "100 110 120 130 140 150 160 170 180 190 200");
+    load("ctr k=b", "0 1 2 3 4 5 6 7 8 9 10");
+    load("ctr k=c", "0 0 0 0 1 11 21 31 41 51 61");     /* 1 -> 31: zero is 6 s before */
+    load("ctr k=d", "30 35 40 45 50 60 5 15 25 35 45"); /* a reset */
+    EXPECT_AT(7.5, "increase(ctr[4m])",
+              "{k=\"a\"} 40 | {k=\"b\"} 4 | {k=\"c\"} 36 | {k=\"d\"} 33.33333333333333");
+    EXPECT_AT(7.5, "rate(ctr[4m])",
+              "{k=\"a\"} 0.16666666666666666 | {k=\"b\"} 0.016666666666666663 | "
+              "{k=\"c\"} 0.15 | {k=\"d\"} 0.13888888888888887");
+    EXPECT_RANGE(7, 8, 30, "increase(ctr{k=~\"b|c\"}[4m])",
+                 "{k=\"b\"} 4@420 4@450 4@480 | {k=\"c\"} 31@420 36@450 40@480");
 }
 
 TEST(regression_functions)
@@ -635,6 +663,23 @@ TEST(large_selections_read_on_two_threads_give_the_same_answers)
         ASSERT_OK(query_parse("sum(big)", &e, eb, sizeof(eb)));
         ASSERT_ERR(query_eval(st, &lim, e, T0, T0 + 9 * MIN, 60000, &r, eb, sizeof(eb)),
                    IOCD_ELIMIT);
+        query_expr_free(e);
+    }
+    {
+        /* 3000 groups over 55 steps: the accumulators are taken a run of steps at a time. */
+        query_limits lim = { 0 };
+        query_expr *e = NULL;
+        query_result r;
+        char eb[512];
+        size_t j;
+        ASSERT_OK(query_parse("sum(avg by (device) (big + timestamp(big)))", &e, eb, sizeof(eb)));
+        ASSERT_OK(query_eval(st, &lim, e, T0, T0 + 9 * MIN, 10000, &r, eb, sizeof(eb)));
+        ASSERT_EQ(r.n, 1);
+        ASSERT_EQ(r.series[0].n, 55);
+        for (j = 0; j < 55; j++) /* the sample of minute j / 6 at step j */
+            ASSERT_DBL_EQ(r.series[0].points[j].v,
+                          4498500.0 + 3000.0 * (double)(T0 / 1000 + 60 * (int64_t)(j / 6)), 0);
+        query_result_fini(&r);
         query_expr_free(e);
     }
 }

@@ -288,6 +288,68 @@ TEST(blocks_of_both_versions_read_the_same)
     iocd_buf_fini(&b[1]);
 }
 
+/* Blocks opened once and their streams decoded in place (what the many-series read does): the
+ * same samples as the definition, of either version; evenly spaced times (a run of zero
+ * bytes, worked out instead of decoded) and times uneven anywhere in the run, at any length
+ * around a word; a time filter; what the decoder says about order and NaN. */
+TEST(block_streams_decode_in_place)
+{
+    static iocd_sample data[12][70], *out = NULL;
+    static const size_t len[12] = { 0, 1, 2, 3, 9, 10, 11, 17, 18, 64, 65, 70 };
+    codec_series ser[12];
+    codec_block blk;
+    iocd_buf b;
+    size_t i, j, v, cap = 0, n;
+
+    memset(&blk, 0, sizeof(blk));
+    for (i = 0; i < 12; i++) {
+        for (j = 0; j < len[i]; j++) {
+            data[i][j].t_ms = 1700000000000LL + (int64_t)j * 15000;
+            data[i][j].v = (double)(int64_t)(j * 7 + i) / 4.0;
+        }
+        if (i % 3 == 1 && len[i] > 2) /* one uneven time, the last (after the run's words) */
+            data[i][len[i] - 1].t_ms += 3;
+        if (i % 4 == 2 && len[i] > 5) /* or the fourth */
+            data[i][3].t_ms -= 1000;
+        if (i == 9)
+            data[i][8].v = NAN;
+        ser[i] = (codec_series){ 128 + i, data[i], len[i] };
+    }
+    for (v = 0; v < 2; v++) {
+        iocd_buf_init(&b, 0);
+        ASSERT_OK(v == 0 ? codec_block_encode(ser, 12, 3, &b)
+                         : codec_block_encode_v1(ser, 12, 3, &b));
+        ASSERT_OK(codec_block_open(&blk, b.data, b.len, 1 << 20));
+        ASSERT_EQ(blk.n, 12);
+        for (i = 0; i < 12; i++) {
+            codec_append info = { true, false, false };
+            int64_t lo = data[i][len[i] > 4 ? 2 : 0].t_ms, hi = INT64_MAX;
+            ASSERT_EQ(blk.streams[i].id, 128 + i);
+            ASSERT_EQ(codec_stream_count(&blk, i), len[i]);
+            n = 0;
+            ASSERT_OK(codec_stream_append(&blk, i, INT64_MIN, INT64_MAX, &out, &cap, &n, &info));
+            ASSERT_EQ(n, len[i]);
+            if (n > 0)
+                ASSERT_TRUE(memcmp(out, data[i], n * sizeof(*out)) == 0);
+            ASSERT_TRUE(info.ascending);
+            ASSERT_EQ(info.nan, i == 9);
+            /* Appended after a later sample, from the third on: not ascending any more. */
+            out[0].t_ms = INT64_MAX - 1;
+            n = 1;
+            if (len[i] == 0)
+                continue;
+            ASSERT_OK(codec_stream_append(&blk, i, lo, hi, &out, &cap, &n, &info));
+            ASSERT_EQ(n, 1 + len[i] - (len[i] > 4 ? 2 : 0));
+            ASSERT_TRUE(memcmp(out + 1, data[i] + (len[i] > 4 ? 2 : 0), (n - 1) * sizeof(*out)) ==
+                        0);
+            ASSERT_FALSE(info.ascending);
+        }
+        iocd_buf_fini(&b);
+    }
+    codec_block_fini(&blk);
+    iocd_free(out);
+}
+
 typedef struct got_rollups {
     store_rollup r[8][16];
     size_t n[8];
