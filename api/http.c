@@ -466,9 +466,10 @@ void api_stop(api_server *srv, int64_t grace_ms)
 
     if (srv == NULL)
         return;
+    /* The quiesced listen socket is closed only after MHD_stop_daemon: MHD's threads may
+     * still use it until then (its documentation asks so; closing it here let the number be
+     * reused while a worker still watched it). */
     lfd = MHD_quiesce_daemon(srv->mhd);
-    if (lfd != MHD_INVALID_SOCKET)
-        close(lfd);
     deadline = iocd_mono_ns() + grace_ms * 1000000;
     /* Requests being handled are finished; a client still sending its body is cut off. */
     while (atomic_load(&srv->handling) > 0 && iocd_mono_ns() < deadline) {
@@ -480,6 +481,8 @@ void api_stop(api_server *srv, int64_t grace_ms)
                  atomic_load(&srv->handling));
     api_query_stop(srv); /* drains queued queries: their requests are resumed first */
     MHD_stop_daemon(srv->mhd);
+    if (lfd != MHD_INVALID_SOCKET)
+        close(lfd);
     while (srv->routes != NULL) {
         api_route *next = srv->routes->next;
         iocd_free(srv->routes);
