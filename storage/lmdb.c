@@ -943,6 +943,7 @@ static iocd_err open_readonly(const char *dir, store_db *db, char *errbuf, size_
     char path[4200];
     MDB_txn *txn = NULL;
     struct stat st;
+    bool current;
     int rc;
 
     snprintf(path, sizeof(path), "%s/iocd.mdb", dir);
@@ -965,17 +966,19 @@ static iocd_err open_readonly(const char *dir, store_db *db, char *errbuf, size_
         rc = mdb_dbi_open(txn, "series_by_id", 0, &db->series_by_id);
     if (rc == 0)
         rc = mdb_dbi_open(txn, "series_packed", 0, &db->series_packed);
-    if (rc == 0) {
+    /* The databases of the current format: an older file lacks them until serve upgrades it. */
+    current = rc == 0;
+    if (rc == 0)
         rc = mdb_dbi_open(txn, "postings_packed", 0, &db->postings_packed);
-        if (rc == MDB_NOTFOUND) {
-            snprintf(errbuf, errlen,
-                     "%s: written by an older iocd; start `iocd serve` on it once to upgrade it",
-                     path);
-            mdb_txn_abort(txn);
-            mdb_env_close(db->env);
-            db->env = NULL;
-            return IOCD_EINVAL;
-        }
+    if (rc == 0)
+        rc = mdb_dbi_open(txn, "spans", 0, &db->spans);
+    if (current && rc == MDB_NOTFOUND) {
+        snprintf(errbuf, errlen,
+                 "%s: written by an older iocd; start `iocd serve` on it once to upgrade it", path);
+        mdb_txn_abort(txn);
+        mdb_env_close(db->env);
+        db->env = NULL;
+        return IOCD_EINVAL;
     }
     if (rc == 0)
         rc = mdb_dbi_open(txn, "postings", MDB_DUPSORT | MDB_DUPFIXED, &db->postings);
@@ -983,18 +986,6 @@ static iocd_err open_readonly(const char *dir, store_db *db, char *errbuf, size_
         rc = mdb_dbi_open(txn, "wal", 0, &db->wal);
     if (rc == 0)
         rc = mdb_dbi_open(txn, "chunks", 0, &db->chunks);
-    if (rc == 0) {
-        rc = mdb_dbi_open(txn, "spans", 0, &db->spans);
-        if (rc == MDB_NOTFOUND) {
-            snprintf(errbuf, errlen,
-                     "%s: written by an older iocd; start `iocd serve` on it once to upgrade it",
-                     path);
-            mdb_txn_abort(txn);
-            mdb_env_close(db->env);
-            db->env = NULL;
-            return IOCD_EINVAL;
-        }
-    }
     if (rc == 0)
         rc = mdb_dbi_open(txn, "rollup_5m", 0, &db->rollup_5m);
     if (rc == 0)
