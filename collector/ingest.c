@@ -16,8 +16,8 @@
 /* A large line-protocol body is cut into pieces of about this many bytes, parsed on every
  * ingest thread at once; a batch goes to the store every FLUSH_SAMPLES samples, so the
  * commit of a body's first samples overlaps the parse of its last ones. */
-#define PIECE_BYTES   (64u << 10)
-#define FLUSH_SAMPLES 4096
+#define PIECE_BYTES   (256u << 10)
+#define FLUSH_SAMPLES 16384
 #define PIECES_MAX    1024
 #define THREADS_MAX   64
 

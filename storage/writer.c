@@ -468,7 +468,7 @@ static iocd_err build_blocks(store *st, const seal_set *ss, store_db_block **blo
 }
 
 #define SEAL_SLICE             256 /* series ids per slice (a multiple of the id group, 64) */
-#define SEAL_SLICES_PER_COMMIT 1   /* bounds how long one group commit spends sealing */
+#define SEAL_SLICES_PER_COMMIT 4   /* bounds how long one group commit spends sealing */
 
 /* Takes and encodes, slice by slice from series id *from, every head sample before `before`:
  * at most max_slices slices (0: all). *from is where the next call goes on; *done is set when

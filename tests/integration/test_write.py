@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from harness import Daemon, Failure, check, eq, metric, run, wait_for  # noqa: E402
 
 NOW_MS = int(time.time() * 1000) // 1000 * 1000
+PIECE_BYTES = 256 * 1024  # collector/ingest.c: a line-protocol body is cut into pieces this big
 
 
 def export(d, match, start=None, end=None):
@@ -143,14 +144,15 @@ def test_a_repeated_timestamp_keeps_the_last_value_across_pieces():
         for attempt in range(3):
             t = NOW_MS - attempt * 1000
             first, size = [], 0
-            while size < 64 * 1024 - 2000:
+            while size < PIECE_BYTES - 2000:
                 first.append("m2,k=a %s %d" % (fields, t))
                 size += len(first[-1]) + 1
-            # This line ends the first piece (it crosses its 64 KiB mark); the next begins
-            # the second.
+            # This line ends the first piece (it crosses its PIECE_BYTES mark); the next
+            # begins the second.
             first.append("dup,k=a,pad=%s v=1 %d" % (pad, t))
             second = ["dup,k=a,pad=%s v=2 %d" % (pad, t)]
-            second += ["m,k=a,pad=%s v=%d %d" % ("y" * 4000, i, t) for i in range(40)]
+            second += ["m,k=a,pad=%s v=%d %d" % ("y" * 4000, i, t)
+                       for i in range(PIECE_BYTES // 4000 + 8)]
             body = ("\n".join(first + second) + "\n").encode()
             r = d.post("/write?precision=ms", body)
             eq(r.status, 204, "write: " + r.text)
