@@ -789,6 +789,7 @@ static iocd_err commit_txn(store *st, const store_db_wal *recs, size_t n_recs, s
     }
     if (w != NULL)
         drop_sealing(st, w->sealing_ids, w->n_sealing_ids);
+    st->n_txns++;
     pthread_cond_signal(&st->seal_wake); /* the watermark may have passed a period */
     pthread_mutex_unlock(&st->mu);
     iocd_free(ser);
@@ -934,6 +935,8 @@ static iocd_err seal_step(store *st, int64_t seal_before, int64_t compact_before
     return err;
 }
 
+#define DROP_MAPPED_NS 200000000LL
+
 /* What to seal now, or INT64_MIN: every period that ended a grace before the newest sample,
  * and, every LATE_SEAL_NS, samples that arrived late for already sealed periods. */
 static int64_t seal_boundary(store *st)
@@ -988,12 +991,23 @@ void *store_writer_main(void *arg)
 void *store_sealer_main(void *arg)
 {
     store *st = arg;
-    int64_t seal, compact;
+    int64_t seal, compact, dropped_ns = iocd_mono_ns();
+    uint64_t dropped_txns = 0;
     bool final_seal_done = false, failed = false;
     iocd_err err;
 
     pthread_mutex_lock(&st->mu);
     for (;;) {
+        if (st->n_txns != dropped_txns && iocd_mono_ns() - dropped_ns >= DROP_MAPPED_NS) {
+            /* Pages of the data file that commits read are dropped from the mapping every
+             * 200 ms while the store changes (and when a seal ends), so the process'
+             * resident memory is what it holds, not the file (they stay in the page cache). */
+            dropped_txns = st->n_txns;
+            dropped_ns = iocd_mono_ns();
+            pthread_mutex_unlock(&st->mu);
+            store_db_drop_mapped(st->db);
+            pthread_mutex_lock(&st->mu);
+        }
         if (failed && st->writer_done) {
             log_warn("store", "sealing at stop failed; the write-ahead log keeps the samples",
                      NULL);
@@ -1030,6 +1044,8 @@ void *store_sealer_main(void *arg)
         pthread_mutex_unlock(&st->mu);
         err = seal_step(st, seal, compact);
         failed = err != IOCD_OK && err != IOCD_EAGAIN;
+        if (seal != INT64_MIN && st->seal_target == INT64_MIN)
+            store_db_drop_mapped(st->db); /* a seal's end reads many pages (WAL, postings) */
 #ifdef __GLIBC__
         if (seal != INT64_MIN && st->seal_target == INT64_MIN)
             malloc_trim(0); /* a finished seal freed its slices' buffers: give the pages back */
