@@ -471,7 +471,8 @@ size_t store_id_find(const uint64_t *ids, size_t n, uint64_t id);
 typedef struct pending {
     store_done_fn done;
     void *ud;
-    iocd_buf wal; /* this batch's WAL entries */
+    iocd_buf wal;         /* this batch's WAL entries */
+    int64_t t_min, t_max; /* of those entries: all in one period, they go to its record whole */
     store_result res;
     struct pending *next;
 } pending;

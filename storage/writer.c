@@ -47,36 +47,53 @@ static void wal_split_fini(wal_split *w)
     memset(w, 0, sizeof(*w));
 }
 
-static iocd_err wal_split_add(const store *st, wal_split *w, const iocd_buf *entries)
+/* The record of a period in w, created if need be; w->n when out of memory. */
+static size_t wal_split_rec(wal_split *w, int64_t period)
 {
+    size_t i;
+
+    for (i = 0; i < w->n && w->recs[i].period != period; i++)
+        ;
+    if (i == w->n) {
+        if (w->n == w->cap) {
+            size_t cap = w->cap != 0 ? w->cap * 2 : 4;
+            store_db_wal *r = iocd_realloc(w->recs, cap * sizeof(*r));
+            iocd_buf *b = r != NULL ? iocd_realloc(w->bufs, cap * sizeof(*b)) : NULL;
+            if (r != NULL)
+                w->recs = r;
+            if (b == NULL)
+                return w->n;
+            w->bufs = b;
+            w->cap = cap;
+        }
+        iocd_buf_init(&w->bufs[w->n], 0);
+        w->recs[w->n].period = period;
+        w->n++;
+    }
+    return i;
+}
+
+static iocd_err wal_split_add(const store *st, wal_split *w, const pending *pd)
+{
+    const iocd_buf *entries = &pd->wal;
     const uint8_t *p = (const uint8_t *)entries->data, *end = p + entries->len;
     uint64_t id;
     int64_t t, period;
     double v;
-    bool corrupt;
+    bool corrupt = false;
     size_t i;
     iocd_err err = IOCD_OK;
 
+    if (entries->len > 0 && store_period_of(st, pd->t_min) == store_period_of(st, pd->t_max)) {
+        /* One period (the usual case): the entries go to its record as they are. */
+        i = wal_split_rec(w, store_period_of(st, pd->t_min));
+        return i == w->n ? IOCD_ENOMEM : iocd_buf_append(&w->bufs[i], entries->data, entries->len);
+    }
     while (err == IOCD_OK && store_wal_next(&p, end, &id, &t, &v, &corrupt)) {
         period = store_period_of(st, t);
-        for (i = 0; i < w->n && w->recs[i].period != period; i++)
-            ;
-        if (i == w->n) {
-            if (w->n == w->cap) {
-                size_t cap = w->cap != 0 ? w->cap * 2 : 4;
-                store_db_wal *r = iocd_realloc(w->recs, cap * sizeof(*r));
-                iocd_buf *b = r != NULL ? iocd_realloc(w->bufs, cap * sizeof(*b)) : NULL;
-                if (r != NULL)
-                    w->recs = r;
-                if (b == NULL)
-                    return IOCD_ENOMEM;
-                w->bufs = b;
-                w->cap = cap;
-            }
-            iocd_buf_init(&w->bufs[w->n], 0);
-            w->recs[w->n].period = period;
-            w->n++;
-        }
+        i = wal_split_rec(w, period);
+        if (i == w->n)
+            return IOCD_ENOMEM;
         err = store_wal_put(&w->bufs[i], id, t, v);
     }
     return corrupt ? IOCD_ECORRUPT : err;
@@ -825,7 +842,7 @@ static void group_commit(store *st, pending *batch)
     memset(&ws, 0, sizeof(ws));
     iocd_buf_init(&wal_packed, 0);
     for (p = batch; p != NULL && err == IOCD_OK; p = p->next) {
-        err = wal_split_add(st, &ws, &p->wal);
+        err = wal_split_add(st, &ws, p);
         n_batches++;
     }
     /* Compress each period's record; the packed records share one buffer, so pointers are
