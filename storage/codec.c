@@ -1093,9 +1093,68 @@ iocd_err codec_rollup_select(const void *data, size_t len, size_t max_raw, int64
 /* ---- Span containers -------------------------------------------------------------------
  * A compacted span of several id groups in one LMDB value (fewer values, less page rounding):
  *   byte version, varint n, per frame: varint group (low bits), byte kind, varint length;
- *   then the frames (each a block or rollup block as above), in that order. */
+ *   then the frames (each a block or rollup block as above), in that order.
+ * Two adjacent spans compacted together (at a stop, see writer.c) share one value, so a
+ * span split by the stop does not pay LMDB's page rounding twice:
+ *   byte 2, varint length of the first span's container, then both containers;
+ * kept under the first span's key, with under the second's a one-byte alias (3) that sends
+ * readers there. Each span keeps its own frames: reads see what two values held. */
 
 #define SPAN_VERSION 1
+#define SPAN_JOINT   2
+#define SPAN_ALIAS   3
+
+iocd_err codec_span_join(const void *first, size_t first_len, const void *second, size_t second_len,
+                         iocd_buf *out)
+{
+    uint8_t tmp[16];
+    size_t k;
+    iocd_err err;
+
+    tmp[0] = SPAN_JOINT;
+    k = 1 + store_varint_put(tmp + 1, first_len);
+    err = iocd_buf_append(out, tmp, k);
+    if (err == IOCD_OK)
+        err = iocd_buf_append(out, first, first_len);
+    if (err == IOCD_OK)
+        err = iocd_buf_append(out, second, second_len);
+    return err;
+}
+
+iocd_err codec_span_alias(iocd_buf *out)
+{
+    uint8_t b = SPAN_ALIAS;
+
+    return iocd_buf_append(out, &b, 1);
+}
+
+bool codec_span_is_alias(const void *val, size_t len)
+{
+    return len == 1 && *(const uint8_t *)val == SPAN_ALIAS;
+}
+
+iocd_err codec_span_part(const void *val, size_t len, unsigned which, const void **part,
+                         size_t *part_len)
+{
+    const uint8_t *p = val, *end = p + len;
+    uint64_t first;
+
+    if (len < 1 || codec_span_is_alias(val, len))
+        return len < 1 ? IOCD_ECORRUPT : IOCD_ENOTFOUND;
+    if (*p != SPAN_JOINT) {
+        if (which != 0)
+            return IOCD_ENOTFOUND;
+        *part = val;
+        *part_len = len;
+        return IOCD_OK;
+    }
+    p++;
+    if (!store_varint_get(&p, end, &first) || first > (uint64_t)(end - p))
+        return IOCD_ECORRUPT;
+    *part = which == 0 ? p : p + first;
+    *part_len = which == 0 ? (size_t)first : (size_t)(end - p) - (size_t)first;
+    return IOCD_OK;
+}
 
 iocd_err codec_span_pack(const codec_frame *f, size_t n, iocd_buf *out)
 {

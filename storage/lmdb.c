@@ -18,14 +18,19 @@
 #include <unistd.h>
 
 #define FORMAT_KEY     "format"
-#define FORMAT_VERSION "iocd-store-4"
+#define FORMAT_VERSION "iocd-store-5"
 #define DEFAULT_MAP    (256ULL << 30) /* address space only: the file grows as data is written */
 #define MAX_DBS        32
 
 /* Older formats, upgraded on open: -1 (before the packed series index), -2 (before compacted
  * span blocks: its chunk blocks are simply compacted by the writer later), -3 (before the
- * packed postings: its postings are read as they are until a seal packs them). */
-static const char *const format_prev[] = { "iocd-store-1", "iocd-store-2", "iocd-store-3" };
+ * packed postings: its postings are read as they are until a seal packs them), -4 (before
+ * two spans could share a value: its containers are read as they are; the marker keeps an
+ * older iocd from misreading a shared one). */
+static const char *const format_prev[] = { "iocd-store-1", "iocd-store-2", "iocd-store-3",
+                                           "iocd-store-4" };
+/* The last of them, which `iocd check` reads as it is (nothing to upgrade in its data). */
+#define FORMAT_READABLE "iocd-store-4"
 
 static MDB_dbi kind_dbi(const store_db *db, store_db_kind kind)
 {
@@ -376,6 +381,20 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
                 if (get_be64((const uint8_t *)k.mv_data + 8) <= wal_seq_max)
                     rc = mdb_cursor_del(cur, 0);
             }
+        } else if (i == 2) {
+            /* A value that two spans share goes once the second one has expired too. */
+            MDB_cursor_op op = MDB_FIRST;
+            while (rc == 0 && (rc = mdb_cursor_get(cur, &k, &v, op)) == 0 && k.mv_size >= 8 &&
+                   get_be_time(k.mv_data) < before) {
+                const void *second;
+                size_t second_len;
+                op = MDB_NEXT;
+                if (db->span_ms <= 0 ||
+                    codec_span_part(v.mv_data, v.mv_size, 1, &second, &second_len) != IOCD_OK ||
+                    (before >= INT64_MIN + db->span_ms &&
+                     get_be_time(k.mv_data) < before - db->span_ms))
+                    rc = mdb_cursor_del(cur, 0);
+            }
         } else {
             while (rc == 0 && (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST)) == 0 &&
                    k.mv_size >= 8 && get_be_time(k.mv_data) < before)
@@ -542,6 +561,115 @@ static int64_t last_of(int64_t period, int64_t len)
     return period > INT64_MAX - len ? INT64_MAX : period + len - 1;
 }
 
+/* The value under (period, container) in the span database that holds `period`'s span, and
+ * which of its spans that is: the value itself, or for an alias the previous span's joint
+ * value (its latest sequence). IOCD_ENOTFOUND: none. */
+static int span_value(const store_db *db, MDB_txn *txn, int64_t period, uint64_t container,
+                      MDB_val *v, unsigned *which)
+{
+    MDB_cursor *cur = NULL;
+    uint8_t key[20];
+    MDB_val k;
+    int rc;
+
+    *which = 0;
+    if (!codec_span_is_alias(v->mv_data, v->mv_size))
+        return 0;
+    if (db->span_ms <= 0 || period < INT64_MIN + db->span_ms)
+        return MDB_NOTFOUND;
+    *which = 1;
+    block_key(key, period - db->span_ms, container, UINT32_MAX);
+    k = (MDB_val){ 20, key };
+    rc = mdb_cursor_open(txn, db->spans, &cur);
+    if (rc == 0)
+        rc = mdb_cursor_get(cur, &k, v, MDB_SET_RANGE);
+    rc = rc == 0              ? mdb_cursor_get(cur, &k, v, MDB_PREV)
+         : rc == MDB_NOTFOUND ? mdb_cursor_get(cur, &k, v, MDB_LAST)
+                              : rc;
+    if (rc == 0 && (k.mv_size != 20 || memcmp(k.mv_data, key, 16) != 0))
+        rc = MDB_NOTFOUND; /* no value of the previous span: nothing shared (not expected) */
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    return rc;
+}
+
+/* The container of the span the walk is at (see span_value). */
+static iocd_err span_part(const store_db *db, MDB_txn *txn, const group_iter *a, const void **part,
+                          size_t *plen)
+{
+    MDB_val v = a->v;
+    unsigned which;
+    int rc = span_value(db, txn, a->kp, a->group, &v, &which);
+
+    if (rc != 0)
+        return store_mdb_err(rc);
+    return codec_span_part(v.mv_data, v.mv_size, which, part, plen);
+}
+
+iocd_err store_db_span_shared(store_db *db, int64_t span, uint64_t group, int *with)
+{
+    MDB_txn *txn = NULL;
+    group_iter it;
+    const void *part;
+    size_t plen;
+    int rc;
+
+    *with = 0;
+    if (db->span_ms <= 0)
+        return IOCD_OK;
+    memset(&it, 0, sizeof(it));
+    rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
+    if (rc == 0)
+        rc = mdb_cursor_open(txn, db->spans, &it.cur);
+    if (rc == 0) {
+        it.group = group / SPAN_GROUPS;
+        it.p = span;
+        it.to = span;
+        rc = group_seek(&it);
+    }
+    if (rc == 0 && codec_span_is_alias(it.v.mv_data, it.v.mv_size))
+        *with = -1;
+    else if (rc == 0 && codec_span_part(it.v.mv_data, it.v.mv_size, 1, &part, &plen) == IOCD_OK)
+        *with = 1;
+    if (rc == MDB_NOTFOUND)
+        rc = 0;
+    if (it.cur != NULL)
+        mdb_cursor_close(it.cur);
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    return store_mdb_err(rc);
+}
+
+iocd_err store_db_span_chunked(store_db *db, int64_t span, uint64_t first, bool *yes)
+{
+    MDB_txn *txn = NULL;
+    group_iter it;
+    uint64_t g;
+    int rc;
+
+    *yes = false;
+    if (db->span_ms <= 0 || span > INT64_MAX - db->span_ms)
+        return IOCD_OK;
+    memset(&it, 0, sizeof(it));
+    rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
+    if (rc == 0)
+        rc = mdb_cursor_open(txn, db->chunks, &it.cur);
+    for (g = 0; rc == 0 && !*yes && g < SPAN_GROUPS; g++) {
+        it.group = first + g;
+        it.p = span;
+        it.to = span + db->span_ms - 1;
+        rc = group_seek(&it);
+        *yes = rc == 0;
+        if (rc == MDB_NOTFOUND)
+            rc = 0;
+    }
+    if (it.cur != NULL)
+        mdb_cursor_close(it.cur);
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    return store_mdb_err(rc);
+}
+
 iocd_err store_db_blocks(store_db *db, store_db_kind kind, uint64_t group, int64_t from, int64_t to,
                          store_db_block_fn fn, void *ud)
 {
@@ -577,10 +705,12 @@ iocd_err store_db_blocks(store_db *db, store_db_kind kind, uint64_t group, int64
         rc = rb;
     while (rc == 0 && err == IOCD_OK && (ra == 0 || rb == 0)) {
         if (ra == 0 && (rb != 0 || a.kp <= b.kp)) {
-            const void *frame;
-            size_t flen;
-            err = codec_span_find(a.v.mv_data, a.v.mv_size, (unsigned)(group % SPAN_GROUPS),
-                                  (unsigned)kind, &frame, &flen);
+            const void *frame, *part;
+            size_t flen, plen;
+            err = span_part(db, txn, &a, &part, &plen);
+            if (err == IOCD_OK)
+                err = codec_span_find(part, plen, (unsigned)(group % SPAN_GROUPS), (unsigned)kind,
+                                      &frame, &flen);
             if (err == IOCD_OK)
                 err = fn(ud, a.kp, last_of(a.kp, db->span_ms), frame, flen);
             else if (err == IOCD_ENOTFOUND)
@@ -1187,8 +1317,8 @@ iocd_err store_check(const char *dir, store_report_fn fn, void *ud, uint64_t *pr
     if (rc != 0)
         goto out;
     k = (MDB_val){ sizeof(FORMAT_KEY) - 1, (void *)FORMAT_KEY };
-    if (mdb_get(txn, db.meta, &k, &v) != 0 || v.mv_size != sizeof(FORMAT_VERSION) - 1 ||
-        memcmp(v.mv_data, FORMAT_VERSION, v.mv_size) != 0)
+    if (mdb_get(txn, db.meta, &k, &v) != 0 ||
+        (!is_marker(&v, FORMAT_VERSION) && !is_marker(&v, FORMAT_READABLE)))
         problem(&c, "format marker missing or unknown");
     /* Every series: a valid key, under one id. */
     rc = store_spack_each(&db, txn, check_series, &c, &err);
@@ -1263,8 +1393,18 @@ iocd_err store_check(const char *dir, store_report_fn fn, void *ud, uint64_t *pr
                 be = codec_block_each(v.mv_data, v.mv_size, BLOCK_RAW_MAX, check_series_in_block,
                                       &cb);
             } else {
+                const void *part;
+                size_t plen;
                 cb.first = cb.group * SPAN_GROUPS;
-                be = codec_span_each(v.mv_data, v.mv_size, check_frame, &cb);
+                be = IOCD_OK; /* an alias: its span is checked in the previous span's value */
+                if (!codec_span_is_alias(v.mv_data, v.mv_size)) {
+                    be = codec_span_part(v.mv_data, v.mv_size, 0, &part, &plen);
+                    if (be == IOCD_OK)
+                        be = codec_span_each(part, plen, check_frame, &cb);
+                    if (be == IOCD_OK &&
+                        codec_span_part(v.mv_data, v.mv_size, 1, &part, &plen) == IOCD_OK)
+                        be = codec_span_each(part, plen, check_frame, &cb);
+                }
             }
             if (be != IOCD_OK)
                 problem(&c, "%s (period %lld, group %llu) does not decode: %s",

@@ -188,6 +188,16 @@ typedef struct codec_frame {
 iocd_err codec_span_pack(const codec_frame *f, size_t n, iocd_buf *out);
 typedef iocd_err (*codec_frame_fn)(void *ud, const codec_frame *f);
 iocd_err codec_span_each(const void *val, size_t len, codec_frame_fn fn, void *ud);
+/* Two adjacent spans' containers (first, second) in one value, for the first span's key
+ * (appended to out); the second span's key then holds an alias (codec_span_alias). */
+iocd_err codec_span_join(const void *first, size_t first_len, const void *second, size_t second_len,
+                         iocd_buf *out);
+iocd_err codec_span_alias(iocd_buf *out);
+bool codec_span_is_alias(const void *val, size_t len);
+/* The container of a value's first span (which 0) or, in a joint value, of the second (1);
+ * IOCD_ENOTFOUND when the value holds no such span (an alias holds none). */
+iocd_err codec_span_part(const void *val, size_t len, unsigned which, const void **part,
+                         size_t *part_len);
 /* The frame of (group, kind) in a container; IOCD_ENOTFOUND when it has none. */
 iocd_err codec_span_find(const void *val, size_t len, unsigned group, unsigned kind,
                          const void **data, size_t *flen);
@@ -302,7 +312,9 @@ typedef enum store_db_kind {
  * that `replaces` (compaction) first deletes its group's blocks of the same kind in the whole
  * span [period, period + span). A STORE_DB_SPANS block is a container keyed by the first of
  * SPAN_GROUPS id groups (group is a multiple of it; the key holds group / SPAN_GROUPS); it
- * replaces the chunk blocks and rollup parts of all of them in its span: it holds them all. */
+ * replaces the chunk blocks and rollup parts of all of them in its span: it holds them all.
+ * Two adjacent spans compacted together at a stop share one value (codec_span_join) under
+ * the first span's key; the second's block is then an alias (codec_span_alias). */
 #define SPAN_GROUPS 4
 typedef struct store_db_block {
     store_db_kind kind;
@@ -359,6 +371,12 @@ iocd_err store_db_blocks(store_db *db, store_db_kind kind, uint64_t group, int64
                          store_db_block_fn fn, void *ud);
 /* Whether id group `group` has a compacted block for the span starting at `span`. */
 iocd_err store_db_span_compacted(store_db *db, int64_t span, uint64_t group, bool *yes);
+/* Whether the container of id group `group` for the span starting at `span` shares its
+ * value with a neighbour (codec_span_join): *with 1, the next span's; -1, the previous
+ * span's (the key holds an alias); 0 neither, or no container. */
+iocd_err store_db_span_shared(store_db *db, int64_t span, uint64_t group, int *with);
+/* Whether any of the SPAN_GROUPS id groups from `first` has chunk blocks in the span. */
+iocd_err store_db_span_chunked(store_db *db, int64_t span, uint64_t first, bool *yes);
 /* Chunk blocks waiting for compaction: up to max distinct (span start, group) pairs whose
  * span ends at or before `before`, oldest span first. */
 typedef struct store_span_group {

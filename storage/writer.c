@@ -560,13 +560,13 @@ static iocd_err compact_block(void *ud, int64_t period, int64_t last_ms, const v
     return codec_block_each(data, len, BLOCK_RAW_MAX, compact_series, ud);
 }
 
-/* Compacts one span of the SPAN_GROUPS id groups from `first` into one container. */
-static iocd_err compact_container(store *st, int64_t span, uint64_t first, compact_ctx *c,
-                                  iocd_buf *frames_buf, store_db_block *blocks, size_t *n,
-                                  iocd_buf *space)
+/* Appends to out the container of one span of the SPAN_GROUPS id groups from `first`; nothing
+ * when none of them has a sample left in it (every series deleted). */
+static iocd_err compact_span(store *st, int64_t span, uint64_t first, compact_ctx *c,
+                             iocd_buf *frames_buf, iocd_buf *out)
 {
     codec_frame frames[SPAN_GROUPS * 3];
-    size_t offs[SPAN_GROUPS * 3], n_frames = 0, before = space->len, j, k, f;
+    size_t offs[SPAN_GROUPS * 3], n_frames = 0, j, k, f;
     codec_series cs[64];
     unsigned g;
     int r;
@@ -607,10 +607,70 @@ static iocd_err compact_container(store *st, int64_t span, uint64_t first, compa
     }
     for (f = 0; f < n_frames; f++)
         frames[f].data = frames_buf->data + offs[f];
-    /* Nothing left (every series deleted): an empty container still replaces the rest. */
     if (err == IOCD_OK && n_frames > 0)
-        err = codec_span_pack(frames, n_frames, space);
-    block_add(blocks, n, STORE_DB_SPANS, span, first, space, before, true);
+        err = codec_span_pack(frames, n_frames, out);
+    return err;
+}
+
+/* Compacts the span of the SPAN_GROUPS id groups from `first` into one container, appending
+ * its block (see block_add; two when it shares a value with a neighbour, see codec_span_join).
+ * A span that shares a value is compacted with its partner again, so the value stays whole.
+ * At the stop (`stop`), a span is compacted with the next one when that has chunk blocks too:
+ * the stop leaves the current span unfinished and often the one before it begun mid-way (the
+ * daemon started then), and one value for both costs LMDB's page rounding once, not twice. */
+static iocd_err compact_container(store *st, int64_t span, uint64_t first, bool stop,
+                                  compact_ctx *c, iocd_buf *frames_buf, iocd_buf *parts,
+                                  store_db_block *blocks, size_t *n, iocd_buf *space)
+{
+    int64_t span_ms = store_db_span_ms(st->db);
+    size_t before = space->len, first_len;
+    int with = 0, next_with = 0;
+    bool next_chunked = false;
+    iocd_err err;
+
+    err = store_db_span_shared(st->db, span, first, &with);
+    if (err == IOCD_OK && with < 0) {
+        span -= span_ms; /* the second of a shared value: compact its partner too */
+        with = 1;
+    }
+    if (err == IOCD_OK && with == 0 && stop && span <= INT64_MAX - 2 * span_ms) {
+        err = store_db_span_chunked(st->db, span + span_ms, first, &next_chunked);
+        if (err == IOCD_OK && next_chunked)
+            err = store_db_span_shared(st->db, span + span_ms, first, &next_with);
+        if (err == IOCD_OK && next_chunked && next_with == 0)
+            with = 1;
+    }
+    if (err != IOCD_OK)
+        return err;
+    if (with == 0) {
+        /* Nothing left (every series deleted): an empty container still replaces the rest. */
+        err = compact_span(st, span, first, c, frames_buf, space);
+        block_add(blocks, n, STORE_DB_SPANS, span, first, space, before, true);
+        return err;
+    }
+    iocd_buf_reset(parts);
+    err = compact_span(st, span, first, c, frames_buf, parts);
+    first_len = parts->len;
+    if (err == IOCD_OK)
+        err = compact_span(st, span + span_ms, first, c, frames_buf, parts);
+    if (err != IOCD_OK)
+        return err;
+    if (first_len > 0 && parts->len > first_len) {
+        err = codec_span_join(parts->data, first_len, parts->data + first_len,
+                              parts->len - first_len, space);
+        block_add(blocks, n, STORE_DB_SPANS, span, first, space, before, true);
+        before = space->len;
+        if (err == IOCD_OK)
+            err = codec_span_alias(space);
+    } else {
+        /* One of the two is empty: each its own value, as ever. */
+        err = iocd_buf_append(space, parts->data, first_len);
+        block_add(blocks, n, STORE_DB_SPANS, span, first, space, before, true);
+        before = space->len;
+        if (err == IOCD_OK)
+            err = iocd_buf_append(space, parts->data + first_len, parts->len - first_len);
+    }
+    block_add(blocks, n, STORE_DB_SPANS, span + span_ms, first, space, before, true);
     return err;
 }
 
@@ -622,7 +682,8 @@ static iocd_err compact_slice(store *st, int64_t before, size_t max, store_db_bl
     store_span_group todo[COMPACT_AT_STOP];
     compact_ctx *c = iocd_calloc(1, sizeof(*c));
     store_db_block *blocks;
-    iocd_buf frames_buf;
+    iocd_buf frames_buf, parts;
+    bool stop = before == INT64_MAX;
     size_t n_todo = 0, t, j, n = *n_io;
     iocd_err err;
 
@@ -630,23 +691,28 @@ static iocd_err compact_slice(store *st, int64_t before, size_t max, store_db_bl
     if (c == NULL)
         return IOCD_ENOMEM;
     iocd_buf_init(&frames_buf, 0);
+    iocd_buf_init(&parts, 0);
     if (max > COMPACT_AT_STOP)
         max = COMPACT_AT_STOP;
     err = store_db_compactable(st->db, before, todo, max, &n_todo);
-    blocks = err == IOCD_OK && n_todo > 0 ? iocd_realloc(*blocks_io, (n + n_todo) * sizeof(*blocks))
-                                          : *blocks_io;
+    /* Up to two blocks a container: see compact_container. */
+    blocks = err == IOCD_OK && n_todo > 0
+                 ? iocd_realloc(*blocks_io, (n + 2 * n_todo) * sizeof(*blocks))
+                 : *blocks_io;
     if (err == IOCD_OK && n_todo > 0 && blocks == NULL)
         err = IOCD_ENOMEM;
     if (blocks != NULL)
         *blocks_io = blocks;
     for (t = 0; err == IOCD_OK && t < n_todo; t++) {
-        err = compact_container(st, todo[t].span, todo[t].group, c, &frames_buf, blocks, &n, space);
+        err = compact_container(st, todo[t].span, todo[t].group, stop, c, &frames_buf, &parts,
+                                blocks, &n, space);
         (*n_done)++;
     }
     for (j = 0; j < 64; j++)
         iocd_free(c->s[j]);
     iocd_free(c);
     iocd_buf_fini(&frames_buf);
+    iocd_buf_fini(&parts);
     *n_io = n;
     return err;
 }

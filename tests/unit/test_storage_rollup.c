@@ -1,10 +1,13 @@
 /* tests/unit/test_storage_rollup.c - rollups stay what raw reads give: after late samples and
  * rewrites of sealed timestamps (patch blocks), across a restart, and, in the many-series
- * read, with unsealed samples in a bucket (left out, served raw). */
+ * read, with unsealed samples in a bucket (left out, served raw); and through compactions of
+ * spans, two of which may share one value. */
 #include "tests/unit/harness.h"
 
 #include <math.h>
 #include <time.h>
+
+#include <lmdb.h> /* to see how compacted spans are stored, and to mark a file as older */
 
 #include "storage/storage.h"
 
@@ -338,6 +341,8 @@ static const struct {
 };
 
 static bool span_late_on;
+static int64_t span_lo = 0, span_hi = 3 * HOUR; /* the model's samples: dt in [lo, hi) */
+static bool span_extra_on; /* a late sample for the second hour (the last test) */
 
 /* What series i holds at t0 + dt (false: nothing). */
 static bool span_model(size_t i, int64_t dt, double *v)
@@ -350,7 +355,11 @@ static bool span_model(size_t i, int64_t dt, double *v)
             return true;
         }
     }
-    if (i >= SPAN_SERIES || dt % SPAN_STEP != 0 || dt < 0 || dt >= 3 * HOUR)
+    if (span_extra_on && i == 0 && dt == HOUR + 55 * MIN_MS + 5000) {
+        *v = 99.5;
+        return true;
+    }
+    if (i >= SPAN_SERIES || dt % SPAN_STEP != 0 || dt < span_lo || dt >= span_hi)
         return false;
     if (i == 69 && dt >= 50 * MIN_MS)
         return false;
@@ -400,6 +409,8 @@ static void span_verify(store *st, size_t n_series, int64_t sealed_hours)
                 span_model(i, span_late[k].dt, &want))
                 j--;
         }
+        if (span_extra_on && i == 0)
+            j--; /* the one sample off the grid */
         ASSERT_EQ(j, 0);
         iocd_free(s);
         if (i < 2 || i >= 68)
@@ -414,13 +425,18 @@ static void print_problem(void *ud, const char *problem)
     fprintf(stderr, "check: %s\n", problem);
 }
 
-static void span_check_file(void)
+static void span_check_file_at(const char *dir)
 {
     char errbuf[256];
     uint64_t problems = 99;
 
-    ASSERT_OK(store_check(sub("spans"), print_problem, NULL, &problems, errbuf, sizeof(errbuf)));
+    ASSERT_OK(store_check(sub(dir), print_problem, NULL, &problems, errbuf, sizeof(errbuf)));
     ASSERT_EQ(problems, 0);
+}
+
+static void span_check_file(void)
+{
+    span_check_file_at("spans");
 }
 
 TEST(compacted_spans_keep_every_sample_and_rollup)
@@ -441,6 +457,9 @@ TEST(compacted_spans_keep_every_sample_and_rollup)
 
     off.block_span_ms = -1;
     span_late_on = false;
+    span_extra_on = false;
+    span_lo = 0;
+    span_hi = 3 * HOUR;
     st = open_at("spans", &on);
     for (dt = 0; dt < 3 * HOUR; dt += SPAN_STEP) { /* in time order, as devices send */
         ASSERT_OK(store_batch_new(st, &b));
@@ -494,4 +513,186 @@ TEST(compacted_spans_keep_every_sample_and_rollup)
     ASSERT_EQ(stats.blocks, stats.span_blocks);
     span_verify(st, SPAN_SERIES + 1, 3);
     store_close(st);
+}
+
+/* How the span database holds the file's compacted spans: values of one span, values two
+ * spans share (the first's key), aliases under the second's key. */
+static void span_values(const char *dir, int *single, int *joint, int *alias)
+{
+    char path[600];
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_dbi dbi;
+    MDB_val k, v;
+    int rc;
+
+    *single = *joint = *alias = 0;
+    snprintf(path, sizeof(path), "%s/iocd.mdb", sub(dir));
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    ASSERT_EQ(mdb_env_set_maxdbs(env, 32), 0);
+    ASSERT_EQ(mdb_env_open(env, path, MDB_NOSUBDIR | MDB_RDONLY, 0640), 0);
+    ASSERT_EQ(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    ASSERT_EQ(mdb_dbi_open(txn, "spans", 0, &dbi), 0);
+    ASSERT_EQ(mdb_cursor_open(txn, dbi, &cur), 0);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        uint8_t version = *(const uint8_t *)v.mv_data;
+        ASSERT_TRUE(version >= 1 && version <= 3);
+        ASSERT_TRUE(version != 3 || v.mv_size == 1);
+        *(version == 1 ? single : version == 2 ? joint : alias) += 1;
+    }
+    ASSERT_EQ(rc, MDB_NOTFOUND);
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+}
+
+/* Sets the file's format marker (or, with marker NULL, checks it is `want`). */
+static void span_marker(const char *dir, const char *marker, const char *want)
+{
+    char path[600];
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_dbi meta;
+    MDB_val k = { 6, (void *)"format" }, v;
+
+    snprintf(path, sizeof(path), "%s/iocd.mdb", sub(dir));
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    ASSERT_EQ(mdb_env_set_maxdbs(env, 32), 0);
+    ASSERT_EQ(mdb_env_open(env, path, MDB_NOSUBDIR, 0640), 0);
+    ASSERT_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    ASSERT_EQ(mdb_dbi_open(txn, "meta", 0, &meta), 0);
+    if (marker != NULL) {
+        v = (MDB_val){ strlen(marker), (void *)marker };
+        ASSERT_EQ(mdb_put(txn, meta, &k, &v, 0), 0);
+        ASSERT_EQ(mdb_txn_commit(txn), 0);
+    } else {
+        ASSERT_EQ(mdb_get(txn, meta, &k, &v), 0);
+        ASSERT_EQ(v.mv_size, strlen(want));
+        ASSERT_TRUE(memcmp(v.mv_data, want, v.mv_size) == 0);
+        mdb_txn_abort(txn);
+    }
+    mdb_env_close(env);
+}
+
+static void span_write(store *st, int64_t t0, int64_t from, int64_t to)
+{
+    store_batch *b = NULL;
+    iocd_label l[2];
+    char dev[16];
+    int64_t dt;
+    size_t i;
+    double v;
+
+    for (dt = from; dt < to; dt += SPAN_STEP) {
+        ASSERT_OK(store_batch_new(st, &b));
+        for (i = 0; i < SPAN_SERIES; i++) {
+            span_labels(l, dev, i);
+            if (span_model(i, dt, &v))
+                add(b, l, 2, t0 + dt, v);
+        }
+        ASSERT_OK(store_batch_commit(b, NULL));
+    }
+}
+
+static void span_write_late(store *st, int64_t t0)
+{
+    store_batch *b = NULL;
+    iocd_label l[2];
+    char dev[16];
+    size_t j;
+
+    ASSERT_OK(store_batch_new(st, &b));
+    for (j = 0; j < IOCD_ARRAY_LEN(span_late); j++) {
+        span_labels(l, dev, span_late[j].series);
+        add(b, l, 2, t0 + span_late[j].dt, span_late[j].v);
+    }
+    ASSERT_OK(store_batch_commit(b, NULL));
+}
+
+/* An hour of samples that straddles two clock hours, stopped right after: the stop compacts
+ * both spans into one value (one LMDB value's page rounding, not two), and every sample and
+ * rollup bucket reads back; samples added later to either span compact both again, at a stop
+ * or while running; a file of the format before (iocd-store-4) opens and is upgraded. */
+TEST(spans_split_by_a_stop_share_one_value)
+{
+    store_config on = { .chunk_ms = 10 * MIN_MS,
+                        .seal_grace_ms = 1000,
+                        .ooo_window_ms = 3 * HOUR }; /* nothing is compacted while running */
+    store_config off = on, running = on;
+    int64_t t0 = (iocd_now_ms() - 5 * HOUR) / HOUR * HOUR;
+    int single, joint, alias, tries;
+    store_stats stats;
+    store *st;
+
+    off.block_span_ms = -1;
+    running.ooo_window_ms = 10 * MIN_MS;
+    span_late_on = false;
+    span_extra_on = false;
+    span_lo = 30 * MIN_MS;
+    span_hi = 90 * MIN_MS;
+    st = open_at("split", &on);
+    span_write(st, t0, span_lo, span_hi);
+    store_close(st); /* compacts both hours */
+    span_values("split", &single, &joint, &alias);
+    ASSERT_EQ(single, 0);
+    ASSERT_EQ(joint, 1);
+    ASSERT_EQ(alias, 1);
+    st = open_at("split", &off);
+    ASSERT_OK(store_stats_get(st, &stats));
+    ASSERT_EQ(stats.blocks, stats.span_blocks);
+    span_verify(st, SPAN_SERIES, 2);
+    store_close(st);
+    span_check_file_at("split");
+    /* A file of the format before reads as it is, and opens (upgraded). */
+    span_marker("split", "iocd-store-4", NULL);
+    span_check_file_at("split");
+    st = open_at("split", &off);
+    span_verify(st, SPAN_SERIES, 2);
+    store_close(st);
+    span_marker("split", NULL, "iocd-store-5");
+
+    /* The rest of the second hour, and late samples and rewrites in the first: the stop
+     * compacts the pair again, still in one value. */
+    span_late_on = true;
+    span_hi = 2 * HOUR;
+    st = open_at("split", &on);
+    span_write(st, t0, 90 * MIN_MS, span_hi);
+    span_write_late(st, t0);
+    store_close(st);
+    span_values("split", &single, &joint, &alias);
+    ASSERT_EQ(single, 0);
+    ASSERT_EQ(joint, 1);
+    ASSERT_EQ(alias, 1);
+    st = open_at("split", &off);
+    span_verify(st, SPAN_SERIES + 1, 2);
+    store_close(st);
+    span_check_file_at("split");
+
+    /* While running: a late sample in the second hour of the pair, and the next hours; once
+     * finished, the second hour is compacted with its partner again, and the third alone. */
+    span_extra_on = true;
+    span_hi = 3 * HOUR + 20 * MIN_MS;
+    st = open_at("split", &running);
+    span_write(st, t0, HOUR + 55 * MIN_MS + 5000, HOUR + 55 * MIN_MS + 5001);
+    span_write(st, t0, 2 * HOUR, span_hi);
+    for (tries = 0; tries < 4000; tries++) {
+        ASSERT_OK(store_stats_get(st, &stats));
+        if (stats.span_blocks == 3 && stats.blocks == 5) /* and [3 h, 3 h 10 m) of 2 groups */
+            break;
+        nanosleep(&(struct timespec){ 0, 5000000 }, NULL);
+    }
+    ASSERT_EQ(stats.span_blocks, 3);
+    ASSERT_EQ(stats.blocks, 5);
+    span_verify(st, SPAN_SERIES + 1, 3);
+    store_close(st);
+    span_values("split", &single, &joint, &alias);
+    ASSERT_EQ(single, 2); /* the third hour, and the fourth's start at the stop */
+    ASSERT_EQ(joint, 1);
+    ASSERT_EQ(alias, 1);
+    st = open_at("split", &off);
+    span_verify(st, SPAN_SERIES + 1, 3);
+    store_close(st);
+    span_check_file_at("split");
 }
