@@ -696,3 +696,55 @@ TEST(spans_split_by_a_stop_share_one_value)
     store_close(st);
     span_check_file_at("split");
 }
+
+/* Retention drops a value two spans share only once its second span has expired too: until
+ * then every sample of the second span reads back. */
+TEST(a_shared_span_value_expires_with_its_second_span)
+{
+    store_config on = { .chunk_ms = 10 * MIN_MS, .seal_grace_ms = 1000, .ooo_window_ms = 3 * HOUR };
+    store_config keep = on;
+    int64_t t0 = (iocd_now_ms() - 5 * HOUR) / HOUR * HOUR;
+    int single, joint, alias;
+    uint64_t *ids = NULL;
+    size_t n, i, k, total = 0;
+    store *st;
+
+    span_late_on = false;
+    span_extra_on = false;
+    span_lo = 30 * MIN_MS;
+    span_hi = 90 * MIN_MS;
+    st = open_at("expire", &on);
+    span_write(st, t0, span_lo, span_hi);
+    store_close(st);
+    span_values("expire", &single, &joint, &alias);
+    ASSERT_EQ(joint, 1);
+    ASSERT_EQ(alias, 1);
+    /* The first span expires (a stop's seal applies retention), the second does not. */
+    keep.retention_ms = iocd_now_ms() - (t0 + 90 * MIN_MS);
+    store_close(open_at("expire", &keep));
+    span_values("expire", &single, &joint, &alias);
+    ASSERT_EQ(joint, 1);
+    ASSERT_EQ(alias, 1);
+    st = open_at("expire", &on);
+    ASSERT_OK(store_series_all(st, &ids, &n));
+    ASSERT_EQ(n, SPAN_SERIES);
+    for (i = 0; i < n; i++) {
+        iocd_sample *s = NULL;
+        size_t ns = 0, want = 0;
+        double v;
+        ASSERT_OK(store_read(st, ids[i], t0 + HOUR, t0 + 2 * HOUR - 1, &s, &ns));
+        for (k = 0; k < (size_t)(HOUR / SPAN_STEP); k++)
+            want += span_model(i, HOUR + (int64_t)k * SPAN_STEP, &v);
+        ASSERT_EQ(ns, want);
+        total += ns;
+        iocd_free(s);
+    }
+    ASSERT_EQ(total, (SPAN_SERIES - 1) * 30 * MIN_MS / SPAN_STEP); /* series 69 ends earlier */
+    iocd_free(ids);
+    store_close(st);
+    /* Both expired: the value and its alias go. */
+    keep.retention_ms = iocd_now_ms() - (t0 + 2 * HOUR + 10 * MIN_MS);
+    store_close(open_at("expire", &keep));
+    span_values("expire", &single, &joint, &alias);
+    ASSERT_EQ(single + joint + alias, 0);
+}
