@@ -250,6 +250,20 @@ static int del_group_range(MDB_txn *txn, MDB_dbi dbi, uint64_t group, int64_t fr
     return rc;
 }
 
+/* Whether a span value holds a part of the next span (see codec_span_share). */
+static bool reaches_next_span(const MDB_val *v)
+{
+    codec_part parts[CODEC_SPAN_PARTS];
+    size_t n = 0, i;
+
+    if (!codec_span_is_shared(v->mv_data, v->mv_size) ||
+        codec_span_parts(v->mv_data, v->mv_size, parts, CODEC_SPAN_PARTS, &n) != IOCD_OK)
+        return false;
+    for (i = 0; i < n && parts[i].span == 0; i++)
+        ;
+    return i < n;
+}
+
 iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_series, uint64_t seq,
                          const store_db_wal *wal, size_t n_wal, const store_db_block *blocks,
                          size_t n_blocks, int64_t wal_before, uint64_t wal_seq_max,
@@ -287,7 +301,19 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
         MDB_val fk, fv;
         uint64_t kgroup =
             blocks[i].kind == STORE_DB_SPANS ? blocks[i].group / SPAN_GROUPS : blocks[i].group;
-        if (blocks[i].replaces && db->span_ms > 0) {
+        if (blocks[i].moves && db->span_ms > 0) {
+            /* A container moved out of a shared value: it takes its key's place, nothing
+             * else (its span's chunk blocks are not in it). */
+            if (cur != NULL) {
+                mdb_cursor_close(cur);
+                cur = NULL;
+            }
+            rc = del_group_range(txn, db->spans, kgroup, blocks[i].period, blocks[i].period);
+            if (rc != 0)
+                break;
+            if (blocks[i].len == 0)
+                continue;
+        } else if (blocks[i].replaces && db->span_ms > 0) {
             /* Compaction: the block holds every sample (or part) of its groups' span. */
             int64_t last = blocks[i].period + db->span_ms - 1;
             uint64_t g;
@@ -382,17 +408,13 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
                     rc = mdb_cursor_del(cur, 0);
             }
         } else if (i == 2) {
-            /* A value that two spans share goes once the second one has expired too. */
+            /* A value shared with the next span goes once that has expired too. */
             MDB_cursor_op op = MDB_FIRST;
             while (rc == 0 && (rc = mdb_cursor_get(cur, &k, &v, op)) == 0 && k.mv_size >= 8 &&
                    get_be_time(k.mv_data) < before) {
-                const void *second;
-                size_t second_len;
                 op = MDB_NEXT;
-                if (db->span_ms <= 0 ||
-                    codec_span_part(v.mv_data, v.mv_size, 1, &second, &second_len) != IOCD_OK ||
-                    (before >= INT64_MIN + db->span_ms &&
-                     get_be_time(k.mv_data) < before - db->span_ms))
+                if (!reaches_next_span(&v) || (before >= INT64_MIN + db->span_ms &&
+                                               get_be_time(k.mv_data) < before - db->span_ms))
                     rc = mdb_cursor_del(cur, 0);
             }
         } else {
@@ -561,24 +583,16 @@ static int64_t last_of(int64_t period, int64_t len)
     return period > INT64_MAX - len ? INT64_MAX : period + len - 1;
 }
 
-/* The value under (period, container) in the span database that holds `period`'s span, and
- * which of its spans that is: the value itself, or for an alias the previous span's joint
- * value (its latest sequence). IOCD_ENOTFOUND: none. */
-static int span_value(const store_db *db, MDB_txn *txn, int64_t period, uint64_t container,
-                      MDB_val *v, unsigned *which)
+/* The latest value under (period, container) in the span database; MDB_NOTFOUND: none. */
+static int span_get(const store_db *db, MDB_txn *txn, int64_t period, uint64_t container,
+                    MDB_val *v)
 {
     MDB_cursor *cur = NULL;
     uint8_t key[20];
     MDB_val k;
     int rc;
 
-    *which = 0;
-    if (!codec_span_is_alias(v->mv_data, v->mv_size))
-        return 0;
-    if (db->span_ms <= 0 || period < INT64_MIN + db->span_ms)
-        return MDB_NOTFOUND;
-    *which = 1;
-    block_key(key, period - db->span_ms, container, UINT32_MAX);
+    block_key(key, period, container, UINT32_MAX);
     k = (MDB_val){ 20, key };
     rc = mdb_cursor_open(txn, db->spans, &cur);
     if (rc == 0)
@@ -587,10 +601,29 @@ static int span_value(const store_db *db, MDB_txn *txn, int64_t period, uint64_t
          : rc == MDB_NOTFOUND ? mdb_cursor_get(cur, &k, v, MDB_LAST)
                               : rc;
     if (rc == 0 && (k.mv_size != 20 || memcmp(k.mv_data, key, 16) != 0))
-        rc = MDB_NOTFOUND; /* no value of the previous span: nothing shared (not expected) */
+        rc = MDB_NOTFOUND;
     if (cur != NULL)
         mdb_cursor_close(cur);
     return rc;
+}
+
+/* For the value *v found under (period, container): the value that holds its container, and
+ * which part of it that is (span 0 or 1 from the owner's key): the value itself, or for an
+ * alias its owner's. */
+static int span_value(const store_db *db, MDB_txn *txn, int64_t period, uint64_t container,
+                      MDB_val *v, unsigned *span_out)
+{
+    unsigned back, slot;
+
+    *span_out = 0;
+    if (!codec_span_alias_get(v->mv_data, v->mv_size, &back, &slot))
+        return 0;
+    if (back > 0 && (db->span_ms <= 0 || period < INT64_MIN + db->span_ms))
+        return MDB_NOTFOUND;
+    *span_out = back;
+    /* No owner (not expected): nothing of the container. */
+    return span_get(db, txn, period - (int64_t)back * db->span_ms,
+                    (container & ~(uint64_t)3) | slot, v);
 }
 
 /* The container of the span the walk is at (see span_value). */
@@ -598,23 +631,25 @@ static iocd_err span_part(const store_db *db, MDB_txn *txn, const group_iter *a,
                           size_t *plen)
 {
     MDB_val v = a->v;
-    unsigned which;
-    int rc = span_value(db, txn, a->kp, a->group, &v, &which);
+    unsigned span;
+    int rc = span_value(db, txn, a->kp, a->group, &v, &span);
 
     if (rc != 0)
         return store_mdb_err(rc);
-    return codec_span_part(v.mv_data, v.mv_size, which, part, plen);
+    return codec_span_part(v.mv_data, v.mv_size, span, (unsigned)(a->group & 3), part, plen);
 }
 
-iocd_err store_db_span_shared(store_db *db, int64_t span, uint64_t group, int *with)
+iocd_err store_db_span_owner(store_db *db, int64_t span, uint64_t first, int64_t *owner_span,
+                             uint64_t *owner_first, codec_part *parts, size_t *n_parts)
 {
     MDB_txn *txn = NULL;
     group_iter it;
-    const void *part;
-    size_t plen;
+    MDB_val v;
+    unsigned back = 0;
+    size_t i;
     int rc;
 
-    *with = 0;
+    *n_parts = 0;
     if (db->span_ms <= 0)
         return IOCD_OK;
     memset(&it, 0, sizeof(it));
@@ -622,15 +657,24 @@ iocd_err store_db_span_shared(store_db *db, int64_t span, uint64_t group, int *w
     if (rc == 0)
         rc = mdb_cursor_open(txn, db->spans, &it.cur);
     if (rc == 0) {
-        it.group = group / SPAN_GROUPS;
+        it.group = first / SPAN_GROUPS;
         it.p = span;
         it.to = span;
         rc = group_seek(&it);
     }
-    if (rc == 0 && codec_span_is_alias(it.v.mv_data, it.v.mv_size))
-        *with = -1;
-    else if (rc == 0 && codec_span_part(it.v.mv_data, it.v.mv_size, 1, &part, &plen) == IOCD_OK)
-        *with = 1;
+    v = it.v;
+    if (rc == 0)
+        rc = span_value(db, txn, span, it.group, &v, &back);
+    if (rc == 0 && codec_span_is_shared(v.mv_data, v.mv_size)) {
+        unsigned slot = (unsigned)(it.group & 3);
+        codec_span_alias_get(it.v.mv_data, it.v.mv_size, &back, &slot);
+        *owner_span = span - (int64_t)back * db->span_ms;
+        *owner_first = ((it.group & ~(uint64_t)3) | slot) * SPAN_GROUPS;
+        if (codec_span_parts(v.mv_data, v.mv_size, parts, CODEC_SPAN_PARTS, n_parts) != IOCD_OK)
+            rc = MDB_CORRUPTED;
+        for (i = 0; i < *n_parts; i++)
+            parts[i].data = NULL; /* the transaction ends here */
+    }
     if (rc == MDB_NOTFOUND)
         rc = 0;
     if (it.cur != NULL)
@@ -638,6 +682,22 @@ iocd_err store_db_span_shared(store_db *db, int64_t span, uint64_t group, int *w
     if (txn != NULL)
         mdb_txn_abort(txn);
     return store_mdb_err(rc);
+}
+
+iocd_err store_db_span_value(store_db *db, int64_t span, uint64_t first, iocd_buf *out)
+{
+    MDB_txn *txn = NULL;
+    MDB_val v;
+    iocd_err err = IOCD_OK;
+    int rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
+
+    if (rc == 0)
+        rc = span_get(db, txn, span, first / SPAN_GROUPS, &v);
+    if (rc == 0)
+        err = iocd_buf_append(out, v.mv_data, v.mv_size);
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    return err != IOCD_OK ? err : store_mdb_err(rc);
 }
 
 iocd_err store_db_span_chunked(store_db *db, int64_t span, uint64_t first, bool *yes)
@@ -1393,17 +1453,21 @@ iocd_err store_check(const char *dir, store_report_fn fn, void *ud, uint64_t *pr
                 be = codec_block_each(v.mv_data, v.mv_size, BLOCK_RAW_MAX, check_series_in_block,
                                       &cb);
             } else {
-                const void *part;
-                size_t plen;
-                cb.first = cb.group * SPAN_GROUPS;
-                be = IOCD_OK; /* an alias: its span is checked in the previous span's value */
-                if (!codec_span_is_alias(v.mv_data, v.mv_size)) {
-                    be = codec_span_part(v.mv_data, v.mv_size, 0, &part, &plen);
-                    if (be == IOCD_OK)
-                        be = codec_span_each(part, plen, check_frame, &cb);
-                    if (be == IOCD_OK &&
-                        codec_span_part(v.mv_data, v.mv_size, 1, &part, &plen) == IOCD_OK)
-                        be = codec_span_each(part, plen, check_frame, &cb);
+                codec_part parts[CODEC_SPAN_PARTS];
+                uint64_t container = cb.group;
+                unsigned back, slot;
+                size_t n_parts = 0;
+                cb.first = container * SPAN_GROUPS;
+                if (codec_span_alias_get(v.mv_data, v.mv_size, &back, &slot)) {
+                    be = IOCD_OK; /* its container is checked in its owner's value */
+                } else if (!codec_span_is_shared(v.mv_data, v.mv_size)) {
+                    be = codec_span_each(v.mv_data, v.mv_size, check_frame, &cb);
+                } else {
+                    be = codec_span_parts(v.mv_data, v.mv_size, parts, CODEC_SPAN_PARTS, &n_parts);
+                    for (size_t p = 0; be == IOCD_OK && p < n_parts; p++) {
+                        cb.first = ((container & ~(uint64_t)3) | parts[p].slot) * SPAN_GROUPS;
+                        be = codec_span_each(parts[p].data, parts[p].len, check_frame, &cb);
+                    }
                 }
             }
             if (be != IOCD_OK)

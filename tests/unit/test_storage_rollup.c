@@ -539,7 +539,7 @@ static void span_values(const char *dir, int *single, int *joint, int *alias)
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         uint8_t version = *(const uint8_t *)v.mv_data;
         ASSERT_TRUE(version >= 1 && version <= 3);
-        ASSERT_TRUE(version != 3 || v.mv_size == 1);
+        ASSERT_TRUE(version != 3 || v.mv_size == 3);
         *(version == 1 ? single : version == 2 ? joint : alias) += 1;
     }
     ASSERT_EQ(rc, MDB_NOTFOUND);
@@ -613,8 +613,9 @@ static void span_write_late(store *st, int64_t t0)
 
 /* An hour of samples that straddles two clock hours, stopped right after: the stop compacts
  * both spans into one value (one LMDB value's page rounding, not two), and every sample and
- * rollup bucket reads back; samples added later to either span compact both again, at a stop
- * or while running; a file of the format before (iocd-store-4) opens and is upgraded. */
+ * rollup bucket reads back; samples added later to either span compact both again at a stop,
+ * or, while running, that span alone, the other moving out as it is; a file of the format
+ * before (iocd-store-4) opens and is upgraded. */
 TEST(spans_split_by_a_stop_share_one_value)
 {
     store_config on = { .chunk_ms = 10 * MIN_MS,
@@ -671,7 +672,8 @@ TEST(spans_split_by_a_stop_share_one_value)
     span_check_file_at("split");
 
     /* While running: a late sample in the second hour of the pair, and the next hours; once
-     * finished, the second hour is compacted with its partner again, and the third alone. */
+     * finished, the second hour is compacted alone and the first moves to a value of its
+     * own (as it was: no second compaction of it while writes wait), the third alone. */
     span_extra_on = true;
     span_hi = 3 * HOUR + 20 * MIN_MS;
     st = open_at("split", &running);
@@ -688,9 +690,9 @@ TEST(spans_split_by_a_stop_share_one_value)
     span_verify(st, SPAN_SERIES + 1, 3);
     store_close(st);
     span_values("split", &single, &joint, &alias);
-    ASSERT_EQ(single, 2); /* the third hour, and the fourth's start at the stop */
-    ASSERT_EQ(joint, 1);
-    ASSERT_EQ(alias, 1);
+    ASSERT_EQ(single, 4); /* the pair apart, the third hour, and the fourth's start */
+    ASSERT_EQ(joint, 0);
+    ASSERT_EQ(alias, 0);
     st = open_at("split", &off);
     span_verify(st, SPAN_SERIES + 1, 3);
     store_close(st);
@@ -747,4 +749,103 @@ TEST(a_shared_span_value_expires_with_its_second_span)
     store_close(open_at("expire", &keep));
     span_values("expire", &single, &joint, &alias);
     ASSERT_EQ(single + joint + alias, 0);
+}
+
+#define QUAD_SERIES 300 /* five id groups: two containers of one quad */
+
+static void quad_write(store *st, int64_t t0, int64_t from, int64_t to, size_t only)
+{
+    store_batch *b = NULL;
+    char dev[16];
+    iocd_label l[2] = { { "__name__", 8, "street_light_lux", 16 }, { "device", 6, dev, 0 } };
+    int64_t dt;
+    size_t i;
+
+    for (dt = from; dt < to; dt += MIN_MS) {
+        ASSERT_OK(store_batch_new(st, &b));
+        for (i = 0; i < QUAD_SERIES; i++) {
+            if (only < QUAD_SERIES && i != only)
+                continue;
+            l[1].value_len = (size_t)snprintf(dev, sizeof(dev), "sl-%03zu", i);
+            add(b, l, 2, t0 + dt, (double)i * 1000 + (double)(dt / 1000));
+        }
+        ASSERT_OK(store_batch_commit(b, NULL));
+    }
+}
+
+/* Every series holds a sample a minute in [from, to) and [2 h, third_to), and `late` (series
+ * QUAD_SERIES - 1; 0: none). */
+static void quad_verify(store *st, int64_t t0, int64_t from, int64_t to, int64_t third_to,
+                        int64_t late)
+{
+    uint64_t *ids = NULL;
+    size_t n, i, k;
+
+    ASSERT_OK(store_series_all(st, &ids, &n));
+    ASSERT_EQ(n, QUAD_SERIES);
+    for (i = 0; i < n; i++) {
+        iocd_sample *s = NULL;
+        size_t ns = 0, want = (size_t)((to - from) / MIN_MS);
+        if (third_to > 0)
+            want += (size_t)((third_to - 2 * HOUR) / MIN_MS);
+        ASSERT_OK(store_read(st, ids[i], t0 - HOUR, t0 + 4 * HOUR, &s, &ns));
+        if (i == QUAD_SERIES - 1 && late != 0)
+            want++;
+        ASSERT_EQ(ns, want);
+        for (k = 0; k < ns; k++) {
+            int64_t dt = s[k].t_ms - t0;
+            ASSERT_TRUE((dt >= from && dt < to && dt % MIN_MS == 0) ||
+                        (dt >= 2 * HOUR && dt < third_to && dt % MIN_MS == 0) || dt == late);
+            ASSERT_TRUE(s[k].v == (double)i * 1000 + (double)(dt / 1000));
+        }
+        iocd_free(s);
+    }
+    iocd_free(ids);
+}
+
+/* The stop shares one value among the containers of a quad in the span and the next; while
+ * running, compacting one of them moves the others, as they are, to values of their own. */
+TEST(stop_shares_a_value_among_a_quad_of_containers)
+{
+    store_config on = { .chunk_ms = 10 * MIN_MS, .seal_grace_ms = 1000, .ooo_window_ms = 3 * HOUR };
+    store_config running = on;
+    int64_t t0 = (iocd_now_ms() - 5 * HOUR) / HOUR * HOUR, late = HOUR + 50 * MIN_MS + 1000;
+    int single, joint, alias, tries;
+    store_stats stats;
+    store *st;
+
+    running.ooo_window_ms = 10 * MIN_MS;
+    st = open_at("quad", &on);
+    quad_write(st, t0, 30 * MIN_MS, 90 * MIN_MS, QUAD_SERIES);
+    store_close(st);
+    span_values("quad", &single, &joint, &alias);
+    ASSERT_EQ(single, 0);
+    ASSERT_EQ(joint, 1); /* two containers in two spans */
+    ASSERT_EQ(alias, 3);
+    st = open_at("quad", &on);
+    quad_verify(st, t0, 30 * MIN_MS, 90 * MIN_MS, 0, 0);
+    store_close(st);
+    span_check_file_at("quad");
+
+    st = open_at("quad", &running);
+    quad_write(st, t0, late, late + 1, QUAD_SERIES - 1); /* in the second container */
+    quad_write(st, t0, 2 * HOUR, 2 * HOUR + 20 * MIN_MS, QUAD_SERIES);
+    for (tries = 0; tries < 4000; tries++) {
+        ASSERT_OK(store_stats_get(st, &stats));
+        if (stats.blocks == 4 + 5) /* the late block compacted; [2 h, 2 h 10 m) of 5 groups */
+            break;
+        nanosleep(&(struct timespec){ 0, 5000000 }, NULL);
+    }
+    ASSERT_EQ(stats.span_blocks, 4);
+    ASSERT_EQ(stats.blocks, 9);
+    quad_verify(st, t0, 30 * MIN_MS, 90 * MIN_MS, 2 * HOUR + 20 * MIN_MS, late);
+    store_close(st);
+    span_values("quad", &single, &joint, &alias);
+    ASSERT_EQ(single, 4); /* apart */
+    ASSERT_EQ(joint, 1);  /* the third hour's two containers, at the stop */
+    ASSERT_EQ(alias, 1);
+    span_check_file_at("quad");
+    st = open_at("quad", &on);
+    quad_verify(st, t0, 30 * MIN_MS, 90 * MIN_MS, 2 * HOUR + 20 * MIN_MS, late);
+    store_close(st);
 }
