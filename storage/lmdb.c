@@ -592,6 +592,12 @@ static int span_get(const store_db *db, MDB_txn *txn, int64_t period, uint64_t c
     MDB_val k;
     int rc;
 
+    /* A compaction deletes what its key held before it writes, so the value is sequence 0. */
+    block_key(key, period, container, 0);
+    k = (MDB_val){ 20, key };
+    rc = mdb_get(txn, db->spans, &k, v);
+    if (rc != MDB_NOTFOUND)
+        return rc;
     block_key(key, period, container, UINT32_MAX);
     k = (MDB_val){ 20, key };
     rc = mdb_cursor_open(txn, db->spans, &cur);
