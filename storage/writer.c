@@ -700,8 +700,8 @@ static iocd_err compact_unit(store *st, int64_t span, uint64_t first, bool stop,
 
 /* While running, a container in a shared value is compacted alone, and the value's other
  * containers move, as they are, to values of their own under their keys: one container's
- * work per commit, as for any other (the commits that wait on it are writes), and the
- * value never holds a stale part. unit: the value's containers, its owner first. */
+ * work per step, as for any other (the sealer's seals wait behind it), and the value never
+ * holds a stale part. unit: the value's containers, its owner first. */
 static iocd_err compact_apart(store *st, int64_t span, uint64_t first, const compact_part *unit,
                               size_t n_unit, compact_ctx *c, iocd_buf *frames_buf, iocd_buf *value,
                               store_db_block *blocks, size_t *n, iocd_buf *space)
