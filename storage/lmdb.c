@@ -1386,6 +1386,9 @@ iocd_err store_check(const char *dir, store_report_fn fn, void *ud, uint64_t *pr
     if (mdb_get(txn, db.meta, &k, &v) != 0 ||
         (!is_marker(&v, FORMAT_VERSION) && !is_marker(&v, FORMAT_READABLE)))
         problem(&c, "format marker missing or unknown");
+    k = (MDB_val){ sizeof(SPAN_KEY) - 1, (void *)SPAN_KEY };
+    if (mdb_get(txn, db.meta, &k, &v) == 0 && v.mv_size == 8)
+        db.span_ms = (int64_t)get_be64(v.mv_data); /* to find the value an alias names */
     /* Every series: a valid key, under one id. */
     rc = store_spack_each(&db, txn, check_series, &c, &err);
     if (rc == MDB_CORRUPTED) {
@@ -1465,7 +1468,17 @@ iocd_err store_check(const char *dir, store_report_fn fn, void *ud, uint64_t *pr
                 size_t n_parts = 0;
                 cb.first = container * SPAN_GROUPS;
                 if (codec_span_alias_get(v.mv_data, v.mv_size, &back, &slot)) {
-                    be = IOCD_OK; /* its container is checked in its owner's value */
+                    /* Its container is checked in its owner's value, which must hold it. */
+                    MDB_val ov = v;
+                    const void *part;
+                    size_t plen;
+                    unsigned span;
+                    be = IOCD_OK;
+                    if (span_value(&db, txn, get_be_time(k.mv_data), container, &ov, &span) != 0 ||
+                        codec_span_part(ov.mv_data, ov.mv_size, span, (unsigned)(container & 3),
+                                        &part, &plen) != IOCD_OK)
+                        problem(&c, "span alias (period %lld, container %llu) names no value",
+                                (long long)get_be_time(k.mv_data), (unsigned long long)container);
                 } else if (!codec_span_is_shared(v.mv_data, v.mv_size)) {
                     be = codec_span_each(v.mv_data, v.mv_size, check_frame, &cb);
                 } else {

@@ -576,6 +576,33 @@ static void span_marker(const char *dir, const char *marker, const char *want)
     mdb_env_close(env);
 }
 
+/* Deletes the file's shared span values, leaving their aliases naming nothing. */
+static void span_drop_shared(const char *dir)
+{
+    char path[600];
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_dbi dbi;
+    MDB_val k, v;
+    int rc;
+
+    snprintf(path, sizeof(path), "%s/iocd.mdb", sub(dir));
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    ASSERT_EQ(mdb_env_set_maxdbs(env, 32), 0);
+    ASSERT_EQ(mdb_env_open(env, path, MDB_NOSUBDIR, 0640), 0);
+    ASSERT_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    ASSERT_EQ(mdb_dbi_open(txn, "spans", 0, &dbi), 0);
+    ASSERT_EQ(mdb_cursor_open(txn, dbi, &cur), 0);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+        if (*(const uint8_t *)v.mv_data == 2)
+            ASSERT_EQ(mdb_cursor_del(cur, 0), 0);
+    mdb_cursor_close(cur);
+    ASSERT_EQ(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
 static void span_write(store *st, int64_t t0, int64_t from, int64_t to)
 {
     store_batch *b = NULL;
@@ -848,4 +875,12 @@ TEST(stop_shares_a_value_among_a_quad_of_containers)
     st = open_at("quad", &on);
     quad_verify(st, t0, 30 * MIN_MS, 90 * MIN_MS, 2 * HOUR + 20 * MIN_MS, late);
     store_close(st);
+    /* iocd check sees an alias whose value is gone. */
+    span_drop_shared("quad");
+    {
+        char errbuf[256];
+        uint64_t problems = 0;
+        ASSERT_OK(store_check(sub("quad"), print_problem, NULL, &problems, errbuf, sizeof(errbuf)));
+        ASSERT_EQ(problems, 1);
+    }
 }
