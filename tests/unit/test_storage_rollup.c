@@ -515,54 +515,67 @@ TEST(compacted_spans_keep_every_sample_and_rollup)
     store_close(st);
 }
 
-/* How the span database holds the file's compacted spans: values of one span, values two
- * spans share (the first's key), aliases under the second's key. */
-static void span_values(const char *dir, int *single, int *joint, int *alias)
+/* Opens the data file in dir (iocd closed) and begins a transaction on its database `name`. */
+static MDB_txn *file_begin(const char *dir, bool write, const char *name, MDB_env **env,
+                           MDB_dbi *dbi)
 {
     char path[600];
-    MDB_env *env = NULL;
     MDB_txn *txn = NULL;
+
+    snprintf(path, sizeof(path), "%s/iocd.mdb", sub(dir));
+    ASSERT_EQ(mdb_env_create(env), 0);
+    ASSERT_EQ(mdb_env_set_maxdbs(*env, 32), 0);
+    ASSERT_EQ(mdb_env_open(*env, path, MDB_NOSUBDIR | (write ? 0 : MDB_RDONLY), 0640), 0);
+    ASSERT_EQ(mdb_txn_begin(*env, NULL, write ? 0 : MDB_RDONLY, &txn), 0);
+    ASSERT_EQ(mdb_dbi_open(txn, name, 0, dbi), 0);
+    return txn;
+}
+
+/* How the span database holds the file's compacted spans: values of one container, shared
+ * values (under their owner's key), aliases (under the other keys of a shared value). With
+ * drop, the shared values are deleted, leaving their aliases naming nothing. */
+static void span_values_drop(const char *dir, int *single, int *shared, int *alias, bool drop)
+{
+    MDB_env *env = NULL;
     MDB_cursor *cur = NULL;
     MDB_dbi dbi;
+    MDB_txn *txn = file_begin(dir, drop, "spans", &env, &dbi);
     MDB_val k, v;
     int rc;
 
-    *single = *joint = *alias = 0;
-    snprintf(path, sizeof(path), "%s/iocd.mdb", sub(dir));
-    ASSERT_EQ(mdb_env_create(&env), 0);
-    ASSERT_EQ(mdb_env_set_maxdbs(env, 32), 0);
-    ASSERT_EQ(mdb_env_open(env, path, MDB_NOSUBDIR | MDB_RDONLY, 0640), 0);
-    ASSERT_EQ(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
-    ASSERT_EQ(mdb_dbi_open(txn, "spans", 0, &dbi), 0);
+    *single = *shared = *alias = 0;
     ASSERT_EQ(mdb_cursor_open(txn, dbi, &cur), 0);
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         uint8_t version = *(const uint8_t *)v.mv_data;
         ASSERT_TRUE(version >= 1 && version <= 3);
         ASSERT_TRUE(version != 3 || v.mv_size == 3);
-        *(version == 1 ? single : version == 2 ? joint : alias) += 1;
+        *(version == 1 ? single : version == 2 ? shared : alias) += 1;
+        if (drop && version == 2)
+            ASSERT_EQ(mdb_cursor_del(cur, 0), 0);
     }
     ASSERT_EQ(rc, MDB_NOTFOUND);
     mdb_cursor_close(cur);
-    mdb_txn_abort(txn);
+    if (drop)
+        ASSERT_EQ(mdb_txn_commit(txn), 0);
+    else
+        mdb_txn_abort(txn);
     mdb_env_close(env);
+}
+
+static void span_values(const char *dir, int *single, int *shared, int *alias)
+{
+    span_values_drop(dir, single, shared, alias, false);
 }
 
 /* Sets the file's format marker (or, with marker NULL, checks it is `want`). */
 static void span_marker(const char *dir, const char *marker, const char *want)
 {
-    char path[600];
     MDB_env *env = NULL;
-    MDB_txn *txn = NULL;
     MDB_dbi meta;
+    MDB_txn *txn = file_begin(dir, marker != NULL, "meta", &env, &meta);
     MDB_val k = { 6, (void *)"format" }, v;
 
-    snprintf(path, sizeof(path), "%s/iocd.mdb", sub(dir));
-    ASSERT_EQ(mdb_env_create(&env), 0);
-    ASSERT_EQ(mdb_env_set_maxdbs(env, 32), 0);
-    ASSERT_EQ(mdb_env_open(env, path, MDB_NOSUBDIR, 0640), 0);
-    ASSERT_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    ASSERT_EQ(mdb_dbi_open(txn, "meta", 0, &meta), 0);
     if (marker != NULL) {
         v = (MDB_val){ strlen(marker), (void *)marker };
         ASSERT_EQ(mdb_put(txn, meta, &k, &v, 0), 0);
@@ -573,33 +586,6 @@ static void span_marker(const char *dir, const char *marker, const char *want)
         ASSERT_TRUE(memcmp(v.mv_data, want, v.mv_size) == 0);
         mdb_txn_abort(txn);
     }
-    mdb_env_close(env);
-}
-
-/* Deletes the file's shared span values, leaving their aliases naming nothing. */
-static void span_drop_shared(const char *dir)
-{
-    char path[600];
-    MDB_env *env = NULL;
-    MDB_txn *txn = NULL;
-    MDB_cursor *cur = NULL;
-    MDB_dbi dbi;
-    MDB_val k, v;
-    int rc;
-
-    snprintf(path, sizeof(path), "%s/iocd.mdb", sub(dir));
-    ASSERT_EQ(mdb_env_create(&env), 0);
-    ASSERT_EQ(mdb_env_set_maxdbs(env, 32), 0);
-    ASSERT_EQ(mdb_env_open(env, path, MDB_NOSUBDIR, 0640), 0);
-    ASSERT_EQ(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    ASSERT_EQ(mdb_dbi_open(txn, "spans", 0, &dbi), 0);
-    ASSERT_EQ(mdb_cursor_open(txn, dbi, &cur), 0);
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
-        if (*(const uint8_t *)v.mv_data == 2)
-            ASSERT_EQ(mdb_cursor_del(cur, 0), 0);
-    mdb_cursor_close(cur);
-    ASSERT_EQ(mdb_txn_commit(txn), 0);
     mdb_env_close(env);
 }
 
@@ -650,7 +636,7 @@ TEST(spans_split_by_a_stop_share_one_value)
                         .ooo_window_ms = 3 * HOUR }; /* nothing is compacted while running */
     store_config off = on, running = on;
     int64_t t0 = (iocd_now_ms() - 5 * HOUR) / HOUR * HOUR;
-    int single, joint, alias, tries;
+    int single, shared, alias, tries;
     store_stats stats;
     store *st;
 
@@ -663,9 +649,9 @@ TEST(spans_split_by_a_stop_share_one_value)
     st = open_at("split", &on);
     span_write(st, t0, span_lo, span_hi);
     store_close(st); /* compacts both hours */
-    span_values("split", &single, &joint, &alias);
+    span_values("split", &single, &shared, &alias);
     ASSERT_EQ(single, 0);
-    ASSERT_EQ(joint, 1);
+    ASSERT_EQ(shared, 1);
     ASSERT_EQ(alias, 1);
     st = open_at("split", &off);
     ASSERT_OK(store_stats_get(st, &stats));
@@ -689,9 +675,9 @@ TEST(spans_split_by_a_stop_share_one_value)
     span_write(st, t0, 90 * MIN_MS, span_hi);
     span_write_late(st, t0);
     store_close(st);
-    span_values("split", &single, &joint, &alias);
+    span_values("split", &single, &shared, &alias);
     ASSERT_EQ(single, 0);
-    ASSERT_EQ(joint, 1);
+    ASSERT_EQ(shared, 1);
     ASSERT_EQ(alias, 1);
     st = open_at("split", &off);
     span_verify(st, SPAN_SERIES + 1, 2);
@@ -716,9 +702,9 @@ TEST(spans_split_by_a_stop_share_one_value)
     ASSERT_EQ(stats.blocks, 5);
     span_verify(st, SPAN_SERIES + 1, 3);
     store_close(st);
-    span_values("split", &single, &joint, &alias);
+    span_values("split", &single, &shared, &alias);
     ASSERT_EQ(single, 4); /* the pair apart, the third hour, and the fourth's start */
-    ASSERT_EQ(joint, 0);
+    ASSERT_EQ(shared, 0);
     ASSERT_EQ(alias, 0);
     st = open_at("split", &off);
     span_verify(st, SPAN_SERIES + 1, 3);
@@ -733,7 +719,7 @@ TEST(a_shared_span_value_expires_with_its_second_span)
     store_config on = { .chunk_ms = 10 * MIN_MS, .seal_grace_ms = 1000, .ooo_window_ms = 3 * HOUR };
     store_config keep = on;
     int64_t t0 = (iocd_now_ms() - 5 * HOUR) / HOUR * HOUR;
-    int single, joint, alias;
+    int single, shared, alias;
     uint64_t *ids = NULL;
     size_t n, i, k, total = 0;
     store *st;
@@ -745,14 +731,14 @@ TEST(a_shared_span_value_expires_with_its_second_span)
     st = open_at("expire", &on);
     span_write(st, t0, span_lo, span_hi);
     store_close(st);
-    span_values("expire", &single, &joint, &alias);
-    ASSERT_EQ(joint, 1);
+    span_values("expire", &single, &shared, &alias);
+    ASSERT_EQ(shared, 1);
     ASSERT_EQ(alias, 1);
     /* The first span expires (a stop's seal applies retention), the second does not. */
     keep.retention_ms = iocd_now_ms() - (t0 + 90 * MIN_MS);
     store_close(open_at("expire", &keep));
-    span_values("expire", &single, &joint, &alias);
-    ASSERT_EQ(joint, 1);
+    span_values("expire", &single, &shared, &alias);
+    ASSERT_EQ(shared, 1);
     ASSERT_EQ(alias, 1);
     st = open_at("expire", &on);
     ASSERT_OK(store_series_all(st, &ids, &n));
@@ -774,8 +760,8 @@ TEST(a_shared_span_value_expires_with_its_second_span)
     /* Both expired: the value and its alias go. */
     keep.retention_ms = iocd_now_ms() - (t0 + 2 * HOUR + 10 * MIN_MS);
     store_close(open_at("expire", &keep));
-    span_values("expire", &single, &joint, &alias);
-    ASSERT_EQ(single + joint + alias, 0);
+    span_values("expire", &single, &shared, &alias);
+    ASSERT_EQ(single + shared + alias, 0);
 }
 
 #define QUAD_SERIES 300 /* five id groups: two containers of one quad */
@@ -837,7 +823,7 @@ TEST(stop_shares_a_value_among_a_quad_of_containers)
     store_config on = { .chunk_ms = 10 * MIN_MS, .seal_grace_ms = 1000, .ooo_window_ms = 3 * HOUR };
     store_config running = on;
     int64_t t0 = (iocd_now_ms() - 5 * HOUR) / HOUR * HOUR, late = HOUR + 50 * MIN_MS + 1000;
-    int single, joint, alias, tries;
+    int single, shared, alias, tries;
     store_stats stats;
     store *st;
 
@@ -845,9 +831,9 @@ TEST(stop_shares_a_value_among_a_quad_of_containers)
     st = open_at("quad", &on);
     quad_write(st, t0, 30 * MIN_MS, 90 * MIN_MS, QUAD_SERIES);
     store_close(st);
-    span_values("quad", &single, &joint, &alias);
+    span_values("quad", &single, &shared, &alias);
     ASSERT_EQ(single, 0);
-    ASSERT_EQ(joint, 1); /* two containers in two spans */
+    ASSERT_EQ(shared, 1); /* two containers in two spans */
     ASSERT_EQ(alias, 3);
     st = open_at("quad", &on);
     quad_verify(st, t0, 30 * MIN_MS, 90 * MIN_MS, 0, 0);
@@ -867,16 +853,16 @@ TEST(stop_shares_a_value_among_a_quad_of_containers)
     ASSERT_EQ(stats.blocks, 9);
     quad_verify(st, t0, 30 * MIN_MS, 90 * MIN_MS, 2 * HOUR + 20 * MIN_MS, late);
     store_close(st);
-    span_values("quad", &single, &joint, &alias);
+    span_values("quad", &single, &shared, &alias);
     ASSERT_EQ(single, 4); /* apart */
-    ASSERT_EQ(joint, 1);  /* the third hour's two containers, at the stop */
+    ASSERT_EQ(shared, 1); /* the third hour's two containers, at the stop */
     ASSERT_EQ(alias, 1);
     span_check_file_at("quad");
     st = open_at("quad", &on);
     quad_verify(st, t0, 30 * MIN_MS, 90 * MIN_MS, 2 * HOUR + 20 * MIN_MS, late);
     store_close(st);
     /* iocd check sees an alias whose value is gone. */
-    span_drop_shared("quad");
+    span_values_drop("quad", &single, &shared, &alias, true);
     {
         char errbuf[256];
         uint64_t problems = 0;
