@@ -203,7 +203,7 @@ static bool out_of_space(store_db *db)
            stat(path, &st) == 0 && (uint64_t)st.st_size + (16u << 20) >= (uint64_t)rl.rlim_cur;
 }
 
-static void block_key(uint8_t *key, int64_t period, uint64_t group, uint32_t seq)
+void store_block_key(uint8_t *key, int64_t period, uint64_t group, uint32_t seq)
 {
     be_time(key, period);
     be64(key + 8, group);
@@ -224,7 +224,7 @@ static int del_group_range(MDB_txn *txn, MDB_dbi dbi, uint64_t group, int64_t fr
 
     while (rc == 0 && p <= to) {
         int64_t kp;
-        block_key(key, p, group, 0);
+        store_block_key(key, p, group, 0);
         k = (MDB_val){ 20, key };
         rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
         if (rc != 0 || k.mv_size != 20)
@@ -248,20 +248,6 @@ static int del_group_range(MDB_txn *txn, MDB_dbi dbi, uint64_t group, int64_t fr
     if (cur != NULL)
         mdb_cursor_close(cur);
     return rc;
-}
-
-/* Whether a span value holds a part of the next span (see codec_span_share). */
-static bool reaches_next_span(const MDB_val *v)
-{
-    codec_part parts[CODEC_SPAN_PARTS];
-    size_t n = 0, i;
-
-    if (!codec_span_is_shared(v->mv_data, v->mv_size) ||
-        codec_span_parts(v->mv_data, v->mv_size, parts, CODEC_SPAN_PARTS, &n) != IOCD_OK)
-        return false;
-    for (i = 0; i < n && parts[i].span == 0; i++)
-        ;
-    return i < n;
 }
 
 iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_series, uint64_t seq,
@@ -413,8 +399,8 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
             while (rc == 0 && (rc = mdb_cursor_get(cur, &k, &v, op)) == 0 && k.mv_size >= 8 &&
                    get_be_time(k.mv_data) < before) {
                 op = MDB_NEXT;
-                if (!reaches_next_span(&v) || (before >= INT64_MIN + db->span_ms &&
-                                               get_be_time(k.mv_data) < before - db->span_ms))
+                if (!store_span_reaches_next(&v) || (before >= INT64_MIN + db->span_ms &&
+                                                     get_be_time(k.mv_data) < before - db->span_ms))
                     rc = mdb_cursor_del(cur, 0);
             }
         } else {
@@ -521,17 +507,8 @@ int64_t store_db_span_of(const store_db *db, int64_t t)
     return floor_to(t, db->span_ms);
 }
 
-/* A walk over one group's blocks of one database, period by period. */
-typedef struct group_iter {
-    MDB_cursor *cur;
-    uint64_t group;
-    int64_t p, to; /* the next period to look at; the last one */
-    int64_t kp;    /* the period of the current block */
-    MDB_val k, v;
-} group_iter;
-
 /* Positions it at the group's first block with a period in [it->p, it->to]. */
-static int group_seek(group_iter *it)
+int store_group_seek(store_group_iter *it)
 {
     uint8_t key[20];
 
@@ -539,7 +516,7 @@ static int group_seek(group_iter *it)
         uint64_t kg;
         if (it->p > it->to)
             return MDB_NOTFOUND;
-        block_key(key, it->p, it->group, 0);
+        store_block_key(key, it->p, it->group, 0);
         it->k = (MDB_val){ 20, key };
         int rc = mdb_cursor_get(it->cur, &it->k, &it->v, MDB_SET_RANGE);
         if (rc != 0)
@@ -563,7 +540,7 @@ static int group_seek(group_iter *it)
 }
 
 /* The next block: a later sequence of the same period, or the next period's first. */
-static int group_next(group_iter *it)
+static int group_next(store_group_iter *it)
 {
     int rc = mdb_cursor_get(it->cur, &it->k, &it->v, MDB_NEXT);
 
@@ -575,7 +552,7 @@ static int group_next(group_iter *it)
     if (it->kp == INT64_MAX)
         return MDB_NOTFOUND;
     it->p = it->kp + 1;
-    return group_seek(it);
+    return store_group_seek(it);
 }
 
 static int64_t last_of(int64_t period, int64_t len)
@@ -583,164 +560,24 @@ static int64_t last_of(int64_t period, int64_t len)
     return period > INT64_MAX - len ? INT64_MAX : period + len - 1;
 }
 
-/* The latest value under (period, container) in the span database; MDB_NOTFOUND: none. */
-static int span_get(const store_db *db, MDB_txn *txn, int64_t period, uint64_t container,
-                    MDB_val *v)
-{
-    MDB_cursor *cur = NULL;
-    uint8_t key[20];
-    MDB_val k;
-    int rc;
-
-    /* A compaction deletes what its key held before it writes, so the value is sequence 0. */
-    block_key(key, period, container, 0);
-    k = (MDB_val){ 20, key };
-    rc = mdb_get(txn, db->spans, &k, v);
-    if (rc != MDB_NOTFOUND)
-        return rc;
-    block_key(key, period, container, UINT32_MAX);
-    k = (MDB_val){ 20, key };
-    rc = mdb_cursor_open(txn, db->spans, &cur);
-    if (rc == 0)
-        rc = mdb_cursor_get(cur, &k, v, MDB_SET_RANGE);
-    rc = rc == 0              ? mdb_cursor_get(cur, &k, v, MDB_PREV)
-         : rc == MDB_NOTFOUND ? mdb_cursor_get(cur, &k, v, MDB_LAST)
-                              : rc;
-    if (rc == 0 && (k.mv_size != 20 || memcmp(k.mv_data, key, 16) != 0))
-        rc = MDB_NOTFOUND;
-    if (cur != NULL)
-        mdb_cursor_close(cur);
-    return rc;
-}
-
-/* For the value *v found under (period, container): the value that holds its container, and
- * which part of it that is (span 0 or 1 from the owner's key): the value itself, or for an
- * alias its owner's. */
-static int span_value(const store_db *db, MDB_txn *txn, int64_t period, uint64_t container,
-                      MDB_val *v, unsigned *span_out)
-{
-    unsigned back, slot;
-
-    *span_out = 0;
-    if (!codec_span_alias_get(v->mv_data, v->mv_size, &back, &slot))
-        return 0;
-    if (back > 0 && (db->span_ms <= 0 || period < INT64_MIN + db->span_ms))
-        return MDB_NOTFOUND;
-    *span_out = back;
-    /* No owner (not expected): nothing of the container. */
-    return span_get(db, txn, period - (int64_t)back * db->span_ms,
-                    (container & ~(uint64_t)3) | slot, v);
-}
-
 /* The container of the span the walk is at (see span_value). */
-static iocd_err span_part(const store_db *db, MDB_txn *txn, const group_iter *a, const void **part,
-                          size_t *plen)
+static iocd_err span_part(const store_db *db, MDB_txn *txn, const store_group_iter *a,
+                          const void **part, size_t *plen)
 {
     MDB_val v = a->v;
     unsigned span;
-    int rc = span_value(db, txn, a->kp, a->group, &v, &span);
+    int rc = store_span_value(db, txn, a->kp, a->group, &v, &span);
 
     if (rc != 0)
         return store_mdb_err(rc);
     return codec_span_part(v.mv_data, v.mv_size, span, (unsigned)(a->group & 3), part, plen);
 }
 
-iocd_err store_db_span_owner(store_db *db, int64_t span, uint64_t first, int64_t *owner_span,
-                             uint64_t *owner_first, codec_part *parts, size_t *n_parts)
-{
-    MDB_txn *txn = NULL;
-    group_iter it;
-    MDB_val v;
-    unsigned back = 0;
-    size_t i;
-    int rc;
-
-    *n_parts = 0;
-    if (db->span_ms <= 0)
-        return IOCD_OK;
-    memset(&it, 0, sizeof(it));
-    rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
-    if (rc == 0)
-        rc = mdb_cursor_open(txn, db->spans, &it.cur);
-    if (rc == 0) {
-        it.group = first / SPAN_GROUPS;
-        it.p = span;
-        it.to = span;
-        rc = group_seek(&it);
-    }
-    v = it.v;
-    if (rc == 0)
-        rc = span_value(db, txn, span, it.group, &v, &back);
-    if (rc == 0 && codec_span_is_shared(v.mv_data, v.mv_size)) {
-        unsigned slot = (unsigned)(it.group & 3);
-        codec_span_alias_get(it.v.mv_data, it.v.mv_size, &back, &slot);
-        *owner_span = span - (int64_t)back * db->span_ms;
-        *owner_first = ((it.group & ~(uint64_t)3) | slot) * SPAN_GROUPS;
-        if (codec_span_parts(v.mv_data, v.mv_size, parts, CODEC_SPAN_PARTS, n_parts) != IOCD_OK)
-            rc = MDB_CORRUPTED;
-        for (i = 0; i < *n_parts; i++)
-            parts[i].data = NULL; /* the transaction ends here */
-    }
-    if (rc == MDB_NOTFOUND)
-        rc = 0;
-    if (it.cur != NULL)
-        mdb_cursor_close(it.cur);
-    if (txn != NULL)
-        mdb_txn_abort(txn);
-    return store_mdb_err(rc);
-}
-
-iocd_err store_db_span_value(store_db *db, int64_t span, uint64_t first, iocd_buf *out)
-{
-    MDB_txn *txn = NULL;
-    MDB_val v;
-    iocd_err err = IOCD_OK;
-    int rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
-
-    if (rc == 0)
-        rc = span_get(db, txn, span, first / SPAN_GROUPS, &v);
-    if (rc == 0)
-        err = iocd_buf_append(out, v.mv_data, v.mv_size);
-    if (txn != NULL)
-        mdb_txn_abort(txn);
-    return err != IOCD_OK ? err : store_mdb_err(rc);
-}
-
-iocd_err store_db_span_chunked(store_db *db, int64_t span, uint64_t first, bool *yes)
-{
-    MDB_txn *txn = NULL;
-    group_iter it;
-    uint64_t g;
-    int rc;
-
-    *yes = false;
-    if (db->span_ms <= 0 || span > INT64_MAX - db->span_ms)
-        return IOCD_OK;
-    memset(&it, 0, sizeof(it));
-    rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
-    if (rc == 0)
-        rc = mdb_cursor_open(txn, db->chunks, &it.cur);
-    for (g = 0; rc == 0 && !*yes && g < SPAN_GROUPS; g++) {
-        it.group = first + g;
-        it.p = span;
-        it.to = span + db->span_ms - 1;
-        rc = group_seek(&it);
-        *yes = rc == 0;
-        if (rc == MDB_NOTFOUND)
-            rc = 0;
-    }
-    if (it.cur != NULL)
-        mdb_cursor_close(it.cur);
-    if (txn != NULL)
-        mdb_txn_abort(txn);
-    return store_mdb_err(rc);
-}
-
 iocd_err store_db_blocks(store_db *db, store_db_kind kind, uint64_t group, int64_t from, int64_t to,
                          store_db_block_fn fn, void *ud)
 {
     MDB_txn *txn = NULL;
-    group_iter a, b; /* span blocks (or rollup parts), then chunk blocks */
+    store_group_iter a, b; /* span blocks (or rollup parts), then chunk blocks */
     int ra = MDB_NOTFOUND, rb = MDB_NOTFOUND, rc;
     bool spans = db->span_ms > 0;
     iocd_err err = IOCD_OK;
@@ -754,7 +591,7 @@ iocd_err store_db_blocks(store_db *db, store_db_kind kind, uint64_t group, int64
         a.group = group / SPAN_GROUPS;
         a.p = store_db_span_of(db, from);
         a.to = to;
-        ra = rc == 0 ? group_seek(&a) : rc;
+        ra = rc == 0 ? store_group_seek(&a) : rc;
     }
     if (rc == 0)
         rc = mdb_cursor_open(txn, kind_dbi(db, kind), &b.cur);
@@ -764,7 +601,7 @@ iocd_err store_db_blocks(store_db *db, store_db_kind kind, uint64_t group, int64
     b.group = group;
     b.to = to;
     if (rc == 0)
-        rb = group_seek(&b);
+        rb = store_group_seek(&b);
     if (ra != 0 && ra != MDB_NOTFOUND)
         rc = ra;
     if (rb != 0 && rb != MDB_NOTFOUND)
@@ -806,7 +643,7 @@ iocd_err store_db_blocks(store_db *db, store_db_kind kind, uint64_t group, int64
 iocd_err store_db_span_compacted(store_db *db, int64_t span, uint64_t group, bool *yes)
 {
     MDB_txn *txn = NULL;
-    group_iter it;
+    store_group_iter it;
     int rc;
 
     *yes = false;
@@ -820,7 +657,7 @@ iocd_err store_db_span_compacted(store_db *db, int64_t span, uint64_t group, boo
         it.group = group / SPAN_GROUPS;
         it.p = span;
         it.to = span;
-        rc = group_seek(&it);
+        rc = store_group_seek(&it);
         *yes = rc == 0;
     }
     if (rc == MDB_NOTFOUND)
@@ -1474,7 +1311,8 @@ iocd_err store_check(const char *dir, store_report_fn fn, void *ud, uint64_t *pr
                     size_t plen;
                     unsigned span;
                     be = IOCD_OK;
-                    if (span_value(&db, txn, get_be_time(k.mv_data), container, &ov, &span) != 0 ||
+                    if (store_span_value(&db, txn, get_be_time(k.mv_data), container, &ov, &span) !=
+                            0 ||
                         codec_span_part(ov.mv_data, ov.mv_size, span, (unsigned)(container & 3),
                                         &part, &plen) != IOCD_OK)
                         problem(&c, "span alias (period %lld, container %llu) names no value",
