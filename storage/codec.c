@@ -1093,9 +1093,119 @@ iocd_err codec_rollup_select(const void *data, size_t len, size_t max_raw, int64
 /* ---- Span containers -------------------------------------------------------------------
  * A compacted span of several id groups in one LMDB value (fewer values, less page rounding):
  *   byte version, varint n, per frame: varint group (low bits), byte kind, varint length;
- *   then the frames (each a block or rollup block as above), in that order. */
+ *   then the frames (each a block or rollup block as above), in that order.
+ * At a stop (see writer.c) the containers of neighbouring keys, in a span and the next one,
+ * share one value, so the stop's partial spans do not pay LMDB's page rounding once per
+ * container and span. The keys' containers are of one quad (container >> 2 alike):
+ *   byte 2, varint n, per part: byte span (0: the owner key's, 1: the next), byte slot (the
+ *   part's key container & 3), varint length; then the parts (containers as above);
+ * kept under one of its parts' keys (the owner: its first part's), with under each other
+ * part's key an alias: byte 3, byte span back to the owner's key (0 or 1), byte the owner's
+ * slot. Each part keeps its own frames: reads see what separate values held. */
 
 #define SPAN_VERSION 1
+#define SPAN_SHARED  2
+#define SPAN_ALIAS   3
+
+iocd_err codec_span_share(const codec_part *parts, size_t n, iocd_buf *out)
+{
+    uint8_t tmp[32];
+    size_t i, k;
+    iocd_err err;
+
+    tmp[0] = SPAN_SHARED;
+    k = 1 + store_varint_put(tmp + 1, n);
+    err = iocd_buf_append(out, tmp, k);
+    for (i = 0; i < n && err == IOCD_OK; i++) {
+        tmp[0] = (uint8_t)parts[i].span;
+        tmp[1] = (uint8_t)parts[i].slot;
+        k = 2 + store_varint_put(tmp + 2, parts[i].len);
+        err = iocd_buf_append(out, tmp, k);
+    }
+    for (i = 0; i < n && err == IOCD_OK; i++)
+        err = iocd_buf_append(out, parts[i].data, parts[i].len);
+    return err;
+}
+
+iocd_err codec_span_alias(unsigned span_back, unsigned owner_slot, iocd_buf *out)
+{
+    uint8_t b[3] = { SPAN_ALIAS, (uint8_t)span_back, (uint8_t)owner_slot };
+
+    return iocd_buf_append(out, b, sizeof(b));
+}
+
+bool codec_span_alias_get(const void *val, size_t len, unsigned *span_back, unsigned *owner_slot)
+{
+    const uint8_t *p = val;
+
+    if (len != 3 || p[0] != SPAN_ALIAS || p[1] > 1 || p[2] > 3)
+        return false;
+    *span_back = p[1];
+    *owner_slot = p[2];
+    return true;
+}
+
+iocd_err codec_span_parts(const void *val, size_t len, codec_part *parts, size_t max, size_t *n_out)
+{
+    const uint8_t *p = val, *end = p + len;
+    uint64_t n, plen, off = 0, i;
+
+    *n_out = 0;
+    if (len < 2 || *p++ != SPAN_SHARED || !store_varint_get(&p, end, &n) || n > max)
+        return IOCD_ECORRUPT;
+    for (i = 0; i < n; i++) {
+        if (end - p < 2 || p[0] > 1 || p[1] > 3)
+            return IOCD_ECORRUPT;
+        parts[i].span = p[0];
+        parts[i].slot = p[1];
+        p += 2;
+        if (!store_varint_get(&p, end, &plen))
+            return IOCD_ECORRUPT;
+        parts[i].len = (size_t)plen;
+        parts[i].data = NULL;
+    }
+    for (i = 0; i < n; i++) { /* the header ends where the parts begin */
+        if (parts[i].len > (uint64_t)(end - p) || off > (uint64_t)(end - p) - parts[i].len)
+            return IOCD_ECORRUPT;
+        parts[i].data = p + off;
+        off += parts[i].len;
+    }
+    *n_out = (size_t)n;
+    return IOCD_OK;
+}
+
+bool codec_span_is_shared(const void *val, size_t len)
+{
+    return len >= 1 && *(const uint8_t *)val == SPAN_SHARED;
+}
+
+iocd_err codec_span_part(const void *val, size_t len, unsigned span, unsigned slot,
+                         const void **part, size_t *part_len)
+{
+    codec_part parts[CODEC_SPAN_PARTS];
+    size_t n, i;
+    iocd_err err;
+
+    if (len < 1)
+        return IOCD_ECORRUPT;
+    if (*(const uint8_t *)val == SPAN_ALIAS)
+        return IOCD_ENOTFOUND;
+    if (*(const uint8_t *)val != SPAN_SHARED) {
+        if (span != 0)
+            return IOCD_ENOTFOUND;
+        *part = val;
+        *part_len = len;
+        return IOCD_OK;
+    }
+    err = codec_span_parts(val, len, parts, CODEC_SPAN_PARTS, &n);
+    for (i = 0; err == IOCD_OK && i < n; i++)
+        if (parts[i].span == span && parts[i].slot == slot) {
+            *part = parts[i].data;
+            *part_len = parts[i].len;
+            return IOCD_OK;
+        }
+    return err == IOCD_OK ? IOCD_ENOTFOUND : err;
+}
 
 iocd_err codec_span_pack(const codec_frame *f, size_t n, iocd_buf *out)
 {

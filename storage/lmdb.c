@@ -20,14 +20,19 @@
 #include <unistd.h>
 
 #define FORMAT_KEY     "format"
-#define FORMAT_VERSION "iocd-store-4"
+#define FORMAT_VERSION "iocd-store-5"
 #define DEFAULT_MAP    (256ULL << 30) /* address space only: the file grows as data is written */
 #define MAX_DBS        32
 
 /* Older formats, upgraded on open: -1 (before the packed series index), -2 (before compacted
  * span blocks: its chunk blocks are simply compacted by the writer later), -3 (before the
- * packed postings: its postings are read as they are until a seal packs them). */
-static const char *const format_prev[] = { "iocd-store-1", "iocd-store-2", "iocd-store-3" };
+ * packed postings: its postings are read as they are until a seal packs them), -4 (before
+ * two spans could share a value: its containers are read as they are; the marker keeps an
+ * older iocd from misreading a shared one). */
+static const char *const format_prev[] = { "iocd-store-1", "iocd-store-2", "iocd-store-3",
+                                           "iocd-store-4" };
+/* The last of them, which `iocd check` reads as it is (nothing to upgrade in its data). */
+#define FORMAT_READABLE "iocd-store-4"
 
 static MDB_dbi kind_dbi(const store_db *db, store_db_kind kind)
 {
@@ -200,7 +205,7 @@ static bool out_of_space(store_db *db)
            stat(path, &st) == 0 && (uint64_t)st.st_size + (16u << 20) >= (uint64_t)rl.rlim_cur;
 }
 
-static void block_key(uint8_t *key, int64_t period, uint64_t group, uint32_t seq)
+void store_block_key(uint8_t *key, int64_t period, uint64_t group, uint32_t seq)
 {
     be_time(key, period);
     be64(key + 8, group);
@@ -221,7 +226,7 @@ static int del_group_range(MDB_txn *txn, MDB_dbi dbi, uint64_t group, int64_t fr
 
     while (rc == 0 && p <= to) {
         int64_t kp;
-        block_key(key, p, group, 0);
+        store_block_key(key, p, group, 0);
         k = (MDB_val){ 20, key };
         rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
         if (rc != 0 || k.mv_size != 20)
@@ -284,7 +289,19 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
         MDB_val fk, fv;
         uint64_t kgroup =
             blocks[i].kind == STORE_DB_SPANS ? blocks[i].group / SPAN_GROUPS : blocks[i].group;
-        if (blocks[i].replaces && db->span_ms > 0) {
+        if (blocks[i].moves && db->span_ms > 0) {
+            /* A container moved out of a shared value: it takes its key's place, nothing
+             * else (its span's chunk blocks are not in it). */
+            if (cur != NULL) {
+                mdb_cursor_close(cur);
+                cur = NULL;
+            }
+            rc = del_group_range(txn, db->spans, kgroup, blocks[i].period, blocks[i].period);
+            if (rc != 0)
+                break;
+            if (blocks[i].len == 0)
+                continue;
+        } else if (blocks[i].replaces && db->span_ms > 0) {
             /* Compaction: the block holds every sample (or part) of its groups' span. */
             int64_t last = blocks[i].period + db->span_ms - 1;
             uint64_t g;
@@ -376,6 +393,16 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
                    get_be_time(k.mv_data) < before) {
                 op = MDB_NEXT; /* after a delete, MDB_NEXT returns the record that followed */
                 if (get_be64((const uint8_t *)k.mv_data + 8) <= wal_seq_max)
+                    rc = mdb_cursor_del(cur, 0);
+            }
+        } else if (i == 2) {
+            /* A value shared with the next span goes once that has expired too. */
+            MDB_cursor_op op = MDB_FIRST;
+            while (rc == 0 && (rc = mdb_cursor_get(cur, &k, &v, op)) == 0 && k.mv_size >= 8 &&
+                   get_be_time(k.mv_data) < before) {
+                op = MDB_NEXT;
+                if (!store_span_reaches_next(&v) || (before >= INT64_MIN + db->span_ms &&
+                                                     get_be_time(k.mv_data) < before - db->span_ms))
                     rc = mdb_cursor_del(cur, 0);
             }
         } else {
@@ -482,17 +509,8 @@ int64_t store_db_span_of(const store_db *db, int64_t t)
     return floor_to(t, db->span_ms);
 }
 
-/* A walk over one group's blocks of one database, period by period. */
-typedef struct group_iter {
-    MDB_cursor *cur;
-    uint64_t group;
-    int64_t p, to; /* the next period to look at; the last one */
-    int64_t kp;    /* the period of the current block */
-    MDB_val k, v;
-} group_iter;
-
 /* Positions it at the group's first block with a period in [it->p, it->to]. */
-static int group_seek(group_iter *it)
+int store_group_seek(store_group_iter *it)
 {
     uint8_t key[20];
 
@@ -500,7 +518,7 @@ static int group_seek(group_iter *it)
         uint64_t kg;
         if (it->p > it->to)
             return MDB_NOTFOUND;
-        block_key(key, it->p, it->group, 0);
+        store_block_key(key, it->p, it->group, 0);
         it->k = (MDB_val){ 20, key };
         int rc = mdb_cursor_get(it->cur, &it->k, &it->v, MDB_SET_RANGE);
         if (rc != 0)
@@ -524,7 +542,7 @@ static int group_seek(group_iter *it)
 }
 
 /* The next block: a later sequence of the same period, or the next period's first. */
-static int group_next(group_iter *it)
+static int group_next(store_group_iter *it)
 {
     int rc = mdb_cursor_get(it->cur, &it->k, &it->v, MDB_NEXT);
 
@@ -536,7 +554,7 @@ static int group_next(group_iter *it)
     if (it->kp == INT64_MAX)
         return MDB_NOTFOUND;
     it->p = it->kp + 1;
-    return group_seek(it);
+    return store_group_seek(it);
 }
 
 static int64_t last_of(int64_t period, int64_t len)
@@ -544,11 +562,24 @@ static int64_t last_of(int64_t period, int64_t len)
     return period > INT64_MAX - len ? INT64_MAX : period + len - 1;
 }
 
+/* The container of the span the walk is at (see span_value). */
+static iocd_err span_part(const store_db *db, MDB_txn *txn, const store_group_iter *a,
+                          const void **part, size_t *plen)
+{
+    MDB_val v = a->v;
+    unsigned span;
+    int rc = store_span_value(db, txn, a->kp, a->group, &v, &span);
+
+    if (rc != 0)
+        return store_mdb_err(rc);
+    return codec_span_part(v.mv_data, v.mv_size, span, (unsigned)(a->group & 3), part, plen);
+}
+
 iocd_err store_db_blocks(store_db *db, store_db_kind kind, uint64_t group, int64_t from, int64_t to,
                          store_db_block_fn fn, void *ud)
 {
     MDB_txn *txn = NULL;
-    group_iter a, b; /* span blocks (or rollup parts), then chunk blocks */
+    store_group_iter a, b; /* span blocks (or rollup parts), then chunk blocks */
     int ra = MDB_NOTFOUND, rb = MDB_NOTFOUND, rc;
     bool spans = db->span_ms > 0;
     iocd_err err = IOCD_OK;
@@ -562,7 +593,7 @@ iocd_err store_db_blocks(store_db *db, store_db_kind kind, uint64_t group, int64
         a.group = group / SPAN_GROUPS;
         a.p = store_db_span_of(db, from);
         a.to = to;
-        ra = rc == 0 ? group_seek(&a) : rc;
+        ra = rc == 0 ? store_group_seek(&a) : rc;
     }
     if (rc == 0)
         rc = mdb_cursor_open(txn, kind_dbi(db, kind), &b.cur);
@@ -572,17 +603,19 @@ iocd_err store_db_blocks(store_db *db, store_db_kind kind, uint64_t group, int64
     b.group = group;
     b.to = to;
     if (rc == 0)
-        rb = group_seek(&b);
+        rb = store_group_seek(&b);
     if (ra != 0 && ra != MDB_NOTFOUND)
         rc = ra;
     if (rb != 0 && rb != MDB_NOTFOUND)
         rc = rb;
     while (rc == 0 && err == IOCD_OK && (ra == 0 || rb == 0)) {
         if (ra == 0 && (rb != 0 || a.kp <= b.kp)) {
-            const void *frame;
-            size_t flen;
-            err = codec_span_find(a.v.mv_data, a.v.mv_size, (unsigned)(group % SPAN_GROUPS),
-                                  (unsigned)kind, &frame, &flen);
+            const void *frame, *part;
+            size_t flen, plen;
+            err = span_part(db, txn, &a, &part, &plen);
+            if (err == IOCD_OK)
+                err = codec_span_find(part, plen, (unsigned)(group % SPAN_GROUPS), (unsigned)kind,
+                                      &frame, &flen);
             if (err == IOCD_OK)
                 err = fn(ud, a.kp, last_of(a.kp, db->span_ms), frame, flen);
             else if (err == IOCD_ENOTFOUND)
@@ -612,7 +645,7 @@ iocd_err store_db_blocks(store_db *db, store_db_kind kind, uint64_t group, int64
 iocd_err store_db_span_compacted(store_db *db, int64_t span, uint64_t group, bool *yes)
 {
     MDB_txn *txn = NULL;
-    group_iter it;
+    store_group_iter it;
     int rc;
 
     *yes = false;
@@ -626,7 +659,7 @@ iocd_err store_db_span_compacted(store_db *db, int64_t span, uint64_t group, boo
         it.group = group / SPAN_GROUPS;
         it.p = span;
         it.to = span;
-        rc = group_seek(&it);
+        rc = store_group_seek(&it);
         *yes = rc == 0;
     }
     if (rc == MDB_NOTFOUND)
@@ -1233,9 +1266,12 @@ iocd_err store_check(const char *dir, store_report_fn fn, void *ud, uint64_t *pr
     if (rc != 0)
         goto out;
     k = (MDB_val){ sizeof(FORMAT_KEY) - 1, (void *)FORMAT_KEY };
-    if (mdb_get(txn, db.meta, &k, &v) != 0 || v.mv_size != sizeof(FORMAT_VERSION) - 1 ||
-        memcmp(v.mv_data, FORMAT_VERSION, v.mv_size) != 0)
+    if (mdb_get(txn, db.meta, &k, &v) != 0 ||
+        (!is_marker(&v, FORMAT_VERSION) && !is_marker(&v, FORMAT_READABLE)))
         problem(&c, "format marker missing or unknown");
+    k = (MDB_val){ sizeof(SPAN_KEY) - 1, (void *)SPAN_KEY };
+    if (mdb_get(txn, db.meta, &k, &v) == 0 && v.mv_size == 8)
+        db.span_ms = (int64_t)get_be64(v.mv_data); /* to find the value an alias names */
     /* Every series: a valid key, under one id. */
     rc = store_spack_each(&db, txn, check_series, &c, &err);
     if (rc == MDB_CORRUPTED) {
@@ -1309,8 +1345,33 @@ iocd_err store_check(const char *dir, store_report_fn fn, void *ud, uint64_t *pr
                 be = codec_block_each(v.mv_data, v.mv_size, BLOCK_RAW_MAX, check_series_in_block,
                                       &cb);
             } else {
-                cb.first = cb.group * SPAN_GROUPS;
-                be = codec_span_each(v.mv_data, v.mv_size, check_frame, &cb);
+                codec_part parts[CODEC_SPAN_PARTS];
+                uint64_t container = cb.group;
+                unsigned back, slot;
+                size_t n_parts = 0;
+                cb.first = container * SPAN_GROUPS;
+                if (codec_span_alias_get(v.mv_data, v.mv_size, &back, &slot)) {
+                    /* Its container is checked in its owner's value, which must hold it. */
+                    MDB_val ov = v;
+                    const void *part;
+                    size_t plen;
+                    unsigned span;
+                    be = IOCD_OK;
+                    if (store_span_value(&db, txn, get_be_time(k.mv_data), container, &ov, &span) !=
+                            0 ||
+                        codec_span_part(ov.mv_data, ov.mv_size, span, (unsigned)(container & 3),
+                                        &part, &plen) != IOCD_OK)
+                        problem(&c, "span alias (period %lld, container %llu) names no value",
+                                (long long)get_be_time(k.mv_data), (unsigned long long)container);
+                } else if (!codec_span_is_shared(v.mv_data, v.mv_size)) {
+                    be = codec_span_each(v.mv_data, v.mv_size, check_frame, &cb);
+                } else {
+                    be = codec_span_parts(v.mv_data, v.mv_size, parts, CODEC_SPAN_PARTS, &n_parts);
+                    for (size_t p = 0; be == IOCD_OK && p < n_parts; p++) {
+                        cb.first = ((container & ~(uint64_t)3) | parts[p].slot) * SPAN_GROUPS;
+                        be = codec_span_each(parts[p].data, parts[p].len, check_frame, &cb);
+                    }
+                }
             }
             if (be != IOCD_OK)
                 problem(&c, "%s (period %lld, group %llu) does not decode: %s",

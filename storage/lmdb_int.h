@@ -61,6 +61,33 @@ static inline int64_t get_be_time(const uint8_t *p)
     return (int64_t)(get_be64(p) ^ (1ULL << 63));
 }
 
+/* ---- Blocks and compacted spans (storage/lmdb.c, storage/lmdb_spans.c) ------------------ */
+
+/* A block's key: period, id group (or container), sequence (20 bytes). */
+void store_block_key(uint8_t *key, int64_t period, uint64_t group, uint32_t seq);
+
+/* A walk over one group's blocks of one database, period by period. */
+typedef struct store_group_iter {
+    MDB_cursor *cur;
+    uint64_t group;
+    int64_t p, to; /* the next period to look at; the last one */
+    int64_t kp;    /* the period of the current block */
+    MDB_val k, v;
+} store_group_iter;
+
+/* Positions it at the group's first block with a period in [it->p, it->to]. */
+int store_group_seek(store_group_iter *it);
+
+/* For the value *v found under (period, container) in the span database: the value that
+ * holds its container (*v itself, or for an alias its owner's, then in *v) and which span of
+ * it that is (*span_out: 0, or 1 for the span after the owner key's). MDB_NOTFOUND: an alias
+ * whose owner is gone. */
+int store_span_value(const store_db *db, MDB_txn *txn, int64_t period, uint64_t container,
+                     MDB_val *v, unsigned *span_out);
+
+/* Whether a span value holds a part of the next span: it expires with that span. */
+bool store_span_reaches_next(const MDB_val *v);
+
 /* ---- The series index (storage/lmdb_series.c) -------------------------------------------
  * A new series is written to series_by_id (id -> key). When a seal completes, every series
  * there moves into series_packed: one record per id group of 64, its keys compressed

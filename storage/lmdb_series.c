@@ -72,6 +72,22 @@ static int group_read(store_db *db, MDB_txn *txn, uint64_t group, iocd_buf *scra
     return codec_wal_unpack(v.mv_data, v.mv_size, scratch, raw, len) == IOCD_OK ? 0 : MDB_CORRUPTED;
 }
 
+/* Whether key (8 bytes) comes after every key of the packed index: new groups are, and
+ * appending them fills leaf pages (a put in order splits each full page in half, leaving the
+ * index's ~700-byte records four to a page where five fit). */
+static bool is_last(store_db *db, MDB_txn *txn, const uint8_t *key)
+{
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    int rc = mdb_cursor_open(txn, db->series_packed, &cur);
+
+    if (rc == 0)
+        rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    return rc == MDB_NOTFOUND || (rc == 0 && k.mv_size == 8 && memcmp(key, k.mv_data, 8) > 0);
+}
+
 /* Writes group's record from raw entries (deleting it when there are none). */
 static int group_write(store_db *db, MDB_txn *txn, uint64_t group, const iocd_buf *raw)
 {
@@ -91,7 +107,7 @@ static int group_write(store_db *db, MDB_txn *txn, uint64_t group, const iocd_bu
         return ENOMEM;
     }
     v = (MDB_val){ packed.len, packed.data };
-    rc = mdb_put(txn, db->series_packed, &k, &v, 0);
+    rc = mdb_put(txn, db->series_packed, &k, &v, is_last(db, txn, kb) ? MDB_APPEND : 0);
     iocd_buf_fini(&packed);
     return rc;
 }

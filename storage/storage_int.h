@@ -188,6 +188,28 @@ typedef struct codec_frame {
 iocd_err codec_span_pack(const codec_frame *f, size_t n, iocd_buf *out);
 typedef iocd_err (*codec_frame_fn)(void *ud, const codec_frame *f);
 iocd_err codec_span_each(const void *val, size_t len, codec_frame_fn fn, void *ud);
+/* Containers that share one value (written by the stop's compaction): up to
+ * CODEC_SPAN_PARTS parts, each the container of a key (span: 0 the owner key's span, 1 the
+ * next; slot: the key's container & 3, all of one quad). The value goes under the owner's key
+ * (its first part's), an alias under each other part's key. */
+#define CODEC_SPAN_PARTS 8
+typedef struct codec_part {
+    unsigned span, slot;
+    const void *data;
+    size_t len;
+} codec_part;
+iocd_err codec_span_share(const codec_part *parts, size_t n, iocd_buf *out);
+iocd_err codec_span_alias(unsigned span_back, unsigned owner_slot, iocd_buf *out);
+/* Whether val is an alias, and where its owner is (spans back from its key, slot). */
+bool codec_span_alias_get(const void *val, size_t len, unsigned *span_back, unsigned *owner_slot);
+bool codec_span_is_shared(const void *val, size_t len);
+/* The parts of a shared value (.data into val). Errors: IOCD_ECORRUPT (or more than max). */
+iocd_err codec_span_parts(const void *val, size_t len, codec_part *parts, size_t max,
+                          size_t *n_out);
+/* The container of (span, slot) in a value: a plain container is its key's own (span 0, any
+ * slot); IOCD_ENOTFOUND when the value holds no such part (an alias holds none). */
+iocd_err codec_span_part(const void *val, size_t len, unsigned span, unsigned slot,
+                         const void **part, size_t *part_len);
 /* The frame of (group, kind) in a container; IOCD_ENOTFOUND when it has none. */
 iocd_err codec_span_find(const void *val, size_t len, unsigned group, unsigned kind,
                          const void **data, size_t *flen);
@@ -306,7 +328,10 @@ typedef enum store_db_kind {
  * that `replaces` (compaction) first deletes its group's blocks of the same kind in the whole
  * span [period, period + span). A STORE_DB_SPANS block is a container keyed by the first of
  * SPAN_GROUPS id groups (group is a multiple of it; the key holds group / SPAN_GROUPS); it
- * replaces the chunk blocks and rollup parts of all of them in its span: it holds them all. */
+ * replaces the chunk blocks and rollup parts of all of them in its span: it holds them all.
+ * The stop's compaction may put the containers of up to CODEC_SPAN_PARTS keys (a quad of
+ * containers, in a span and the next) into one value under one of the keys, the others'
+ * blocks then being aliases (codec_span_share, codec_span_alias). */
 #define SPAN_GROUPS 4
 typedef struct store_db_block {
     store_db_kind kind;
@@ -315,6 +340,9 @@ typedef struct store_db_block {
     const void *data;
     size_t len;
     bool replaces;
+    bool moves; /* STORE_DB_SPANS: a container moved out of a shared value to its own key;
+                 * it replaces what that key held (the shared value, or an alias) and
+                 * nothing else; len 0: only deletes */
 } store_db_block;
 
 /* One group commit, in one write transaction: the new series (index, reverse index,
@@ -363,6 +391,17 @@ iocd_err store_db_blocks(store_db *db, store_db_kind kind, uint64_t group, int64
                          store_db_block_fn fn, void *ud);
 /* Whether id group `group` has a compacted block for the span starting at `span`. */
 iocd_err store_db_span_compacted(store_db *db, int64_t span, uint64_t group, bool *yes);
+/* The shared value (codec_span_share) holding the container of the SPAN_GROUPS id groups
+ * from `first` in the span starting at `span`: its owner's key (span start, first group of
+ * its container) and its parts (tags only: .data NULL); *n_parts 0 when the container is in
+ * no shared value (or there is none). */
+iocd_err store_db_span_owner(store_db *db, int64_t span, uint64_t first, int64_t *owner_span,
+                             uint64_t *owner_first, codec_part *parts, size_t *n_parts);
+/* Appends to out the latest value under the key of the container of the SPAN_GROUPS id groups
+ * from `first` in the span starting at `span`. Errors: IOCD_ENOTFOUND. */
+iocd_err store_db_span_value(store_db *db, int64_t span, uint64_t first, iocd_buf *out);
+/* Whether any of the SPAN_GROUPS id groups from `first` has chunk blocks in the span. */
+iocd_err store_db_span_chunked(store_db *db, int64_t span, uint64_t first, bool *yes);
 /* Chunk blocks waiting for compaction: up to max distinct (span start, group) pairs whose
  * span ends at or before `before`, oldest span first. */
 typedef struct store_span_group {

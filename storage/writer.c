@@ -354,7 +354,7 @@ static void block_add(store_db_block *blocks, size_t *n, store_db_kind kind, int
                       uint64_t group, const iocd_buf *space, size_t before, bool replaces)
 {
     blocks[*n] = (store_db_block){
-        kind, period, group, (const void *)(uintptr_t)before, space->len - before, replaces
+        kind, period, group, (const void *)(uintptr_t)before, space->len - before, replaces, false
     };
     (*n)++;
 }
@@ -582,13 +582,13 @@ static iocd_err compact_block(void *ud, int64_t period, int64_t last_ms, const v
     return codec_block_each(data, len, BLOCK_RAW_MAX, compact_series, ud);
 }
 
-/* Compacts one span of the SPAN_GROUPS id groups from `first` into one container. */
-static iocd_err compact_container(store *st, int64_t span, uint64_t first, compact_ctx *c,
-                                  iocd_buf *frames_buf, store_db_block *blocks, size_t *n,
-                                  iocd_buf *space)
+/* Appends to out the container of one span of the SPAN_GROUPS id groups from `first`; nothing
+ * when none of them has a sample left in it (every series deleted). */
+static iocd_err compact_span(store *st, int64_t span, uint64_t first, compact_ctx *c,
+                             iocd_buf *frames_buf, iocd_buf *out)
 {
     codec_frame frames[SPAN_GROUPS * 3];
-    size_t offs[SPAN_GROUPS * 3], n_frames = 0, before = space->len, j, k, f;
+    size_t offs[SPAN_GROUPS * 3], n_frames = 0, j, k, f;
     codec_series cs[64];
     unsigned g;
     int r;
@@ -629,22 +629,190 @@ static iocd_err compact_container(store *st, int64_t span, uint64_t first, compa
     }
     for (f = 0; f < n_frames; f++)
         frames[f].data = frames_buf->data + offs[f];
-    /* Nothing left (every series deleted): an empty container still replaces the rest. */
     if (err == IOCD_OK && n_frames > 0)
-        err = codec_span_pack(frames, n_frames, space);
-    block_add(blocks, n, STORE_DB_SPANS, span, first, space, before, true);
+        err = codec_span_pack(frames, n_frames, out);
     return err;
 }
 
-/* Compacts up to max containers of chunk blocks in spans that end by `before`, appending
- * their blocks (see block_add). *n_done: how many. */
+/* A container of a compaction: the SPAN_GROUPS id groups from `first` in the span starting at
+ * `span`. */
+typedef struct compact_part {
+    int64_t span;
+    uint64_t first;
+} compact_part;
+
+static bool part_in(const compact_part *p, size_t n, int64_t span, uint64_t first)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        if (p[i].span == span && p[i].first == first)
+            return true;
+    return false;
+}
+
+/* The containers to compact together with (span, first), first the one whose key a shared
+ * value goes under. A container in a shared value comes with all of its value's parts
+ * (*shared; see compact_write and compact_apart for what is done with them), so the value
+ * never holds a stale one. At the stop (`stop`), the containers of
+ * the same quad (4 containers, 16 id groups) in the span and the next that have chunk blocks
+ * and are in no shared value are compacted together, into one value: the stop leaves the
+ * current span unfinished and often the one before begun mid-way (the daemon started then),
+ * and one value for them all pays LMDB's page rounding (half a page, on average) once instead
+ * of up to eight times. Containers in `done` (compacted in this commit) are left out. */
+static iocd_err compact_unit(store *st, int64_t span, uint64_t first, bool stop,
+                             const compact_part *done, size_t n_done, compact_part *unit,
+                             size_t *n_unit, bool *shared)
+{
+    int64_t span_ms = store_db_span_ms(st->db), owner_span = 0;
+    uint64_t owner_first = 0, quad = first / SPAN_GROUPS & ~(uint64_t)3, slot;
+    codec_part tags[CODEC_SPAN_PARTS];
+    size_t n_tags = 0, i, s;
+    iocd_err err;
+
+    *n_unit = 0;
+    *shared = false;
+    err = store_db_span_owner(st->db, span, first, &owner_span, &owner_first, tags, &n_tags);
+    if (err != IOCD_OK)
+        return err;
+    *shared = n_tags > 0;
+    if (n_tags > 0) {
+        quad = owner_first / SPAN_GROUPS & ~(uint64_t)3;
+        unit[(*n_unit)++] = (compact_part){ owner_span, owner_first };
+        for (i = 0; i < n_tags; i++) {
+            compact_part p = { owner_span + (int64_t)tags[i].span * span_ms,
+                               (quad | tags[i].slot) * SPAN_GROUPS };
+            if (!part_in(unit, *n_unit, p.span, p.first))
+                unit[(*n_unit)++] = p;
+        }
+        if (!part_in(unit, *n_unit, span, first) && *n_unit < CODEC_SPAN_PARTS)
+            unit[(*n_unit)++] = (compact_part){ span, first }; /* not expected */
+        return IOCD_OK;
+    }
+    unit[(*n_unit)++] = (compact_part){ span, first };
+    if (!stop || span > INT64_MAX - 2 * span_ms)
+        return IOCD_OK;
+    for (s = 0; err == IOCD_OK && s < 2; s++)
+        for (slot = 0; err == IOCD_OK && slot < 4; slot++) {
+            compact_part p = { span + (int64_t)s * span_ms, (quad | slot) * SPAN_GROUPS };
+            bool chunked = false;
+            if (part_in(unit, *n_unit, p.span, p.first) || part_in(done, n_done, p.span, p.first))
+                continue;
+            err = store_db_span_chunked(st->db, p.span, p.first, &chunked);
+            if (err == IOCD_OK && chunked)
+                err = store_db_span_owner(st->db, p.span, p.first, &owner_span, &owner_first, tags,
+                                          &n_tags);
+            if (err == IOCD_OK && chunked && n_tags == 0)
+                unit[(*n_unit)++] = p;
+        }
+    /* The owner: the unit's first container (the span's, the lowest). */
+    for (i = 1; i < *n_unit; i++)
+        if (unit[i].span == span && unit[i].first < unit[0].first) {
+            compact_part t = unit[0];
+            unit[0] = unit[i];
+            unit[i] = t;
+        }
+    return err;
+}
+
+/* While running, a container in a shared value is compacted alone, and the value's other
+ * containers move, as they are, to values of their own under their keys: one container's
+ * work per step, as for any other (the sealer's seals wait behind it), and the value never
+ * holds a stale part. unit: the value's containers, its owner first. */
+static iocd_err compact_apart(store *st, int64_t span, uint64_t first, const compact_part *unit,
+                              size_t n_unit, compact_ctx *c, iocd_buf *frames_buf, iocd_buf *value,
+                              store_db_block *blocks, size_t *n, iocd_buf *space)
+{
+    codec_part parts[CODEC_SPAN_PARTS];
+    int64_t span_ms = store_db_span_ms(st->db);
+    uint64_t quad = unit[0].first / SPAN_GROUPS & ~(uint64_t)3;
+    size_t n_parts = 0, i, j, before;
+    iocd_err err;
+
+    iocd_buf_reset(value);
+    err = store_db_span_value(st->db, unit[0].span, unit[0].first, value);
+    if (err == IOCD_OK)
+        err = codec_span_parts(value->data, value->len, parts, CODEC_SPAN_PARTS, &n_parts);
+    for (i = 0; err == IOCD_OK && i < n_unit; i++) {
+        if (unit[i].span == span && unit[i].first == first)
+            continue;
+        before = space->len;
+        for (j = 0; err == IOCD_OK && j < n_parts; j++)
+            if (unit[0].span + (int64_t)parts[j].span * span_ms == unit[i].span &&
+                (quad | parts[j].slot) * SPAN_GROUPS == unit[i].first)
+                err = iocd_buf_append(space, parts[j].data, parts[j].len);
+        block_add(blocks, n, STORE_DB_SPANS, unit[i].span, unit[i].first, space, before, false);
+        blocks[*n - 1].moves = true; /* len 0 (the owner had no part): the value only goes */
+    }
+    if (err == IOCD_OK) {
+        before = space->len;
+        err = compact_span(st, span, first, c, frames_buf, space);
+        block_add(blocks, n, STORE_DB_SPANS, span, first, space, before, true);
+    }
+    return err;
+}
+
+/* Compacts the containers of a unit (see compact_unit), appending their blocks (see
+ * block_add): a value of its own for each, or, when more than one has samples left, one
+ * shared value under the first's key and aliases under the others'. */
+static iocd_err compact_write(store *st, const compact_part *unit, size_t n_unit, compact_ctx *c,
+                              iocd_buf *frames_buf, iocd_buf *parts_buf, store_db_block *blocks,
+                              size_t *n, iocd_buf *space)
+{
+    codec_part parts[CODEC_SPAN_PARTS];
+    size_t offs[CODEC_SPAN_PARTS], lens[CODEC_SPAN_PARTS], n_parts = 0, before, i;
+    unsigned owner_slot = (unsigned)(unit[0].first / SPAN_GROUPS & 3);
+    iocd_err err = IOCD_OK;
+
+    iocd_buf_reset(parts_buf);
+    for (i = 0; err == IOCD_OK && i < n_unit; i++) {
+        offs[i] = parts_buf->len;
+        err = compact_span(st, unit[i].span, unit[i].first, c, frames_buf, parts_buf);
+        lens[i] = parts_buf->len - offs[i];
+        n_parts += lens[i] > 0;
+    }
+    if (err != IOCD_OK)
+        return err;
+    if (n_parts <= 1) {
+        /* One value each, as ever; nothing left (every series deleted): an empty container
+         * still replaces the rest. */
+        for (i = 0; err == IOCD_OK && i < n_unit; i++) {
+            before = space->len;
+            err = iocd_buf_append(space, parts_buf->data + offs[i], lens[i]);
+            block_add(blocks, n, STORE_DB_SPANS, unit[i].span, unit[i].first, space, before, true);
+        }
+        return err;
+    }
+    for (i = 0, n_parts = 0; i < n_unit; i++)
+        if (lens[i] > 0)
+            parts[n_parts++] = (codec_part){ unit[i].span != unit[0].span,
+                                             (unsigned)(unit[i].first / SPAN_GROUPS & 3),
+                                             parts_buf->data + offs[i], lens[i] };
+    before = space->len;
+    err = codec_span_share(parts, n_parts, space);
+    block_add(blocks, n, STORE_DB_SPANS, unit[0].span, unit[0].first, space, before, true);
+    for (i = 1; err == IOCD_OK && i < n_unit; i++) {
+        before = space->len;
+        if (lens[i] > 0)
+            err = codec_span_alias(unit[i].span != unit[0].span, owner_slot, space);
+        block_add(blocks, n, STORE_DB_SPANS, unit[i].span, unit[i].first, space, before, true);
+    }
+    return err;
+}
+
+/* Compacts up to max containers with chunk blocks in spans that end by `before` (and those
+ * compacted together with them, see compact_unit), appending their blocks (see block_add).
+ * *n_done: how many containers were written. */
 static iocd_err compact_slice(store *st, int64_t before, size_t max, store_db_block **blocks_io,
                               size_t *n_io, iocd_buf *space, size_t *n_done)
 {
     store_span_group todo[COMPACT_AT_STOP];
+    compact_part done[COMPACT_AT_STOP * CODEC_SPAN_PARTS];
+    size_t n_parts_done = 0;
     compact_ctx *c = iocd_calloc(1, sizeof(*c));
     store_db_block *blocks;
-    iocd_buf frames_buf;
+    iocd_buf frames_buf, parts;
+    bool stop = before == INT64_MAX;
     size_t n_todo = 0, t, j, n = *n_io;
     iocd_err err;
 
@@ -652,23 +820,40 @@ static iocd_err compact_slice(store *st, int64_t before, size_t max, store_db_bl
     if (c == NULL)
         return IOCD_ENOMEM;
     iocd_buf_init(&frames_buf, 0);
+    iocd_buf_init(&parts, 0);
     if (max > COMPACT_AT_STOP)
         max = COMPACT_AT_STOP;
     err = store_db_compactable(st->db, before, todo, max, &n_todo);
-    blocks = err == IOCD_OK && n_todo > 0 ? iocd_realloc(*blocks_io, (n + n_todo) * sizeof(*blocks))
-                                          : *blocks_io;
+    /* Up to CODEC_SPAN_PARTS blocks a unit: see compact_unit. */
+    blocks = err == IOCD_OK && n_todo > 0
+                 ? iocd_realloc(*blocks_io, (n + CODEC_SPAN_PARTS * n_todo) * sizeof(*blocks))
+                 : *blocks_io;
     if (err == IOCD_OK && n_todo > 0 && blocks == NULL)
         err = IOCD_ENOMEM;
     if (blocks != NULL)
         *blocks_io = blocks;
     for (t = 0; err == IOCD_OK && t < n_todo; t++) {
-        err = compact_container(st, todo[t].span, todo[t].group, c, &frames_buf, blocks, &n, space);
-        (*n_done)++;
+        compact_part unit[CODEC_SPAN_PARTS];
+        size_t n_unit = 0;
+        bool shared = false;
+        if (part_in(done, n_parts_done, todo[t].span, todo[t].group))
+            continue; /* compacted with an earlier one */
+        err = compact_unit(st, todo[t].span, todo[t].group, stop, done, n_parts_done, unit, &n_unit,
+                           &shared);
+        if (err == IOCD_OK && shared && !stop)
+            err = compact_apart(st, todo[t].span, todo[t].group, unit, n_unit, c, &frames_buf,
+                                &parts, blocks, &n, space);
+        else if (err == IOCD_OK)
+            err = compact_write(st, unit, n_unit, c, &frames_buf, &parts, blocks, &n, space);
+        for (j = 0; j < n_unit && n_parts_done < IOCD_ARRAY_LEN(done); j++)
+            done[n_parts_done++] = unit[j];
+        *n_done += n_unit; /* containers written (moved ones too) */
     }
     for (j = 0; j < 64; j++)
         iocd_free(c->s[j]);
     iocd_free(c);
     iocd_buf_fini(&frames_buf);
+    iocd_buf_fini(&parts);
     *n_io = n;
     return err;
 }

@@ -842,6 +842,59 @@ static void old_store_is_upgraded(const char *dir, const char *marker)
     store_close(st);
 }
 
+/* Each metric opens its own id group, so every series below is a record of the packed series
+ * index, written in key order when the stop's seal packs them: appended, they fill their
+ * leaf pages (a put in order splits each full page in half: a third of the pages was slack). */
+TEST(series_index_pages_are_filled)
+{
+    char path[600], metric[32], value[801];
+    iocd_label l[2] = { { "__name__", 8, metric, 0 }, { "device", 6, value, 800 } };
+    uint64_t x = 88172645463325252ULL, bytes = 0;
+    store_batch *b = NULL;
+    store *st = open_at("fill", NULL);
+    MDB_env *env = NULL;
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_dbi dbi;
+    MDB_stat ms;
+    MDB_val k, v;
+    size_t i, j;
+    int rc;
+
+    ASSERT_OK(store_batch_new(st, &b));
+    for (i = 0; i < 300; i++) {
+        l[0].value_len = (size_t)snprintf(metric, sizeof(metric), "m%03zu", i);
+        for (j = 0; j < 800; j++) { /* printable noise: the record stays ~700 bytes packed */
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            value[j] = (char)('!' + x % 90);
+        }
+        add(b, l, 2, iocd_now_ms(), (double)i);
+    }
+    ASSERT_OK(store_batch_commit(b, NULL));
+    store_close(st);
+
+    snprintf(path, sizeof(path), "%s/iocd.mdb", sub("fill"));
+    ASSERT_EQ(mdb_env_create(&env), 0);
+    ASSERT_EQ(mdb_env_set_maxdbs(env, 32), 0);
+    ASSERT_EQ(mdb_env_open(env, path, MDB_NOSUBDIR | MDB_RDONLY, 0640), 0);
+    ASSERT_EQ(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+    ASSERT_EQ(mdb_dbi_open(txn, "series_packed", 0, &dbi), 0);
+    ASSERT_EQ(mdb_stat(txn, dbi, &ms), 0);
+    ASSERT_EQ(ms.ms_entries, 300);
+    ASSERT_EQ(mdb_cursor_open(txn, dbi, &cur), 0);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+        bytes += (8 + k.mv_size + v.mv_size + 1) / 2 * 2 + 2; /* node, its offset */
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    mdb_env_close(env);
+    ASSERT_EQ(ms.ms_overflow_pages, 0);
+    ASSERT_GT(bytes, 300 * 500); /* records as large as meant */
+    ASSERT_LE(ms.ms_leaf_pages * (ms.ms_psize - 16) * 8 / 10, bytes); /* 80 % full or more */
+}
+
 TEST(older_formats_are_upgraded)
 {
     old_store_is_upgraded("data2", "iocd-store-2");

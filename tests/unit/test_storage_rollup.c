@@ -1,10 +1,13 @@
 /* tests/unit/test_storage_rollup.c - rollups stay what raw reads give: after late samples and
  * rewrites of sealed timestamps (patch blocks), across a restart, and, in the many-series
- * read, with unsealed samples in a bucket (left out, served raw). */
+ * read, with unsealed samples in a bucket (left out, served raw); and through compactions of
+ * spans, two of which may share one value. */
 #include "tests/unit/harness.h"
 
 #include <math.h>
 #include <time.h>
+
+#include <lmdb.h> /* to see how compacted spans are stored, and to mark a file as older */
 
 #include "storage/storage.h"
 
@@ -338,6 +341,8 @@ static const struct {
 };
 
 static bool span_late_on;
+static int64_t span_lo = 0, span_hi = 3 * HOUR; /* the model's samples: dt in [lo, hi) */
+static bool span_extra_on; /* a late sample for the second hour (the last test) */
 
 /* What series i holds at t0 + dt (false: nothing). */
 static bool span_model(size_t i, int64_t dt, double *v)
@@ -350,7 +355,11 @@ static bool span_model(size_t i, int64_t dt, double *v)
             return true;
         }
     }
-    if (i >= SPAN_SERIES || dt % SPAN_STEP != 0 || dt < 0 || dt >= 3 * HOUR)
+    if (span_extra_on && i == 0 && dt == HOUR + 55 * MIN_MS + 5000) {
+        *v = 99.5;
+        return true;
+    }
+    if (i >= SPAN_SERIES || dt % SPAN_STEP != 0 || dt < span_lo || dt >= span_hi)
         return false;
     if (i == 69 && dt >= 50 * MIN_MS)
         return false;
@@ -400,6 +409,8 @@ static void span_verify(store *st, size_t n_series, int64_t sealed_hours)
                 span_model(i, span_late[k].dt, &want))
                 j--;
         }
+        if (span_extra_on && i == 0)
+            j--; /* the one sample off the grid */
         ASSERT_EQ(j, 0);
         iocd_free(s);
         if (i < 2 || i >= 68)
@@ -414,13 +425,18 @@ static void print_problem(void *ud, const char *problem)
     fprintf(stderr, "check: %s\n", problem);
 }
 
-static void span_check_file(void)
+static void span_check_file_at(const char *dir)
 {
     char errbuf[256];
     uint64_t problems = 99;
 
-    ASSERT_OK(store_check(sub("spans"), print_problem, NULL, &problems, errbuf, sizeof(errbuf)));
+    ASSERT_OK(store_check(sub(dir), print_problem, NULL, &problems, errbuf, sizeof(errbuf)));
     ASSERT_EQ(problems, 0);
+}
+
+static void span_check_file(void)
+{
+    span_check_file_at("spans");
 }
 
 TEST(compacted_spans_keep_every_sample_and_rollup)
@@ -441,6 +457,9 @@ TEST(compacted_spans_keep_every_sample_and_rollup)
 
     off.block_span_ms = -1;
     span_late_on = false;
+    span_extra_on = false;
+    span_lo = 0;
+    span_hi = 3 * HOUR;
     st = open_at("spans", &on);
     for (dt = 0; dt < 3 * HOUR; dt += SPAN_STEP) { /* in time order, as devices send */
         ASSERT_OK(store_batch_new(st, &b));
@@ -494,4 +513,360 @@ TEST(compacted_spans_keep_every_sample_and_rollup)
     ASSERT_EQ(stats.blocks, stats.span_blocks);
     span_verify(st, SPAN_SERIES + 1, 3);
     store_close(st);
+}
+
+/* Opens the data file in dir (iocd closed) and begins a transaction on its database `name`. */
+static MDB_txn *file_begin(const char *dir, bool write, const char *name, MDB_env **env,
+                           MDB_dbi *dbi)
+{
+    char path[600];
+    MDB_txn *txn = NULL;
+
+    snprintf(path, sizeof(path), "%s/iocd.mdb", sub(dir));
+    ASSERT_EQ(mdb_env_create(env), 0);
+    ASSERT_EQ(mdb_env_set_maxdbs(*env, 32), 0);
+    ASSERT_EQ(mdb_env_open(*env, path, MDB_NOSUBDIR | (write ? 0 : MDB_RDONLY), 0640), 0);
+    ASSERT_EQ(mdb_txn_begin(*env, NULL, write ? 0 : MDB_RDONLY, &txn), 0);
+    ASSERT_EQ(mdb_dbi_open(txn, name, 0, dbi), 0);
+    return txn;
+}
+
+/* How the span database holds the file's compacted spans: values of one container, shared
+ * values (under their owner's key), aliases (under the other keys of a shared value). With
+ * drop, the shared values are deleted, leaving their aliases naming nothing. */
+static void span_values_drop(const char *dir, int *single, int *shared, int *alias, bool drop)
+{
+    MDB_env *env = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_dbi dbi;
+    MDB_txn *txn = file_begin(dir, drop, "spans", &env, &dbi);
+    MDB_val k, v;
+    int rc;
+
+    *single = *shared = *alias = 0;
+    ASSERT_EQ(mdb_cursor_open(txn, dbi, &cur), 0);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        uint8_t version = *(const uint8_t *)v.mv_data;
+        ASSERT_TRUE(version >= 1 && version <= 3);
+        ASSERT_TRUE(version != 3 || v.mv_size == 3);
+        *(version == 1 ? single : version == 2 ? shared : alias) += 1;
+        if (drop && version == 2)
+            ASSERT_EQ(mdb_cursor_del(cur, 0), 0);
+    }
+    ASSERT_EQ(rc, MDB_NOTFOUND);
+    mdb_cursor_close(cur);
+    if (drop)
+        ASSERT_EQ(mdb_txn_commit(txn), 0);
+    else
+        mdb_txn_abort(txn);
+    mdb_env_close(env);
+}
+
+static void span_values(const char *dir, int *single, int *shared, int *alias)
+{
+    span_values_drop(dir, single, shared, alias, false);
+}
+
+/* Sets the file's format marker (or, with marker NULL, checks it is `want`). */
+static void span_marker(const char *dir, const char *marker, const char *want)
+{
+    MDB_env *env = NULL;
+    MDB_dbi meta;
+    MDB_txn *txn = file_begin(dir, marker != NULL, "meta", &env, &meta);
+    MDB_val k = { 6, (void *)"format" }, v;
+
+    if (marker != NULL) {
+        v = (MDB_val){ strlen(marker), (void *)marker };
+        ASSERT_EQ(mdb_put(txn, meta, &k, &v, 0), 0);
+        ASSERT_EQ(mdb_txn_commit(txn), 0);
+    } else {
+        ASSERT_EQ(mdb_get(txn, meta, &k, &v), 0);
+        ASSERT_EQ(v.mv_size, strlen(want));
+        ASSERT_TRUE(memcmp(v.mv_data, want, v.mv_size) == 0);
+        mdb_txn_abort(txn);
+    }
+    mdb_env_close(env);
+}
+
+static void span_write(store *st, int64_t t0, int64_t from, int64_t to)
+{
+    store_batch *b = NULL;
+    iocd_label l[2];
+    char dev[16];
+    int64_t dt;
+    size_t i;
+    double v;
+
+    for (dt = from; dt < to; dt += SPAN_STEP) {
+        ASSERT_OK(store_batch_new(st, &b));
+        for (i = 0; i < SPAN_SERIES; i++) {
+            span_labels(l, dev, i);
+            if (span_model(i, dt, &v))
+                add(b, l, 2, t0 + dt, v);
+        }
+        ASSERT_OK(store_batch_commit(b, NULL));
+    }
+}
+
+static void span_write_late(store *st, int64_t t0)
+{
+    store_batch *b = NULL;
+    iocd_label l[2];
+    char dev[16];
+    size_t j;
+
+    ASSERT_OK(store_batch_new(st, &b));
+    for (j = 0; j < IOCD_ARRAY_LEN(span_late); j++) {
+        span_labels(l, dev, span_late[j].series);
+        add(b, l, 2, t0 + span_late[j].dt, span_late[j].v);
+    }
+    ASSERT_OK(store_batch_commit(b, NULL));
+}
+
+/* An hour of samples that straddles two clock hours, stopped right after: the stop compacts
+ * both spans into one value (one LMDB value's page rounding, not two), and every sample and
+ * rollup bucket reads back; samples added later to either span compact both again at a stop,
+ * or, while running, that span alone, the other moving out as it is; a file of the format
+ * before (iocd-store-4) opens and is upgraded. */
+TEST(spans_split_by_a_stop_share_one_value)
+{
+    store_config on = { .chunk_ms = 10 * MIN_MS,
+                        .seal_grace_ms = 1000,
+                        .ooo_window_ms = 3 * HOUR }; /* nothing is compacted while running */
+    store_config off = on, running = on;
+    int64_t t0 = (iocd_now_ms() - 5 * HOUR) / HOUR * HOUR;
+    int single, shared, alias, tries;
+    store_stats stats;
+    store *st;
+
+    off.block_span_ms = -1;
+    running.ooo_window_ms = 10 * MIN_MS;
+    span_late_on = false;
+    span_extra_on = false;
+    span_lo = 30 * MIN_MS;
+    span_hi = 90 * MIN_MS;
+    st = open_at("split", &on);
+    span_write(st, t0, span_lo, span_hi);
+    store_close(st); /* compacts both hours */
+    span_values("split", &single, &shared, &alias);
+    ASSERT_EQ(single, 0);
+    ASSERT_EQ(shared, 1);
+    ASSERT_EQ(alias, 1);
+    st = open_at("split", &off);
+    ASSERT_OK(store_stats_get(st, &stats));
+    ASSERT_EQ(stats.blocks, stats.span_blocks);
+    span_verify(st, SPAN_SERIES, 2);
+    store_close(st);
+    span_check_file_at("split");
+    /* A file of the format before reads as it is, and opens (upgraded). */
+    span_marker("split", "iocd-store-4", NULL);
+    span_check_file_at("split");
+    st = open_at("split", &off);
+    span_verify(st, SPAN_SERIES, 2);
+    store_close(st);
+    span_marker("split", NULL, "iocd-store-5");
+
+    /* The rest of the second hour, and late samples and rewrites in the first: the stop
+     * compacts the pair again, still in one value. */
+    span_late_on = true;
+    span_hi = 2 * HOUR;
+    st = open_at("split", &on);
+    span_write(st, t0, 90 * MIN_MS, span_hi);
+    span_write_late(st, t0);
+    store_close(st);
+    span_values("split", &single, &shared, &alias);
+    ASSERT_EQ(single, 0);
+    ASSERT_EQ(shared, 1);
+    ASSERT_EQ(alias, 1);
+    st = open_at("split", &off);
+    span_verify(st, SPAN_SERIES + 1, 2);
+    store_close(st);
+    span_check_file_at("split");
+
+    /* While running: a late sample in the second hour of the pair, and the next hours; once
+     * finished, the second hour is compacted alone and the first moves to a value of its
+     * own (as it was: no second compaction of it while writes wait), the third alone. */
+    span_extra_on = true;
+    span_hi = 3 * HOUR + 20 * MIN_MS;
+    st = open_at("split", &running);
+    span_write(st, t0, HOUR + 55 * MIN_MS + 5000, HOUR + 55 * MIN_MS + 5001);
+    span_write(st, t0, 2 * HOUR, span_hi);
+    for (tries = 0; tries < 4000; tries++) {
+        ASSERT_OK(store_stats_get(st, &stats));
+        if (stats.span_blocks == 3 && stats.blocks == 5) /* and [3 h, 3 h 10 m) of 2 groups */
+            break;
+        nanosleep(&(struct timespec){ 0, 5000000 }, NULL);
+    }
+    ASSERT_EQ(stats.span_blocks, 3);
+    ASSERT_EQ(stats.blocks, 5);
+    span_verify(st, SPAN_SERIES + 1, 3);
+    store_close(st);
+    span_values("split", &single, &shared, &alias);
+    ASSERT_EQ(single, 4); /* the pair apart, the third hour, and the fourth's start */
+    ASSERT_EQ(shared, 0);
+    ASSERT_EQ(alias, 0);
+    st = open_at("split", &off);
+    span_verify(st, SPAN_SERIES + 1, 3);
+    store_close(st);
+    span_check_file_at("split");
+}
+
+/* Retention drops a value two spans share only once its second span has expired too: until
+ * then every sample of the second span reads back. */
+TEST(a_shared_span_value_expires_with_its_second_span)
+{
+    store_config on = { .chunk_ms = 10 * MIN_MS, .seal_grace_ms = 1000, .ooo_window_ms = 3 * HOUR };
+    store_config keep = on;
+    int64_t t0 = (iocd_now_ms() - 5 * HOUR) / HOUR * HOUR;
+    int single, shared, alias;
+    uint64_t *ids = NULL;
+    size_t n, i, k, total = 0;
+    store *st;
+
+    span_late_on = false;
+    span_extra_on = false;
+    span_lo = 30 * MIN_MS;
+    span_hi = 90 * MIN_MS;
+    st = open_at("expire", &on);
+    span_write(st, t0, span_lo, span_hi);
+    store_close(st);
+    span_values("expire", &single, &shared, &alias);
+    ASSERT_EQ(shared, 1);
+    ASSERT_EQ(alias, 1);
+    /* The first span expires (a stop's seal applies retention), the second does not. */
+    keep.retention_ms = iocd_now_ms() - (t0 + 90 * MIN_MS);
+    store_close(open_at("expire", &keep));
+    span_values("expire", &single, &shared, &alias);
+    ASSERT_EQ(shared, 1);
+    ASSERT_EQ(alias, 1);
+    st = open_at("expire", &on);
+    ASSERT_OK(store_series_all(st, &ids, &n));
+    ASSERT_EQ(n, SPAN_SERIES);
+    for (i = 0; i < n; i++) {
+        iocd_sample *s = NULL;
+        size_t ns = 0, want = 0;
+        double v;
+        ASSERT_OK(store_read(st, ids[i], t0 + HOUR, t0 + 2 * HOUR - 1, &s, &ns));
+        for (k = 0; k < (size_t)(HOUR / SPAN_STEP); k++)
+            want += span_model(i, HOUR + (int64_t)k * SPAN_STEP, &v);
+        ASSERT_EQ(ns, want);
+        total += ns;
+        iocd_free(s);
+    }
+    ASSERT_EQ(total, (SPAN_SERIES - 1) * 30 * MIN_MS / SPAN_STEP); /* series 69 ends earlier */
+    iocd_free(ids);
+    store_close(st);
+    /* Both expired: the value and its alias go. */
+    keep.retention_ms = iocd_now_ms() - (t0 + 2 * HOUR + 10 * MIN_MS);
+    store_close(open_at("expire", &keep));
+    span_values("expire", &single, &shared, &alias);
+    ASSERT_EQ(single + shared + alias, 0);
+}
+
+#define QUAD_SERIES 300 /* five id groups: two containers of one quad */
+
+static void quad_write(store *st, int64_t t0, int64_t from, int64_t to, size_t only)
+{
+    store_batch *b = NULL;
+    char dev[16];
+    iocd_label l[2] = { { "__name__", 8, "street_light_lux", 16 }, { "device", 6, dev, 0 } };
+    int64_t dt;
+    size_t i;
+
+    for (dt = from; dt < to; dt += MIN_MS) {
+        ASSERT_OK(store_batch_new(st, &b));
+        for (i = 0; i < QUAD_SERIES; i++) {
+            if (only < QUAD_SERIES && i != only)
+                continue;
+            l[1].value_len = (size_t)snprintf(dev, sizeof(dev), "sl-%03zu", i);
+            add(b, l, 2, t0 + dt, (double)i * 1000 + (double)(dt / 1000));
+        }
+        ASSERT_OK(store_batch_commit(b, NULL));
+    }
+}
+
+/* Every series holds a sample a minute in [from, to) and [2 h, third_to), and `late` (series
+ * QUAD_SERIES - 1; 0: none). */
+static void quad_verify(store *st, int64_t t0, int64_t from, int64_t to, int64_t third_to,
+                        int64_t late)
+{
+    uint64_t *ids = NULL;
+    size_t n, i, k;
+
+    ASSERT_OK(store_series_all(st, &ids, &n));
+    ASSERT_EQ(n, QUAD_SERIES);
+    for (i = 0; i < n; i++) {
+        iocd_sample *s = NULL;
+        size_t ns = 0, want = (size_t)((to - from) / MIN_MS);
+        if (third_to > 0)
+            want += (size_t)((third_to - 2 * HOUR) / MIN_MS);
+        ASSERT_OK(store_read(st, ids[i], t0 - HOUR, t0 + 4 * HOUR, &s, &ns));
+        if (i == QUAD_SERIES - 1 && late != 0)
+            want++;
+        ASSERT_EQ(ns, want);
+        for (k = 0; k < ns; k++) {
+            int64_t dt = s[k].t_ms - t0;
+            ASSERT_TRUE((dt >= from && dt < to && dt % MIN_MS == 0) ||
+                        (dt >= 2 * HOUR && dt < third_to && dt % MIN_MS == 0) || dt == late);
+            ASSERT_TRUE(s[k].v == (double)i * 1000 + (double)(dt / 1000));
+        }
+        iocd_free(s);
+    }
+    iocd_free(ids);
+}
+
+/* The stop shares one value among the containers of a quad in the span and the next; while
+ * running, compacting one of them moves the others, as they are, to values of their own. */
+TEST(stop_shares_a_value_among_a_quad_of_containers)
+{
+    store_config on = { .chunk_ms = 10 * MIN_MS, .seal_grace_ms = 1000, .ooo_window_ms = 3 * HOUR };
+    store_config running = on;
+    int64_t t0 = (iocd_now_ms() - 5 * HOUR) / HOUR * HOUR, late = HOUR + 50 * MIN_MS + 1000;
+    int single, shared, alias, tries;
+    store_stats stats;
+    store *st;
+
+    running.ooo_window_ms = 10 * MIN_MS;
+    st = open_at("quad", &on);
+    quad_write(st, t0, 30 * MIN_MS, 90 * MIN_MS, QUAD_SERIES);
+    store_close(st);
+    span_values("quad", &single, &shared, &alias);
+    ASSERT_EQ(single, 0);
+    ASSERT_EQ(shared, 1); /* two containers in two spans */
+    ASSERT_EQ(alias, 3);
+    st = open_at("quad", &on);
+    quad_verify(st, t0, 30 * MIN_MS, 90 * MIN_MS, 0, 0);
+    store_close(st);
+    span_check_file_at("quad");
+
+    st = open_at("quad", &running);
+    quad_write(st, t0, late, late + 1, QUAD_SERIES - 1); /* in the second container */
+    quad_write(st, t0, 2 * HOUR, 2 * HOUR + 20 * MIN_MS, QUAD_SERIES);
+    for (tries = 0; tries < 4000; tries++) {
+        ASSERT_OK(store_stats_get(st, &stats));
+        if (stats.blocks == 4 + 5) /* the late block compacted; [2 h, 2 h 10 m) of 5 groups */
+            break;
+        nanosleep(&(struct timespec){ 0, 5000000 }, NULL);
+    }
+    ASSERT_EQ(stats.span_blocks, 4);
+    ASSERT_EQ(stats.blocks, 9);
+    quad_verify(st, t0, 30 * MIN_MS, 90 * MIN_MS, 2 * HOUR + 20 * MIN_MS, late);
+    store_close(st);
+    span_values("quad", &single, &shared, &alias);
+    ASSERT_EQ(single, 4); /* apart */
+    ASSERT_EQ(shared, 1); /* the third hour's two containers, at the stop */
+    ASSERT_EQ(alias, 1);
+    span_check_file_at("quad");
+    st = open_at("quad", &on);
+    quad_verify(st, t0, 30 * MIN_MS, 90 * MIN_MS, 2 * HOUR + 20 * MIN_MS, late);
+    store_close(st);
+    /* iocd check sees an alias whose value is gone. */
+    span_values_drop("quad", &single, &shared, &alias, true);
+    {
+        char errbuf[256];
+        uint64_t problems = 0;
+        ASSERT_OK(store_check(sub("quad"), print_problem, NULL, &problems, errbuf, sizeof(errbuf)));
+        ASSERT_EQ(problems, 1);
+    }
 }
