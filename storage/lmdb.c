@@ -610,8 +610,8 @@ iocd_err store_db_blocks(store_db *db, store_db_kind kind, uint64_t group, int64
         rc = rb;
     while (rc == 0 && err == IOCD_OK && (ra == 0 || rb == 0)) {
         if (ra == 0 && (rb != 0 || a.kp <= b.kp)) {
-            const void *frame, *part;
-            size_t flen, plen;
+            const void *frame = NULL, *part = NULL;
+            size_t flen = 0, plen = 0;
             err = span_part(db, txn, &a, &part, &plen);
             if (err == IOCD_OK)
                 err = codec_span_find(part, plen, (unsigned)(group % SPAN_GROUPS), (unsigned)kind,
