@@ -374,6 +374,50 @@ TEST(rate_of_series_sampled_at_the_same_times)
                  "{k=\"b\"} 4@420 4@450 4@480 | {k=\"c\"} 31@420 36@450 40@480");
 }
 
+/* Each series' windows are those of the series before it when they hold for its samples
+ * (checked, then reused); series sampled at other times, fewer times, none in a window, or a
+ * window ending at the same sample but starting at another, answer as they do alone. */
+TEST(range_windows_of_series_sampled_at_other_times)
+{
+    static const char *const fns[] = {
+        "rate",    "increase",       "delta", "max_over_time", "count_over_time",
+        "changes", "last_over_time", "irate"
+    };
+    static const char *const keys[] = { "a", "b", "c", "d", "e", "f", "g", "h" };
+    size_t f, k;
+
+    open_store();
+    load("gap k=a", "0 1 2 3 4 5 6 7 8 9 10 11 12");
+    load("gap k=b", "0 _ 2 _ 4 _ 6 _ 8 _ 10 _ 12");
+    load("gap k=c", "0 1 2 3 4 5 6 7 8 9 10 11 12");
+    load("gap k=d", "_ _ _ _ _ 5 6 _ _ _ _ 11 12");
+    load("gap k=e", "0 1 2 3 4 5 6 7 8 9 10 11 12");
+    load("gap k=f", "0 1 2 3 4 5 6 7 8 9");
+    load("gap k=g", "0 1 2 3 4 _ 6 7 8 9 10 11 12");
+    load("gap k=h", "0 1 _ 3 4 5 6 7 8 9 10 11 12"); /* at 6 m, g's window ends where h's does */
+    for (f = 0; f < IOCD_ARRAY_LEN(fns); f++) {
+        char q[128], *all = NULL, eb[512] = "";
+        iocd_buf want;
+        iocd_buf_init(&want, 0);
+        snprintf(q, sizeof(q), "%s(gap[2m])", fns[f]);
+        ASSERT_OK(run(q, T0, T0 + 12 * MIN, 30000, &all, eb, sizeof(eb)));
+        for (k = 0; k < IOCD_ARRAY_LEN(keys); k++) {
+            char *one = NULL;
+            snprintf(q, sizeof(q), "%s(gap{k=\"%s\"}[2m])", fns[f], keys[k]);
+            ASSERT_OK(run(q, T0, T0 + 12 * MIN, 30000, &one, eb, sizeof(eb)));
+            if (one[0] != '\0')
+                iocd_buf_printf(&want, "%s%s", want.len > 0 ? " | " : "", one);
+            iocd_free(one);
+        }
+        iocd_buf_putc(&want, '\0');
+        if (strcmp(all, want.data) != 0)
+            test_fail_at(__FILE__, __LINE__, "%s\n   together: %s\n   alone:    %s", fns[f], all,
+                         want.data);
+        iocd_free(all);
+        iocd_buf_fini(&want);
+    }
+}
+
 TEST(regression_functions)
 {
     load_all();
