@@ -5,6 +5,7 @@
 #include "tests/unit/harness.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -673,6 +674,28 @@ TEST(timeout_stops_evaluation)
     query_expr_free(e);
 }
 
+/* Evaluates sum(big) and sum(rate(big[5m])) 20 times; *ud becomes 1 when every answer was
+ * right. */
+static void *concurrent_sums(void *ud)
+{
+    int *ok = ud, k;
+
+    *ok = 1;
+    for (k = 0; k < 20 && *ok; k++) {
+        char *got = NULL, eb[512];
+        if (run("sum(big)", T0 + 9 * MIN, 0, 0, &got, eb, sizeof(eb)) != IOCD_OK ||
+            strcmp(got, "{} 4498500") != 0)
+            *ok = 0;
+        iocd_free(got);
+        got = NULL;
+        if (run("sum(rate(big[5m]))", T0 + 9 * MIN, 0, 0, &got, eb, sizeof(eb)) != IOCD_OK ||
+            strcmp(got, "{} 0") != 0)
+            *ok = 0;
+        iocd_free(got);
+    }
+    return NULL;
+}
+
 TEST(large_selections_read_on_two_threads_give_the_same_answers)
 {
     store_batch *b = NULL;
@@ -708,6 +731,18 @@ TEST(large_selections_read_on_two_threads_give_the_same_answers)
         ASSERT_ERR(query_eval(st, &lim, e, T0, T0 + 9 * MIN, 60000, &r, eb, sizeof(eb)),
                    IOCD_ELIMIT);
         query_expr_free(e);
+    }
+    {
+        /* Four queries at once: one gets the helper, the others read alone or take it after;
+         * a query whose offer was not taken withdraws it. */
+        pthread_t t[4];
+        int ok[4], i4;
+        for (i4 = 0; i4 < 4; i4++)
+            ASSERT_EQ(pthread_create(&t[i4], NULL, concurrent_sums, &ok[i4]), 0);
+        for (i4 = 0; i4 < 4; i4++) {
+            pthread_join(t[i4], NULL);
+            ASSERT_EQ(ok[i4], 1);
+        }
     }
     {
         /* 3000 groups over 55 steps: the accumulators are taken a run of steps at a time. */
