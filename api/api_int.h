@@ -55,6 +55,7 @@ struct api_req {
     api_param *params;
     size_t n_params;
     iocd_buf body;
+    iocd_buf inflated; /* a compressed write body, inflated: lives until the write is done */
     bool body_too_big;
     const api_route *route;
     api_resp resp;

@@ -84,6 +84,7 @@ static void req_free(api_req *req)
     iocd_free(req->params);
     iocd_free(req->path);
     iocd_buf_fini(&req->body);
+    iocd_buf_fini(&req->inflated);
     iocd_buf_fini(&req->resp.body);
     if (req->resp.stream_free != NULL)
         req->resp.stream_free(req->resp.stream_ud);
@@ -212,6 +213,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         snprintf(req->method_text, sizeof(req->method_text), "%s", method);
         req->path = iocd_strdup(url);
         iocd_buf_init(&req->body, (size_t)srv->cfg->http_body_max);
+        iocd_buf_init(&req->inflated, 0);
         iocd_buf_init(&req->resp.body, 0);
         *con_cls = req;
         atomic_fetch_add(&srv->in_flight, 1);

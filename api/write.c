@@ -1,8 +1,10 @@
 /* api/write.c - ingest endpoints (InfluxDB /write and /api/v2/write, Prometheus remote
  * write, JSON-lines import) and the JSON-lines export.
  * A write is answered only after its samples are durable: the handler hands the body to the
- * ingest pipeline and suspends; the pipeline's completion (on the storage writer thread)
- * fills the reply and resumes the connection. Export streams one series at a time, so its
+ * ingest pipeline (parsed on the ingest threads, so this thread goes back to other
+ * connections at once) and suspends; the pipeline's completion (on the storage writer
+ * thread) fills the reply and resumes the connection. The body (req->body, or req->inflated)
+ * lives in the request, which outlives the write. Export streams one series at a time, so its
  * memory does not grow with the answer. */
 #include "api/api_int.h"
 
@@ -106,7 +108,6 @@ static api_status do_write(api_req *req, col_format format, const char *precisio
 {
     col_ingest *ing = atomic_load(&req->srv->ing);
     col_write_opts o = { format, precision, proto };
-    iocd_buf inflated;
     const char *body;
     size_t len = 0;
 
@@ -115,14 +116,10 @@ static api_status do_write(api_req *req, col_format format, const char *precisio
         snprintf(req->resp.retry_after, sizeof(req->resp.retry_after), "1");
         return API_DONE;
     }
-    iocd_buf_init(&inflated, 0);
-    body = body_of(req, &inflated, &len);
-    if (body == NULL) {
-        iocd_buf_fini(&inflated);
+    body = body_of(req, &req->inflated, &len);
+    if (body == NULL)
         return API_DONE;
-    }
     col_ingest_write(ing, body, len, &o, on_written, req);
-    iocd_buf_fini(&inflated);
     return API_SUSPENDED;
 }
 

@@ -10,7 +10,11 @@
  *   loadgen [--url http://127.0.0.1:9470] [--mode http|tcp|remote-write] [--series 10000] [--points
  * 360]
  *           [--interval-ms 10000] [--conns 4] [--batch 5000] [--rate SAMPLES_PER_S]
- *           [--start-ms T] [--seed 1] [--token T] [--path P] [--ordered] [--dry-run]
+ *           [--start-ms T] [--seed 1] [--token T] [--path P] [--ordered] [--lockstep]
+ *           [--dry-run]
+ * With --rate, each connection sends at rate/conns, and the connections start evenly spread
+ * over one batch's period, as independent gateways do; --lockstep starts them together, so
+ * all of them send at the same moments (a burst of conns batches each period).
  * --ordered gives each connection its own devices (device % conns), sent in time order, so
  * every series arrives in order, as a Prometheus agent's remote-write shards send it (a
  * Prometheus server refuses a whole request holding one out-of-order sample).
@@ -215,7 +219,7 @@ typedef struct shared {
     work *w;
     const char *host;
     int port;
-    bool tcp, remote_write, ordered;
+    bool tcp, remote_write, ordered, lockstep;
     const char *token;
     const char *path; /* request path and query */
     double rate;      /* samples/s in total; 0 = as fast as possible */
@@ -327,6 +331,9 @@ static void *replay(void *arg)
     double t_next = now_s();
     size_t i;
 
+    if (sh->rate > 0 && !sh->lockstep && sh->w->n > 0) /* a fraction of one batch's period */
+        t_next +=
+            (double)k / sh->conns * (double)sh->w->batches[0].samples / (sh->rate / sh->conns);
     for (i = next_batch(sh, k, 0); i < sh->w->n; i = next_batch(sh, k, i + 1)) {
         batch *b = &sh->w->batches[i];
         double t0;
@@ -399,7 +406,7 @@ int main(int argc, char **argv)
     int64_t interval = 10000, start = 0;
     size_t per_batch = 5000;
     double rate = 0, t0, t1, gen_s, elapsed;
-    bool dry = false, ordered = false;
+    bool dry = false, ordered = false, lockstep = false;
     char host[64] = "127.0.0.1";
     int port = 9470;
     pthread_t *th;
@@ -415,6 +422,10 @@ int main(int argc, char **argv)
         }
         if (strcmp(a, "--ordered") == 0) {
             ordered = true;
+            continue;
+        }
+        if (strcmp(a, "--lockstep") == 0) {
+            lockstep = true;
             continue;
         }
         if (strcmp(a, "--url") == 0)
@@ -496,6 +507,7 @@ int main(int argc, char **argv)
     sh.tcp = strcmp(mode, "tcp") == 0;
     sh.remote_write = strcmp(mode, "remote-write") == 0;
     sh.ordered = ordered;
+    sh.lockstep = lockstep;
     sh.token = token;
     sh.path = path != NULL ? path : sh.remote_write ? "/api/v1/write" : "/write?precision=ms";
     sh.rate = rate;

@@ -63,6 +63,7 @@ typedef struct col_config {
     int64_t http_body_max;         /* request body cap, bytes */
     int64_t http_threads;          /* HTTP worker threads */
     int64_t http_conn_max;         /* concurrent HTTP connections */
+    int64_t ingest_threads;        /* --ingest-threads: body parsers; 0 = one per CPU */
     int64_t shutdown_timeout_ms;   /* graceful stop budget */
     int64_t sync_window_ms;        /* --sync: 0 = fsync every group commit */
     int64_t retention_ms;          /* --retention */
@@ -159,8 +160,11 @@ typedef struct col_write_result {
 /* Called once, from any thread, when the write is durable or has failed. */
 typedef void (*col_write_done_fn)(void *ud, const col_write_result *res);
 
-/* Parses body (read only during this call) and stores its samples; done(ud, res) follows
- * once they are durable, possibly before this returns. */
+/* Parses body on the ingest threads and stores its samples; done(ud, res) follows once they
+ * are durable, possibly before this returns. body must stay valid and unchanged until done()
+ * has run. A large line-protocol body is parsed in pieces on every ingest thread at once;
+ * the pieces reach the store in body order (a repeated timestamp keeps the last line's
+ * value) and each is committed as soon as it and the pieces before it are parsed. */
 void col_ingest_write(col_ingest *ing, const char *body, size_t len, const col_write_opts *o,
                       col_write_done_fn done, void *ud);
 

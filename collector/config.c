@@ -25,6 +25,7 @@ typedef enum opt_kind {
     OPT_FORMAT,   /* log format */
     OPT_FLOAT,    /* a decimal number (degrees) */
     OPT_TZ,       /* a time zone: Asia/Ho_Chi_Minh, UTC, +07:00 */
+    OPT_THREADS,  /* "auto" (stored as 0: one per CPU) or a positive integer */
 } opt_kind;
 
 typedef struct opt {
@@ -117,6 +118,9 @@ static const opt options[] = {
     { "http-body-max", OPT_SIZE, F(http_body_max), "SIZE", "64MiB",
       "Largest accepted HTTP request body (after decompression for gzip)." },
     { "http-threads", OPT_INT, F(http_threads), "N", "2", "HTTP worker threads." },
+    { "ingest-threads", OPT_THREADS, F(ingest_threads), "N", "auto",
+      "Threads that parse HTTP write bodies (a large line-protocol body is parsed in pieces "
+      "on all of them at once); auto = one per CPU." },
     { "http-conn-max", OPT_INT, F(http_conn_max), "N", "1024",
       "Most concurrent HTTP connections." },
     { "line-max", OPT_SIZE, F(line_max), "SIZE", "256KiB", "Longest accepted line-protocol line." },
@@ -279,6 +283,8 @@ static const char *kind_expect(opt_kind kind)
         return "a decimal number such as 21.59";
     case OPT_TZ:
         return "Asia/Ho_Chi_Minh, UTC or an offset such as +07:00";
+    case OPT_THREADS:
+        return "\"auto\" or a positive integer";
     case OPT_STRING:
         break;
     }
@@ -329,6 +335,13 @@ static iocd_err opt_apply(col_config *cfg, const opt *o, const char *value, char
         break;
     case OPT_INT:
         err = parse_int(value, &n);
+        if (err == IOCD_OK)
+            *(int64_t *)(void *)(base + o->off) = n;
+        break;
+    case OPT_THREADS:
+        err = strcmp(value, "auto") == 0 ? IOCD_OK : parse_int(value, &n);
+        if (err == IOCD_OK && n > 256)
+            err = IOCD_EINVAL;
         if (err == IOCD_OK)
             *(int64_t *)(void *)(base + o->off) = n;
         break;
@@ -659,7 +672,8 @@ static iocd_err visit(void *ud, const char *const *path, size_t depth, const rul
         set_err(errbuf, errlen, "key '%s': expected %s", path[0], kind_expect(o->kind));
         return IOCD_EINVAL;
     }
-    if (v->kind == RULE_CFG_NUMBER && (o->kind == OPT_INT || o->kind == OPT_SIZE) && v->is_int) {
+    if (v->kind == RULE_CFG_NUMBER &&
+        (o->kind == OPT_INT || o->kind == OPT_SIZE || o->kind == OPT_THREADS) && v->is_int) {
         snprintf(text, sizeof(text), "%.0f", v->num);
         if (opt_apply(cfg, o, text, text, sizeof(text)) == IOCD_OK)
             return IOCD_OK;
@@ -839,8 +853,9 @@ iocd_err col_config_help(iocd_buf *out)
 
 iocd_err col_config_doc(iocd_buf *out)
 {
-    static const char *const type_names[] = { "string",  "address", "duration", "sync",   "size",
-                                              "integer", "level",   "format",   "number", "zone" };
+    static const char *const type_names[] = { "string", "address", "duration", "sync",
+                                              "size",   "integer", "level",    "format",
+                                              "number", "zone",    "threads" };
     iocd_err err = iocd_buf_puts(out, "| key | flag | type | default | meaning |\n"
                                       "|---|---|---|---|---|\n");
     char key[64];

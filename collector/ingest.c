@@ -9,8 +9,19 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #define RW_RAW_MAX_DEFAULT (256u << 20)
+
+/* A large line-protocol body is cut into pieces of about this many bytes, parsed on every
+ * ingest thread at once; a batch goes to the store every FLUSH_SAMPLES samples, so the
+ * commit of a body's first samples overlaps the parse of its last ones. */
+#define PIECE_BYTES   (256u << 10)
+#define FLUSH_SAMPLES 16384
+#define PIECES_MAX    1024
+#define THREADS_MAX   64
+
+typedef struct piece piece;
 
 struct col_ingest {
     const col_config *cfg;
@@ -18,22 +29,50 @@ struct col_ingest {
     col_parse_limits lim;
     pthread_mutex_t mu;
     pthread_cond_t idle;
-    size_t in_flight; /* writes whose done() has not run yet */
+    pthread_cond_t work;
+    size_t in_flight;           /* writes whose done() has not run yet */
+    piece *queue, **queue_tail; /* pieces waiting for a thread */
+    bool stopping;
+    pthread_t *threads;
+    size_t n_threads;
 };
 
-/* One write in progress. Freed when its last batch is done and parsing has finished. */
-typedef struct write_op {
+typedef struct write_op write_op;
+
+/* A part of a write's body, parsed by one thread; its batches wait in held until every
+ * earlier piece has reached the store. */
+struct piece {
+    write_op *op;
+    size_t idx;
+    const char *data;
+    size_t len;
+    uint64_t line_base; /* line number of its first line, counted when an error needs it */
+    store_batch *batch;
+    store_batch **held;
+    size_t n_held, cap_held;
+    bool parsed;
+    piece *next; /* in the queue */
+};
+
+/* One write in progress. Freed when its last batch is done and every piece is parsed. */
+struct write_op {
     col_ingest *ing;
-    const char *proto;
-    pthread_mutex_t mu;
-    size_t refs; /* outstanding batches, plus one while parsing */
+    col_write_opts o;
+    col_precision prec;
+    int64_t now_ms; /* arrival: the timestamp of lines without one */
+    const char *body;
+    size_t len;
+    pthread_mutex_t mu; /* refs, res */
+    size_t refs;        /* outstanding batches, plus one per piece not yet parsed */
     col_write_result res;
     col_write_done_fn done;
     void *ud;
-    store_batch *batch;
-    uint64_t cur_line; /* for store refusals: the parser's latest reject or 0 */
-} write_op;
-
+    pthread_mutex_t order_mu; /* next_submit and the pieces' held batches */
+    size_t next_submit;       /* the piece whose batches may go to the store */
+    size_t n_pieces;
+    piece *pieces;
+    piece one; /* the single piece of a body that is not cut */
+};
 /* ---- Metrics --------------------------------------------------------------------------- */
 
 static iocd_metric *samples_metric(const char *proto)
@@ -86,19 +125,62 @@ static void count_reject(const char *proto, const char *reason)
 
 /* ---- Write operations ------------------------------------------------------------------ */
 
+/* Keeps the errors with the lowest line numbers (pieces finish in any order): the reply
+ * lists the first errors of the body, sorted at the end. */
 static void op_error(write_op *op, uint64_t line, const char *reason)
 {
-    col_write_error *e;
+    col_write_error *e = NULL;
+    size_t i;
 
     pthread_mutex_lock(&op->mu);
     op->res.rejected++;
     if (op->res.n_errors < COL_WRITE_ERRORS_MAX) {
         e = &op->res.errors[op->res.n_errors++];
+    } else {
+        col_write_error *last = &op->res.errors[0];
+        for (i = 1; i < op->res.n_errors; i++)
+            if (op->res.errors[i].line > last->line)
+                last = &op->res.errors[i];
+        if (line < last->line)
+            e = last;
+    }
+    if (e != NULL) {
         e->line = line;
         snprintf(e->reason, sizeof(e->reason), "%s", reason);
     }
     pthread_mutex_unlock(&op->mu);
-    count_reject(op->proto, reason);
+    count_reject(op->o.proto, reason);
+}
+
+static void sort_errors(col_write_result *res)
+{
+    size_t i, j;
+
+    for (i = 1; i < res->n_errors; i++) { /* insertion sort: stable, at most 8 */
+        col_write_error e = res->errors[i];
+        for (j = i; j > 0 && res->errors[j - 1].line > e.line; j--)
+            res->errors[j] = res->errors[j - 1];
+        res->errors[j] = e;
+    }
+}
+
+static void op_free(write_op *op)
+{
+    size_t i;
+
+    for (i = 0; i < op->n_pieces; i++) {
+        piece *pc = &op->pieces[i];
+        size_t k;
+        store_batch_free(pc->batch);
+        for (k = 0; k < pc->n_held; k++)
+            store_batch_free(pc->held[k]);
+        iocd_free(pc->held);
+    }
+    if (op->pieces != &op->one)
+        iocd_free(op->pieces);
+    pthread_mutex_destroy(&op->mu);
+    pthread_mutex_destroy(&op->order_mu);
+    iocd_free(op);
 }
 
 static void op_unref(write_op *op)
@@ -111,14 +193,25 @@ static void op_unref(write_op *op)
     pthread_mutex_unlock(&op->mu);
     if (!last)
         return;
-    iocd_metric_add(samples_metric(op->proto), (double)op->res.written);
+    iocd_metric_add(samples_metric(op->o.proto), (double)op->res.written);
+    sort_errors(&op->res);
     op->done(op->ud, &op->res);
-    pthread_mutex_destroy(&op->mu);
-    iocd_free(op);
+    op_free(op);
     pthread_mutex_lock(&ing->mu);
     if (--ing->in_flight == 0)
         pthread_cond_broadcast(&ing->idle);
     pthread_mutex_unlock(&ing->mu);
+}
+
+static void op_fail(write_op *op, iocd_err err, const char *why)
+{
+    pthread_mutex_lock(&op->mu);
+    if (op->res.err == IOCD_OK) {
+        op->res.err = err;
+        snprintf(op->res.reason, sizeof(op->res.reason), "%s",
+                 why != NULL && why[0] != '\0' ? why : iocd_strerror(err));
+    }
+    pthread_mutex_unlock(&op->mu);
 }
 
 static void on_batch_done(void *ud, const store_result *r)
@@ -149,14 +242,11 @@ static void on_batch_done(void *ud, const store_result *r)
     op_unref(op);
 }
 
-static iocd_err op_flush(write_op *op)
+/* Hands b to the store (which frees it); its done() drops the reference taken here. */
+static void op_submit(write_op *op, store_batch *b)
 {
-    store_batch *b = op->batch;
     iocd_err err;
 
-    if (b == NULL || store_batch_len(b) == 0)
-        return IOCD_OK;
-    op->batch = NULL;
     pthread_mutex_lock(&op->mu);
     op->refs++;
     pthread_mutex_unlock(&op->mu);
@@ -165,29 +255,75 @@ static iocd_err op_flush(write_op *op)
         pthread_mutex_lock(&op->mu);
         op->refs--;
         pthread_mutex_unlock(&op->mu);
+        op_fail(op, err, NULL);
     }
+}
+
+/* Sends every batch that may go: those of the piece whose turn it is, and, once it is
+ * parsed, the turn passes to the next. Called with order_mu held. */
+static void op_advance(write_op *op)
+{
+    while (op->next_submit < op->n_pieces) {
+        piece *pc = &op->pieces[op->next_submit];
+        size_t k;
+        for (k = 0; k < pc->n_held; k++)
+            op_submit(op, pc->held[k]);
+        pc->n_held = 0;
+        if (!pc->parsed)
+            break;
+        op->next_submit++;
+    }
+}
+
+/* Queues the piece's current batch behind its earlier ones and sends what may go. */
+static iocd_err piece_flush(piece *pc)
+{
+    write_op *op = pc->op;
+    store_batch *b = pc->batch;
+    iocd_err err = IOCD_OK;
+
+    if (b == NULL || store_batch_len(b) == 0)
+        return IOCD_OK;
+    pthread_mutex_lock(&op->order_mu);
+    if (pc->n_held == pc->cap_held) {
+        size_t cap = pc->cap_held != 0 ? pc->cap_held * 2 : 8;
+        store_batch **grown = iocd_realloc(pc->held, cap * sizeof(*grown));
+        if (grown == NULL)
+            err = IOCD_ENOMEM;
+        else {
+            pc->held = grown;
+            pc->cap_held = cap;
+        }
+    }
+    if (err == IOCD_OK) {
+        pc->held[pc->n_held++] = b;
+        pc->batch = NULL;
+        op_advance(op);
+    }
+    pthread_mutex_unlock(&op->order_mu);
     return err;
 }
 
 static iocd_err sink_sample(void *ud, const iocd_label *labels, size_t n_labels, uint64_t tagset,
                             int64_t t_ms, double v)
 {
-    write_op *op = ud;
+    piece *pc = ud;
+    write_op *op = pc->op;
     store_reject why = STORE_REJECT_NONE;
     iocd_err err;
 
-    if (op->batch == NULL) {
-        err = store_batch_new(op->ing->st, &op->batch);
+    if (pc->batch == NULL) {
+        err = store_batch_new(op->ing->st, &pc->batch);
         if (err != IOCD_OK)
             return err;
     }
-    err = store_batch_add_tagged(op->batch, labels, n_labels, tagset, t_ms, v, &why);
+    err = store_batch_add_tagged(pc->batch, labels, n_labels, tagset, t_ms, v, &why);
     if (err == IOCD_ETOOBIG) {
-        err = op_flush(op);
+        err = piece_flush(pc);
         if (err == IOCD_OK)
-            err = store_batch_new(op->ing->st, &op->batch);
+            err = store_batch_new(op->ing->st, &pc->batch);
         if (err == IOCD_OK)
-            err = store_batch_add_tagged(op->batch, labels, n_labels, tagset, t_ms, v, &why);
+            err = store_batch_add_tagged(pc->batch, labels, n_labels, tagset, t_ms, v, &why);
     }
     if (err == IOCD_EINVAL) {
         char reason[160];
@@ -196,30 +332,140 @@ static iocd_err sink_sample(void *ud, const iocd_label *labels, size_t n_labels,
         op_error(op, 0, reason);
         return IOCD_OK;
     }
+    if (err == IOCD_OK && store_batch_len(pc->batch) >= FLUSH_SAMPLES)
+        err = piece_flush(pc);
     return err;
+}
+
+static uint64_t lines_in(const char *p, size_t len)
+{
+    const char *end = p + len;
+    uint64_t n = 0;
+
+    while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        n++;
+        p++;
+    }
+    return n;
 }
 
 static void sink_reject(void *ud, uint64_t line_no, const char *reason)
 {
-    op_error(ud, line_no, reason);
+    piece *pc = ud;
+
+    /* A piece is parsed as if it began the body; its first line's number in the body is
+     * counted only when an error needs it (pieces are cut only where no quoted string can
+     * hold a newline, so every newline ends a line). */
+    if (pc->idx > 0 && pc->line_base == 0)
+        pc->line_base = lines_in(pc->op->body, (size_t)(pc->data - pc->op->body)) + 1;
+    op_error(pc->op, line_no + (pc->idx > 0 ? pc->line_base - 1 : 0), reason);
 }
 
-static write_op *op_new(col_ingest *ing, const char *proto, col_write_done_fn done, void *ud)
+static void piece_parse(piece *pc)
 {
-    write_op *op = iocd_calloc(1, sizeof(*op));
+    write_op *op = pc->op;
+    col_ingest *ing = op->ing;
+    col_sink sink = { sink_sample, sink_reject, pc };
+    col_parse_stats stats;
+    char why[256] = "";
+    iocd_err err = IOCD_OK;
 
-    if (op == NULL)
-        return NULL;
-    op->ing = ing;
-    op->proto = proto;
-    op->done = done;
-    op->ud = ud;
-    op->refs = 1;
-    pthread_mutex_init(&op->mu, NULL);
+    memset(&stats, 0, sizeof(stats));
+    switch (op->o.format) {
+    case COL_FMT_INFLUX: {
+        col_lp_opts lo = { op->prec, op->now_ms, 1, ing->lim };
+        err = col_lp_parse(pc->data, pc->len, &lo, &sink, &stats);
+        break;
+    }
+    case COL_FMT_REMOTE_WRITE:
+        err = col_rw_parse(pc->data, pc->len, RW_RAW_MAX_DEFAULT, &ing->lim, &sink, &stats, why,
+                           sizeof(why));
+        break;
+    case COL_FMT_JSONL:
+        err = col_jsonl_parse(pc->data, pc->len, 1, &ing->lim, &sink, &stats);
+        break;
+    }
+    if (stats.skipped_strings > 0)
+        iocd_metric_add(iocd_counter("iocd_ingest_string_fields_skipped_total",
+                                     "Line-protocol string fields skipped (iocd stores numbers)."),
+                        (double)stats.skipped_strings);
+    if (err == IOCD_OK)
+        err = piece_flush(pc);
+    if (err != IOCD_OK)
+        op_fail(op, err, why);
+    store_batch_free(pc->batch); /* what a failed parse left unsent */
+    pc->batch = NULL;
+    pthread_mutex_lock(&op->order_mu);
+    pc->parsed = true;
+    op_advance(op);
+    pthread_mutex_unlock(&op->order_mu);
+    op_unref(op); /* the piece's parsing reference */
+}
+
+/* Cuts a line-protocol body into pieces at newlines. Only a body without any '"' is cut: a
+ * quoted string field may hold a newline, and finding where lines end then takes a walk
+ * through the whole body. Returns the number of pieces (1: not cut). */
+static size_t cut_pieces(write_op *op)
+{
+    const char *p = op->body, *end = op->body + op->len;
+    size_t n = 0, cap;
+
+    if (op->o.format != COL_FMT_INFLUX || op->len < 2 * PIECE_BYTES || op->ing->n_threads < 2 ||
+        memchr(op->body, '"', op->len) != NULL)
+        return 1;
+    cap = op->len / PIECE_BYTES + 1;
+    if (cap > PIECES_MAX)
+        cap = PIECES_MAX;
+    op->pieces = iocd_calloc(cap, sizeof(*op->pieces));
+    if (op->pieces == NULL) {
+        op->pieces = &op->one;
+        return 1;
+    }
+    while (p < end) {
+        const char *stop = end;
+        if (n + 1 < cap && (size_t)(end - p) > PIECE_BYTES + PIECE_BYTES / 2) {
+            const char *nl = memchr(p + PIECE_BYTES, '\n', (size_t)(end - p - PIECE_BYTES));
+            if (nl != NULL)
+                stop = nl + 1;
+        }
+        op->pieces[n].data = p;
+        op->pieces[n].len = (size_t)(stop - p);
+        n++;
+        p = stop;
+    }
+    return n;
+}
+
+static void enqueue(col_ingest *ing, piece *first, piece *last)
+{
     pthread_mutex_lock(&ing->mu);
-    ing->in_flight++;
+    *ing->queue_tail = first;
+    ing->queue_tail = &last->next;
+    pthread_cond_broadcast(&ing->work);
     pthread_mutex_unlock(&ing->mu);
-    return op;
+}
+
+static void *ingest_main(void *arg)
+{
+    col_ingest *ing = arg;
+    piece *pc;
+
+    pthread_mutex_lock(&ing->mu);
+    for (;;) {
+        while (ing->queue == NULL && !ing->stopping)
+            pthread_cond_wait(&ing->work, &ing->mu);
+        if (ing->queue == NULL)
+            break;
+        pc = ing->queue;
+        ing->queue = pc->next;
+        if (ing->queue == NULL)
+            ing->queue_tail = &ing->queue;
+        pthread_mutex_unlock(&ing->mu);
+        piece_parse(pc);
+        pthread_mutex_lock(&ing->mu);
+    }
+    pthread_mutex_unlock(&ing->mu);
+    return NULL;
 }
 
 static void fail_now(col_write_done_fn done, void *ud, iocd_err err, const char *reason)
@@ -232,15 +478,15 @@ static void fail_now(col_write_done_fn done, void *ud, iocd_err err, const char 
     done(ud, &res);
 }
 
-void col_ingest_write(col_ingest *ing, const char *body, size_t len, const col_write_opts *o,
-                      col_write_done_fn done, void *ud)
+/* Starts a write: on the ingest threads, or on this one (inline: body is only borrowed for
+ * the call, or there are no threads). */
+static void ingest_start(col_ingest *ing, const char *body, size_t len, const col_write_opts *o,
+                         col_write_done_fn done, void *ud, bool inline_parse)
 {
-    col_sink sink = { sink_sample, sink_reject, NULL };
-    col_parse_stats stats;
     col_precision prec = COL_PREC_NS;
     write_op *op;
     char why[256] = "";
-    iocd_err err = IOCD_OK;
+    size_t i, n;
 
     if (o->format == COL_FMT_INFLUX && o->precision != NULL && o->precision[0] != '\0' &&
         col_precision_parse(o->precision, &prec) != IOCD_OK) {
@@ -249,45 +495,49 @@ void col_ingest_write(col_ingest *ing, const char *body, size_t len, const col_w
         fail_now(done, ud, IOCD_EINVAL, why);
         return;
     }
-    op = op_new(ing, o->proto, done, ud);
+    op = iocd_calloc(1, sizeof(*op));
     if (op == NULL) {
         fail_now(done, ud, IOCD_ENOMEM, "out of memory");
         return;
     }
-    sink.ud = op;
-    memset(&stats, 0, sizeof(stats));
-    switch (o->format) {
-    case COL_FMT_INFLUX: {
-        col_lp_opts lo = { prec, iocd_now_ms(), 1, ing->lim };
-        err = col_lp_parse(body, len, &lo, &sink, &stats);
-        break;
+    op->ing = ing;
+    op->o = *o;
+    op->o.precision = NULL; /* parsed into prec; the caller's text need not outlive the call */
+    op->prec = prec;
+    op->now_ms = iocd_now_ms();
+    op->body = body;
+    op->len = len;
+    op->done = done;
+    op->ud = ud;
+    pthread_mutex_init(&op->mu, NULL);
+    pthread_mutex_init(&op->order_mu, NULL);
+    op->pieces = &op->one;
+    inline_parse = inline_parse || ing->n_threads == 0;
+    n = inline_parse ? 1 : cut_pieces(op);
+    if (n == 1) {
+        op->one.data = body;
+        op->one.len = len;
     }
-    case COL_FMT_REMOTE_WRITE:
-        err =
-            col_rw_parse(body, len, RW_RAW_MAX_DEFAULT, &ing->lim, &sink, &stats, why, sizeof(why));
-        break;
-    case COL_FMT_JSONL:
-        err = col_jsonl_parse(body, len, 1, &ing->lim, &sink, &stats);
-        break;
+    op->n_pieces = n;
+    op->refs = n;
+    for (i = 0; i < n; i++) {
+        op->pieces[i].op = op;
+        op->pieces[i].idx = i;
+        op->pieces[i].next = i + 1 < n ? &op->pieces[i + 1] : NULL;
     }
-    if (stats.skipped_strings > 0)
-        iocd_metric_add(iocd_counter("iocd_ingest_string_fields_skipped_total",
-                                     "Line-protocol string fields skipped (iocd stores numbers)."),
-                        (double)stats.skipped_strings);
-    if (err == IOCD_OK)
-        err = op_flush(op);
-    store_batch_free(op->batch);
-    op->batch = NULL;
-    if (err != IOCD_OK) {
-        pthread_mutex_lock(&op->mu);
-        if (op->res.err == IOCD_OK) {
-            op->res.err = err;
-            snprintf(op->res.reason, sizeof(op->res.reason), "%s",
-                     why[0] != '\0' ? why : iocd_strerror(err));
-        }
-        pthread_mutex_unlock(&op->mu);
-    }
-    op_unref(op); /* the parsing reference */
+    pthread_mutex_lock(&ing->mu);
+    ing->in_flight++;
+    pthread_mutex_unlock(&ing->mu);
+    if (inline_parse)
+        piece_parse(&op->pieces[0]);
+    else
+        enqueue(ing, &op->pieces[0], &op->pieces[n - 1]);
+}
+
+void col_ingest_write(col_ingest *ing, const char *body, size_t len, const col_write_opts *o,
+                      col_write_done_fn done, void *ud)
+{
+    ingest_start(ing, body, len, o, done, ud, false);
 }
 
 /* ---- TCP and UDP ----------------------------------------------------------------------- */
@@ -328,7 +578,7 @@ void col_ingest_lines(void *ud, col_proto proto, const char *buf, size_t len, ui
     snprintf(c->peer, sizeof(c->peer), "%s", peer);
     if (ing->cfg->influx_precision != NULL && ing->cfg->influx_precision[0] != '\0')
         o.precision = ing->cfg->influx_precision;
-    col_ingest_write(ing, buf, len, &o, on_lines_done, c);
+    ingest_start(ing, buf, len, &o, on_lines_done, c, true); /* buf is borrowed */
 }
 
 /* ---- Lifetime -------------------------------------------------------------------------- */
@@ -336,6 +586,8 @@ void col_ingest_lines(void *ud, col_proto proto, const char *buf, size_t len, ui
 iocd_err col_ingest_new(const col_config *cfg, store *st, col_ingest **out)
 {
     col_ingest *ing = iocd_calloc(1, sizeof(*ing));
+    long n;
+    size_t i;
 
     if (ing == NULL)
         return IOCD_ENOMEM;
@@ -347,19 +599,45 @@ iocd_err col_ingest_new(const col_config *cfg, store *st, col_ingest **out)
     ing->lim.label_value_max = (size_t)cfg->label_len_max;
     pthread_mutex_init(&ing->mu, NULL);
     pthread_cond_init(&ing->idle, NULL);
+    pthread_cond_init(&ing->work, NULL);
+    ing->queue_tail = &ing->queue;
+    n = cfg->ingest_threads > 0 ? cfg->ingest_threads : sysconf(_SC_NPROCESSORS_ONLN);
+    n = n < 1 ? 1 : n > THREADS_MAX ? THREADS_MAX : n;
+    ing->threads = iocd_calloc((size_t)n, sizeof(*ing->threads));
+    if (ing->threads == NULL) {
+        col_ingest_free(ing);
+        return IOCD_ENOMEM;
+    }
+    for (i = 0; i < (size_t)n; i++) {
+        if (pthread_create(&ing->threads[i], NULL, ingest_main, ing) != 0)
+            break;
+        ing->n_threads++;
+    }
+    if (ing->n_threads == 0) {
+        col_ingest_free(ing);
+        return IOCD_ENOMEM;
+    }
     *out = ing;
     return IOCD_OK;
 }
 
 void col_ingest_free(col_ingest *ing)
 {
+    size_t i;
+
     if (ing == NULL)
         return;
     pthread_mutex_lock(&ing->mu);
     while (ing->in_flight > 0)
         pthread_cond_wait(&ing->idle, &ing->mu);
+    ing->stopping = true;
+    pthread_cond_broadcast(&ing->work);
     pthread_mutex_unlock(&ing->mu);
+    for (i = 0; i < ing->n_threads; i++)
+        pthread_join(ing->threads[i], NULL);
+    iocd_free(ing->threads);
     pthread_mutex_destroy(&ing->mu);
     pthread_cond_destroy(&ing->idle);
+    pthread_cond_destroy(&ing->work);
     iocd_free(ing);
 }

@@ -503,20 +503,26 @@ struct store {
     int64_t churn_window_start_ms;
     uint64_t churn_count;
 
-    pthread_t writer;
-    bool writer_started;
-    uint64_t wal_seq; /* writer thread only */
+    pthread_t writer, sealer;
+    bool writer_started, sealer_started;
+    bool writer_done;         /* the writer has stopped: the sealer's final seal may run (st->mu) */
+    pthread_cond_t seal_wake; /* the sealer's (with st->mu) */
+    uint64_t delete_epoch;    /* series deletions so far (commit_mu) */
+    uint64_t wal_seq;         /* writer thread only */
     int64_t last_sync_ns;
     int64_t watermark;     /* newest sample time accepted (st->mu) */
     int64_t sealed_before; /* periods before this are sealed (st->mu) */
     uint64_t n_late;       /* head samples in sealed periods, awaiting a patch block (st->mu) */
+    /* No head sample is older than head_min (st->mu): a seal with nothing before its boundary
+     * is skipped. arrived_min: the oldest sample put into a head since the seal began. */
+    int64_t head_min, arrived_min;
     int64_t last_late_seal_ns;
-    /* A seal in progress (writer thread only): it takes SEAL_SLICES_PER_COMMIT slices of
-     * series per group commit, so no commit waits on a whole seal. */
+    /* A seal in progress (sealer thread only): it takes SEAL_SLICES_PER_COMMIT slices of
+     * series per transaction, so its memory stays small. */
     int64_t seal_target; /* its boundary, or INT64_MIN: none */
     size_t seal_from;    /* the next series id to take */
     uint64_t seal_seq;   /* the WAL sequence when it began: later records stay */
-    /* Compaction of finished spans (writer thread only): when set, chunk blocks may be
+    /* Compaction of finished spans (sealer thread only): when set, chunk blocks may be
      * waiting; cleared when a look finds none. */
     bool compact_check;
     uint64_t compact_groups; /* compacted since the last log line, and how long it took */
@@ -536,7 +542,8 @@ store_series *store_series_get(const store *st, uint64_t id);
 iocd_err store_series_put(store *st, store_series *s, int64_t t, double v);
 /* The start of the period (block span) holding t. */
 int64_t store_period_of(const store *st, int64_t t);
-/* The writer thread (storage/writer.c); arg is the store. */
+/* The writer and sealer threads (storage/writer.c); arg is the store. */
 void *store_writer_main(void *arg);
+void *store_sealer_main(void *arg);
 
 #endif

@@ -211,7 +211,10 @@ store_series *store_series_get(const store *st, uint64_t id)
 /* Inserts a sample in time order; an equal timestamp replaces (the last write wins). */
 iocd_err store_series_put(store *st, store_series *s, int64_t t, double v)
 {
-    (void)st;
+    if (t < st->head_min)
+        st->head_min = t;
+    if (t < st->arrived_min)
+        st->arrived_min = t;
     return store_head_put(&s->head, t, v);
 }
 
@@ -531,10 +534,13 @@ iocd_err store_open(const char *dir, const store_config *cfg, store **out, char 
         st->cfg.rollup_retention_ms = DEFAULT_ROLLUP_RET_MS;
     st->watermark = INT64_MIN;
     st->sealed_before = INT64_MIN;
+    st->head_min = INT64_MAX;
+    st->arrived_min = INT64_MAX;
     st->seal_target = INT64_MIN;
     pthread_mutex_init(&st->mu, NULL);
     pthread_mutex_init(&st->commit_mu, NULL);
     pthread_cond_init(&st->wake, NULL);
+    pthread_cond_init(&st->seal_wake, NULL);
     st->queue_tail = &st->queue;
     st->next_id = 1;
     register_metrics(st);
@@ -575,6 +581,12 @@ iocd_err store_open(const char *dir, const store_config *cfg, store **out, char 
         goto out;
     }
     st->writer_started = true;
+    if (pthread_create(&st->sealer, NULL, store_sealer_main, st) != 0) {
+        snprintf(errbuf, errlen, "cannot start the sealer thread: %s", strerror(errno));
+        err = IOCD_EIO;
+        goto out;
+    }
+    st->sealer_started = true;
     atomic_store(&metrics_store, st);
     log_info("store", "store open", "dir=%s series=%zu wal_records=%llu ms=%.1f", dir, st->n_series,
              (unsigned long long)st->wal_seq, (double)(iocd_mono_ns() - t0) / 1e6);
@@ -599,7 +611,13 @@ void store_close(store *st)
         pthread_cond_signal(&st->wake);
         pthread_mutex_unlock(&st->mu);
         pthread_join(st->writer, NULL); /* drains the queue first */
+        pthread_mutex_lock(&st->mu);
+        st->writer_done = true;
+        pthread_cond_signal(&st->seal_wake);
+        pthread_mutex_unlock(&st->mu);
     }
+    if (st->sealer_started)
+        pthread_join(st->sealer, NULL); /* the final seal and compaction */
     if (st->db != NULL) {
         iocd_err err = store_db_sync(st->db);
         if (err != IOCD_OK)
@@ -625,6 +643,7 @@ void store_close(store *st)
     pthread_mutex_destroy(&st->mu);
     pthread_mutex_destroy(&st->commit_mu);
     pthread_cond_destroy(&st->wake);
+    pthread_cond_destroy(&st->seal_wake);
     iocd_free(st->dir);
     iocd_free(st);
 }
@@ -652,6 +671,7 @@ iocd_err store_delete_series(store *st, const uint64_t *ids, size_t n)
         if (s == NULL)
             continue;
         s->deleted = true;
+        st->delete_epoch++; /* under commit_mu: see storage/writer.c */
         store_head_free(&s->head);
         iocd_free(s->sealing);
         s->sealing = NULL;

@@ -1,11 +1,16 @@
-/* storage/writer.c - the writer thread: group commits and sealing. It takes every queued
- * batch at once, splits their WAL entries by period, and commits new series, WAL records and
- * (when a period is due) its sealed blocks and rollups in one LMDB transaction; only then are
- * the batches acknowledged. Sealing takes head samples slice by slice so its memory stays
- * small; a failed seal puts them back from its blocks (the WAL still has them).
+/* storage/writer.c - the writer and sealer threads. The writer takes every queued batch at
+ * once, splits their WAL entries by period, and commits new series and WAL records in one
+ * LMDB transaction; only then are the batches acknowledged. The sealer, beside it, seals
+ * periods as they end and compacts finished spans: it takes head samples slice by slice (so
+ * its memory stays small), encodes them without holding commit_mu, so that acknowledgements
+ * never wait on that work, and commits the blocks in transactions of its own; a failed seal
+ * puts them back into their heads (the WAL still has them).
  * Invariants: st->commit_mu is held from the capture of new series to the commit, so a
- * deletion never races a commit that would persist the series it deletes; a series' rollup
- * part for a period is built from all its samples of that period (older blocks included). */
+ * deletion never races a commit that would persist the series it deletes; a deletion while
+ * the sealer encodes (st->delete_epoch moved) makes it drop that work and put the samples
+ * back; only the sealer writes blocks, so what it read to compact is still there at its
+ * commit; a series' rollup part for a period is built from all its samples of that period
+ * (older blocks included). */
 #define _GNU_SOURCE /* malloc_trim */
 #include "storage/storage_int.h"
 
@@ -463,7 +468,7 @@ static iocd_err build_blocks(store *st, const seal_set *ss, store_db_block **blo
 }
 
 #define SEAL_SLICE             256 /* series ids per slice (a multiple of the id group, 64) */
-#define SEAL_SLICES_PER_COMMIT 1   /* bounds how long one group commit spends sealing */
+#define SEAL_SLICES_PER_COMMIT 4   /* bounds how long one group commit spends sealing */
 
 /* Takes and encodes, slice by slice from series id *from, every head sample before `before`:
  * at most max_slices slices (0: all). *from is where the next call goes on; *done is set when
@@ -664,98 +669,58 @@ static int64_t compact_boundary(const store *st)
     return b;
 }
 
-/* One group commit. seal_before != INT64_MIN also seals head samples before it: all of them
- * for the final seal (INT64_MAX), else the next slices of the seal in progress; when that
- * seal has passed every series, the WAL records it covered are deleted. Otherwise, with
- * compact_before != INT64_MIN, it compacts the next groups of finished spans (all at the
- * final one, INT64_MAX, a slice at a time). */
-static void group_commit(store *st, pending *batch, int64_t seal_before, int64_t compact_before)
-{
-    size_t n_compacted = 0;
-    size_t seal_next = 0, n_sealing_ids = 0;
-    bool seal_done = false;
-    uint64_t *sealing_ids = NULL;
-    store_db_series *ser = NULL;
-    store_db_block *blocks = NULL;
-    uint64_t *ids = NULL;
-    size_t n_ids = 0, n_ser = 0, i, n_batches = 0, n_blocks = 0, n_sealed = 0;
-    wal_split ws;
-    iocd_buf space, wal_packed;
-    pending *p, *next;
-    int64_t t0 = iocd_mono_ns(), drop_before = INT64_MIN, drop_rollups_before = INT64_MIN;
-    iocd_err err = IOCD_OK;
+/* Sealing or compaction work, encoded by the sealer outside commit_mu and then committed. */
+typedef struct seal_work {
+    int64_t seal_before;    /* INT64_MIN: no seal */
+    int64_t compact_before; /* INT64_MIN: no compaction */
+    store_db_block *blocks;
+    size_t n_blocks;
+    iocd_buf space;
+    size_t n_sealed, n_compacted, seal_next;
+    bool seal_done;
+    uint64_t *sealing_ids;
+    size_t n_sealing_ids;
+} seal_work;
 
-    memset(&ws, 0, sizeof(ws));
-    iocd_buf_init(&space, 0);
-    iocd_buf_init(&wal_packed, 0);
-    pthread_mutex_lock(&st->commit_mu);
-    for (p = batch; p != NULL && err == IOCD_OK; p = p->next) {
-        err = wal_split_add(st, &ws, &p->wal);
-        n_batches++;
-    }
-    /* Compress each period's record; the packed records share one buffer, so pointers are
-     * taken only once it has stopped growing. */
-    {
-        size_t *offs = ws.n > 0 ? iocd_calloc(ws.n, sizeof(*offs)) : NULL;
-        for (i = 0; err == IOCD_OK && i < ws.n; i++) {
-            if (offs == NULL) {
-                err = IOCD_ENOMEM;
-                break;
-            }
-            offs[i] = wal_packed.len;
-            err = codec_wal_pack(ws.bufs[i].data, ws.bufs[i].len, &wal_packed);
-            ws.recs[i].len = wal_packed.len - offs[i];
-        }
-        for (i = 0; err == IOCD_OK && i < ws.n; i++)
-            ws.recs[i].data = wal_packed.data + offs[i];
-        iocd_free(offs);
-    }
-    /* Take the series created since the last commit (their keys live as long as the store)
-     * and, for a seal, the samples to seal. */
+/* One LMDB transaction, under commit_mu: the series created since the last one, WAL records
+ * and/or a seal or compaction step w. With pre != IOCD_OK (w's encoding failed, or
+ * IOCD_EAGAIN: a deletion raced it) nothing is committed and pre is returned; w's samples go
+ * back to their heads, to be sealed again. */
+static iocd_err commit_txn(store *st, const store_db_wal *recs, size_t n_recs, seal_work *w,
+                           iocd_err pre)
+{
+    store_db_series *ser = NULL;
+    uint64_t *ids = NULL;
+    size_t n_ids = 0, n_ser = 0, i;
+    int64_t seal_before = w != NULL ? w->seal_before : INT64_MIN;
+    int64_t compact_before = w != NULL ? w->compact_before : INT64_MIN;
+    int64_t drop_before = INT64_MIN, drop_rollups_before = INT64_MIN;
+    iocd_err err = pre;
+
+    /* Take the series created since the last commit (their keys live as long as the store). */
     pthread_mutex_lock(&st->mu);
     ids = st->unpersisted;
     n_ids = st->n_unpersisted;
     st->unpersisted = NULL;
     st->n_unpersisted = st->cap_unpersisted = 0;
     ser = n_ids > 0 ? iocd_calloc(n_ids, sizeof(*ser)) : NULL;
-    n_ser = 0;
     for (i = 0; ser != NULL && i < n_ids; i++) {
         store_series *s = store_series_get(st, ids[i]); /* NULL: deleted before it was persisted */
         if (s != NULL)
             ser[n_ser++] = (store_db_series){ s->id, s->key, s->key_len };
     }
     pthread_mutex_unlock(&st->mu);
-    if (n_ids > 0 && ser == NULL)
+    if (n_ids > 0 && ser == NULL && err == IOCD_OK)
         err = IOCD_ENOMEM;
-    if (seal_before != INT64_MIN && st->seal_target != seal_before) {
-        /* A new seal: records up to now hold its samples; later ones may hold samples that
-         * reach a head after its slice was taken, so they stay in the WAL. */
-        st->seal_target = seal_before;
-        st->seal_from = 0;
-        st->seal_seq = st->wal_seq;
-    }
-    seal_next = st->seal_from;
-    if (err == IOCD_OK && seal_before != INT64_MIN)
-        err = seal_slices(st, seal_before, &seal_next,
-                          seal_before == INT64_MAX ? 0 : SEAL_SLICES_PER_COMMIT, &seal_done,
-                          &blocks, &n_blocks, &space, &n_sealed, &sealing_ids, &n_sealing_ids);
-    if (err == IOCD_OK && seal_before == INT64_MIN && compact_before != INT64_MIN) {
-        int64_t c0 = iocd_mono_ns();
-        err = compact_slice(st, compact_before,
-                            compact_before == INT64_MAX ? COMPACT_AT_STOP : COMPACT_PER_COMMIT,
-                            &blocks, &n_blocks, &space, &n_compacted);
-        for (i = 0; i < n_blocks; i++)
-            blocks[i].data = space.data + (uintptr_t)blocks[i].data;
-        st->compact_ns += iocd_mono_ns() - c0;
-    }
     if (seal_before != INT64_MIN) {
         drop_before = store_period_of(st, iocd_now_ms() - st->lim.retention_ms);
         drop_rollups_before = store_period_of(st, iocd_now_ms() - st->cfg.rollup_retention_ms);
     }
     if (err == IOCD_OK)
-        err = store_db_commit(st->db, ser, n_ser, st->wal_seq + 1, ws.recs, ws.n, blocks, n_blocks,
-                              seal_done ? seal_before : INT64_MIN, st->seal_seq, drop_before,
-                              drop_rollups_before);
+        err = store_db_commit(st->db, ser, n_ser, st->wal_seq + 1, recs, n_recs,
+                              w != NULL ? w->blocks : NULL, w != NULL ? w->n_blocks : 0,
+                              w != NULL && w->seal_done ? seal_before : INT64_MIN, st->seal_seq,
+                              drop_before, drop_rollups_before);
     if (err == IOCD_OK && st->cfg.sync_window_ms > 0 &&
         iocd_mono_ns() - st->last_sync_ns >= st->cfg.sync_window_ms * 1000000) {
         err = store_db_sync(st->db);
@@ -771,15 +736,18 @@ static void group_commit(store *st, pending *batch, int64_t seal_before, int64_t
         }
         iocd_free(ids);
         if (seal_before != INT64_MIN) {
-            st->seal_from = seal_next;
-            if (seal_done) {
+            st->seal_from = w->seal_next;
+            if (w->seal_done) {
                 if (seal_before > st->sealed_before)
                     st->sealed_before = seal_before;
+                /* Every head sample before the boundary was taken, but for those that came
+                 * while the seal went on. */
+                st->head_min = seal_before < st->arrived_min ? seal_before : st->arrived_min;
                 st->n_late = 0;
                 st->seal_target = INT64_MIN;
                 st->compact_check = true; /* a span may have finished, or got a patch */
             }
-        } else if (compact_before != INT64_MIN && n_compacted == 0) {
+        } else if (compact_before != INT64_MIN && w->n_compacted == 0) {
             st->compact_check = false; /* nothing waits: until the next seal */
             if (st->compact_groups > 0)
                 log_info("store", "spans compacted", "containers=%llu cpu_ms=%.0f",
@@ -787,13 +755,14 @@ static void group_commit(store *st, pending *batch, int64_t seal_before, int64_t
             st->compact_groups = 0;
             st->compact_ns = 0;
         }
-        st->compact_groups += n_compacted;
+        if (w != NULL)
+            st->compact_groups += w->n_compacted;
     } else {
-        if (compact_before != INT64_MIN)
+        if (compact_before != INT64_MIN && err != IOCD_EAGAIN)
             st->compact_check = false; /* tried again after the next seal, not in a loop */
         /* The seal failed: its samples go back into their heads (the WAL holds them too). */
-        for (i = 0; i < n_sealing_ids; i++) {
-            store_series *s = store_series_get(st, sealing_ids[i]);
+        for (i = 0; w != NULL && i < w->n_sealing_ids; i++) {
+            store_series *s = store_series_get(st, w->sealing_ids[i]);
             size_t j;
             for (j = 0; s != NULL && j < s->n_sealing; j++)
                 if (store_series_put(st, s, s->sealing[j].t_ms, s->sealing[j].v) != IOCD_OK)
@@ -818,44 +787,71 @@ static void group_commit(store *st, pending *batch, int64_t seal_before, int64_t
             }
         }
     }
-    drop_sealing(st, sealing_ids, n_sealing_ids);
+    if (w != NULL)
+        drop_sealing(st, w->sealing_ids, w->n_sealing_ids);
+    pthread_cond_signal(&st->seal_wake); /* the watermark may have passed a period */
     pthread_mutex_unlock(&st->mu);
-    if (err == IOCD_OK && st->listen != NULL) /* under commit_mu: see store_set_listener */
-        for (p = batch; p != NULL; p = p->next)
-            notify_listener(st, &p->wal);
-    pthread_mutex_unlock(&st->commit_mu);
     iocd_free(ser);
+    return err;
+}
+
+static void commit_observe(store *st, int64_t t0, size_t n_batches, iocd_err err)
+{
     iocd_metric_observe(st->m_commit_seconds, (double)(iocd_mono_ns() - t0) / 1e9);
     if (n_batches > 0)
         iocd_metric_observe(st->m_commit_batches, (double)n_batches);
-    if (err == IOCD_OK) {
+    if (err == IOCD_OK)
         iocd_metric_add(st->m_commits, 1);
-        for (i = 0; i < ws.n; i++)
-            iocd_metric_add(st->m_wal_bytes, (double)ws.recs[i].len);
-        if (n_blocks > 0) {
-            size_t chunk_bytes = 0;
-            iocd_metric_add(st->m_sealed_blocks, (double)n_blocks);
-            iocd_metric_add(st->m_sealed_samples, (double)n_sealed);
-            for (i = 0; i < n_blocks; i++)
-                if (blocks[i].kind == STORE_DB_CHUNKS)
-                    chunk_bytes += blocks[i].len;
-            iocd_metric_add(st->m_sealed_bytes, (double)chunk_bytes);
-            if (n_compacted > 0)
-                iocd_metric_add(st->m_compacted, (double)n_compacted);
-            log_debug("store", n_compacted > 0 ? "compacted" : "sealed",
-                      "before=%lld blocks=%zu samples=%zu bytes=%zu",
-                      (long long)(n_compacted > 0 ? compact_before : seal_before), n_blocks,
-                      n_sealed, space.len);
-        }
-    } else {
+    else if (err != IOCD_EAGAIN) {
         iocd_metric_add(st->m_commit_fail, 1);
         log_error("store", "group commit failed", "err=%s batches=%zu", iocd_strerror(err),
                   n_batches);
     }
-    iocd_free(blocks);
-    iocd_free(sealing_ids);
+}
+
+/* One group commit of queued batches: their WAL records (compressed before commit_mu is
+ * taken) and the series they created, then their done() callbacks. */
+static void group_commit(store *st, pending *batch)
+{
+    size_t i, n_batches = 0;
+    size_t *offs = NULL;
+    wal_split ws;
+    iocd_buf wal_packed;
+    pending *p, *next;
+    int64_t t0 = iocd_mono_ns();
+    iocd_err err = IOCD_OK;
+
+    memset(&ws, 0, sizeof(ws));
+    iocd_buf_init(&wal_packed, 0);
+    for (p = batch; p != NULL && err == IOCD_OK; p = p->next) {
+        err = wal_split_add(st, &ws, &p->wal);
+        n_batches++;
+    }
+    /* Compress each period's record; the packed records share one buffer, so pointers are
+     * taken only once it has stopped growing. */
+    offs = ws.n > 0 ? iocd_calloc(ws.n, sizeof(*offs)) : NULL;
+    if (ws.n > 0 && offs == NULL && err == IOCD_OK)
+        err = IOCD_ENOMEM;
+    for (i = 0; err == IOCD_OK && i < ws.n; i++) {
+        offs[i] = wal_packed.len;
+        err = codec_wal_pack(ws.bufs[i].data, ws.bufs[i].len, &wal_packed);
+        ws.recs[i].len = wal_packed.len - offs[i];
+    }
+    for (i = 0; err == IOCD_OK && i < ws.n; i++)
+        ws.recs[i].data = wal_packed.data + offs[i];
+    iocd_free(offs);
+    pthread_mutex_lock(&st->commit_mu);
+    if (err == IOCD_OK)
+        err = commit_txn(st, ws.recs, ws.n, NULL, IOCD_OK);
+    if (err == IOCD_OK && st->listen != NULL) /* under commit_mu: see store_set_listener */
+        for (p = batch; p != NULL; p = p->next)
+            notify_listener(st, &p->wal);
+    pthread_mutex_unlock(&st->commit_mu);
+    commit_observe(st, t0, n_batches, err);
+    if (err == IOCD_OK)
+        for (i = 0; i < ws.n; i++)
+            iocd_metric_add(st->m_wal_bytes, (double)ws.recs[i].len);
     wal_split_fini(&ws);
-    iocd_buf_fini(&space);
     iocd_buf_fini(&wal_packed);
     for (p = batch; p != NULL; p = next) {
         next = p->next;
@@ -864,6 +860,78 @@ static void group_commit(store *st, pending *batch, int64_t seal_before, int64_t
         iocd_buf_fini(&p->wal);
         iocd_free(p);
     }
+}
+
+/* One step of sealing (seal_before != INT64_MIN: the next slices of the seal in progress, or
+ * every head sample for the final seal, INT64_MAX; when the seal has passed every series, the
+ * WAL records it covered are deleted) or else of compaction (the next groups of finished
+ * spans; all at the final one, INT64_MAX). The encoding runs without commit_mu, so group
+ * commits of incoming writes go on meanwhile; only the transaction takes it. */
+static iocd_err seal_step(store *st, int64_t seal_before, int64_t compact_before)
+{
+    seal_work w;
+    uint64_t epoch;
+    size_t i;
+    int64_t t0 = iocd_mono_ns();
+    iocd_err err = IOCD_OK;
+
+    memset(&w, 0, sizeof(w));
+    w.seal_before = seal_before;
+    w.compact_before = seal_before == INT64_MIN ? compact_before : INT64_MIN;
+    iocd_buf_init(&w.space, 0);
+    pthread_mutex_lock(&st->commit_mu);
+    epoch = st->delete_epoch;
+    if (seal_before != INT64_MIN && st->seal_target != seal_before) {
+        /* A new seal: records up to now hold its samples; later ones may hold samples that
+         * reach a head after its slice was taken, so they stay in the WAL. */
+        st->seal_target = seal_before;
+        st->seal_from = 0;
+        st->seal_seq = st->wal_seq;
+        pthread_mutex_lock(&st->mu);
+        st->arrived_min = INT64_MAX;
+        pthread_mutex_unlock(&st->mu);
+    }
+    pthread_mutex_unlock(&st->commit_mu);
+    w.seal_next = st->seal_from;
+    if (seal_before != INT64_MIN)
+        err = seal_slices(st, seal_before, &w.seal_next,
+                          seal_before == INT64_MAX ? 0 : SEAL_SLICES_PER_COMMIT, &w.seal_done,
+                          &w.blocks, &w.n_blocks, &w.space, &w.n_sealed, &w.sealing_ids,
+                          &w.n_sealing_ids);
+    else {
+        int64_t c0 = iocd_mono_ns();
+        err = compact_slice(st, compact_before,
+                            compact_before == INT64_MAX ? COMPACT_AT_STOP : COMPACT_PER_COMMIT,
+                            &w.blocks, &w.n_blocks, &w.space, &w.n_compacted);
+        for (i = 0; i < w.n_blocks; i++)
+            w.blocks[i].data = w.space.data + (uintptr_t)w.blocks[i].data;
+        st->compact_ns += iocd_mono_ns() - c0;
+    }
+    pthread_mutex_lock(&st->commit_mu);
+    if (err == IOCD_OK && st->delete_epoch != epoch)
+        err = IOCD_EAGAIN;
+    err = commit_txn(st, NULL, 0, &w, err);
+    pthread_mutex_unlock(&st->commit_mu);
+    commit_observe(st, t0, 0, err);
+    if (err == IOCD_OK && w.n_blocks > 0) {
+        size_t chunk_bytes = 0;
+        iocd_metric_add(st->m_sealed_blocks, (double)w.n_blocks);
+        iocd_metric_add(st->m_sealed_samples, (double)w.n_sealed);
+        for (i = 0; i < w.n_blocks; i++)
+            if (w.blocks[i].kind == STORE_DB_CHUNKS)
+                chunk_bytes += w.blocks[i].len;
+        iocd_metric_add(st->m_sealed_bytes, (double)chunk_bytes);
+        if (w.n_compacted > 0)
+            iocd_metric_add(st->m_compacted, (double)w.n_compacted);
+        log_debug("store", w.n_compacted > 0 ? "compacted" : "sealed",
+                  "before=%lld blocks=%zu samples=%zu bytes=%zu",
+                  (long long)(w.n_compacted > 0 ? compact_before : seal_before), w.n_blocks,
+                  w.n_sealed, w.space.len);
+    }
+    iocd_free(w.blocks);
+    iocd_free(w.sealing_ids);
+    iocd_buf_fini(&w.space);
+    return err;
 }
 
 /* What to seal now, or INT64_MIN: every period that ended a grace before the newest sample,
@@ -875,6 +943,11 @@ static int64_t seal_boundary(store *st)
     if (st->watermark == INT64_MIN)
         return INT64_MIN;
     b = store_period_of(st, st->watermark - st->cfg.seal_grace_ms);
+    if (b > st->sealed_before && st->head_min >= b) {
+        /* Nothing in the heads before it: the periods are sealed as they are. */
+        st->sealed_before = b;
+        st->compact_check = true;
+    }
     if (b > st->sealed_before)
         return b;
     if (st->n_late > 0 && iocd_mono_ns() - st->last_late_seal_ns >= LATE_SEAL_NS) {
@@ -884,18 +957,58 @@ static int64_t seal_boundary(store *st)
     return INT64_MIN;
 }
 
+/* The writer: group commits of queued batches until the store closes and the queue is
+ * empty. */
 void *store_writer_main(void *arg)
 {
     store *st = arg;
     pending *batch;
-    int64_t seal, compact;
-    bool final_seal_done = false;
 
     pthread_mutex_lock(&st->mu);
     for (;;) {
+        if (st->queue == NULL) {
+            if (st->closing)
+                break;
+            pthread_cond_wait(&st->wake, &st->mu);
+            continue;
+        }
+        batch = st->queue;
+        st->queue = NULL;
+        st->queue_tail = &st->queue;
+        pthread_mutex_unlock(&st->mu);
+        group_commit(st, batch);
+        pthread_mutex_lock(&st->mu);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return NULL;
+}
+
+/* The sealer: seals periods as they end (and late samples), compacts finished spans; at a
+ * stop, once the writer is done, seals every head sample and compacts every span. */
+void *store_sealer_main(void *arg)
+{
+    store *st = arg;
+    int64_t seal, compact;
+    bool final_seal_done = false, failed = false;
+    iocd_err err;
+
+    pthread_mutex_lock(&st->mu);
+    for (;;) {
+        if (failed && st->writer_done) {
+            log_warn("store", "sealing at stop failed; the write-ahead log keeps the samples",
+                     NULL);
+            break;
+        }
+        if (failed) {
+            /* A failed step (disk full, I/O error) is tried again a second later. */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1;
+            pthread_cond_timedwait(&st->seal_wake, &st->mu, &ts);
+        }
         seal = st->seal_target != INT64_MIN ? st->seal_target : seal_boundary(st);
         compact = INT64_MIN;
-        if (st->closing && st->queue == NULL && !final_seal_done) {
+        if (st->writer_done && !final_seal_done) {
             /* A graceful stop seals every head sample, so the data dir is compact at rest;
              * a later sample for the same period lands in a patch block. */
             final_seal_done = true;
@@ -905,20 +1018,18 @@ void *store_writer_main(void *arg)
              * for it after a restart patch it, and it is compacted again once finished. */
             compact = final_seal_done ? INT64_MAX : compact_boundary(st);
         }
-        if (st->queue == NULL && seal == INT64_MIN && compact == INT64_MIN) {
+        if (seal == INT64_MIN && compact == INT64_MIN) {
             struct timespec ts;
-            if (st->closing)
+            if (final_seal_done)
                 break;
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_sec += 1; /* late data is sealed even when nothing new arrives */
-            pthread_cond_timedwait(&st->wake, &st->mu, &ts);
+            pthread_cond_timedwait(&st->seal_wake, &st->mu, &ts);
             continue;
         }
-        batch = st->queue;
-        st->queue = NULL;
-        st->queue_tail = &st->queue;
         pthread_mutex_unlock(&st->mu);
-        group_commit(st, batch, seal, compact);
+        err = seal_step(st, seal, compact);
+        failed = err != IOCD_OK && err != IOCD_EAGAIN;
 #ifdef __GLIBC__
         if (seal != INT64_MIN && st->seal_target == INT64_MIN)
             malloc_trim(0); /* a finished seal freed its slices' buffers: give the pages back */

@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from harness import Daemon, Failure, check, eq, metric, run, wait_for  # noqa: E402
 
 NOW_MS = int(time.time() * 1000) // 1000 * 1000
+PIECE_BYTES = 256 * 1024  # collector/ingest.c: a line-protocol body is cut into pieces this big
 
 
 def export(d, match, start=None, end=None):
@@ -94,6 +95,69 @@ def test_partial_write_reports_line_numbers_and_keeps_good_lines():
         check(all(e["reason"] for e in j["errors"]), "each error has a reason")
         got = export(d, 'traffic_avg_speed_kmh')
         eq(len(got), 2, "the good lines were stored")
+        eq(d.stop(), 0, "exit code")
+
+
+def test_large_bodies_parsed_in_pieces_keep_order_and_line_numbers():
+    """A body of over a megabyte is cut into pieces parsed on several threads at once: every
+    good line is stored, the errors are the body's first ones with their true line numbers,
+    and a timestamp repeated at the end of the body keeps the last line's value."""
+    with Daemon("--ingest-threads", "3") as d:
+        d.start()
+        lines, bad = [], []
+        for i in range(20000):
+            if i % 997 == 500:
+                lines.append("water,ward=w%d,device=d%d pressure_bar=oops %d" % (i % 7, i, NOW_MS))
+                bad.append(i + 1)
+            else:
+                lines.append("water,ward=w%d,device=d%d pressure_bar=%d.5,level_m=%d %d"
+                             % (i % 7, i, i, i % 13, NOW_MS))
+        # The same series and timestamp again at the very end: the last value wins.
+        lines.append("water,ward=w0,device=d0 pressure_bar=-1 %d" % NOW_MS)
+        body = ("\n".join(lines) + "\n").encode()
+        check(len(body) > 1 << 20, "the body is large enough to be cut (%d bytes)" % len(body))
+        for enc in ("identity", "gzip"):
+            data = gzip.compress(body) if enc == "gzip" else body
+            r = d.post("/write?precision=ms", data, headers={"Content-Encoding": enc})
+            eq(r.status, 400, "partial write (%s)" % enc)
+            j = r.json()
+            eq(j["rejected"], len(bad), "rejected lines (%s)" % enc)
+            eq(j["written"], 2 * (20000 - len(bad)) + 1, "samples written (%s)" % enc)
+            eq([e["line"] for e in j["errors"]], bad[:8], "the first errors, in order (%s)" % enc)
+        got = export(d, "water_pressure_bar")
+        eq(len(got), 20000 - len(bad), "every good series")
+        eq(got[series_key("water_pressure_bar", ward="w0", device="d0")], [(NOW_MS, -1)],
+           "a repeated timestamp keeps the body's last value")
+        eq(got[series_key("water_pressure_bar", ward="w%d" % (19999 % 7), device="d19999")],
+           [(NOW_MS, 19999.5)], "the body's last line")
+        eq(d.stop(), 0, "exit code")
+
+
+def test_a_repeated_timestamp_keeps_the_last_value_across_pieces():
+    """The first piece of a cut body costs far more to parse than the second (lines of 40
+    fields against a few long lines), so the second is parsed first; its value for the
+    repeated sample must still win, as it comes later in the body."""
+    fields = ",".join("f%d=1" % i for i in range(40))
+    pad = "x" * 3000
+    with Daemon("--ingest-threads", "2") as d:
+        d.start()
+        for attempt in range(3):
+            t = NOW_MS - attempt * 1000
+            first, size = [], 0
+            while size < PIECE_BYTES - 2000:
+                first.append("m2,k=a %s %d" % (fields, t))
+                size += len(first[-1]) + 1
+            # This line ends the first piece (it crosses its PIECE_BYTES mark); the next
+            # begins the second.
+            first.append("dup,k=a,pad=%s v=1 %d" % (pad, t))
+            second = ["dup,k=a,pad=%s v=2 %d" % (pad, t)]
+            second += ["m,k=a,pad=%s v=%d %d" % ("y" * 4000, i, t)
+                       for i in range(PIECE_BYTES // 4000 + 8)]
+            body = ("\n".join(first + second) + "\n").encode()
+            r = d.post("/write?precision=ms", body)
+            eq(r.status, 204, "write: " + r.text)
+            got = export(d, "dup_v", start=t / 1000, end=t / 1000)
+            eq(list(got.values()), [[(t, 2)]], "the later line's value (attempt %d)" % attempt)
         eq(d.stop(), 0, "exit code")
 
 
