@@ -313,9 +313,14 @@ static iocd_err sink_sample(void *ud, const iocd_label *labels, size_t n_labels,
     iocd_err err;
 
     if (pc->batch == NULL) {
+        /* About one sample per 32 bytes of line protocol, each with its key (most keys are
+         * shared by the fields of a line): sized once, not grown by doubling. */
+        size_t expect = pc->len / 32 < FLUSH_SAMPLES ? pc->len / 32 : FLUSH_SAMPLES;
         err = store_batch_new(op->ing->st, &pc->batch);
         if (err != IOCD_OK)
             return err;
+        if (expect > 1024)
+            store_batch_reserve(pc->batch, expect + expect / 8, expect * 48);
     }
     err = store_batch_add_tagged(pc->batch, labels, n_labels, tagset, t_ms, v, &why);
     if (err == IOCD_ETOOBIG) {

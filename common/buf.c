@@ -30,7 +30,7 @@ void iocd_buf_reset(iocd_buf *b)
         b->data[0] = '\0';
 }
 
-iocd_err iocd_buf_reserve(iocd_buf *b, size_t extra)
+iocd_err iocd_buf_grow_(iocd_buf *b, size_t extra)
 {
     size_t need, cap;
     char *p;

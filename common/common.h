@@ -127,7 +127,14 @@ typedef struct iocd_buf {
 void iocd_buf_init(iocd_buf *b, size_t max);
 void iocd_buf_fini(iocd_buf *b);
 void iocd_buf_reset(iocd_buf *b);
-iocd_err iocd_buf_reserve(iocd_buf *b, size_t extra);
+iocd_err iocd_buf_grow_(iocd_buf *b, size_t extra);
+/* Room for extra more bytes (and the terminating NUL). Inline: ingest calls it per sample. */
+static inline iocd_err iocd_buf_reserve(iocd_buf *b, size_t extra)
+{
+    if (extra < b->cap - b->len && (b->max == 0 || extra <= b->max - b->len))
+        return IOCD_OK;
+    return iocd_buf_grow_(b, extra);
+}
 iocd_err iocd_buf_append(iocd_buf *b, const void *data, size_t len);
 iocd_err iocd_buf_puts(iocd_buf *b, const char *s);
 iocd_err iocd_buf_putc(iocd_buf *b, char c);

@@ -46,6 +46,20 @@ void store_batch_free(store_batch *b)
     iocd_free(b);
 }
 
+void store_batch_reserve(store_batch *b, size_t samples, size_t key_bytes)
+{
+    if (samples > BATCH_SAMPLES_MAX)
+        samples = BATCH_SAMPLES_MAX;
+    if (samples > b->cap) {
+        batch_item *grown = iocd_realloc(b->items, samples * sizeof(*grown));
+        if (grown != NULL) {
+            b->items = grown;
+            b->cap = samples;
+        }
+    }
+    (void)iocd_buf_reserve(&b->keys, key_bytes < BATCH_KEYS_MAX ? key_bytes : BATCH_KEYS_MAX);
+}
+
 size_t store_batch_len(const store_batch *b)
 {
     return b->n;

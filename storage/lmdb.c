@@ -3,6 +3,7 @@
  * file), opened MDB_NOTLS because HTTP worker threads share read transactions.
  * The "meta" database holds the format marker: a file without it is not ours, and we refuse
  * to write into it. */
+#define _DEFAULT_SOURCE /* madvise */
 #include "storage/lmdb_int.h"
 
 #include <errno.h>
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -804,6 +806,33 @@ iocd_err store_db_kv_each(store_db *db, const void *prefix, size_t plen, store_k
     return rc == 0 || rc == MDB_NOTFOUND ? IOCD_OK : store_mdb_err(rc);
 }
 
+/* LMDB tells where it mapped the file only with MDB_FIXEDMAP: the mapping of the file's
+ * inode with the map's size is found in /proc/self/maps (Linux). */
+static void find_map(store_db *db, const char *path)
+{
+    MDB_envinfo info;
+    struct stat sb;
+    char line[512];
+    FILE *f;
+
+    if (stat(path, &sb) != 0 || mdb_env_info(db->env, &info) != 0)
+        return;
+    f = fopen("/proc/self/maps", "r");
+    if (f == NULL)
+        return;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        unsigned long long lo, hi, inode;
+        char perms[8];
+        if (sscanf(line, "%llx-%llx %7s %*s %*s %llu", &lo, &hi, perms, &inode) == 4 &&
+            inode == (unsigned long long)sb.st_ino && hi - lo == info.me_mapsize) {
+            db->map = (void *)(uintptr_t)lo;
+            db->map_len = (size_t)(hi - lo);
+            break;
+        }
+    }
+    fclose(f);
+}
+
 iocd_err store_db_open(const char *dir, uint64_t map_size, bool nosync, store_db **out,
                        char *errbuf, size_t errlen)
 {
@@ -833,6 +862,7 @@ iocd_err store_db_open(const char *dir, uint64_t map_size, bool nosync, store_db
         snprintf(errbuf, errlen, "%s: %s", path, mdb_strerror(rc));
         goto out;
     }
+    find_map(db, path);
     err = check_format(db, path, &upgrade, errbuf, errlen);
     if (err == IOCD_OK)
         err = open_dbs(db, upgrade, errbuf, errlen);
@@ -843,6 +873,22 @@ iocd_err store_db_open(const char *dir, uint64_t map_size, bool nosync, store_db
 out:
     store_db_close(db);
     return err;
+}
+
+void store_db_drop_mapped(store_db *db)
+{
+    MDB_envinfo info;
+    MDB_stat stat;
+    size_t len;
+
+    if (db->map == NULL || mdb_env_info(db->env, &info) != 0 || mdb_env_stat(db->env, &stat) != 0)
+        return;
+    len = ((size_t)info.me_last_pgno + 1) * stat.ms_psize;
+    if (len > db->map_len)
+        len = db->map_len;
+    /* A read-only shared mapping of the file (no MDB_WRITEMAP): its pages stay in the page
+     * cache, and a later read faults them back in. The map is never moved after open. */
+    (void)madvise(db->map, len, MADV_DONTNEED);
 }
 
 iocd_err store_db_sync(store_db *db)

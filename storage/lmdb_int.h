@@ -23,6 +23,8 @@ struct store_db {
     MDB_dbi kv;                /* table \0 key -> value: alert state, incidents, silences */
     int64_t chunk_ms, span_ms; /* see store_db_set_spans; span_ms is the file's */
     bool compacts;             /* the writer compacts finished spans */
+    void *map;                 /* where the file is mapped (found in /proc/self/maps), or NULL */
+    size_t map_len;
 };
 
 /* LMDB's return codes as ours. */

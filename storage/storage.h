@@ -60,6 +60,9 @@ const char *store_reject_name(store_reject r);
  * Errors: IOCD_ENOMEM. */
 iocd_err store_batch_new(store *st, store_batch **out);
 void store_batch_free(store_batch *b); /* NULL is a no-op */
+/* Room for about this many samples and bytes of series keys, so a batch of known size does
+ * not grow its buffers (and copy them) a dozen times. A hint: adds past it still work. */
+void store_batch_reserve(store_batch *b, size_t samples, size_t key_bytes);
 /* Adds one sample. labels are copied (and sorted) into the batch. A sample the store would
  * refuse returns IOCD_EINVAL with *why set and is not added; the batch stays usable.
  * IOCD_ETOOBIG: the batch is full (submit it and start another). */

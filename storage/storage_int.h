@@ -275,6 +275,10 @@ iocd_err store_db_open(const char *dir, uint64_t map_size, bool nosync, store_db
                        char *errbuf, size_t errlen);
 /* Flushes to disk (mdb_env_sync with force). */
 iocd_err store_db_sync(store_db *db);
+/* Drops the data file's pages from this process' mapping (not from the page cache): reads
+ * (the writer's B-tree descents, sealing, compaction, queries) fault them in, and they count
+ * as the process' resident memory until dropped. Safe while other threads read. */
+void store_db_drop_mapped(store_db *db);
 void store_db_close(store_db *db); /* NULL is a no-op */
 
 /* A series to persist: id, canonical key. */
@@ -471,7 +475,8 @@ size_t store_id_find(const uint64_t *ids, size_t n, uint64_t id);
 typedef struct pending {
     store_done_fn done;
     void *ud;
-    iocd_buf wal; /* this batch's WAL entries */
+    iocd_buf wal;         /* this batch's WAL entries */
+    int64_t t_min, t_max; /* of those entries: all in one period, they go to its record whole */
     store_result res;
     struct pending *next;
 } pending;
@@ -512,6 +517,7 @@ struct store {
     bool writer_done;         /* the writer has stopped: the sealer's final seal may run (st->mu) */
     pthread_cond_t seal_wake; /* the sealer's (with st->mu) */
     uint64_t delete_epoch;    /* series deletions so far (commit_mu) */
+    uint64_t n_txns;          /* transactions committed (st->mu): the sealer drops mapped pages */
     uint64_t wal_seq;         /* writer thread only */
     int64_t last_sync_ns;
     int64_t watermark;     /* newest sample time accepted (st->mu) */

@@ -249,6 +249,8 @@ iocd_err store_batch_submit(store_batch *b, store_done_fn done, void *ud)
     }
     p->done = done;
     p->ud = ud;
+    p->t_min = INT64_MAX;
+    p->t_max = INT64_MIN;
     iocd_buf_init(&p->wal, 0);
     /* Room for the usual entries (an unusual one grows the buffer): a reservation for the
      * worst case would put a 5,000-sample batch's buffer past malloc's mmap threshold, and
@@ -300,6 +302,10 @@ iocd_err store_batch_submit(store_batch *b, store_done_fn done, void *ud)
         err = store_series_put(st, s, it->s.t_ms, it->s.v);
         if (err == IOCD_OK)
             err = store_wal_put(&p->wal, s->id, it->s.t_ms, it->s.v);
+        if (it->s.t_ms < p->t_min)
+            p->t_min = it->s.t_ms;
+        if (it->s.t_ms > p->t_max)
+            p->t_max = it->s.t_ms;
         if (it->s.t_ms > st->watermark)
             st->watermark = it->s.t_ms;
         if (it->s.t_ms < st->sealed_before)

@@ -47,36 +47,53 @@ static void wal_split_fini(wal_split *w)
     memset(w, 0, sizeof(*w));
 }
 
-static iocd_err wal_split_add(const store *st, wal_split *w, const iocd_buf *entries)
+/* The record of a period in w, created if need be; w->n when out of memory. */
+static size_t wal_split_rec(wal_split *w, int64_t period)
 {
+    size_t i;
+
+    for (i = 0; i < w->n && w->recs[i].period != period; i++)
+        ;
+    if (i == w->n) {
+        if (w->n == w->cap) {
+            size_t cap = w->cap != 0 ? w->cap * 2 : 4;
+            store_db_wal *r = iocd_realloc(w->recs, cap * sizeof(*r));
+            iocd_buf *b = r != NULL ? iocd_realloc(w->bufs, cap * sizeof(*b)) : NULL;
+            if (r != NULL)
+                w->recs = r;
+            if (b == NULL)
+                return w->n;
+            w->bufs = b;
+            w->cap = cap;
+        }
+        iocd_buf_init(&w->bufs[w->n], 0);
+        w->recs[w->n].period = period;
+        w->n++;
+    }
+    return i;
+}
+
+static iocd_err wal_split_add(const store *st, wal_split *w, const pending *pd)
+{
+    const iocd_buf *entries = &pd->wal;
     const uint8_t *p = (const uint8_t *)entries->data, *end = p + entries->len;
     uint64_t id;
     int64_t t, period;
     double v;
-    bool corrupt;
+    bool corrupt = false;
     size_t i;
     iocd_err err = IOCD_OK;
 
+    if (entries->len > 0 && store_period_of(st, pd->t_min) == store_period_of(st, pd->t_max)) {
+        /* One period (the usual case): the entries go to its record as they are. */
+        i = wal_split_rec(w, store_period_of(st, pd->t_min));
+        return i == w->n ? IOCD_ENOMEM : iocd_buf_append(&w->bufs[i], entries->data, entries->len);
+    }
     while (err == IOCD_OK && store_wal_next(&p, end, &id, &t, &v, &corrupt)) {
         period = store_period_of(st, t);
-        for (i = 0; i < w->n && w->recs[i].period != period; i++)
-            ;
-        if (i == w->n) {
-            if (w->n == w->cap) {
-                size_t cap = w->cap != 0 ? w->cap * 2 : 4;
-                store_db_wal *r = iocd_realloc(w->recs, cap * sizeof(*r));
-                iocd_buf *b = r != NULL ? iocd_realloc(w->bufs, cap * sizeof(*b)) : NULL;
-                if (r != NULL)
-                    w->recs = r;
-                if (b == NULL)
-                    return IOCD_ENOMEM;
-                w->bufs = b;
-                w->cap = cap;
-            }
-            iocd_buf_init(&w->bufs[w->n], 0);
-            w->recs[w->n].period = period;
-            w->n++;
-        }
+        i = wal_split_rec(w, period);
+        if (i == w->n)
+            return IOCD_ENOMEM;
         err = store_wal_put(&w->bufs[i], id, t, v);
     }
     return corrupt ? IOCD_ECORRUPT : err;
@@ -789,6 +806,7 @@ static iocd_err commit_txn(store *st, const store_db_wal *recs, size_t n_recs, s
     }
     if (w != NULL)
         drop_sealing(st, w->sealing_ids, w->n_sealing_ids);
+    st->n_txns++;
     pthread_cond_signal(&st->seal_wake); /* the watermark may have passed a period */
     pthread_mutex_unlock(&st->mu);
     iocd_free(ser);
@@ -824,7 +842,7 @@ static void group_commit(store *st, pending *batch)
     memset(&ws, 0, sizeof(ws));
     iocd_buf_init(&wal_packed, 0);
     for (p = batch; p != NULL && err == IOCD_OK; p = p->next) {
-        err = wal_split_add(st, &ws, &p->wal);
+        err = wal_split_add(st, &ws, p);
         n_batches++;
     }
     /* Compress each period's record; the packed records share one buffer, so pointers are
@@ -934,6 +952,8 @@ static iocd_err seal_step(store *st, int64_t seal_before, int64_t compact_before
     return err;
 }
 
+#define DROP_MAPPED_NS 200000000LL
+
 /* What to seal now, or INT64_MIN: every period that ended a grace before the newest sample,
  * and, every LATE_SEAL_NS, samples that arrived late for already sealed periods. */
 static int64_t seal_boundary(store *st)
@@ -988,12 +1008,23 @@ void *store_writer_main(void *arg)
 void *store_sealer_main(void *arg)
 {
     store *st = arg;
-    int64_t seal, compact;
+    int64_t seal, compact, dropped_ns = iocd_mono_ns();
+    uint64_t dropped_txns = 0;
     bool final_seal_done = false, failed = false;
     iocd_err err;
 
     pthread_mutex_lock(&st->mu);
     for (;;) {
+        if (st->n_txns != dropped_txns && iocd_mono_ns() - dropped_ns >= DROP_MAPPED_NS) {
+            /* Pages of the data file that commits read are dropped from the mapping every
+             * 200 ms while the store changes (and when a seal ends), so the process'
+             * resident memory is what it holds, not the file (they stay in the page cache). */
+            dropped_txns = st->n_txns;
+            dropped_ns = iocd_mono_ns();
+            pthread_mutex_unlock(&st->mu);
+            store_db_drop_mapped(st->db);
+            pthread_mutex_lock(&st->mu);
+        }
         if (failed && st->writer_done) {
             log_warn("store", "sealing at stop failed; the write-ahead log keeps the samples",
                      NULL);
@@ -1030,6 +1061,8 @@ void *store_sealer_main(void *arg)
         pthread_mutex_unlock(&st->mu);
         err = seal_step(st, seal, compact);
         failed = err != IOCD_OK && err != IOCD_EAGAIN;
+        if (seal != INT64_MIN && st->seal_target == INT64_MIN)
+            store_db_drop_mapped(st->db); /* a seal's end reads many pages (WAL, postings) */
 #ifdef __GLIBC__
         if (seal != INT64_MIN && st->seal_target == INT64_MIN)
             malloc_trim(0); /* a finished seal freed its slices' buffers: give the pages back */
