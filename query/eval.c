@@ -9,6 +9,7 @@
 #include "query/query_int.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -431,79 +432,172 @@ static iocd_err vsel_series(void *ud, size_t i, const store_samples *ss)
 }
 
 /* ---- Reading selections on two cores ----------------------------------------------------
- * A large selection is read in two halves, the second on a helper thread with its own copy of
- * the evaluation state (counters and error text are merged after), so one dashboard query
- * uses both cores of a small machine. Halves split at an id-group boundary, so no sealed
- * block is decompressed twice. */
+ * A large selection is cut into chunks of whole id groups (so no sealed block is decompressed
+ * twice), which the query's thread and a helper thread take in turn, each with its own copy of
+ * the evaluation state (counters and error text are merged after): one dashboard query uses
+ * both cores of a small machine. The helper is started once and waits for work. When it is
+ * reading for another query, or slow to wake because the other core is busy, the query's
+ * thread takes every chunk itself: it never waits for a helper that has not started (a thread
+ * created per query and joined made a query wait up to milliseconds on a busy machine). */
 
-#define PARALLEL_MIN 2048 /* series below which one thread reads */
+#define PARALLEL_MIN 256 /* series below which one thread reads */
+#define CHUNKS       16  /* a large selection is cut into at most this many chunks */
 
-typedef struct half_job {
-    pq_eval ev;
-    char errbuf[512];
+typedef struct share_part {
+    void *ctx;    /* its callbacks' context */
+    size_t *base; /* in ctx: set to the index of the chunk's first series */
+    iocd_err err;
+} share_part;
+
+typedef struct share_job {
+    store *st;
     const uint64_t *ids;
-    size_t n;
+    size_t cuts[CHUNKS + 1]; /* chunk k is ids[cuts[k], cuts[k + 1]) */
+    size_t n_chunks;
+    atomic_size_t next; /* the next chunk to take */
+    atomic_bool failed;
     const store_span *spans;
     size_t n_spans;
     store_samples_fn fn;
-    void *ctx;
-    iocd_err err;
-} half_job;
+    share_part part[2]; /* the query's thread, the helper */
+} share_job;
 
-static void *half_thread(void *ud)
+static struct {
+    pthread_once_t once;
+    pthread_mutex_t mu;
+    pthread_cond_t offered, left;
+    share_job *job;       /* offered and not taken yet, or NULL */
+    const share_job *cur; /* the job the helper is reading, or NULL */
+    bool running;
+} helper = { PTHREAD_ONCE_INIT,
+             PTHREAD_MUTEX_INITIALIZER,
+             PTHREAD_COND_INITIALIZER,
+             PTHREAD_COND_INITIALIZER,
+             NULL,
+             NULL,
+             false };
+
+static void read_chunks(share_job *j, share_part *p)
 {
-    half_job *j = ud;
+    size_t k;
 
-    j->err = store_read_spans(j->ev.st, j->ids, j->n, j->spans, j->n_spans, j->fn, j->ctx);
+    while (!atomic_load(&j->failed) && (k = atomic_fetch_add(&j->next, 1)) < j->n_chunks) {
+        iocd_err err;
+        *p->base = j->cuts[k];
+        err = store_read_spans(j->st, j->ids + j->cuts[k], j->cuts[k + 1] - j->cuts[k], j->spans,
+                               j->n_spans, j->fn, p->ctx);
+        if (err != IOCD_OK) {
+            p->err = err;
+            atomic_store(&j->failed, true);
+        }
+    }
+}
+
+static void *helper_main(void *ud)
+{
+    (void)ud;
+    pthread_mutex_lock(&helper.mu);
+    for (;;) {
+        share_job *j;
+        while (helper.job == NULL)
+            pthread_cond_wait(&helper.offered, &helper.mu);
+        j = helper.job;
+        helper.job = NULL;
+        helper.cur = j;
+        pthread_mutex_unlock(&helper.mu);
+        read_chunks(j, &j->part[1]);
+        pthread_mutex_lock(&helper.mu);
+        helper.cur = NULL;
+        pthread_cond_broadcast(&helper.left);
+    }
     return NULL;
 }
 
-/* Reads ids within spans into the callbacks; ctx_b is the second half's context (its ev set
- * to the helper's copy, its base to the split) and is used only when the read is split. */
-static iocd_err read_selection(pq_eval *ev, const uint64_t *ids, size_t n, const store_span *spans,
-                               size_t n_spans, store_samples_fn fn, void *ctx_a, void *ctx_b,
-                               pq_eval **ev_b, size_t *base_b)
+static void helper_start(void)
 {
-    half_job *j;
+    pthread_attr_t attr;
     pthread_t t;
-    size_t mid = n / 2;
-    uint64_t held0;
+
+    if (pthread_attr_init(&attr) != 0)
+        return;
+    if (pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0)
+        helper.running = pthread_create(&t, &attr, helper_main, NULL) == 0;
+    pthread_attr_destroy(&attr);
+}
+
+/* Reads ids within spans into the callbacks: ctx_a on this thread (base_a in it), ctx_b on the
+ * helper's (its ev set to the helper's copy of ev, base_b in it), each told where its chunk
+ * starts. */
+static iocd_err read_selection(pq_eval *ev, const uint64_t *ids, size_t n, const store_span *spans,
+                               size_t n_spans, store_samples_fn fn, void *ctx_a, size_t *base_a,
+                               void *ctx_b, pq_eval **ev_b, size_t *base_b)
+{
+    share_job j;
+    struct {
+        pq_eval ev;
+        char errbuf[512];
+    } * copy; /* the helper's evaluation state (heap: the caller's ctx_b points at it) */
+    size_t at = 0, size = (n + CHUNKS - 1) / CHUNKS;
+    uint64_t held0 = ev->samples_held;
+    bool offered = false;
     iocd_err err;
 
+    *base_a = 0;
     if (n < PARALLEL_MIN)
         return store_read_spans(ev->st, ids, n, spans, n_spans, fn, ctx_a);
-    while (mid < n && ids[mid] >> 6 == ids[mid - 1] >> 6)
-        mid++;
-    j = iocd_calloc(1, sizeof(*j));
-    if (j == NULL)
+    pthread_once(&helper.once, helper_start);
+    memset(&j, 0, sizeof(j));
+    j.st = ev->st;
+    j.ids = ids;
+    while (at < n) { /* chunks of at least size series, ending at a group's end */
+        at = at + size < n ? at + size : n;
+        while (at < n && ids[at] >> 6 == ids[at - 1] >> 6)
+            at++;
+        j.cuts[++j.n_chunks] = at;
+    }
+    atomic_init(&j.next, 0);
+    atomic_init(&j.failed, false);
+    j.spans = spans;
+    j.n_spans = n_spans;
+    j.fn = fn;
+    j.part[0] = (share_part){ ctx_a, base_a, IOCD_OK };
+    j.part[1] = (share_part){ ctx_b, base_b, IOCD_OK };
+    copy = iocd_malloc(sizeof(*copy));
+    if (copy == NULL)
         return store_read_spans(ev->st, ids, n, spans, n_spans, fn, ctx_a);
-    held0 = ev->samples_held;
-    j->ev = *ev;
-    j->ev.errbuf = j->errbuf;
-    j->ev.errlen = sizeof(j->errbuf);
-    j->ev.samples_loaded = 0;
-    j->ids = ids + mid;
-    j->n = n - mid;
-    j->spans = spans;
-    j->n_spans = n_spans;
-    j->fn = fn;
-    j->ctx = ctx_b;
-    *ev_b = &j->ev;
-    *base_b = mid;
-    if (pthread_create(&t, NULL, half_thread, j) != 0) {
-        iocd_free(j);
+    copy->ev = *ev;
+    copy->ev.errbuf = copy->errbuf;
+    copy->ev.errlen = sizeof(copy->errbuf);
+    copy->ev.samples_loaded = 0;
+    copy->errbuf[0] = '\0';
+    *ev_b = &copy->ev;
+    pthread_mutex_lock(&helper.mu);
+    if (helper.running && helper.job == NULL && helper.cur == NULL) {
+        helper.job = &j;
+        offered = true;
+        pthread_cond_signal(&helper.offered);
+    }
+    pthread_mutex_unlock(&helper.mu);
+    if (!offered) { /* the helper is busy: one read of the whole selection */
+        iocd_free(copy);
         return store_read_spans(ev->st, ids, n, spans, n_spans, fn, ctx_a);
     }
-    err = store_read_spans(ev->st, ids, mid, spans, n_spans, fn, ctx_a);
-    pthread_join(t, NULL);
-    ev->samples_loaded += j->ev.samples_loaded;
-    if (err == IOCD_OK && j->err != IOCD_OK) {
-        err = j->err;
-        snprintf(ev->errbuf, ev->errlen, "%s", j->errbuf);
+    read_chunks(&j, &j.part[0]);
+    pthread_mutex_lock(&helper.mu);
+    if (helper.job == &j) /* not taken: the helper finds nothing when it wakes */
+        helper.job = NULL;
+    while (helper.cur == &j) /* it is reading a chunk: wait for that one only */
+        pthread_cond_wait(&helper.left, &helper.mu);
+    pthread_mutex_unlock(&helper.mu);
+    ev->samples_loaded += copy->ev.samples_loaded;
+    err = j.part[0].err;
+    if (err == IOCD_OK && j.part[1].err != IOCD_OK) {
+        err = j.part[1].err;
+        snprintf(ev->errbuf, ev->errlen, "%s", copy->errbuf);
     }
-    if (err == IOCD_OK) /* the halves counted against the limit apart: check the sum */
-        err = pq_hold(ev, j->ev.samples_held - held0);
-    iocd_free(j);
+    if (err == IOCD_OK) /* the two counted against the limit apart: check the sum */
+        err = pq_hold(ev, copy->ev.samples_held - held0);
+    iocd_free(copy);
     return err;
 }
 
@@ -560,8 +654,8 @@ iocd_err pq_eval_selector(pq_eval *ev, const pq_node *n, bool want_ts, pq_value 
     if (err == IOCD_OK) {
         c.ref = ref;
         c2 = c;
-        err =
-            read_selection(ev, ids, out->n, spans, n_spans, vsel_series, &c, &c2, &c2.ev, &c2.base);
+        err = read_selection(ev, ids, out->n, spans, n_spans, vsel_series, &c, &c.base, &c2, &c2.ev,
+                             &c2.base);
     }
     iocd_free(ids);
     iocd_free(ref);
@@ -688,8 +782,8 @@ iocd_err pq_matrix_read(pq_eval *ev, pq_value *m, const uint64_t *ids, pq_matrix
 
     err = step_spans(ev, vs->at, vs->at_ms, vs->offset_ms, n->range_ms, &ref, &spans, &n_spans);
     if (err == IOCD_OK)
-        err =
-            read_selection(ev, ids, m->n, spans, n_spans, stream_series, &c, &c2, &c2.ev, &c2.base);
+        err = read_selection(ev, ids, m->n, spans, n_spans, stream_series, &c, &c.base, &c2, &c2.ev,
+                             &c2.base);
     iocd_free(ref);
     iocd_free(spans);
     iocd_free(c.tmp);
@@ -712,7 +806,8 @@ static iocd_err eval_matrix_selector(pq_eval *ev, const pq_node *n, pq_value *ou
         return err;
     ref_span(ev, vs->at, vs->at_ms, vs->offset_ms, &lo, &hi);
     span = (store_span){ lo - n->range_ms, hi };
-    err = read_selection(ev, ids, out->n, &span, 1, msel_series, &c, &c2, &c2.ev, &c2.base);
+    err =
+        read_selection(ev, ids, out->n, &span, 1, msel_series, &c, &c.base, &c2, &c2.ev, &c2.base);
     iocd_free(ids);
     return err;
 }

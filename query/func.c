@@ -306,7 +306,23 @@ typedef struct range_job {
     bool counter, keep_name;
     int64_t *lo, *hi;  /* per step, the window: the same for every series, so worked out once */
     pq_win_memo *memo; /* rate, increase, delta: per step (this half's own) */
+    /* Per step, the window [win[2j], win[2j + 1]) of the series before (this half's own):
+     * series sampled at the same times have the same windows, and checking one takes four
+     * comparisons where finding it walks every sample (with a mispredicted branch at each
+     * window's two ends). */
+    size_t *win;
 } range_job;
+
+static bool r_extrapolated(const pq_eval *ev, size_t step, const iocd_sample *s, size_t n,
+                           int64_t lo, int64_t hi, bool counter, bool rate, double *v_out);
+
+/* Whether [a, b) is the window [lo, hi] of the n ascending samples pts: a the first at or
+ * after lo, b the first after hi from a on. */
+static bool window_is(const iocd_sample *pts, size_t n, size_t a, size_t b, int64_t lo, int64_t hi)
+{
+    return a <= b && b <= n && (a == 0 || pts[a - 1].t_ms < lo) && (a == n || pts[a].t_ms >= lo) &&
+           (b == n || pts[b].t_ms > hi) && (b == a || pts[b - 1].t_ms <= hi);
+}
 
 /* Applies the job's function to every window of series i, whose samples (ascending, without
  * staleness markers) are pts. Touches only series i of m and out, so the two halves of a
@@ -316,7 +332,9 @@ static iocd_err range_series(pq_eval *ev, void *ud, size_t i, const iocd_sample 
     const range_job *rj = ud;
     pq_series *o = &rj->out->s[i];
     uint32_t stack_rc[512], zero_rc[1] = { 0 }, *rc = NULL;
-    size_t a = 0, b = 0, j;
+    size_t a = 0, b = 0, j, *win = rj->win;
+    bool fixed = rj->m->at != PQ_AT_NONE, rate = rj->fn == r_rate,
+         extrapolated = rate || rj->fn == r_increase || rj->fn == r_delta;
 
     o->ls = rj->m->s[i].ls;
     rj->m->s[i].ls.s = NULL;
@@ -343,19 +361,31 @@ static iocd_err range_series(pq_eval *ev, void *ud, size_t i, const iocd_sample 
     ev->win_memo = rj->memo;
     for (j = 0; j < ev->n_steps; j++) {
         int64_t lo = rj->lo[j], hi = rj->hi[j];
-        if (rj->m->at != PQ_AT_NONE) {
-            a = 0;
-            b = 0;
+        if (win != NULL && window_is(pts, n_pts, win[2 * j], win[2 * j + 1], lo, hi)) {
+            a = win[2 * j];
+            b = win[2 * j + 1];
+        } else {
+            if (fixed || a > n_pts) { /* the same window at every step, or a's from before */
+                a = 0;
+                b = 0;
+            }
+            while (a < n_pts && pts[a].t_ms < lo)
+                a++;
+            if (b < a)
+                b = a;
+            while (b < n_pts && pts[b].t_ms <= hi)
+                b++;
+            if (win != NULL) {
+                win[2 * j] = a;
+                win[2 * j + 1] = b;
+            }
         }
-        while (a < n_pts && pts[a].t_ms < lo)
-            a++;
-        if (b < a)
-            b = a;
-        while (b < n_pts && pts[b].t_ms <= hi)
-            b++;
         if (b == a) /* an empty window has no value */
             continue;
-        o->ok[j] = rj->fn(ev, rj->call, rj->args, j, pts + a, b - a, lo, hi, &o->v[j]);
+        if (extrapolated) /* called directly: the call through fn took a tenth of a rate */
+            o->ok[j] = r_extrapolated(ev, j, pts + a, b - a, lo, hi, rj->counter, rate, &o->v[j]);
+        else
+            o->ok[j] = rj->fn(ev, rj->call, rj->args, j, pts + a, b - a, lo, hi, &o->v[j]);
     }
     ev->win_base = NULL;
     ev->win_resets = NULL;
@@ -372,8 +402,8 @@ static iocd_err range_series(pq_eval *ev, void *ud, size_t i, const iocd_sample 
 static iocd_err range_apply(pq_eval *ev, const pq_node *call, pq_value *args, size_t ai,
                             range_fn fn, bool keep_name, pq_value *out)
 {
-    range_job rj = { call,      args, &args[ai], out, fn, fn == r_rate || fn == r_increase,
-                     keep_name, NULL, NULL,      NULL },
+    range_job rj = { call,      args, &args[ai], out,  fn,  fn == r_rate || fn == r_increase,
+                     keep_name, NULL, NULL,      NULL, NULL },
               rj2;
     bool extrapolated = fn == r_rate || fn == r_increase || fn == r_delta;
     uint64_t *ids = NULL;
@@ -395,15 +425,21 @@ static iocd_err range_apply(pq_eval *ev, const pq_node *call, pq_value *args, si
         rj.memo = iocd_calloc(ev->n_steps * 2, sizeof(*rj.memo));
         err = rj.memo != NULL ? IOCD_OK : IOCD_ENOMEM;
     }
+    if (err == IOCD_OK) { /* any start will do: a window is checked before it is used */
+        rj.win = iocd_calloc(ev->n_steps * 4, sizeof(*rj.win));
+        err = rj.win != NULL ? IOCD_OK : IOCD_ENOMEM;
+    }
     if (err == IOCD_OK) {
         rj.hi = rj.lo + ev->n_steps;
         for (i = 0; i < ev->n_steps; i++)
             pq_window(ev, rj.m, pq_step_t(ev, i), &rj.lo[i], &rj.hi[i]);
         err = pq_vector_alloc(ev, out, rj.m->n);
     }
-    rj2 = rj; /* the second half of a streamed read: its own memo */
+    rj2 = rj; /* the second half of a streamed read: its own memo and windows */
     if (rj.memo != NULL)
         rj2.memo = rj.memo + ev->n_steps;
+    if (rj.win != NULL)
+        rj2.win = rj.win + ev->n_steps * 2;
     if (err == IOCD_OK && rj.m->lazy != NULL) {
         err = pq_matrix_read(ev, rj.m, ids, range_series, &rj, &rj2);
     } else {
@@ -417,6 +453,7 @@ static iocd_err range_apply(pq_eval *ev, const pq_node *call, pq_value *args, si
     iocd_free(ids);
     iocd_free(rj.lo);
     iocd_free(rj.memo);
+    iocd_free(rj.win);
     if (err != IOCD_OK)
         return err;
     return rj.m->lazy != NULL ? pq_vector_finish_selected(ev, out) : pq_vector_finish(ev, out);

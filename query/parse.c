@@ -1149,3 +1149,23 @@ query_type query_expr_type(const query_expr *e)
 {
     return e->root->type;
 }
+
+static bool node_bounded(const pq_node *n)
+{
+    size_t i;
+
+    if (n->kind == PQ_SUBQ)
+        return false;
+    for (i = 0; n->kind == PQ_VSEL && i < n->sel.n; i++)
+        if (n->sel.m[i].op != QUERY_MATCH_EQ || n->sel.m[i].value[0] == '\0')
+            return false;
+    for (i = 0; i < n->n_args; i++)
+        if (!node_bounded(n->args[i]))
+            return false;
+    return true;
+}
+
+bool query_expr_bounded(const query_expr *e)
+{
+    return node_bounded(e->root);
+}

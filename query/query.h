@@ -71,6 +71,10 @@ typedef enum query_type {
 iocd_err query_parse(const char *text, query_expr **out, char *errbuf, size_t errlen);
 void query_expr_free(query_expr *e); /* NULL is a no-op */
 query_type query_expr_type(const query_expr *e);
+/* Whether every selector of e has only equality matchers with a value, and e no subquery: its
+ * selection then reads postings alone, and its cost follows the series it selects and the
+ * samples it holds, which max_series and max_samples cap as the evaluation goes. */
+bool query_expr_bounded(const query_expr *e);
 
 typedef struct query_limits {
     int64_t timeout_ms;       /* 0: no deadline */

@@ -314,15 +314,20 @@ const cache_seg *store_cache_seg(store_cache *c, cache_block *b, uint64_t id, bo
     cache_seg *g = atomic_load_explicit(&b->seg[k], memory_order_acquire);
 
     *absent_out = false;
-    if (g != NULL) {
-        atomic_fetch_add_explicit(&c->hits, 1, memory_order_relaxed);
-        iocd_metric_add(c->m_hits, 1);
-        return g;
-    }
+    if (g != NULL)
+        return g; /* counted by the reader, once per read (store_cache_hits) */
     pthread_mutex_lock(&c->mu);
     *absent_out = b->known && (b->present >> k & 1) == 0;
     pthread_mutex_unlock(&c->mu);
     return NULL;
+}
+
+void store_cache_hits(store_cache *c, uint64_t n)
+{
+    if (c == NULL || n == 0)
+        return;
+    atomic_fetch_add_explicit(&c->hits, n, memory_order_relaxed);
+    iocd_metric_add(c->m_hits, (double)n);
 }
 
 size_t store_cache_seg_bytes(size_t n)

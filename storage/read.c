@@ -406,6 +406,7 @@ typedef struct spans_read {
     size_t cap;
     iocd_sample *whole; /* one stream decoded whole, to be kept in the cache */
     size_t cap_whole;
+    uint64_t hits; /* series served from the cache */
 } spans_read;
 
 static iocd_err grow_blocks(spans_read *r)
@@ -514,6 +515,7 @@ static iocd_err from_block(spans_read *r, size_t b, uint64_t id, size_t *n, code
 
     if (e != NULL) {
         seg = store_cache_seg(r->st->cache, e, id, &absent);
+        r->hits += seg != NULL;
         if (seg != NULL)
             return store_cache_expand(seg, r->spans, r->n_spans, &r->buf, &r->cap, n, info);
         if (absent)
@@ -646,6 +648,7 @@ iocd_err store_read_spans(store *st, const uint64_t *ids, size_t n, const store_
             iocd_free(head[j]);
         i += g;
     }
+    store_cache_hits(st->cache, r.hits);
     for (j = 0; j < r.cap_blocks; j++)
         codec_block_fini(&r.blocks[j]);
     iocd_free(r.blocks);

@@ -252,8 +252,12 @@ void store_cache_release(store_cache *c, cache_block *b); /* NULL is a no-op */
 bool store_cache_needs(store_cache *c, cache_block *b, const uint64_t *ids, size_t n);
 /* Tells b which series its block holds, once the block is open. */
 void store_cache_opened(store_cache *c, cache_block *b, const codec_block *blk);
-/* Series id's kept samples in b, or NULL; *absent_out says the block does not hold it. */
+/* Series id's kept samples in b, or NULL; *absent_out says the block does not hold it. The
+ * reader counts what it was given (store_cache_hits). */
 const cache_seg *store_cache_seg(store_cache *c, cache_block *b, uint64_t id, bool *absent_out);
+/* Counts n series served from the cache: once per read, not per series, since two threads
+ * adding to one counter for every series made its cache line bounce between the cores. */
+void store_cache_hits(store_cache *c, uint64_t n);
 /* Room for a series of n samples: the most its segment takes. */
 size_t store_cache_seg_bytes(size_t n);
 /* Claims bytes of room for a series about to be decoded (a miss), dropping entries unused for

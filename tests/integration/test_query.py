@@ -132,6 +132,44 @@ def test_limits_answer_422_not_oom():
                     time=str(END_MS / 1000)), "after limits")
 
 
+def test_small_instant_queries_answer_on_the_http_thread():
+    """An instant query with equality selectors over few series is answered by the HTTP thread;
+    past 256 series, a range query, a regex or an error found early: a query worker, with the
+    same answers and errors."""
+    with Daemon("--query-max-series", "300") as d:
+        d.start()
+        load(d)
+        lines = ["many,ward=w%03d v=%d %d" % (i, i, END_MS) for i in range(280)]
+        eq(d.post("/write?precision=ms", "\n".join(lines).encode()).status, 204, "write")
+        t = str(END_MS / 1000)
+
+        def inline():
+            return metric(d.metrics(), "iocd_queries_inline_total")
+
+        n0 = inline()
+        data = success(get(d, "/api/v1/query", query='max_over_time(water_pressure_bar'
+                           '{ward="tan_thinh"}[10m])', time=t), "small")
+        eq(data["result"][0]["value"][1], "3", "small answer")
+        eq(inline(), n0 + 1, "answered inline")
+        data = success(get(d, "/api/v1/query", query="sum(many_v)", time=t), "280 series")
+        eq(data["result"][0]["value"][1], str(sum(range(280))), "280 series answer")
+        eq(inline(), n0 + 1, "280 series: a worker")
+        data = success(get(d, "/api/v1/query", query='count(many_v{ward=~"w00.*"})', time=t),
+                       "regex")
+        eq(data["result"][0]["value"][1], "10", "regex answer")
+        eq(inline(), n0 + 1, "regex: a worker")
+        r = get(d, "/api/v1/query", query="water_pressure_bar + on(domain) water_pumped_total",
+                time=t)
+        eq((r.status, r.json()["errorType"]), (422, "execution"), "many-to-many inline")
+        eq(inline(), n0 + 2, "an execution error is answered inline")
+        r = get(d, "/api/v1/query", query="many_v{ward!=\"x\"} > 0 or many_v", time=t)
+        eq(r.status, 200, "not bounded (%s)" % r.text[:200])
+        eq(len(r.json()["data"]["result"]), 280, "280 series through a worker")
+        r = get(d, "/api/v1/query", query="many_v", time=t)
+        eq(len(r.json()["data"]["result"]), 280, "past the inline series cap: a worker")
+        eq(inline(), n0 + 2, "only the small ones inline")
+
+
 def test_series_labels_values_and_tsdb():
     with Daemon() as d:
         d.start()

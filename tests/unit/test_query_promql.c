@@ -5,6 +5,7 @@
 #include "tests/unit/harness.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -374,6 +375,50 @@ TEST(rate_of_series_sampled_at_the_same_times)
                  "{k=\"b\"} 4@420 4@450 4@480 | {k=\"c\"} 31@420 36@450 40@480");
 }
 
+/* Each series' windows are those of the series before it when they hold for its samples
+ * (checked, then reused); series sampled at other times, fewer times, none in a window, or a
+ * window ending at the same sample but starting at another, answer as they do alone. */
+TEST(range_windows_of_series_sampled_at_other_times)
+{
+    static const char *const fns[] = {
+        "rate",    "increase",       "delta", "max_over_time", "count_over_time",
+        "changes", "last_over_time", "irate"
+    };
+    static const char *const keys[] = { "a", "b", "c", "d", "e", "f", "g", "h" };
+    size_t f, k;
+
+    open_store();
+    load("gap k=a", "0 1 2 3 4 5 6 7 8 9 10 11 12");
+    load("gap k=b", "0 _ 2 _ 4 _ 6 _ 8 _ 10 _ 12");
+    load("gap k=c", "0 1 2 3 4 5 6 7 8 9 10 11 12");
+    load("gap k=d", "_ _ _ _ _ 5 6 _ _ _ _ 11 12");
+    load("gap k=e", "0 1 2 3 4 5 6 7 8 9 10 11 12");
+    load("gap k=f", "0 1 2 3 4 5 6 7 8 9");
+    load("gap k=g", "0 1 2 3 4 _ 6 7 8 9 10 11 12");
+    load("gap k=h", "0 1 _ 3 4 5 6 7 8 9 10 11 12"); /* at 6 m, g's window ends where h's does */
+    for (f = 0; f < IOCD_ARRAY_LEN(fns); f++) {
+        char q[128], *all = NULL, eb[512] = "";
+        iocd_buf want;
+        iocd_buf_init(&want, 0);
+        snprintf(q, sizeof(q), "%s(gap[2m])", fns[f]);
+        ASSERT_OK(run(q, T0, T0 + 12 * MIN, 30000, &all, eb, sizeof(eb)));
+        for (k = 0; k < IOCD_ARRAY_LEN(keys); k++) {
+            char *one = NULL;
+            snprintf(q, sizeof(q), "%s(gap{k=\"%s\"}[2m])", fns[f], keys[k]);
+            ASSERT_OK(run(q, T0, T0 + 12 * MIN, 30000, &one, eb, sizeof(eb)));
+            if (one[0] != '\0')
+                iocd_buf_printf(&want, "%s%s", want.len > 0 ? " | " : "", one);
+            iocd_free(one);
+        }
+        iocd_buf_putc(&want, '\0');
+        if (strcmp(all, want.data) != 0)
+            test_fail_at(__FILE__, __LINE__, "%s\n   together: %s\n   alone:    %s", fns[f], all,
+                         want.data);
+        iocd_free(all);
+        iocd_buf_fini(&want);
+    }
+}
+
 TEST(regression_functions)
 {
     load_all();
@@ -629,6 +674,28 @@ TEST(timeout_stops_evaluation)
     query_expr_free(e);
 }
 
+/* Evaluates sum(big) and sum(rate(big[5m])) 20 times; *ud becomes 1 when every answer was
+ * right. */
+static void *concurrent_sums(void *ud)
+{
+    int *ok = ud, k;
+
+    *ok = 1;
+    for (k = 0; k < 20 && *ok; k++) {
+        char *got = NULL, eb[512];
+        if (run("sum(big)", T0 + 9 * MIN, 0, 0, &got, eb, sizeof(eb)) != IOCD_OK ||
+            strcmp(got, "{} 4498500") != 0)
+            *ok = 0;
+        iocd_free(got);
+        got = NULL;
+        if (run("sum(rate(big[5m]))", T0 + 9 * MIN, 0, 0, &got, eb, sizeof(eb)) != IOCD_OK ||
+            strcmp(got, "{} 0") != 0)
+            *ok = 0;
+        iocd_free(got);
+    }
+    return NULL;
+}
+
 TEST(large_selections_read_on_two_threads_give_the_same_answers)
 {
     store_batch *b = NULL;
@@ -664,6 +731,18 @@ TEST(large_selections_read_on_two_threads_give_the_same_answers)
         ASSERT_ERR(query_eval(st, &lim, e, T0, T0 + 9 * MIN, 60000, &r, eb, sizeof(eb)),
                    IOCD_ELIMIT);
         query_expr_free(e);
+    }
+    {
+        /* Four queries at once: one gets the helper, the others read alone or take it after;
+         * a query whose offer was not taken withdraws it. */
+        pthread_t t[4];
+        int ok[4], i4;
+        for (i4 = 0; i4 < 4; i4++)
+            ASSERT_EQ(pthread_create(&t[i4], NULL, concurrent_sums, &ok[i4]), 0);
+        for (i4 = 0; i4 < 4; i4++) {
+            pthread_join(t[i4], NULL);
+            ASSERT_EQ(ok[i4], 1);
+        }
     }
     {
         /* 3000 groups over 55 steps: the accumulators are taken a run of steps at a time. */

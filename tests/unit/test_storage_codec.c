@@ -350,6 +350,82 @@ TEST(block_streams_decode_in_place)
     iocd_free(out);
 }
 
+/* Streams of every shape appended after a sample already in the buffer, for windows before,
+ * inside, across and after their times: the samples kept, and what the decoder says about
+ * order, drops and NaN, equal a plain filter's. Shapes: evenly spaced (the run worked out from
+ * the first two times), uneven but ascending, descending (two samples too: a binary search
+ * over them loses one), negative times, a counter reset, a NaN, escaped values. */
+TEST(stream_windows_match_a_filter)
+{
+    static iocd_sample data[9][40], *out = NULL;
+    static const size_t len[9] = { 40, 40, 2, 40, 40, 40, 1, 2, 37 };
+    static const int64_t step[9] = { 10000, 10000, -5000, 10000, 10000, 10000, 0, 7000, 15000 };
+    codec_series ser[9];
+    codec_block blk;
+    iocd_buf b;
+    size_t i, j, cap = 0, n;
+    int lo_k, hi_k;
+
+    memset(&blk, 0, sizeof(blk));
+    for (i = 0; i < 9; i++) {
+        int64_t t0 = i == 4 ? -200000 : 1700000000000LL;
+        for (j = 0; j < len[i]; j++) {
+            data[i][j].t_ms = t0 + (int64_t)j * step[i];
+            data[i][j].v = (double)(int64_t)(j * 3 + i);
+        }
+        ser[i] = (codec_series){ 64 + i, data[i], len[i] };
+    }
+    data[1][17].t_ms += 1;    /* uneven, still ascending */
+    data[3][20].v = 1;        /* a counter reset */
+    data[5][11].v = NAN;      /* a NaN (decoded from raw bytes) */
+    data[5][30].v = 1e300;    /* an escaped value */
+    data[8][36].t_ms -= 9000; /* the last time out of order */
+    iocd_buf_init(&b, 0);
+    ASSERT_OK(codec_block_encode(ser, 9, 3, &b));
+    ASSERT_OK(codec_block_open(&blk, b.data, b.len, 1 << 20));
+    for (i = 0; i < 9; i++) {
+        for (lo_k = -2; lo_k <= 42; lo_k++) {
+            for (hi_k = lo_k - 1; hi_k <= 44; hi_k += 3) {
+                codec_append info = { true, false, false };
+                int64_t base = data[i][0].t_ms, lo = base + (int64_t)lo_k * 10000 - 1,
+                        hi = hi_k > 41 ? INT64_MAX : base + (int64_t)hi_k * 10000 + 1;
+                int64_t last = lo_k == 7 ? INT64_MAX - 1 : INT64_MIN + 1;
+                double last_v = hi_k % 2 != 0 ? 1e9 : -1e9;
+                bool asc = true, drops = false, kept_nan = false, any_nan = false;
+                size_t k = 1;
+                out = iocd_realloc(out, 64 * sizeof(*out));
+                cap = 64;
+                out[0] = (iocd_sample){ last, last_v };
+                n = 1;
+                ASSERT_OK(codec_stream_append(&blk, i, lo, hi, &out, &cap, &n, &info));
+                for (j = 0; j < len[i]; j++) {
+                    const iocd_sample *d = &data[i][j];
+                    any_nan |= isnan(d->v);
+                    if (d->t_ms < lo || d->t_ms > hi)
+                        continue;
+                    ASSERT_LT(k, n);
+                    ASSERT_EQ(out[k].t_ms, d->t_ms);
+                    ASSERT_TRUE(memcmp(&out[k].v, &d->v, 8) == 0);
+                    asc &= d->t_ms > last;
+                    drops |= d->v < last_v;
+                    kept_nan |= isnan(d->v);
+                    last = d->t_ms;
+                    last_v = d->v;
+                    k++;
+                }
+                ASSERT_EQ(n, k);
+                ASSERT_EQ(info.ascending, asc);
+                ASSERT_EQ(info.drops, drops);
+                ASSERT_TRUE(info.nan || !kept_nan); /* may also say so for one left out */
+                ASSERT_TRUE(!info.nan || any_nan);
+            }
+        }
+    }
+    iocd_buf_fini(&b);
+    codec_block_fini(&blk);
+    iocd_free(out);
+}
+
 typedef struct got_rollups {
     store_rollup r[8][16];
     size_t n[8];
