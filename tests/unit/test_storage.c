@@ -277,6 +277,66 @@ TEST(many_series_survive_reopen)
     store_close(st);
 }
 
+/* KiB of the data file's pages resident in this process' mapping of it (smaps), or -1. */
+static long mapped_kib(const char *file)
+{
+    char line[512];
+    long kib = -1;
+    bool in = false;
+    FILE *f = fopen("/proc/self/smaps", "r");
+
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        unsigned long long lo, hi;
+        if (sscanf(line, "%llx-%llx ", &lo, &hi) == 2 && strchr(line, '/') != NULL)
+            in = strstr(line, file) != NULL;
+        else if (sscanf(line, "%llx-%llx ", &lo, &hi) == 2)
+            in = false;
+        else if (in && strncmp(line, "Rss:", 4) == 0)
+            kib = (kib < 0 ? 0 : kib) + atol(line + 4);
+    }
+    fclose(f);
+    return kib;
+}
+
+/* The pages of the data file that commits read through LMDB's map leave the process'
+ * resident set while the store changes (they stay in the page cache): VmRSS measures what
+ * iocd holds, not the size of its file. */
+TEST(data_file_pages_leave_the_resident_set)
+{
+    store *st = open_at("resident", NULL);
+    char file[600], dev[32];
+    int64_t now = iocd_now_ms(), deadline;
+    long peak = 0, kib;
+    size_t i, k;
+
+    snprintf(file, sizeof(file), "%s/iocd.mdb", sub("resident"));
+    for (k = 0; k < 20; k++) {
+        store_batch *b = NULL;
+        ASSERT_OK(store_batch_new(st, &b));
+        for (i = 0; i < 2000; i++) {
+            iocd_label l[] = { L("__name__", "power_w"), { "device", 6, dev, 0 } };
+            l[1].value_len = (size_t)snprintf(dev, sizeof(dev), "lamp-%02zu-%05zu", k, i);
+            add(b, l, 2, now, (double)i);
+        }
+        ASSERT_OK(store_batch_commit(b, NULL));
+        kib = mapped_kib(file);
+        if (kib > peak)
+            peak = kib;
+    }
+    ASSERT_TRUE(peak >= 0); /* the file is mapped */
+    /* The sealer drops them within a second of the last change (it wakes at least once a
+     * second): polled, with a deadline far past that. */
+    deadline = iocd_mono_ns() + 10 * 1000000000LL;
+    while ((kib = mapped_kib(file)) > 64 && iocd_mono_ns() < deadline)
+        nanosleep(&(struct timespec){ 0, 20000000 }, NULL);
+    if (kib > 64)
+        test_fail_at(__FILE__, __LINE__, "%ld KiB of the data file still resident (peak %ld)", kib,
+                     peak);
+    store_close(st);
+}
+
 /* Samples sharing their labels after __name__ (one line's fields) reuse that part of the
  * key: the series they name are exactly those the plain path names, whatever the labels. */
 TEST(tagged_samples_name_the_same_series)
