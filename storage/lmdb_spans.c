@@ -51,7 +51,7 @@ static int span_get(const store_db *db, MDB_txn *txn, int64_t period, uint64_t c
 }
 
 int store_span_value(const store_db *db, MDB_txn *txn, int64_t period, uint64_t container,
-                      MDB_val *v, unsigned *span_out)
+                     MDB_val *v, unsigned *span_out)
 {
     unsigned back, slot;
 
@@ -156,4 +156,3 @@ iocd_err store_db_span_chunked(store_db *db, int64_t span, uint64_t first, bool 
         mdb_txn_abort(txn);
     return store_mdb_err(rc);
 }
-
