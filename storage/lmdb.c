@@ -642,6 +642,25 @@ iocd_err store_db_blocks(store_db *db, store_db_kind kind, uint64_t group, int64
     return err != IOCD_OK ? err : store_mdb_err(rc);
 }
 
+int store_span_open(store_db *db, int64_t span, uint64_t container, MDB_txn **txn,
+                    store_group_iter *it)
+{
+    int rc;
+
+    *txn = NULL;
+    memset(it, 0, sizeof(*it));
+    rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, txn);
+    if (rc == 0)
+        rc = mdb_cursor_open(*txn, db->spans, &it->cur);
+    if (rc == 0) {
+        it->group = container;
+        it->p = span;
+        it->to = span;
+        rc = store_group_seek(it);
+    }
+    return rc;
+}
+
 iocd_err store_db_span_compacted(store_db *db, int64_t span, uint64_t group, bool *yes)
 {
     MDB_txn *txn = NULL;
@@ -651,17 +670,8 @@ iocd_err store_db_span_compacted(store_db *db, int64_t span, uint64_t group, boo
     *yes = false;
     if (db->span_ms <= 0)
         return IOCD_OK;
-    memset(&it, 0, sizeof(it));
-    rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
-    if (rc == 0)
-        rc = mdb_cursor_open(txn, db->spans, &it.cur);
-    if (rc == 0) {
-        it.group = group / SPAN_GROUPS;
-        it.p = span;
-        it.to = span;
-        rc = store_group_seek(&it);
-        *yes = rc == 0;
-    }
+    rc = store_span_open(db, span, group / SPAN_GROUPS, &txn, &it);
+    *yes = rc == 0;
     if (rc == MDB_NOTFOUND)
         rc = 0;
     if (it.cur != NULL)

@@ -77,6 +77,11 @@ typedef struct store_group_iter {
 
 /* Positions it at the group's first block with a period in [it->p, it->to]. */
 int store_group_seek(store_group_iter *it);
+/* Begins a read transaction (*txn) and positions *it, a cursor on the span database, at the
+ * container's value for span. The caller closes it->cur and aborts *txn if they are set,
+ * whatever the result. */
+int store_span_open(store_db *db, int64_t span, uint64_t container, MDB_txn **txn,
+                    store_group_iter *it);
 
 /* For the value *v found under (period, container) in the span database: the value that
  * holds its container (*v itself, or for an alias its owner's, then in *v) and which span of

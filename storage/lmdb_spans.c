@@ -79,16 +79,7 @@ iocd_err store_db_span_owner(store_db *db, int64_t span, uint64_t first, int64_t
     *n_parts = 0;
     if (db->span_ms <= 0)
         return IOCD_OK;
-    memset(&it, 0, sizeof(it));
-    rc = mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn);
-    if (rc == 0)
-        rc = mdb_cursor_open(txn, db->spans, &it.cur);
-    if (rc == 0) {
-        it.group = first / SPAN_GROUPS;
-        it.p = span;
-        it.to = span;
-        rc = store_group_seek(&it);
-    }
+    rc = store_span_open(db, span, first / SPAN_GROUPS, &txn, &it);
     v = it.v;
     if (rc == 0)
         rc = store_span_value(db, txn, span, it.group, &v, &back);
