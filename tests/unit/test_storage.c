@@ -1,5 +1,5 @@
 /* tests/unit/test_storage.c - opening the store: the lock, the format marker. */
-#include "tests/unit/harness.h"
+#include "tests/unit/storage_fixture.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -10,14 +10,6 @@
 #include <lmdb.h> /* to write a data file as an older iocd left it */
 
 #include "storage/storage.h"
-
-static const char *sub(const char *name)
-{
-    static char path[512];
-
-    snprintf(path, sizeof(path), "%s/%s", test_tmpdir(), name);
-    return path;
-}
 
 TEST(open_creates_dir_and_reopens)
 {
@@ -95,28 +87,6 @@ TEST(data_dir_under_a_file_is_refused)
 }
 
 /* ---- Write path ---------------------------------------------------------------------- */
-
-#define L(n, v)                                                                                    \
-    {                                                                                              \
-        n, sizeof(n) - 1, v, sizeof(v) - 1                                                         \
-    }
-
-static store *open_at(const char *name, const store_config *cfg)
-{
-    char errbuf[256];
-    store *st = NULL;
-
-    if (store_open(sub(name), cfg, &st, errbuf, sizeof(errbuf)) != IOCD_OK)
-        test_fail_at(__FILE__, __LINE__, "store_open: %s", errbuf);
-    return st;
-}
-
-static void add(store_batch *b, const iocd_label *l, size_t n, int64_t t, double v)
-{
-    store_reject why;
-
-    ASSERT_OK(store_batch_add(b, l, n, t, v, &why));
-}
 
 static iocd_sample *read_all(store *st, uint64_t id, size_t *n)
 {
@@ -413,20 +383,6 @@ TEST(tagged_samples_name_the_same_series)
 }
 
 /* ---- Sealing --------------------------------------------------------------------------- */
-
-static store_stats wait_sealed(store *st, int64_t before)
-{
-    store_stats s;
-    int i;
-
-    for (i = 0; i < 2000; i++) { /* the writer seals right after the commit that passes */
-        ASSERT_OK(store_stats_get(st, &s));
-        if (s.sealed_before >= before)
-            return s;
-        nanosleep(&(struct timespec){ 0, 5000000 }, NULL);
-    }
-    test_fail_at(__FILE__, __LINE__, "not sealed before %lld", (long long)before);
-}
 
 TEST(sealing_moves_heads_to_blocks_and_reads_merge)
 {

@@ -3,58 +3,12 @@
  * hold the data), on sealed blocks, patch blocks and heads; the cache never answers with what
  * a block held before a late write, nor for a deleted series' successor; entries stand for a
  * block's exact bytes. */
-#include "tests/unit/harness.h"
+#include "tests/unit/storage_fixture.h"
 
 #include <math.h>
 #include <time.h>
 
 #include "storage/storage_int.h"
-
-#define L(n, v)                                                                                    \
-    {                                                                                              \
-        n, sizeof(n) - 1, v, sizeof(v) - 1                                                         \
-    }
-
-#define MIN_MS 60000
-
-static const char *sub(const char *name)
-{
-    static char path[512];
-
-    snprintf(path, sizeof(path), "%s/%s", test_tmpdir(), name);
-    return path;
-}
-
-static store *open_at(const char *name, const store_config *cfg)
-{
-    char errbuf[256];
-    store *st = NULL;
-
-    if (store_open(sub(name), cfg, &st, errbuf, sizeof(errbuf)) != IOCD_OK)
-        test_fail_at(__FILE__, __LINE__, "store_open: %s", errbuf);
-    return st;
-}
-
-static void add(store_batch *b, const iocd_label *l, size_t n, int64_t t, double v)
-{
-    store_reject why;
-
-    ASSERT_OK(store_batch_add(b, l, n, t, v, &why));
-}
-
-static void wait_sealed(store *st, int64_t before)
-{
-    store_stats s;
-    int i;
-
-    for (i = 0; i < 2000; i++) {
-        ASSERT_OK(store_stats_get(st, &s));
-        if (s.sealed_before >= before)
-            return;
-        nanosleep(&(struct timespec){ 0, 5000000 }, NULL);
-    }
-    test_fail_at(__FILE__, __LINE__, "not sealed before %lld", (long long)before);
-}
 
 /* Waits until the store holds more than `blocks` blocks (a patch block was written). */
 static void wait_blocks(store *st, uint64_t blocks)

@@ -2,7 +2,7 @@
  * rewrites of sealed timestamps (patch blocks), across a restart, and, in the many-series
  * read, with unsealed samples in a bucket (left out, served raw); and through compactions of
  * spans, two of which may share one value. */
-#include "tests/unit/harness.h"
+#include "tests/unit/storage_fixture.h"
 
 #include <math.h>
 #include <time.h>
@@ -11,52 +11,7 @@
 
 #include "storage/storage.h"
 
-#define L(n, v)                                                                                    \
-    {                                                                                              \
-        n, sizeof(n) - 1, v, sizeof(v) - 1                                                         \
-    }
-
-#define MIN_MS 60000
-#define HOUR   3600000
-
-static const char *sub(const char *name)
-{
-    static char path[512];
-
-    snprintf(path, sizeof(path), "%s/%s", test_tmpdir(), name);
-    return path;
-}
-
-static store *open_at(const char *name, const store_config *cfg)
-{
-    char errbuf[256];
-    store *st = NULL;
-
-    if (store_open(sub(name), cfg, &st, errbuf, sizeof(errbuf)) != IOCD_OK)
-        test_fail_at(__FILE__, __LINE__, "store_open: %s", errbuf);
-    return st;
-}
-
-static void add(store_batch *b, const iocd_label *l, size_t n, int64_t t, double v)
-{
-    store_reject why;
-
-    ASSERT_OK(store_batch_add(b, l, n, t, v, &why));
-}
-
-static void wait_sealed(store *st, int64_t before)
-{
-    store_stats s;
-    int i;
-
-    for (i = 0; i < 2000; i++) { /* the writer seals right after the commit that passes */
-        ASSERT_OK(store_stats_get(st, &s));
-        if (s.sealed_before >= before)
-            return;
-        nanosleep(&(struct timespec){ 0, 5000000 }, NULL);
-    }
-    test_fail_at(__FILE__, __LINE__, "not sealed before %lld", (long long)before);
-}
+#define HOUR 3600000
 
 static double stale_marker(void)
 {
