@@ -331,5 +331,16 @@ iocd_err iocd_addr_split(const char *addr, char *host, size_t host_cap, int *por
 int iocd_hexval(char c);
 /* Reads up to max bytes of a file into a fresh NUL-terminated buffer (iocd_free it). */
 iocd_err iocd_file_read(const char *path, size_t max, char **data_out, size_t *len_out);
+/* Mixes x so that every input bit moves about half the output bits (MurmurHash3's 64-bit
+ * finalizer): the last step of a hash, or a hash of one integer. */
+static inline uint64_t iocd_mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdULL;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ULL;
+    x ^= x >> 33;
+    return x;
+}
 
 #endif

@@ -51,21 +51,11 @@ int sim_fields(sim_kind k)
     return kinds[k].fields;
 }
 
-static uint64_t hash64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return x;
-}
-
 /* Uniform noise in [-1, 1), deterministic per (seed, device, t, field). */
 static double noise(uint64_t seed, uint64_t dev, int64_t t, int field)
 {
-    uint64_t h = hash64(seed * 0x9E3779B97F4A7C15ULL ^ dev * 0x632BE59BD9B4E019ULL ^
-                        (uint64_t)t * 0x94D049BB133111EBULL ^ (uint64_t)field);
+    uint64_t h = iocd_mix64(seed * 0x9E3779B97F4A7C15ULL ^ dev * 0x632BE59BD9B4E019ULL ^
+                            (uint64_t)t * 0x94D049BB133111EBULL ^ (uint64_t)field);
     return (double)(h >> 11) / (double)(1ULL << 52) - 1.0;
 }
 
@@ -78,14 +68,14 @@ double sim_local_hour(int64_t t_ms)
 
 sim_kind sim_kind_of(uint64_t d)
 {
-    uint64_t r = hash64(d * 7919) % 100;
+    uint64_t r = iocd_mix64(d * 7919) % 100;
 
     return r < 40 ? SIM_LIGHT : r < 65 ? SIM_CAMERA : r < 85 ? SIM_TRAFFIC : SIM_WATER;
 }
 
 int sim_ward_of(uint64_t d)
 {
-    return (int)(hash64(d) % SIM_WARDS);
+    return (int)(iocd_mix64(d) % SIM_WARDS);
 }
 
 int sim_line(char *out, size_t cap, sim_kind k, uint64_t dev, int ward, int64_t t, uint64_t seed,
@@ -103,7 +93,7 @@ int sim_line(char *out, size_t cap, sim_kind k, uint64_t dev, int ward, int64_t 
         return 0;
     switch (k) {
     case SIM_CAMERA: {
-        bool online = !dark && (hash64(dev ^ (uint64_t)(t / 600000)) % 500) != 0;
+        bool online = !dark && (iocd_mix64(dev ^ (uint64_t)(t / 600000)) % 500) != 0;
         len += snprintf(out + len, cap - (size_t)len, "fps=%di,bitrate_kbps=%di,online=%di",
                         online ? 25 : 0, online ? 2048 + (int)(n0 * 300) : 0, online ? 1 : 0);
         break;
@@ -126,7 +116,7 @@ int sim_line(char *out, size_t cap, sim_kind k, uint64_t dev, int ward, int64_t 
         double local_s = (double)(t / 1000 + 7 * 3600), days = floor(local_s / 86400.0);
         double peaks =
             0.5 * sqrt(PI_) * ((1.0 + erf(h - 8.0)) + 1.2 * (1.0 + erf((h - 17.5) / 1.2)));
-        double total = (double)(hash64(dev) % 100000) + 1.2 * local_s +
+        double total = (double)(iocd_mix64(dev) % 100000) + 1.2 * local_s +
                        21600.0 * (days * sqrt(PI_) * 2.2 + peaks);
         double speed = f == SIM_FAULT_JAM ? 4.0 + 2.0 * n1 : 45.0 - 25.0 * rush + 3.0 * n1;
         double occ = f == SIM_FAULT_JAM ? 92.0 + 3.0 * n2 : 8.0 + 55.0 * rush + 2.0 * n2;

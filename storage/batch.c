@@ -124,12 +124,7 @@ uint64_t store_hash(const void *data, size_t len)
     }
     for (; i < len; i++)
         h = (h ^ p[i]) * 0x100000001b3ULL;
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ULL;
-    h ^= h >> 33;
-    return h;
+    return iocd_mix64(h);
 }
 
 iocd_err store_key_build(const store_limits *lim, const iocd_label *labels, size_t n_labels,

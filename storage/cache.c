@@ -84,13 +84,7 @@ uint64_t store_cache_hash(const void *data, size_t len)
     for (x = 0, k = 0; i < len; i++, k += 8)
         x |= (uint64_t)p[i] << k;
     h[1] = lane(h[1], x ^ len);
-    x = rotl(h[0], 1) + rotl(h[1], 7) + rotl(h[2], 12) + rotl(h[3], 18);
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdULL;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ULL;
-    x ^= x >> 33;
-    return x;
+    return iocd_mix64(rotl(h[0], 1) + rotl(h[1], 7) + rotl(h[2], 12) + rotl(h[3], 18));
 }
 
 /* ---- The table ----------------------------------------------------------------------------- */
