@@ -5,4 +5,7 @@
 #include "collector/collector.h"
 #include "collector/parse_int.h"
 
+/* The newlines in p[0..len) (collector/loop.c). */
+uint64_t col_count_lines(const char *p, size_t len);
+
 #endif

@@ -342,18 +342,6 @@ static iocd_err sink_sample(void *ud, const iocd_label *labels, size_t n_labels,
     return err;
 }
 
-static uint64_t lines_in(const char *p, size_t len)
-{
-    const char *end = p + len;
-    uint64_t n = 0;
-
-    while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
-        n++;
-        p++;
-    }
-    return n;
-}
-
 static void sink_reject(void *ud, uint64_t line_no, const char *reason)
 {
     piece *pc = ud;
@@ -362,7 +350,7 @@ static void sink_reject(void *ud, uint64_t line_no, const char *reason)
      * counted only when an error needs it (pieces are cut only where no quoted string can
      * hold a newline, so every newline ends a line). */
     if (pc->idx > 0 && pc->line_base == 0)
-        pc->line_base = lines_in(pc->op->body, (size_t)(pc->data - pc->op->body)) + 1;
+        pc->line_base = col_count_lines(pc->op->body, (size_t)(pc->data - pc->op->body)) + 1;
     op_error(pc->op, line_no + (pc->idx > 0 ? pc->line_base - 1 : 0), reason);
 }
 

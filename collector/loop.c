@@ -149,7 +149,7 @@ static void deliver(col_loop *l, col_proto proto, const char *buf, size_t len, u
         l->lines_fn(l->lines_ud, proto, buf, len, first_line, peer);
 }
 
-static uint64_t count_lines(const char *p, size_t len)
+uint64_t col_count_lines(const char *p, size_t len)
 {
     uint64_t n = 0;
     const char *end = p + len;
@@ -202,7 +202,7 @@ static void conn_drain_lines(tcp_conn *c, bool at_eof)
     if (nl != NULL) {
         size_t chunk = (size_t)(nl + 1 - p);
         deliver(l, COL_PROTO_TCP, p, chunk, c->line_no + 1, c->peer);
-        c->line_no += count_lines(p, chunk);
+        c->line_no += col_count_lines(p, chunk);
         p = nl + 1;
     }
     if (at_eof && p < end) {

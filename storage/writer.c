@@ -1188,6 +1188,16 @@ void *store_writer_main(void *arg)
     return NULL;
 }
 
+/* Waits (st->mu held) for the next commit, or a second. */
+static void sealer_wait(store *st)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 1;
+    pthread_cond_timedwait(&st->seal_wake, &st->mu, &ts);
+}
+
 /* The sealer: seals periods as they end (and late samples), compacts finished spans; at a
  * stop, once the writer is done, seals every head sample and compacts every span. */
 void *store_sealer_main(void *arg)
@@ -1217,10 +1227,7 @@ void *store_sealer_main(void *arg)
         }
         if (failed) {
             /* A failed step (disk full, I/O error) is tried again a second later. */
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += 1;
-            pthread_cond_timedwait(&st->seal_wake, &st->mu, &ts);
+            sealer_wait(st);
         }
         seal = st->seal_target != INT64_MIN ? st->seal_target : seal_boundary(st);
         compact = INT64_MIN;
@@ -1235,12 +1242,9 @@ void *store_sealer_main(void *arg)
             compact = final_seal_done ? INT64_MAX : compact_boundary(st);
         }
         if (seal == INT64_MIN && compact == INT64_MIN) {
-            struct timespec ts;
             if (final_seal_done)
                 break;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += 1; /* late data is sealed even when nothing new arrives */
-            pthread_cond_timedwait(&st->seal_wake, &st->mu, &ts);
+            sealer_wait(st); /* late data is sealed even when nothing new arrives */
             continue;
         }
         pthread_mutex_unlock(&st->mu);
