@@ -84,9 +84,10 @@ static iocd_err wal_split_add(const store *st, wal_split *w, const pending *pd)
     size_t i;
     iocd_err err = IOCD_OK;
 
-    if (entries->len > 0 && store_period_of(st, pd->t_min) == store_period_of(st, pd->t_max)) {
+    period = entries->len > 0 ? store_period_of(st, pd->t_min) : INT64_MIN;
+    if (entries->len > 0 && period == store_period_of(st, pd->t_max)) {
         /* One period (the usual case): the entries go to its record as they are. */
-        i = wal_split_rec(w, store_period_of(st, pd->t_min));
+        i = wal_split_rec(w, period);
         return i == w->n ? IOCD_ENOMEM : iocd_buf_append(&w->bufs[i], entries->data, entries->len);
     }
     while (err == IOCD_OK && store_wal_next(&p, end, &id, &t, &v, &corrupt)) {
