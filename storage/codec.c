@@ -7,9 +7,10 @@
  * bit-exact. The streams of up to 64 series (one id group) for one period form a block,
  * compressed with zstd: similar series next to each other compress far better together.
  *
- * Stream: varint n, byte e, then every sample's time, then every sample's value:
+ * Stream: varint n, byte e | p << 4, then every sample's time, then every sample's value:
  *   t: first zigzag(t), then zigzag(dt), then zigzag(dt - previous dt)
- *   v: zigzag(delta m) << 1 for a decimal, or 1 followed by 8 raw bytes
+ *   v: zigzag(m - prediction) << 1 for a decimal, or 1 followed by 8 raw bytes; the
+ *      prediction is the mean of the 2^p decimals before (p = 0: the previous one, a delta)
  * Block (before zstd): byte version, varint count, per series varint id-delta, varint bytes;
  * then the streams. Version 3 writes the times and values of a stream apart, as above: the
  * times of regular samples are a run of zero bytes that zstd takes as one match, and the
@@ -182,17 +183,94 @@ static size_t put_value(uint8_t *tmp, double v, int e, int64_t *prev_m)
     return k + 8;
 }
 
-/* Times apart from values (split, the current format) or interleaved (version 1). */
+/* ---- Value predictors -------------------------------------------------------------------
+ * A split stream stores each decimal value's integer m as its difference from a prediction:
+ * the mean, rounded down, of the 2^p decimal values before it (p = 0: the previous value, the
+ * plain delta of version 3's first streams). Sensor readings are mostly a slow signal plus
+ * noise: a delta carries the noise of two readings (twice the variance), a mean of four the
+ * noise of one and a quarter, so the differences take fewer bits; a counter or a steep signal
+ * is best with p = 0. The encoder tries each p and keeps the cheapest; p sits in the stream's
+ * exponent byte (high half). The first value has no prediction (0) and fills the history. */
+#define PRED_MAX  3
+#define PRED_BIAS ((uint64_t)1 << 60) /* |sum| < 2^56: adding it makes the shift a floor */
+
+typedef struct pred {
+    uint64_t h[1u << PRED_MAX], sum;
+    unsigned p, at;
+    bool primed;
+} pred;
+
+static inline int64_t pred_guess(const pred *q)
+{
+    return q->primed ? (int64_t)(((q->sum + PRED_BIAS) >> q->p) - (PRED_BIAS >> q->p)) : 0;
+}
+
+static inline void pred_push(pred *q, int64_t m)
+{
+    unsigned k = 1u << q->p, j;
+
+    if (!q->primed) {
+        for (j = 0; j < k; j++)
+            q->h[j] = (uint64_t)m;
+        q->sum = (uint64_t)m << q->p;
+        q->primed = true;
+        return;
+    }
+    q->sum += (uint64_t)m - q->h[q->at];
+    q->h[q->at] = (uint64_t)m;
+    q->at = (q->at + 1) & (k - 1);
+}
+
+static unsigned bits_of(uint64_t u)
+{
+    return u == 0 ? 0 : 64u - (unsigned)__builtin_clzll(u);
+}
+
+/* The predictor whose differences take the fewest bits (ties to the smaller p). */
+static unsigned choose_pred(const int64_t *m, const bool *dec, size_t n)
+{
+    uint64_t cost[PRED_MAX + 1] = { 0 };
+    unsigned p, best = 0;
+    size_t i;
+
+    for (p = 0; p <= PRED_MAX; p++) {
+        pred q = { .p = p };
+        for (i = 0; i < n; i++) {
+            if (!dec[i])
+                continue;
+            cost[p] += bits_of(codec_zigzag((int64_t)((uint64_t)m[i] - (uint64_t)pred_guess(&q))));
+            pred_push(&q, m[i]);
+        }
+        if (cost[p] < cost[best])
+            best = p;
+    }
+    return best;
+}
+
+/* Times apart from values (split, the current format, with a predictor) or interleaved
+ * (version 1). */
 static iocd_err stream_encode(const iocd_sample *s, size_t n, bool split, iocd_buf *out)
 {
     uint8_t tmp[32];
-    int64_t prev_t = 0, prev_dt = 0, prev_m = 0;
+    int64_t prev_t = 0, prev_dt = 0, prev_m = 0, *m = NULL;
+    bool *dec = NULL;
     size_t i, k;
     int e = choose_e(s, n);
+    unsigned p = 0;
+    pred q;
     iocd_err err;
 
+    if (split && n > 2) {
+        m = iocd_malloc(n * (sizeof(*m) + sizeof(*dec)));
+        if (m == NULL)
+            return IOCD_ENOMEM;
+        dec = (bool *)(m + n);
+        for (i = 0; i < n; i++)
+            dec[i] = codec_decimal_at(s[i].v, e, &m[i]);
+        p = choose_pred(m, dec, n);
+    }
     k = store_varint_put(tmp, n);
-    tmp[k++] = (uint8_t)e;
+    tmp[k++] = (uint8_t)(e | (int)(p << 4));
     err = iocd_buf_append(out, tmp, k);
     for (i = 0; i < n && err == IOCD_OK; i++) {
         k = put_time(tmp, i, s[i].t_ms, &prev_t, &prev_dt);
@@ -200,8 +278,24 @@ static iocd_err stream_encode(const iocd_sample *s, size_t n, bool split, iocd_b
             k += put_value(tmp + k, s[i].v, e, &prev_m);
         err = iocd_buf_append(out, tmp, k);
     }
-    for (i = 0; split && i < n && err == IOCD_OK; i++)
-        err = iocd_buf_append(out, tmp, put_value(tmp, s[i].v, e, &prev_m));
+    q = (pred){ .p = p };
+    for (i = 0; split && i < n && err == IOCD_OK; i++) {
+        if (m == NULL) {
+            err = iocd_buf_append(out, tmp, put_value(tmp, s[i].v, e, &prev_m));
+            continue;
+        }
+        if (!dec[i]) {
+            tmp[0] = 1;
+            memcpy(tmp + 1, &s[i].v, 8);
+            err = iocd_buf_append(out, tmp, 9);
+            continue;
+        }
+        k = store_varint_put(tmp, codec_zigzag((int64_t)((uint64_t)m[i] - (uint64_t)pred_guess(&q)))
+                                      << 1);
+        pred_push(&q, m[i]);
+        err = iocd_buf_append(out, tmp, k);
+    }
+    iocd_free(m);
     return err;
 }
 
@@ -320,6 +414,78 @@ static bool get_values(const uint8_t **pp, const uint8_t *end, int e, size_t a, 
     return true;
 }
 
+/* As get_values, for a stream with a predictor p > 0 (every value before a is decoded too:
+ * the prediction needs them). The history's sum carries PRED_BIAS, so a prediction is one
+ * shift and one subtraction; p is a constant in each of the three copies get_values_pred
+ * makes, so the history's ring index is a constant mask. */
+static inline __attribute__((always_inline)) bool
+values_pred(const uint8_t **pp, const uint8_t *end, int e, const unsigned p, size_t a, size_t b,
+            iocd_sample *out, double prev_v, bool *nan, bool *drops)
+{
+    const uint8_t *q8 = *pp;
+    const unsigned k = 1u << p;
+    uint64_t u, mu, h[1u << PRED_MAX] = { 0 }, sb = 0, off = PRED_BIAS >> p;
+    double v, div = codec_pow10[e];
+    bool dropped = false, is_nan = false, primed = false;
+    size_t i;
+    unsigned at = 0, j;
+
+    for (i = 0; i < b; i++) {
+        if (q8 < end && *q8 < 0x80) {
+            u = *q8++;
+        } else if (!store_varint_get(&q8, end, &u)) {
+            return false;
+        }
+        if (u & 1) {
+            if (u != 1 || end - q8 < 8)
+                return false;
+            memcpy(&v, q8, 8);
+            q8 += 8;
+            if (i < a)
+                continue;
+            is_nan |= isnan(v);
+        } else {
+            u >>= 1;
+            u = (u >> 1) ^ ((uint64_t)0 - (u & 1));
+            if (primed) {
+                mu = (sb >> p) - off + u;
+                sb += mu - h[at];
+                h[at] = mu;
+                at = (at + 1) & (k - 1);
+            } else {
+                mu = u;
+                for (j = 0; j < k; j++)
+                    h[j] = mu;
+                sb = (mu << p) + PRED_BIAS;
+                primed = true;
+            }
+            if (i < a)
+                continue;
+            v = e == 0 ? (double)(int64_t)mu : (double)(int64_t)mu / div;
+        }
+        dropped |= v < prev_v;
+        prev_v = v;
+        out[i - a].v = v;
+    }
+    *pp = q8;
+    *nan |= is_nan;
+    *drops |= dropped;
+    return true;
+}
+
+static bool get_values_pred(const uint8_t **pp, const uint8_t *end, int e, unsigned p, size_t a,
+                            size_t b, iocd_sample *out, double prev_v, bool *nan, bool *drops)
+{
+    switch (p) {
+    case 1:
+        return values_pred(pp, end, e, 1, a, b, out, prev_v, nan, drops);
+    case 2:
+        return values_pred(pp, end, e, 2, a, b, out, prev_v, nan, drops);
+    default:
+        return values_pred(pp, end, e, PRED_MAX, a, b, out, prev_v, nan, drops);
+    }
+}
+
 /* Evenly spaced times t0 + i * dt (dt > 0, the last one not past INT64_MAX): the first index
  * at or after lo, and the first after hi, at most n. */
 static void even_run(int64_t t0, int64_t dt, size_t n, int64_t lo, int64_t hi, size_t *a_out,
@@ -356,12 +522,14 @@ static iocd_err stream_append(const uint8_t *p, size_t len, bool split, int64_t 
     iocd_sample *s;
     size_t i, k = *n_io, j, a = 0, b;
     bool ascending = true, nan = false, drops = false, even, run = false;
+    unsigned pk;
     int e;
 
     if (!store_varint_get(&p, end, &n) || p >= end || n > len)
         return IOCD_ECORRUPT; /* every sample takes at least one byte */
-    e = *p++;
-    if (e > E_MAX)
+    e = *p & 15;
+    pk = (unsigned)*p++ >> 4;
+    if (pk > PRED_MAX || (pk > 0 && !split))
         return IOCD_ECORRUPT;
     if (n > *cap - k || *buf == NULL) {
         size_t want = k + (size_t)n > 256 ? k + (size_t)n : 256;
@@ -420,7 +588,8 @@ static iocd_err stream_append(const uint8_t *p, size_t len, bool split, int64_t 
     }
     if (split) {
         /* A run's values go beside its times; otherwise all of them, then filtered below. */
-        if (!get_values(&p, end, e, a, b, s, &m, last_v, &nan, &drops))
+        if (pk == 0 ? !get_values(&p, end, e, a, b, s, &m, last_v, &nan, &drops)
+                    : !get_values_pred(&p, end, e, pk, a, b, s, last_v, &nan, &drops))
             return IOCD_ECORRUPT;
     } else {
         for (i = 0; i < n; i++) {

@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #define FORMAT_KEY     "format"
-#define FORMAT_VERSION "iocd-store-5"
+#define FORMAT_VERSION "iocd-store-6"
 #define DEFAULT_MAP    (256ULL << 30) /* address space only: the file grows as data is written */
 #define MAX_DBS        32
 
@@ -28,11 +28,13 @@
  * span blocks: its chunk blocks are simply compacted by the writer later), -3 (before the
  * packed postings: its postings are read as they are until a seal packs them), -4 (before
  * two spans could share a value: its containers are read as they are; the marker keeps an
- * older iocd from misreading a shared one). */
+ * older iocd from misreading a shared one), -5 (before value predictors in sample streams:
+ * its streams are the predictor-0 ones; the marker keeps an older iocd from misreading a new
+ * stream). */
 static const char *const format_prev[] = { "iocd-store-1", "iocd-store-2", "iocd-store-3",
-                                           "iocd-store-4" };
+                                           "iocd-store-4", "iocd-store-5" };
 /* The last of them, which `iocd check` reads as it is (nothing to upgrade in its data). */
-#define FORMAT_READABLE "iocd-store-4"
+#define FORMAT_READABLE "iocd-store-5"
 
 static MDB_dbi kind_dbi(const store_db *db, store_db_kind kind)
 {

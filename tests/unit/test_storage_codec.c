@@ -80,6 +80,59 @@ TEST(stream_roundtrips_random_and_irregular)
     }
 }
 
+/* The stream's predictor (the high half of the byte after the count, one byte below 128). */
+static unsigned predictor_of(const iocd_sample *s, size_t n)
+{
+    iocd_buf b;
+    unsigned p;
+
+    iocd_buf_init(&b, 0);
+    ASSERT_OK(codec_stream_encode(s, n, &b));
+    ASSERT_LT(n, 128);
+    p = (uint8_t)b.data[1] >> 4;
+    iocd_buf_fini(&b);
+    return p;
+}
+
+/* A slow signal with sensor noise is stored against the mean of the values before it, a
+ * random walk or a counter against the previous value; either reads back bit-exact, with
+ * escaped values (not decimals at the stream's exponent) anywhere, first ones included. */
+TEST(streams_pick_a_predictor_and_read_back_exact)
+{
+    iocd_sample s[120];
+    double walk = 500;
+    size_t i;
+
+    for (i = 0; i < 120; i++) {
+        s[i].t_ms = 1700000000000LL + (int64_t)i * 10000;
+        s[i].v =
+            round((2.6 - 0.001 * (double)i + 0.01 * ((double)(next_rand() % 2001) / 1000 - 1)) *
+                  1000) /
+            1000;
+    }
+    ASSERT_GE(predictor_of(s, 120), 2);
+    roundtrip(s, 120);
+    s[0].v = NAN;
+    s[1].v = INFINITY;
+    s[40].v = 0.1 + 0.2;
+    s[119].v = -0.0;
+    ASSERT_GE(predictor_of(s, 120), 2);
+    roundtrip(s, 120);
+    for (i = 0; i < 120; i++) {
+        walk += (double)(int64_t)(next_rand() % 21) - 10;
+        s[i].v = walk;
+    }
+    ASSERT_EQ(predictor_of(s, 120), 0);
+    roundtrip(s, 120);
+    for (i = 0; i < 120; i++)
+        s[i].v = (double)(1000000 + i * 12 + next_rand() % 3);
+    ASSERT_EQ(predictor_of(s, 120), 0);
+    roundtrip(s, 120);
+    for (i = 0; i < 120; i++) /* large values: the predictor's sum must not overflow */
+        s[i].v = (double)((int64_t)1 << 51) - (double)(next_rand() % 5) * ((i % 2) ? 1 : -1);
+    roundtrip(s, 120);
+}
+
 TEST(block_find_and_corruption)
 {
     codec_series ser[64];
@@ -354,7 +407,8 @@ TEST(block_streams_decode_in_place)
  * inside, across and after their times: the samples kept, and what the decoder says about
  * order, drops and NaN, equal a plain filter's. Shapes: evenly spaced (the run worked out from
  * the first two times), uneven but ascending, descending (two samples too: a binary search
- * over them loses one), negative times, a counter reset, a NaN, escaped values. */
+ * over them loses one), negative times, a counter reset, a NaN, escaped values; ramps (stored
+ * as deltas) and noise (against a mean of values before). */
 TEST(stream_windows_match_a_filter)
 {
     static iocd_sample data[9][40], *out = NULL;
@@ -371,7 +425,8 @@ TEST(stream_windows_match_a_filter)
         int64_t t0 = i == 4 ? -200000 : 1700000000000LL;
         for (j = 0; j < len[i]; j++) {
             data[i][j].t_ms = t0 + (int64_t)j * step[i];
-            data[i][j].v = (double)(int64_t)(j * 3 + i);
+            data[i][j].v = i % 4 == 1 || i == 8 ? (double)(int64_t)(1000 + next_rand() % 9)
+                                                : (double)(int64_t)(j * 3 + i);
         }
         ser[i] = (codec_series){ 64 + i, data[i], len[i] };
     }

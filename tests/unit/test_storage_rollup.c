@@ -583,7 +583,7 @@ static void span_write_late(store *st, int64_t t0)
  * both spans into one value (one LMDB value's page rounding, not two), and every sample and
  * rollup bucket reads back; samples added later to either span compact both again at a stop,
  * or, while running, that span alone, the other moving out as it is; a file of the format
- * before (iocd-store-4) opens and is upgraded. */
+ * before (iocd-store-5) opens and is upgraded. */
 TEST(spans_split_by_a_stop_share_one_value)
 {
     store_config on = { .chunk_ms = 10 * MIN_MS,
@@ -615,12 +615,12 @@ TEST(spans_split_by_a_stop_share_one_value)
     store_close(st);
     span_check_file_at("split");
     /* A file of the format before reads as it is, and opens (upgraded). */
-    span_marker("split", "iocd-store-4", NULL);
+    span_marker("split", "iocd-store-5", NULL);
     span_check_file_at("split");
     st = open_at("split", &off);
     span_verify(st, SPAN_SERIES, 2);
     store_close(st);
-    span_marker("split", NULL, "iocd-store-5");
+    span_marker("split", NULL, "iocd-store-6");
 
     /* The rest of the second hour, and late samples and rewrites in the first: the stop
      * compacts the pair again, still in one value. */
