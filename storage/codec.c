@@ -187,12 +187,12 @@ static size_t put_value(uint8_t *tmp, double v, int e, int64_t *prev_m)
  * A split stream stores each decimal value's integer m as its difference from a prediction:
  * the mean, rounded down, of the 2^p decimal values before it (p = 0: the previous value, the
  * plain delta of version 3's first streams). Sensor readings are mostly a slow signal plus
- * noise: a delta carries the noise of two readings (twice the variance), a mean of four the
- * noise of one and a quarter, so the differences take fewer bits; a counter or a steep signal
+ * noise: a delta carries the noise of two readings (twice the variance), a mean of k the
+ * noise of 1 + 1/k readings, so the differences take fewer bits; a counter or a steep signal
  * is best with p = 0. The encoder tries each p and keeps the cheapest; p sits in the stream's
  * exponent byte (high half). The first value has no prediction (0) and fills the history. */
-#define PRED_MAX  3
-#define PRED_BIAS ((uint64_t)1 << 60) /* |sum| < 2^56: adding it makes the shift a floor */
+#define PRED_MAX  5
+#define PRED_BIAS ((uint64_t)1 << 60) /* |sum| < 2^57: adding it makes the shift a floor */
 
 typedef struct pred {
     uint64_t h[1u << PRED_MAX], sum;
@@ -416,7 +416,7 @@ static bool get_values(const uint8_t **pp, const uint8_t *end, int e, size_t a, 
 
 /* As get_values, for a stream with a predictor p > 0 (every value before a is decoded too:
  * the prediction needs them). The history's sum carries PRED_BIAS, so a prediction is one
- * shift and one subtraction; p is a constant in each of the three copies get_values_pred
+ * shift and one subtraction; p is a constant in each of the copies get_values_pred
  * makes, so the history's ring index is a constant mask. */
 static inline __attribute__((always_inline)) bool
 values_pred(const uint8_t **pp, const uint8_t *end, int e, const unsigned p, size_t a, size_t b,
@@ -481,6 +481,10 @@ static bool get_values_pred(const uint8_t **pp, const uint8_t *end, int e, unsig
         return values_pred(pp, end, e, 1, a, b, out, prev_v, nan, drops);
     case 2:
         return values_pred(pp, end, e, 2, a, b, out, prev_v, nan, drops);
+    case 3:
+        return values_pred(pp, end, e, 3, a, b, out, prev_v, nan, drops);
+    case 4:
+        return values_pred(pp, end, e, 4, a, b, out, prev_v, nan, drops);
     default:
         return values_pred(pp, end, e, PRED_MAX, a, b, out, prev_v, nan, drops);
     }
