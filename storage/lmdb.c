@@ -267,16 +267,22 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
     int rc;
 
     rc = mdb_txn_begin(db->env, NULL, 0, &txn);
+    if (rc == 0 && n_series > 0)
+        rc = mdb_cursor_open(txn, db->series_by_id, &cur); /* appends without a search each */
     for (i = 0; rc == 0 && i < n_series; i++) {
         be64(idb, series[i].id);
         k = (MDB_val){ 8, idb };
         v = (MDB_val){ series[i].key_len, (void *)series[i].key };
-        rc = mdb_put(txn, db->series_by_id, &k, &v, MDB_APPEND);
+        rc = mdb_cursor_put(cur, &k, &v, MDB_APPEND);
         if (rc == MDB_KEYEXIST)
-            rc = mdb_put(txn, db->series_by_id, &k, &v, 0);
-        if (rc == 0)
-            rc = store_post_add(db, txn, series[i].id, series[i].key, series[i].key_len);
+            rc = mdb_cursor_put(cur, &k, &v, 0);
     }
+    if (cur != NULL) {
+        mdb_cursor_close(cur);
+        cur = NULL;
+    }
+    if (rc == 0 && n_series > 0)
+        rc = store_post_add_many(db, txn, series, n_series);
     for (i = 0; rc == 0 && i < n_wal; i++) {
         if (wal[i].len == 0)
             continue;

@@ -119,8 +119,8 @@ int store_spack_del(store_db *db, MDB_txn *txn, const uint64_t *ids, size_t n);
  * the ids as delta varints. Readers (store_db_postings, _label_values, _label_names, also
  * defined there, as is store_db_delete_series) union both halves. Return LMDB codes. */
 
-/* Adds the postings of series id (canonical key) to the unpacked half. */
-int store_post_add(store_db *db, MDB_txn *txn, uint64_t id, const uint8_t *key, size_t len);
+/* Adds the postings of n series (id, canonical key) to the unpacked half, grouped by key. */
+int store_post_add_many(store_db *db, MDB_txn *txn, const store_db_series *series, size_t n);
 
 /* Moves every unpacked posting into the packed half. */
 int store_post_pack(store_db *db, MDB_txn *txn);

@@ -269,29 +269,213 @@ typedef struct post_ctx {
     int rc;
 } post_ctx;
 
-static iocd_err put_posting(void *ud, const char *name, size_t name_len, const char *value,
-                            size_t value_len)
-{
-    post_ctx *c = ud;
-    uint8_t key[KEY_BUF];
-    MDB_val k, v = { 8, c->id };
+/* The postings of many new series at once. Their (key, id) pairs are grouped by key (a hash
+ * table over the keys' bytes), the distinct keys sorted, and each key's ids put in one
+ * MDB_MULTIPLE call, keys after the database's last one appended: a fresh start's 10,000
+ * series put one pair at a time took 15-25 ms of one commit (sorting the 40,000 pairs alone
+ * 9 ms), every acknowledgement behind it waiting. */
+typedef struct post_key {
+    size_t off, len; /* in the arena */
+    size_t n, at;    /* its ids: how many, and where they start in the id array */
+} post_key;
 
-    k.mv_size = posting_key(name, name_len, value, value_len, key);
-    k.mv_data = key;
-    c->rc = mdb_put(c->txn, c->db->postings, &k, &v, MDB_NODUPDATA);
-    if (c->rc == MDB_KEYEXIST)
-        c->rc = 0;
-    return c->rc == 0 ? IOCD_OK : IOCD_EIO;
+typedef struct post_collect {
+    iocd_buf arena;
+    post_key *keys;
+    size_t n_keys, cap_keys;
+    uint32_t *slots; /* open addressing: key index + 1, 0 empty */
+    size_t n_slots;
+    uint32_t *key_of; /* per pair, in walk order */
+    uint64_t *pair_id;
+    size_t n_pairs, cap_pairs;
+    uint64_t id;
+    bool oom;
+} post_collect;
+
+static uint64_t bytes_hash(const uint8_t *p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        h = (h ^ p[i]) * 0x100000001b3ULL;
+    return iocd_mix64(h);
 }
 
-int store_post_add(store_db *db, MDB_txn *txn, uint64_t id, const uint8_t *key, size_t len)
+static bool collect_grow(post_collect *c)
 {
-    post_ctx c = { db, txn, { 0 }, 0 };
+    size_t i, n = c->n_slots > 0 ? c->n_slots * 2 : 1024;
+    uint32_t *slots;
 
-    be64(c.id, id);
-    if (store_key_walk(key, len, put_posting, &c) != IOCD_OK)
-        return c.rc != 0 ? c.rc : MDB_CORRUPTED;
-    return 0;
+    if (c->n_pairs == c->cap_pairs) {
+        size_t cap = c->cap_pairs > 0 ? c->cap_pairs * 2 : 256;
+        uint32_t *k = iocd_realloc(c->key_of, cap * sizeof(*k));
+        uint64_t *d;
+        if (k == NULL)
+            return false;
+        c->key_of = k;
+        d = iocd_realloc(c->pair_id, cap * sizeof(*d));
+        if (d == NULL)
+            return false;
+        c->pair_id = d;
+        c->cap_pairs = cap;
+    }
+    if (c->n_keys == c->cap_keys) {
+        size_t cap = c->cap_keys > 0 ? c->cap_keys * 2 : 64;
+        post_key *k = iocd_realloc(c->keys, cap * sizeof(*k));
+        if (k == NULL)
+            return false;
+        c->keys = k;
+        c->cap_keys = cap;
+    }
+    if ((c->n_keys + 1) * 2 <= c->n_slots)
+        return true;
+    slots = iocd_calloc(n, sizeof(*slots));
+    if (slots == NULL)
+        return false;
+    for (i = 0; i < c->n_keys; i++) {
+        const post_key *k = &c->keys[i];
+        size_t j = bytes_hash((const uint8_t *)c->arena.data + k->off, k->len) & (n - 1);
+        while (slots[j] != 0)
+            j = (j + 1) & (n - 1);
+        slots[j] = (uint32_t)i + 1;
+    }
+    iocd_free(c->slots);
+    c->slots = slots;
+    c->n_slots = n;
+    return true;
+}
+
+static iocd_err collect_posting(void *ud, const char *name, size_t name_len, const char *value,
+                                size_t value_len)
+{
+    post_collect *c = ud;
+    uint8_t key[KEY_BUF];
+    size_t len = posting_key(name, name_len, value, value_len, key), j;
+    uint32_t ki;
+
+    if (!collect_grow(c)) {
+        c->oom = true;
+        return IOCD_ENOMEM;
+    }
+    j = bytes_hash(key, len) & (c->n_slots - 1);
+    for (;; j = (j + 1) & (c->n_slots - 1)) {
+        const post_key *k;
+        if (c->slots[j] == 0) {
+            if (iocd_buf_append(&c->arena, key, len) != IOCD_OK) {
+                c->oom = true;
+                return IOCD_ENOMEM;
+            }
+            c->keys[c->n_keys] = (post_key){ c->arena.len - len, len, 0, 0 };
+            c->slots[j] = (uint32_t)++c->n_keys;
+            break;
+        }
+        k = &c->keys[c->slots[j] - 1];
+        if (k->len == len && memcmp(c->arena.data + k->off, key, len) == 0)
+            break;
+    }
+    ki = c->slots[j] - 1;
+    c->keys[ki].n++;
+    c->key_of[c->n_pairs] = ki;
+    c->pair_id[c->n_pairs++] = c->id;
+    return IOCD_OK;
+}
+
+static const char *sort_arena; /* the keys' bytes while they are sorted (under commit_mu) */
+
+static int post_key_cmp(const void *a, const void *b)
+{
+    const post_key *x = a, *y = b;
+
+    return key_cmp(sort_arena + x->off, x->len, sort_arena + y->off, y->len);
+}
+
+static int be_id_cmp(const void *a, const void *b)
+{
+    return memcmp(a, b, 8);
+}
+
+int store_post_add_many(store_db *db, MDB_txn *txn, const store_db_series *series, size_t n)
+{
+    post_collect c;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v[2];
+    uint8_t last[KEY_BUF], *ids = NULL;
+    size_t last_len = 0, i, at = 0;
+    bool appending = false;
+    int rc = 0;
+
+    memset(&c, 0, sizeof(c));
+    iocd_buf_init(&c.arena, 0);
+    for (i = 0; rc == 0 && i < n; i++) {
+        c.id = series[i].id;
+        if (store_key_walk(series[i].key, series[i].key_len, collect_posting, &c) != IOCD_OK)
+            rc = c.oom ? ENOMEM : MDB_CORRUPTED;
+    }
+    /* Each key's ids, big-endian and in order, side by side. */
+    if (rc == 0 && c.n_pairs > 0) {
+        ids = iocd_malloc(c.n_pairs * 8);
+        rc = ids == NULL ? ENOMEM : 0;
+    }
+    for (i = 0; rc == 0 && i < c.n_keys; i++) {
+        c.keys[i].at = at;
+        at += c.keys[i].n;
+        c.keys[i].n = 0;
+    }
+    for (i = 0; rc == 0 && i < c.n_pairs; i++) {
+        post_key *pk = &c.keys[c.key_of[i]];
+        be64(ids + (pk->at + pk->n++) * 8, c.pair_id[i]);
+    }
+    for (i = 0; rc == 0 && i < c.n_keys; i++) {
+        const post_key *pk = &c.keys[i];
+        size_t j;
+        for (j = 1; j < pk->n && memcmp(ids + (pk->at + j - 1) * 8, ids + (pk->at + j) * 8, 8) < 0;
+             j++)
+            ;
+        if (j < pk->n) /* not ascending (ids of series created out of order): sorted */
+            iocd_qsort(ids + pk->at * 8, pk->n, 8, be_id_cmp);
+    }
+    if (rc == 0 && c.n_keys > 0) {
+        sort_arena = c.arena.data;
+        iocd_qsort(c.keys, c.n_keys, sizeof(*c.keys), post_key_cmp);
+        rc = mdb_cursor_open(txn, db->postings, &cur);
+    }
+    if (rc == 0 && cur != NULL) {
+        rc = mdb_cursor_get(cur, &k, v, MDB_LAST);
+        if (rc == 0 && k.mv_size <= KEY_BUF) {
+            memcpy(last, k.mv_data, k.mv_size);
+            last_len = k.mv_size;
+        }
+        rc = rc == MDB_NOTFOUND || rc == 0 ? 0 : rc;
+        appending = last_len == 0;
+    }
+    for (i = 0; rc == 0 && i < c.n_keys; i++) {
+        const post_key *pk = &c.keys[i];
+        size_t j = 0;
+        k = (MDB_val){ pk->len, c.arena.data + pk->off };
+        appending = appending || key_cmp(k.mv_data, k.mv_size, last, last_len) > 0;
+        while (rc == 0 && j < pk->n) {
+            /* A pair already there (a series put again) stops a multiple put: go on after it. */
+            v[0] = (MDB_val){ 8, ids + (pk->at + j) * 8 };
+            v[1] = (MDB_val){ pk->n - j, NULL };
+            rc = mdb_cursor_put(
+                cur, &k, v, MDB_MULTIPLE | MDB_NODUPDATA | (appending && j == 0 ? MDB_APPEND : 0));
+            j += rc == 0 ? pk->n - j : v[1].mv_size + 1;
+            if (rc == MDB_KEYEXIST) {
+                rc = 0;
+                appending = false;
+            }
+        }
+    }
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    iocd_free(ids);
+    iocd_free(c.keys);
+    iocd_free(c.slots);
+    iocd_free(c.key_of);
+    iocd_free(c.pair_id);
+    iocd_buf_fini(&c.arena);
+    return rc;
 }
 
 typedef struct pack_state {

@@ -10,6 +10,7 @@
 #include <lmdb.h> /* to write a data file as an older iocd left it */
 
 #include "storage/storage.h"
+#include "storage/storage_int.h" /* the data file's own commit, for the postings */
 
 TEST(open_creates_dir_and_reopens)
 {
@@ -861,6 +862,79 @@ static void old_store_is_upgraded(const char *dir, const char *marker)
 /* Each metric opens its own id group, so every series below is a record of the packed series
  * index, written in key order when the stop's seal packs them: appended, they fill their
  * leaf pages (a put in order splits each full page in half: a third of the pages was slack). */
+/* The postings of many series persisted in one commit (grouped by key, each key's ids put at
+ * once): every id under each of its labels, whether the key is new (appended) or already
+ * there, whatever order the ids come in, and a series persisted a second time changes
+ * nothing. */
+TEST(postings_of_many_new_series_in_one_commit)
+{
+    static uint8_t keys[1200][96];
+    static size_t key_len[1200];
+    store_db_series ser[1200];
+    store_config cfg = { 0 };
+    store *st = open_at("keys", &cfg);
+    store_db *db = NULL;
+    char errbuf[256], ward[16], dev[16];
+    uint64_t *ids = NULL;
+    size_t i, n, j;
+    int w;
+
+    for (i = 0; i < 1200; i++) {
+        iocd_label l[3] = { L("__name__", "lamp_on"), L("device", ""), L("ward", "") };
+        store_reject why;
+        iocd_buf b;
+        snprintf(ward, sizeof(ward), "w%zu", i % 7);
+        snprintf(dev, sizeof(dev), "d%04zu", i / 2); /* two series per device */
+        l[0].value = i % 2 == 0 ? "lamp_on" : "lamp_power_w";
+        l[0].value_len = strlen(l[0].value);
+        l[1].value = dev;
+        l[1].value_len = strlen(dev);
+        l[2].value = ward;
+        l[2].value_len = strlen(ward);
+        iocd_buf_init(&b, 0);
+        ASSERT_OK(store_key_build(store_limits_get(st), l, 3, &b, &why));
+        ASSERT_LE(b.len, sizeof(keys[i]));
+        memcpy(keys[i], b.data, b.len);
+        key_len[i] = b.len;
+        iocd_buf_fini(&b);
+        /* ids not in order: 1000 + (i * 7919) % 1200 covers 1000 .. 2199 once each */
+        ser[i] = (store_db_series){ 1000 + (i * 7919) % 1200, keys[i], key_len[i] };
+    }
+    store_close(st);
+    ASSERT_EQ(mkdir(sub("db"), 0700), 0);
+    ASSERT_OK(store_db_open(sub("db"), 1ULL << 30, false, &db, errbuf, sizeof(errbuf)));
+    /* The first 800 in one commit, then the rest with 50 of the first again, and a key
+     * sorting before the database's last. */
+    ASSERT_OK(
+        store_db_commit(db, ser, 800, 1, NULL, 0, NULL, 0, INT64_MIN, 0, INT64_MIN, INT64_MIN));
+    ASSERT_OK(store_db_commit(db, ser + 750, 450, 2, NULL, 0, NULL, 0, INT64_MIN, 0, INT64_MIN,
+                              INT64_MIN));
+    for (w = 0; w < 7; w++) {
+        snprintf(ward, sizeof(ward), "w%d", w);
+        ASSERT_OK(store_db_postings(db, "ward", ward, &ids, &n));
+        ASSERT_EQ(n, (size_t)(1200 / 7 + (w < 1200 % 7)));
+        for (j = 0; j < n; j++) {
+            size_t k;
+            if (j > 0)
+                ASSERT_LT(ids[j - 1], ids[j]);
+            for (k = 0; k < 1200 && ser[k].id != ids[j]; k++)
+                ;
+            ASSERT_LT(k, 1200);
+            ASSERT_EQ(k % 7, (size_t)w);
+        }
+        iocd_free(ids);
+    }
+    ASSERT_OK(store_db_postings(db, "__name__", "lamp_on", &ids, &n));
+    ASSERT_EQ(n, 600);
+    iocd_free(ids);
+    ASSERT_OK(store_db_postings(db, "device", "d0377", &ids, &n));
+    ASSERT_EQ(n, 2);
+    ASSERT_TRUE((ids[0] == ser[754].id && ids[1] == ser[755].id) ||
+                (ids[0] == ser[755].id && ids[1] == ser[754].id));
+    iocd_free(ids);
+    store_db_close(db);
+}
+
 TEST(series_index_pages_are_filled)
 {
     char path[600], metric[32], value[801];
