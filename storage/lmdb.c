@@ -257,15 +257,19 @@ static int del_group_range(MDB_txn *txn, MDB_dbi dbi, uint64_t group, int64_t fr
 iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_series, uint64_t seq,
                          const store_db_wal *wal, size_t n_wal, const store_db_block *blocks,
                          size_t n_blocks, int64_t wal_before, uint64_t wal_seq_max,
-                         int64_t drop_before, int64_t drop_rollups_before)
+                         uint64_t wal_delete_max, bool *wal_more, int64_t drop_before,
+                         int64_t drop_rollups_before)
 {
     MDB_txn *txn = NULL;
     MDB_cursor *cur = NULL;
     uint8_t idb[8], key[20];
+    uint64_t wal_deleted = 0;
     MDB_val k, v;
     size_t i;
     int rc;
 
+    if (wal_more != NULL)
+        *wal_more = false;
     rc = mdb_txn_begin(db->env, NULL, 0, &txn);
     if (rc == 0 && n_series > 0)
         rc = mdb_cursor_open(txn, db->series_by_id, &cur); /* appends without a search each */
@@ -400,8 +404,14 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
             while (rc == 0 && (rc = mdb_cursor_get(cur, &k, &v, op)) == 0 && k.mv_size >= 16 &&
                    get_be_time(k.mv_data) < before) {
                 op = MDB_NEXT; /* after a delete, MDB_NEXT returns the record that followed */
-                if (get_be64((const uint8_t *)k.mv_data + 8) <= wal_seq_max)
-                    rc = mdb_cursor_del(cur, 0);
+                if (get_be64((const uint8_t *)k.mv_data + 8) > wal_seq_max)
+                    continue;
+                if (wal_more != NULL && wal_delete_max > 0 && wal_deleted >= wal_delete_max) {
+                    *wal_more = true; /* the rest in the next transactions */
+                    break;
+                }
+                wal_deleted += v.mv_size;
+                rc = mdb_cursor_del(cur, 0);
             }
         } else if (i == 2) {
             /* A value shared with the next span goes once that has expired too. */

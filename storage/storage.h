@@ -29,6 +29,8 @@ typedef struct store_config {
                                    * a fifth or more of it is free pages; 0 = never */
     uint64_t query_cache_bytes;   /* series decoded from sealed blocks are kept in memory, up to
                                    * this many bytes, for reads that come again; 0 = none */
+    uint64_t wal_delete_bytes;    /* a finished seal deletes its WAL records in transactions of
+                                   * about this many bytes each; 0 = 64 MiB */
 } store_config;
 
 /* ---- Writing --------------------------------------------------------------------------- */

@@ -352,13 +352,16 @@ typedef struct store_db_block {
 /* One group commit, in one write transaction: the new series (index, reverse index,
  * postings) and the WAL records (sequence seq). When blocks are given (a seal), they are
  * stored (each after any block already under its period and group); every WAL record of a
- * period before wal_before with a sequence up to wal_seq_max is deleted; blocks of periods
- * before drop_before are deleted (retention), and rollups of periods before
+ * period before wal_before with a sequence up to wal_seq_max is deleted, or, with
+ * wal_delete_max > 0, records until that many bytes are deleted, *wal_more then saying
+ * whether some are left for later transactions (set false on entry when given); blocks of
+ * periods before drop_before are deleted (retention), and rollups of periods before
  * drop_rollups_before. Errors: IOCD_ENOSPC, IOCD_EIO. */
 iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_series, uint64_t seq,
                          const store_db_wal *wal, size_t n_wal, const store_db_block *blocks,
                          size_t n_blocks, int64_t wal_before, uint64_t wal_seq_max,
-                         int64_t drop_before, int64_t drop_rollups_before);
+                         uint64_t wal_delete_max, bool *wal_more, int64_t drop_before,
+                         int64_t drop_rollups_before);
 
 /* Closes db; first, when the file is at most max_bytes and at least a fifth of it is free
  * pages (left by the WAL and by retention), replaces it with a compacted copy (written,
@@ -571,6 +574,10 @@ struct store {
     int64_t seal_target; /* its boundary, or INT64_MIN: none */
     size_t seal_from;    /* the next series id to take */
     uint64_t seal_seq;   /* the WAL sequence when it began: later records stay */
+    /* A finished seal's WAL records still to delete (sealer thread only): records of periods
+     * before trim_before up to trim_seq, some megabytes per transaction. INT64_MIN: none. */
+    int64_t trim_before;
+    uint64_t trim_seq;
     /* Compaction of finished spans (sealer thread only): when set, chunk blocks may be
      * waiting; cleared when a look finds none. */
     bool compact_check;

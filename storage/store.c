@@ -543,6 +543,7 @@ iocd_err store_open(const char *dir, const store_config *cfg, store **out, char 
     st->head_min = INT64_MAX;
     st->arrived_min = INT64_MAX;
     st->seal_target = INT64_MIN;
+    st->trim_before = INT64_MIN;
     pthread_mutex_init(&st->mu, NULL);
     pthread_mutex_init(&st->commit_mu, NULL);
     pthread_cond_init(&st->wake, NULL);

@@ -905,10 +905,10 @@ TEST(postings_of_many_new_series_in_one_commit)
     ASSERT_OK(store_db_open(sub("db"), 1ULL << 30, false, &db, errbuf, sizeof(errbuf)));
     /* The first 800 in one commit, then the rest with 50 of the first again, and a key
      * sorting before the database's last. */
-    ASSERT_OK(
-        store_db_commit(db, ser, 800, 1, NULL, 0, NULL, 0, INT64_MIN, 0, INT64_MIN, INT64_MIN));
-    ASSERT_OK(store_db_commit(db, ser + 750, 450, 2, NULL, 0, NULL, 0, INT64_MIN, 0, INT64_MIN,
+    ASSERT_OK(store_db_commit(db, ser, 800, 1, NULL, 0, NULL, 0, INT64_MIN, 0, 0, NULL, INT64_MIN,
                               INT64_MIN));
+    ASSERT_OK(store_db_commit(db, ser + 750, 450, 2, NULL, 0, NULL, 0, INT64_MIN, 0, 0, NULL,
+                              INT64_MIN, INT64_MIN));
     for (w = 0; w < 7; w++) {
         snprintf(ward, sizeof(ward), "w%d", w);
         ASSERT_OK(store_db_postings(db, "ward", ward, &ids, &n));
@@ -933,6 +933,94 @@ TEST(postings_of_many_new_series_in_one_commit)
                 (ids[0] == ser[755].id && ids[1] == ser[754].id));
     iocd_free(ids);
     store_db_close(db);
+}
+
+/* Writes 200 commits (one WAL record each) of 5 series into one old period, then a sample
+ * now that passes it: the seal. */
+static void wal_write(store *st, int64_t t0)
+{
+    iocd_label l[2] = { L("__name__", "pump_on"), L("device", "p0") };
+    char dev[16];
+    store_batch *b = NULL;
+    int c, k;
+
+    for (c = 0; c < 200; c++) {
+        ASSERT_OK(store_batch_new(st, &b));
+        for (k = 0; k < 5; k++) {
+            snprintf(dev, sizeof(dev), "p%d", k);
+            l[1].value = dev;
+            add(b, l, 2, t0 + c * 100, c * 10 + k);
+        }
+        ASSERT_OK(store_batch_commit(b, NULL));
+    }
+    ASSERT_OK(store_batch_new(st, &b));
+    add(b, l, 2, iocd_now_ms(), 1);
+    ASSERT_OK(store_batch_commit(b, NULL));
+}
+
+/* Every series p0..p4 has the 200 samples of wal_write exactly once. */
+static void wal_verify(store *st, int64_t t0)
+{
+    uint64_t *ids = NULL;
+    iocd_sample *s = NULL;
+    size_t n, m, i, j;
+
+    ASSERT_OK(store_series_all(st, &ids, &n));
+    ASSERT_EQ(n, 5);
+    for (i = 0; i < n; i++) {
+        ASSERT_OK(store_read(st, ids[i], t0, t0 + 60000 - 1, &s, &m));
+        ASSERT_EQ(m, 200);
+        for (j = 0; j < m; j++) {
+            ASSERT_EQ(s[j].t_ms, t0 + (int64_t)j * 100);
+            ASSERT_EQ((int64_t)s[j].v % 10, (int64_t)s[0].v % 10);
+            ASSERT_EQ((int64_t)s[j].v / 10, (int64_t)j);
+        }
+        iocd_free(s);
+    }
+    iocd_free(ids);
+}
+
+/* A finished seal deletes its WAL records a few at a time (here one per transaction, the
+ * seal's own and then trim steps), and all of them go; a process killed while they go
+ * leaves records of a sealed period, which recovery seals again: every sample once. */
+TEST(a_seal_deletes_its_wal_in_steps_and_a_crash_between_loses_nothing)
+{
+    store_config cfg = { .chunk_ms = 60000, .seal_grace_ms = 1000, .wal_delete_bytes = 1 };
+    int64_t t0 = (iocd_now_ms() - 10 * 60000) / 60000 * 60000;
+    store_stats stats;
+    store *st = open_at("trim", &cfg);
+    pid_t child;
+    int status, i;
+
+    wal_write(st, t0);
+    wait_sealed(st, t0 + 60000);
+    for (i = 0; i < 2000; i++) { /* left: the record of the sample now */
+        ASSERT_OK(store_stats_get(st, &stats));
+        if (stats.wal_records == 1)
+            break;
+        nanosleep(&(struct timespec){ 0, 5000000 }, NULL);
+    }
+    ASSERT_EQ(stats.wal_records, 1);
+    wal_verify(st, t0);
+    store_close(st);
+
+    child = fork();
+    if (child == 0) {
+        st = open_at("trim_crash", &cfg);
+        wal_write(st, t0);
+        wait_sealed(st, t0 + 60000);
+        _exit(0); /* no close: deletion steps in progress */
+    }
+    ASSERT_EQ(waitpid(child, &status, 0), child);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    st = open_at("trim_crash", &cfg);
+    wal_verify(st, t0);
+    store_close(st);
+    st = open_at("trim_crash", &cfg);
+    wal_verify(st, t0);
+    ASSERT_OK(store_stats_get(st, &stats));
+    ASSERT_EQ(stats.head_samples, 0);
+    store_close(st);
 }
 
 TEST(series_index_pages_are_filled)
