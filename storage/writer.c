@@ -485,8 +485,11 @@ static iocd_err build_blocks(store *st, const seal_set *ss, store_db_block **blo
     return err;
 }
 
-#define SEAL_SLICE             256 /* series ids per slice (a multiple of the id group, 64) */
-#define SEAL_SLICES_PER_COMMIT 4   /* bounds how long one group commit spends sealing */
+#define SEAL_SLICE 256 /* series ids per slice (a multiple of the id group, 64) */
+/* Slices per sealer transaction: each holds commit_mu, and the writer's acknowledgements
+ * wait behind it. One slice (256 series) per transaction, against four: the paced replay's
+ * p99 9.3-12.4 vs 12.2-15.3 ms in six A/B pairs, ingest CPU and bytes unchanged. */
+#define SEAL_SLICES_PER_COMMIT 1
 
 /* Takes and encodes, slice by slice from series id *from, every head sample before `before`:
  * at most max_slices slices (0: all). *from is where the next call goes on; *done is set when
