@@ -275,8 +275,9 @@ typedef struct post_ctx {
  * series put one pair at a time took 15-25 ms of one commit (sorting the 40,000 pairs alone
  * 9 ms), every acknowledgement behind it waiting. */
 typedef struct post_key {
-    size_t off, len; /* in the arena */
-    size_t n, at;    /* its ids: how many, and where they start in the id array */
+    size_t off, len;    /* in the arena */
+    const uint8_t *key; /* set from off once every key is in (the arena moves as it grows) */
+    size_t n, at;       /* its ids: how many, and where they start in the id array */
 } post_key;
 
 typedef struct post_collect {
@@ -366,7 +367,7 @@ static iocd_err collect_posting(void *ud, const char *name, size_t name_len, con
                 c->oom = true;
                 return IOCD_ENOMEM;
             }
-            c->keys[c->n_keys] = (post_key){ c->arena.len - len, len, 0, 0 };
+            c->keys[c->n_keys] = (post_key){ c->arena.len - len, len, NULL, 0, 0 };
             c->slots[j] = (uint32_t)++c->n_keys;
             break;
         }
@@ -381,13 +382,11 @@ static iocd_err collect_posting(void *ud, const char *name, size_t name_len, con
     return IOCD_OK;
 }
 
-static const char *sort_arena; /* the keys' bytes while they are sorted (under commit_mu) */
-
 static int post_key_cmp(const void *a, const void *b)
 {
     const post_key *x = a, *y = b;
 
-    return key_cmp(sort_arena + x->off, x->len, sort_arena + y->off, y->len);
+    return key_cmp(x->key, x->len, y->key, y->len);
 }
 
 static int be_id_cmp(const void *a, const void *b)
@@ -436,7 +435,8 @@ int store_post_add_many(store_db *db, MDB_txn *txn, const store_db_series *serie
             iocd_qsort(ids + pk->at * 8, pk->n, 8, be_id_cmp);
     }
     if (rc == 0 && c.n_keys > 0) {
-        sort_arena = c.arena.data;
+        for (i = 0; i < c.n_keys; i++)
+            c.keys[i].key = (const uint8_t *)c.arena.data + c.keys[i].off;
         iocd_qsort(c.keys, c.n_keys, sizeof(*c.keys), post_key_cmp);
         rc = mdb_cursor_open(txn, db->postings, &cur);
     }
@@ -452,7 +452,7 @@ int store_post_add_many(store_db *db, MDB_txn *txn, const store_db_series *serie
     for (i = 0; rc == 0 && i < c.n_keys; i++) {
         const post_key *pk = &c.keys[i];
         size_t j = 0;
-        k = (MDB_val){ pk->len, c.arena.data + pk->off };
+        k = (MDB_val){ pk->len, (void *)pk->key };
         appending = appending || key_cmp(k.mv_data, k.mv_size, last, last_len) > 0;
         while (rc == 0 && j < pk->n) {
             /* A pair already there (a series put again) stops a multiple put: go on after it. */
