@@ -815,6 +815,7 @@ static void *sweeper(void *arg)
 {
     am_table *t = arg;
 
+    iocd_thread_name("am-sweeper");
     pthread_mutex_lock(&t->wake_mu);
     while (!t->stop) {
         struct timespec ts;

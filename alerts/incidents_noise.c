@@ -187,6 +187,7 @@ void *incidents_ticker(void *arg)
 {
     alert_center *ac = arg;
 
+    iocd_thread_name("incidents");
     pthread_mutex_lock(&ac->mu);
     while (!ac->stopping) {
         struct timespec ts;

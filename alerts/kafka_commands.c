@@ -175,6 +175,7 @@ static void *consume(void *arg)
 {
     alert_commands *c = arg;
 
+    iocd_thread_name("kafka-commands");
     while (!atomic_load(&c->stop)) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, 200);
         char why[300] = "";

@@ -231,6 +231,7 @@ static void *dispatch(void *ud)
 {
     alert_outbox *ob = ud;
 
+    iocd_thread_name("kafka-outbox");
     for (;;) {
         bool stop, failed;
         pthread_mutex_lock(&ob->mu);

@@ -117,6 +117,7 @@ static void *dispatch(void *ud)
     alert_webhooks *wh = ud;
     int64_t pause_ms = RETRY_MIN_MS;
 
+    iocd_thread_name("webhooks");
     pthread_mutex_lock(&wh->mu);
     while (!wh->stopping) {
         wh_msg m;

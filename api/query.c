@@ -44,6 +44,7 @@ static void *worker(void *ud)
     api_server *srv = ud;
     api_queries *q = srv->queries;
 
+    iocd_thread_name("query");
     for (;;) {
         qjob *job;
         pthread_mutex_lock(&q->mu);

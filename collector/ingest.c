@@ -443,6 +443,7 @@ static void *ingest_main(void *arg)
     col_ingest *ing = arg;
     piece *pc;
 
+    iocd_thread_name("ingest");
     pthread_mutex_lock(&ing->mu);
     for (;;) {
         while (ing->queue == NULL && !ing->stopping)

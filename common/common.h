@@ -329,6 +329,9 @@ void iocd_metric_label_escape(const char *in, char *out, size_t cap);
 iocd_err iocd_addr_split(const char *addr, char *host, size_t host_cap, int *port_out);
 /* The value of a hexadecimal digit, or -1. */
 int iocd_hexval(char c);
+/* Names the calling thread (at most 15 bytes show), so `top -H`, `ps -L` and perf tell
+ * iocd's threads apart. */
+void iocd_thread_name(const char *name);
 /* Reads up to max bytes of a file into a fresh NUL-terminated buffer (iocd_free it). */
 iocd_err iocd_file_read(const char *path, size_t max, char **data_out, size_t *len_out);
 /* Mixes x so that every input bit moves about half the output bits (MurmurHash3's 64-bit

@@ -1,10 +1,12 @@
-/* common/util.c - small helpers: address splitting and bounded file reads. */
+/* common/util.c - small helpers: address splitting, bounded file reads, thread names. */
 #include "common/common.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 iocd_err iocd_addr_split(const char *addr, char *host, size_t host_cap, int *port_out)
@@ -114,4 +116,12 @@ const char *iocd_label_value(const char *labels, size_t len, const char *name)
         p = v + strlen(v) + 1;
     }
     return NULL;
+}
+
+void iocd_thread_name(const char *name)
+{
+    char buf[16];
+
+    snprintf(buf, sizeof(buf), "%s", name);
+    (void)prctl(PR_SET_NAME, buf, 0, 0, 0);
 }

@@ -495,6 +495,7 @@ static void read_chunks(share_job *j, share_part *p)
 
 static void *helper_main(void *ud)
 {
+    iocd_thread_name("query-helper");
     (void)ud;
     pthread_mutex_lock(&helper.mu);
     for (;;) {

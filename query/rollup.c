@@ -321,6 +321,7 @@ static void *half_thread(void *ud)
 {
     ru_read *h = ud;
 
+    iocd_thread_name("query-rollup");
     h->err = read_half(&h->job, h->job.ids, h->n, h->start, h->end, h->spans, h->n_spans);
     return NULL;
 }

@@ -1105,6 +1105,7 @@ static void *engine_thread(void *ud)
 {
     rule_engine *e = ud;
 
+    iocd_thread_name("rules");
     for (;;) {
         struct timespec ts;
         bool stop;
