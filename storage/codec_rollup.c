@@ -389,8 +389,8 @@ iocd_err codec_rollup_select(const void *data, size_t len, size_t max_raw, int64
     *c = (rollup_ctx){ .ids = ids, .n = n, .res = res_ms, .fn = fn, .ud = ud, .cur = UINT64_MAX };
     /* The version is known once the block is open, before the first series. */
     c->version = 0;
-    err = codec_block_walk_v(data, len, max_raw, 1u << CODEC_BLOCK_V1 | 1u << ROLLUP_VERSION, &c->version,
-                       rollup_one, c);
+    err = codec_block_walk_v(data, len, max_raw, 1u << CODEC_BLOCK_V1 | 1u << ROLLUP_VERSION,
+                             &c->version, rollup_one, c);
     if (err == IOCD_OK && c->seen != 0)
         err = IOCD_ECORRUPT;
     iocd_free(c->r);

@@ -558,9 +558,11 @@ struct store {
     bool writer_started, sealer_started;
     bool writer_done;         /* the writer has stopped: the sealer's final seal may run (st->mu) */
     pthread_cond_t seal_wake; /* the sealer's (with st->mu) */
-    uint64_t delete_epoch;    /* series deletions so far (commit_mu) */
-    uint64_t n_txns;          /* transactions committed (st->mu): the sealer drops mapped pages */
-    uint64_t wal_seq;         /* writer thread only */
+    /* A seal step waiting to ride in the writer's next group commit (st->mu; writer.c). */
+    struct seal_handoff *handoff;
+    uint64_t delete_epoch; /* series deletions so far (commit_mu) */
+    uint64_t n_txns;       /* transactions committed (st->mu): the sealer drops mapped pages */
+    uint64_t wal_seq;      /* writer thread only */
     int64_t last_sync_ns;
     int64_t watermark;     /* newest sample time accepted (st->mu) */
     int64_t sealed_before; /* periods before this are sealed (st->mu) */
@@ -569,8 +571,8 @@ struct store {
      * is skipped. arrived_min: the oldest sample put into a head since the seal began. */
     int64_t head_min, arrived_min;
     int64_t last_late_seal_ns;
-    /* A seal in progress (sealer thread only): it takes SEAL_SLICES_PER_COMMIT slices of
-     * series per transaction, so its memory stays small. */
+    /* A seal in progress (sealer thread only): a few series per transaction (writer.c,
+     * SEAL_IDS_*), so its memory stays small and the writer seldom waits long behind it. */
     int64_t seal_target; /* its boundary, or INT64_MIN: none */
     size_t seal_from;    /* the next series id to take */
     uint64_t seal_seq;   /* the WAL sequence when it began: later records stay */

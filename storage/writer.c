@@ -486,40 +486,62 @@ static iocd_err build_blocks(store *st, const seal_set *ss, store_db_block **blo
 }
 
 #define SEAL_SLICE 256 /* series ids per slice (a multiple of the id group, 64) */
-/* Slices per sealer transaction. The writer's acknowledgements wait on commit_mu behind each
- * one, so fewer series per transaction cut the paced replay's write p99 (one slice: 9.3-12.4
- * vs 12.2-15.3 ms, six A/B pairs; 64 series: 8.1-8.4), but more transactions (two fsyncs
- * each) make a seal longer at full speed, and heads wait: 100k series, peak anon 110-112
- * MiB with four slices, 130-140 with one, 167-178 with 64 series. */
-#define SEAL_SLICES_PER_COMMIT 4
+/* Series ids per sealer transaction. The writer's acknowledgements wait on commit_mu behind
+ * each one, so small transactions keep the write tail short (paced replay p99, A/B: 1,024
+ * series 12.2-15.3 ms, 256 9.3-12.4, 64 8.1-8.4); but each costs two fsyncs, so at full speed
+ * a seal made of small ones falls behind and the heads hold more (100k series, peak anon
+ * 110-112 MiB at 1,024, 130-140 at 256, 167-178 at 64). So a seal takes SEAL_IDS_KEEPING_UP
+ * while it keeps pace with the samples arriving, and SEAL_IDS_BEHIND when it does not. */
+#define SEAL_IDS_KEEPING_UP 64
+#define SEAL_IDS_BEHIND     1024
+
+/* Whether the seal of the periods before `before`, at series id `from`, is behind the
+ * samples. Keeping pace means sealing ids at least twice as fast as the next period arrives
+ * (past the grace), so the seal ends by the middle of that period and the heads hold little
+ * more than one; SEAL_LAG_MAX allows for the first request of a period. */
+#define SEAL_LAG_MAX 0.03
+
+static bool seal_behind(store *st, int64_t before, size_t from)
+{
+    double arrived, done;
+
+    pthread_mutex_lock(&st->mu);
+    arrived =
+        st->watermark == INT64_MIN
+            ? 0
+            : (double)(st->watermark - st->cfg.seal_grace_ms - before) / (double)st->cfg.chunk_ms;
+    done = st->next_id > 0 ? (double)from / (double)st->next_id : 1;
+    pthread_mutex_unlock(&st->mu);
+    return (arrived < 0.5 ? 2 * arrived : 1) - done > SEAL_LAG_MAX;
+}
 
 /* Takes and encodes, slice by slice from series id *from, every head sample before `before`:
- * at most max_slices slices (0: all). *from is where the next call goes on; *done is set when
- * no series is left. */
-static iocd_err seal_slices(store *st, int64_t before, size_t *from_io, size_t max_slices,
-                            bool *done, store_db_block **blocks, size_t *n_blocks, iocd_buf *space,
+ * ids [*from, *from + max_ids) (0: all). *from is where the next call goes on; *done is set
+ * when no series is left. */
+static iocd_err seal_slices(store *st, int64_t before, size_t *from_io, size_t max_ids, bool *done,
+                            store_db_block **blocks, size_t *n_blocks, iocd_buf *space,
                             size_t *n_samples, uint64_t **sealing_ids, size_t *n_sealing_ids)
 {
-    size_t from = *from_io, cap_blocks = 0, end, i, slices = 0, cap_ids = 0;
+    size_t from = *from_io, stop = max_ids > 0 ? from + max_ids : SIZE_MAX, cap_blocks = 0, end, i,
+           cap_ids = 0;
     seal_set ss;
     iocd_err err = IOCD_OK;
 
     memset(&ss, 0, sizeof(ss));
     *done = false;
     for (;;) {
-        if (max_slices > 0 && slices == max_slices)
+        size_t to = stop - from < SEAL_SLICE ? stop : from + SEAL_SLICE;
+        if (from >= stop)
             break;
         pthread_mutex_lock(&st->mu);
-        end = st->by_id_cap; /* the highest id there can be */
-        if (from <= end)
-            err = take_sealable(st, before, from, from + SEAL_SLICE, &ss, sealing_ids,
-                                n_sealing_ids, &cap_ids);
+        end = st->next_id; /* above every id in use */
+        if (from < end)
+            err = take_sealable(st, before, from, to, &ss, sealing_ids, n_sealing_ids, &cap_ids);
         pthread_mutex_unlock(&st->mu);
-        if (from > end)
+        if (from >= end)
             *done = true;
-        if (from > end || err != IOCD_OK)
+        if (from >= end || err != IOCD_OK)
             break;
-        slices++;
         *n_samples += ss.n;
         if (ss.n_runs > 0)
             err = build_blocks(st, &ss, blocks, n_blocks, &cap_blocks, space);
@@ -527,11 +549,11 @@ static iocd_err seal_slices(store *st, int64_t before, size_t *from_io, size_t m
             break;
         ss.n = 0;
         ss.n_runs = 0;
-        from += SEAL_SLICE;
+        from = to;
     }
     if (err == IOCD_OK && !*done) {
         pthread_mutex_lock(&st->mu);
-        *done = from > st->by_id_cap;
+        *done = from >= st->next_id;
         pthread_mutex_unlock(&st->mu);
     }
     *from_io = from;
@@ -890,6 +912,16 @@ typedef struct seal_work {
     size_t n_sealing_ids;
 } seal_work;
 
+/* A seal step riding in the writer's next group commit: one transaction and one sync for
+ * both, so acknowledgements never wait behind a sealer transaction (and its two syncs). */
+typedef struct seal_handoff {
+    seal_work *w;
+    uint64_t epoch; /* st->delete_epoch before its samples were taken */
+    iocd_err pre;   /* its encoding's outcome */
+    iocd_err err;   /* the commit's, once done */
+    bool done;
+} seal_handoff;
+
 /* One LMDB transaction, under commit_mu: the series created since the last one, WAL records
  * and/or a seal or compaction step w. With pre != IOCD_OK (w's encoding failed, or
  * IOCD_EAGAIN: a deletion raced it) nothing is committed and pre is returned; w's samples go
@@ -1032,9 +1064,11 @@ static void commit_observe(store *st, int64_t t0, size_t n_batches, iocd_err err
     }
 }
 
-/* One group commit of queued batches: their WAL records (compressed before commit_mu is
- * taken) and the series they created, then their done() callbacks. */
-static void group_commit(store *st, pending *batch)
+/* One group commit of queued batches (may be none): their WAL records (compressed before
+ * commit_mu is taken) and the series they created, with the seal step ho if there is one,
+ * then their done() callbacks. If the transaction with ho fails, the writes go again alone
+ * (the seal's samples are back in their heads by then). */
+static void group_commit(store *st, pending *batch, seal_handoff *ho)
 {
     size_t i, n_batches = 0;
     size_t *offs = NULL;
@@ -1042,6 +1076,7 @@ static void group_commit(store *st, pending *batch)
     iocd_buf wal_packed;
     pending *p, *next;
     int64_t t0 = iocd_mono_ns();
+    bool carried = false;
     iocd_err err = IOCD_OK;
 
     memset(&ws, 0, sizeof(ws));
@@ -1064,13 +1099,29 @@ static void group_commit(store *st, pending *batch)
         ws.recs[i].data = wal_packed.data + offs[i];
     iocd_free(offs);
     pthread_mutex_lock(&st->commit_mu);
-    if (err == IOCD_OK)
+    if (ho != NULL) {
+        iocd_err pre = ho->pre;
+        if (pre == IOCD_OK && st->delete_epoch != ho->epoch)
+            pre = IOCD_EAGAIN; /* a deletion raced the seal: it is taken again */
+        if (pre == IOCD_OK && err == IOCD_OK && batch != NULL) {
+            ho->err = commit_txn(st, ws.recs, ws.n, ho->w, IOCD_OK);
+            carried = ho->err == IOCD_OK;
+        } else {
+            ho->err = commit_txn(st, NULL, 0, ho->w, pre);
+        }
+    }
+    if (err == IOCD_OK && batch != NULL && !carried)
         err = commit_txn(st, ws.recs, ws.n, NULL, IOCD_OK);
     if (err == IOCD_OK && st->listen != NULL) /* under commit_mu: see store_set_listener */
         for (p = batch; p != NULL; p = p->next)
             notify_listener(st, &p->wal);
     pthread_mutex_unlock(&st->commit_mu);
-    commit_observe(st, t0, n_batches, err);
+    if (batch != NULL)
+        commit_observe(st, t0, n_batches, err);
+    else if (ho != NULL)
+        commit_observe(st, t0, 0, ho->err); /* a transaction of the seal step alone */
+    if (batch != NULL && ho != NULL && ho->err != IOCD_OK && ho->err != IOCD_EAGAIN)
+        log_error("store", "seal step failed", "err=%s", iocd_strerror(ho->err));
     if (err == IOCD_OK)
         for (i = 0; i < ws.n; i++)
             iocd_metric_add(st->m_wal_bytes, (double)ws.recs[i].len);
@@ -1096,6 +1147,8 @@ static iocd_err seal_step(store *st, int64_t seal_before, int64_t compact_before
     uint64_t epoch;
     size_t i;
     int64_t t0 = iocd_mono_ns();
+    seal_handoff *ho;
+    bool keeping_up, carried;
     iocd_err err = IOCD_OK;
 
     memset(&w, 0, sizeof(w));
@@ -1116,11 +1169,17 @@ static iocd_err seal_step(store *st, int64_t seal_before, int64_t compact_before
     }
     pthread_mutex_unlock(&st->commit_mu);
     w.seal_next = st->seal_from;
+    /* Keeping pace, a few series at a time ride in the writer's group commits; behind, more
+     * at a time in transactions of their own, which do not wait for the writer's. */
+    keeping_up = seal_before != INT64_MIN && seal_before != INT64_MAX &&
+                 !seal_behind(st, seal_before, w.seal_next);
     if (seal_before != INT64_MIN)
         err = seal_slices(st, seal_before, &w.seal_next,
-                          seal_before == INT64_MAX ? 0 : SEAL_SLICES_PER_COMMIT, &w.seal_done,
-                          &w.blocks, &w.n_blocks, &w.space, &w.n_sealed, &w.sealing_ids,
-                          &w.n_sealing_ids);
+                          seal_before == INT64_MAX ? 0
+                          : keeping_up             ? SEAL_IDS_KEEPING_UP
+                                                   : SEAL_IDS_BEHIND,
+                          &w.seal_done, &w.blocks, &w.n_blocks, &w.space, &w.n_sealed,
+                          &w.sealing_ids, &w.n_sealing_ids);
     else {
         int64_t c0 = iocd_mono_ns();
         err = compact_slice(st, compact_before,
@@ -1130,12 +1189,27 @@ static iocd_err seal_step(store *st, int64_t seal_before, int64_t compact_before
             w.blocks[i].data = w.space.data + (uintptr_t)w.blocks[i].data;
         st->compact_ns += iocd_mono_ns() - c0;
     }
-    pthread_mutex_lock(&st->commit_mu);
-    if (err == IOCD_OK && st->delete_epoch != epoch)
-        err = IOCD_EAGAIN;
-    err = commit_txn(st, NULL, 0, &w, err);
-    pthread_mutex_unlock(&st->commit_mu);
-    commit_observe(st, t0, 0, err);
+    ho = keeping_up ? iocd_calloc(1, sizeof(*ho)) : NULL; /* NULL: it goes alone */
+    pthread_mutex_lock(&st->mu);
+    carried = ho != NULL && !st->writer_done;
+    if (carried) { /* in the writer's next group commit */
+        *ho = (seal_handoff){ &w, epoch, err, IOCD_OK, false };
+        st->handoff = ho;
+        pthread_cond_signal(&st->wake);
+        while (!ho->done)
+            pthread_cond_wait(&st->seal_wake, &st->mu);
+        err = ho->err;
+    }
+    pthread_mutex_unlock(&st->mu);
+    iocd_free(ho);
+    if (!carried) { /* behind, a compaction, or the final seal at a stop */
+        pthread_mutex_lock(&st->commit_mu);
+        if (err == IOCD_OK && st->delete_epoch != epoch)
+            err = IOCD_EAGAIN;
+        err = commit_txn(st, NULL, 0, &w, err);
+        pthread_mutex_unlock(&st->commit_mu);
+        commit_observe(st, t0, 0, err);
+    }
     if (err == IOCD_OK && w.n_blocks > 0) {
         size_t chunk_bytes = 0;
         iocd_metric_add(st->m_sealed_blocks, (double)w.n_blocks);
@@ -1188,22 +1262,32 @@ void *store_writer_main(void *arg)
 {
     store *st = arg;
     pending *batch;
+    seal_handoff *ho;
 
+    iocd_thread_name("store-writer");
     pthread_mutex_lock(&st->mu);
     for (;;) {
-        if (st->queue == NULL) {
+        if (st->queue == NULL && st->handoff == NULL) {
             if (st->closing)
                 break;
             pthread_cond_wait(&st->wake, &st->mu);
             continue;
         }
         batch = st->queue;
+        ho = st->handoff;
         st->queue = NULL;
         st->queue_tail = &st->queue;
+        st->handoff = NULL;
         pthread_mutex_unlock(&st->mu);
-        group_commit(st, batch);
+        group_commit(st, batch, ho);
         pthread_mutex_lock(&st->mu);
+        if (ho != NULL) {
+            ho->done = true;
+            pthread_cond_signal(&st->seal_wake);
+        }
     }
+    st->writer_done = true; /* no handoff is taken from here on */
+    pthread_cond_signal(&st->seal_wake);
     pthread_mutex_unlock(&st->mu);
     return NULL;
 }
@@ -1249,6 +1333,7 @@ void *store_sealer_main(void *arg)
     bool final_seal_done = false, failed = false;
     iocd_err err;
 
+    iocd_thread_name("store-sealer");
     pthread_mutex_lock(&st->mu);
     for (;;) {
         if (st->n_txns != dropped_txns && iocd_mono_ns() - dropped_ns >= DROP_MAPPED_NS) {

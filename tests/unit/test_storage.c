@@ -1023,6 +1023,61 @@ TEST(a_seal_deletes_its_wal_in_steps_and_a_crash_between_loses_nothing)
     store_close(st);
 }
 
+/* A seal keeping pace with the samples goes a few series per transaction, each riding in a
+ * writer's group commit, so acknowledgements never wait behind a large one; a seal that is
+ * behind (most of the next period has arrived) goes many series at a time. Both keep every
+ * sample. */
+TEST(a_seal_keeping_pace_goes_in_small_steps_and_one_behind_in_large_ones)
+{
+    store_config cfg = { .chunk_ms = 60000, .seal_grace_ms = 1000 };
+    int64_t t0 = (iocd_now_ms() - 10 * 60000) / 60000 * 60000;
+    iocd_metric *commits =
+        iocd_counter("iocd_group_commits_total", "Group commits that succeeded.");
+    iocd_label l[2] = { L("__name__", "lamp_power_w"), L("device", "d0000") };
+    iocd_label tick[1] = { L("__name__", "tick") };
+    char dev[16];
+    uint64_t *ids = NULL;
+    iocd_sample *s = NULL;
+    size_t n, m, i;
+    int pass;
+
+    for (pass = 0; pass < 2; pass++) {
+        /* The newest sample is just past the grace (nothing of the next period has arrived
+         * yet), or three quarters into the next period. */
+        int64_t newest = t0 + 60000 + 1000 + (pass == 0 ? 0 : 45000);
+        store *st = open_at(pass == 0 ? "pace" : "behind", &cfg);
+        store_batch *b = NULL;
+        double c0, steps;
+
+        ASSERT_OK(store_batch_new(st, &b));
+        for (i = 0; i < 1000; i++) {
+            l[1].value_len = (size_t)snprintf(dev, sizeof(dev), "d%04zu", i);
+            l[1].value = dev;
+            add(b, l, 2, t0 + 500, (double)i);
+        }
+        add(b, tick, 1, newest, 1);
+        c0 = iocd_metric_value(commits);
+        ASSERT_OK(store_batch_commit(b, NULL));
+        wait_sealed(st, t0 + 60000);
+        steps = iocd_metric_value(commits) - c0 - 1;
+        if (pass == 0)
+            ASSERT_GE(steps, 15); /* 64 series each */
+        else
+            ASSERT_LE(steps, 4); /* 1,024 each: one, and maybe a compaction's look */
+        ASSERT_OK(store_series_all(st, &ids, &n));
+        ASSERT_EQ(n, 1001);
+        for (i = 0; i < n; i++) {
+            ASSERT_OK(store_read(st, ids[i], t0, t0 + 60000 - 1, &s, &m));
+            ASSERT_EQ(m, i + 1 < n ? 1 : 0); /* tick's series is the last one created */
+            iocd_free(s);
+            s = NULL;
+        }
+        iocd_free(ids);
+        ids = NULL;
+        store_close(st);
+    }
+}
+
 TEST(series_index_pages_are_filled)
 {
     char path[600], metric[32], value[801];
