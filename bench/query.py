@@ -55,6 +55,10 @@ MIXED_RATE = int(os.environ.get("MIXED_RATE", "1000000"))
 WARD = "phan_dinh_phung"  # one of loadgen's 32 wards (sim/city.c)
 
 
+# A request both servers answer with a constant: the HTTP round trip of this client alone.
+FLOOR = ("buildinfo", "/api/v1/status/buildinfo", {})
+
+
 class BenchError(Exception):
     pass
 
@@ -340,21 +344,22 @@ def bench_size(tmp, series, points, end_ms):
                 wait_searchable(srv, count_probe)
             else:
                 count_probe = samples_probe(srv, end)
-            res[kind] = (rate, sizes_of(srv, qs), sequential(srv, qs), concurrent(srv, qs))
+            res[kind] = (rate, sizes_of(srv, qs), sequential(srv, qs), concurrent(srv, qs),
+                         sequential(srv, [FLOOR])[0])
         finally:
             srv.stop()
             shutil.rmtree(os.path.join(tmp, "%s-%s" % (kind, tag)), ignore_errors=True)
     print("\n## %d series x %d points at 10 s (%d samples); loaded at %.2f M samples/s by iocd%s"
           % (series, points, series * points, res["iocd"][0] / 1e6,
              ", %.2f M by VictoriaMetrics" % (res["vm"][0] / 1e6) if VM else ""))
-    i_size, i_seq, i_conc = res["iocd"][1:]
+    i_size, i_seq, i_conc, i_floor = res["iocd"][1:]
     for k, n in enumerate(i_size):
         if n == 0:
             print("WARNING: iocd answered nothing to %s: the figures below measure an empty answer"
                   % qs[k][0])
     print("\none client, %d runs after %d warm-ups, ms:\n" % (REPS, WARMUPS))
     if VM:
-        v_size, v_seq, v_conc = res["vm"][1:]
+        v_size, v_seq, v_conc, v_floor = res["vm"][1:]
         table(["query", "series (iocd/VM)", "iocd p50", "iocd p99", "VM p50", "VM p99",
                "iocd/VM p50", "iocd/VM p99"],
               [[qs[k][0], "%d/%d" % (i_size[k], v_size[k]), "%.1f" % i_seq[k][0],
@@ -365,6 +370,10 @@ def bench_size(tmp, series, points, end_ms):
         table(["query", "series", "iocd p50", "iocd p99"],
               [[qs[k][0], str(i_size[k]), "%.1f" % i_seq[k][0], "%.1f" % i_seq[k][1]]
                for k in range(len(qs))])
+    print("\nThe same client's floor, a constant answer (%s): iocd p50 %.2f ms%s. The label "
+          "values answer takes little more: below a few tenths of a millisecond the ratio is "
+          "the two HTTP servers' and this client's, not the stores'."
+          % (FLOOR[1], i_floor[0], ", VictoriaMetrics p50 %.2f ms" % v_floor[0] if VM else ""))
     print("\n%d clients at once, %d requests each, ms and answers/s:\n" % (CLIENTS, CLIENT_REPS))
     head = ["query", "iocd p50", "iocd p99", "iocd answers/s"]
     if VM:
