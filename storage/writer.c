@@ -496,9 +496,10 @@ static iocd_err build_blocks(store *st, const seal_set *ss, store_db_block **blo
 #define SEAL_IDS_BEHIND     1024
 
 /* Whether the seal of the periods before `before`, at series id `from`, is behind the
- * samples. Keeping pace means sealing ids at least twice as fast as the next period arrives
- * (past the grace), so the seal ends by the middle of that period and the heads hold little
- * more than one; SEAL_LAG_MAX allows for the first request of a period. */
+ * samples. Keeping pace means sealing ids at least SEAL_PACE times as fast as the next period
+ * arrives (past the grace), so the seal ends within the first quarter of that period and the
+ * heads hold little more than one; SEAL_LAG_MAX allows for the first request of a period. */
+#define SEAL_PACE    2
 #define SEAL_LAG_MAX 0.03
 
 static bool seal_behind(store *st, int64_t before, size_t from)
@@ -512,7 +513,21 @@ static bool seal_behind(store *st, int64_t before, size_t from)
             : (double)(st->watermark - st->cfg.seal_grace_ms - before) / (double)st->cfg.chunk_ms;
     done = st->next_id > 0 ? (double)from / (double)st->next_id : 1;
     pthread_mutex_unlock(&st->mu);
-    return (arrived < 0.5 ? 2 * arrived : 1) - done > SEAL_LAG_MAX;
+    return (arrived < 1.0 / SEAL_PACE ? SEAL_PACE * arrived : 1) - done > SEAL_LAG_MAX;
+}
+
+/* Series ids per step while keeping pace: SEAL_IDS_KEEPING_UP, or more when there are many
+ * series, so a seal is at most SEAL_STEPS_MAX of the writer's commits (each waits for one). */
+#define SEAL_STEPS_MAX 256
+
+static size_t seal_ids_keeping_up(store *st)
+{
+    size_t n;
+
+    pthread_mutex_lock(&st->mu);
+    n = (size_t)(st->next_id / SEAL_STEPS_MAX + 63) / 64 * 64;
+    pthread_mutex_unlock(&st->mu);
+    return n > SEAL_IDS_KEEPING_UP ? n : SEAL_IDS_KEEPING_UP;
 }
 
 /* Takes and encodes, slice by slice from series id *from, every head sample before `before`:
@@ -1176,7 +1191,7 @@ static iocd_err seal_step(store *st, int64_t seal_before, int64_t compact_before
     if (seal_before != INT64_MIN)
         err = seal_slices(st, seal_before, &w.seal_next,
                           seal_before == INT64_MAX ? 0
-                          : keeping_up             ? SEAL_IDS_KEEPING_UP
+                          : keeping_up             ? seal_ids_keeping_up(st)
                                                    : SEAL_IDS_BEHIND,
                           &w.seal_done, &w.blocks, &w.n_blocks, &w.space, &w.n_sealed,
                           &w.sealing_ids, &w.n_sealing_ids);
