@@ -886,23 +886,10 @@ typedef struct select_ctx {
 static iocd_err select_one(void *ud, uint64_t id, const uint8_t *p, size_t len)
 {
     select_ctx *c = ud;
-    size_t lo = 0, hi = c->n;
     size_t n = 0;
     iocd_err err;
 
-    if (c->ids == NULL) {
-        err = codec_stream_decode_v(p, len, c->version == BLOCK_VERSION, &c->buf, &c->cap, &n);
-        return err == IOCD_OK ? c->fn(c->ud, id, c->buf, n) : err;
-    }
-
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (c->ids[mid] < id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    if (lo == c->n || c->ids[lo] != id)
+    if (c->ids != NULL && store_id_find(c->ids, c->n, id) == c->n)
         return IOCD_OK; /* not wanted: left encoded */
     err = codec_stream_decode_v(p, len, c->version == BLOCK_VERSION, &c->buf, &c->cap, &n);
     return err == IOCD_OK ? c->fn(c->ud, id, c->buf, n) : err;

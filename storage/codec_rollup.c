@@ -198,18 +198,7 @@ typedef struct rollup_ctx {
 
 static bool rollup_wanted(const rollup_ctx *c, uint64_t id)
 {
-    size_t lo = 0, hi = c->n;
-
-    if (c->ids == NULL)
-        return true;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (c->ids[mid] < id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < c->n && c->ids[lo] == id;
+    return c->ids == NULL || store_id_find(c->ids, c->n, id) < c->n;
 }
 
 static iocd_err rollup_grow(rollup_ctx *c, size_t n)

@@ -228,18 +228,11 @@ static iocd_err raw_append(many_rollup *m, size_t j, const iocd_sample *s, size_
 static iocd_err raw_series(void *ud, uint64_t id, const iocd_sample *s, size_t n)
 {
     many_rollup *m = ud;
-    size_t lo = 0, hi = m->n, mid;
+    size_t k = store_id_find(m->ids, m->n, id);
 
-    while (lo < hi) {
-        mid = (lo + hi) / 2;
-        if (m->ids[mid] < id)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    if (lo == m->n || m->ids[lo] != id)
+    if (k == m->n)
         return IOCD_OK;
-    return raw_append(m, lo, s, n, true);
+    return raw_append(m, k, s, n, true);
 }
 
 /* Decompresses only the blocks of periods where raw samples are wanted. */

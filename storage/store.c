@@ -617,11 +617,7 @@ void store_close(store *st)
         st->closing = true;
         pthread_cond_signal(&st->wake);
         pthread_mutex_unlock(&st->mu);
-        pthread_join(st->writer, NULL); /* drains the queue first */
-        pthread_mutex_lock(&st->mu);
-        st->writer_done = true;
-        pthread_cond_signal(&st->seal_wake);
-        pthread_mutex_unlock(&st->mu);
+        pthread_join(st->writer, NULL); /* drains the queue, then sets writer_done */
     }
     if (st->sealer_started)
         pthread_join(st->sealer, NULL); /* the final seal and compaction */

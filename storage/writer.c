@@ -495,16 +495,21 @@ static iocd_err build_blocks(store *st, const seal_set *ss, store_db_block **blo
 #define SEAL_IDS_KEEPING_UP 64
 #define SEAL_IDS_BEHIND     1024
 
-/* Whether the seal of the periods before `before`, at series id `from`, is behind the
- * samples. Keeping pace means sealing ids at least SEAL_PACE times as fast as the next period
- * arrives (past the grace), so the seal ends within the first quarter of that period and the
- * heads hold little more than one; SEAL_LAG_MAX allows for the first request of a period. */
-#define SEAL_PACE    2
-#define SEAL_LAG_MAX 0.03
+/* The series ids of the next step of the seal of the periods before `before`, at series id
+ * `from`. Keeping pace means sealing ids at least SEAL_PACE times as fast as the next period
+ * arrives (past the grace), so the seal ends before 1/SEAL_PACE of that period is in and the
+ * heads hold little more than one period; SEAL_LAG_MAX allows for the first request of a
+ * period. Keeping pace (*keeping_up), a step is SEAL_IDS_KEEPING_UP ids, or more when there
+ * are many series, so a seal is at most SEAL_STEPS_MAX of the writer's commits (each waits
+ * for one); behind, SEAL_IDS_BEHIND. */
+#define SEAL_PACE      2
+#define SEAL_LAG_MAX   0.03
+#define SEAL_STEPS_MAX 256
 
-static bool seal_behind(store *st, int64_t before, size_t from)
+static size_t seal_step_ids(store *st, int64_t before, size_t from, bool *keeping_up)
 {
     double arrived, done;
+    size_t n;
 
     pthread_mutex_lock(&st->mu);
     arrived =
@@ -512,21 +517,11 @@ static bool seal_behind(store *st, int64_t before, size_t from)
             ? 0
             : (double)(st->watermark - st->cfg.seal_grace_ms - before) / (double)st->cfg.chunk_ms;
     done = st->next_id > 0 ? (double)from / (double)st->next_id : 1;
-    pthread_mutex_unlock(&st->mu);
-    return (arrived < 1.0 / SEAL_PACE ? SEAL_PACE * arrived : 1) - done > SEAL_LAG_MAX;
-}
-
-/* Series ids per step while keeping pace: SEAL_IDS_KEEPING_UP, or more when there are many
- * series, so a seal is at most SEAL_STEPS_MAX of the writer's commits (each waits for one). */
-#define SEAL_STEPS_MAX 256
-
-static size_t seal_ids_keeping_up(store *st)
-{
-    size_t n;
-
-    pthread_mutex_lock(&st->mu);
     n = (size_t)(st->next_id / SEAL_STEPS_MAX + 63) / 64 * 64;
     pthread_mutex_unlock(&st->mu);
+    *keeping_up = (arrived < 1.0 / SEAL_PACE ? SEAL_PACE * arrived : 1) - done <= SEAL_LAG_MAX;
+    if (!*keeping_up)
+        return SEAL_IDS_BEHIND;
     return n > SEAL_IDS_KEEPING_UP ? n : SEAL_IDS_KEEPING_UP;
 }
 
@@ -925,22 +920,22 @@ typedef struct seal_work {
     bool seal_done;
     uint64_t *sealing_ids;
     size_t n_sealing_ids;
+    uint64_t epoch; /* st->delete_epoch before its samples were taken */
 } seal_work;
 
 /* A seal step riding in the writer's next group commit: one transaction and one sync for
  * both, so acknowledgements never wait behind a sealer transaction (and its two syncs). */
 typedef struct seal_handoff {
     seal_work *w;
-    uint64_t epoch; /* st->delete_epoch before its samples were taken */
-    iocd_err pre;   /* its encoding's outcome */
-    iocd_err err;   /* the commit's, once done */
+    iocd_err pre; /* its encoding's outcome */
+    iocd_err err; /* the commit's, once done */
     bool done;
 } seal_handoff;
 
 /* One LMDB transaction, under commit_mu: the series created since the last one, WAL records
- * and/or a seal or compaction step w. With pre != IOCD_OK (w's encoding failed, or
- * IOCD_EAGAIN: a deletion raced it) nothing is committed and pre is returned; w's samples go
- * back to their heads, to be sealed again. */
+ * and/or a seal or compaction step w. With pre != IOCD_OK (w's encoding failed), or
+ * IOCD_EAGAIN when a deletion raced w, nothing is committed and that error is returned; w's
+ * samples go back to their heads, to be sealed again. */
 #define WAL_DELETE_BYTES (64u << 20)
 
 static uint64_t wal_delete_max(const store *st)
@@ -959,6 +954,9 @@ static iocd_err commit_txn(store *st, const store_db_wal *recs, size_t n_recs, s
     int64_t drop_before = INT64_MIN, drop_rollups_before = INT64_MIN;
     bool wal_more = false;
     iocd_err err = pre;
+
+    if (err == IOCD_OK && w != NULL && st->delete_epoch != w->epoch)
+        err = IOCD_EAGAIN;
 
     /* Take the series created since the last commit (their keys live as long as the store). */
     pthread_mutex_lock(&st->mu);
@@ -1115,14 +1113,11 @@ static void group_commit(store *st, pending *batch, seal_handoff *ho)
     iocd_free(offs);
     pthread_mutex_lock(&st->commit_mu);
     if (ho != NULL) {
-        iocd_err pre = ho->pre;
-        if (pre == IOCD_OK && st->delete_epoch != ho->epoch)
-            pre = IOCD_EAGAIN; /* a deletion raced the seal: it is taken again */
-        if (pre == IOCD_OK && err == IOCD_OK && batch != NULL) {
+        if (ho->pre == IOCD_OK && err == IOCD_OK && batch != NULL) {
             ho->err = commit_txn(st, ws.recs, ws.n, ho->w, IOCD_OK);
             carried = ho->err == IOCD_OK;
         } else {
-            ho->err = commit_txn(st, NULL, 0, ho->w, pre);
+            ho->err = commit_txn(st, NULL, 0, ho->w, ho->pre);
         }
     }
     if (err == IOCD_OK && batch != NULL && !carried)
@@ -1159,11 +1154,10 @@ static void group_commit(store *st, pending *batch, seal_handoff *ho)
 static iocd_err seal_step(store *st, int64_t seal_before, int64_t compact_before)
 {
     seal_work w;
-    uint64_t epoch;
-    size_t i;
+    size_t i, step = 0;
     int64_t t0 = iocd_mono_ns();
     seal_handoff *ho;
-    bool keeping_up, carried;
+    bool keeping_up = false, carried;
     iocd_err err = IOCD_OK;
 
     memset(&w, 0, sizeof(w));
@@ -1171,7 +1165,7 @@ static iocd_err seal_step(store *st, int64_t seal_before, int64_t compact_before
     w.compact_before = seal_before == INT64_MIN ? compact_before : INT64_MIN;
     iocd_buf_init(&w.space, 0);
     pthread_mutex_lock(&st->commit_mu);
-    epoch = st->delete_epoch;
+    w.epoch = st->delete_epoch;
     if (seal_before != INT64_MIN && st->seal_target != seal_before) {
         /* A new seal: records up to now hold its samples; later ones may hold samples that
          * reach a head after its slice was taken, so they stay in the WAL. */
@@ -1185,16 +1179,13 @@ static iocd_err seal_step(store *st, int64_t seal_before, int64_t compact_before
     pthread_mutex_unlock(&st->commit_mu);
     w.seal_next = st->seal_from;
     /* Keeping pace, a few series at a time ride in the writer's group commits; behind, more
-     * at a time in transactions of their own, which do not wait for the writer's. */
-    keeping_up = seal_before != INT64_MIN && seal_before != INT64_MAX &&
-                 !seal_behind(st, seal_before, w.seal_next);
+     * at a time in transactions of their own, which do not wait for the writer's. The final
+     * seal at a stop takes every series at once. */
+    if (seal_before != INT64_MIN && seal_before != INT64_MAX)
+        step = seal_step_ids(st, seal_before, w.seal_next, &keeping_up);
     if (seal_before != INT64_MIN)
-        err = seal_slices(st, seal_before, &w.seal_next,
-                          seal_before == INT64_MAX ? 0
-                          : keeping_up             ? seal_ids_keeping_up(st)
-                                                   : SEAL_IDS_BEHIND,
-                          &w.seal_done, &w.blocks, &w.n_blocks, &w.space, &w.n_sealed,
-                          &w.sealing_ids, &w.n_sealing_ids);
+        err = seal_slices(st, seal_before, &w.seal_next, step, &w.seal_done, &w.blocks, &w.n_blocks,
+                          &w.space, &w.n_sealed, &w.sealing_ids, &w.n_sealing_ids);
     else {
         int64_t c0 = iocd_mono_ns();
         err = compact_slice(st, compact_before,
@@ -1208,7 +1199,7 @@ static iocd_err seal_step(store *st, int64_t seal_before, int64_t compact_before
     pthread_mutex_lock(&st->mu);
     carried = ho != NULL && !st->writer_done;
     if (carried) { /* in the writer's next group commit */
-        *ho = (seal_handoff){ &w, epoch, err, IOCD_OK, false };
+        *ho = (seal_handoff){ &w, err, IOCD_OK, false };
         st->handoff = ho;
         pthread_cond_signal(&st->wake);
         while (!ho->done)
@@ -1219,8 +1210,6 @@ static iocd_err seal_step(store *st, int64_t seal_before, int64_t compact_before
     iocd_free(ho);
     if (!carried) { /* behind, a compaction, or the final seal at a stop */
         pthread_mutex_lock(&st->commit_mu);
-        if (err == IOCD_OK && st->delete_epoch != epoch)
-            err = IOCD_EAGAIN;
         err = commit_txn(st, NULL, 0, &w, err);
         pthread_mutex_unlock(&st->commit_mu);
         commit_observe(st, t0, 0, err);
