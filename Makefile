@@ -178,7 +178,7 @@ bench: all
 
 # Query latency beside VictoriaMetrics, and ingest under 50 concurrent queries (bench/query.py).
 bench-query: all
-	@$(MAKE) --no-print-directory build/bench/loadgen
+	@$(MAKE) --no-print-directory build/bench/loadgen build/bench/qclient
 	@command -v victoria-metrics > /dev/null || tools/install_peer.sh victoria-metrics
 	/usr/bin/python3 bench/query.py
 
@@ -190,7 +190,7 @@ bench-rollup: all
 # Side by side: iocd, VictoriaMetrics, Prometheus (+ Alertmanager) and InfluxDB on the same
 # workload; writes bench/results/<date>.md and plots (bench/compare.py, bench/README.md).
 compare: all
-	@$(MAKE) --no-print-directory build/bench/loadgen build/tools/kafkatool
+	@$(MAKE) --no-print-directory build/bench/loadgen build/bench/qclient build/tools/kafkatool
 	@missing=; for p in victoria-metrics influxdb prometheus prometheus-alertmanager \
 	    python3-matplotlib; do dpkg-query -W -f '$${Status}' $$p 2> /dev/null | \
 	    grep -q 'ok installed' || missing="$$missing $$p"; done; \

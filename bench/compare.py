@@ -24,7 +24,8 @@ Environment:
   COMPARE_SIZES        "series:points[:runs] ..." (default "10000:360 100000:360")
   COMPARE_RUNS         runs per size when the size does not say (default 3)
   COMPARE_SYSTEMS      comma list (default iocd,victoria-metrics,prometheus,influxdb)
-  COMPARE_QUERY_REPS   timed runs of each query after 3 warm-ups (default 20)
+  COMPARE_QUERY_REPS   timed runs of each query per connection after 3 warm-ups (default 20)
+  COMPARE_QUERY_ROUNDS connections each query is timed on, by bench/qclient (default 5)
   COMPARE_SETTLE       seconds after the replay when settled RSS is read (default 10)
   COMPARE_PROBES       threshold crossings per run for Prometheus (default 30, ~2 s apart)
   COMPARE_IOCD_PROBES  threshold crossings per run for iocd (default 100, ~50 ms apart)
@@ -76,6 +77,7 @@ SYSTEMS = [s.strip() for s in os.environ.get(
     "COMPARE_SYSTEMS", "iocd,victoria-metrics,prometheus,influxdb").split(",") if s.strip()]
 SYSTEMS.sort(key=lambda s: s != "iocd")  # iocd first: the others' answers are checked against it
 QUERY_REPS = int(os.environ.get("COMPARE_QUERY_REPS", "20"))
+QUERY_ROUNDS = int(os.environ.get("COMPARE_QUERY_ROUNDS", "5"))
 WARMUPS = 3
 SETTLE = float(os.environ.get("COMPARE_SETTLE", "10"))
 PROBES = int(os.environ.get("COMPARE_PROBES", "30"))
@@ -865,8 +867,9 @@ def pct(v, p):
 
 
 def time_queries(sys_, srv, end, ref_sizes):
-    """Each dashboard request checked once, then WARMUPS + QUERY_REPS times on one
-    keep-alive connection: [(p50 ms, p99 ms)], and the answers' sizes."""
+    """Each dashboard request checked once, then timed by bench/qclient: QUERY_ROUNDS
+    keep-alive connections of WARMUPS + QUERY_REPS runs (query.qclient_times): [(p50 ms,
+    p99 ms)], and the answers' sizes."""
     host, port = srv.addr.rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=600)
     if sys_.promql:
@@ -877,29 +880,26 @@ def time_queries(sys_, srv, end, ref_sizes):
     sizes, out = [], []
     for k, (path, params) in enumerate(reqs):
         url = path + "?" + urllib.parse.urlencode(params)
-        lat = []
-        for i in range(1 + WARMUPS + QUERY_REPS):
-            t0 = time.perf_counter()
-            conn.request("GET", url)
-            r = conn.getresponse()
-            body = r.read()
-            dt = (time.perf_counter() - t0) * 1000
-            if r.status != 200:
-                srv.fail("%s answered %d: %s" % (names[k], r.status,
-                                                 body[:400].decode("utf-8", "replace")))
-            if i == 0:
-                try:
-                    n = dashboard.answer_size(body) if sys_.promql else influx_size(body, k)
-                except (ValueError, KeyError, TypeError) as e:
-                    srv.fail("%s: unreadable answer (%s): %s" % (names[k], e, body[:300]))
-                if n == 0:
-                    srv.fail("%s answered nothing: %s" % (names[k], body[:300]))
-                if ref_sizes and ref_sizes[k] != n:
-                    srv.fail("%s answered %d series where iocd answered %d"
-                             % (names[k], n, ref_sizes[k]))
-                sizes.append(n)
-            elif i > WARMUPS:
-                lat.append(dt)
+        conn.request("GET", url)
+        r = conn.getresponse()
+        body = r.read()
+        if r.status != 200:
+            srv.fail("%s answered %d: %s" % (names[k], r.status,
+                                             body[:400].decode("utf-8", "replace")))
+        try:
+            n = dashboard.answer_size(body) if sys_.promql else influx_size(body, k)
+        except (ValueError, KeyError, TypeError) as e:
+            srv.fail("%s: unreadable answer (%s): %s" % (names[k], e, body[:300]))
+        if n == 0:
+            srv.fail("%s answered nothing: %s" % (names[k], body[:300]))
+        if ref_sizes and ref_sizes[k] != n:
+            srv.fail("%s answered %d series where iocd answered %d"
+                     % (names[k], n, ref_sizes[k]))
+        sizes.append(n)
+        try:
+            lat = dashboard.qclient_times(srv.addr, url, QUERY_ROUNDS, QUERY_REPS, WARMUPS)
+        except dashboard.BenchError as e:
+            srv.fail("%s: %s" % (names[k], e))
         out.append((pct(lat, 0.5), pct(lat, 0.99)))
     conn.close()
     return out, sizes
@@ -1220,9 +1220,9 @@ def method_text(settings, systems):
              "`SELECT count(*) FROM /.*/` over the 2 h.")
     L.append("- Queries: each server restarted on its data, ready to alert; each request "
              "answered once and checked (200, not empty, the same number of series as iocd), "
-             "then %d warm-ups and %d timed runs on one keep-alive connection; p50 and p99 "
-             "(nearest rank: with 20 runs the p99 is the slowest). Client latency, request "
-             "sent to answer read." % (WARMUPS, QUERY_REPS))
+             "then timed by bench/qclient (a lean C client): %d keep-alive connections, each "
+             "%d warm-ups and %d timed runs; p50 and p99 over all timed runs (nearest rank). "
+             "Client latency, request sent to answer read." % (QUERY_ROUNDS, WARMUPS, QUERY_REPS))
     L.append("- Alert latency: a sample crossing the threshold (water_pressure_bar = 0.5 for a "
              "new device) written to the server, to the notification's arrival. iocd: a "
              "streaming rule; the incident event read from Kafka (a librdkafka mock cluster, "

@@ -7,10 +7,11 @@ For each size (BENCH_SIZES, default "10000:360 100000:360": series x points at 1
 last point a minute or two before now), a fresh iocd (and a fresh VictoriaMetrics) gets the
 IOC workload from build/bench/loadgen over HTTP line protocol. Each query is checked once
 (it must answer 200 with something in it; the number of series is printed for both servers),
-then run QUERY_REPS times (default 50) one after another on one keep-alive connection after
-3 warm-ups, then by QUERY_CLIENTS (default 50) clients at once, each QUERY_CLIENT_REPS
-(default 4) times on its own connection. Latency is measured by the client: request sent to
-answer read. VictoriaMetrics runs with its result cache off (-search.disableCache), so both
+then timed by build/bench/qclient, a lean C client (so the figures are the servers' and not a
+Python client's): QUERY_ROUNDS (default 5) keep-alive connections, each running it
+QUERY_REPS times (default 50) one after another after 3 warm-ups; then by QUERY_CLIENTS
+(default 50) Python clients at once, each QUERY_CLIENT_REPS (default 4) times on its own
+connection. Latency is measured by the client: request sent to answer read. VictoriaMetrics runs with its result cache off (-search.disableCache), so both
 compute every answer.
 
 BENCH_MIXED=1 adds the ingest test, on a fresh iocd holding an hour of 10k series: loadgen
@@ -43,10 +44,12 @@ ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 IOCD = os.path.join(ROOT, "build", "iocd")
 IOCD_ARGS = os.environ.get("IOCD_ARGS", "").split()
 LOADGEN = os.path.join(ROOT, "build", "bench", "loadgen")
+QCLIENT = os.path.join(ROOT, "build", "bench", "qclient")
 PEER = os.environ.get("BENCH_PEER", "")
 VM = None if PEER == "none" else shutil.which("victoria-metrics")
 SIZES = os.environ.get("BENCH_SIZES", "10000:360 100000:360").split()
 REPS = int(os.environ.get("QUERY_REPS", "50"))
+ROUNDS = int(os.environ.get("QUERY_ROUNDS", "5"))
 WARMUPS = 3
 CLIENTS = int(os.environ.get("QUERY_CLIENTS", "50"))
 CLIENT_REPS = int(os.environ.get("QUERY_CLIENT_REPS", "4"))
@@ -260,19 +263,39 @@ def sizes_of(srv, qs):
     return out
 
 
+def qclient_times(addr, url, rounds, reps, warmups):
+    """Times GET url with build/bench/qclient, a lean C client (so the figures are the
+    server's round trip and not a Python client's own overhead): rounds times a fresh
+    connection (and client process) asks reps times after warmups. Returns the latencies in
+    ms, or raises BenchError naming the first failure. Below a tenth of a millisecond a
+    connection's figures depend on whether the client and the server's thread share a core
+    (on two cores each wake-up across them costs tens of microseconds), which is decided per
+    connection: hence several rounds."""
+    lat = []
+    for _ in range(rounds):
+        p = subprocess.run([QCLIENT, addr, url, str(reps), str(warmups)], capture_output=True,
+                           text=True, timeout=3600)
+        rows = [line.split() for line in p.stdout.splitlines()]
+        if p.returncode != 0 or len(rows) != reps:
+            raise BenchError("qclient failed (exit %d): %s" % (p.returncode,
+                                                              p.stderr.strip()[-300:]))
+        bad = [r[0] for r in rows if r[0] != "200"]
+        if bad:
+            raise BenchError("answered %s" % bad[0])
+        lat += [int(r[2]) / 1000 for r in rows]
+    return lat
+
+
 def sequential(srv, qs):
-    c = conn_to(srv.addr)
+    """One client, ROUNDS connections of REPS runs each (qclient_times): [(p50, p99) ms]."""
     out = []
     for name, path, params in qs:
-        lat = []
-        for i in range(WARMUPS + REPS):
-            st, body, dt = fetch(c, path, params)
-            if st != 200:
-                raise BenchError("%s: %s answered %d" % (srv.name, name, st))
-            if i >= WARMUPS:
-                lat.append(dt * 1000)
+        url = path + "?" + urllib.parse.urlencode(params)
+        try:
+            lat = qclient_times(srv.addr, url, ROUNDS, REPS, WARMUPS)
+        except BenchError as e:
+            raise BenchError("%s: %s: %s" % (srv.name, name, e))
         out.append((pct(lat, 0.5), pct(lat, 0.99)))
-    c.close()
     return out
 
 
@@ -325,6 +348,11 @@ def table(head, rows):
         print("| " + " | ".join(r) + " |")
 
 
+def ms(v):
+    """Milliseconds, with a third digit below one."""
+    return "%.3f" % v if v < 1 else "%.1f" % v
+
+
 def ratio(a, b):
     return "%.2f" % (a / b) if b > 0 else "-"
 
@@ -357,23 +385,22 @@ def bench_size(tmp, series, points, end_ms):
         if n == 0:
             print("WARNING: iocd answered nothing to %s: the figures below measure an empty answer"
                   % qs[k][0])
-    print("\none client, %d runs after %d warm-ups, ms:\n" % (REPS, WARMUPS))
+    print("\none client (build/bench/qclient), %d connections of %d runs after %d warm-ups, ms:\n"
+          % (ROUNDS, REPS, WARMUPS))
     if VM:
         v_size, v_seq, v_conc, v_floor = res["vm"][1:]
         table(["query", "series (iocd/VM)", "iocd p50", "iocd p99", "VM p50", "VM p99",
                "iocd/VM p50", "iocd/VM p99"],
-              [[qs[k][0], "%d/%d" % (i_size[k], v_size[k]), "%.1f" % i_seq[k][0],
-                "%.1f" % i_seq[k][1], "%.1f" % v_seq[k][0], "%.1f" % v_seq[k][1],
+              [[qs[k][0], "%d/%d" % (i_size[k], v_size[k]), ms(i_seq[k][0]),
+                ms(i_seq[k][1]), ms(v_seq[k][0]), ms(v_seq[k][1]),
                 ratio(i_seq[k][0], v_seq[k][0]), ratio(i_seq[k][1], v_seq[k][1])]
                for k in range(len(qs))])
     else:
         table(["query", "series", "iocd p50", "iocd p99"],
-              [[qs[k][0], str(i_size[k]), "%.1f" % i_seq[k][0], "%.1f" % i_seq[k][1]]
+              [[qs[k][0], str(i_size[k]), ms(i_seq[k][0]), ms(i_seq[k][1])]
                for k in range(len(qs))])
-    print("\nThe same client's floor, a constant answer (%s): iocd p50 %.2f ms%s. The label "
-          "values answer takes little more: below a few tenths of a millisecond the ratio is "
-          "the two HTTP servers' and this client's, not the stores'."
-          % (FLOOR[1], i_floor[0], ", VictoriaMetrics p50 %.2f ms" % v_floor[0] if VM else ""))
+    print("\nThe same client's floor, a constant answer (%s): iocd p50 %s ms%s."
+          % (FLOOR[1], ms(i_floor[0]), ", VictoriaMetrics p50 %s ms" % ms(v_floor[0]) if VM else ""))
     print("\n%d clients at once, %d requests each, ms and answers/s:\n" % (CLIENTS, CLIENT_REPS))
     head = ["query", "iocd p50", "iocd p99", "iocd answers/s"]
     if VM:
