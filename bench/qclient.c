@@ -140,8 +140,8 @@ static int read_answer(conn *c, int *status, size_t *body)
         if (strncasecmp(h, "content-length:", 15) == 0) {
             clen = strtoull(h + 15, NULL, 10);
             have_len = 1;
-        } else if (strncasecmp(h, "transfer-encoding:", 18) == 0 &&
-                   strstr(h, "chunked") != NULL && strstr(h, "chunked") < c->buf + end) {
+        } else if (strncasecmp(h, "transfer-encoding:", 18) == 0 && strstr(h, "chunked") != NULL &&
+                   strstr(h, "chunked") < c->buf + end) {
             chunked = 1;
         }
         at = end;
