@@ -265,7 +265,7 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
     uint8_t idb[8], key[20];
     uint64_t wal_deleted = 0;
     MDB_val k, v;
-    size_t i;
+    size_t i, read = 0; /* bytes of the file this transaction read (store_db_read_some) */
     int rc;
 
     if (wal_more != NULL)
@@ -411,7 +411,8 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
                     break;
                 }
                 wal_deleted += v.mv_size;
-                rc = mdb_cursor_del(cur, 0);
+                rc = mdb_cursor_del(cur, 0); /* reads the record's first page */
+                store_db_read_some(db, &read, v.mv_size < 65536 ? v.mv_size : 65536);
             }
         } else if (i == 2) {
             /* A value shared with the next span goes once that has expired too. */

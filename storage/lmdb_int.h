@@ -30,6 +30,23 @@ struct store_db {
 /* LMDB's return codes as ours. */
 iocd_err store_mdb_err(int rc);
 
+/* A transaction that reads much of the file (a seal's end: packing the new series' index
+ * and postings, deleting the WAL records of a period) maps it all: each read fault maps the
+ * 64 KiB around it from the page cache (the kernel's fault-around; MADV_RANDOM does not stop
+ * it), and those pages count in the process' resident memory until dropped. Such loops call
+ * this with the bytes each step read: every DROP_READ_BYTES the mapping is dropped
+ * (store_db_drop_mapped), so resident memory stays what iocd holds. */
+#define DROP_READ_BYTES (4u << 20)
+
+static inline void store_db_read_some(store_db *db, size_t *since_drop, size_t bytes)
+{
+    *since_drop += bytes;
+    if (*since_drop >= DROP_READ_BYTES) {
+        store_db_drop_mapped(db);
+        *since_drop = 0;
+    }
+}
+
 static inline void be64(uint8_t *p, uint64_t v)
 {
     int i;

@@ -527,6 +527,7 @@ int store_post_pack(store_db *db, MDB_txn *txn)
     pack_state ps;
     id_vec fresh = { 0 };
     uint8_t key[KEY_BUF];
+    size_t read = 0; /* bytes of the file read (store_db_read_some) */
     bool any = false;
     int rc;
 
@@ -562,6 +563,7 @@ int store_post_pack(store_db *db, MDB_txn *txn)
         any = true;
         fresh.n = 0;
         rc = unpacked_ids(cur, key, klen, &fresh);
+        store_db_read_some(db, &read, klen + fresh.n * 8);
         for (i = 0; rc == 0 && i < fresh.n; i = j) {
             uint64_t seg = fresh.v[i] >> SEG_SHIFT;
             if (seg > SEG_MAX) {
@@ -579,6 +581,8 @@ int store_post_pack(store_db *db, MDB_txn *txn)
         mdb_cursor_close(cur);
     if (rc == MDB_NOTFOUND)
         rc = any ? mdb_drop(txn, db->postings, 0) : 0; /* empties it, keeps the database */
+    if (any)
+        store_db_drop_mapped(db); /* the drop read every page again */
     vec_fini(&fresh);
     vec_fini(&ps.old);
     vec_fini(&ps.merged);

@@ -161,6 +161,7 @@ int store_spack_pack(store_db *db, MDB_txn *txn)
     MDB_val k, v;
     iocd_buf fresh, scratch, out;
     uint64_t group = 0, id;
+    size_t read = 0; /* bytes of the file read (store_db_read_some) */
     bool any = false;
     int rc;
 
@@ -183,6 +184,7 @@ int store_spack_pack(store_db *db, MDB_txn *txn)
         }
         group = GROUP_OF(id);
         any = true;
+        store_db_read_some(db, &read, 8 + v.mv_size);
         if (entry_put(&fresh, (unsigned)(id - group), v.mv_data, v.mv_size) != IOCD_OK) {
             rc = ENOMEM;
             break;
@@ -194,6 +196,8 @@ int store_spack_pack(store_db *db, MDB_txn *txn)
         rc = any ? group_merge(db, txn, group, &fresh, &scratch, &out) : 0;
         if (rc == 0 && any)
             rc = mdb_drop(txn, db->series_by_id, 0); /* empties it, keeps the database */
+        if (any)
+            store_db_drop_mapped(db);
     }
     iocd_buf_fini(&fresh);
     iocd_buf_fini(&scratch);
