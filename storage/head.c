@@ -29,28 +29,23 @@ static iocd_err reserve(store_head *h, size_t extra)
     return IOCD_OK;
 }
 
+/* The sample is encoded into a scratch buffer first, so the stream grows by what it takes and
+ * not by a worst case (32 bytes of headroom a series were 3 MB at 100k series). */
 static iocd_err append(store_head *h, int64_t t, double v)
 {
-    uint8_t *w;
-    int64_t m;
-    int e;
-    iocd_err err = reserve(h, 32);
+    uint8_t tmp[32], *w = tmp; /* at most 10 + 10 + 1 + 10 bytes */
+    int64_t m, dt = (int64_t)((uint64_t)t - (uint64_t)h->last_t);
+    int e = h->e;
+    size_t len;
+    iocd_err err;
 
-    if (err != IOCD_OK)
-        return err;
-    w = h->buf + h->len;
-    if (h->n == 0) {
+    if (h->n == 0)
         w += store_varint_put(w, codec_zigzag(t));
-    } else {
-        int64_t dt = (int64_t)((uint64_t)t - (uint64_t)h->last_t);
+    else
         w += store_varint_put(
             w, codec_zigzag(h->n == 1 ? dt : (int64_t)((uint64_t)dt - (uint64_t)h->last_dt)));
-        h->last_dt = dt;
-    }
-    h->last_t = t;
     if (h->n > 0 && codec_decimal_at(v, h->e, &m)) {
         w += store_varint_put(w, codec_zigzag((int64_t)((uint64_t)m - (uint64_t)h->last_m)) << 2);
-        h->last_m = m;
     } else {
         for (e = h->n > 0 ? h->e : 0; e <= E_MAX && !codec_decimal_at(v, e, &m); e++)
             ;
@@ -58,15 +53,25 @@ static iocd_err append(store_head *h, int64_t t, double v)
             w += store_varint_put(w, 1);
             *w++ = (uint8_t)e;
             w += store_varint_put(w, codec_zigzag(m));
-            h->e = e;
-            h->last_m = m;
         } else {
             w += store_varint_put(w, 2);
             memcpy(w, &v, 8);
             w += 8;
+            e = h->e;
+            m = h->last_m; /* a raw value leaves the decimal state as it was */
         }
     }
-    h->len = (uint32_t)(w - h->buf);
+    len = (size_t)(w - tmp);
+    err = reserve(h, len);
+    if (err != IOCD_OK)
+        return err; /* the head is unchanged */
+    memcpy(h->buf + h->len, tmp, len);
+    h->len += (uint32_t)len;
+    if (h->n > 0)
+        h->last_dt = dt;
+    h->last_t = t;
+    h->e = (int16_t)e;
+    h->last_m = m;
     h->n++;
     return IOCD_OK;
 }

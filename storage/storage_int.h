@@ -457,16 +457,16 @@ iocd_err store_db_kv_each(store_db *db, const void *prefix, size_t plen, store_k
  * (delta-of-delta times, decimal-scaled value deltas: ~2-4 bytes a sample), and the few that
  * arrive out of order or rewrite a timestamp in a small sorted side list, which wins over
  * the stream for equal times. */
-typedef struct store_head {
+typedef struct store_head { /* ordered so that 100k of them waste no padding */
     uint8_t *buf;
-    uint32_t len, cap;
-    uint32_t n;                      /* samples in the stream */
-    int64_t last_t, last_dt, last_m; /* stream encoder state */
-    int32_t e;                       /* current decimal exponent */
     iocd_sample *ooo;                /* sorted, one per timestamp */
-    uint32_t n_ooo, cap_ooo;
-    int64_t newest; /* newest time ever put (kept across seals) */
+    int64_t last_t, last_dt, last_m; /* stream encoder state */
+    int64_t newest;                  /* newest time ever put (kept across seals) */
+    uint32_t len, cap;
+    uint32_t n; /* samples in the stream */
+    int16_t e;  /* current decimal exponent */
     bool has_newest;
+    uint32_t n_ooo, cap_ooo;
 } store_head;
 
 iocd_err store_head_put(store_head *h, int64_t t, double v);
@@ -478,18 +478,18 @@ size_t store_head_count(const store_head *h); /* samples held (stream + side lis
 size_t store_head_bytes(const store_head *h); /* memory held */
 void store_head_free(store_head *h);
 
-typedef struct store_series {
+typedef struct store_series { /* one allocation with its key */
     uint64_t id;
     uint64_t hash;
-    uint8_t *key;
-    uint32_t key_len;
-    bool persisted;
-    bool deleted; /* out of the table and the index; kept until close (see the invariant) */
     store_head head;
     /* Samples a seal has taken from the head and whose commit is not done yet: readers still
      * see them (st->mu), so a query never misses data during a seal. */
     iocd_sample *sealing;
-    size_t n_sealing;
+    uint32_t n_sealing;
+    uint32_t key_len;
+    bool persisted;
+    bool deleted;  /* out of the table and the index; kept until close (see the invariant) */
+    uint8_t key[]; /* the canonical key */
 } store_series;
 
 /* Sorts s by time keeping, for equal times, the sample latest in the list (blocks in the order

@@ -175,14 +175,9 @@ static iocd_err series_add(store *st, uint64_t id, uint64_t hash, const uint8_t 
         st->unpersisted = grown;
         st->cap_unpersisted = cap;
     }
-    s = iocd_calloc(1, sizeof(*s));
+    s = iocd_calloc(1, sizeof(*s) + len);
     if (s == NULL)
         return IOCD_ENOMEM;
-    s->key = iocd_malloc(len != 0 ? len : 1);
-    if (s->key == NULL) {
-        iocd_free(s);
-        return IOCD_ENOMEM;
-    }
     memcpy(s->key, key, len);
     s->key_len = (uint32_t)len;
     s->hash = hash;
@@ -632,7 +627,6 @@ void store_close(store *st)
     for (i = 0; i < st->by_id_cap; i++) {
         store_series *s = st->by_id[i];
         if (s != NULL) {
-            iocd_free(s->key);
             store_head_free(&s->head);
             iocd_free(s->sealing);
             iocd_free(s);
