@@ -254,7 +254,8 @@ static int del_group_range(MDB_txn *txn, MDB_dbi dbi, uint64_t group, int64_t fr
     return rc;
 }
 
-iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_series, uint64_t seq,
+iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_series,
+                         const store_db_series *post, size_t n_post, uint64_t seq,
                          const store_db_wal *wal, size_t n_wal, const store_db_block *blocks,
                          size_t n_blocks, int64_t wal_before, uint64_t wal_seq_max,
                          uint64_t wal_delete_max, bool *wal_more, int64_t drop_before,
@@ -285,8 +286,8 @@ iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_s
         mdb_cursor_close(cur);
         cur = NULL;
     }
-    if (rc == 0 && n_series > 0)
-        rc = store_post_add_many(db, txn, series, n_series);
+    if (rc == 0 && n_post > 0)
+        rc = store_post_add_many(db, txn, post, n_post);
     for (i = 0; rc == 0 && i < n_wal; i++) {
         if (wal[i].len == 0)
             continue;
@@ -937,6 +938,61 @@ out:
     return err;
 }
 
+#define REPOST_CHUNK 65536 /* series whose postings are added at a time */
+
+iocd_err store_db_repost(store_db *db, size_t *n_out)
+{
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    store_db_series *ser = iocd_calloc(REPOST_CHUNK, sizeof(*ser));
+    size_t n = 0, total = 0;
+    int rc;
+
+    *n_out = 0;
+    if (ser == NULL)
+        return IOCD_ENOMEM;
+    rc = mdb_txn_begin(db->env, NULL, 0, &txn);
+    if (rc == 0)
+        rc = mdb_cursor_open(txn, db->series_by_id, &cur);
+    /* The keys point into the map: the postings go in before the cursor moves past a chunk,
+     * and a write transaction's puts never move a page it has only read. */
+    for (rc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_FIRST) : rc; rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 8 || v.mv_size == 0) {
+            rc = MDB_CORRUPTED;
+            break;
+        }
+        ser[n++] = (store_db_series){ get_be64(k.mv_data), v.mv_data, v.mv_size };
+        if (n == REPOST_CHUNK) {
+            rc = store_post_add_many(db, txn, ser, n);
+            total += n;
+            n = 0;
+            if (rc != 0)
+                break;
+        }
+    }
+    if (rc == MDB_NOTFOUND) {
+        rc = n > 0 ? store_post_add_many(db, txn, ser, n) : 0;
+        total += n;
+    }
+    if (cur != NULL)
+        mdb_cursor_close(cur);
+    if (rc == 0 && total > 0) {
+        rc = mdb_txn_commit(txn);
+        txn = NULL;
+        if (rc == 0)
+            rc = mdb_env_sync(db->env, 1);
+    }
+    if (txn != NULL)
+        mdb_txn_abort(txn);
+    iocd_free(ser);
+    store_db_drop_mapped(db);
+    if (rc == 0)
+        *n_out = total;
+    return store_mdb_err(rc);
+}
+
 void store_db_drop_mapped(store_db *db)
 {
     MDB_envinfo info;
@@ -1277,8 +1333,8 @@ iocd_err store_check(const char *dir, store_report_fn fn, void *ud, uint64_t *pr
     MDB_txn *txn = NULL;
     MDB_cursor *cur = NULL;
     MDB_val k, v;
-    uint64_t max_id = 0, n_series = 0, n_postings = 0, n_wal = 0, n_samples = 0, n_blocks = 0,
-             n_block_samples = 0;
+    uint64_t max_id = 0, n_series = 0, n_postings = 0, n_unposted = 0, n_wal = 0, n_samples = 0,
+             n_blocks = 0, n_block_samples = 0;
     iocd_buf scratch;
     iocd_err err;
     int rc;
@@ -1316,7 +1372,7 @@ iocd_err store_check(const char *dir, store_report_fn fn, void *ud, uint64_t *pr
         if (c.ids[i] == c.ids[i - 1])
             problem(&c, "series %llu: indexed twice", (unsigned long long)c.ids[i]);
     /* Every posting names an existing series, every label of a series has its posting. */
-    rc = store_post_check(&db, txn, c.ids, c.n_ids, post_problem, &c, &n_postings);
+    rc = store_post_check(&db, txn, c.ids, c.n_ids, post_problem, &c, &n_postings, &n_unposted);
     if (rc != 0)
         goto out;
     /* Every WAL record decodes and names known series. */
@@ -1427,6 +1483,11 @@ out:
         snprintf(errbuf, errlen, "%s/iocd.mdb: %s", dir, mdb_strerror(rc));
         return store_mdb_err(rc);
     }
+    if (n_unposted > 0)
+        log_info("store",
+                 "series without their postings yet (a crash after their commit); "
+                 "iocd adds them when it opens the store",
+                 "series=%llu", (unsigned long long)n_unposted);
     log_info("store", "check finished",
              "series=%llu postings=%llu wal_records=%llu wal_samples=%llu blocks=%llu "
              "block_samples=%llu problems=%llu",

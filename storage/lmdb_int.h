@@ -148,8 +148,10 @@ int store_post_upgrade(store_db *db, MDB_txn *txn);
 
 /* iocd check: every posting of both halves decodes and names one of ids (every series,
  * ascending), and every label of every series has its posting. Problems go to fn;
- * *n_postings counts the (label, series) pairs. */
+ * *n_postings counts the (label, series) pairs. A series not packed yet (created since the
+ * last seal's end) may lack postings after a crash, which the next open adds
+ * (store_db_repost): *n_unposted counts those series, not problems. */
 int store_post_check(store_db *db, MDB_txn *txn, const uint64_t *ids, size_t n_ids,
-                     store_report_fn fn, void *ud, uint64_t *n_postings);
+                     store_report_fn fn, void *ud, uint64_t *n_postings, uint64_t *n_unposted);
 
 #endif

@@ -1123,6 +1123,9 @@ typedef struct check_ctx {
     size_t n, cap;
     uint64_t id; /* the series being checked */
     int rc;
+    id_vec unpacked; /* ids in the unpacked series index, ascending */
+    bool id_missing; /* the series being checked lacks a posting */
+    uint64_t n_unposted;
 } check_ctx;
 
 static void report(check_ctx *c, const char *fmt, ...) IOCD_PRINTF(2, 3);
@@ -1177,9 +1180,14 @@ static iocd_err check_label(void *ud, const char *name, size_t name_len, const c
     uint8_t key[KEY_BUF];
     pair p = { store_hash(key, posting_key(name, name_len, value, value_len, key)), c->id };
 
-    if (bsearch(&p, c->pairs, c->n, sizeof(p), pair_cmp) == NULL)
-        report(c, "series %llu: no posting for %.*s=%.*s", (unsigned long long)c->id, (int)name_len,
-               name, (int)(value_len < 100 ? value_len : 100), value);
+    if (bsearch(&p, c->pairs, c->n, sizeof(p), pair_cmp) != NULL)
+        return IOCD_OK;
+    if (store_id_find(c->unpacked.v, c->unpacked.n, c->id) < c->unpacked.n) {
+        c->id_missing = true; /* created since the last seal: the next open adds it */
+        return IOCD_OK;
+    }
+    report(c, "series %llu: no posting for %.*s=%.*s", (unsigned long long)c->id, (int)name_len,
+           name, (int)(value_len < 100 ? value_len : 100), value);
     return IOCD_OK;
 }
 
@@ -1188,12 +1196,15 @@ static iocd_err check_series(void *ud, uint64_t id, const uint8_t *key, size_t l
     check_ctx *c = ud;
 
     c->id = id;
+    c->id_missing = false;
     (void)store_key_walk(key, len, check_label, c); /* a malformed key is the caller's report */
+    if (c->id_missing)
+        c->n_unposted++;
     return IOCD_OK;
 }
 
 int store_post_check(store_db *db, MDB_txn *txn, const uint64_t *ids, size_t n_ids,
-                     store_report_fn fn, void *ud, uint64_t *n_postings)
+                     store_report_fn fn, void *ud, uint64_t *n_postings, uint64_t *n_unposted)
 {
     MDB_cursor *cur = NULL;
     MDB_val k, v;
@@ -1247,14 +1258,30 @@ int store_post_check(store_db *db, MDB_txn *txn, const uint64_t *ids, size_t n_i
             if (pair_cmp(&c.pairs[i - 1], &c.pairs[i]) == 0)
                 report(&c, "series %llu is in a posting twice (in both halves)",
                        (unsigned long long)c.pairs[i].id);
-        /* Every label of every series has its posting. */
+        /* Every label of every series has its posting (the unpacked ones: see above). */
+        rc = mdb_cursor_open(txn, db->series_by_id, &cur);
+        for (rc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_FIRST) : rc; rc == 0;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            if (k.mv_size != 8 || vec_reserve(&c.unpacked, 1) != 0)
+                continue; /* a bad key is reported with the index; out of memory: strict */
+            c.unpacked.v[c.unpacked.n++] = get_be64(k.mv_data);
+        }
+        if (cur != NULL)
+            mdb_cursor_close(cur);
+        cur = NULL;
+        rc = rc == MDB_NOTFOUND ? 0 : rc;
+    }
+    if (rc == 0) {
         rc = store_spack_each(db, txn, check_series, &c, &err);
         if (rc == 0 && err != IOCD_OK)
             rc = ENOMEM;
     }
-    if (rc == 0)
+    if (rc == 0) {
         *n_postings = c.n;
+        *n_unposted = c.n_unposted;
+    }
     vec_fini(&seg_ids);
+    vec_fini(&c.unpacked);
     iocd_free(c.pairs);
     return rc;
 }

@@ -30,16 +30,19 @@ iocd_err store_series_all(store *st, uint64_t **ids_out, size_t *n_out)
 iocd_err store_postings(store *st, const char *name, const char *value, uint64_t **ids_out,
                         size_t *n_out)
 {
+    store_wait_posted(st);
     return store_db_postings(st->db, name, value, ids_out, n_out);
 }
 
 iocd_err store_label_values(store *st, const char *name, char ***values_out, size_t *n_out)
 {
+    store_wait_posted(st);
     return store_db_label_values(st->db, name, values_out, n_out);
 }
 
 iocd_err store_label_names(store *st, char ***names_out, size_t *n_out)
 {
+    store_wait_posted(st);
     return store_db_label_names(st->db, names_out, n_out);
 }
 

@@ -349,19 +349,29 @@ typedef struct store_db_block {
                  * nothing else; len 0: only deletes */
 } store_db_block;
 
-/* One group commit, in one write transaction: the new series (index, reverse index,
- * postings) and the WAL records (sequence seq). When blocks are given (a seal), they are
- * stored (each after any block already under its period and group); every WAL record of a
- * period before wal_before with a sequence up to wal_seq_max is deleted, or, with
+/* One group commit, in one write transaction: the new series (series, into the index and the
+ * reverse index), the label postings of the series in post (new ones or series persisted
+ * earlier: storage/writer.c spreads a cold start's postings over several commits) and the
+ * WAL records (sequence seq). A seal's end (wal_before given) packs the index and postings:
+ * every series persisted until then must be in post or posted before. When blocks are given (a
+ * seal), they are stored (each after any block already under its period and group); every WAL
+ * record of a period before wal_before with a sequence up to wal_seq_max is deleted, or, with
  * wal_delete_max > 0, records until that many bytes are deleted, *wal_more then saying
  * whether some are left for later transactions (set false on entry when given); blocks of
  * periods before drop_before are deleted (retention), and rollups of periods before
  * drop_rollups_before. Errors: IOCD_ENOSPC, IOCD_EIO. */
-iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_series, uint64_t seq,
+iocd_err store_db_commit(store_db *db, const store_db_series *series, size_t n_series,
+                         const store_db_series *post, size_t n_post, uint64_t seq,
                          const store_db_wal *wal, size_t n_wal, const store_db_block *blocks,
                          size_t n_blocks, int64_t wal_before, uint64_t wal_seq_max,
                          uint64_t wal_delete_max, bool *wal_more, int64_t drop_before,
                          int64_t drop_rollups_before);
+
+/* Writes the label postings of every series not packed yet (created since the last seal's
+ * end), in one transaction: a crash between a series' commit and its postings' leaves it
+ * without them, and store_open calls this before anything reads. Postings already there
+ * stay as they are. *n_out: the series looked at. */
+iocd_err store_db_repost(store_db *db, size_t *n_out);
 
 /* Closes db; first, when the file is at most max_bytes and at least a fifth of it is free
  * pages (left by the WAL and by retention), replaces it with a compacted copy (written,
@@ -492,6 +502,11 @@ typedef struct store_series { /* one allocation with its key */
     uint8_t key[]; /* the canonical key */
 } store_series;
 
+/* Waits until every series persisted before the call has its label postings written (a
+ * cold start's are spread over a few commits), two seconds at most. Readers of postings
+ * call it first, so a series is found as soon as its write was acknowledged. */
+void store_wait_posted(store *st);
+
 /* Sorts s by time keeping, for equal times, the sample latest in the list (blocks in the order
  * they were sealed, then the head: the last write wins); returns the new length. */
 size_t store_samples_dedupe(iocd_sample *s, size_t n);
@@ -549,6 +564,19 @@ struct store {
     size_t metric_cap, n_metric_slots;
     uint64_t *unpersisted; /* ids created since the last successful commit, ascending */
     size_t n_unpersisted, cap_unpersisted;
+    /* Series persisted (in the series index, so a restart finds them) whose label postings
+     * are not written yet, oldest first in unposted[unposted_at, unposted_end): a commit
+     * writes POST_STEP postings at most (a seal's end all), so a cold start's thousands of
+     * new series do not hold one acknowledgement for all of theirs (storage/writer.c).
+     * n_persisted and n_posted count series ever persisted and posted; a reader of postings
+     * waits until n_posted reaches the n_persisted it saw (store_wait_posted), `posted` is
+     * broadcast as it grows. post_retry_ns: after a failed commit of postings alone, the
+     * writer tries again from then on. */
+    uint64_t *unposted;
+    size_t unposted_at, unposted_end, unposted_cap;
+    uint64_t n_persisted, n_posted;
+    pthread_cond_t posted;
+    int64_t post_retry_ns;
     pending *queue, **queue_tail;
     bool closing;
     int64_t churn_window_start_ms;

@@ -517,6 +517,7 @@ iocd_err store_open(const char *dir, const store_config *cfg, store **out, char 
 {
     store *st = NULL;
     int64_t t0 = iocd_mono_ns();
+    size_t n_reposted = 0;
     iocd_err err;
 
     st = iocd_calloc(1, sizeof(*st));
@@ -543,6 +544,7 @@ iocd_err store_open(const char *dir, const store_config *cfg, store **out, char 
     pthread_mutex_init(&st->commit_mu, NULL);
     pthread_cond_init(&st->wake, NULL);
     pthread_cond_init(&st->seal_wake, NULL);
+    pthread_cond_init(&st->posted, NULL);
     st->queue_tail = &st->queue;
     st->next_id = 1;
     register_metrics(st);
@@ -571,6 +573,15 @@ iocd_err store_open(const char *dir, const store_config *cfg, store **out, char 
         goto out;
     }
     iocd_buf_fini(&st->wal_scratch);
+    err = store_db_repost(st->db, &n_reposted);
+    if (err != IOCD_OK) {
+        snprintf(errbuf, errlen, "%s/iocd.mdb: adding the postings of recent series: %s", dir,
+                 iocd_strerror(err));
+        goto out;
+    }
+    if (n_reposted > 0)
+        log_info("store", "series created since the last seal: their postings are in place",
+                 "series=%zu", n_reposted);
     if (st->cfg.query_cache_bytes > 0) {
         err = store_cache_new((size_t)st->cfg.query_cache_bytes, &st->cache);
         if (err != IOCD_OK)
@@ -641,6 +652,8 @@ void store_close(store *st)
     pthread_mutex_destroy(&st->commit_mu);
     pthread_cond_destroy(&st->wake);
     pthread_cond_destroy(&st->seal_wake);
+    pthread_cond_destroy(&st->posted);
+    iocd_free(st->unposted);
     iocd_free(st->dir);
     iocd_free(st);
 }

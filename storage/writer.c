@@ -14,6 +14,7 @@
 #define _GNU_SOURCE /* malloc_trim */
 #include "storage/storage_int.h"
 
+#include <errno.h>
 #include <malloc.h>
 #include <math.h>
 #include <stdint.h>
@@ -943,12 +944,97 @@ static uint64_t wal_delete_max(const store *st)
     return st->cfg.wal_delete_bytes > 0 ? st->cfg.wal_delete_bytes : WAL_DELETE_BYTES;
 }
 
+/* Label postings a commit writes at most (a seal's end writes every one due, as it packs
+ * them): at 1 microsecond a series, 10k new series cost an acknowledgement 10 ms. */
+#define POST_STEP 1024
+
+/* A commit's postings (st->mu held): the oldest queued series, then of the n_fresh series
+ * this commit persists the first ones, up to limit in all; room is made in the queue for
+ * the fresh ones left over, so posts_done cannot fail. Deleted series are skipped (their
+ * keys stay valid: a series lives until the store closes). *out is NULL when empty. */
+static iocd_err posts_take(store *st, size_t limit, const uint64_t *fresh, size_t n_fresh,
+                           store_db_series **out, size_t *n_out, size_t *from_queue, size_t *direct)
+{
+    size_t queued = st->unposted_end - st->unposted_at, rest, i;
+    store_db_series *post;
+
+    *out = NULL;
+    *n_out = 0;
+    *from_queue = queued < limit ? queued : limit;
+    *direct = n_fresh < limit - *from_queue ? n_fresh : limit - *from_queue;
+    rest = n_fresh - *direct;
+    if (st->unposted_at > 0 && rest > 0 && st->unposted_end + rest > st->unposted_cap) {
+        memmove(st->unposted, st->unposted + st->unposted_at, queued * sizeof(*st->unposted));
+        st->unposted_at = 0;
+        st->unposted_end = queued;
+    }
+    if (rest > 0 && st->unposted_end + rest > st->unposted_cap) {
+        size_t cap = st->unposted_cap != 0 ? st->unposted_cap : 1024;
+        uint64_t *grown;
+        while (cap < st->unposted_end + rest)
+            cap *= 2;
+        grown = iocd_realloc(st->unposted, cap * sizeof(*grown));
+        if (grown == NULL)
+            return IOCD_ENOMEM;
+        st->unposted = grown;
+        st->unposted_cap = cap;
+    }
+    if (*from_queue + *direct == 0)
+        return IOCD_OK;
+    post = iocd_calloc(*from_queue + *direct, sizeof(*post));
+    if (post == NULL)
+        return IOCD_ENOMEM;
+    for (i = 0; i < *from_queue + *direct; i++) {
+        store_series *s = store_series_get(st, i < *from_queue ? st->unposted[st->unposted_at + i]
+                                                               : fresh[i - *from_queue]);
+        if (s != NULL)
+            post[(*n_out)++] = (store_db_series){ s->id, s->key, s->key_len };
+    }
+    *out = post;
+    return IOCD_OK;
+}
+
+/* After the commit of posts_take's postings (st->mu held): the fresh series not posted join
+ * the queue, and readers waiting for them are woken. */
+static void posts_done(store *st, size_t from_queue, size_t direct, const uint64_t *fresh,
+                       size_t n_fresh)
+{
+    st->unposted_at += from_queue;
+    if (n_fresh > direct)
+        memcpy(st->unposted + st->unposted_end, fresh + direct,
+               (n_fresh - direct) * sizeof(*st->unposted));
+    st->unposted_end += n_fresh - direct;
+    if (st->unposted_at == st->unposted_end)
+        st->unposted_at = st->unposted_end = 0;
+    st->n_persisted += n_fresh;
+    st->n_posted += from_queue + direct;
+    if (from_queue + direct > 0)
+        pthread_cond_broadcast(&st->posted);
+}
+
+void store_wait_posted(store *st)
+{
+    struct timespec until;
+    uint64_t want;
+
+    pthread_mutex_lock(&st->mu);
+    want = st->n_persisted;
+    if (st->n_posted < want) {
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 2;
+        while (st->n_posted < want &&
+               pthread_cond_timedwait(&st->posted, &st->mu, &until) != ETIMEDOUT)
+            ;
+    }
+    pthread_mutex_unlock(&st->mu);
+}
+
 static iocd_err commit_txn(store *st, const store_db_wal *recs, size_t n_recs, seal_work *w,
                            iocd_err pre)
 {
-    store_db_series *ser = NULL;
+    store_db_series *ser = NULL, *post = NULL;
     uint64_t *ids = NULL;
-    size_t n_ids = 0, n_ser = 0, i;
+    size_t n_ids = 0, n_ser = 0, n_post = 0, from_queue = 0, direct = 0, i;
     int64_t seal_before = w != NULL ? w->seal_before : INT64_MIN;
     int64_t compact_before = w != NULL ? w->compact_before : INT64_MIN;
     int64_t drop_before = INT64_MIN, drop_rollups_before = INT64_MIN;
@@ -970,6 +1056,11 @@ static iocd_err commit_txn(store *st, const store_db_wal *recs, size_t n_recs, s
         if (s != NULL)
             ser[n_ser++] = (store_db_series){ s->id, s->key, s->key_len };
     }
+    /* A seal's end packs the postings: every one due goes in with it. */
+    if (err == IOCD_OK && (n_ids == 0 || ser != NULL))
+        err = posts_take(
+            st, w != NULL && w->seal_done && seal_before != INT64_MIN ? SIZE_MAX : POST_STEP, ids,
+            n_ids, &post, &n_post, &from_queue, &direct);
     pthread_mutex_unlock(&st->mu);
     if (n_ids > 0 && ser == NULL && err == IOCD_OK)
         err = IOCD_ENOMEM;
@@ -978,7 +1069,7 @@ static iocd_err commit_txn(store *st, const store_db_wal *recs, size_t n_recs, s
         drop_rollups_before = store_period_of(st, iocd_now_ms() - st->cfg.rollup_retention_ms);
     }
     if (err == IOCD_OK)
-        err = store_db_commit(st->db, ser, n_ser, st->wal_seq + 1, recs, n_recs,
+        err = store_db_commit(st->db, ser, n_ser, post, n_post, st->wal_seq + 1, recs, n_recs,
                               w != NULL ? w->blocks : NULL, w != NULL ? w->n_blocks : 0,
                               w != NULL && w->seal_done ? seal_before : INT64_MIN, st->seal_seq,
                               wal_delete_max(st), &wal_more, drop_before, drop_rollups_before);
@@ -1001,6 +1092,7 @@ static iocd_err commit_txn(store *st, const store_db_wal *recs, size_t n_recs, s
             if (s != NULL)
                 s->persisted = true;
         }
+        posts_done(st, from_queue, direct, ids, n_ids);
         iocd_free(ids);
         if (seal_before != INT64_MIN) {
             st->seal_from = w->seal_next;
@@ -1060,6 +1152,7 @@ static iocd_err commit_txn(store *st, const store_db_wal *recs, size_t n_recs, s
     pthread_cond_signal(&st->seal_wake); /* the watermark may have passed a period */
     pthread_mutex_unlock(&st->mu);
     iocd_free(ser);
+    iocd_free(post);
     return err;
 }
 
@@ -1122,6 +1215,8 @@ static void group_commit(store *st, pending *batch, seal_handoff *ho)
     }
     if (err == IOCD_OK && batch != NULL && !carried)
         err = commit_txn(st, ws.recs, ws.n, NULL, IOCD_OK);
+    else if (batch == NULL && ho == NULL) /* the writer is idle: postings that wait */
+        err = commit_txn(st, NULL, 0, NULL, IOCD_OK);
     if (err == IOCD_OK && st->listen != NULL) /* under commit_mu: see store_set_listener */
         for (p = batch; p != NULL; p = p->next)
             notify_listener(st, &p->wal);
@@ -1130,6 +1225,13 @@ static void group_commit(store *st, pending *batch, seal_handoff *ho)
         commit_observe(st, t0, n_batches, err);
     else if (ho != NULL)
         commit_observe(st, t0, 0, ho->err); /* a transaction of the seal step alone */
+    else
+        commit_observe(st, t0, 0, err); /* of postings alone */
+    if (batch == NULL && ho == NULL && err != IOCD_OK) {
+        pthread_mutex_lock(&st->mu);
+        st->post_retry_ns = iocd_mono_ns() + 1000000000LL; /* disk full: a second later */
+        pthread_mutex_unlock(&st->mu);
+    }
     if (batch != NULL && ho != NULL && ho->err != IOCD_OK && ho->err != IOCD_EAGAIN)
         log_error("store", "seal step failed", "err=%s", iocd_strerror(ho->err));
     if (err == IOCD_OK)
@@ -1272,10 +1374,22 @@ void *store_writer_main(void *arg)
     pthread_mutex_lock(&st->mu);
     for (;;) {
         if (st->queue == NULL && st->handoff == NULL) {
+            int64_t retry_in = st->post_retry_ns - iocd_mono_ns();
             if (st->closing)
-                break;
-            pthread_cond_wait(&st->wake, &st->mu);
-            continue;
+                break; /* postings that wait go in with the final seal, or at the next open */
+            if (st->unposted_end == st->unposted_at) {
+                pthread_cond_wait(&st->wake, &st->mu);
+                continue;
+            }
+            if (retry_in > 0) {
+                struct timespec until;
+                clock_gettime(CLOCK_REALTIME, &until);
+                until.tv_nsec += (long)(retry_in % 1000000000LL);
+                until.tv_sec += (time_t)(retry_in / 1000000000LL) + until.tv_nsec / 1000000000L;
+                until.tv_nsec %= 1000000000L;
+                pthread_cond_timedwait(&st->wake, &st->mu, &until);
+                continue;
+            }
         }
         batch = st->queue;
         ho = st->handoff;
@@ -1316,13 +1430,26 @@ static void sealer_wait(store *st)
 static iocd_err trim_step(store *st)
 {
     int64_t t0 = iocd_mono_ns();
+    store_db_series *post = NULL;
+    size_t n_post = 0, from_queue = 0, direct = 0;
     bool more = false;
     iocd_err err;
 
     pthread_mutex_lock(&st->commit_mu);
-    err = store_db_commit(st->db, NULL, 0, st->wal_seq + 1, NULL, 0, NULL, 0, st->trim_before,
-                          st->trim_seq, wal_delete_max(st), &more, INT64_MIN, INT64_MIN);
+    pthread_mutex_lock(&st->mu); /* it packs the postings: every one due goes in with it */
+    err = posts_take(st, SIZE_MAX, NULL, 0, &post, &n_post, &from_queue, &direct);
+    pthread_mutex_unlock(&st->mu);
+    if (err == IOCD_OK)
+        err = store_db_commit(st->db, NULL, 0, post, n_post, st->wal_seq + 1, NULL, 0, NULL, 0,
+                              st->trim_before, st->trim_seq, wal_delete_max(st), &more, INT64_MIN,
+                              INT64_MIN);
+    if (err == IOCD_OK) {
+        pthread_mutex_lock(&st->mu);
+        posts_done(st, from_queue, direct, NULL, 0);
+        pthread_mutex_unlock(&st->mu);
+    }
     pthread_mutex_unlock(&st->commit_mu);
+    iocd_free(post);
     commit_observe(st, t0, 0, err);
     if (err == IOCD_OK && !more)
         st->trim_before = INT64_MIN;
