@@ -678,32 +678,43 @@ typedef struct series_json {
     iocd_err err;
 } series_json;
 
-static iocd_err series_label(void *ud, const char *name, size_t name_len, const char *value,
-                             size_t value_len)
-{
-    series_json *c = ud;
-    iocd_err err = c->first ? IOCD_OK : iocd_buf_putc(c->b, ',');
-
-    c->first = false;
-    if (err == IOCD_OK)
-        err = iocd_buf_json_str(c->b, name, name_len);
-    if (err == IOCD_OK)
-        err = iocd_buf_putc(c->b, ':');
-    if (err == IOCD_OK)
-        err = iocd_buf_json_str(c->b, value, value_len);
-    return err;
-}
-
 static void reply_oom(api_req *req)
 {
     api_error(req, 503, "unavailable", "out of memory building the answer");
+}
+
+/* One series of /api/v1/series from its "name\0value\0" pairs (none: deleted meanwhile). */
+static iocd_err series_pairs_json(void *ud, size_t i, const char *pairs, size_t len)
+{
+    series_json *c = ud;
+    const char *p = pairs, *end = pairs + len;
+    iocd_err err;
+
+    (void)i;
+    if (len == 0)
+        return IOCD_OK;
+    err = iocd_buf_puts(c->b, c->first ? "{" : ",{");
+    c->first = false;
+    while (err == IOCD_OK && p < end) {
+        size_t nl = strlen(p), vl = strlen(p + nl + 1);
+        if (p != pairs)
+            err = iocd_buf_putc(c->b, ',');
+        if (err == IOCD_OK)
+            err = iocd_buf_json_str(c->b, p, nl);
+        if (err == IOCD_OK)
+            err = iocd_buf_putc(c->b, ':');
+        if (err == IOCD_OK)
+            err = iocd_buf_json_str(c->b, p + nl + 1, vl);
+        p += nl + 1 + vl + 1;
+    }
+    return err == IOCD_OK ? iocd_buf_putc(c->b, '}') : err;
 }
 
 static api_status h_series(api_req *req, void *ud)
 {
     iocd_buf *b = &req->resp.body;
     uint64_t *ids = NULL;
-    size_t n = 0, i, shown = 0;
+    size_t n = 0;
     bool have;
     store *st;
     iocd_err err;
@@ -719,21 +730,14 @@ static api_status h_series(api_req *req, void *ud)
         return API_DONE;
     }
     iocd_buf_reset(b);
-    err = iocd_buf_puts(b, "{\"status\":\"success\",\"data\":[");
-    for (i = 0; err == IOCD_OK && i < n; i++) {
+    err = iocd_buf_reserve(b, 64 + n * 96); /* about what an IOC series takes; grows if not */
+    if (err == IOCD_ETOOBIG)
+        err = IOCD_OK; /* the cap decides below */
+    if (err == IOCD_OK)
+        err = iocd_buf_puts(b, "{\"status\":\"success\",\"data\":[");
+    if (err == IOCD_OK) {
         series_json c = { b, true, IOCD_OK };
-        size_t mark = b->len;
-        err = iocd_buf_puts(b, shown > 0 ? ",{" : "{");
-        if (err == IOCD_OK)
-            err = store_series_labels(st, ids[i], series_label, &c);
-        if (err == IOCD_ENOTFOUND) { /* deleted meanwhile */
-            b->len = mark;
-            err = IOCD_OK;
-            continue;
-        }
-        if (err == IOCD_OK)
-            err = iocd_buf_putc(b, '}');
-        shown++;
+        err = store_series_pairs(st, ids, n, series_pairs_json, &c);
     }
     if (err == IOCD_OK)
         err = iocd_buf_puts(b, "]}");

@@ -160,6 +160,22 @@ iocd_err iocd_buf_json_str(iocd_buf *b, const char *str, size_t len)
     size_t i = 0, run;
     char esc[8];
 
+    /* Most strings (label names and values, metric names) need no escape: one copy. */
+    for (run = 0; run < len && s[run] >= 0x20 && s[run] < 0x80 && s[run] != '"' && s[run] != '\\';
+         run++)
+        ;
+    if (run == len) {
+        err = iocd_buf_reserve(b, len + 2);
+        if (err != IOCD_OK)
+            return err;
+        b->data[b->len] = '"';
+        if (len > 0)
+            memcpy(b->data + b->len + 1, s, len);
+        b->data[b->len + 1 + len] = '"';
+        b->len += len + 2;
+        b->data[b->len] = '\0';
+        return IOCD_OK;
+    }
     err = iocd_buf_putc(b, '"');
     while (err == IOCD_OK && i < len) {
         run = i;
