@@ -126,6 +126,9 @@ int store_spack_get(store_db *db, MDB_txn *txn, uint64_t id, iocd_buf *scratch, 
  * stops the walk: *err gets it and the call returns 0. */
 typedef iocd_err (*store_spack_fn)(void *ud, uint64_t id, const uint8_t *key, size_t len);
 int store_spack_each(store_db *db, MDB_txn *txn, store_spack_fn fn, void *ud, iocd_err *err);
+/* The same over the series not packed yet alone (created since the last seal's end). */
+int store_spack_unpacked_each(store_db *db, MDB_txn *txn, store_spack_fn fn, void *ud,
+                              iocd_err *err);
 
 /* Removes the series ids (any order), wherever they are; ids found nowhere are skipped. */
 int store_spack_del(store_db *db, MDB_txn *txn, const uint64_t *ids, size_t n);

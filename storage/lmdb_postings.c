@@ -1203,6 +1203,17 @@ static iocd_err check_series(void *ud, uint64_t id, const uint8_t *key, size_t l
     return IOCD_OK;
 }
 
+static iocd_err note_unpacked(void *ud, uint64_t id, const uint8_t *key, size_t len)
+{
+    id_vec *ids = ud;
+
+    (void)key, (void)len;
+    if (vec_reserve(ids, 1) != 0)
+        return IOCD_ENOMEM;
+    ids->v[ids->n++] = id;
+    return IOCD_OK;
+}
+
 int store_post_check(store_db *db, MDB_txn *txn, const uint64_t *ids, size_t n_ids,
                      store_report_fn fn, void *ud, uint64_t *n_postings, uint64_t *n_unposted)
 {
@@ -1259,17 +1270,9 @@ int store_post_check(store_db *db, MDB_txn *txn, const uint64_t *ids, size_t n_i
                 report(&c, "series %llu is in a posting twice (in both halves)",
                        (unsigned long long)c.pairs[i].id);
         /* Every label of every series has its posting (the unpacked ones: see above). */
-        rc = mdb_cursor_open(txn, db->series_by_id, &cur);
-        for (rc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_FIRST) : rc; rc == 0;
-             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-            if (k.mv_size != 8 || vec_reserve(&c.unpacked, 1) != 0)
-                continue; /* a bad key is reported with the index; out of memory: strict */
-            c.unpacked.v[c.unpacked.n++] = get_be64(k.mv_data);
-        }
-        if (cur != NULL)
-            mdb_cursor_close(cur);
-        cur = NULL;
-        rc = rc == MDB_NOTFOUND ? 0 : rc;
+        rc = store_spack_unpacked_each(db, txn, note_unpacked, &c.unpacked, &err);
+        if (rc == 0 && err != IOCD_OK)
+            rc = ENOMEM;
     }
     if (rc == 0) {
         rc = store_spack_each(db, txn, check_series, &c, &err);

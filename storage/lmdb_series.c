@@ -239,7 +239,9 @@ int store_spack_get(store_db *db, MDB_txn *txn, uint64_t id, iocd_buf *scratch, 
     return bad ? MDB_CORRUPTED : MDB_NOTFOUND;
 }
 
-int store_spack_each(store_db *db, MDB_txn *txn, store_spack_fn fn, void *ud, iocd_err *err)
+/* Pass 0 walks the packed groups, pass 1 the series not packed yet. */
+static int spack_walk(store_db *db, MDB_txn *txn, int from_pass, store_spack_fn fn, void *ud,
+                      iocd_err *err)
 {
     MDB_cursor *cur = NULL;
     MDB_val k, v;
@@ -248,7 +250,7 @@ int store_spack_each(store_db *db, MDB_txn *txn, store_spack_fn fn, void *ud, io
 
     *err = IOCD_OK;
     iocd_buf_init(&scratch, 0);
-    for (pass = 0, rc = 0; rc == 0 && *err == IOCD_OK && pass < 2; pass++) {
+    for (pass = from_pass, rc = 0; rc == 0 && *err == IOCD_OK && pass < 2; pass++) {
         rc = mdb_cursor_open(txn, pass == 0 ? db->series_packed : db->series_by_id, &cur);
         for (rc = rc == 0 ? mdb_cursor_get(cur, &k, &v, MDB_FIRST) : rc; rc == 0 && *err == IOCD_OK;
              rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
@@ -289,6 +291,17 @@ int store_spack_each(store_db *db, MDB_txn *txn, store_spack_fn fn, void *ud, io
     }
     iocd_buf_fini(&scratch);
     return rc;
+}
+
+int store_spack_each(store_db *db, MDB_txn *txn, store_spack_fn fn, void *ud, iocd_err *err)
+{
+    return spack_walk(db, txn, 0, fn, ud, err);
+}
+
+int store_spack_unpacked_each(store_db *db, MDB_txn *txn, store_spack_fn fn, void *ud,
+                              iocd_err *err)
+{
+    return spack_walk(db, txn, 1, fn, ud, err);
 }
 
 static int id_cmp(const void *a, const void *b)

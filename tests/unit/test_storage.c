@@ -859,6 +859,22 @@ static void old_store_is_upgraded(const char *dir, const char *marker)
     store_close(st);
 }
 
+/* The canonical key of labels l (st's limits) copied into out (96 bytes); its length. */
+static size_t key_into(store *st, const iocd_label *l, size_t n, uint8_t out[96])
+{
+    store_reject why;
+    iocd_buf b;
+    size_t len;
+
+    iocd_buf_init(&b, 0);
+    ASSERT_OK(store_key_build(store_limits_get(st), l, n, &b, &why));
+    ASSERT_LE(b.len, 96);
+    memcpy(out, b.data, b.len);
+    len = b.len;
+    iocd_buf_fini(&b);
+    return len;
+}
+
 /* Each metric opens its own id group, so every series below is a record of the packed series
  * index, written in key order when the stop's seal packs them: appended, they fill their
  * leaf pages (a put in order splits each full page in half: a third of the pages was slack). */
@@ -881,8 +897,6 @@ TEST(postings_of_many_new_series_in_one_commit)
 
     for (i = 0; i < 1200; i++) {
         iocd_label l[3] = { L("__name__", "lamp_on"), L("device", ""), L("ward", "") };
-        store_reject why;
-        iocd_buf b;
         snprintf(ward, sizeof(ward), "w%zu", i % 7);
         snprintf(dev, sizeof(dev), "d%04zu", i / 2); /* two series per device */
         l[0].value = i % 2 == 0 ? "lamp_on" : "lamp_power_w";
@@ -891,12 +905,7 @@ TEST(postings_of_many_new_series_in_one_commit)
         l[1].value_len = strlen(dev);
         l[2].value = ward;
         l[2].value_len = strlen(ward);
-        iocd_buf_init(&b, 0);
-        ASSERT_OK(store_key_build(store_limits_get(st), l, 3, &b, &why));
-        ASSERT_LE(b.len, sizeof(keys[i]));
-        memcpy(keys[i], b.data, b.len);
-        key_len[i] = b.len;
-        iocd_buf_fini(&b);
+        key_len[i] = key_into(st, l, 3, keys[i]);
         /* ids not in order: 1000 + (i * 7919) % 1200 covers 1000 .. 2199 once each */
         ser[i] = (store_db_series){ 1000 + (i * 7919) % 1200, keys[i], key_len[i] };
     }
@@ -944,20 +953,13 @@ static void camera_keys(store *st, size_t n, uint8_t (*keys)[96], store_db_serie
 
     for (i = 0; i < n; i++) {
         iocd_label l[3] = { L("__name__", "camera_fps"), L("device", ""), L("ward", "") };
-        store_reject why;
-        iocd_buf b;
         snprintf(ward, sizeof(ward), "w%zu", i % 32);
         snprintf(dev, sizeof(dev), "cam-%06zu", i);
         l[1].value = dev;
         l[1].value_len = strlen(dev);
         l[2].value = ward;
         l[2].value_len = strlen(ward);
-        iocd_buf_init(&b, 0);
-        ASSERT_OK(store_key_build(store_limits_get(st), l, 3, &b, &why));
-        ASSERT_LE(b.len, sizeof(keys[i]));
-        memcpy(keys[i], b.data, b.len);
-        ser[i] = (store_db_series){ i + 1, keys[i], b.len };
-        iocd_buf_fini(&b);
+        ser[i] = (store_db_series){ i + 1, keys[i], key_into(st, l, 3, keys[i]) };
     }
 }
 
@@ -1053,8 +1055,14 @@ TEST(new_series_postings_spread_over_commits_and_readers_find_them_all)
         for (i = 0; i < n; i++)
             iocd_free(vals[i]);
         iocd_free(vals);
-        if (pass == 0) /* the acknowledgement's commit, then four of 1,024 postings each */
+        if (pass == 0) {
+            /* The acknowledgement's commit, then four of 1,024 postings each (the writer
+             * counts a commit after it has woken the readers: waited for, not assumed). */
+            int64_t deadline = iocd_mono_ns() + 10 * 1000000000LL;
+            while (iocd_metric_value(commits) - c0 < 5 && iocd_mono_ns() < deadline)
+                nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
             ASSERT_GE(iocd_metric_value(commits) - c0, 5);
+        }
         store_close(st);
     }
 }
