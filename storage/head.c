@@ -29,16 +29,16 @@ static iocd_err reserve(store_head *h, size_t extra)
     return IOCD_OK;
 }
 
-/* With less than a worst case (32 bytes) left in the stream, the sample is encoded into a
- * scratch buffer first, so the stream grows by what it takes (32 bytes of headroom kept in
- * every series were 3 MB at 100k series); otherwise in place (no copy). */
-static iocd_err append(store_head *h, int64_t t, double v)
+#define SAMPLE_MAX 32 /* a sample's encoding: at most 10 + 10 + 1 + 10 bytes */
+
+/* Encodes a sample after h's stream at w; returns its length, and the decimal state (exponent
+ * and scaled value) the stream has after it. */
+static size_t encode(const store_head *h, uint8_t *w, int64_t t, double v, int *e_out,
+                     int64_t *m_out)
 {
-    uint8_t tmp[32], *base = h->cap - h->len >= sizeof(tmp) ? h->buf + h->len : tmp, *w = base;
-    int64_t m, dt = (int64_t)((uint64_t)t - (uint64_t)h->last_t);
+    uint8_t *start = w;
+    int64_t m = h->last_m, dt = (int64_t)((uint64_t)t - (uint64_t)h->last_t);
     int e = h->e;
-    size_t len;
-    iocd_err err;
 
     if (h->n == 0)
         w += store_varint_put(w, codec_zigzag(t));
@@ -62,16 +62,34 @@ static iocd_err append(store_head *h, int64_t t, double v)
             m = h->last_m; /* a raw value leaves the decimal state as it was */
         }
     }
-    len = (size_t)(w - base); /* at most 10 + 10 + 1 + 10 bytes */
-    if (base == tmp) {
+    *e_out = e;
+    *m_out = m;
+    return (size_t)(w - start);
+}
+
+/* In place while a worst case fits in the stream; near its end, through a scratch buffer, so
+ * the stream grows by what the sample takes (32 bytes of headroom kept in every series were
+ * 3 MB at 100k series). */
+static iocd_err append(store_head *h, int64_t t, double v)
+{
+    uint8_t tmp[SAMPLE_MAX];
+    int64_t m;
+    size_t len;
+    int e;
+
+    if (h->cap - h->len >= SAMPLE_MAX) {
+        len = encode(h, h->buf + h->len, t, v, &e, &m);
+    } else {
+        iocd_err err;
+        len = encode(h, tmp, t, v, &e, &m);
         err = reserve(h, len);
         if (err != IOCD_OK)
             return err; /* the head is unchanged */
         memcpy(h->buf + h->len, tmp, len);
     }
-    h->len += (uint32_t)len;
     if (h->n > 0)
-        h->last_dt = dt;
+        h->last_dt = (int64_t)((uint64_t)t - (uint64_t)h->last_t);
+    h->len += (uint32_t)len;
     h->last_t = t;
     h->e = (int16_t)e;
     h->last_m = m;
