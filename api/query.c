@@ -766,7 +766,51 @@ typedef struct str_set {
     size_t n, cap;
     const char *only; /* collect values of this label; NULL: collect names */
     iocd_err err;
+    uint32_t *slots; /* open addressing over v: index + 1, 0 empty (set_add_unique) */
+    size_t n_slots;
 } str_set;
+
+static uint64_t str_hash(const char *p, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)p[i]) * 0x100000001b3ULL;
+    return iocd_mix64(h);
+}
+
+static iocd_err set_add(str_set *s, const char *p, size_t len);
+
+/* Adds p unless the set has it: thousands of series give a few distinct names or values,
+ * each copied once instead of once per series. */
+static iocd_err set_add_unique(str_set *s, const char *p, size_t len)
+{
+    size_t j;
+
+    if ((s->n + 1) * 2 > s->n_slots) {
+        size_t cap = s->n_slots != 0 ? s->n_slots * 2 : 256, i;
+        uint32_t *grown = iocd_calloc(cap, sizeof(*grown));
+        if (grown == NULL)
+            return IOCD_ENOMEM;
+        for (i = 0; i < s->n; i++) {
+            for (j = str_hash(s->v[i], strlen(s->v[i])) & (cap - 1); grown[j] != 0;
+                 j = (j + 1) & (cap - 1))
+                ;
+            grown[j] = (uint32_t)i + 1;
+        }
+        iocd_free(s->slots);
+        s->slots = grown;
+        s->n_slots = cap;
+    }
+    for (j = str_hash(p, len) & (s->n_slots - 1); s->slots[j] != 0;
+         j = (j + 1) & (s->n_slots - 1)) {
+        const char *have = s->v[s->slots[j] - 1];
+        if (strncmp(have, p, len) == 0 && have[len] == '\0')
+            return IOCD_OK;
+    }
+    s->slots[j] = (uint32_t)s->n + 1;
+    return set_add(s, p, len);
+}
 
 static iocd_err set_add(str_set *s, const char *p, size_t len)
 {
@@ -787,16 +831,23 @@ static iocd_err set_add(str_set *s, const char *p, size_t len)
     return IOCD_OK;
 }
 
-static iocd_err set_label(void *ud, const char *name, size_t name_len, const char *value,
-                          size_t value_len)
+/* The names, or the values of s->only, of one series' "name\0value\0" pairs. */
+static iocd_err set_pairs(void *ud, size_t i, const char *pairs, size_t len)
 {
     str_set *s = ud;
+    const char *p = pairs, *end = pairs + len;
+    iocd_err err = IOCD_OK;
 
-    if (s->only == NULL)
-        return set_add(s, name, name_len);
-    if (strlen(s->only) == name_len && memcmp(s->only, name, name_len) == 0)
-        return set_add(s, value, value_len);
-    return IOCD_OK;
+    (void)i;
+    while (err == IOCD_OK && p < end) {
+        size_t nl = strlen(p), vl = strlen(p + nl + 1);
+        if (s->only == NULL)
+            err = set_add_unique(s, p, nl);
+        else if (strcmp(s->only, p) == 0)
+            err = set_add_unique(s, p + nl + 1, vl);
+        p += nl + 1 + vl + 1;
+    }
+    return err;
 }
 
 static void set_unique(str_set *s)
@@ -841,9 +892,9 @@ static void reply_strings(api_req *req, char **v, size_t n)
 /* Names (only == NULL) or values of label only, from match[] or from the whole index. */
 static api_status names_or_values(api_req *req, const char *only)
 {
-    str_set set = { NULL, 0, 0, only, IOCD_OK };
+    str_set set = { NULL, 0, 0, only, IOCD_OK, NULL, 0 };
     uint64_t *ids = NULL;
-    size_t n = 0, i;
+    size_t n = 0;
     bool have;
     store *st;
     iocd_err err = IOCD_OK;
@@ -861,13 +912,10 @@ static api_status names_or_values(api_req *req, const char *only)
             set.n = 0;
         }
     } else {
-        for (i = 0; err == IOCD_OK && i < n; i++) {
-            err = store_series_labels(st, ids[i], set_label, &set);
-            if (err == IOCD_ENOTFOUND)
-                err = IOCD_OK;
-        }
+        err = store_series_pairs(st, ids, n, set_pairs, &set);
         if (err == IOCD_OK)
             set_unique(&set);
+        iocd_free(set.slots);
     }
     iocd_free(ids);
     if (err != IOCD_OK) {
