@@ -619,7 +619,7 @@ struct store {
 
     iocd_metric *m_series, *m_samples_head, *m_commits, *m_commit_fail, *m_commit_seconds,
         *m_commit_batches, *m_wal_bytes, *m_rejected[STORE_REJECT_COUNT_], *m_sealed_blocks,
-        *m_sealed_samples, *m_sealed_bytes, *m_series_created, *m_compacted;
+        *m_sealed_samples, *m_sealed_bytes, *m_series_created, *m_compacted, *m_posts_waiting;
 };
 
 /* The series with this id, or NULL (unknown or deleted). Caller holds st->mu. */

@@ -486,6 +486,10 @@ static void register_metrics(store *st)
                              (void *)(intptr_t)g);
     st->m_series = iocd_gauge("iocd_series_active", "Series known to the store.");
     st->m_series_created = iocd_counter("iocd_series_created_total", "Series created since start.");
+    st->m_posts_waiting =
+        iocd_gauge("iocd_series_postings_waiting",
+                   "Series persisted whose label postings wait for a later commit (1,024 go in "
+                   "each; a cold start creates thousands at once).");
     st->m_samples_head =
         iocd_counter("iocd_samples_appended_total", "Samples accepted into the store.");
     st->m_commits = iocd_counter("iocd_group_commits_total", "Group commits that succeeded.");

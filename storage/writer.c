@@ -1008,6 +1008,7 @@ static void posts_done(store *st, size_t from_queue, size_t direct, const uint64
         st->unposted_at = st->unposted_end = 0;
     st->n_persisted += n_fresh;
     st->n_posted += from_queue + direct;
+    iocd_metric_set(st->m_posts_waiting, (double)(st->unposted_end - st->unposted_at));
     if (from_queue + direct > 0)
         pthread_cond_broadcast(&st->posted);
 }

@@ -1062,6 +1062,7 @@ TEST(new_series_postings_spread_over_commits_and_readers_find_them_all)
             while (iocd_metric_value(commits) - c0 < 5 && iocd_mono_ns() < deadline)
                 nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
             ASSERT_GE(iocd_metric_value(commits) - c0, 5);
+            ASSERT_EQ(iocd_metric_value(iocd_gauge("iocd_series_postings_waiting", "")), 0.0);
         }
         store_close(st);
     }
