@@ -129,9 +129,9 @@ static int group_merge(store_db *db, MDB_txn *txn, uint64_t group, const iocd_bu
         return rc;
     iocd_buf_reset(out);
     op = old;
-    oend = old + old_len;
+    oend = old != NULL ? old + old_len : NULL; /* NULL + 0 is undefined */
     fp = (const uint8_t *)fresh->data;
-    fend = fp + fresh->len;
+    fend = fp != NULL ? fp + fresh->len : NULL;
     ohave = old_len > 0 && entry_next(&op, oend, &olast, &oe, &bad);
     if (bad)
         return MDB_CORRUPTED;
