@@ -779,7 +779,24 @@ static uint64_t str_hash(const char *p, size_t len)
     return iocd_mix64(h);
 }
 
-static iocd_err set_add(str_set *s, const char *p, size_t len);
+static iocd_err set_add(str_set *s, const char *p, size_t len)
+{
+    char *copy;
+
+    if (s->n == s->cap) {
+        size_t cap = s->cap != 0 ? s->cap * 2 : 64;
+        char **grown = iocd_realloc(s->v, cap * sizeof(*grown));
+        if (grown == NULL)
+            return IOCD_ENOMEM;
+        s->v = grown;
+        s->cap = cap;
+    }
+    copy = iocd_strndup(p, len);
+    if (copy == NULL)
+        return IOCD_ENOMEM;
+    s->v[s->n++] = copy;
+    return IOCD_OK;
+}
 
 /* Adds p unless the set has it: thousands of series give a few distinct names or values,
  * each copied once instead of once per series. */
@@ -810,25 +827,6 @@ static iocd_err set_add_unique(str_set *s, const char *p, size_t len)
     }
     s->slots[j] = (uint32_t)s->n + 1;
     return set_add(s, p, len);
-}
-
-static iocd_err set_add(str_set *s, const char *p, size_t len)
-{
-    char *copy;
-
-    if (s->n == s->cap) {
-        size_t cap = s->cap != 0 ? s->cap * 2 : 64;
-        char **grown = iocd_realloc(s->v, cap * sizeof(*grown));
-        if (grown == NULL)
-            return IOCD_ENOMEM;
-        s->v = grown;
-        s->cap = cap;
-    }
-    copy = iocd_strndup(p, len);
-    if (copy == NULL)
-        return IOCD_ENOMEM;
-    s->v[s->n++] = copy;
-    return IOCD_OK;
 }
 
 /* The names, or the values of s->only, of one series' "name\0value\0" pairs. */

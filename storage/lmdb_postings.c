@@ -5,7 +5,9 @@
  * into `postings_packed`: one record per label and id segment (id >> SEG_SHIFT), keyed
  * "name=value" and the segment (4 bytes, big-endian); its value is a format byte and the
  * segment's ids ascending as varints (the first as its offset in the segment, then deltas).
- * Segments keep a label that every series has from becoming one huge value to rewrite. */
+ * Segments keep a label that every series has from becoming one huge value to rewrite.
+ * At open, the postings of the series not packed yet are written again where a crash left
+ * them missing (store_db_repost). */
 #include "storage/lmdb_int.h"
 
 #include <errno.h>
@@ -589,6 +591,63 @@ int store_post_pack(store_db *db, MDB_txn *txn)
     iocd_buf_fini(&ps.raw);
     iocd_buf_fini(&ps.rec);
     return rc;
+}
+
+#define REPOST_CHUNK 65536 /* series whose postings are added at a time */
+
+typedef struct repost_ctx {
+    store_db *db;
+    MDB_txn *txn;
+    store_db_series *ser; /* REPOST_CHUNK; the keys point into the map (read, never moved) */
+    size_t n, total;
+    int rc;
+} repost_ctx;
+
+static int repost_flush(repost_ctx *c)
+{
+    c->rc = c->n > 0 ? store_post_add_many(c->db, c->txn, c->ser, c->n) : 0;
+    c->total += c->n;
+    c->n = 0;
+    return c->rc;
+}
+
+static iocd_err repost_one(void *ud, uint64_t id, const uint8_t *key, size_t len)
+{
+    repost_ctx *c = ud;
+
+    c->ser[c->n++] = (store_db_series){ id, key, len };
+    return c->n < REPOST_CHUNK || repost_flush(c) == 0 ? IOCD_OK : IOCD_EIO;
+}
+
+iocd_err store_db_repost(store_db *db, size_t *n_out)
+{
+    repost_ctx c = { db, NULL, iocd_calloc(REPOST_CHUNK, sizeof(*c.ser)), 0, 0, 0 };
+    iocd_err err = IOCD_OK;
+    int rc;
+
+    *n_out = 0;
+    if (c.ser == NULL)
+        return IOCD_ENOMEM;
+    rc = mdb_txn_begin(db->env, NULL, 0, &c.txn);
+    if (rc == 0)
+        rc = store_spack_unpacked_each(db, c.txn, repost_one, &c, &err);
+    if (rc == 0 && err != IOCD_OK)
+        rc = c.rc != 0 ? c.rc : MDB_CORRUPTED;
+    if (rc == 0)
+        rc = repost_flush(&c);
+    if (rc == 0 && c.total > 0) {
+        rc = mdb_txn_commit(c.txn);
+        c.txn = NULL;
+        if (rc == 0)
+            rc = mdb_env_sync(db->env, 1);
+    }
+    if (c.txn != NULL)
+        mdb_txn_abort(c.txn);
+    iocd_free(c.ser);
+    store_db_drop_mapped(db);
+    if (rc == 0)
+        *n_out = c.total;
+    return store_mdb_err(rc);
 }
 
 int store_post_upgrade(store_db *db, MDB_txn *txn)

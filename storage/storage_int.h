@@ -502,6 +502,20 @@ typedef struct store_series { /* one allocation with its key */
     uint8_t key[]; /* the canonical key */
 } store_series;
 
+/* Label postings a commit writes at most (a seal's end writes every one due, as it packs
+ * them): at 1 microsecond a series, 10k new series cost an acknowledgement 10 ms. */
+#define STORE_POST_STEP 1024
+
+/* A commit's postings (st->mu held): the oldest queued series, then of the n_fresh series
+ * this commit persists the first ones, up to limit in all (storage/posts.c). *out is NULL
+ * when empty. Errors: IOCD_ENOMEM (nothing changed). */
+iocd_err store_posts_take(store *st, size_t limit, const uint64_t *fresh, size_t n_fresh,
+                          store_db_series **out, size_t *n_out, size_t *from_queue, size_t *direct);
+/* After the commit of those postings (st->mu held): the fresh series not posted join the
+ * queue, the counters move and readers waiting are woken. */
+void store_posts_done(store *st, size_t from_queue, size_t direct, const uint64_t *fresh,
+                      size_t n_fresh);
+
 /* Waits until every series persisted before the call has its label postings written (a
  * cold start's are spread over a few commits), two seconds at most. Readers of postings
  * call it first, so a series is found as soon as its write was acknowledged. */
@@ -566,7 +580,7 @@ struct store {
     size_t n_unpersisted, cap_unpersisted;
     /* Series persisted (in the series index, so a restart finds them) whose label postings
      * are not written yet, oldest first in unposted[unposted_at, unposted_end): a commit
-     * writes POST_STEP postings at most (a seal's end all), so a cold start's thousands of
+     * writes STORE_POST_STEP postings at most (a seal's end all), so a cold start's thousands of
      * new series do not hold one acknowledgement for all of theirs (storage/writer.c).
      * n_persisted and n_posted count series ever persisted and posted; a reader of postings
      * waits until n_posted reaches the n_persisted it saw (store_wait_posted), `posted` is

@@ -14,7 +14,6 @@
 #define _GNU_SOURCE /* malloc_trim */
 #include "storage/storage_int.h"
 
-#include <errno.h>
 #include <malloc.h>
 #include <math.h>
 #include <stdint.h>
@@ -944,92 +943,6 @@ static uint64_t wal_delete_max(const store *st)
     return st->cfg.wal_delete_bytes > 0 ? st->cfg.wal_delete_bytes : WAL_DELETE_BYTES;
 }
 
-/* Label postings a commit writes at most (a seal's end writes every one due, as it packs
- * them): at 1 microsecond a series, 10k new series cost an acknowledgement 10 ms. */
-#define POST_STEP 1024
-
-/* A commit's postings (st->mu held): the oldest queued series, then of the n_fresh series
- * this commit persists the first ones, up to limit in all; room is made in the queue for
- * the fresh ones left over, so posts_done cannot fail. Deleted series are skipped (their
- * keys stay valid: a series lives until the store closes). *out is NULL when empty. */
-static iocd_err posts_take(store *st, size_t limit, const uint64_t *fresh, size_t n_fresh,
-                           store_db_series **out, size_t *n_out, size_t *from_queue, size_t *direct)
-{
-    size_t queued = st->unposted_end - st->unposted_at, rest, i;
-    store_db_series *post;
-
-    *out = NULL;
-    *n_out = 0;
-    *from_queue = queued < limit ? queued : limit;
-    *direct = n_fresh < limit - *from_queue ? n_fresh : limit - *from_queue;
-    rest = n_fresh - *direct;
-    if (st->unposted_at > 0 && rest > 0 && st->unposted_end + rest > st->unposted_cap) {
-        memmove(st->unposted, st->unposted + st->unposted_at, queued * sizeof(*st->unposted));
-        st->unposted_at = 0;
-        st->unposted_end = queued;
-    }
-    if (rest > 0 && st->unposted_end + rest > st->unposted_cap) {
-        size_t cap = st->unposted_cap != 0 ? st->unposted_cap : 1024;
-        uint64_t *grown;
-        while (cap < st->unposted_end + rest)
-            cap *= 2;
-        grown = iocd_realloc(st->unposted, cap * sizeof(*grown));
-        if (grown == NULL)
-            return IOCD_ENOMEM;
-        st->unposted = grown;
-        st->unposted_cap = cap;
-    }
-    if (*from_queue + *direct == 0)
-        return IOCD_OK;
-    post = iocd_calloc(*from_queue + *direct, sizeof(*post));
-    if (post == NULL)
-        return IOCD_ENOMEM;
-    for (i = 0; i < *from_queue + *direct; i++) {
-        store_series *s = store_series_get(st, i < *from_queue ? st->unposted[st->unposted_at + i]
-                                                               : fresh[i - *from_queue]);
-        if (s != NULL)
-            post[(*n_out)++] = (store_db_series){ s->id, s->key, s->key_len };
-    }
-    *out = post;
-    return IOCD_OK;
-}
-
-/* After the commit of posts_take's postings (st->mu held): the fresh series not posted join
- * the queue, and readers waiting for them are woken. */
-static void posts_done(store *st, size_t from_queue, size_t direct, const uint64_t *fresh,
-                       size_t n_fresh)
-{
-    st->unposted_at += from_queue;
-    if (n_fresh > direct)
-        memcpy(st->unposted + st->unposted_end, fresh + direct,
-               (n_fresh - direct) * sizeof(*st->unposted));
-    st->unposted_end += n_fresh - direct;
-    if (st->unposted_at == st->unposted_end)
-        st->unposted_at = st->unposted_end = 0;
-    st->n_persisted += n_fresh;
-    st->n_posted += from_queue + direct;
-    iocd_metric_set(st->m_posts_waiting, (double)(st->unposted_end - st->unposted_at));
-    if (from_queue + direct > 0)
-        pthread_cond_broadcast(&st->posted);
-}
-
-void store_wait_posted(store *st)
-{
-    struct timespec until;
-    uint64_t want;
-
-    pthread_mutex_lock(&st->mu);
-    want = st->n_persisted;
-    if (st->n_posted < want) {
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += 2;
-        while (st->n_posted < want &&
-               pthread_cond_timedwait(&st->posted, &st->mu, &until) != ETIMEDOUT)
-            ;
-    }
-    pthread_mutex_unlock(&st->mu);
-}
-
 static iocd_err commit_txn(store *st, const store_db_wal *recs, size_t n_recs, seal_work *w,
                            iocd_err pre)
 {
@@ -1059,9 +972,9 @@ static iocd_err commit_txn(store *st, const store_db_wal *recs, size_t n_recs, s
     }
     /* A seal's end packs the postings: every one due goes in with it. */
     if (err == IOCD_OK && (n_ids == 0 || ser != NULL))
-        err = posts_take(
-            st, w != NULL && w->seal_done && seal_before != INT64_MIN ? SIZE_MAX : POST_STEP, ids,
-            n_ids, &post, &n_post, &from_queue, &direct);
+        err = store_posts_take(
+            st, w != NULL && w->seal_done && seal_before != INT64_MIN ? SIZE_MAX : STORE_POST_STEP,
+            ids, n_ids, &post, &n_post, &from_queue, &direct);
     pthread_mutex_unlock(&st->mu);
     if (n_ids > 0 && ser == NULL && err == IOCD_OK)
         err = IOCD_ENOMEM;
@@ -1093,7 +1006,7 @@ static iocd_err commit_txn(store *st, const store_db_wal *recs, size_t n_recs, s
             if (s != NULL)
                 s->persisted = true;
         }
-        posts_done(st, from_queue, direct, ids, n_ids);
+        store_posts_done(st, from_queue, direct, ids, n_ids);
         iocd_free(ids);
         if (seal_before != INT64_MIN) {
             st->seal_from = w->seal_next;
@@ -1438,7 +1351,7 @@ static iocd_err trim_step(store *st)
 
     pthread_mutex_lock(&st->commit_mu);
     pthread_mutex_lock(&st->mu); /* it packs the postings: every one due goes in with it */
-    err = posts_take(st, SIZE_MAX, NULL, 0, &post, &n_post, &from_queue, &direct);
+    err = store_posts_take(st, SIZE_MAX, NULL, 0, &post, &n_post, &from_queue, &direct);
     pthread_mutex_unlock(&st->mu);
     if (err == IOCD_OK)
         err = store_db_commit(st->db, NULL, 0, post, n_post, st->wal_seq + 1, NULL, 0, NULL, 0,
@@ -1446,7 +1359,7 @@ static iocd_err trim_step(store *st)
                               INT64_MIN);
     if (err == IOCD_OK) {
         pthread_mutex_lock(&st->mu);
-        posts_done(st, from_queue, direct, NULL, 0);
+        store_posts_done(st, from_queue, direct, NULL, 0);
         pthread_mutex_unlock(&st->mu);
     }
     pthread_mutex_unlock(&st->commit_mu);
